@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Idempotent machine setup for corehop: Debian packages, CRIU >= 4.2 from
+# Debian's source tarball (checksum verified against Debian's Sources index),
+# and the sysctls the lab needs. Quick when everything is already in place.
+set -euo pipefail
+
+CRIU_VERSION=4.2.1
+CRIU_MIN=4.2
+PREFIX=/usr/local
+CACHE=${COREHOP_CACHE:-/var/cache/corehop}
+
+log() { printf 'setup: %s\n' "$*"; }
+
+[ "$(id -u)" = 0 ] || { echo "setup: run as root (network namespaces, runc and CRIU need it)" >&2; exit 1; }
+
+# The Debian mirror this machine already uses; never hard-code a host.
+debian_mirror() {
+  local m
+  m=$(grep -hsE '^(URIs:|deb )' /etc/apt/sources.list /etc/apt/sources.list.d/*.sources /etc/apt/sources.list.d/*.list 2>/dev/null |
+      grep -v security | grep -oE 'https?://[^ ]+/debian/?' | head -n1)
+  [ -n "$m" ] || { echo "setup: no Debian mirror found in the apt sources" >&2; exit 1; }
+  echo "${m%/}"
+}
+
+PKGS=(iproute2 nftables iptables busybox-static tshark tcpdump kmod curl xz-utils ca-certificates
+      build-essential pkg-config protobuf-c-compiler libprotobuf-c-dev protobuf-compiler libprotobuf-dev
+      python3-protobuf libnl-3-dev libnet1-dev libcap-dev libbsd-dev libnftables-dev libgnutls28-dev
+      uuid-dev libsqlite3-dev qemu-system-x86 iputils-ping procps psmisc)
+
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+# runc without recommends: its recommends pull Debian's criu 3.17, which fails on these kernels.
+dpkg-query -W -f='${Status}' runc 2>/dev/null | grep -q 'install ok installed' || need_runc=1
+if [ ${#missing[@]} -gt 0 ] || [ -n "${need_runc:-}" ]; then
+  log "installing Debian packages: ${missing[*]} ${need_runc:+runc}"
+  export DEBIAN_FRONTEND=noninteractive
+  echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
+  apt-get update -qq
+  [ ${#missing[@]} -eq 0 ] || apt-get install -y -qq "${missing[@]}" >/dev/null
+  [ -z "${need_runc:-}" ] || apt-get install -y -qq --no-install-recommends runc >/dev/null
+fi
+# Debian's criu package must not shadow ours.
+if dpkg-query -W -f='${Status}' criu 2>/dev/null | grep -q 'install ok installed'; then
+  apt-get remove -y -qq criu >/dev/null
+fi
+
+criu_ok() {
+  local v
+  v=$("$PREFIX/sbin/criu" --version 2>/dev/null | sed -n 's/^Version: //p') || return 1
+  [ -n "$v" ] && [ "$(printf '%s\n%s\n' "$CRIU_MIN" "$v" | sort -V | head -n1)" = "$CRIU_MIN" ]
+}
+
+if ! criu_ok; then
+  mirror=$(debian_mirror)
+  mkdir -p "$CACHE"
+  tarball="$CACHE/criu_${CRIU_VERSION}.orig.tar.xz"
+  log "fetching the checksum of criu $CRIU_VERSION from Debian's unstable Sources index ($mirror)"
+  want=$(curl -fsSL "$mirror/dists/unstable/main/source/Sources.xz" | xz -dc |
+         awk -v f="criu_${CRIU_VERSION}.orig.tar.xz" '
+           /^Package: /{pkg=$2} /^Checksums-Sha256:/{insec=1; next} /^[^ ]/{insec=0}
+           insec && pkg=="criu" && $3==f {print $1}')
+  [ -n "$want" ] || { echo "setup: criu_${CRIU_VERSION}.orig.tar.xz not listed in Debian's Sources index" >&2; exit 1; }
+  if [ ! -f "$tarball" ] || [ "$(sha256sum "$tarball" | cut -d' ' -f1)" != "$want" ]; then
+    log "downloading criu_${CRIU_VERSION}.orig.tar.xz"
+    curl -fsSL -o "$tarball.part" "$mirror/pool/main/c/criu/criu_${CRIU_VERSION}.orig.tar.xz"
+    mv "$tarball.part" "$tarball"
+  fi
+  got=$(sha256sum "$tarball" | cut -d' ' -f1)
+  [ "$got" = "$want" ] || { rm -f "$tarball"; echo "setup: criu tarball checksum mismatch ($got != $want)" >&2; exit 1; }
+  log "checksum ok ($want); building criu (about 30 s)"
+  src="$CACHE/criu-src"
+  rm -rf "$src"; mkdir -p "$src"
+  tar -xJf "$tarball" -C "$src" --strip-components=1
+  # Debian's python3 (with python3-protobuf) must come before any pyenv python.
+  (cd "$src" && PATH=/usr/bin:/bin:/usr/sbin:/sbin make -j"$(nproc)" criu >"$CACHE/criu-build.log" 2>&1) ||
+    { tail -n 30 "$CACHE/criu-build.log" >&2; echo "setup: criu build failed (log: $CACHE/criu-build.log)" >&2; exit 1; }
+  install -D -m 0755 "$src/criu/criu" "$PREFIX/sbin/criu"
+  criu_ok || { echo "setup: installed criu does not report version >= $CRIU_MIN" >&2; exit 1; }
+fi
+"$PREFIX/sbin/criu" check >/dev/null 2>&1 || {
+  "$PREFIX/sbin/criu" check >&2 || true
+  echo "setup: 'criu check' does not pass on this kernel" >&2; exit 1; }
+
+# Lazy pages across netns hosts need big pipes; forwarding for the fabric and SGi NAT.
+sysctl -qw fs.pipe-max-size=4194304
+sysctl -qw net.ipv4.ip_forward=1
+log "ok: $("$PREFIX/sbin/criu" --version | head -n1), $(runc --version | head -n1), tshark $(tshark --version 2>/dev/null | head -n1 | awk '{print $3}')"
