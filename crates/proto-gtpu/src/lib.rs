@@ -39,7 +39,7 @@ const MANDATORY_HEADER_LEN: usize = 8;
 /// Length of the optional part (sequence number, N-PDU number, next extension type).
 const OPTIONAL_HEADER_LEN: usize = 4;
 
-const FLAG_VERSION_1: u8 = 0b001_0_0000;
+const FLAG_VERSION_1: u8 = 0b0010_0000;
 const FLAG_PT: u8 = 0b0001_0000;
 const FLAG_E: u8 = 0b0000_0100;
 const FLAG_S: u8 = 0b0000_0010;
