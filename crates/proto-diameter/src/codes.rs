@@ -1,0 +1,114 @@
+//! Command codes, AVP codes and result codes used by corehop (RFC 6733, TS 29.272, TS 29.214,
+//! TS 29.229/29.329, RFC 5778). Only what S6a between our HSS and MME needs.
+
+/// 3GPP vendor id.
+pub const VENDOR_3GPP: u32 = 10415;
+/// S6a/S6d application (TS 29.272 7.1.8).
+pub const APP_S6A: u32 = 16_777_251;
+/// Diameter common messages application (base protocol).
+pub const APP_COMMON: u32 = 0;
+
+// Commands.
+pub const CMD_CAPABILITIES_EXCHANGE: u32 = 257;
+pub const CMD_DEVICE_WATCHDOG: u32 = 280;
+pub const CMD_DISCONNECT_PEER: u32 = 282;
+pub const CMD_UPDATE_LOCATION: u32 = 316;
+pub const CMD_CANCEL_LOCATION: u32 = 317;
+pub const CMD_AUTHENTICATION_INFORMATION: u32 = 318;
+pub const CMD_PURGE_UE: u32 = 321;
+
+// Base AVPs (vendor 0).
+pub const AVP_USER_NAME: u32 = 1;
+pub const AVP_HOST_IP_ADDRESS: u32 = 257;
+pub const AVP_AUTH_APPLICATION_ID: u32 = 258;
+pub const AVP_ACCT_APPLICATION_ID: u32 = 259;
+pub const AVP_VENDOR_SPECIFIC_APPLICATION_ID: u32 = 260;
+pub const AVP_SESSION_ID: u32 = 263;
+pub const AVP_ORIGIN_HOST: u32 = 264;
+pub const AVP_SUPPORTED_VENDOR_ID: u32 = 265;
+pub const AVP_VENDOR_ID: u32 = 266;
+pub const AVP_FIRMWARE_REVISION: u32 = 267;
+pub const AVP_RESULT_CODE: u32 = 268;
+pub const AVP_PRODUCT_NAME: u32 = 269;
+pub const AVP_DISCONNECT_CAUSE: u32 = 273;
+pub const AVP_AUTH_SESSION_STATE: u32 = 277;
+pub const AVP_ORIGIN_STATE_ID: u32 = 278;
+pub const AVP_FAILED_AVP: u32 = 279;
+pub const AVP_ERROR_MESSAGE: u32 = 281;
+pub const AVP_DESTINATION_REALM: u32 = 283;
+pub const AVP_DESTINATION_HOST: u32 = 293;
+pub const AVP_ORIGIN_REALM: u32 = 296;
+pub const AVP_EXPERIMENTAL_RESULT: u32 = 297;
+pub const AVP_EXPERIMENTAL_RESULT_CODE: u32 = 298;
+/// Service-Selection (RFC 5778), the APN, vendor 0.
+pub const AVP_SERVICE_SELECTION: u32 = 493;
+
+// 3GPP AVPs (vendor 10415).
+pub const AVP_MAX_REQUESTED_BANDWIDTH_DL: u32 = 515;
+pub const AVP_MAX_REQUESTED_BANDWIDTH_UL: u32 = 516;
+pub const AVP_MSISDN: u32 = 701;
+pub const AVP_QOS_CLASS_IDENTIFIER: u32 = 1028;
+pub const AVP_RAT_TYPE: u32 = 1032;
+pub const AVP_ALLOCATION_RETENTION_PRIORITY: u32 = 1034;
+pub const AVP_PRIORITY_LEVEL: u32 = 1046;
+pub const AVP_PRE_EMPTION_CAPABILITY: u32 = 1047;
+pub const AVP_PRE_EMPTION_VULNERABILITY: u32 = 1048;
+pub const AVP_SUBSCRIPTION_DATA: u32 = 1400;
+pub const AVP_ULR_FLAGS: u32 = 1405;
+pub const AVP_ULA_FLAGS: u32 = 1406;
+pub const AVP_VISITED_PLMN_ID: u32 = 1407;
+pub const AVP_REQUESTED_EUTRAN_AUTHENTICATION_INFO: u32 = 1408;
+pub const AVP_NUMBER_OF_REQUESTED_VECTORS: u32 = 1410;
+pub const AVP_RE_SYNCHRONIZATION_INFO: u32 = 1411;
+pub const AVP_IMMEDIATE_RESPONSE_PREFERRED: u32 = 1412;
+pub const AVP_AUTHENTICATION_INFO: u32 = 1413;
+pub const AVP_E_UTRAN_VECTOR: u32 = 1414;
+pub const AVP_NETWORK_ACCESS_MODE: u32 = 1417;
+pub const AVP_ITEM_NUMBER: u32 = 1419;
+pub const AVP_CONTEXT_IDENTIFIER: u32 = 1423;
+pub const AVP_SUBSCRIBER_STATUS: u32 = 1424;
+pub const AVP_ALL_APN_CONFIGURATIONS_INCLUDED_INDICATOR: u32 = 1428;
+pub const AVP_APN_CONFIGURATION_PROFILE: u32 = 1429;
+pub const AVP_APN_CONFIGURATION: u32 = 1430;
+pub const AVP_EPS_SUBSCRIBED_QOS_PROFILE: u32 = 1431;
+pub const AVP_AMBR: u32 = 1435;
+pub const AVP_RAND: u32 = 1447;
+pub const AVP_XRES: u32 = 1448;
+pub const AVP_AUTN: u32 = 1449;
+pub const AVP_KASME: u32 = 1450;
+pub const AVP_PDN_TYPE: u32 = 1456;
+
+// Enumerated values.
+pub const AUTH_SESSION_STATE_NO_STATE_MAINTAINED: u32 = 1;
+pub const RAT_TYPE_EUTRAN: u32 = 1004;
+pub const SUBSCRIBER_STATUS_SERVICE_GRANTED: u32 = 0;
+pub const NETWORK_ACCESS_MODE_ONLY_PACKET: u32 = 2;
+pub const ALL_APN_CONFIGURATIONS_INCLUDED: u32 = 0;
+pub const PDN_TYPE_IPV4: u32 = 0;
+pub const PRE_EMPTION_CAPABILITY_ENABLED: u32 = 0;
+pub const PRE_EMPTION_CAPABILITY_DISABLED: u32 = 1;
+pub const PRE_EMPTION_VULNERABILITY_ENABLED: u32 = 0;
+pub const PRE_EMPTION_VULNERABILITY_DISABLED: u32 = 1;
+pub const DISCONNECT_CAUSE_REBOOTING: u32 = 0;
+pub const DISCONNECT_CAUSE_BUSY: u32 = 1;
+pub const DISCONNECT_CAUSE_DO_NOT_WANT_TO_TALK_TO_YOU: u32 = 2;
+/// ULR-Flags bit 1: S6a/S6d-Indicator, set by an MME (TS 29.272 7.3.7).
+pub const ULR_FLAG_S6A_S6D_INDICATOR: u32 = 1 << 1;
+/// ULA-Flags bit 0: Separation Indication.
+pub const ULA_FLAG_SEPARATION_INDICATION: u32 = 1;
+
+// Result codes (RFC 6733 7.1).
+pub const DIAMETER_SUCCESS: u32 = 2001;
+pub const DIAMETER_COMMAND_UNSUPPORTED: u32 = 3001;
+pub const DIAMETER_UNABLE_TO_DELIVER: u32 = 3002;
+pub const DIAMETER_APPLICATION_UNSUPPORTED: u32 = 3007;
+pub const DIAMETER_INVALID_AVP_VALUE: u32 = 5004;
+pub const DIAMETER_MISSING_AVP: u32 = 5005;
+pub const DIAMETER_NO_COMMON_APPLICATION: u32 = 5010;
+pub const DIAMETER_UNABLE_TO_COMPLY: u32 = 5012;
+
+// Experimental result codes (TS 29.272 7.4.3), vendor 10415.
+pub const DIAMETER_ERROR_USER_UNKNOWN: u32 = 5001;
+pub const DIAMETER_ERROR_UNKNOWN_EPS_SUBSCRIPTION: u32 = 5420;
+pub const DIAMETER_ERROR_RAT_NOT_ALLOWED: u32 = 5421;
+pub const DIAMETER_AUTHENTICATION_DATA_UNAVAILABLE: u32 = 4181;
