@@ -1,0 +1,658 @@
+//! Builders and a typed view of the EMM/ESM messages of attach, authentication,
+//! security mode and detach (TS 24.301 §8.2, §8.3). Builders return the *plain*
+//! encoded message; [`crate::security`] protects it when a context exists.
+
+use oxirush_nas::nas_eps::*;
+use serde::{Deserialize, Serialize};
+
+use crate::{NasError, Result};
+
+fn enc(m: NasEpsMessage) -> Result<Vec<u8>> {
+    m.encode().map_err(|e| NasError::Encode(e.to_string()))
+}
+
+/// GUTI (TS 23.003 §2.8): PLMN, MME group id, MME code, M-TMSI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Guti {
+    pub plmn: [u8; 3],
+    pub mme_group_id: u16,
+    pub mme_code: u8,
+    pub m_tmsi: u32,
+}
+
+impl Guti {
+    /// The EPS mobile identity value (TS 24.301 §9.9.3.12): `f6`, PLMN, MMEGI, MMEC, M-TMSI.
+    pub fn to_identity(&self) -> Vec<u8> {
+        let mut v = vec![0xf6];
+        v.extend_from_slice(&self.plmn);
+        v.extend_from_slice(&self.mme_group_id.to_be_bytes());
+        v.push(self.mme_code);
+        v.extend_from_slice(&self.m_tmsi.to_be_bytes());
+        v
+    }
+
+    /// Parses the value of an EPS mobile identity of type GUTI.
+    pub fn from_identity(v: &[u8]) -> Option<Guti> {
+        match v {
+            [first, p0, p1, p2, g0, g1, code, t0, t1, t2, t3] if first & 0x07 == 6 => Some(Guti {
+                plmn: [*p0, *p1, *p2],
+                mme_group_id: u16::from_be_bytes([*g0, *g1]),
+                mme_code: *code,
+                m_tmsi: u32::from_be_bytes([*t0, *t1, *t2, *t3]),
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// The PDN CONNECTIVITY REQUEST carried in an ATTACH REQUEST.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PdnConnectivity {
+    /// Procedure transaction identity chosen by the UE (1..=254).
+    pub pti: u8,
+    /// PDN type (1 IPv4, 2 IPv6, 3 IPv4v6).
+    pub pdn_type: u8,
+    /// Requested APN; `None` lets the network use the subscription's default.
+    pub apn: Option<String>,
+}
+
+impl Default for PdnConnectivity {
+    fn default() -> Self {
+        PdnConnectivity {
+            pti: 1,
+            pdn_type: 1,
+            apn: Some("internet".into()),
+        }
+    }
+}
+
+/// What the MME puts in an ATTACH ACCEPT and its ACTIVATE DEFAULT EPS BEARER
+/// CONTEXT REQUEST.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttachAcceptParams {
+    pub guti: Guti,
+    /// PLMN and TACs of the TAI list (one list of type 0, TS 24.301 §9.9.3.33).
+    pub tai_plmn: [u8; 3],
+    pub tacs: Vec<u16>,
+    /// T3412 as the GPRS timer octet (TS 24.008 §10.5.7.3).
+    pub t3412: u8,
+    /// EPS bearer identity of the default bearer (5 for the first).
+    pub ebi: u8,
+    /// PTI of the UE's PDN CONNECTIVITY REQUEST, echoed.
+    pub pti: u8,
+    pub qci: u8,
+    pub apn: String,
+    pub ue_ipv4: [u8; 4],
+}
+
+/// The messages of this crate's procedures, as plain data. `Other` names what is not
+/// handled so that callers can log it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Nas {
+    AttachRequest {
+        imsi: Option<String>,
+        guti: Option<Guti>,
+        ksi: u8,
+        ue_network_capability: Vec<u8>,
+        pdn: Option<PdnConnectivity>,
+    },
+    AuthenticationRequest {
+        ksi: u8,
+        rand: [u8; 16],
+        autn: [u8; 16],
+    },
+    AuthenticationResponse {
+        res: Vec<u8>,
+    },
+    AuthenticationFailure {
+        cause: u8,
+        auts: Option<[u8; 14]>,
+    },
+    AuthenticationReject,
+    SecurityModeCommand {
+        eea: u8,
+        eia: u8,
+        ksi: u8,
+        replayed_ue_capability: Vec<u8>,
+    },
+    SecurityModeComplete,
+    SecurityModeReject {
+        cause: u8,
+    },
+    AttachAccept {
+        guti: Option<Guti>,
+        tai_list: Vec<u8>,
+        ebi: u8,
+        pti: u8,
+        qci: Option<u8>,
+        apn: Option<String>,
+        ue_ipv4: Option<[u8; 4]>,
+    },
+    AttachComplete {
+        ebi: u8,
+    },
+    AttachReject {
+        cause: u8,
+    },
+    /// UE-originating DETACH REQUEST.
+    DetachRequest {
+        switch_off: bool,
+        guti: Option<Guti>,
+        imsi: Option<String>,
+    },
+    DetachAccept,
+    EmmStatus {
+        cause: u8,
+    },
+    Other {
+        name: String,
+    },
+}
+
+/// Decodes a plain (security header type 0) NAS message sent in `direction`.
+pub fn parse(plain: &[u8], direction: Direction) -> Result<Nas> {
+    let m = NasEpsMessage::decode_with_direction(plain, direction)
+        .map_err(|e| NasError::Decode(e.to_string()))?;
+    Ok(from_message(&m))
+}
+
+fn identity(id: &NasEpsMobileIdentity) -> (Option<String>, Option<Guti>) {
+    (
+        id.as_imsi().map(|i| i.to_string()),
+        Guti::from_identity(&id.value),
+    )
+}
+
+/// The typed view of a decoded message (plain EMM, or ESM for `Other`).
+pub fn from_message(m: &NasEpsMessage) -> Nas {
+    let emm = match m {
+        NasEpsMessage::Emm(_, emm) => emm,
+        NasEpsMessage::SecurityProtected(_, inner) => return from_message(inner),
+        other => {
+            return Nas::Other {
+                name: format!("{other}"),
+            }
+        }
+    };
+    match emm {
+        NasEmmMessage::AttachRequest(r) => {
+            let (imsi, guti) = identity(&r.eps_mobile_identity);
+            let pdn = r
+                .esm_message_container
+                .decode_as_esm_message()
+                .ok()
+                .and_then(|esm| match esm {
+                    NasEpsMessage::Esm(h, NasEsmMessage::PdnConnectivityRequest(p)) => {
+                        Some(PdnConnectivity {
+                            pti: h.procedure_transaction_identity,
+                            pdn_type: p.pdn_type.pdn_type_raw(),
+                            apn: p.access_point_name.as_ref().and_then(|a| a.as_string()),
+                        })
+                    }
+                    _ => None,
+                });
+            Nas::AttachRequest {
+                imsi,
+                guti,
+                ksi: r.nas_key_set_identifier.value & 0x07,
+                ue_network_capability: r.ue_network_capability.value.to_vec(),
+                pdn,
+            }
+        }
+        NasEmmMessage::AuthenticationRequest(r) => {
+            match (
+                r.authentication_parameter_rand.rand(),
+                r.authentication_parameter_autn.autn(),
+            ) {
+                (Some(rand), Some(autn)) => Nas::AuthenticationRequest {
+                    ksi: r.nas_key_set_identifier_asme.value & 0x07,
+                    rand: *rand,
+                    autn: *autn,
+                },
+                _ => Nas::Other {
+                    name: "AuthenticationRequest with bad RAND/AUTN".into(),
+                },
+            }
+        }
+        NasEmmMessage::AuthenticationResponse(r) => Nas::AuthenticationResponse {
+            res: r.authentication_response_parameter.res().to_vec(),
+        },
+        NasEmmMessage::AuthenticationFailure(r) => Nas::AuthenticationFailure {
+            cause: r.emm_cause.cause_raw(),
+            auts: r
+                .authentication_failure_parameter
+                .as_ref()
+                .and_then(|p| p.auts().copied()),
+        },
+        NasEmmMessage::AuthenticationReject(_) => Nas::AuthenticationReject,
+        NasEmmMessage::SecurityModeCommand(r) => Nas::SecurityModeCommand {
+            eea: r.selected_nas_security_algorithms.ciphering_raw(),
+            eia: r.selected_nas_security_algorithms.integrity_raw(),
+            ksi: r.nas_key_set_identifier.value & 0x07,
+            replayed_ue_capability: r.replayed_ue_security_capabilities.value.to_vec(),
+        },
+        NasEmmMessage::SecurityModeComplete(_) => Nas::SecurityModeComplete,
+        NasEmmMessage::SecurityModeReject(r) => Nas::SecurityModeReject {
+            cause: r.emm_cause.cause_raw(),
+        },
+        NasEmmMessage::AttachAccept(r) => {
+            let bearer = r.esm_message_container.decode_as_esm_message().ok();
+            let (ebi, pti, qci, apn, ue_ipv4) = match &bearer {
+                Some(NasEpsMessage::Esm(
+                    h,
+                    NasEsmMessage::ActivateDefaultEpsBearerContextRequest(b),
+                )) => (
+                    h.eps_bearer_identity,
+                    h.procedure_transaction_identity,
+                    b.eps_qos.value.first().copied(),
+                    b.access_point_name.as_string(),
+                    b.pdn_address.ipv4(),
+                ),
+                _ => (0, 0, None, None, None),
+            };
+            Nas::AttachAccept {
+                guti: r.guti.as_ref().and_then(|g| Guti::from_identity(&g.value)),
+                tai_list: r.tai_list.value.to_vec(),
+                ebi,
+                pti,
+                qci,
+                apn,
+                ue_ipv4,
+            }
+        }
+        NasEmmMessage::AttachComplete(r) => Nas::AttachComplete {
+            ebi: match r.esm_message_container.decode_as_esm_message() {
+                Ok(NasEpsMessage::Esm(h, _)) => h.eps_bearer_identity,
+                _ => 0,
+            },
+        },
+        NasEmmMessage::AttachReject(r) => Nas::AttachReject {
+            cause: r.emm_cause.cause_raw(),
+        },
+        NasEmmMessage::DetachRequestUeOriginating(r) => {
+            let (imsi, guti) = identity(&r.eps_mobile_identity);
+            Nas::DetachRequest {
+                switch_off: r.detach_type.is_switch_off(),
+                guti,
+                imsi,
+            }
+        }
+        NasEmmMessage::DetachAccept(_) => Nas::DetachAccept,
+        NasEmmMessage::EmmStatus(r) => Nas::EmmStatus {
+            cause: r.emm_cause.cause_raw(),
+        },
+        other => Nas::Other {
+            name: format!("{:?}", other.message_type()),
+        },
+    }
+}
+
+// ---- UE → MME -------------------------------------------------------------------
+
+/// PDN CONNECTIVITY REQUEST (ESM, no bearer yet: EBI 0).
+pub fn pdn_connectivity_request(pdn: &PdnConnectivity) -> Result<NasEpsMessage> {
+    let pdn_type = match pdn.pdn_type {
+        2 => PdnType::Ipv6,
+        3 => PdnType::Ipv4v6,
+        _ => PdnType::Ipv4,
+    };
+    let mut req = NasPdnConnectivityRequest::new(
+        NasRequestType::from_request_type(RequestTypeValue::Initial),
+        NasPdnType::from_pdn_type(pdn_type),
+    );
+    if let Some(apn) = &pdn.apn {
+        let apn =
+            NasAccessPointName::from_string(apn).map_err(|e| NasError::Value(e.to_string()))?;
+        req = req.with_access_point_name(apn);
+    }
+    Ok(NasEpsMessage::new_esm(req, 0, pdn.pti))
+}
+
+/// ATTACH REQUEST (EPS attach, no key: KSI 7) identified by IMSI.
+pub fn attach_request(
+    imsi: &str,
+    ue_network_capability: &[u8],
+    pdn: &PdnConnectivity,
+) -> Result<Vec<u8>> {
+    let id = NasEpsMobileIdentity::from_imsi(imsi).map_err(|e| NasError::Value(e.to_string()))?;
+    let esm = NasEsmMessageContainer::from_esm_message(&pdn_connectivity_request(pdn)?)
+        .map_err(|e| NasError::Encode(e.to_string()))?;
+    let req = NasAttachRequest::new(
+        NasEpsAttachType::from_attach_type(AttachType::EpsAttach),
+        NasKeySetIdentifier::new(0x07),
+        id,
+        NasUeNetworkCapability::new(ue_network_capability.to_vec()),
+        esm,
+    );
+    enc(NasEpsMessage::new_emm(req))
+}
+
+pub fn authentication_response(res: &[u8]) -> Result<Vec<u8>> {
+    let p = NasAuthenticationResponseParameter::from_res(res)
+        .map_err(|e| NasError::Value(e.to_string()))?;
+    enc(NasEpsMessage::new_emm(NasAuthenticationResponse::new(p)))
+}
+
+/// AUTHENTICATION FAILURE; `auts` only with cause #21 (synch failure).
+pub fn authentication_failure(cause: u8, auts: Option<[u8; 14]>) -> Result<Vec<u8>> {
+    let mut m = NasAuthenticationFailure::new(NasEmmCause::new(cause));
+    if let Some(auts) = auts {
+        m = m.with_authentication_failure_parameter(NasAuthenticationFailureParameter::from_auts(
+            auts,
+        ));
+    }
+    enc(NasEpsMessage::new_emm(m))
+}
+
+pub fn security_mode_complete() -> Result<Vec<u8>> {
+    enc(NasEpsMessage::new_emm(NasSecurityModeComplete::new()))
+}
+
+pub fn security_mode_reject(cause: u8) -> Result<Vec<u8>> {
+    enc(NasEpsMessage::new_emm(NasSecurityModeReject::new(
+        NasEmmCause::new(cause),
+    )))
+}
+
+/// ATTACH COMPLETE carrying ACTIVATE DEFAULT EPS BEARER CONTEXT ACCEPT for `ebi`.
+pub fn attach_complete(ebi: u8) -> Result<Vec<u8>> {
+    let accept = NasEpsMessage::new_esm(NasActivateDefaultEpsBearerContextAccept::new(), ebi, 0);
+    let esm = NasEsmMessageContainer::from_esm_message(&accept)
+        .map_err(|e| NasError::Encode(e.to_string()))?;
+    enc(NasEpsMessage::new_emm(NasAttachComplete::new(esm)))
+}
+
+/// UE-originating DETACH REQUEST (EPS detach) identified by GUTI.
+pub fn detach_request(switch_off: bool, guti: &Guti, ksi: u8) -> Result<Vec<u8>> {
+    let m = NasDetachRequestUeOriginating::new(
+        NasDetachType::from_ue_detach_kind(UeDetachKind::EpsDetach, switch_off),
+        NasKeySetIdentifier::new(ksi & 0x07),
+        NasEpsMobileIdentity::new(guti.to_identity()),
+    );
+    enc(NasEpsMessage::new_emm(m))
+}
+
+// ---- MME → UE -------------------------------------------------------------------
+
+pub fn authentication_request(ksi: u8, rand: &[u8; 16], autn: &[u8; 16]) -> Result<Vec<u8>> {
+    let m = NasAuthenticationRequest::new(
+        NasKeySetIdentifier::new(ksi & 0x07),
+        NasAuthenticationParameterRand::from_rand(*rand),
+        NasAuthenticationParameterAutn::from_autn(*autn),
+    );
+    enc(NasEpsMessage::new_emm(m))
+}
+
+pub fn authentication_reject() -> Result<Vec<u8>> {
+    enc(NasEpsMessage::new_emm(NasAuthenticationReject::new()))
+}
+
+/// SECURITY MODE COMMAND selecting `eea`/`eia`, replaying the UE network capability's
+/// security octets (TS 24.301 §5.4.3.2) so the UE can detect a bidding-down attack.
+pub fn security_mode_command(
+    ksi: u8,
+    eea: u8,
+    eia: u8,
+    ue_network_capability: &[u8],
+) -> Result<Vec<u8>> {
+    let replayed = NasUeSecurityCapability::from_ue_network_capability(
+        &NasUeNetworkCapability::new(ue_network_capability.to_vec()),
+    );
+    let m = NasSecurityModeCommand::new(
+        NasSecurityAlgorithms::new(((eea & 0x07) << 4) | (eia & 0x07)),
+        NasKeySetIdentifier::new(ksi & 0x07),
+        replayed,
+    );
+    enc(NasEpsMessage::new_emm(m))
+}
+
+/// ACTIVATE DEFAULT EPS BEARER CONTEXT REQUEST (ESM) of an attach.
+pub fn activate_default_bearer_request(p: &AttachAcceptParams) -> Result<NasEpsMessage> {
+    let apn =
+        NasAccessPointName::from_string(&p.apn).map_err(|e| NasError::Value(e.to_string()))?;
+    let req = NasActivateDefaultEpsBearerContextRequest::new(
+        NasEpsQualityOfService::new(vec![p.qci]),
+        apn,
+        NasPdnAddress::from_ipv4(p.ue_ipv4),
+    );
+    Ok(NasEpsMessage::new_esm(req, p.ebi, p.pti))
+}
+
+/// TAI list of type 0: one PLMN, up to 16 TACs (TS 24.301 §9.9.3.33).
+pub fn tai_list(plmn: [u8; 3], tacs: &[u16]) -> Result<Vec<u8>> {
+    if tacs.is_empty() || tacs.len() > 16 {
+        return Err(NasError::Value(format!(
+            "{} TACs in a TAI list",
+            tacs.len()
+        )));
+    }
+    let mut v = vec![(tacs.len() - 1) as u8];
+    v.extend_from_slice(&plmn);
+    for t in tacs {
+        v.extend_from_slice(&t.to_be_bytes());
+    }
+    Ok(v)
+}
+
+pub fn attach_accept(p: &AttachAcceptParams) -> Result<Vec<u8>> {
+    let esm = NasEsmMessageContainer::from_esm_message(&activate_default_bearer_request(p)?)
+        .map_err(|e| NasError::Encode(e.to_string()))?;
+    let m = NasAttachAccept::new(
+        NasEpsAttachResult::from_attach_result(AttachResult::EpsOnly),
+        NasT3412Value::new(p.t3412),
+        NasTrackingAreaIdentityList::new(tai_list(p.tai_plmn, &p.tacs)?),
+        esm,
+    )
+    .with_guti(NasEpsMobileIdentity::new(p.guti.to_identity()));
+    enc(NasEpsMessage::new_emm(m))
+}
+
+pub fn attach_reject(cause: u8) -> Result<Vec<u8>> {
+    enc(NasEpsMessage::new_emm(NasAttachReject::new(
+        NasEmmCause::new(cause),
+    )))
+}
+
+pub fn detach_accept() -> Result<Vec<u8>> {
+    enc(NasEpsMessage::new_emm(NasDetachAccept::new()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(s: &str) -> Vec<u8> {
+        hex::decode(s).unwrap()
+    }
+
+    /// The ATTACH REQUEST of oxirush-nas's docs (IMSI 208930000000001, PDN
+    /// CONNECTIVITY REQUEST inside), which Wireshark decodes the same way.
+    #[test]
+    fn parses_known_attach_request() {
+        let bytes = h("07410108298039000000001002e0e000040201d031");
+        match parse(&bytes, Direction::Uplink).unwrap() {
+            Nas::AttachRequest {
+                imsi,
+                ksi,
+                ue_network_capability,
+                pdn,
+                ..
+            } => {
+                assert_eq!(imsi.as_deref(), Some("208930000000001"));
+                assert_eq!(ksi, 0);
+                assert_eq!(ue_network_capability, vec![0xe0, 0xe0]);
+                let pdn = pdn.unwrap();
+                // PDN type nibble 3 = IPv4v6 (octet 0x31: request type 1, PDN type 3).
+                assert_eq!((pdn.pti, pdn.pdn_type, pdn.apn), (1, 3, None));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn attach_request_round_trip() {
+        let pdn = PdnConnectivity::default();
+        let bytes = attach_request("001010000000001", &[0xe0, 0xe0], &pdn).unwrap();
+        // PD 7 / plain, type 0x41, EPS attach with KSI 7, IMSI odd digits.
+        assert_eq!(&bytes[..3], &[0x07, 0x41, 0x71]);
+        match parse(&bytes, Direction::Uplink).unwrap() {
+            Nas::AttachRequest { imsi, pdn: p, .. } => {
+                assert_eq!(imsi.as_deref(), Some("001010000000001"));
+                assert_eq!(p, Some(pdn));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// The AUTHENTICATION REQUEST of oxirush-s1ap's docs (TS 35.208 test set 1 RAND).
+    #[test]
+    fn authentication_request_known_bytes() {
+        let rand: [u8; 16] = h("23553cbe9637a89d218ae64dae47bf35").try_into().unwrap();
+        let autn: [u8; 16] = h("aa689c648350b9b9a4a8043ac07aa7e0").try_into().unwrap();
+        let bytes = authentication_request(0, &rand, &autn).unwrap();
+        assert_eq!(
+            bytes,
+            h("07520023553cbe9637a89d218ae64dae47bf3510aa689c648350b9b9a4a8043ac07aa7e0")
+        );
+        assert_eq!(
+            parse(&bytes, Direction::Downlink).unwrap(),
+            Nas::AuthenticationRequest { ksi: 0, rand, autn }
+        );
+    }
+
+    #[test]
+    fn attach_accept_round_trip() {
+        let p = AttachAcceptParams {
+            guti: Guti {
+                plmn: [0x00, 0xf1, 0x10],
+                mme_group_id: 1,
+                mme_code: 1,
+                m_tmsi: 0xc000_0001,
+            },
+            tai_plmn: [0x00, 0xf1, 0x10],
+            tacs: vec![1],
+            t3412: 0x49,
+            ebi: 5,
+            pti: 1,
+            qci: 9,
+            apn: "internet".into(),
+            ue_ipv4: [10, 45, 0, 2],
+        };
+        let bytes = attach_accept(&p).unwrap();
+        match parse(&bytes, Direction::Downlink).unwrap() {
+            Nas::AttachAccept {
+                guti,
+                tai_list,
+                ebi,
+                pti,
+                qci,
+                apn,
+                ue_ipv4,
+            } => {
+                assert_eq!(guti, Some(p.guti));
+                assert_eq!(tai_list, vec![0x00, 0x00, 0xf1, 0x10, 0x00, 0x01]);
+                assert_eq!((ebi, pti, qci), (5, 1, Some(9)));
+                assert_eq!(apn.as_deref(), Some("internet"));
+                assert_eq!(ue_ipv4, Some([10, 45, 0, 2]));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn small_messages_round_trip() {
+        let guti = Guti {
+            plmn: [0x00, 0xf1, 0x10],
+            mme_group_id: 1,
+            mme_code: 1,
+            m_tmsi: 7,
+        };
+        let cases: Vec<(Vec<u8>, Direction, Nas)> = vec![
+            (
+                authentication_response(&[1, 2, 3, 4, 5, 6, 7, 8]).unwrap(),
+                Direction::Uplink,
+                Nas::AuthenticationResponse {
+                    res: vec![1, 2, 3, 4, 5, 6, 7, 8],
+                },
+            ),
+            (
+                authentication_failure(21, Some([9; 14])).unwrap(),
+                Direction::Uplink,
+                Nas::AuthenticationFailure {
+                    cause: 21,
+                    auts: Some([9; 14]),
+                },
+            ),
+            (
+                authentication_reject().unwrap(),
+                Direction::Downlink,
+                Nas::AuthenticationReject,
+            ),
+            (
+                security_mode_command(0, 2, 2, &[0xe0, 0xe0]).unwrap(),
+                Direction::Downlink,
+                Nas::SecurityModeCommand {
+                    eea: 2,
+                    eia: 2,
+                    ksi: 0,
+                    replayed_ue_capability: vec![0xe0, 0xe0],
+                },
+            ),
+            (
+                security_mode_complete().unwrap(),
+                Direction::Uplink,
+                Nas::SecurityModeComplete,
+            ),
+            (
+                attach_complete(5).unwrap(),
+                Direction::Uplink,
+                Nas::AttachComplete { ebi: 5 },
+            ),
+            (
+                attach_reject(crate::cause::EPS_AND_NON_EPS_NOT_ALLOWED).unwrap(),
+                Direction::Downlink,
+                Nas::AttachReject { cause: 8 },
+            ),
+            (
+                detach_request(true, &guti, 0).unwrap(),
+                Direction::Uplink,
+                Nas::DetachRequest {
+                    switch_off: true,
+                    guti: Some(guti),
+                    imsi: None,
+                },
+            ),
+            (
+                detach_accept().unwrap(),
+                Direction::Downlink,
+                Nas::DetachAccept,
+            ),
+        ];
+        for (bytes, dir, want) in cases {
+            assert_eq!(parse(&bytes, dir).unwrap(), want, "{}", hex::encode(&bytes));
+        }
+        // Attach Reject #8: 07 44 08 (TS 24.301 §8.2.3).
+        assert_eq!(attach_reject(8).unwrap(), vec![0x07, 0x44, 0x08]);
+    }
+
+    #[test]
+    fn garbage_is_an_error_never_a_panic() {
+        let mut seed = 0x1234_5678u32;
+        for len in 0..200usize {
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| {
+                    seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                    (seed >> 16) as u8
+                })
+                .collect();
+            let _ = parse(&bytes, Direction::Uplink);
+            let _ = parse(&bytes, Direction::Downlink);
+            // Valid headers with random bodies reach the IE decoders.
+            let mut emm = vec![0x07, 0x41];
+            emm.extend_from_slice(&bytes);
+            let _ = parse(&emm, Direction::Uplink);
+        }
+        assert!(parse(&[], Direction::Uplink).is_err());
+        assert!(Guti::from_identity(&[0xf6, 1, 2]).is_none());
+    }
+}

@@ -1,0 +1,351 @@
+//! NAS security (TS 24.301 §4.4, TS 33.401): security header types, NAS COUNTs in
+//! both directions, 128-EIA2 integrity and 128-EEA2 ciphering.
+//!
+//! The MAC/cipher/COUNT mechanics are oxirush-nas's `NasSecurityContext` (it keeps
+//! the next COUNT per direction, rejects replays, and advances the receive COUNT
+//! only after the MAC verified). The NAS keys come from crate `aka` so the whole lab
+//! has one key-derivation implementation (TS 33.401 Annex A.7).
+
+use oxirush_nas::nas_eps::{
+    CipheringAlgorithm, IntegrityAlgorithm, KNasEnc, KNasInt, NasEpsSecurityHeaderType,
+    NasSecurityContext,
+};
+
+use crate::msg::{self, Nas};
+use crate::{NasError, Result};
+
+pub use oxirush_nas::nas_eps::Direction;
+
+/// Security header types (TS 24.301 §9.3.1) that this lab sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum SecurityHeader {
+    Plain = 0,
+    Integrity = 1,
+    IntegrityCiphered = 2,
+    IntegrityNewContext = 3,
+    IntegrityCipheredNewContext = 4,
+}
+
+impl SecurityHeader {
+    /// The header type of a NAS PDU, from its first octet. Only EMM (PD 7) has
+    /// security headers; an ESM PDU (PD 2) is plain by definition.
+    pub fn of(pdu: &[u8]) -> Result<SecurityHeader> {
+        let first = *pdu
+            .first()
+            .ok_or_else(|| NasError::Decode("empty NAS PDU".into()))?;
+        match (first & 0x0f, first >> 4) {
+            (2, _) | (7, 0) => Ok(SecurityHeader::Plain),
+            (7, 1) => Ok(SecurityHeader::Integrity),
+            (7, 2) => Ok(SecurityHeader::IntegrityCiphered),
+            (7, 3) => Ok(SecurityHeader::IntegrityNewContext),
+            (7, 4) => Ok(SecurityHeader::IntegrityCipheredNewContext),
+            (pd, sht) => Err(NasError::Decode(format!(
+                "unsupported NAS protocol discriminator {pd} / security header type {sht}"
+            ))),
+        }
+    }
+
+    fn to_oxirush(self) -> NasEpsSecurityHeaderType {
+        match self {
+            SecurityHeader::Plain => NasEpsSecurityHeaderType::PlainNasMessageNotSecurityProtected,
+            SecurityHeader::Integrity => NasEpsSecurityHeaderType::IntegrityProtected,
+            SecurityHeader::IntegrityCiphered => {
+                NasEpsSecurityHeaderType::IntegrityProtectedAndCiphered
+            }
+            SecurityHeader::IntegrityNewContext => {
+                NasEpsSecurityHeaderType::IntegrityProtectedWithNewEpsSecurityContext
+            }
+            SecurityHeader::IntegrityCipheredNewContext => {
+                NasEpsSecurityHeaderType::IntegrityProtectedAndCipheredWithNewEpsSecurityContext
+            }
+        }
+    }
+}
+
+/// An EPS NAS security context: KASME, eKSI, algorithms and the two NAS COUNTs.
+/// The MME protects with `Direction::Downlink` and opens `Uplink`; the UE the reverse.
+pub struct NasSecurity {
+    ctx: NasSecurityContext,
+    kasme: [u8; 32],
+    pub ksi: u8,
+    pub eea: u8,
+    pub eia: u8,
+}
+
+impl std::fmt::Debug for NasSecurity {
+    // Keys stay out of logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NasSecurity")
+            .field("ksi", &self.ksi)
+            .field("eea", &self.eea)
+            .field("eia", &self.eia)
+            .field("ul_count", &self.count(Direction::Uplink))
+            .field("dl_count", &self.count(Direction::Downlink))
+            .finish()
+    }
+}
+
+impl NasSecurity {
+    /// A fresh context (COUNTs 0) for a KASME from a just-finished authentication.
+    /// EIA0 is refused: this lab never runs unauthenticated emergency sessions.
+    pub fn new(kasme: [u8; 32], ksi: u8, eea: u8, eia: u8) -> Result<NasSecurity> {
+        let ia = IntegrityAlgorithm::from_u8(eia)
+            .filter(|a| *a != IntegrityAlgorithm::EIA0)
+            .ok_or_else(|| NasError::Security(format!("integrity algorithm EIA{eia}")))?;
+        let ca = CipheringAlgorithm::from_u8(eea)
+            .ok_or_else(|| NasError::Security(format!("ciphering algorithm EEA{eea}")))?;
+        let kint = KNasInt::from_slice(&aka::knas_int(&kasme, eia))
+            .map_err(|e| NasError::Security(e.to_string()))?;
+        let kenc = KNasEnc::from_slice(&aka::knas_enc(&kasme, eea))
+            .map_err(|e| NasError::Security(e.to_string()))?;
+        let ctx = NasSecurityContext::from_fresh_keys(&kint, &kenc, ia, ca)
+            .map_err(|e| NasError::Security(e.to_string()))?;
+        Ok(NasSecurity {
+            ctx,
+            kasme,
+            ksi: ksi & 0x07,
+            eea,
+            eia,
+        })
+    }
+
+    /// Protects a plain NAS message with header `sht`, using and advancing the COUNT
+    /// of `direction`.
+    pub fn protect(
+        &mut self,
+        plain: &[u8],
+        sht: SecurityHeader,
+        direction: Direction,
+    ) -> Result<Vec<u8>> {
+        if sht == SecurityHeader::Plain {
+            return Ok(plain.to_vec());
+        }
+        self.ctx
+            .protect_bytes(plain.to_vec(), sht.to_oxirush(), direction)
+            .map_err(|e| NasError::Security(e.to_string()))
+    }
+
+    /// Verifies and deciphers a protected PDU sent in `direction`.
+    pub fn unprotect(&mut self, pdu: &[u8], direction: Direction) -> Result<Opened> {
+        let header = SecurityHeader::of(pdu)?;
+        let v = self
+            .ctx
+            .unprotect_raw(pdu, direction)
+            .map_err(|e| match e {
+                oxirush_nas::common::NasError::IntegrityCheckFailed => NasError::IntegrityFailed,
+                other => NasError::Security(other.to_string()),
+            })?;
+        let nas = msg::parse(&v.message, direction)?;
+        Ok(Opened {
+            plain: v.message,
+            nas,
+            header,
+            count: Some(v.count.get()),
+            verified: true,
+        })
+    }
+
+    /// The next NAS COUNT of `direction` (to send or to expect); `None` once exhausted.
+    pub fn count(&self, direction: Direction) -> Option<u32> {
+        self.ctx.nas_count(direction).map(|c| c.get())
+    }
+
+    /// KeNB for the eNB (TS 33.401 A.3) from the uplink NAS COUNT of the message that
+    /// triggers AS security (the last one received, for the INITIAL CONTEXT SETUP).
+    pub fn kenb(&self, uplink_count: u32) -> [u8; 32] {
+        aka::kenb(&self.kasme, uplink_count)
+    }
+}
+
+/// A received NAS PDU, opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Opened {
+    /// The plain message octets.
+    pub plain: Vec<u8>,
+    pub nas: Nas,
+    pub header: SecurityHeader,
+    /// NAS COUNT the MAC was verified with (protected, verified messages only).
+    pub count: Option<u32>,
+    /// False for a plain message and for an integrity-only one taken without a
+    /// context (TS 24.301 §4.4.4.3 lets the network process e.g. an ATTACH REQUEST
+    /// whose MAC it cannot check).
+    pub verified: bool,
+}
+
+/// Opens any NAS PDU received in `direction`: plain ones are decoded; protected ones
+/// are verified with `sec` when there is one; an integrity-only PDU without a context
+/// is decoded unverified; a ciphered PDU without a context is an error.
+pub fn open(pdu: &[u8], sec: Option<&mut NasSecurity>, direction: Direction) -> Result<Opened> {
+    let header = SecurityHeader::of(pdu)?;
+    match (header, sec) {
+        (SecurityHeader::Plain, _) => Ok(Opened {
+            plain: pdu.to_vec(),
+            nas: msg::parse(pdu, direction)?,
+            header,
+            count: None,
+            verified: false,
+        }),
+        (_, Some(sec)) => sec.unprotect(pdu, direction),
+        (SecurityHeader::Integrity | SecurityHeader::IntegrityNewContext, None) => {
+            let inner = pdu
+                .get(6..)
+                .ok_or_else(|| NasError::Decode("short security header".into()))?;
+            Ok(Opened {
+                plain: inner.to_vec(),
+                nas: msg::parse(inner, direction)?,
+                header,
+                count: None,
+                verified: false,
+            })
+        }
+        _ => Err(NasError::Security(
+            "ciphered NAS PDU but no security context".into(),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oxirush_security::{nea_cipher, nia_mac, Bearer};
+
+    fn h(s: &str) -> Vec<u8> {
+        hex::decode(s).unwrap()
+    }
+
+    /// TS 33.401 Annex C.2, 128-EIA2 Test Set 2 (64-bit message).
+    #[test]
+    fn eia2_test_set_2() {
+        let key = KNasInt::from_slice(&h("d3c5d592327fb11c4035c6680af8c6d1")).unwrap();
+        let mac = nia_mac(
+            &key,
+            0x398a59b4,
+            Bearer::new(0x1a).unwrap(),
+            oxirush_security::Direction::Downlink,
+            &h("484583d5afe082ae"),
+            oxirush_security::IntegrityAlgorithm::Aes,
+        );
+        assert_eq!(mac, 0xb93787e6);
+    }
+
+    /// TS 33.401 Annex C.1, 128-EEA2 Test Set 1 (253 bits: the last 3 bits of the
+    /// last octet are outside the message and not compared).
+    #[test]
+    fn eea2_test_set_1() {
+        let key = KNasEnc::from_slice(&h("d3c5d592327fb11c4035c6680af8c6d1")).unwrap();
+        let mut data = h("981ba6824c1bfb1ab485472029b71d808ce33e2cc3c0b5fc1f3de8a6dc66b1f0");
+        let want = h("e9fed8a63d155304d71df20bf3e82214b20ed7dad2f233dc3c22d7bdeeed8e78");
+        nea_cipher(
+            &key,
+            0x398a59b4,
+            Bearer::new(0x15).unwrap(),
+            oxirush_security::Direction::Downlink,
+            &mut data,
+            oxirush_security::CipheringAlgorithm::Aes,
+        );
+        assert_eq!(data[..31], want[..31]);
+        assert_eq!(data[31] & 0xf8, want[31] & 0xf8);
+    }
+
+    fn pair() -> (NasSecurity, NasSecurity) {
+        let kasme = [0x5a; 32];
+        (
+            NasSecurity::new(kasme, 1, 2, 2).unwrap(),
+            NasSecurity::new(kasme, 1, 2, 2).unwrap(),
+        )
+    }
+
+    #[test]
+    fn protect_open_counts_both_directions() {
+        let (mut mme, mut ue) = pair();
+        // SMC: integrity only, new context; COUNT 0 downlink.
+        let smc = msg::security_mode_command(1, 2, 2, &[0xe0, 0xe0]).unwrap();
+        let wire = mme
+            .protect(
+                &smc,
+                SecurityHeader::IntegrityNewContext,
+                Direction::Downlink,
+            )
+            .unwrap();
+        assert_eq!(wire[0], 0x37);
+        assert_eq!(wire[5], 0, "sequence number = DL COUNT 0");
+        assert_eq!(&wire[6..], &smc[..], "integrity only: plain inside");
+        let o = open(&wire, Some(&mut ue), Direction::Downlink).unwrap();
+        assert!(matches!(
+            o.nas,
+            Nas::SecurityModeCommand { eea: 2, eia: 2, .. }
+        ));
+        assert_eq!(o.count, Some(0));
+        // SMC complete: integrity + ciphering, new context; COUNT 0 uplink.
+        let done = msg::security_mode_complete().unwrap();
+        let wire = ue
+            .protect(
+                &done,
+                SecurityHeader::IntegrityCipheredNewContext,
+                Direction::Uplink,
+            )
+            .unwrap();
+        assert_eq!(wire[0], 0x47);
+        assert_ne!(&wire[6..], &done[..], "ciphered");
+        let o = open(&wire, Some(&mut mme), Direction::Uplink).unwrap();
+        assert_eq!(o.nas, Nas::SecurityModeComplete);
+        assert!(o.verified);
+        // Next messages use COUNT 1 each way.
+        assert_eq!(mme.count(Direction::Downlink), Some(1));
+        assert_eq!(mme.count(Direction::Uplink), Some(1));
+        let acc = msg::detach_accept().unwrap();
+        let wire = mme
+            .protect(&acc, SecurityHeader::IntegrityCiphered, Direction::Downlink)
+            .unwrap();
+        assert_eq!(wire[5], 1);
+        let o = ue.unprotect(&wire, Direction::Downlink).unwrap();
+        assert_eq!((o.nas, o.count), (Nas::DetachAccept, Some(1)));
+        // A replay is refused, a tampered message too.
+        assert!(ue.unprotect(&wire, Direction::Downlink).is_err());
+        let mut bad = mme
+            .protect(&acc, SecurityHeader::IntegrityCiphered, Direction::Downlink)
+            .unwrap();
+        bad[2] ^= 1;
+        assert_eq!(
+            ue.unprotect(&bad, Direction::Downlink),
+            Err(NasError::IntegrityFailed)
+        );
+        assert_ne!(mme.kenb(0), mme.kenb(1));
+    }
+
+    #[test]
+    fn open_without_context() {
+        let plain = msg::authentication_reject().unwrap();
+        assert_eq!(
+            open(&plain, None, Direction::Downlink).unwrap().nas,
+            Nas::AuthenticationReject
+        );
+        let (mut ue, _) = pair();
+        let guti = msg::Guti {
+            plmn: [0, 0xf1, 0x10],
+            mme_group_id: 1,
+            mme_code: 1,
+            m_tmsi: 9,
+        };
+        let req = msg::detach_request(false, &guti, 1).unwrap();
+        let wire = ue
+            .protect(&req, SecurityHeader::Integrity, Direction::Uplink)
+            .unwrap();
+        let o = open(&wire, None, Direction::Uplink).unwrap();
+        assert!(!o.verified);
+        assert!(matches!(
+            o.nas,
+            Nas::DetachRequest {
+                switch_off: false,
+                ..
+            }
+        ));
+        let wire = ue
+            .protect(&req, SecurityHeader::IntegrityCiphered, Direction::Uplink)
+            .unwrap();
+        assert!(open(&wire, None, Direction::Uplink).is_err());
+        assert!(open(&[], None, Direction::Uplink).is_err());
+        assert!(open(&[0x17, 1, 2], None, Direction::Uplink).is_err());
+        assert!(NasSecurity::new([0; 32], 0, 2, 0).is_err(), "EIA0 refused");
+    }
+}
