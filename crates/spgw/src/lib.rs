@@ -1,0 +1,385 @@
+//! Combined S-GW/P-GW of the corehop vEPC.
+//!
+//! - S11: GTPv2-C server (Echo, Create Session, Modify Bearer, Delete Session);
+//!   sessions are keyed by our S11 TEID.
+//! - S1-U: GTP-U on UDP 2152. Uplink G-PDUs go to the SGi TUN device, packets
+//!   read from the TUN go to the UE's eNB F-TEID; Echo is answered; a G-PDU for
+//!   an unknown TEID gets an Error Indication.
+//! - SGi: TUN device `sgi0` (NAT towards the PDN is done by corehop's runtime).
+//!
+//! Live migration with CRIU cannot checkpoint a TUN fd, so the device can be
+//! released and re-attached at runtime: SIGUSR1 closes the TUN fd (SGi traffic
+//! stops, S11/S1-U sockets stay), SIGUSR2 re-attaches `sgi0` (or creates it) and
+//! resumes. The tunnel list is written as JSON on every change (`tunnels_file`)
+//! and can seed a new instance (`restore_tunnels_from`): the GTP Tunnel List Handler.
+
+mod core;
+mod tun;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+use tokio::net::UdpSocket;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
+use tracing::{debug, error, info, warn};
+
+pub use crate::core::{Core, CoreConfig, IpPool, S11Outcome, S1uAction, Tunnel};
+pub use crate::tun::{Tun, TunSetup};
+
+/// SPGW configuration (TOML). Defaults are the lab's (docs/conventions.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where the S11 GTPv2-C server listens.
+    pub s11_bind: SocketAddr,
+    /// Where the S1-U GTP-U endpoint listens.
+    pub s1u_bind: SocketAddr,
+    /// Address put into our S11 F-TEID (the service IP that moves with the SPGW).
+    pub s11_address: Ipv4Addr,
+    /// S1-U address advertised to eNBs in the S1-U SGW F-TEID.
+    pub s1u_address: Ipv4Addr,
+    /// UE address pool, CIDR. The SGi address is excluded from it.
+    pub ue_pool: String,
+    /// Name of the SGi TUN device.
+    pub sgi_tun: String,
+    /// Address/prefix given to the TUN device when the SPGW has to create it.
+    pub sgi_address: String,
+    /// MTU given to the TUN device when the SPGW has to create it.
+    pub sgi_mtu: u16,
+    /// DNS servers for UEs.
+    pub dns: Vec<Ipv4Addr>,
+    /// Restart counter sent in Recovery IEs.
+    pub recovery: u8,
+    /// JSON file with the active tunnels, rewritten on every change; `None` disables it.
+    pub tunnels_file: Option<PathBuf>,
+    /// Restore sessions from such a file at start (after a migration or restart).
+    pub restore_tunnels_from: Option<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            s11_bind: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), proto_gtpv2c::GTPC_PORT),
+            s1u_bind: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), proto_gtpu::GTPU_PORT),
+            s11_address: Ipv4Addr::new(10, 77, 1, 30),
+            s1u_address: Ipv4Addr::new(10, 77, 1, 30),
+            ue_pool: "10.45.0.0/16".into(),
+            sgi_tun: "sgi0".into(),
+            sgi_address: "10.45.0.1/16".into(),
+            sgi_mtu: 1400,
+            dns: vec![Ipv4Addr::new(8, 8, 8, 8)],
+            recovery: 0,
+            tunnels_file: Some(PathBuf::from("/run/corehop/tunnels.json")),
+            restore_tunnels_from: None,
+        }
+    }
+}
+
+/// Parses "a.b.c.d/len".
+fn parse_cidr(field: &str, s: &str) -> anyhow::Result<(Ipv4Addr, u8)> {
+    let (a, l) = s
+        .split_once('/')
+        .with_context(|| format!("{field} = {s:?}: expected IPv4 CIDR like 10.45.0.0/16"))?;
+    let addr: Ipv4Addr = a
+        .parse()
+        .with_context(|| format!("{field} = {s:?}: bad IPv4 address"))?;
+    let len: u8 = l
+        .parse()
+        .ok()
+        .filter(|l| *l <= 32)
+        .with_context(|| format!("{field} = {s:?}: prefix length must be 0..32"))?;
+    Ok((addr, len))
+}
+
+impl Config {
+    /// Reads a TOML config file.
+    pub fn from_file(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read SPGW config {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("invalid SPGW config {}", path.display()))
+    }
+
+    fn tun_setup(&self) -> anyhow::Result<TunSetup> {
+        let (addr, prefix_len) = parse_cidr("sgi_address", &self.sgi_address)?;
+        if self.sgi_mtu < 576 {
+            bail!("sgi_mtu = {}: must be at least 576", self.sgi_mtu);
+        }
+        Ok(TunSetup {
+            addr,
+            prefix_len,
+            mtu: self.sgi_mtu,
+        })
+    }
+
+    fn core_config(&self) -> anyhow::Result<CoreConfig> {
+        let (net, len) = parse_cidr("ue_pool", &self.ue_pool)?;
+        let gw = self.tun_setup()?.addr;
+        let pool = IpPool::new(net, len, &[gw]).map_err(|e| anyhow::anyhow!("ue_pool: {e}"))?;
+        Ok(CoreConfig {
+            s11_addr: self.s11_address,
+            s1u_addr: self.s1u_address,
+            recovery: self.recovery,
+            pool,
+        })
+    }
+}
+
+/// Control requests to the running I/O loop.
+#[derive(Debug, Clone, Copy)]
+enum Ctl {
+    ReleaseTun,
+    AttachTun,
+}
+
+struct Shared {
+    cfg: Config,
+    core: Mutex<Core>,
+    ctl_tx: mpsc::UnboundedSender<Ctl>,
+    ctl_rx: Mutex<Option<mpsc::UnboundedReceiver<Ctl>>>,
+    tun_attached: AtomicBool,
+}
+
+/// A handle on one SPGW instance; clones share it.
+#[derive(Clone)]
+pub struct Spgw {
+    shared: Arc<Shared>,
+}
+
+/// Runs the SPGW until the future is dropped.
+pub async fn serve(cfg: Config) -> anyhow::Result<()> {
+    Spgw::new(cfg)?.run().await
+}
+
+impl Spgw {
+    /// Validates the config and restores saved tunnels; no I/O besides reading that file.
+    pub fn new(cfg: Config) -> anyhow::Result<Spgw> {
+        cfg.tun_setup()?;
+        let mut core = Core::new(cfg.core_config()?);
+        if let Some(path) = &cfg.restore_tunnels_from {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("restore_tunnels_from: cannot read {}", path.display()))?;
+            let tunnels: Vec<Tunnel> = serde_json::from_str(&text).with_context(|| {
+                format!(
+                    "restore_tunnels_from: {} is not a tunnel list",
+                    path.display()
+                )
+            })?;
+            let n = tunnels.len();
+            core.restore(tunnels)
+                .map_err(|e| anyhow::anyhow!("restore_tunnels_from {}: {e}", path.display()))?;
+            info!(tunnels = n, file = %path.display(), "restored tunnels");
+        }
+        let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
+        Ok(Spgw {
+            shared: Arc::new(Shared {
+                cfg,
+                core: Mutex::new(core),
+                ctl_tx,
+                ctl_rx: Mutex::new(Some(ctl_rx)),
+                tun_attached: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    fn core(&self) -> MutexGuard<'_, Core> {
+        // A poisoned lock only means a panic elsewhere; the state itself is consistent
+        // (every mutation completes under the lock), so keep serving.
+        self.shared.core.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The active tunnels (IMSI, UE IP, S11 TEIDs, S1-U TEIDs, eNB address).
+    pub fn tunnels(&self) -> Vec<Tunnel> {
+        self.core().tunnels()
+    }
+
+    /// Same as SIGUSR1: close the TUN fd (before a CRIU checkpoint).
+    pub fn release_tun(&self) {
+        let _ = self.shared.ctl_tx.send(Ctl::ReleaseTun);
+    }
+
+    /// Same as SIGUSR2: re-attach (or create) the TUN device and resume SGi.
+    pub fn attach_tun(&self) {
+        let _ = self.shared.ctl_tx.send(Ctl::AttachTun);
+    }
+
+    /// Whether the TUN fd is currently open.
+    pub fn tun_attached(&self) -> bool {
+        self.shared.tun_attached.load(Ordering::SeqCst)
+    }
+
+    /// Writes the tunnel list atomically (temp file + rename) so a reader never
+    /// sees a half-written file.
+    fn write_tunnels_file(&self) {
+        let Some(path) = &self.shared.cfg.tunnels_file else {
+            return;
+        };
+        let res = (|| -> anyhow::Result<()> {
+            let json = serde_json::to_vec_pretty(&self.tunnels())?;
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let tmp = path.with_extension("json.tmp");
+            std::fs::write(&tmp, json)?;
+            std::fs::rename(&tmp, path)?;
+            Ok(())
+        })();
+        if let Err(e) = res {
+            warn!(file = %path.display(), error = %e, "cannot write tunnels file");
+        }
+    }
+
+    fn open_tun(&self) -> Option<Tun> {
+        let cfg = &self.shared.cfg;
+        let setup = match cfg.tun_setup() {
+            Ok(s) => s,
+            Err(e) => {
+                error!(error = %e, "bad SGi settings");
+                return None;
+            }
+        };
+        match Tun::open(&cfg.sgi_tun, &setup) {
+            Ok((t, created)) => {
+                info!(dev = %cfg.sgi_tun, created, "SGi TUN attached");
+                self.shared.tun_attached.store(true, Ordering::SeqCst);
+                Some(t)
+            }
+            Err(e) => {
+                error!(dev = %cfg.sgi_tun, error = %e, "cannot attach SGi TUN (needs CAP_NET_ADMIN to create it); SGi stays down until SIGUSR2");
+                None
+            }
+        }
+    }
+
+    /// Binds S11 and S1-U, attaches the TUN device and serves until dropped.
+    pub async fn run(&self) -> anyhow::Result<()> {
+        let cfg = &self.shared.cfg;
+        let mut ctl_rx = self
+            .shared
+            .ctl_rx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .context("this SPGW instance is already running")?;
+        // Signal handlers first: SIGUSR1/2 would otherwise terminate the process.
+        let mut usr1 = signal(SignalKind::user_defined1()).context("cannot handle SIGUSR1")?;
+        let mut usr2 = signal(SignalKind::user_defined2()).context("cannot handle SIGUSR2")?;
+        let s11 = UdpSocket::bind(cfg.s11_bind)
+            .await
+            .with_context(|| format!("cannot bind S11 on {}", cfg.s11_bind))?;
+        let s1u = UdpSocket::bind(cfg.s1u_bind)
+            .await
+            .with_context(|| format!("cannot bind S1-U on {}", cfg.s1u_bind))?;
+        info!(s11 = %cfg.s11_bind, s1u = %cfg.s1u_bind, "SPGW listening");
+        let mut tun = self.open_tun();
+        self.write_tunnels_file();
+
+        let mut s11_buf = vec![0u8; 65536];
+        let mut s1u_buf = vec![0u8; 65536];
+        let mut sgi_buf = vec![0u8; 65536];
+        loop {
+            let ctl = tokio::select! {
+                r = s11.recv_from(&mut s11_buf) => {
+                    match r {
+                        Ok((n, from)) => self.on_s11(&s11, &s11_buf[..n], from).await,
+                        Err(e) => recv_error("S11", e).await,
+                    }
+                    None
+                }
+                r = s1u.recv_from(&mut s1u_buf) => {
+                    match r {
+                        Ok((n, from)) => self.on_s1u(&s1u, tun.as_ref(), &s1u_buf[..n], from).await,
+                        Err(e) => recv_error("S1-U", e).await,
+                    }
+                    None
+                }
+                r = recv_tun(tun.as_ref(), &mut sgi_buf) => {
+                    match r {
+                        Ok(n) => self.on_sgi(&s1u, &sgi_buf[..n]).await,
+                        Err(e) => recv_error("SGi", e).await,
+                    }
+                    None
+                }
+                _ = usr1.recv() => Some(Ctl::ReleaseTun),
+                _ = usr2.recv() => Some(Ctl::AttachTun),
+                Some(c) = ctl_rx.recv() => Some(c),
+            };
+            match ctl {
+                Some(Ctl::ReleaseTun) => {
+                    if tun.take().is_some() {
+                        info!("SGi TUN released (fd closed); SGi paused");
+                    }
+                    self.shared.tun_attached.store(false, Ordering::SeqCst);
+                }
+                Some(Ctl::AttachTun) if tun.is_none() => tun = self.open_tun(),
+                Some(Ctl::AttachTun) | None => {}
+            }
+        }
+    }
+
+    async fn on_s11(&self, sock: &UdpSocket, buf: &[u8], from: SocketAddr) {
+        let out = self.core().handle_s11(buf, from);
+        if out.changed {
+            self.write_tunnels_file();
+        }
+        if let Some(reply) = out.reply {
+            if let Err(e) = sock.send_to(&reply, from).await {
+                warn!(%from, error = %e, "cannot send S11 response");
+            }
+        }
+    }
+
+    async fn on_s1u(&self, sock: &UdpSocket, tun: Option<&Tun>, buf: &[u8], from: SocketAddr) {
+        let action = self.core().handle_s1u(buf, from);
+        match action {
+            S1uAction::ToSgi(pkt) => match tun {
+                Some(t) => {
+                    if let Err(e) = t.send(pkt) {
+                        debug!(error = %e, "uplink packet dropped at SGi");
+                    }
+                }
+                None => debug!("uplink packet dropped: SGi TUN released"),
+            },
+            S1uAction::Reply(bytes, to) => {
+                if let Err(e) = sock.send_to(&bytes, to).await {
+                    debug!(%to, error = %e, "cannot send GTP-U reply");
+                }
+            }
+            S1uAction::Changed => self.write_tunnels_file(),
+            S1uAction::Nothing => {}
+        }
+    }
+
+    async fn on_sgi(&self, s1u: &UdpSocket, pkt: &[u8]) {
+        let out = self.core().handle_sgi(pkt);
+        match out {
+            Some((gpdu, to)) => {
+                if let Err(e) = s1u.send_to(&gpdu, to).await {
+                    debug!(%to, error = %e, "downlink G-PDU not sent");
+                }
+            }
+            None => debug!("downlink packet without tunnel dropped"),
+        }
+    }
+}
+
+/// Reads from the TUN device, or never completes while it is released.
+async fn recv_tun(tun: Option<&Tun>, buf: &mut [u8]) -> std::io::Result<usize> {
+    match tun {
+        Some(t) => t.recv(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Socket errors are logged and survived: a CRIU-restored UDP socket may return
+/// EINTR once (see BRIEF facts). The short pause avoids a busy loop if an error
+/// repeats.
+async fn recv_error(what: &str, e: std::io::Error) {
+    warn!(interface = what, error = %e, "receive error");
+    tokio::time::sleep(Duration::from_millis(10)).await;
+}
