@@ -1,0 +1,410 @@
+//! End-to-end test of the SPGW in its own network namespace (needs root).
+//!
+//! The test plays the MME on S11 and the eNB on S1-U over loopback addresses of
+//! a namespace it creates (127.0.0.1 = SPGW, 127.0.0.2 = MME/eNB); nothing leaves
+//! the namespace. Phase 1: the SPGW creates `sgi0` itself; attach, ping the SGi
+//! gateway through the tunnel, Echo, Error Indication, garbage, TUN release and
+//! re-attach via SIGUSR1/SIGUSR2, tunnels JSON, Delete Session. Phase 2: a fresh
+//! namespace with a pre-created `sgi0` (as the runtime's GTP Module Initializer
+//! does) and an SPGW restored from phase 1's tunnels file: the old tunnel works
+//! without any new signalling, which is what a migration needs.
+
+use std::fs::File;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use proto_gtpu::icmp::{self, EchoKind};
+use proto_gtpu::Gtpu;
+use proto_gtpv2c::{
+    cause, iface, pdn_type, rat_type, BearerContext, BearerQos, CreateSessionRequest,
+    DeleteSessionRequest, Echo, Fteid, Gtpv2, Message, ModifyBearerRequest, Paa,
+};
+use spgw::{Config, Spgw, Tunnel};
+use tokio::net::UdpSocket;
+use tokio::time::{sleep, timeout, Instant};
+
+const SPGW_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 1);
+const PEER_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
+const GW: Ipv4Addr = Ipv4Addr::new(10, 45, 0, 1);
+const IMSI: &str = "001010000000001";
+const ENB_TEID: u32 = 0x1001;
+const MME_TEID: u32 = 0x2001;
+
+fn ip(args: &[&str]) -> String {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .expect("iproute2 `ip` missing");
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A network namespace deleted on drop, also when the test fails.
+struct Netns(String);
+
+impl Netns {
+    fn new(tag: &str) -> Netns {
+        let name = format!("corehop-spgw-{tag}-{}", std::process::id());
+        // A leftover from a killed earlier run with the same pid would block us.
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        ip(&["netns", "add", &name]);
+        let ns = Netns(name);
+        ip(&["-n", &ns.0, "link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// Runs `f` on a thread that has entered the namespace (sockets and TUN
+    /// devices it creates live there), on a current_thread runtime like the CLI's.
+    fn run<F: std::future::Future<Output = ()>>(&self, f: impl FnOnce() -> F + Send) {
+        let path = format!("/run/netns/{}", self.0);
+        std::thread::scope(|s| {
+            let h = s.spawn(move || {
+                let fd = File::open(&path).expect("netns file");
+                // SAFETY: setns on this thread only, with a valid netns fd.
+                let r = unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) };
+                assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap()
+                    .block_on(f())
+            });
+            if let Err(p) = h.join() {
+                std::panic::resume_unwind(p);
+            }
+        });
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
+    }
+}
+
+/// A temp dir removed on drop.
+struct TempDir(PathBuf);
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn config(tunnels_file: &Path) -> Config {
+    Config {
+        s11_bind: SocketAddr::new(IpAddr::V4(SPGW_IP), 2123),
+        s1u_bind: SocketAddr::new(IpAddr::V4(SPGW_IP), 2152),
+        s11_address: SPGW_IP,
+        s1u_address: SPGW_IP,
+        tunnels_file: Some(tunnels_file.to_path_buf()),
+        ..Config::default()
+    }
+}
+
+/// The test's MME: sends a request (retransmitting like a real MME) and waits for
+/// the response with the same sequence number.
+struct Mme {
+    sock: UdpSocket,
+    seq: u32,
+}
+
+impl Mme {
+    async fn new() -> Mme {
+        Mme {
+            sock: UdpSocket::bind((PEER_IP, 0)).await.unwrap(),
+            seq: 0,
+        }
+    }
+
+    async fn request(&mut self, teid: Option<u32>, msg: Message) -> Option<Gtpv2> {
+        self.seq += 1;
+        let bytes = Gtpv2 {
+            teid,
+            seq: self.seq,
+            msg,
+        }
+        .encode()
+        .unwrap();
+        let mut buf = vec![0u8; 4096];
+        for _ in 0..5 {
+            self.sock.send_to(&bytes, (SPGW_IP, 2123)).await.unwrap();
+            let deadline = Instant::now() + Duration::from_millis(400);
+            while let Ok(Ok(n)) = timeout(
+                deadline.saturating_duration_since(Instant::now()),
+                self.sock.recv(&mut buf),
+            )
+            .await
+            {
+                let r = proto_gtpv2c::decode(&buf[..n]).expect("SPGW sent malformed GTPv2-C");
+                if r.seq == self.seq {
+                    return Some(r);
+                }
+            }
+        }
+        None
+    }
+}
+
+/// Sends one ICMP echo from the UE through the tunnel and waits for the reply in
+/// a G-PDU on the eNB TEID.
+async fn ping(enb: &UdpSocket, sgw_s1u_teid: u32, ue: Ipv4Addr, seq: u16, wait: Duration) -> bool {
+    let pkt = icmp::echo_request(ue, GW, 0x77, seq, b"corehop ping").unwrap();
+    let g = proto_gtpu::encode_gpdu(sgw_s1u_teid, &pkt).unwrap();
+    enb.send_to(&g, (SPGW_IP, 2152)).await.unwrap();
+    let deadline = Instant::now() + wait;
+    let mut buf = vec![0u8; 4096];
+    while let Ok(Ok(n)) = timeout(
+        deadline.saturating_duration_since(Instant::now()),
+        enb.recv(&mut buf),
+    )
+    .await
+    {
+        if let Ok(Gtpu::GPdu { teid, payload, .. }) = proto_gtpu::decode(&buf[..n]) {
+            if let Ok(e) = icmp::parse_echo(payload) {
+                if teid == ENB_TEID
+                    && e.kind == EchoKind::Reply
+                    && e.seq == seq
+                    && (e.src, e.dst) == (GW, ue)
+                {
+                    return true;
+                }
+            }
+        }
+    }
+    false
+}
+
+async fn ping_retry(enb: &UdpSocket, s1u: u32, ue: Ipv4Addr, seq: u16) -> bool {
+    for i in 0..5 {
+        if ping(enb, s1u, ue, seq + i, Duration::from_millis(500)).await {
+            return true;
+        }
+    }
+    false
+}
+
+/// Sends one GTP-U message from the eNB and returns the next message received.
+async fn gtpu_exchange(enb: &UdpSocket, msg: &[u8]) -> Vec<u8> {
+    enb.send_to(msg, (SPGW_IP, 2152)).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = timeout(Duration::from_secs(2), enb.recv(&mut buf))
+        .await
+        .expect("no GTP-U answer")
+        .unwrap();
+    buf.truncate(n);
+    buf
+}
+
+async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn read_tunnels(path: &Path) -> Vec<Tunnel> {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn create_session_request() -> Message {
+    Message::CreateSessionRequest(CreateSessionRequest {
+        imsi: IMSI.into(),
+        msisdn: None,
+        mei: None,
+        uli: None,
+        serving_network: None,
+        rat_type: rat_type::EUTRAN,
+        sender_fteid: Fteid::v4(iface::S11_MME, MME_TEID, PEER_IP),
+        pgw_s5s8_fteid: None,
+        apn: "internet".into(),
+        selection_mode: Some(0),
+        pdn_type: Some(pdn_type::IPV4),
+        paa: Some(Paa::Ipv4(Ipv4Addr::UNSPECIFIED)),
+        apn_restriction: None,
+        ambr: None,
+        bearer_contexts: vec![BearerContext {
+            ebi: 5,
+            qos: Some(BearerQos::default_bearer()),
+            ..Default::default()
+        }],
+        recovery: None,
+    })
+}
+
+#[test]
+fn spgw_end_to_end_in_netns() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "this test creates network namespaces and TUN devices: run it as root"
+    );
+    let dir =
+        TempDir(std::env::temp_dir().join(format!("corehop-spgw-test-{}", std::process::id())));
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let saved = dir.0.join("saved-tunnels.json");
+
+    // ---------------------------------------------------------------- phase 1
+    let ns = Netns::new("a");
+    let file_a = dir.0.join("a/tunnels.json");
+    ns.run(|| async {
+        let spgw = Spgw::new(config(&file_a)).unwrap();
+        let task = tokio::spawn({
+            let s = spgw.clone();
+            async move { s.run().await }
+        });
+        let mut mme = Mme::new().await;
+        let r = mme
+            .request(None, Message::EchoRequest(Echo { recovery: 1 }))
+            .await
+            .expect("S11 Echo Response");
+        assert_eq!(r.msg, Message::EchoResponse(Echo { recovery: 0 }));
+        wait_until("TUN attached", || spgw.tun_attached()).await;
+        let link = ip(&["-n", &ns.0, "addr", "show", "dev", "sgi0"]);
+        assert!(link.contains("mtu 1400") && link.contains("10.45.0.1/16"), "{link}");
+
+        // Create Session: UE address from the pool, our TEIDs.
+        let r = mme.request(Some(0), create_session_request()).await.expect("CSResp");
+        assert_eq!(r.teid, Some(MME_TEID));
+        let Message::CreateSessionResponse(cs) = r.msg else { panic!("{r:?}") };
+        assert_eq!(cs.cause, cause::REQUEST_ACCEPTED);
+        let ue = cs.paa.and_then(|p| p.ipv4()).unwrap();
+        assert_eq!(ue, Ipv4Addr::new(10, 45, 0, 2));
+        let s11 = cs.sender_fteid.unwrap();
+        assert_eq!((s11.iface, s11.ipv4), (iface::S11S4_SGW, Some(SPGW_IP)));
+        let s1u = *cs.bearer_contexts[0].fteid(0).unwrap();
+        assert_eq!((s1u.iface, s1u.ipv4), (iface::S1U_SGW, Some(SPGW_IP)));
+
+        // Modify Bearer: the eNB's S1-U F-TEID.
+        let mbr = Message::ModifyBearerRequest(ModifyBearerRequest {
+            bearer_contexts: vec![BearerContext {
+                ebi: 5,
+                fteids: vec![(0, Fteid::v4(iface::S1U_ENODEB, ENB_TEID, PEER_IP))],
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        let r = mme.request(Some(s11.teid), mbr).await.expect("MBResp");
+        assert_eq!(r.teid, Some(MME_TEID));
+        let Message::ModifyBearerResponse(mb) = r.msg else { panic!("{r:?}") };
+        assert_eq!(mb.cause, cause::REQUEST_ACCEPTED);
+
+        // The tunnel list, in memory and in the file.
+        let expected = Tunnel {
+            imsi: IMSI.into(),
+            apn: "internet".into(),
+            ebi: 5,
+            ue_ip: ue,
+            mme_s11_teid: MME_TEID,
+            mme_s11_addr: Some(PEER_IP),
+            sgw_s11_teid: s11.teid,
+            sgw_s1u_teid: s1u.teid,
+            enb_teid: Some(ENB_TEID),
+            enb_addr: Some(PEER_IP),
+        };
+        assert_eq!(spgw.tunnels(), vec![expected.clone()]);
+        assert_eq!(read_tunnels(&file_a), vec![expected]);
+        std::fs::copy(&file_a, &saved).unwrap();
+
+        // User plane: UE pings the SGi gateway through the tunnel.
+        let enb = UdpSocket::bind((PEER_IP, 2152)).await.unwrap();
+        assert!(ping_retry(&enb, s1u.teid, ue, 1).await, "no echo reply through the tunnel");
+
+        // GTP-U Echo.
+        let r = gtpu_exchange(&enb, &Gtpu::EchoRequest { seq: 42 }.encode().unwrap()).await;
+        assert_eq!(proto_gtpu::decode(&r).unwrap(), Gtpu::EchoResponse { seq: 42, recovery: 0 });
+
+        // Unknown TEID: Error Indication naming it and the SPGW's address.
+        let g = proto_gtpu::encode_gpdu(0xbad, b"\x45\0\0\x14").unwrap();
+        let r = gtpu_exchange(&enb, &g).await;
+        assert_eq!(
+            proto_gtpu::decode(&r).unwrap(),
+            Gtpu::ErrorIndication { teid: 0xbad, peer: IpAddr::V4(SPGW_IP) }
+        );
+
+        // Garbage on both ports does not hurt the session.
+        let junk = UdpSocket::bind((PEER_IP, 0)).await.unwrap();
+        for g in [&b""[..], b"\x00", b"\x48\x20\xff\xff", b"\x32\x01\x00\x04", &[0xff; 300]] {
+            junk.send_to(g, (SPGW_IP, 2123)).await.unwrap();
+            junk.send_to(g, (SPGW_IP, 2152)).await.unwrap();
+        }
+        assert!(mme.request(None, Message::EchoRequest(Echo { recovery: 1 })).await.is_some());
+        assert!(ping_retry(&enb, s1u.teid, ue, 100).await, "tunnel broken by garbage");
+
+        // SIGUSR1 releases the TUN fd: SGi stops but the device (persistent) stays.
+        // SAFETY: signalling our own process; the SPGW installed handlers in run().
+        unsafe { libc::kill(libc::getpid(), libc::SIGUSR1) };
+        wait_until("TUN released", || !spgw.tun_attached()).await;
+        assert!(ip(&["-n", &ns.0, "link", "show", "dev", "sgi0"]).contains("sgi0"));
+        assert!(!ping(&enb, s1u.teid, ue, 200, Duration::from_millis(400)).await, "SGi still served while released");
+        // SIGUSR2 re-attaches and SGi resumes.
+        // SAFETY: as above.
+        unsafe { libc::kill(libc::getpid(), libc::SIGUSR2) };
+        wait_until("TUN re-attached", || spgw.tun_attached()).await;
+        assert!(ping_retry(&enb, s1u.teid, ue, 300).await, "no echo reply after re-attach");
+
+        // Delete Session frees the session, the address and the file entry.
+        let dsr = Message::DeleteSessionRequest(DeleteSessionRequest {
+            linked_ebi: Some(5),
+            ..Default::default()
+        });
+        let r = mme.request(Some(s11.teid), dsr).await.expect("DSResp");
+        assert_eq!(r.teid, Some(MME_TEID));
+        assert!(matches!(r.msg, Message::DeleteSessionResponse(ref d) if d.cause == cause::REQUEST_ACCEPTED), "{r:?}");
+        assert!(spgw.tunnels().is_empty());
+        assert!(read_tunnels(&file_a).is_empty());
+        let g = proto_gtpu::encode_gpdu(s1u.teid, b"\x45").unwrap();
+        assert!(matches!(
+            proto_gtpu::decode(&gtpu_exchange(&enb, &g).await).unwrap(),
+            Gtpu::ErrorIndication { .. }
+        ));
+        // The address is free again: a new session gets it.
+        let r = mme.request(Some(0), create_session_request()).await.expect("CSResp");
+        let Message::CreateSessionResponse(cs) = r.msg else { panic!() };
+        assert_eq!(cs.paa.and_then(|p| p.ipv4()), Some(Ipv4Addr::new(10, 45, 0, 3)));
+        task.abort();
+    });
+    drop(ns);
+
+    // ---------------------------------------------------------------- phase 2
+    let ns = Netns::new("b");
+    // The GTP Module Initializer's job: device with its own MTU, address, up.
+    ip(&["-n", &ns.0, "tuntap", "add", "dev", "sgi0", "mode", "tun"]);
+    ip(&["-n", &ns.0, "addr", "add", "10.45.0.1/16", "dev", "sgi0"]);
+    ip(&[
+        "-n", &ns.0, "link", "set", "dev", "sgi0", "mtu", "1300", "up",
+    ]);
+    let file_b = dir.0.join("b/tunnels.json");
+    let restored = read_tunnels(&saved);
+    ns.run(|| async {
+        let cfg = Config {
+            restore_tunnels_from: Some(saved.clone()),
+            ..config(&file_b)
+        };
+        let spgw = Spgw::new(cfg).unwrap();
+        assert_eq!(spgw.tunnels(), restored);
+        let task = tokio::spawn({
+            let s = spgw.clone();
+            async move { s.run().await }
+        });
+        wait_until("TUN attached", || spgw.tun_attached()).await;
+        // Attached without reconfiguring the pre-created device.
+        assert!(ip(&["-n", &ns.0, "link", "show", "dev", "sgi0"]).contains("mtu 1300"));
+        assert_eq!(read_tunnels(&file_b), restored);
+        let t = &restored[0];
+        let enb = UdpSocket::bind((PEER_IP, 2152)).await.unwrap();
+        assert!(
+            ping_retry(&enb, t.sgw_s1u_teid, t.ue_ip, 1).await,
+            "restored tunnel does not carry traffic"
+        );
+        task.abort();
+    });
+}
