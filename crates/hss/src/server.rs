@@ -18,6 +18,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
+/// How long a new connection may stay silent before its CER.
+const CER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A ready HSS: configuration, identity and the opened subscriber store.
 pub struct Hss {
     cfg: Config,
@@ -89,7 +92,21 @@ impl Hss {
         let mut conn = ConnState::default();
         let mut buf = vec![0u8; 16 * 1024];
         loop {
-            let n = match sock.read(&mut buf).await {
+            // Until CER arrives a connection gets a deadline, so sockets that never speak
+            // Diameter do not pile up.
+            let read = sock.read(&mut buf);
+            let read = if conn.remote_host.is_none() {
+                match tokio::time::timeout(CER_TIMEOUT, read).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        tracing::warn!(%peer, "no CER in {CER_TIMEOUT:?}, closing");
+                        return;
+                    }
+                }
+            } else {
+                read.await
+            };
+            let n = match read {
                 Ok(0) => {
                     tracing::info!(%peer, remote = ?conn.remote_host, "S6a connection closed by peer");
                     return;

@@ -140,6 +140,15 @@ impl Store {
         tx.commit().map_err(|e| self.db(e))
     }
 
+    /// Deletes a subscriber; `Ok(false)` if the IMSI was not there.
+    pub fn remove(&mut self, imsi: &str) -> Result<bool> {
+        let n = self
+            .conn
+            .execute("DELETE FROM subscribers WHERE imsi = ?1", [imsi])
+            .map_err(|e| self.db(e))?;
+        Ok(n > 0)
+    }
+
     /// All subscribers ordered by IMSI.
     pub fn list(&self) -> Result<Vec<Subscriber>> {
         let mut st = self

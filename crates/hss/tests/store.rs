@@ -59,6 +59,9 @@ fn add_list_get_and_duplicate() {
     );
     assert!(err.to_string().contains("already exists"));
     assert_eq!(s.count().unwrap(), 2);
+    assert!(s.remove("001010000000002").unwrap());
+    assert!(!s.remove("001010000000002").unwrap());
+    assert_eq!(s.count().unwrap(), 1);
 }
 
 #[test]
