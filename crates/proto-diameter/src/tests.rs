@@ -145,6 +145,40 @@ pub(crate) fn user_unknown_pair() -> [Message; 2] {
     [req, ans]
 }
 
+/// Error answers as the HSS sends them: 5005 for an AIR missing User-Name, and a 3001
+/// protocol error (E bit) for an unsupported S6a command.
+pub(crate) fn error_pairs() -> [Message; 4] {
+    let mut air = air().to_message();
+    air.hop_by_hop = 7;
+    air.avps.retain(|a| a.code != AVP_USER_NAME);
+    let missing = base::error_answer(
+        &air,
+        &hss_id(),
+        DIAMETER_MISSING_AVP,
+        "missing mandatory AVP User-Name",
+    );
+    let mut pur = Message::request(CMD_PURGE_UE, APP_S6A, true)
+        .with(Avp::utf8(AVP_SESSION_ID, 0, "mme.corehop.lab;1;9"))
+        .with(Avp::u32(
+            AVP_AUTH_SESSION_STATE,
+            0,
+            AUTH_SESSION_STATE_NO_STATE_MAINTAINED,
+        ))
+        .with(Avp::utf8(AVP_ORIGIN_HOST, 0, "mme.corehop.lab"))
+        .with(Avp::utf8(AVP_ORIGIN_REALM, 0, "corehop.lab"))
+        .with(Avp::utf8(AVP_DESTINATION_REALM, 0, "corehop.lab"))
+        .with(Avp::utf8(AVP_USER_NAME, 0, "001010000000001"));
+    pur.hop_by_hop = 8;
+    let unsupported = base::error_answer(
+        &pur,
+        &hss_id(),
+        DIAMETER_COMMAND_UNSUPPORTED,
+        "not supported",
+    );
+    assert!(unsupported.is_error());
+    [air, missing, pur, unsupported]
+}
+
 #[test]
 fn header_bytes() {
     let mut m = Message::request(CMD_DEVICE_WATCHDOG, 0, false);

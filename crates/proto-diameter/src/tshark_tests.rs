@@ -2,7 +2,7 @@
 //! pcap as IPv4/TCP port 3868 segments and `tshark -V` must decode each with the expected
 //! command name, nothing malformed and no expert errors.
 
-use crate::tests::{all_messages, user_unknown_pair};
+use crate::tests::{all_messages, error_pairs, user_unknown_pair};
 use crate::Message;
 use etherparse::PacketBuilder;
 use pcap_file::pcap::{PcapPacket, PcapWriter};
@@ -91,6 +91,7 @@ fn tshark_decodes_every_message() {
         }
     }
     msgs.extend(user_unknown_pair());
+    msgs.extend(error_pairs());
     let file = TempFile(
         std::env::temp_dir().join(format!("corehop-diameter-{}.pcap", std::process::id())),
     );
@@ -128,6 +129,10 @@ fn tshark_decodes_every_message() {
         "cmd=3GPP-Update-Location Answer",
         "cmd=3GPP-Authentication-Information Request",
         "cmd=3GPP-Authentication-Information Answer",
+        "cmd=3GPP-Authentication-Information Request",
+        "cmd=3GPP-Authentication-Information Answer",
+        "cmd=3GPP-Purge-UE Request",
+        "cmd=3GPP-Purge-UE Answer(321) flags=-PE-",
     ];
     assert_eq!(
         lines.len(),
@@ -148,6 +153,8 @@ fn tshark_decodes_every_message() {
         "Max-Requested-Bandwidth-UL",
         "Visited-PLMN-Id",
         "Experimental-Result-Code: DIAMETER_ERROR_USER_UNKNOWN (5001)",
+        "Result-Code: DIAMETER_MISSING_AVP (5005)",
+        "Result-Code: DIAMETER_COMMAND_UNSUPPORTED (3001)",
     ] {
         assert!(
             verbose.contains(avp),
