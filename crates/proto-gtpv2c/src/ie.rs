@@ -18,6 +18,7 @@ pub mod ie_type {
     pub const EBI: u8 = 73;
     pub const MEI: u8 = 75;
     pub const MSISDN: u8 = 76;
+    pub const PCO: u8 = 78;
     pub const PAA: u8 = 79;
     pub const BEARER_QOS: u8 = 80;
     pub const RAT_TYPE: u8 = 82;
@@ -368,7 +369,7 @@ impl Uli {
 // ---------------------------------------------------------------- F-TEID
 
 /// Fully qualified TEID (TS 29.274 §8.22).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Fteid {
     /// Interface type, see [`iface`].
     pub iface: u8,

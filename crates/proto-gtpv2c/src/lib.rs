@@ -12,11 +12,13 @@
 //! APN label over 63 octets, ...).
 
 pub mod ie;
+pub mod pco;
 
 pub use ie::{
     cause, ie_type, iface, pdn_type, rat_type, Ambr, BearerContext, BearerQos, Ecgi, Fteid, Paa,
     Plmn, Tai, Uli,
 };
+pub use pco::Pco;
 
 use ie::{
     get_apn, get_cause, get_tbcd, get_u8, put_apn, put_cause, put_ie, put_tbcd, put_u8, IeIter,
@@ -278,7 +280,7 @@ fn put_bearers(out: &mut Vec<u8>, bcs: &[BearerContext]) -> Result<(), Error> {
 // ---------------------------------------------------------------- Echo
 
 /// Echo Request / Response (TS 29.274 §7.1.1-2): the sender's Recovery restart counter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Echo {
     pub recovery: u8,
 }
@@ -305,7 +307,7 @@ impl Echo {
 // ---------------------------------------------------------------- Create Session
 
 /// Create Session Request (TS 29.274 §7.2.1), MME -> S-GW.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct CreateSessionRequest {
     pub imsi: String,
     pub msisdn: Option<String>,
@@ -324,6 +326,8 @@ pub struct CreateSessionRequest {
     /// Maximum APN Restriction.
     pub apn_restriction: Option<u8>,
     pub ambr: Option<Ambr>,
+    /// Protocol Configuration Options from the UE (e.g. DNS request).
+    pub pco: Option<Pco>,
     /// Bearer Contexts to be created (EBI + Bearer QoS).
     pub bearer_contexts: Vec<BearerContext>,
     pub recovery: Option<u8>,
@@ -365,6 +369,9 @@ impl CreateSessionRequest {
         put_opt(out, &self.ambr, |o, a| {
             put_ie(o, ie_type::AMBR, 0, |o| a.encode(o))
         })?;
+        put_opt(out, &self.pco, |o, p| {
+            put_ie(o, ie_type::PCO, 0, |o| p.encode(o))
+        })?;
         put_bearers(out, &self.bearer_contexts)?;
         put_opt(out, &self.recovery, |o, v| {
             put_u8(o, ie_type::RECOVERY, 0, *v)
@@ -376,7 +383,7 @@ impl CreateSessionRequest {
             (None, None, None, None, None, None);
         let (mut sender, mut pgw, mut apn, mut sel, mut pdn, mut paa) =
             (None, None, None, None, None, None);
-        let (mut restr, mut ambr, mut bcs, mut rec) = (None, None, Vec::new(), None);
+        let (mut restr, mut ambr, mut pco, mut bcs, mut rec) = (None, None, None, Vec::new(), None);
         each_ie(body, |ie| {
             use ie_type::*;
             match (ie.ty, ie.instance) {
@@ -394,6 +401,7 @@ impl CreateSessionRequest {
                 (PAA, 0) => paa = Some(Paa::decode(&ie)?),
                 (APN_RESTRICTION, 0) => restr = Some(get_u8(&ie, 0xff)?),
                 (AMBR, 0) => ambr = Some(Ambr::decode(&ie)?),
+                (PCO, 0) => pco = Some(Pco::decode(&ie)?),
                 (BEARER_CONTEXT, 0) => bcs.push(BearerContext::decode(&ie)?),
                 (RECOVERY, 0) => rec = Some(get_u8(&ie, 0xff)?),
                 _ => {}
@@ -418,6 +426,7 @@ impl CreateSessionRequest {
             paa,
             apn_restriction: restr,
             ambr,
+            pco,
             bearer_contexts: bcs,
             recovery: rec,
         })
@@ -425,7 +434,7 @@ impl CreateSessionRequest {
 }
 
 /// Create Session Response (TS 29.274 §7.2.2), S-GW -> MME.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct CreateSessionResponse {
     pub cause: u8,
     /// Sender F-TEID for control plane (S-GW S11), instance 0.
@@ -435,6 +444,8 @@ pub struct CreateSessionResponse {
     pub paa: Option<Paa>,
     pub apn_restriction: Option<u8>,
     pub ambr: Option<Ambr>,
+    /// Protocol Configuration Options for the UE (DNS servers, MTU).
+    pub pco: Option<Pco>,
     /// Bearer Contexts created (EBI, Cause, S1-U SGW F-TEID instance 0, Charging ID).
     pub bearer_contexts: Vec<BearerContext>,
     pub recovery: Option<u8>,
@@ -454,6 +465,9 @@ impl CreateSessionResponse {
         put_opt(out, &self.ambr, |o, a| {
             put_ie(o, ie_type::AMBR, 0, |o| a.encode(o))
         })?;
+        put_opt(out, &self.pco, |o, p| {
+            put_ie(o, ie_type::PCO, 0, |o| p.encode(o))
+        })?;
         put_bearers(out, &self.bearer_contexts)?;
         put_opt(out, &self.recovery, |o, v| {
             put_u8(o, ie_type::RECOVERY, 0, *v)
@@ -463,7 +477,7 @@ impl CreateSessionResponse {
     fn decode(body: &[u8]) -> Result<Self, Error> {
         let (mut cause, mut sender, mut pgw, mut paa, mut restr, mut ambr) =
             (None, None, None, None, None, None);
-        let (mut bcs, mut rec) = (Vec::new(), None);
+        let (mut pco, mut bcs, mut rec) = (None, Vec::new(), None);
         each_ie(body, |ie| {
             use ie_type::*;
             match (ie.ty, ie.instance) {
@@ -473,6 +487,7 @@ impl CreateSessionResponse {
                 (PAA, 0) => paa = Some(Paa::decode(&ie)?),
                 (APN_RESTRICTION, 0) => restr = Some(get_u8(&ie, 0xff)?),
                 (AMBR, 0) => ambr = Some(Ambr::decode(&ie)?),
+                (PCO, 0) => pco = Some(Pco::decode(&ie)?),
                 (BEARER_CONTEXT, 0) => bcs.push(BearerContext::decode(&ie)?),
                 (RECOVERY, 0) => rec = Some(get_u8(&ie, 0xff)?),
                 _ => {}
@@ -486,6 +501,7 @@ impl CreateSessionResponse {
             paa,
             apn_restriction: restr,
             ambr,
+            pco,
             bearer_contexts: bcs,
             recovery: rec,
         })
@@ -546,7 +562,7 @@ impl ModifyBearerRequest {
 }
 
 /// Modify Bearer Response (TS 29.274 §7.2.8), S-GW -> MME.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ModifyBearerResponse {
     pub cause: u8,
     pub msisdn: Option<String>,
@@ -629,7 +645,7 @@ impl DeleteSessionRequest {
 }
 
 /// Delete Session Response (TS 29.274 §7.2.10.1), S-GW -> MME.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct DeleteSessionResponse {
     pub cause: u8,
     pub recovery: Option<u8>,

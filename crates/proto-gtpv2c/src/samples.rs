@@ -58,6 +58,16 @@ pub fn all() -> Vec<Gtpv2> {
                 paa: Some(Paa::Ipv4(Ipv4Addr::UNSPECIFIED)),
                 apn_restriction: Some(0),
                 ambr: Some(ambr),
+                pco: Some(Pco {
+                    containers: vec![
+                        (
+                            pco::id::IPCP,
+                            vec![1, 0, 0, 16, 129, 6, 0, 0, 0, 0, 131, 6, 0, 0, 0, 0],
+                        ),
+                        (pco::id::DNS_IPV4, vec![]),
+                        (pco::id::IPV4_LINK_MTU, vec![]),
+                    ],
+                }),
                 bearer_contexts: vec![BearerContext {
                     ebi: 5,
                     qos: Some(BearerQos::default_bearer()),
@@ -76,6 +86,12 @@ pub fn all() -> Vec<Gtpv2> {
                 paa: Some(Paa::Ipv4(ue)),
                 apn_restriction: Some(0),
                 ambr: Some(ambr),
+                pco: Some(Pco {
+                    containers: vec![
+                        (pco::id::DNS_IPV4, vec![8, 8, 8, 8]),
+                        (pco::id::IPV4_LINK_MTU, vec![5, 120]),
+                    ],
+                }),
                 bearer_contexts: vec![BearerContext {
                     ebi: 5,
                     cause: Some(cause::REQUEST_ACCEPTED),

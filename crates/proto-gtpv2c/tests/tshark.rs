@@ -171,6 +171,8 @@ fn tshark_decodes_every_message() {
         "APN (Access Point Name): internet",
         "10.45.0.2",
         "S1-U eNodeB GTP-U interface",
+        "DNS Server IPv4 Address (0x000d)",
+        "IPv4 link MTU size: 1400",
     ] {
         assert!(verbose.contains(needle), "{needle} not decoded:\n{verbose}");
     }

@@ -45,6 +45,9 @@ pub struct CoreConfig {
     /// Our restart counter (Recovery IE).
     pub recovery: u8,
     pub pool: IpPool,
+    /// DNS servers and link MTU offered to UEs that ask in their PCO.
+    pub dns: Vec<Ipv4Addr>,
+    pub mtu: u16,
 }
 
 /// Dynamic IPv4 pool: a prefix minus its network, broadcast and excluded addresses.
@@ -303,13 +306,7 @@ impl Core {
         let reject = |c: u8| {
             let resp = CreateSessionResponse {
                 cause: c,
-                sender_fteid: None,
-                pgw_s5s8_fteid: None,
-                paa: None,
-                apn_restriction: None,
-                ambr: None,
-                bearer_contexts: vec![],
-                recovery: None,
+                ..Default::default()
             };
             (
                 Gtpv2 {
@@ -369,6 +366,10 @@ impl Core {
             paa: Some(Paa::Ipv4(ue_ip)),
             apn_restriction: Some(0),
             ambr: r.ambr,
+            pco: r
+                .pco
+                .as_ref()
+                .map(|p| p.answer(&self.cfg.dns, Some(self.cfg.mtu))),
             bearer_contexts: vec![BearerContext {
                 ebi: t.ebi,
                 cause: Some(cause::REQUEST_ACCEPTED),

@@ -52,7 +52,7 @@ pub struct Config {
     pub sgi_address: String,
     /// MTU given to the TUN device when the SPGW has to create it.
     pub sgi_mtu: u16,
-    /// DNS servers for UEs.
+    /// DNS servers offered to UEs in the PCO of the Create Session Response.
     pub dns: Vec<Ipv4Addr>,
     /// Restart counter sent in Recovery IEs.
     pub recovery: u8,
@@ -126,6 +126,8 @@ impl Config {
             s1u_addr: self.s1u_address,
             recovery: self.recovery,
             pool,
+            dns: self.dns.clone(),
+            mtu: self.sgi_mtu,
         })
     }
 }

@@ -230,6 +230,7 @@ fn create_session_request() -> Message {
         paa: Some(Paa::Ipv4(Ipv4Addr::UNSPECIFIED)),
         apn_restriction: None,
         ambr: None,
+        pco: None,
         bearer_contexts: vec![BearerContext {
             ebi: 5,
             qos: Some(BearerQos::default_bearer()),

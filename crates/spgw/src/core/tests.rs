@@ -6,6 +6,8 @@ fn core() -> Core {
         s11_addr: Ipv4Addr::new(10, 77, 1, 30),
         s1u_addr: Ipv4Addr::new(10, 77, 1, 30),
         recovery: 4,
+        dns: vec![Ipv4Addr::new(8, 8, 8, 8)],
+        mtu: 1400,
         pool: IpPool::new(
             Ipv4Addr::new(10, 45, 0, 0),
             16,
@@ -36,6 +38,9 @@ fn csr(imsi: &str, seq: u32) -> Vec<u8> {
             paa: None,
             apn_restriction: None,
             ambr: None,
+            pco: Some(proto_gtpv2c::Pco {
+                containers: vec![(proto_gtpv2c::pco::id::DNS_IPV4, vec![])],
+            }),
             bearer_contexts: vec![BearerContext {
                 ebi: 5,
                 qos: Some(BearerQos::default_bearer()),
@@ -63,6 +68,7 @@ fn create_modify_delete() {
     };
     assert_eq!(resp.cause, cause::REQUEST_ACCEPTED);
     assert_eq!(resp.paa, Some(Paa::Ipv4(Ipv4Addr::new(10, 45, 0, 2))));
+    assert_eq!(resp.pco.unwrap().dns_servers(), [Ipv4Addr::new(8, 8, 8, 8)]);
     let s11 = resp.sender_fteid.unwrap().teid;
     let s1u = resp.bearer_contexts[0].fteid(0).unwrap().teid;
     assert_ne!(s11, s1u);
