@@ -264,13 +264,11 @@ pub fn encode(msg: &S1ap) -> Result<Vec<u8>> {
     let pdu = match msg {
         S1ap::S1SetupRequest(r) => {
             let plmn = plmn_id(r.plmn);
-            let enb = helpers::global_enb_id(plmn.clone(), EnbKind::Macro, r.enb_id)?;
+            let enb = helpers::global_enb_id(plmn, EnbKind::Macro, r.enb_id)?;
             let tas = r
                 .tacs
                 .iter()
-                .map(|t| {
-                    SupportedTAsItem::new(TAC(t.to_be_bytes()), BPLMNs(vec![plmn.clone()]), None)
-                })
+                .map(|t| SupportedTAsItem::new(TAC(t.to_be_bytes()), BPLMNs(vec![plmn]), None))
                 .collect();
             match &r.enb_name {
                 Some(name) => build_s1ap!(
