@@ -1,0 +1,122 @@
+//! The controller's (and peer agents') side of the agent API.
+use crate::api::*;
+use crate::wire;
+use anyhow::{anyhow, bail, Context, Result};
+use runtime::ContainerSpec;
+use serde::de::DeserializeOwned;
+use std::io::Write;
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+pub struct Client {
+    stream: TcpStream,
+    pub addr: SocketAddr,
+}
+
+/// Long operations (a checkpoint of a big function, a transfer on a slow link) get this long.
+const OP_TIMEOUT: Duration = Duration::from_secs(600);
+
+impl Client {
+    pub fn connect(addr: SocketAddr, token: &[u8]) -> Result<Self> {
+        let mut stream =
+            TcpStream::connect_timeout(&addr, Duration::from_secs(3)).with_context(|| {
+                format!("agent at {addr} is not reachable (is the lab up and its agent running?)")
+            })?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        wire::connect(&mut stream, token).with_context(|| format!("agent at {addr} refused us"))?;
+        stream.set_read_timeout(Some(OP_TIMEOUT))?;
+        Ok(Client { stream, addr })
+    }
+
+    pub fn call<T: DeserializeOwned>(&mut self, req: &Request) -> Result<T> {
+        wire::write_frame(&mut self.stream, req)?;
+        self.answer()
+    }
+
+    fn answer<T: DeserializeOwned>(&mut self) -> Result<T> {
+        match wire::read_frame(&mut self.stream)
+            .with_context(|| format!("agent at {} did not answer", self.addr))?
+        {
+            Response::Ok { body } => {
+                serde_json::from_value(body).context("unexpected answer from agent")
+            }
+            Response::Err { message } => Err(anyhow!(message)),
+        }
+    }
+
+    /// Sends a request followed by `data` as a bulk body.
+    pub fn call_with_body<T: DeserializeOwned>(&mut self, req: &Request, data: &[u8]) -> Result<T> {
+        wire::write_frame(&mut self.stream, req)?;
+        self.stream.write_all(data)?;
+        self.answer()
+    }
+
+    pub fn hello(&mut self) -> Result<Hello> {
+        self.call(&Request::Hello)
+    }
+    pub fn ps(&mut self) -> Result<Vec<ContainerInfo>> {
+        self.call(&Request::Ps)
+    }
+    pub fn inspect(&mut self, name: &str) -> Result<Inspect> {
+        self.call(&Request::Inspect { name: name.into() })
+    }
+    pub fn run(&mut self, spec: &ContainerSpec) -> Result<ContainerInfo> {
+        self.call(&Request::Run { spec: spec.clone() })
+    }
+    pub fn remove(&mut self, name: &str) -> Result<()> {
+        self.call(&Request::Remove { name: name.into() })
+    }
+    /// Returns the rootfs digest built here.
+    pub fn prepare(&mut self, spec: &ContainerSpec) -> Result<String> {
+        self.call(&Request::Prepare { spec: spec.clone() })
+    }
+    pub fn checkpoint(
+        &mut self,
+        name: &str,
+        round: &str,
+        leave_running: bool,
+        parent: Option<&str>,
+        pre_dump: bool,
+    ) -> Result<OpStats> {
+        self.call(&Request::Checkpoint {
+            name: name.into(),
+            round: round.into(),
+            leave_running,
+            parent: parent.map(str::to_string),
+            pre_dump,
+        })
+    }
+    pub fn push(&mut self, name: &str, round: &str, to: SocketAddr) -> Result<OpStats> {
+        self.call(&Request::Push {
+            name: name.into(),
+            round: round.into(),
+            to,
+        })
+    }
+    pub fn plug(&mut self, name: &str) -> Result<OpStats> {
+        self.call(&Request::Plug { name: name.into() })
+    }
+    pub fn unplug(&mut self, name: &str) -> Result<OpStats> {
+        self.call(&Request::Unplug { name: name.into() })
+    }
+    pub fn restore(&mut self, name: &str, round: &str) -> Result<OpStats> {
+        self.call(&Request::Restore {
+            name: name.into(),
+            round: round.into(),
+        })
+    }
+
+    /// Fails unless the host can checkpoint and restore.
+    pub fn require_criu(&mut self) -> Result<Hello> {
+        let h = self.hello()?;
+        if h.criu.is_none() {
+            bail!(
+                "host {} has no working CRIU: {} (run `make setup` there)",
+                h.host,
+                h.criu_error.as_deref().unwrap_or("unknown reason")
+            );
+        }
+        Ok(h)
+    }
+}

@@ -1,0 +1,477 @@
+//! The agent daemon: one per host, serving the API on the host's fabric address.
+use crate::api::*;
+use crate::client::Client;
+use crate::wire;
+use anyhow::{bail, Context, Result};
+use lab::{net, paths, spec::validate_name};
+use runtime::runc::{CheckpointOpts, Runc};
+use runtime::ContainerSpec;
+use sha2::{Digest, Sha256};
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The largest image a peer may send us; anything bigger is refused before reading.
+pub const MAX_IMAGE_BYTES: u64 = 16 << 30;
+
+pub struct Config {
+    pub host: String,
+    pub listen: SocketAddr,
+    pub state: PathBuf,
+    pub token: Vec<u8>,
+    pub criu: PathBuf,
+}
+
+struct Agent {
+    cfg: Config,
+    runc: Runc,
+    hello: Hello,
+    /// Serialises changes to containers on this host.
+    busy: Mutex<()>,
+}
+
+pub fn serve(cfg: Config) -> Result<()> {
+    validate_name(&cfg.host, "host")?;
+    std::fs::create_dir_all(cfg.state.join("containers"))?;
+    let hello = match runtime::runc::criu_check(&cfg.criu) {
+        Ok(v) => Hello {
+            host: cfg.host.clone(),
+            criu: Some(v),
+            criu_error: None,
+            dirty_tracking: runtime::runc::criu_has_dirty_tracking(&cfg.criu),
+        },
+        Err(e) => Hello {
+            host: cfg.host.clone(),
+            criu: None,
+            criu_error: Some(format!("{e:#}")),
+            dirty_tracking: false,
+        },
+    };
+    tracing::info!(host = %cfg.host, criu = ?hello.criu, criu_error = ?hello.criu_error, "agent starting on {}", cfg.listen);
+    let runc = Runc {
+        root: paths::runc_root(&cfg.host),
+        criu: cfg.criu.clone(),
+    };
+    std::fs::create_dir_all(&runc.root)?;
+    let listener = TcpListener::bind(cfg.listen)
+        .with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    let agent = Arc::new(Agent {
+        cfg,
+        runc,
+        hello,
+        busy: Mutex::new(()),
+    });
+    for conn in listener.incoming() {
+        let Ok(stream) = conn else { continue };
+        let agent = agent.clone();
+        std::thread::spawn(move || {
+            let peer = stream
+                .peer_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_default();
+            if let Err(e) = agent.connection(stream) {
+                tracing::warn!(%peer, "connection ended: {e:#}");
+            }
+        });
+    }
+    Ok(())
+}
+
+impl Agent {
+    fn connection(&self, mut s: TcpStream) -> Result<()> {
+        let peer = s.peer_addr()?;
+        s.set_nodelay(true)?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        if let Err(e) = wire::accept(&mut s, &self.cfg.token) {
+            tracing::warn!(%peer, "refused: {e:#}");
+            return Ok(());
+        }
+        // An idle authenticated caller is dropped after this long.
+        s.set_read_timeout(Some(Duration::from_secs(900)))?;
+        loop {
+            let req: Request = match wire::read_frame(&mut s) {
+                Ok(r) => r,
+                Err(e) if e.to_string() == "connection closed" => return Ok(()),
+                Err(e) => {
+                    tracing::warn!(%peer, "refused request: {e:#}");
+                    let _ = wire::write_frame(
+                        &mut s,
+                        &Response::Err {
+                            message: format!("{e:#}"),
+                        },
+                    );
+                    return Ok(());
+                }
+            };
+            let op = serde_json::to_value(&req)
+                .ok()
+                .and_then(|v| v["op"].as_str().map(str::to_string));
+            let answer = match self.handle(req, &mut s) {
+                Ok(body) => Response::Ok { body },
+                Err(e) => {
+                    tracing::warn!(%peer, op = ?op, "request failed: {e:#}");
+                    Response::Err {
+                        message: format!("{}: {e:#}", self.cfg.host),
+                    }
+                }
+            };
+            wire::write_frame(&mut s, &answer)?;
+        }
+    }
+
+    fn handle(&self, req: Request, s: &mut TcpStream) -> Result<serde_json::Value> {
+        use serde_json::to_value as v;
+        Ok(match req {
+            Request::Hello => v(&self.hello)?,
+            Request::Ps => v(self.ps()?)?,
+            Request::Inspect { name } => v(self.inspect(&name)?)?,
+            Request::Run { spec } => {
+                let _g = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+                v(self.run(spec)?)?
+            }
+            Request::Prepare { spec } => {
+                let _g = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+                v(self.prepare(&spec)?)?
+            }
+            Request::Remove { name } => {
+                let _g = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+                v(self.remove(&name)?)?
+            }
+            Request::Checkpoint {
+                name,
+                round,
+                leave_running,
+                parent,
+                pre_dump,
+            } => {
+                let _g = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+                v(self.checkpoint(&name, &round, leave_running, parent, pre_dump)?)?
+            }
+            Request::Push { name, round, to } => v(self.push(&name, &round, to)?)?,
+            Request::Receive {
+                name,
+                round,
+                size,
+                sha256,
+            } => v(self.receive(&name, &round, size, &sha256, s)?)?,
+            Request::Plug { name } => v(timed(|| self.plug(&name))?)?,
+            Request::Unplug { name } => v(timed(|| {
+                self.existing(&name)?;
+                net::unplug(&self.cfg.host, &port(&name));
+                Ok(())
+            })?)?,
+            Request::Restore { name, round } => {
+                let _g = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+                v(self.restore(&name, &round)?)?
+            }
+        })
+    }
+
+    fn dir(&self, name: &str) -> Result<PathBuf> {
+        validate_name(name, "container")?;
+        Ok(self.cfg.state.join("containers").join(name))
+    }
+
+    fn netns(&self, name: &str) -> String {
+        format!("{}c-{}-{}", net::PREFIX, self.cfg.host, name)
+    }
+
+    /// The container's directory and spec; an error names the container and host.
+    fn existing(&self, name: &str) -> Result<(PathBuf, ContainerSpec)> {
+        let dir = self.dir(name)?;
+        let spec = std::fs::read(dir.join("spec.json"))
+            .map_err(|_| anyhow::anyhow!("no container {name:?} on host {}", self.cfg.host))?;
+        Ok((dir, serde_json::from_slice(&spec)?))
+    }
+
+    fn info(&self, name: &str, spec: &ContainerSpec, dir: &Path) -> ContainerInfo {
+        let st = self.runc.state(name);
+        let state = match &st {
+            Some(s) => s.status.clone(),
+            None if has_images(dir) => "checkpointed".into(),
+            None => "prepared".into(),
+        };
+        ContainerInfo {
+            name: name.into(),
+            host: self.cfg.host.clone(),
+            service_ip: spec.service_ip,
+            flavor: spec.flavor_name.clone(),
+            state,
+            pid: st.map(|s| s.pid),
+        }
+    }
+
+    fn ps(&self) -> Result<Vec<ContainerInfo>> {
+        let mut out = Vec::new();
+        let mut names: Vec<String> = std::fs::read_dir(self.cfg.state.join("containers"))?
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect();
+        names.sort();
+        for name in names {
+            if let Ok((dir, spec)) = self.existing(&name) {
+                out.push(self.info(&name, &spec, &dir));
+            }
+        }
+        Ok(out)
+    }
+
+    fn inspect(&self, name: &str) -> Result<Inspect> {
+        let (dir, spec) = self.existing(name)?;
+        let rootfs_digest = std::fs::read_to_string(dir.join("rootfs.digest")).unwrap_or_default();
+        Ok(Inspect {
+            info: self.info(name, &spec, &dir),
+            spec,
+            rootfs_digest,
+        })
+    }
+
+    fn prepare(&self, spec: &ContainerSpec) -> Result<String> {
+        let dir = self.dir(&spec.name)?;
+        if self.runc.state(&spec.name).is_some() {
+            bail!(
+                "container {:?} already runs on host {}",
+                spec.name,
+                self.cfg.host
+            );
+        }
+        std::fs::create_dir_all(&dir)?;
+        let ns = self.netns(&spec.name);
+        net::add_netns(&ns)?;
+        net::lock(&ns)?;
+        let cgroup = format!("{}/{}", paths::cgroup_parent(&self.cfg.host), spec.name);
+        let digest = runtime::bundle::build(
+            spec,
+            &dir.join("bundle"),
+            &Path::new("/run/netns").join(&ns),
+            &cgroup,
+        )?;
+        std::fs::write(dir.join("rootfs.digest"), &digest)?;
+        std::fs::write(dir.join("spec.json"), serde_json::to_vec_pretty(spec)?)?;
+        Ok(digest)
+    }
+
+    fn run(&self, spec: ContainerSpec) -> Result<ContainerInfo> {
+        if self.dir(&spec.name)?.join("spec.json").exists() {
+            bail!(
+                "a container named {:?} already exists on host {}",
+                spec.name,
+                self.cfg.host
+            );
+        }
+        let started = (|| {
+            self.prepare(&spec)?;
+            net::unlock(&self.netns(&spec.name));
+            self.plug(&spec.name)?;
+            let dir = self.dir(&spec.name)?;
+            self.runc
+                .run(&spec.name, &dir.join("bundle"), &dir.join("log"))
+        })();
+        if let Err(e) = started {
+            let _ = self.remove(&spec.name);
+            return Err(e);
+        }
+        let (dir, spec) = self.existing(&spec.name)?;
+        Ok(self.info(&spec.name, &spec, &dir))
+    }
+
+    fn remove(&self, name: &str) -> Result<()> {
+        let dir = self.dir(name)?;
+        self.runc.delete(name);
+        net::unplug(&self.cfg.host, &port(name));
+        net::del_netns(&self.netns(name));
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)?;
+        }
+        Ok(())
+    }
+
+    fn plug(&self, name: &str) -> Result<()> {
+        let (_, spec) = self.existing(name)?;
+        let ns = self.netns(name);
+        net::plug(
+            &self.cfg.host,
+            &port(name),
+            &ns,
+            spec.service_ip,
+            spec.prefix_len,
+            &net::mac_for(spec.service_ip),
+        )?;
+        net::gratuitous_arp(&ns, spec.service_ip)
+    }
+
+    fn checkpoint(
+        &self,
+        name: &str,
+        round: &str,
+        leave_running: bool,
+        parent: Option<String>,
+        pre_dump: bool,
+    ) -> Result<OpStats> {
+        let (dir, _) = self.existing(name)?;
+        let images = round_dir(&dir, round)?;
+        if let Some(p) = &parent {
+            round_dir(&dir, p)?;
+        }
+        let work = dir.join("work").join(round);
+        for d in [&images, &work] {
+            let _ = std::fs::remove_dir_all(d);
+            std::fs::create_dir_all(d)?;
+        }
+        let opts = CheckpointOpts {
+            leave_running,
+            pre_dump,
+            // CRIU resolves the parent relative to the image dir.
+            parent: parent.map(|p| PathBuf::from("..").join(p)),
+            lazy_pages: None,
+        };
+        let t = Instant::now();
+        self.runc.checkpoint(name, &images, &work, &opts)?;
+        Ok(OpStats {
+            ms: ms(t),
+            bytes: dir_size(&images),
+        })
+    }
+
+    fn push(&self, name: &str, round: &str, to: SocketAddr) -> Result<OpStats> {
+        let (dir, _) = self.existing(name)?;
+        let images = round_dir(&dir, round)?;
+        if !images.is_dir() {
+            bail!(
+                "no image round {round:?} of {name:?} on host {}",
+                self.cfg.host
+            );
+        }
+        let t = Instant::now();
+        let mut tar = tar::Builder::new(Vec::new());
+        tar.append_dir_all(".", &images)?;
+        let data = tar.into_inner()?;
+        let sha = hex::encode(Sha256::digest(&data));
+        let mut peer = Client::connect(to, &self.cfg.token)?;
+        peer.call_with_body::<()>(
+            &Request::Receive {
+                name: name.into(),
+                round: round.into(),
+                size: data.len() as u64,
+                sha256: sha,
+            },
+            &data,
+        )
+        .with_context(|| format!("transfer of {name:?} to {to} failed"))?;
+        Ok(OpStats {
+            ms: ms(t),
+            bytes: data.len() as u64,
+        })
+    }
+
+    fn receive(
+        &self,
+        name: &str,
+        round: &str,
+        size: u64,
+        sha256: &str,
+        s: &mut TcpStream,
+    ) -> Result<()> {
+        if size > MAX_IMAGE_BYTES {
+            bail!("refusing an image of {size} bytes (limit {MAX_IMAGE_BYTES})");
+        }
+        // Read the body first, whatever happens next, so the connection stays in step.
+        let mut data = Vec::with_capacity(size as usize);
+        s.take(size).read_to_end(&mut data)?;
+        if data.len() as u64 != size {
+            bail!(
+                "image of {name:?} truncated: {} of {size} bytes arrived",
+                data.len()
+            );
+        }
+        let (dir, _) = self.existing(name)?;
+        let got = hex::encode(Sha256::digest(&data));
+        if got != sha256 {
+            bail!("image of {name:?} is corrupt: sha256 {got} != {sha256}; not restoring it");
+        }
+        let images = round_dir(&dir, round)?;
+        let tmp = dir.join("images").join(format!(".{round}.partial"));
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp)?;
+        tar::Archive::new(&data[..])
+            .unpack(&tmp)
+            .context("cannot unpack the image (disk full?)")?;
+        let _ = std::fs::remove_dir_all(&images);
+        std::fs::rename(&tmp, &images)?;
+        Ok(())
+    }
+
+    fn restore(&self, name: &str, round: &str) -> Result<OpStats> {
+        let (dir, _) = self.existing(name)?;
+        let images = round_dir(&dir, round)?;
+        if !images.join("inventory.img").exists() {
+            bail!(
+                "no complete image round {round:?} of {name:?} on host {}",
+                self.cfg.host
+            );
+        }
+        if self.runc.state(name).is_some() {
+            bail!("container {name:?} already runs on host {}", self.cfg.host);
+        }
+        let work = dir.join("work").join(format!("restore-{round}"));
+        let _ = std::fs::remove_dir_all(&work);
+        std::fs::create_dir_all(&work)?;
+        let t = Instant::now();
+        self.runc.restore(
+            name,
+            &dir.join("bundle"),
+            &images,
+            &work,
+            &dir.join("log"),
+            false,
+        )?;
+        net::unlock(&self.netns(name));
+        Ok(OpStats {
+            ms: ms(t),
+            bytes: 0,
+        })
+    }
+}
+
+/// Host end of a container's veth, inside the host namespace.
+fn port(name: &str) -> String {
+    format!("c-{name}")
+}
+
+fn round_dir(dir: &Path, round: &str) -> Result<PathBuf> {
+    validate_name(round, "image round")?;
+    Ok(dir.join("images").join(round))
+}
+
+fn has_images(dir: &Path) -> bool {
+    std::fs::read_dir(dir.join("images"))
+        .map(|mut d| d.next().is_some())
+        .unwrap_or(false)
+}
+
+fn timed(f: impl FnOnce() -> Result<()>) -> Result<OpStats> {
+    let t = Instant::now();
+    f()?;
+    Ok(OpStats {
+        ms: ms(t),
+        bytes: 0,
+    })
+}
+
+fn ms(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e3
+}
+
+pub fn dir_size(p: &Path) -> u64 {
+    std::fs::read_dir(p)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_size(&e.path()),
+            _ => e.metadata().map(|m| m.len()).unwrap_or(0),
+        })
+        .sum()
+}

@@ -1,0 +1,310 @@
+//! The subcommands' bodies: parse, call the library crates, print tables or JSON.
+use agent::Client;
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use lab::spec::LabSpec;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Subcommand)]
+pub enum LabCmd {
+    /// Create the hosts (default lab: node-a, node-b, ran, pdn) and start their agents.
+    Up {
+        /// A lab file (TOML) describing hosts, addresses and link rates.
+        file: Option<PathBuf>,
+    },
+    /// Show hosts, link rates and agents.
+    Status,
+    /// Remove every namespace, link, container, mount and cgroup of the lab.
+    Down,
+    /// Set a host's NIC rate (tc syntax, e.g. 100mbit), or `none` to remove shaping.
+    Rate { host: String, rate: String },
+}
+
+pub fn lab(c: LabCmd, json: bool) -> Result<()> {
+    match c {
+        LabCmd::Up { file } => {
+            let spec = match file {
+                Some(f) => LabSpec::load(&f)?,
+                None => LabSpec::default(),
+            };
+            lab::up(&spec, &std::env::current_exe()?)?;
+            print_status(&spec, json)
+        }
+        LabCmd::Status => print_status(&lab::current()?, json),
+        LabCmd::Down => {
+            lab::down()?;
+            if !json {
+                println!("lab removed");
+            }
+            Ok(())
+        }
+        LabCmd::Rate { host, rate } => {
+            let spec = lab::current()?;
+            spec.host(&host)?;
+            let rate = (rate != "none").then_some(rate);
+            if let Some(r) = &rate {
+                lab::spec::parse_rate_bits(r)?;
+            }
+            lab::set_host_rate(&host, rate.as_deref())
+        }
+    }
+}
+
+fn print_status(spec: &LabSpec, json: bool) -> Result<()> {
+    let st = lab::status(spec);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&st)?);
+        return Ok(());
+    }
+    println!(
+        "{:<8} {:<13} {:<9} {:<10} agent",
+        "host", "address", "netns", "rate"
+    );
+    for h in st {
+        println!(
+            "{:<8} {:<13} {:<9} {:<10} {}",
+            h.name,
+            h.addr,
+            if h.namespace { "up" } else { "MISSING" },
+            h.rate.as_deref().unwrap_or("-"),
+            h.agent_pid
+                .map(|p| format!("pid {p}"))
+                .unwrap_or_else(|| "DOWN".into())
+        );
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct AgentArgs {
+    #[arg(long)]
+    host: String,
+    /// Address to serve the API on (the host's fabric address).
+    #[arg(long)]
+    listen: SocketAddr,
+    #[arg(long)]
+    token_file: PathBuf,
+    /// Network namespace to serve from (the lab's host namespace).
+    #[arg(long)]
+    netns: Option<String>,
+    /// State folder of this host (default /var/lib/corehop/hosts/HOST).
+    #[arg(long)]
+    state: Option<PathBuf>,
+    /// The criu binary to use.
+    #[arg(long, default_value = "/usr/local/sbin/criu")]
+    criu: PathBuf,
+}
+
+pub fn agent(a: AgentArgs) -> Result<()> {
+    if let Some(ns) = &a.netns {
+        lab::net::enter_netns(ns)?;
+    }
+    let token = lab::read_token(&a.token_file)?;
+    let state = a
+        .state
+        .unwrap_or_else(|| lab::paths::host_state_dir(&a.host));
+    agent::server::serve(agent::server::Config {
+        host: a.host,
+        listen: a.listen,
+        state,
+        token,
+        criu: a.criu,
+    })
+}
+
+fn client(spec: &LabSpec, host: &str) -> Result<Client> {
+    Client::connect(lab::agent_addr(spec, host)?, &lab::token()?)
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    name: String,
+    #[arg(long)]
+    host: String,
+    /// tiny, small, medium or large (CPU quota and memory limit).
+    #[arg(long, default_value = runtime::flavor::DEFAULT_FLAVOR)]
+    flavor: String,
+    /// Service IP on the fabric (default: the next free one from 10.77.1.100).
+    #[arg(long)]
+    ip: Option<Ipv4Addr>,
+    /// Environment variables (KEY=VALUE) for the program.
+    #[arg(long = "env")]
+    env: Vec<String>,
+    /// The program (a path or a name found in PATH) and its arguments.
+    #[arg(last = true, required = true)]
+    command: Vec<String>,
+}
+
+pub fn run(a: RunArgs, json: bool) -> Result<()> {
+    let spec = lab::current()?;
+    spec.host(&a.host)?;
+    let program = resolve_program(&a.command[0])?;
+    let service_ip = match a.ip {
+        Some(ip) => ip,
+        None => free_service_ip(&spec)?,
+    };
+    let cs = runtime::ContainerSpec {
+        name: a.name,
+        program,
+        args: a.command[1..].to_vec(),
+        env: a.env,
+        files: vec![],
+        service_ip,
+        prefix_len: spec.prefix_len,
+        flavor: runtime::flavor(&a.flavor)?,
+        flavor_name: a.flavor,
+        caps: vec![],
+        tun: false,
+    };
+    lab::spec::validate_name(&cs.name, "container")?;
+    if all_containers(&spec)?.iter().any(|c| c.name == cs.name) {
+        bail!("a container named {:?} already exists in the lab", cs.name);
+    }
+    let info = client(&spec, &a.host)?.run(&cs)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&info)?);
+    } else {
+        println!(
+            "{} running on {} at {}",
+            info.name, info.host, info.service_ip
+        );
+    }
+    Ok(())
+}
+
+fn resolve_program(p: &str) -> Result<PathBuf> {
+    if p.contains('/') {
+        return std::fs::canonicalize(p).with_context(|| format!("program {p} not found"));
+    }
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|d| d.join(p))
+        .find(|c| c.is_file())
+        .with_context(|| format!("program {p:?} not found in PATH"))
+}
+
+fn all_containers(spec: &LabSpec) -> Result<Vec<agent::api::ContainerInfo>> {
+    let token = lab::token()?;
+    let mut out = Vec::new();
+    for h in &spec.hosts {
+        let mut c = Client::connect(lab::agent_addr(spec, &h.name)?, &token)
+            .with_context(|| format!("agent of host {}", h.name))?;
+        out.extend(c.ps()?);
+    }
+    Ok(out)
+}
+
+fn free_service_ip(spec: &LabSpec) -> Result<Ipv4Addr> {
+    let used: Vec<Ipv4Addr> = all_containers(spec)?.iter().map(|c| c.service_ip).collect();
+    (100..=250u8)
+        .map(|i| Ipv4Addr::new(10, 77, 1, i))
+        .find(|ip| !used.contains(ip))
+        .context("no free service IP left in 10.77.1.100-250")
+}
+
+pub fn ps(json: bool) -> Result<()> {
+    let all = all_containers(&lab::current()?)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&all)?);
+        return Ok(());
+    }
+    println!(
+        "{:<12} {:<8} {:<13} {:<8} {:<13} pid",
+        "name", "host", "service ip", "flavor", "state"
+    );
+    for c in all {
+        println!(
+            "{:<12} {:<8} {:<13} {:<8} {:<13} {}",
+            c.name,
+            c.host,
+            c.service_ip,
+            c.flavor,
+            c.state,
+            c.pid.map(|p| p.to_string()).unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+pub fn rm(name: &str) -> Result<()> {
+    let spec = lab::current()?;
+    for c in all_containers(&spec)? {
+        if c.name == name {
+            return client(&spec, &c.host)?.remove(name);
+        }
+    }
+    bail!("no container named {name:?} in the lab")
+}
+
+#[derive(Args)]
+pub struct MigrateArgs {
+    name: String,
+    #[arg(long)]
+    to: String,
+    #[arg(long, default_value = "stop-and-copy")]
+    method: String,
+}
+
+pub fn migrate(a: MigrateArgs, json: bool) -> Result<()> {
+    let spec = lab::current()?;
+    let method: migrate::Method = a.method.parse()?;
+    spec.host(&a.to)?;
+    let r = migrate::migrate(&spec, &lab::token()?, &a.name, &a.to, method)?;
+    if json {
+        println!("{}", serde_json::to_string(&r)?);
+        return Ok(());
+    }
+    println!("{} migrated {} -> {} ({})", r.name, r.from, r.to, r.method);
+    println!("  {:<12} {:>10}", "phase", "ms");
+    for (k, v) in &r.phases.0 {
+        println!("  {:<12} {:>10.1}", k, v);
+    }
+    println!("  {:<12} {:>10.1}", "total", r.total_ms);
+    println!("  {:<12} {:>10.1}", "downtime", r.downtime_ms);
+    println!("  {:<12} {:>10}", "image bytes", r.image_bytes);
+    println!(
+        "  (destination prepared beforehand in {:.1} ms)",
+        r.prepare_ms
+    );
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct ProbeArgs {
+    /// tcp or udp
+    proto: String,
+    target: SocketAddr,
+    #[arg(long, default_value_t = 10)]
+    interval_ms: u64,
+    /// Seconds to probe for.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+}
+
+pub fn probe(a: ProbeArgs, json: bool) -> Result<()> {
+    if !(a.duration > 0.0 && a.duration < 86_400.0) {
+        bail!("--duration must be between 0 and 86400 seconds");
+    }
+    let (i, d) = (
+        Duration::from_millis(a.interval_ms.max(1)),
+        Duration::from_secs_f64(a.duration),
+    );
+    let r = match a.proto.as_str() {
+        "tcp" => measure::probe::tcp(a.target, i, d)?,
+        "udp" => measure::probe::udp(a.target, i, d)?,
+        p => bail!("unknown probe {p:?}: use tcp or udp"),
+    };
+    if json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        println!(
+            "{} {}: {} sent, {} answered, {} reconnects, max gap {:.1} ms, counter {:?}..{:?} consecutive={}",
+            r.proto, r.target, r.sent, r.answered, r.reconnects, r.max_gap_ms, r.first_counter, r.last_counter,
+            r.counter_consecutive
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,74 @@
+//! corehop: live-migrate mobile core network functions between hosts and measure the cost.
+mod cmd;
+mod testsvc;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "corehop",
+    version,
+    about = "Live migration of mobile core network functions (HSS, MME, SPGW) between hosts, as containers (CRIU) or VMs (QEMU), with measurements"
+)]
+struct Cli {
+    /// Print machine-readable JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Create, inspect or remove the lab: hosts as network namespaces on a fabric bridge.
+    #[command(subcommand)]
+    Lab(cmd::LabCmd),
+    /// Run the per-host agent (started by `lab up`; on real machines, once per host).
+    Agent(cmd::AgentArgs),
+    /// Run a program as a container on a lab host, with a service IP on the fabric.
+    Run(cmd::RunArgs),
+    /// List containers on every host.
+    Ps,
+    /// Stop and remove a container.
+    Rm { name: String },
+    /// Live-migrate a container to another host.
+    Migrate(cmd::MigrateArgs),
+    /// A stateful TCP/UDP counter service, to prove migrations keep state and connections.
+    Testsvc {
+        #[arg(long, default_value = "0.0.0.0:7000")]
+        tcp: std::net::SocketAddr,
+        #[arg(long, default_value = "0.0.0.0:7001")]
+        udp: std::net::SocketAddr,
+    },
+    /// Probe a counter service at a fixed rate and report gaps, reconnects and state.
+    Probe(cmd::ProbeArgs),
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    if let Err(e) = run(cli) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let json = cli.json;
+    match cli.cmd {
+        Cmd::Lab(c) => cmd::lab(c, json),
+        Cmd::Agent(a) => cmd::agent(a),
+        Cmd::Run(a) => cmd::run(a, json),
+        Cmd::Ps => cmd::ps(json),
+        Cmd::Rm { name } => cmd::rm(&name),
+        Cmd::Migrate(a) => cmd::migrate(a, json),
+        Cmd::Testsvc { tcp, udp } => testsvc::serve(tcp, udp),
+        Cmd::Probe(a) => cmd::probe(a, json),
+    }
+}

@@ -1,0 +1,386 @@
+//! The lab: hosts emulated as network namespaces on one fabric bridge, each with its own
+//! NIC rate, state folders and agent. On real machines only the agent part is used.
+pub mod net;
+pub mod paths;
+pub mod sh;
+pub mod spec;
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+use sh::{run, run_quiet};
+use spec::{LabSpec, AGENT_PORT};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Loads the spec of the lab that is up.
+pub fn current() -> Result<LabSpec> {
+    let text = std::fs::read_to_string(paths::lab_file())
+        .context("no lab is up: run `corehop lab up` first")?;
+    serde_json::from_str(&text).context("the lab state file is corrupt: run `corehop lab down`")
+}
+
+/// The lab's shared secret; agents accept only callers that prove they hold it.
+pub fn token() -> Result<Vec<u8>> {
+    read_token(&paths::token_file())
+}
+
+pub fn read_token(path: &Path) -> Result<Vec<u8>> {
+    let t = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the lab token {}", path.display()))?;
+    let t = t.trim();
+    if t.len() < 32 {
+        bail!(
+            "the lab token in {} is too short (32+ characters)",
+            path.display()
+        );
+    }
+    Ok(t.as_bytes().to_vec())
+}
+
+pub fn agent_addr(spec: &LabSpec, host: &str) -> Result<SocketAddr> {
+    Ok(SocketAddr::from((spec.host(host)?.addr, AGENT_PORT)))
+}
+
+/// Brings the lab up: fabric bridge, hosts, link rates, one agent per host started from
+/// `exe` (the corehop binary). Idempotent: what exists is kept.
+pub fn up(spec: &LabSpec, exe: &Path) -> Result<()> {
+    spec.validate()?;
+    if let Ok(old) = current() {
+        if &old != spec {
+            bail!("a different lab is up; run `corehop lab down` first");
+        }
+    }
+    std::fs::create_dir_all(paths::RUN_DIR)?;
+    if !paths::token_file().exists() {
+        use rand::RngCore;
+        let mut b = [0u8; 32];
+        rand::thread_rng().fill_bytes(&mut b);
+        write_private(&paths::token_file(), hex::encode(b).as_bytes())?;
+    }
+    std::fs::write(paths::lab_file(), serde_json::to_vec_pretty(spec)?)?;
+
+    let br = net::FABRIC_BRIDGE;
+    if !run_quiet("ip", &["link", "show", br]) {
+        run("ip", &["link", "add", br, "type", "bridge"])?;
+    }
+    run(
+        "ip",
+        &[
+            "addr",
+            "replace",
+            &format!("{}/{}", spec.controller, spec.prefix_len),
+            "dev",
+            br,
+        ],
+    )?;
+    run("ip", &["link", "set", br, "up"])?;
+    // Lets the bridge carry traffic the root netfilter would otherwise filter.
+    run_quiet("sysctl", &["-qw", "net.bridge.bridge-nf-call-iptables=0"]);
+
+    for h in &spec.hosts {
+        host_up(spec, h)?;
+        start_agent(h, exe)?;
+    }
+    for h in &spec.hosts {
+        wait_port(
+            SocketAddr::from((h.addr, AGENT_PORT)),
+            Duration::from_secs(10),
+        )
+        .with_context(|| {
+            format!(
+                "the agent of {} did not start; see its log {}",
+                h.name,
+                paths::host_run_dir(&h.name).join("agent.log").display()
+            )
+        })?;
+    }
+    Ok(())
+}
+
+fn host_up(spec: &LabSpec, h: &spec::HostSpec) -> Result<()> {
+    let ns = net::host_ns(&h.name);
+    let port = net::host_port(&h.name);
+    net::add_netns(&ns)?;
+    if !run_quiet("ip", &["link", "show", &port]) {
+        run(
+            "ip",
+            &[
+                "link",
+                "add",
+                &port,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                net::HOST_UPLINK,
+                "netns",
+                &ns,
+            ],
+        )?;
+    }
+    run(
+        "ip",
+        &["link", "set", &port, "master", net::FABRIC_BRIDGE, "up"],
+    )?;
+    if !run_quiet("ip", &["-n", &ns, "link", "show", net::HOST_BRIDGE]) {
+        run(
+            "ip",
+            &["-n", &ns, "link", "add", net::HOST_BRIDGE, "type", "bridge"],
+        )?;
+    }
+    run(
+        "ip",
+        &[
+            "-n",
+            &ns,
+            "link",
+            "set",
+            net::HOST_UPLINK,
+            "master",
+            net::HOST_BRIDGE,
+            "up",
+        ],
+    )?;
+    // A bridge takes the lowest MAC of its ports unless set: without a fixed one, the
+    // host's MAC would change as containers come and go, and peers' ARP caches go stale.
+    let mac = net::mac_for(h.addr);
+    run(
+        "ip",
+        &["-n", &ns, "link", "set", net::HOST_BRIDGE, "address", &mac],
+    )?;
+    run(
+        "ip",
+        &[
+            "-n",
+            &ns,
+            "addr",
+            "replace",
+            &format!("{}/{}", h.addr, spec.prefix_len),
+            "dev",
+            net::HOST_BRIDGE,
+        ],
+    )?;
+    run("ip", &["-n", &ns, "link", "set", net::HOST_BRIDGE, "up"])?;
+    run(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &ns,
+            "sysctl",
+            "-qw",
+            "net.ipv4.ip_forward=1",
+        ],
+    )?;
+    // The NIC is shaped in both directions: host egress on its uplink, ingress on the
+    // fabric port (a bridge port's egress), as a real NIC limits both.
+    set_host_rate(&h.name, h.rate.as_deref())?;
+    for d in [
+        paths::host_state_dir(&h.name),
+        paths::pid_dir(&h.name),
+        paths::runc_root(&h.name),
+    ] {
+        std::fs::create_dir_all(&d)?;
+    }
+    Ok(())
+}
+
+/// Sets (or with `None` clears) the NIC rate of a host, both directions.
+pub fn set_host_rate(host: &str, rate: Option<&str>) -> Result<()> {
+    net::set_rate(Some(&net::host_ns(host)), net::HOST_UPLINK, rate)?;
+    net::set_rate(None, &net::host_port(host), rate)
+}
+
+fn start_agent(h: &spec::HostSpec, exe: &Path) -> Result<()> {
+    let pidfile = paths::pid_dir(&h.name).join("agent.pid");
+    if pid_alive(&pidfile) {
+        return Ok(());
+    }
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(paths::host_run_dir(&h.name).join("agent.log"))?;
+    let listen = format!("{}:{}", h.addr, AGENT_PORT);
+    let child = spawn_detached(
+        std::process::Command::new(exe)
+            .args([
+                "agent",
+                "--host",
+                &h.name,
+                "--netns",
+                &net::host_ns(&h.name),
+                "--listen",
+                &listen,
+            ])
+            .arg("--token-file")
+            .arg(paths::token_file())
+            .stdout(log.try_clone()?)
+            .stderr(log),
+    )?;
+    std::fs::write(pidfile, child.to_string())?;
+    Ok(())
+}
+
+/// Starts a process in its own session so it outlives the command that started it.
+pub fn spawn_detached(cmd: &mut std::process::Command) -> Result<u32> {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .context("cannot spawn process")?;
+    Ok(child.id())
+}
+
+fn pid_of(pidfile: &Path) -> Option<i32> {
+    std::fs::read_to_string(pidfile).ok()?.trim().parse().ok()
+}
+
+fn pid_alive(pidfile: &Path) -> bool {
+    pid_of(pidfile).is_some_and(|p| Path::new(&format!("/proc/{p}")).exists())
+}
+
+fn wait_port(addr: SocketAddr, within: Duration) -> Result<()> {
+    let start = Instant::now();
+    loop {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return Ok(());
+        }
+        if start.elapsed() > within {
+            bail!("nothing listens on {addr} after {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn write_private(path: &Path, data: &[u8]) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    std::io::Write::write_all(&mut f, data)?;
+    Ok(())
+}
+
+/// Removes everything the lab created, found by name prefix and known folders, so it also
+/// works after a crash and when run twice.
+pub fn down() -> Result<()> {
+    let hosts_dir = Path::new(paths::RUN_DIR).join("hosts");
+    let hosts: Vec<String> = std::fs::read_dir(&hosts_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    for host in &hosts {
+        for pidfile in std::fs::read_dir(paths::pid_dir(host))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if let Some(pid) = pid_of(&pidfile.path()) {
+                run_quiet("kill", &["-9", &pid.to_string()]);
+            }
+        }
+        let root = paths::runc_root(host);
+        let root = root.to_string_lossy();
+        if let Ok(ids) = run("runc", &["--root", &root, "list", "-q"]) {
+            for id in ids.lines() {
+                run_quiet("runc", &["--root", &root, "kill", id, "KILL"]);
+                run_quiet("runc", &["--root", &root, "delete", "-f", id]);
+            }
+        }
+    }
+    for ns in net::lab_namespaces() {
+        net::del_netns(&ns);
+    }
+    for link in run("ip", &["-o", "link", "show"])
+        .unwrap_or_default()
+        .lines()
+    {
+        if let Some(name) = link.split(": ").nth(1).and_then(|n| n.split('@').next()) {
+            if name.starts_with(&format!("{}h-", net::PREFIX)) || name == net::FABRIC_BRIDGE {
+                run_quiet("ip", &["link", "del", name]);
+            }
+        }
+    }
+    unmount_under(&[paths::RUN_DIR, "/var/lib/corehop"]);
+    remove_cgroups();
+    let _ = std::fs::remove_dir_all(&hosts_dir);
+    let _ = std::fs::remove_dir_all(paths::STATE_DIR);
+    let _ = std::fs::remove_file(paths::lab_file());
+    Ok(())
+}
+
+fn unmount_under(prefixes: &[&str]) {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut points: Vec<&str> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|p| prefixes.iter().any(|pre| p.starts_with(pre)))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for p in points {
+        run_quiet("umount", &["-l", p]);
+    }
+}
+
+/// Deletes the lab's cgroups under every controller, deepest first.
+fn remove_cgroups() {
+    fn rm_tree(dir: &Path) {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                rm_tree(&e.path());
+            }
+        }
+        let _ = std::fs::remove_dir(dir);
+    }
+    for ctrl in std::fs::read_dir("/sys/fs/cgroup")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let p = ctrl.path().join("corehop");
+        if p.exists() {
+            rm_tree(&p);
+        }
+    }
+}
+
+/// What `lab status` reports for a host.
+#[derive(Debug, Serialize)]
+pub struct HostStatus {
+    pub name: String,
+    pub addr: Ipv4Addr,
+    pub namespace: bool,
+    pub rate: Option<String>,
+    pub agent_pid: Option<i32>,
+}
+
+pub fn status(spec: &LabSpec) -> Vec<HostStatus> {
+    spec.hosts
+        .iter()
+        .map(|h| {
+            let pidfile = paths::pid_dir(&h.name).join("agent.pid");
+            HostStatus {
+                name: h.name.clone(),
+                addr: h.addr,
+                namespace: net::netns_exists(&net::host_ns(&h.name)),
+                rate: net::get_rate(Some(&net::host_ns(&h.name)), net::HOST_UPLINK),
+                agent_pid: pid_alive(&pidfile).then(|| pid_of(&pidfile)).flatten(),
+            }
+        })
+        .collect()
+}

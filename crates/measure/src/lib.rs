@@ -1,0 +1,2 @@
+//! Measurement from the user's side of a migration.
+pub mod probe;

@@ -1,0 +1,229 @@
+//! OCI bundles: a read-only rootfs holding the program and the shared libraries it needs,
+//! tmpfs for every writable path, and the config.json runc runs.
+use crate::flavor::Flavor;
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+/// Where the program sits inside the rootfs.
+pub const PROGRAM_PATH: &str = "/bin/app";
+
+/// Everything needed to build the same container on any host.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ContainerSpec {
+    pub name: String,
+    /// Program on the host machine, copied into the rootfs with its shared libraries.
+    pub program: PathBuf,
+    #[serde(default)]
+    pub args: Vec<String>,
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// Files placed in the (read-only) rootfs: absolute path inside -> content.
+    #[serde(default)]
+    pub files: Vec<(String, String)>,
+    pub service_ip: Ipv4Addr,
+    pub prefix_len: u8,
+    pub flavor_name: String,
+    pub flavor: Flavor,
+    /// Extra capabilities (e.g. CAP_NET_ADMIN for the SPGW's SGi device).
+    #[serde(default)]
+    pub caps: Vec<String>,
+    /// Give the container /dev/net/tun.
+    #[serde(default)]
+    pub tun: bool,
+}
+
+/// Writable paths, each a tmpfs: the rootfs itself stays read-only, so its size and content
+/// are identical on every host and a restore never meets a rootfs mismatch.
+pub const TMPFS_PATHS: &[&str] = &["/tmp", "/run", "/var"];
+
+const DEFAULT_CAPS: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_RAW",
+    "CAP_SYS_CHROOT",
+    "CAP_AUDIT_WRITE",
+];
+
+/// Builds `dir/rootfs` and `dir/config.json`; returns the rootfs digest.
+pub fn build(spec: &ContainerSpec, dir: &Path, netns: &Path, cgroup: &str) -> Result<String> {
+    lab::spec::validate_name(&spec.name, "container")?;
+    let rootfs = dir.join("rootfs");
+    if rootfs.exists() {
+        std::fs::remove_dir_all(&rootfs)?;
+    }
+    for d in ["proc", "dev", "sys", "etc", "bin"]
+        .into_iter()
+        .chain(TMPFS_PATHS.iter().map(|p| &p[1..]))
+    {
+        std::fs::create_dir_all(rootfs.join(d))?;
+    }
+    copy_into(&spec.program, &rootfs, Path::new(PROGRAM_PATH))
+        .with_context(|| format!("cannot use program {}", spec.program.display()))?;
+    for lib in shared_libs(&spec.program)? {
+        copy_into(&lib, &rootfs, &lib)?;
+    }
+    std::fs::write(rootfs.join("etc/hostname"), format!("{}\n", spec.name))?;
+    std::fs::write(
+        rootfs.join("etc/hosts"),
+        format!("127.0.0.1 localhost\n{} {}\n", spec.service_ip, spec.name),
+    )?;
+    for (path, content) in &spec.files {
+        let rel = inside(path)?;
+        if TMPFS_PATHS.iter().any(|t| rel.starts_with(&t[1..])) {
+            bail!("file {path} would be hidden by the tmpfs mounted on its folder");
+        }
+        let p = rootfs.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap_or(&rootfs))?;
+        std::fs::write(&p, content)?;
+    }
+    let config = config_json(spec, netns, cgroup);
+    std::fs::write(dir.join("config.json"), serde_json::to_vec_pretty(&config)?)?;
+    digest(&rootfs)
+}
+
+/// A path inside the container, made relative; refuses `..` so a spec cannot write outside.
+fn inside(path: &str) -> Result<&Path> {
+    let p = Path::new(path);
+    if !p.is_absolute()
+        || p.components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        bail!("container path {path:?} must be absolute and without '..'");
+    }
+    Ok(p.strip_prefix("/").unwrap_or(p))
+}
+
+fn copy_into(src: &Path, rootfs: &Path, dest: &Path) -> Result<()> {
+    let d = rootfs.join(dest.strip_prefix("/").unwrap_or(dest));
+    std::fs::create_dir_all(d.parent().unwrap_or(rootfs))?;
+    std::fs::copy(src, &d).with_context(|| format!("cannot copy {}", src.display()))?;
+    Ok(())
+}
+
+/// The shared libraries (and loader) a dynamic program needs, as `ldd` resolves them.
+fn shared_libs(program: &Path) -> Result<Vec<PathBuf>> {
+    if !program.is_file() {
+        bail!("{} is not a file", program.display());
+    }
+    let out = std::process::Command::new("ldd")
+        .arg(program)
+        .output()
+        .context("cannot run ldd")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    // Static programs make ldd fail with "not a dynamic executable": they need nothing.
+    Ok(text
+        .lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            let path = match l.split_once("=>") {
+                Some((_, rest)) => rest.split_whitespace().next()?,
+                None => l.split_whitespace().next()?,
+            };
+            path.starts_with('/').then(|| PathBuf::from(path))
+        })
+        .collect())
+}
+
+/// sha256 over the rootfs' file paths and contents, in sorted order.
+pub fn digest(rootfs: &Path) -> Result<String> {
+    let mut files = Vec::new();
+    collect(rootfs, rootfs, &mut files)?;
+    files.sort();
+    let mut h = Sha256::new();
+    for rel in files {
+        h.update(rel.as_bytes());
+        h.update([0]);
+        h.update(std::fs::read(rootfs.join(&rel))?);
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+fn collect(base: &Path, dir: &Path, out: &mut Vec<String>) -> Result<()> {
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        let p = e.path();
+        if e.file_type()?.is_dir() {
+            collect(base, &p, out)?;
+        } else {
+            out.push(p.strip_prefix(base)?.to_string_lossy().into_owned());
+        }
+    }
+    Ok(())
+}
+
+fn config_json(spec: &ContainerSpec, netns: &Path, cgroup: &str) -> serde_json::Value {
+    let mut caps: Vec<String> = DEFAULT_CAPS.iter().map(|c| c.to_string()).collect();
+    caps.extend(spec.caps.iter().cloned());
+    let mut args = vec![PROGRAM_PATH.to_string()];
+    args.extend(spec.args.iter().cloned());
+    let mut env = vec!["PATH=/bin".to_string()];
+    env.extend(spec.env.iter().cloned());
+    let mut mounts = vec![
+        json!({"destination": "/proc", "type": "proc", "source": "proc"}),
+        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+               "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
+        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+               "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]}),
+        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+               "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
+        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs",
+               "options": ["nosuid", "noexec", "nodev", "ro"]}),
+    ];
+    for t in TMPFS_PATHS {
+        mounts.push(json!({"destination": t, "type": "tmpfs", "source": "tmpfs",
+                           "options": ["nosuid", "nodev", "mode=1777", "size=262144k"]}));
+    }
+    let (period, quota) = spec.flavor.cfs();
+    let mut devices = vec![json!({"allow": false, "access": "rwm"})];
+    let mut dev_nodes = vec![];
+    if spec.tun {
+        devices
+            .push(json!({"allow": true, "type": "c", "major": 10, "minor": 200, "access": "rwm"}));
+        dev_nodes.push(
+            json!({"path": "/dev/net/tun", "type": "c", "major": 10, "minor": 200,
+                              "fileMode": 438, "uid": 0, "gid": 0}),
+        );
+    }
+    json!({
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": false,
+            "user": {"uid": 0, "gid": 0},
+            "args": args,
+            "env": env,
+            "cwd": "/",
+            "capabilities": {"bounding": caps, "effective": caps, "permitted": caps, "ambient": caps},
+            "noNewPrivileges": true
+        },
+        "root": {"path": "rootfs", "readonly": true},
+        "hostname": spec.name,
+        "mounts": mounts,
+        "linux": {
+            "cgroupsPath": cgroup,
+            "resources": {
+                "devices": devices,
+                "memory": {"limit": spec.flavor.memory_mb * 1024 * 1024},
+                "cpu": {"period": period, "quota": quota}
+            },
+            "devices": dev_nodes,
+            "namespaces": [
+                {"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"},
+                {"type": "network", "path": netns}
+            ],
+            "maskedPaths": ["/proc/kcore", "/proc/keys", "/proc/timer_list", "/sys/firmware"],
+            "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
+        }
+    })
+}

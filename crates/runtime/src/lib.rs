@@ -1,0 +1,7 @@
+//! How functions run on a host: OCI bundles run by runc, checkpointed and restored by CRIU.
+pub mod bundle;
+pub mod flavor;
+pub mod runc;
+
+pub use bundle::ContainerSpec;
+pub use flavor::{flavor, Flavor};

@@ -1,0 +1,260 @@
+//! runc driven as a command, one root per host. Container stdio goes through a pipe into a
+//! log file: CRIU can carry a pipe across a checkpoint (runc re-binds it on restore), but
+//! not a host file outside the container's mounts.
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+#[derive(Debug, Clone)]
+pub struct Runc {
+    pub root: PathBuf,
+    /// The criu binary runc should use.
+    pub criu: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct State {
+    pub status: String,
+    pub pid: i64,
+}
+
+/// CRIU options of one checkpoint.
+#[derive(Debug, Clone, Default)]
+pub struct CheckpointOpts {
+    /// Keep the container running after the dump (PreCopy's first round).
+    pub leave_running: bool,
+    /// Dump only pages changed since this earlier image dir (`--parent-path`).
+    pub parent: Option<PathBuf>,
+    /// Use `--pre-dump` (needs kernel dirty-page tracking).
+    pub pre_dump: bool,
+    /// Leave memory to be served lazily by a page server (PostCopy).
+    pub lazy_pages: Option<String>,
+}
+
+impl Runc {
+    fn cmd(&self) -> Command {
+        let mut c = Command::new("runc");
+        c.arg("--root")
+            .arg(&self.root)
+            .arg("--criu")
+            .arg(&self.criu);
+        c
+    }
+
+    fn run_cmd(&self, c: &mut Command, what: &str) -> Result<()> {
+        let out = c
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("cannot start runc for {what}"))?;
+        if !out.status.success() {
+            bail!(
+                "runc {what} failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+
+    /// Starts the container detached; its output is appended to `log`.
+    pub fn run(&self, id: &str, bundle: &Path, log: &Path) -> Result<()> {
+        let mut c = self.cmd();
+        c.args(["run", "-d", "--bundle"]).arg(bundle).arg(id);
+        self.spawn_logged(c, log, "run")
+    }
+
+    /// Restores the container from `images` using `bundle`'s config (netns, cgroups).
+    pub fn restore(
+        &self,
+        id: &str,
+        bundle: &Path,
+        images: &Path,
+        work: &Path,
+        log: &Path,
+        lazy: bool,
+    ) -> Result<()> {
+        let mut c = self.cmd();
+        c.args([
+            "restore",
+            "-d",
+            "--tcp-established",
+            "--file-locks",
+            "--bundle",
+        ])
+        .arg(bundle)
+        .arg("--image-path")
+        .arg(images)
+        .arg("--work-path")
+        .arg(work);
+        if lazy {
+            c.arg("--lazy-pages");
+        }
+        c.arg(id);
+        self.spawn_logged(c, log, "restore")
+            .map_err(|e| criu_error(e, work, "restore.log"))
+    }
+
+    fn spawn_logged(&self, mut c: Command, log: &Path, what: &str) -> Result<()> {
+        let (mut reader, writer) = std::io::pipe()?;
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)?;
+        let mut child = c
+            .stdin(Stdio::null())
+            .stdout(writer.try_clone()?)
+            .stderr(writer)
+            .spawn()
+            .with_context(|| format!("cannot start runc {what}"))?;
+        // runc's own messages and then the container's output share the pipe; the copy ends
+        // when the container exits (or is checkpointed and gone).
+        let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            let mut first = Vec::new();
+            let mut sent = false;
+            loop {
+                match reader.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        let _ = std::io::Write::write_all(&mut file, &buf[..n]);
+                        if !sent {
+                            first.extend_from_slice(&buf[..n]);
+                        }
+                    }
+                }
+                if !sent && first.len() > 4096 {
+                    sent = tx.send(std::mem::take(&mut first)).is_ok();
+                }
+            }
+            if !sent {
+                let _ = tx.send(first);
+            }
+        });
+        let status = child.wait()?;
+        drop(c);
+        if !status.success() {
+            let out = rx
+                .recv_timeout(std::time::Duration::from_millis(500))
+                .unwrap_or_default();
+            bail!(
+                "runc {what} failed: {}",
+                String::from_utf8_lossy(&out).trim()
+            );
+        }
+        Ok(())
+    }
+
+    pub fn checkpoint(
+        &self,
+        id: &str,
+        images: &Path,
+        work: &Path,
+        o: &CheckpointOpts,
+    ) -> Result<()> {
+        let mut c = self.cmd();
+        c.arg("checkpoint")
+            .args(["--tcp-established", "--file-locks", "--image-path"])
+            .arg(images);
+        c.arg("--work-path").arg(work);
+        if o.leave_running {
+            c.arg("--leave-running");
+        }
+        if o.pre_dump {
+            c.arg("--pre-dump");
+        }
+        if let Some(p) = &o.parent {
+            c.arg("--parent-path").arg(p);
+        }
+        if let Some(addr) = &o.lazy_pages {
+            c.args(["--lazy-pages", "--page-server", addr]);
+        }
+        c.arg(id);
+        self.run_cmd(&mut c, "checkpoint")
+            .map_err(|e| criu_error(e, work, "dump.log"))
+    }
+
+    pub fn state(&self, id: &str) -> Option<State> {
+        let out = self
+            .cmd()
+            .args(["state", id])
+            .stdin(Stdio::null())
+            .output()
+            .ok()?;
+        if !out.status.success() {
+            return None;
+        }
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
+    pub fn kill(&self, id: &str, signal: &str) -> Result<()> {
+        self.run_cmd(self.cmd().args(["kill", id, signal]), "kill")
+    }
+
+    /// Stops and removes the container; gone already is fine.
+    pub fn delete(&self, id: &str) {
+        let _ = self
+            .cmd()
+            .args(["delete", "-f", id])
+            .stdin(Stdio::null())
+            .output();
+    }
+
+    pub fn list(&self) -> Vec<String> {
+        let out = self
+            .cmd()
+            .args(["list", "-q"])
+            .stdin(Stdio::null())
+            .output();
+        out.map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+    }
+}
+
+/// Adds CRIU's own error lines to a failed checkpoint or restore.
+fn criu_error(e: anyhow::Error, work: &Path, log: &str) -> anyhow::Error {
+    let text = std::fs::read_to_string(work.join(log)).unwrap_or_default();
+    let errors: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("Error") && !l.contains("RLIMIT_NOFILE"))
+        .take(4)
+        .collect();
+    if errors.is_empty() {
+        e
+    } else {
+        e.context(format!("CRIU says: {}", errors.join(" | ")))
+    }
+}
+
+/// `criu check`: whether CRIU works on this kernel, and its version.
+pub fn criu_check(criu: &Path) -> Result<String> {
+    let v = Command::new(criu)
+        .arg("--version")
+        .output()
+        .with_context(|| format!("no criu at {}", criu.display()))?;
+    let version = String::from_utf8_lossy(&v.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("Version: ").map(str::to_string))
+        .with_context(|| format!("{} does not report a CRIU version", criu.display()))?;
+    let c = Command::new(criu).arg("check").output()?;
+    let text = String::from_utf8_lossy(&c.stdout).to_string() + &String::from_utf8_lossy(&c.stderr);
+    if !c.status.success() || !text.contains("Looks good") {
+        bail!("`criu check` fails: {}", text.trim());
+    }
+    Ok(version)
+}
+
+/// Whether CRIU can track dirty memory here (real pre-dump), per `criu check --feature`.
+pub fn criu_has_dirty_tracking(criu: &Path) -> bool {
+    Command::new(criu)
+        .args(["check", "--feature", "mem_dirty_track"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
