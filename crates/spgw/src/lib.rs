@@ -385,3 +385,68 @@ async fn recv_error(what: &str, e: std::io::Error) {
     warn!(interface = what, error = %e, "receive error");
     tokio::time::sleep(Duration::from_millis(10)).await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_defaults_and_toml() {
+        let d = Config::default();
+        assert_eq!(toml::from_str::<Config>("").unwrap(), d);
+        assert_eq!(d.s11_bind, "0.0.0.0:2123".parse().unwrap());
+        assert_eq!(d.s1u_bind, "0.0.0.0:2152".parse().unwrap());
+        assert_eq!(d.s1u_address, Ipv4Addr::new(10, 77, 1, 30));
+        assert_eq!((d.sgi_tun.as_str(), d.sgi_mtu), ("sgi0", 1400));
+        let back: Config = toml::from_str(&toml::to_string(&d).unwrap()).unwrap();
+        assert_eq!(back, d);
+        let c: Config =
+            toml::from_str("s1u_address = \"10.77.9.9\"\nrestore_tunnels_from = \"/x.json\"")
+                .unwrap();
+        assert_eq!(c.s1u_address, Ipv4Addr::new(10, 77, 9, 9));
+        assert!(toml::from_str::<Config>("s1u_adress = \"10.0.0.1\"").is_err());
+    }
+
+    #[test]
+    fn bad_config_is_a_clear_error() {
+        for (field, cfg) in [
+            (
+                "ue_pool",
+                Config {
+                    ue_pool: "10.45.0.0".into(),
+                    ..Config::default()
+                },
+            ),
+            (
+                "ue_pool",
+                Config {
+                    ue_pool: "10.45.0.0/31".into(),
+                    ..Config::default()
+                },
+            ),
+            (
+                "sgi_address",
+                Config {
+                    sgi_address: "10.45.0.1/40".into(),
+                    ..Config::default()
+                },
+            ),
+            (
+                "sgi_mtu",
+                Config {
+                    sgi_mtu: 100,
+                    ..Config::default()
+                },
+            ),
+        ] {
+            let e = format!("{:#}", Spgw::new(cfg).err().expect("must fail"));
+            assert!(e.contains(field), "{e}");
+        }
+        let missing = Config {
+            restore_tunnels_from: Some("/nonexistent/tunnels.json".into()),
+            ..Config::default()
+        };
+        let e = format!("{:#}", Spgw::new(missing).err().expect("must fail"));
+        assert!(e.contains("restore_tunnels_from"), "{e}");
+    }
+}
