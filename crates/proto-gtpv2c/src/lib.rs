@@ -38,6 +38,8 @@ pub mod msg_type {
     pub const MODIFY_BEARER_RESPONSE: u8 = 35;
     pub const DELETE_SESSION_REQUEST: u8 = 36;
     pub const DELETE_SESSION_RESPONSE: u8 = 37;
+    pub const RELEASE_ACCESS_BEARERS_REQUEST: u8 = 170;
+    pub const RELEASE_ACCESS_BEARERS_RESPONSE: u8 = 171;
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -132,6 +134,8 @@ pub enum Message {
     ModifyBearerResponse(ModifyBearerResponse),
     DeleteSessionRequest(DeleteSessionRequest),
     DeleteSessionResponse(DeleteSessionResponse),
+    ReleaseAccessBearersRequest(ReleaseAccessBearersRequest),
+    ReleaseAccessBearersResponse(ReleaseAccessBearersResponse),
 }
 
 impl Message {
@@ -146,6 +150,8 @@ impl Message {
             Message::ModifyBearerResponse(_) => MODIFY_BEARER_RESPONSE,
             Message::DeleteSessionRequest(_) => DELETE_SESSION_REQUEST,
             Message::DeleteSessionResponse(_) => DELETE_SESSION_RESPONSE,
+            Message::ReleaseAccessBearersRequest(_) => RELEASE_ACCESS_BEARERS_REQUEST,
+            Message::ReleaseAccessBearersResponse(_) => RELEASE_ACCESS_BEARERS_RESPONSE,
         }
     }
 
@@ -160,6 +166,8 @@ impl Message {
             Message::ModifyBearerResponse(_) => "Modify Bearer Response",
             Message::DeleteSessionRequest(_) => "Delete Session Request",
             Message::DeleteSessionResponse(_) => "Delete Session Response",
+            Message::ReleaseAccessBearersRequest(_) => "Release Access Bearers Request",
+            Message::ReleaseAccessBearersResponse(_) => "Release Access Bearers Response",
         }
     }
 
@@ -171,6 +179,7 @@ impl Message {
                 | Message::CreateSessionRequest(_)
                 | Message::ModifyBearerRequest(_)
                 | Message::DeleteSessionRequest(_)
+                | Message::ReleaseAccessBearersRequest(_)
         )
     }
 
@@ -183,6 +192,8 @@ impl Message {
             Message::ModifyBearerResponse(m) => m.encode(out),
             Message::DeleteSessionRequest(m) => m.encode(out),
             Message::DeleteSessionResponse(m) => m.encode(out),
+            Message::ReleaseAccessBearersRequest(m) => m.encode(out),
+            Message::ReleaseAccessBearersResponse(m) => m.encode(out),
         }
     }
 }
@@ -210,6 +221,12 @@ pub fn decode(buf: &[u8]) -> Result<Gtpv2, Error> {
         }
         DELETE_SESSION_RESPONSE => {
             Message::DeleteSessionResponse(DeleteSessionResponse::decode(body)?)
+        }
+        RELEASE_ACCESS_BEARERS_REQUEST => {
+            Message::ReleaseAccessBearersRequest(ReleaseAccessBearersRequest::decode(body)?)
+        }
+        RELEASE_ACCESS_BEARERS_RESPONSE => {
+            Message::ReleaseAccessBearersResponse(ReleaseAccessBearersResponse::decode(body)?)
         }
         other => return Err(Error::UnknownMessageType(other)),
     };
@@ -672,6 +689,50 @@ impl DeleteSessionResponse {
         Ok(DeleteSessionResponse {
             cause: cause.ok_or(Error::MissingIe(ie_type::CAUSE))?,
             recovery: rec,
+        })
+    }
+}
+
+// ---------------------------------------------------------------- Release Access Bearers
+
+/// Release Access Bearers Request (TS 29.274 §7.2.21), MME -> S-GW on S1 release
+/// (UE to ECM-IDLE): the S-GW forgets the eNB's S1-U F-TEIDs. All its IEs are
+/// optional and not needed on S11 with one PDN, so none are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ReleaseAccessBearersRequest {}
+
+impl ReleaseAccessBearersRequest {
+    fn encode(&self, _out: &mut Vec<u8>) -> Result<(), Error> {
+        Ok(())
+    }
+
+    fn decode(body: &[u8]) -> Result<Self, Error> {
+        // Still walk the IEs so a malformed body is rejected like elsewhere.
+        each_ie(body, |_| Ok(()))?;
+        Ok(ReleaseAccessBearersRequest {})
+    }
+}
+
+/// Release Access Bearers Response (TS 29.274 §7.2.22), S-GW -> MME.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ReleaseAccessBearersResponse {
+    pub cause: u8,
+    pub recovery: Option<u8>,
+}
+
+impl ReleaseAccessBearersResponse {
+    fn encode(&self, out: &mut Vec<u8>) -> Result<(), Error> {
+        put_cause(out, self.cause)?;
+        put_opt(out, &self.recovery, |o, v| {
+            put_u8(o, ie_type::RECOVERY, 0, *v)
+        })
+    }
+
+    fn decode(body: &[u8]) -> Result<Self, Error> {
+        let d = DeleteSessionResponse::decode(body)?;
+        Ok(ReleaseAccessBearersResponse {
+            cause: d.cause,
+            recovery: d.recovery,
         })
     }
 }

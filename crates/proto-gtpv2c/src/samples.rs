@@ -155,5 +155,18 @@ pub fn all() -> Vec<Gtpv2> {
                 recovery: None,
             }),
         },
+        Gtpv2 {
+            teid: Some(0x200),
+            seq: 5,
+            msg: Message::ReleaseAccessBearersRequest(ReleaseAccessBearersRequest {}),
+        },
+        Gtpv2 {
+            teid: Some(0x100),
+            seq: 5,
+            msg: Message::ReleaseAccessBearersResponse(ReleaseAccessBearersResponse {
+                cause: cause::REQUEST_ACCEPTED,
+                recovery: None,
+            }),
+        },
     ]
 }

@@ -10,7 +10,7 @@ use proto_gtpu::{icmp::ipv4_destination, icmp::ipv4_source, Gtpu, GTPU_PORT};
 use proto_gtpv2c::{
     cause, iface, pdn_type, BearerContext, CreateSessionRequest, CreateSessionResponse,
     DeleteSessionRequest, DeleteSessionResponse, Echo, Fteid, Gtpv2, Message, ModifyBearerRequest,
-    ModifyBearerResponse, Paa,
+    ModifyBearerResponse, Paa, ReleaseAccessBearersResponse,
 };
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
@@ -275,6 +275,7 @@ impl Core {
             Message::CreateSessionRequest(r) => self.create_session(m.seq, r),
             Message::ModifyBearerRequest(r) => self.modify_bearer(teid, m.seq, r),
             Message::DeleteSessionRequest(r) => self.delete_session(teid, m.seq, r),
+            Message::ReleaseAccessBearersRequest(_) => self.release_access_bearers(teid, m.seq),
             other => {
                 debug!(%from, msg = other.name(), "ignoring unexpected S11 message");
                 return S11Outcome::default();
@@ -487,6 +488,35 @@ impl Core {
                 }),
             },
             true,
+        )
+    }
+
+    /// S1 release (UE goes idle): forget the eNB F-TEID; downlink packets are then
+    /// dropped until the next Modify Bearer (no paging/buffering in this core).
+    fn release_access_bearers(&mut self, teid: u32, seq: u32) -> (Gtpv2, bool) {
+        let (cause, resp_teid, changed) = match self.sessions.get_mut(&teid) {
+            Some(t) => {
+                info!(imsi = %t.imsi, "access bearers released");
+                t.enb_teid = None;
+                t.enb_addr = None;
+                (cause::REQUEST_ACCEPTED, t.mme_s11_teid, true)
+            }
+            None => {
+                warn!(teid, "Release Access Bearers for unknown TEID");
+                (cause::CONTEXT_NOT_FOUND, 0, false)
+            }
+        };
+        let msg = Message::ReleaseAccessBearersResponse(ReleaseAccessBearersResponse {
+            cause,
+            recovery: None,
+        });
+        (
+            Gtpv2 {
+                teid: Some(resp_teid),
+                seq,
+                msg,
+            },
+            changed,
         )
     }
 

@@ -137,6 +137,21 @@ fn create_modify_delete() {
         S1uAction::Nothing
     );
 
+    // S1 release: downlink stops until the next Modify Bearer.
+    let rab = Gtpv2 {
+        teid: Some(s11),
+        seq: 10,
+        msg: Message::ReleaseAccessBearersRequest(Default::default()),
+    };
+    let r = reply(&mut c, &rab.encode().unwrap());
+    assert!(
+        matches!(r.msg, Message::ReleaseAccessBearersResponse(x) if x.cause == cause::REQUEST_ACCEPTED)
+    );
+    assert_eq!(c.tunnels()[0].enb_teid, None);
+    assert!(c.handle_sgi(&pkt).is_none());
+    reply(&mut c, &Gtpv2 { seq: 11, ..mbr }.encode().unwrap());
+    assert!(c.handle_sgi(&pkt).is_some());
+
     let dsr = Gtpv2 {
         teid: Some(s11),
         seq: 3,
