@@ -12,6 +12,7 @@
 //! Every decoder returns `Err` on bad input and never panics.
 
 pub mod icmp;
+pub mod pcap;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -65,6 +66,8 @@ pub enum Error {
     TooLong(usize),
     #[error("bad IPv4/ICMP packet: {0}")]
     BadIcmp(String),
+    #[error("cannot build capture frame: {0}")]
+    Frame(String),
 }
 
 /// A decoded GTP-U message. G-PDU payloads borrow from the input buffer so the

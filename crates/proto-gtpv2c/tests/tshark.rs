@@ -3,13 +3,12 @@
 //! `tshark` decodes each frame as the intended message with nothing malformed and
 //! no expert error.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use etherparse::PacketBuilder;
-use pcap_file::pcap::{PcapPacket, PcapWriter};
+use proto_gtpu::pcap::UdpPcap;
 use proto_gtpu::{icmp, Gtpu, GTPU_PORT};
 use proto_gtpv2c::{samples, GTPC_PORT};
 
@@ -19,15 +18,6 @@ impl Drop for TempFile {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
     }
-}
-
-fn udp_frame(src: [u8; 4], dst: [u8; 4], port: u16, payload: &[u8]) -> Vec<u8> {
-    let b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
-        .ipv4(src, dst, 64)
-        .udp(port, port);
-    let mut v = Vec::with_capacity(b.size(payload.len()));
-    b.write(&mut v, payload).unwrap();
-    v
 }
 
 fn tshark(args: &[&str]) -> String {
@@ -45,22 +35,25 @@ fn tshark(args: &[&str]) -> String {
 
 #[test]
 fn tshark_decodes_every_message() {
-    let mme = [10, 77, 1, 20];
-    let sgw = [10, 77, 1, 30];
-    let enb = [10, 77, 0, 21];
-    // (frame bytes, protocol column, text expected in the Info column)
-    let mut frames: Vec<(Vec<u8>, &str, String)> = Vec::new();
+    let mme = Ipv4Addr::new(10, 77, 1, 20);
+    let sgw = Ipv4Addr::new(10, 77, 1, 30);
+    let enb = Ipv4Addr::new(10, 77, 0, 21);
+    let mut pcap = UdpPcap::new();
+    let mut add = |src: Ipv4Addr, dst: Ipv4Addr, port: u16, payload: &[u8]| {
+        let ts = Duration::from_millis(pcap.len() as u64);
+        let (s, d) = (SocketAddrV4::new(src, port), SocketAddrV4::new(dst, port));
+        pcap.push(ts, s, d, payload).unwrap();
+    };
+    // (protocol column, text expected in the Info column), one per frame
+    let mut frames: Vec<(&str, String)> = Vec::new();
     for m in samples::all() {
         let (s, d) = if m.msg.is_request() {
             (mme, sgw)
         } else {
             (sgw, mme)
         };
-        frames.push((
-            udp_frame(s, d, GTPC_PORT, &m.encode().unwrap()),
-            "GTPv2",
-            m.msg.name().into(),
-        ));
+        add(s, d, GTPC_PORT, &m.encode().unwrap());
+        frames.push(("GTPv2", m.msg.name().into()));
     }
     let ping = icmp::echo_request(
         Ipv4Addr::new(10, 45, 0, 2),
@@ -83,7 +76,7 @@ fn tshark_decodes_every_message() {
         (
             Gtpu::ErrorIndication {
                 teid: 0x1234,
-                peer: IpAddr::V4(Ipv4Addr::from(sgw)),
+                peer: IpAddr::V4(sgw),
             },
             "GTP",
             "Error indication",
@@ -110,25 +103,13 @@ fn tshark_decodes_every_message() {
         ),
     ];
     for (m, proto, info) in gtpu {
-        frames.push((
-            udp_frame(enb, sgw, GTPU_PORT, &m.encode().unwrap()),
-            proto,
-            info.into(),
-        ));
+        add(enb, sgw, GTPU_PORT, &m.encode().unwrap());
+        frames.push((proto, info.into()));
     }
 
     let path =
         TempFile(std::env::temp_dir().join(format!("proto-gtpv2c-{}.pcap", std::process::id())));
-    let mut w = PcapWriter::new(std::fs::File::create(&path.0).unwrap()).unwrap();
-    for (i, (f, _, _)) in frames.iter().enumerate() {
-        w.write_packet(&PcapPacket::new(
-            Duration::from_millis(i as u64),
-            f.len() as u32,
-            f,
-        ))
-        .unwrap();
-    }
-    drop(w);
+    std::fs::write(&path.0, pcap.to_bytes()).unwrap();
     let file = path.0.to_str().unwrap();
 
     let verbose = tshark(&["-r", file, "-V"]);
@@ -157,7 +138,7 @@ fn tshark_decodes_every_message() {
     ]);
     let rows: Vec<&str> = cols.lines().collect();
     assert_eq!(rows.len(), frames.len(), "{cols}");
-    for (row, (_, proto, info)) in rows.iter().zip(&frames) {
+    for (row, (proto, info)) in rows.iter().zip(&frames) {
         let (p, i) = row.split_once('|').unwrap();
         assert_eq!(p, *proto, "row {row}");
         assert!(

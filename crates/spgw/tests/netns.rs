@@ -9,14 +9,17 @@
 //! does) and an SPGW restored from phase 1's tunnels file: the old tunnel works
 //! without any new signalling, which is what a migration needs.
 
+use std::cell::RefCell;
 use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::rc::Rc;
 use std::time::Duration;
 
 use proto_gtpu::icmp::{self, EchoKind};
+use proto_gtpu::pcap::UdpPcap;
 use proto_gtpu::Gtpu;
 use proto_gtpv2c::{
     cause, iface, pdn_type, rat_type, BearerContext, BearerQos, CreateSessionRequest,
@@ -108,17 +111,66 @@ fn config(tunnels_file: &Path) -> Config {
     }
 }
 
+/// What the test's MME and eNB exchanged with the SPGW, for tshark.
+#[derive(Clone)]
+struct Trace(Rc<RefCell<(std::time::Instant, UdpPcap)>>);
+
+impl Trace {
+    fn new() -> Trace {
+        Trace(Rc::new(RefCell::new((
+            std::time::Instant::now(),
+            UdpPcap::new(),
+        ))))
+    }
+
+    fn record(&self, src: SocketAddr, dst: SocketAddr, payload: &[u8]) {
+        let (SocketAddr::V4(src), SocketAddr::V4(dst)) = (src, dst) else {
+            return;
+        };
+        let mut t = self.0.borrow_mut();
+        let ts = t.0.elapsed();
+        t.1.push(ts, src, dst, payload).unwrap();
+    }
+}
+
+/// A UDP socket of the test (MME or eNB side) that records what it sends and receives.
+struct Peer {
+    sock: UdpSocket,
+    trace: Trace,
+}
+
+impl Peer {
+    async fn bind(port: u16, trace: &Trace) -> Peer {
+        Peer {
+            sock: UdpSocket::bind((PEER_IP, port)).await.unwrap(),
+            trace: trace.clone(),
+        }
+    }
+
+    async fn send_to(&self, b: &[u8], to: (Ipv4Addr, u16)) -> std::io::Result<usize> {
+        let to = SocketAddr::from(to);
+        self.trace.record(self.sock.local_addr()?, to, b);
+        self.sock.send_to(b, to).await
+    }
+
+    async fn recv(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let (n, from) = self.sock.recv_from(buf).await?;
+        self.trace.record(from, self.sock.local_addr()?, &buf[..n]);
+        Ok(n)
+    }
+}
+
 /// The test's MME: sends a request (retransmitting like a real MME) and waits for
 /// the response with the same sequence number.
 struct Mme {
-    sock: UdpSocket,
+    sock: Peer,
     seq: u32,
 }
 
 impl Mme {
-    async fn new() -> Mme {
+    async fn new(trace: &Trace) -> Mme {
         Mme {
-            sock: UdpSocket::bind((PEER_IP, 0)).await.unwrap(),
+            sock: Peer::bind(0, trace).await,
             seq: 0,
         }
     }
@@ -154,7 +206,7 @@ impl Mme {
 
 /// Sends one ICMP echo from the UE through the tunnel and waits for the reply in
 /// a G-PDU on the eNB TEID.
-async fn ping(enb: &UdpSocket, sgw_s1u_teid: u32, ue: Ipv4Addr, seq: u16, wait: Duration) -> bool {
+async fn ping(enb: &Peer, sgw_s1u_teid: u32, ue: Ipv4Addr, seq: u16, wait: Duration) -> bool {
     let pkt = icmp::echo_request(ue, GW, 0x77, seq, b"corehop ping").unwrap();
     let g = proto_gtpu::encode_gpdu(sgw_s1u_teid, &pkt).unwrap();
     enb.send_to(&g, (SPGW_IP, 2152)).await.unwrap();
@@ -181,7 +233,7 @@ async fn ping(enb: &UdpSocket, sgw_s1u_teid: u32, ue: Ipv4Addr, seq: u16, wait: 
     false
 }
 
-async fn ping_retry(enb: &UdpSocket, s1u: u32, ue: Ipv4Addr, seq: u16) -> bool {
+async fn ping_retry(enb: &Peer, s1u: u32, ue: Ipv4Addr, seq: u16) -> bool {
     for i in 0..5 {
         if ping(enb, s1u, ue, seq + i, Duration::from_millis(500)).await {
             return true;
@@ -191,7 +243,7 @@ async fn ping_retry(enb: &UdpSocket, s1u: u32, ue: Ipv4Addr, seq: u16) -> bool {
 }
 
 /// Sends one GTP-U message from the eNB and returns the next message received.
-async fn gtpu_exchange(enb: &UdpSocket, msg: &[u8]) -> Vec<u8> {
+async fn gtpu_exchange(enb: &Peer, msg: &[u8]) -> Vec<u8> {
     enb.send_to(msg, (SPGW_IP, 2152)).await.unwrap();
     let mut buf = vec![0u8; 4096];
     let n = timeout(Duration::from_secs(2), enb.recv(&mut buf))
@@ -207,6 +259,50 @@ async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     while !cond() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Everything the SPGW sent (and the test sent it) must decode in Wireshark as
+/// the intended messages, with nothing malformed and no expert error.
+fn tshark_check(trace: &Trace, path: &Path) {
+    std::fs::write(path, trace.0.borrow().1.to_bytes()).unwrap();
+    let file = path.to_str().unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new("tshark")
+            .args(args)
+            .output()
+            .expect("tshark missing (make setup)");
+        assert!(
+            out.status.success(),
+            "tshark: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let verbose = run(&["-r", file, "-V"]);
+    assert!(!verbose.contains("Malformed"), "{verbose}");
+    let errors = run(&["-r", file, "-Y", "_ws.expert.severity == error"]);
+    assert!(errors.trim().is_empty(), "expert errors: {errors}");
+    let cols = run(&[
+        "-r",
+        file,
+        "-T",
+        "fields",
+        "-e",
+        "_ws.col.Protocol",
+        "-e",
+        "_ws.col.Info",
+    ]);
+    for want in [
+        "GTPv2\tEcho Response",
+        "GTPv2\tCreate Session Response",
+        "GTPv2\tModify Bearer Response",
+        "GTPv2\tDelete Session Response",
+        "GTP\tEcho response",
+        "GTP\tError indication",
+        "GTP <ICMP>\tEcho (ping) reply",
+    ] {
+        assert!(cols.contains(want), "{want:?} missing in:\n{cols}");
     }
 }
 
@@ -262,7 +358,8 @@ fn spgw_end_to_end_in_netns() {
             let s = spgw.clone();
             async move { s.run().await }
         });
-        let mut mme = Mme::new().await;
+        let trace = Trace::new();
+        let mut mme = Mme::new(&trace).await;
         let r = mme
             .request(None, Message::EchoRequest(Echo { recovery: 1 }))
             .await
@@ -316,7 +413,7 @@ fn spgw_end_to_end_in_netns() {
         std::fs::copy(&file_a, &saved).unwrap();
 
         // User plane: UE pings the SGi gateway through the tunnel.
-        let enb = UdpSocket::bind((PEER_IP, 2152)).await.unwrap();
+        let enb = Peer::bind(2152, &trace).await;
         assert!(ping_retry(&enb, s1u.teid, ue, 1).await, "no echo reply through the tunnel");
 
         // GTP-U Echo.
@@ -324,7 +421,9 @@ fn spgw_end_to_end_in_netns() {
         assert_eq!(proto_gtpu::decode(&r).unwrap(), Gtpu::EchoResponse { seq: 42, recovery: 0 });
 
         // Unknown TEID: Error Indication naming it and the SPGW's address.
-        let g = proto_gtpu::encode_gpdu(0xbad, b"\x45\0\0\x14").unwrap();
+        // (A well-formed inner packet, so the capture below has nothing malformed.)
+        let stray = icmp::echo_request(ue, GW, 1, 1, b"stray").unwrap();
+        let g = proto_gtpu::encode_gpdu(0xbad, &stray).unwrap();
         let r = gtpu_exchange(&enb, &g).await;
         assert_eq!(
             proto_gtpu::decode(&r).unwrap(),
@@ -362,7 +461,7 @@ fn spgw_end_to_end_in_netns() {
         assert!(matches!(r.msg, Message::DeleteSessionResponse(ref d) if d.cause == cause::REQUEST_ACCEPTED), "{r:?}");
         assert!(spgw.tunnels().is_empty());
         assert!(read_tunnels(&file_a).is_empty());
-        let g = proto_gtpu::encode_gpdu(s1u.teid, b"\x45").unwrap();
+        let g = proto_gtpu::encode_gpdu(s1u.teid, &stray).unwrap();
         assert!(matches!(
             proto_gtpu::decode(&gtpu_exchange(&enb, &g).await).unwrap(),
             Gtpu::ErrorIndication { .. }
@@ -372,6 +471,7 @@ fn spgw_end_to_end_in_netns() {
         let Message::CreateSessionResponse(cs) = r.msg else { panic!() };
         assert_eq!(cs.paa.and_then(|p| p.ipv4()), Some(Ipv4Addr::new(10, 45, 0, 3)));
         task.abort();
+        tshark_check(&trace, &dir.0.join("phase1.pcap"));
     });
     drop(ns);
 
@@ -401,7 +501,8 @@ fn spgw_end_to_end_in_netns() {
         assert!(ip(&["-n", &ns.0, "link", "show", "dev", "sgi0"]).contains("mtu 1300"));
         assert_eq!(read_tunnels(&file_b), restored);
         let t = &restored[0];
-        let enb = UdpSocket::bind((PEER_IP, 2152)).await.unwrap();
+        let trace = Trace::new();
+        let enb = Peer::bind(2152, &trace).await;
         assert!(
             ping_retry(&enb, t.sgw_s1u_teid, t.ue_ip, 1).await,
             "restored tunnel does not carry traffic"
