@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# Guest kernel for corehop's VM baseline (crates/vm): Debian's current `linux-image-amd64`
+# kernel, fetched with `apt-get download` (never installed: the host keeps its own kernel),
+# unpacked with dpkg-deb into /var/cache/corehop/vm:
+#   vmlinuz            the kernel QEMU boots with -kernel
+#   config             its build config (for reference)
+#   modules/*.ko       virtio-net and virtio-pci with their dependencies, which Debian
+#                      builds as modules; the initramfs loads them before eth0 is set up
+#   modules/load.order the .ko names in load order (dependencies first), one a line
+#   kernel.pkg         the package this came from; when it names apt's current candidate
+#                      nothing is done (quick and idempotent)
+# Run as root. Needs apt, dpkg-deb and modinfo (kmod).
+set -euo pipefail
+
+VMDIR=${COREHOP_VM_DIR:-/var/cache/corehop/vm}
+# The guest needs its NIC (virtio-net on virtio-pci); everything else it uses is built in.
+WANT_MODULES=(virtio_pci virtio_net)
+
+log() { printf 'setup-vm: %s\n' "$*"; }
+die() { printf 'setup-vm: %s\n' "$*" >&2; exit 1; }
+
+[ "$(id -u)" = 0 ] || die "run as root (apt-get download and writing $VMDIR need it)"
+for t in apt-get apt-cache dpkg-deb modinfo; do
+  command -v "$t" >/dev/null || die "$t is missing (install apt, dpkg and kmod)"
+done
+
+# The meta package depends on the versioned kernel package that holds the files.
+current_pkg() {
+  apt-cache depends linux-image-amd64 2>/dev/null |
+    awk '/Depends: linux-image-[0-9]/ { print $2; exit }'
+}
+
+pkg=$(current_pkg)
+if [ -z "$pkg" ]; then
+  log "apt does not know linux-image-amd64 yet: apt-get update"
+  apt-get update -qq
+  pkg=$(current_pkg)
+  [ -n "$pkg" ] || die "apt knows no linux-image-amd64 kernel; check the apt sources"
+fi
+
+if [ -s "$VMDIR/vmlinuz" ] && [ -s "$VMDIR/modules/load.order" ] &&
+   [ "$(cat "$VMDIR/kernel.pkg" 2>/dev/null)" = "$pkg" ]; then
+  log "guest kernel $pkg already in $VMDIR"
+  exit 0
+fi
+
+work=$(mktemp -d /var/tmp/corehop-vm.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+# apt drops privileges to _apt for downloads; give it the folder so it does not warn.
+chown _apt "$work" 2>/dev/null || true
+log "downloading $pkg"
+if ! (cd "$work" && apt-get download -qq "$pkg" 2>/dev/null); then
+  # The package lists may name a version the mirror no longer has.
+  apt-get update -qq
+  (cd "$work" && apt-get download -qq "$pkg") || die "apt-get download $pkg failed"
+fi
+deb=$(ls "$work"/*.deb)
+log "extracting $(basename "$deb")"
+dpkg-deb -x "$deb" "$work/root"
+
+kver=$(ls "$work/root/lib/modules" | head -n1)
+[ -n "$kver" ] || die "$pkg holds no /lib/modules"
+mods="$work/root/lib/modules/$kver"
+config="$work/root/boot/config-$kver"
+[ -f "$work/root/boot/vmlinuz-$kver" ] || die "$pkg holds no /boot/vmlinuz-$kver"
+
+# Stage into a fresh folder and swap it in at the end, so a failed run never leaves a
+# half-written guest kernel that looks complete.
+stage="$work/out"
+mkdir -p "$stage/modules"
+cp "$work/root/boot/vmlinuz-$kver" "$stage/vmlinuz"
+cp "$config" "$stage/config"
+
+# Where a module lives, found by name (a file name uses '_' or '-' interchangeably).
+find_ko() {
+  local n=$1 f
+  for pat in "$n.ko" "${n//_/-}.ko" "$n.ko.xz" "$n.ko.zst"; do
+    f=$(find "$mods/kernel" -name "$pat" -print -quit)
+    [ -n "$f" ] && { echo "$f"; return 0; }
+  done
+  return 1
+}
+
+# Depth-first over `modinfo -F depends`, so each module comes after what it needs.
+declare -A seen=()
+order=()
+add_module() {
+  local name=$1 f dep
+  [ -n "${seen[$name]:-}" ] && return 0
+  seen[$name]=1
+  # Built into this kernel: nothing to load.
+  if grep -qE "/(${name}|${name//_/-})\.ko\$" "$mods/modules.builtin"; then return 0; fi
+  f=$(find_ko "$name") || die "module $name is neither built in nor shipped in $pkg"
+  case "$f" in *.ko) ;; *) die "module $f is compressed; busybox insmod needs plain .ko" ;; esac
+  for dep in $(modinfo -F depends "$f" | tr ',' ' '); do
+    add_module "$dep"
+  done
+  cp "$f" "$stage/modules/"
+  order+=("$(basename "$f")")
+}
+for m in "${WANT_MODULES[@]}"; do add_module "$m"; done
+printf '%s\n' "${order[@]}" >"$stage/modules/load.order"
+echo "$kver" >"$stage/kernel.version"
+echo "$pkg" >"$stage/kernel.pkg"
+
+mkdir -p "$(dirname "$VMDIR")"
+rm -rf "$VMDIR.old"
+[ -d "$VMDIR" ] && mv "$VMDIR" "$VMDIR.old"
+mv "$stage" "$VMDIR"
+rm -rf "$VMDIR.old"
+log "guest kernel $kver in $VMDIR (modules: ${order[*]:-none})"
