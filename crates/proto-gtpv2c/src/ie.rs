@@ -35,6 +35,8 @@ pub mod ie_type {
 /// Cause values (TS 29.274 Table 8.4-1) used by this core.
 pub mod cause {
     pub const REQUEST_ACCEPTED: u8 = 16;
+    /// Accepted, but with another PDN type than asked (e.g. IPv4 for IPv4v6).
+    pub const NEW_PDN_TYPE_NETWORK_PREFERENCE: u8 = 18;
     pub const CONTEXT_NOT_FOUND: u8 = 64;
     pub const INVALID_MESSAGE_FORMAT: u8 = 65;
     pub const MANDATORY_IE_INCORRECT: u8 = 69;

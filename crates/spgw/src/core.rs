@@ -359,8 +359,14 @@ impl Core {
         };
         info!(imsi = %t.imsi, %ue_ip, s11 = t.sgw_s11_teid, s1u = t.sgw_s1u_teid, "session created");
         let (s11, s1u) = (self.cfg.s11_addr, self.cfg.s1u_addr);
+        // IPv4v6 asked, IPv4 given: tell the MME so it can inform the UE (ESM #50).
+        let cause = if r.pdn_type == Some(pdn_type::IPV4V6) {
+            cause::NEW_PDN_TYPE_NETWORK_PREFERENCE
+        } else {
+            cause::REQUEST_ACCEPTED
+        };
         let resp = CreateSessionResponse {
-            cause: cause::REQUEST_ACCEPTED,
+            cause,
             sender_fteid: Some(Fteid::v4(iface::S11S4_SGW, t.sgw_s11_teid, s11)),
             // Combined gateway: the P-GW side lives at the same address and TEID.
             pgw_s5s8_fteid: Some(Fteid::v4(iface::S5S8_PGW_GTPC, t.sgw_s11_teid, s11)),

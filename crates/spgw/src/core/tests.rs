@@ -262,6 +262,27 @@ fn reattach_replaces_session_and_restore_round_trips() {
 }
 
 #[test]
+fn pdn_types() {
+    let mut c = core();
+    let with_type = |t: u8| {
+        let mut m = proto_gtpv2c::decode(&csr("001010000000009", u32::from(t))).unwrap();
+        if let Message::CreateSessionRequest(r) = &mut m.msg {
+            r.pdn_type = Some(t);
+        }
+        m.encode().unwrap()
+    };
+    let cause_of = |g: Gtpv2| match g.msg {
+        Message::CreateSessionResponse(r) => (r.cause, r.paa),
+        other => panic!("{other:?}"),
+    };
+    let (c6, paa6) = cause_of(reply(&mut c, &with_type(pdn_type::IPV6)));
+    assert_eq!((c6, paa6), (cause::PREFERRED_PDN_TYPE_NOT_SUPPORTED, None));
+    let (c46, paa46) = cause_of(reply(&mut c, &with_type(pdn_type::IPV4V6)));
+    assert_eq!(c46, cause::NEW_PDN_TYPE_NETWORK_PREFERENCE);
+    assert!(matches!(paa46, Some(Paa::Ipv4(_))));
+}
+
+#[test]
 fn pool_exhaustion_and_exclusion() {
     let mut p = IpPool::new(
         Ipv4Addr::new(10, 0, 0, 0),
