@@ -3,8 +3,9 @@
 //! Written by hand rather than taken from crates.io: the one fairly complete Rust
 //! GTPv2 implementation (`gtp-rs` on GitHub) is not published to crates.io (the
 //! crate named `gtp` there is the Go Text Protocol), and what S11 needs here is a
-//! small, panic-free subset: Echo, Create Session, Modify Bearer and Delete
-//! Session, both directions, with the IEs listed in [`ie`].
+//! small, panic-free subset: Echo, Create Session, Modify Bearer, Delete
+//! Session and Release Access Bearers, both directions, with the IEs listed in
+//! [`ie`] and the PCO in [`pco`].
 //!
 //! Decoding: unknown IEs are skipped (TS 29.274 §7.7.8 tolerance), a missing
 //! mandatory IE or any malformed/truncated content is `Err`, never a panic.

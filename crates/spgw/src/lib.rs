@@ -1,6 +1,7 @@
 //! Combined S-GW/P-GW of the corehop vEPC.
 //!
-//! - S11: GTPv2-C server (Echo, Create Session, Modify Bearer, Delete Session);
+//! - S11: GTPv2-C server (Echo, Create Session, Modify Bearer, Delete Session,
+//!   Release Access Bearers); DNS servers and MTU are offered in the PCO;
 //!   sessions are keyed by our S11 TEID.
 //! - S1-U: GTP-U on UDP 2152. Uplink G-PDUs go to the SGi TUN device, packets
 //!   read from the TUN go to the UE's eNB F-TEID; Echo is answered; a G-PDU for
