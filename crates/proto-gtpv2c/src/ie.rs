@@ -689,7 +689,7 @@ impl BearerContext {
                 ie_type::F_TEID => bc.fteids.push((sub.instance, Fteid::decode(&sub)?)),
                 ie_type::BEARER_QOS => bc.qos = Some(BearerQos::decode(&sub)?),
                 ie_type::CHARGING_ID => bc.charging_id = Some(get_u32(&sub)?),
-                _ => {} // unknown IEs inside the group are skipped (§7.7.7 style tolerance)
+                _ => {} // unknown IEs inside the group are skipped (TS 29.274 §7.7)
             }
         }
         bc.ebi = ebi.ok_or(Error::MissingIe(ie_type::EBI))?;

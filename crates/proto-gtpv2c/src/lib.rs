@@ -7,7 +7,7 @@
 //! Session and Release Access Bearers, both directions, with the IEs listed in
 //! [`ie`] and the PCO in [`pco`].
 //!
-//! Decoding: unknown IEs are skipped (TS 29.274 §7.7.8 tolerance), a missing
+//! Decoding: unknown IEs are skipped (TS 29.274 §7.7 error handling), a missing
 //! mandatory IE or any malformed/truncated content is `Err`, never a panic.
 //! Encoding returns `Err` for values that cannot be represented (non-digit IMSI,
 //! APN label over 63 octets, ...).

@@ -556,7 +556,7 @@ impl Core {
             },
             Gtpu::ErrorIndication { teid, peer } => {
                 // The eNB lost this bearer: stop sending downlink to it until the
-                // MME sets a new S1-U F-TEID (TS 23.007 §20).
+                // MME sets a new S1-U F-TEID (TS 23.007 error handling).
                 let hit = self
                     .sessions
                     .values_mut()
@@ -581,7 +581,7 @@ impl Core {
             peer: IpAddr::V4(self.cfg.s1u_addr),
         };
         match ei.encode() {
-            // Sent to the GTP-U port of the sender (TS 29.281 §4.4.2.3).
+            // Sent to the sender's address on the GTP-U port, not to its source port.
             Ok(b) => S1uAction::Reply(b, SocketAddr::new(from.ip(), GTPU_PORT)),
             Err(_) => S1uAction::Nothing,
         }
