@@ -297,7 +297,7 @@ fn put_bearers(out: &mut Vec<u8>, bcs: &[BearerContext]) -> Result<(), Error> {
 
 // ---------------------------------------------------------------- Echo
 
-/// Echo Request / Response (TS 29.274 §7.1.1-2): the sender's Recovery restart counter.
+/// Echo Request / Response (TS 29.274 §7.1.1, §7.1.2): the sender's Recovery restart counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Echo {
     pub recovery: u8,
