@@ -46,8 +46,13 @@ pub mod cause {
     /// (Table A.1) maps DIAMETER_ERROR_USER_UNKNOWN (5001) in an AIA/ULA to for an
     /// attach. The MME uses it for an IMSI the HSS does not know.
     pub const EPS_AND_NON_EPS_NOT_ALLOWED: u8 = 8;
+    /// #9 UE identity cannot be derived by the network: an ATTACH REQUEST with a GUTI
+    /// this MME did not allocate (the UE then attaches again with its IMSI).
+    pub const UE_IDENTITY_CANNOT_BE_DERIVED: u8 = 9;
     /// #15 No suitable cells in tracking area (DIAMETER_ERROR_RAT_NOT_ALLOWED etc.).
     pub const NO_SUITABLE_CELLS: u8 = 15;
+    /// #17 Network failure: HSS or gateway errors other than "user unknown".
+    pub const NETWORK_FAILURE: u8 = 17;
     /// #20 MAC failure (UE: AUTN MAC wrong).
     pub const MAC_FAILURE: u8 = 20;
     /// #21 Synch failure (UE: SQN out of range; AUTS attached).

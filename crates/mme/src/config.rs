@@ -1,0 +1,133 @@
+//! MME configuration (TOML). `Default` is the lab of docs/conventions.md.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// S1-MME: SCTP over UDP (RFC 6951) server address.
+    pub s1_bind: SocketAddr,
+    /// HSS S6a Diameter server.
+    pub hss: SocketAddr,
+    /// SPGW S11 GTPv2-C address.
+    pub spgw_s11: SocketAddr,
+    /// Local S11 socket.
+    pub s11_bind: SocketAddr,
+    /// Address put in our S11 F-TEID (the MME's service IP).
+    pub s11_address: Ipv4Addr,
+    pub mcc: String,
+    pub mnc: String,
+    /// TACs served (the TAI list given to UEs).
+    pub tacs: Vec<u16>,
+    pub mme_group_id: u16,
+    pub mme_code: u8,
+    pub mme_name: String,
+    pub relative_capacity: u8,
+    /// Diameter identity.
+    pub origin_host: String,
+    pub origin_realm: String,
+    /// Host-IP-Address in CER.
+    pub advertised_ip: IpAddr,
+    pub hss_realm: String,
+    /// Diameter watchdog (DWR) interval, seconds (RFC 3539 allows down to 6).
+    pub diameter_watchdog_s: u64,
+    /// APN used when neither the UE nor the subscription names one.
+    pub default_apn: String,
+    /// T3412 (periodic TAU) as a GPRS timer octet (0x49 = 54 min).
+    pub t3412: u8,
+    /// SCTP tuning (see proto-sctp): RTO in ms, HEARTBEAT interval in ms (0 = off).
+    pub sctp_rto_initial_ms: u64,
+    pub sctp_rto_min_ms: u64,
+    pub sctp_rto_max_ms: u64,
+    pub sctp_heartbeat_interval_ms: u64,
+    pub sctp_max_missed_heartbeats: u32,
+    /// S11 request timeout (T3) in ms and retransmissions (N3), TS 29.274 §7.6.
+    pub s11_t3_ms: u64,
+    pub s11_n3: u32,
+    /// JSON dump of the UE contexts, rewritten on every change; `None` disables it.
+    pub state_file: Option<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            s1_bind: SocketAddr::from((Ipv4Addr::UNSPECIFIED, proto_sctp::SCTP_UDP_PORT)),
+            hss: SocketAddr::from((Ipv4Addr::new(10, 77, 1, 10), 3868)),
+            spgw_s11: SocketAddr::from((Ipv4Addr::new(10, 77, 1, 30), proto_gtpv2c::GTPC_PORT)),
+            s11_bind: SocketAddr::from((Ipv4Addr::UNSPECIFIED, proto_gtpv2c::GTPC_PORT)),
+            s11_address: Ipv4Addr::new(10, 77, 1, 20),
+            mcc: "001".into(),
+            mnc: "01".into(),
+            tacs: vec![1],
+            mme_group_id: 1,
+            mme_code: 1,
+            mme_name: "corehop-mme".into(),
+            relative_capacity: 255,
+            origin_host: "mme.corehop.lab".into(),
+            origin_realm: "corehop.lab".into(),
+            advertised_ip: IpAddr::V4(Ipv4Addr::new(10, 77, 1, 20)),
+            hss_realm: "corehop.lab".into(),
+            diameter_watchdog_s: 6,
+            default_apn: "internet".into(),
+            t3412: 0x49,
+            sctp_rto_initial_ms: 200,
+            sctp_rto_min_ms: 100,
+            sctp_rto_max_ms: 400,
+            sctp_heartbeat_interval_ms: 2000,
+            sctp_max_missed_heartbeats: 5,
+            s11_t3_ms: 1000,
+            s11_n3: 3,
+            state_file: Some(PathBuf::from("/run/corehop/mme-ues.json")),
+        }
+    }
+}
+
+impl Config {
+    pub fn from_toml(text: &str) -> anyhow::Result<Config> {
+        let cfg: Config = toml::from_str(text).context("invalid MME config")?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn load(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read MME config {}", path.display()))?;
+        Self::from_toml(&text).with_context(|| format!("in {}", path.display()))
+    }
+
+    /// Checks values that would otherwise fail later, naming the field.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        self.plmn()?;
+        if self.tacs.is_empty() || self.tacs.len() > 16 {
+            anyhow::bail!("tacs: give 1 to 16 tracking area codes");
+        }
+        if self.sctp_rto_min_ms == 0 || self.sctp_rto_initial_ms == 0 {
+            anyhow::bail!("sctp_rto_min_ms / sctp_rto_initial_ms must be > 0");
+        }
+        if self.s11_t3_ms == 0 {
+            anyhow::bail!("s11_t3_ms must be > 0");
+        }
+        Ok(())
+    }
+
+    /// The PLMN identity octets of mcc/mnc.
+    pub fn plmn(&self) -> anyhow::Result<[u8; 3]> {
+        proto_nas::plmn(&self.mcc, &self.mnc)
+            .map_err(|e| anyhow::anyhow!("mcc = {:?}, mnc = {:?}: {e}", self.mcc, self.mnc))
+    }
+
+    pub fn sctp(&self) -> proto_sctp::SctpConfig {
+        proto_sctp::SctpConfig {
+            rto_initial_ms: self.sctp_rto_initial_ms,
+            rto_min_ms: self.sctp_rto_min_ms,
+            rto_max_ms: self.sctp_rto_max_ms,
+            heartbeat_interval_ms: self.sctp_heartbeat_interval_ms,
+            max_missed_heartbeats: self.sctp_max_missed_heartbeats,
+            ..Default::default()
+        }
+    }
+}
