@@ -131,3 +131,21 @@ impl Config {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_defaults_and_errors() {
+        let c = Config::from_toml("").unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.plmn().unwrap(), [0x00, 0xf1, 0x10]);
+        let c = Config::from_toml("hss = \"127.0.0.1:3868\"\nsctp_rto_min_ms = 50").unwrap();
+        assert_eq!(c.hss.port(), 3868);
+        assert_eq!(c.sctp().rto_min_ms, 50);
+        assert!(Config::from_toml("nonsense = 1").is_err());
+        assert!(Config::from_toml("mcc = \"1x1\"").is_err());
+        assert!(Config::from_toml("tacs = []").is_err());
+    }
+}
