@@ -186,13 +186,16 @@ fn resolve_program(p: &str) -> Result<PathBuf> {
         .with_context(|| format!("program {p:?} not found in PATH"))
 }
 
+/// Containers of every host whose agent answers; a host that does not is reported on
+/// stderr and skipped, so one dead agent does not hide the rest of the lab.
 fn all_containers(spec: &LabSpec) -> Result<Vec<agent::api::ContainerInfo>> {
     let token = lab::token()?;
     let mut out = Vec::new();
     for h in &spec.hosts {
-        let mut c = Client::connect(lab::agent_addr(spec, &h.name)?, &token)
-            .with_context(|| format!("agent of host {}", h.name))?;
-        out.extend(c.ps()?);
+        match Client::connect(lab::agent_addr(spec, &h.name)?, &token).and_then(|mut c| c.ps()) {
+            Ok(list) => out.extend(list),
+            Err(e) => eprintln!("warning: host {} skipped: {e:#}", h.name),
+        }
     }
     Ok(out)
 }
@@ -257,18 +260,7 @@ pub fn migrate(a: MigrateArgs, json: bool) -> Result<()> {
         println!("{}", serde_json::to_string(&r)?);
         return Ok(());
     }
-    println!("{} migrated {} -> {} ({})", r.name, r.from, r.to, r.method);
-    println!("  {:<12} {:>10}", "phase", "ms");
-    for (k, v) in &r.phases.0 {
-        println!("  {:<12} {:>10.1}", k, v);
-    }
-    println!("  {:<12} {:>10.1}", "total", r.total_ms);
-    println!("  {:<12} {:>10.1}", "downtime", r.downtime_ms);
-    println!("  {:<12} {:>10}", "image bytes", r.image_bytes);
-    println!(
-        "  (destination prepared beforehand in {:.1} ms)",
-        r.prepare_ms
-    );
+    crate::demo::print_report(&r);
     Ok(())
 }
 

@@ -1,5 +1,6 @@
 //! corehop: live-migrate mobile core network functions between hosts and measure the cost.
 mod cmd;
+mod demo;
 mod testsvc;
 
 use anyhow::Result;
@@ -41,6 +42,8 @@ enum Cmd {
         #[arg(long, default_value = "0.0.0.0:7001")]
         udp: std::net::SocketAddr,
     },
+    /// The main job: lab up, a stateful function migrated live with a client attached, phases.
+    Demo,
     /// Probe a counter service at a fixed rate and report gaps, reconnects and state.
     Probe(cmd::ProbeArgs),
 }
@@ -70,5 +73,6 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Migrate(a) => cmd::migrate(a, json),
         Cmd::Testsvc { tcp, udp } => testsvc::serve(tcp, udp),
         Cmd::Probe(a) => cmd::probe(a, json),
+        Cmd::Demo => demo::run(json),
     }
 }

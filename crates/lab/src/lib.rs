@@ -245,8 +245,14 @@ fn pid_of(pidfile: &Path) -> Option<i32> {
     std::fs::read_to_string(pidfile).ok()?.trim().parse().ok()
 }
 
+/// Alive means running: a zombie whose parent has not reaped it yet counts as dead.
 fn pid_alive(pidfile: &Path) -> bool {
-    pid_of(pidfile).is_some_and(|p| Path::new(&format!("/proc/{p}")).exists())
+    pid_of(pidfile).is_some_and(|p| {
+        std::fs::read_to_string(format!("/proc/{p}/stat"))
+            .ok()
+            .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| !rest.starts_with('Z')))
+            .unwrap_or(false)
+    })
 }
 
 fn wait_port(addr: SocketAddr, within: Duration) -> Result<()> {

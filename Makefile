@@ -1,0 +1,26 @@
+# corehop: two commands on a fresh machine (as root): `make demo` and `make test`.
+CARGO ?= cargo
+BIN := target/release/corehop
+
+.PHONY: setup build demo test lint clean
+
+# Idempotent: Debian packages, CRIU built from Debian's source, sysctls.
+setup:
+	bash scripts/setup.sh
+
+build:
+	$(CARGO) build --release --bin corehop
+
+demo: setup build
+	$(BIN) demo
+
+test: setup
+	$(CARGO) test --workspace
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+clean:
+	-$(BIN) lab down
+	$(CARGO) clean
