@@ -343,7 +343,7 @@ fn wrong_res_gets_authentication_reject() {
     let mut c = core();
     setup(&mut c);
     let mut ue = TestUe::example(2);
-    ue.wrong_res = true;
+    ue.set_wrong_res();
     let (id, out) = start(&mut c, &ue, aia_for(&ue));
     let Reaction::Reply(res) = ue.on_downlink(&downlink(&out).1) else {
         panic!()

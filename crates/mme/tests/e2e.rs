@@ -280,7 +280,7 @@ async fn attach_reject_and_detach_end_to_end() {
 
     // Wrong RES: AUTHENTICATION REJECT.
     let mut bad = TestUe::example(2);
-    bad.wrong_res = true;
+    bad.set_wrong_res();
     assert_eq!(enb.attach(&mut bad).await.0, Reaction::AuthReject);
 
     // Unknown IMSI: ATTACH REJECT #8 (TS 29.272 Annex A for DIAMETER_ERROR_USER_UNKNOWN).
@@ -290,6 +290,12 @@ async fn attach_reject_and_detach_end_to_end() {
         "00000000000000000000000000000000",
     );
     assert_eq!(enb.attach(&mut stranger).await.0, Reaction::AttachReject(8));
+
+    // A USIM ahead of the HSS: synch failure, AIR with RAND||AUTS, resync, attach.
+    let mut ahead = TestUe::example(3);
+    ahead.set_sqn_ms(1 << 40);
+    let (r, _, _) = enb.attach(&mut ahead).await;
+    assert!(matches!(r, Reaction::Accepted { .. }), "{r:?}");
 
     // Detach: DETACH ACCEPT, Delete Session, release.
     let det = ue.detach_request(false);
@@ -314,7 +320,11 @@ async fn attach_reject_and_detach_end_to_end() {
         mme_ue_id,
         enb_ue_id,
     });
-    wait_state(&state, |v| v.as_array().is_some_and(|a| a.is_empty())).await;
+    wait_state(&state, |v| {
+        v.as_array()
+            .is_some_and(|a| a.iter().all(|u| u["imsi"] != ue.imsi.as_str()))
+    })
+    .await;
 
     // The same UE attaches again (new authentication, new session).
     let (r, _, _) = enb.attach(&mut ue).await;

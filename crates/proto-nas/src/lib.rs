@@ -7,6 +7,7 @@
 //! - [`msg`]: typed builders for every message of attach/authentication/security
 //!   mode/detach, and [`msg::parse`] turning a decoded message into [`msg::Nas`], a
 //!   plain enum the state machines can `match` on without knowing oxirush's IE types;
+//! - [`ue::UeNas`]: the UE side (USIM via `aka`, attach/detach) for the RAN emulator;
 //! - [`security::NasSecurity`]: a NAS security context whose KNASint/KNASenc come from
 //!   crate `aka` (one key-derivation implementation for HSS, MME and UE), plus
 //!   [`security::open`] which handles plain, protected and not-yet-secured messages.
@@ -15,10 +16,12 @@
 
 pub mod msg;
 pub mod security;
+pub mod ue;
 
 pub use msg::{Guti, Nas, PdnConnectivity};
 pub use oxirush_nas::nas_eps as eps;
 pub use security::{Direction, NasSecurity, Opened, SecurityHeader};
+pub use ue::{UeEvent, UeNas, Usim};
 
 /// Errors of this crate: what was wrong with which message.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]

@@ -1,0 +1,364 @@
+//! The UE side of NAS, sans-IO, for the RAN emulator and tests: a USIM (Milenage via
+//! crate `aka`) and the EMM procedures of attach and detach.
+//!
+//! Feed it every downlink NAS PDU with [`UeNas::on_downlink`]; send what it returns.
+
+use crate::msg::{self, Guti, Nas, PdnConnectivity};
+use crate::security::{self, Direction, NasSecurity, SecurityHeader};
+use crate::{cause, NasError, Result};
+
+/// The subscriber's credentials (as in the HSS).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Usim {
+    pub imsi: String,
+    pub k: [u8; 16],
+    pub opc: [u8; 16],
+    /// Highest SQN accepted so far (TS 33.102 §6.3.3 freshness check, simplified to
+    /// "must increase"); `None` accepts any SQN first.
+    pub sqn_ms: Option<u64>,
+}
+
+/// What the UE did with a downlink message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UeEvent {
+    /// Send this uplink NAS PDU.
+    Send(Vec<u8>),
+    /// ATTACH ACCEPT received: send [`UeNas::attach_complete`] once the eNB set up the
+    /// bearer.
+    Attached {
+        guti: Option<Guti>,
+        ipv4: Option<[u8; 4]>,
+        ebi: u8,
+        apn: Option<String>,
+    },
+    AuthenticationRejected,
+    AttachRejected {
+        cause: u8,
+    },
+    DetachAccepted,
+    /// Anything else, decoded.
+    Other(Nas),
+}
+
+/// One UE's NAS state: USIM, KASME, NAS security context, GUTI.
+pub struct UeNas {
+    pub usim: Usim,
+    /// Serving network PLMN (for KASME, TS 33.401 A.2).
+    pub plmn: [u8; 3],
+    /// UE network capability octets (EEA, EIA); default EEA0-2 / EIA0-2.
+    pub ue_network_capability: Vec<u8>,
+    pub pdn: PdnConnectivity,
+    /// Test knob: answer authentication with a wrong RES.
+    pub corrupt_res: bool,
+    kasme: Option<[u8; 32]>,
+    sec: Option<NasSecurity>,
+    guti: Option<Guti>,
+}
+
+impl UeNas {
+    pub fn new(usim: Usim, plmn: [u8; 3]) -> UeNas {
+        UeNas {
+            usim,
+            plmn,
+            ue_network_capability: vec![0xe0, 0xe0],
+            pdn: PdnConnectivity::default(),
+            corrupt_res: false,
+            kasme: None,
+            sec: None,
+            guti: None,
+        }
+    }
+
+    pub fn guti(&self) -> Option<Guti> {
+        self.guti
+    }
+
+    pub fn security(&self) -> Option<&NasSecurity> {
+        self.sec.as_ref()
+    }
+
+    /// ATTACH REQUEST with the IMSI (plain: no security context is assumed).
+    pub fn attach_request(&mut self) -> Result<Vec<u8>> {
+        msg::attach_request(&self.usim.imsi, &self.ue_network_capability, &self.pdn)
+    }
+
+    /// KeNB as the UE derives it: from the uplink COUNT of its last NAS message (the
+    /// SECURITY MODE COMPLETE during an attach), TS 33.401 A.3.
+    pub fn kenb(&self) -> Option<[u8; 32]> {
+        let sec = self.sec.as_ref()?;
+        Some(sec.kenb(sec.count(Direction::Uplink)?.checked_sub(1)?))
+    }
+
+    fn protect(&mut self, plain: Vec<u8>) -> Result<Vec<u8>> {
+        match self.sec.as_mut() {
+            Some(sec) => sec.protect(&plain, SecurityHeader::IntegrityCiphered, Direction::Uplink),
+            None => Ok(plain),
+        }
+    }
+
+    /// ATTACH COMPLETE (with ACTIVATE DEFAULT EPS BEARER CONTEXT ACCEPT), protected.
+    pub fn attach_complete(&mut self, ebi: u8) -> Result<Vec<u8>> {
+        let p = msg::attach_complete(ebi)?;
+        self.protect(p)
+    }
+
+    /// UE-originating DETACH REQUEST by GUTI, protected.
+    pub fn detach_request(&mut self, switch_off: bool) -> Result<Vec<u8>> {
+        let guti = self
+            .guti
+            .ok_or_else(|| NasError::Value("detach before attach: no GUTI".into()))?;
+        let ksi = self.sec.as_ref().map(|s| s.ksi).unwrap_or(7);
+        let p = msg::detach_request(switch_off, &guti, ksi)?;
+        self.protect(p)
+    }
+
+    /// Handles one downlink NAS PDU.
+    pub fn on_downlink(&mut self, pdu: &[u8]) -> Result<UeEvent> {
+        if security::SecurityHeader::of(pdu)? == SecurityHeader::IntegrityNewContext {
+            return self.on_security_mode_command(pdu);
+        }
+        let opened = security::open(pdu, self.sec.as_mut(), Direction::Downlink)?;
+        Ok(match opened.nas {
+            Nas::AuthenticationRequest { rand, autn, .. } => self.on_auth_request(&rand, &autn)?,
+            Nas::AuthenticationReject => {
+                self.sec = None;
+                UeEvent::AuthenticationRejected
+            }
+            Nas::AttachReject { cause } => UeEvent::AttachRejected { cause },
+            Nas::AttachAccept {
+                guti,
+                ue_ipv4,
+                ebi,
+                apn,
+                ..
+            } => {
+                if !opened.verified {
+                    return Err(NasError::Security("ATTACH ACCEPT not protected".into()));
+                }
+                if guti.is_some() {
+                    self.guti = guti;
+                }
+                UeEvent::Attached {
+                    guti,
+                    ipv4: ue_ipv4,
+                    ebi,
+                    apn,
+                }
+            }
+            Nas::DetachAccept => UeEvent::DetachAccepted,
+            other => UeEvent::Other(other),
+        })
+    }
+
+    fn on_auth_request(&mut self, rand: &[u8; 16], autn: &[u8; 16]) -> Result<UeEvent> {
+        let u = &self.usim;
+        let (mut res, ck, ik, sqn) = match aka::check_autn(&u.k, &u.opc, rand, autn) {
+            Ok(x) => x,
+            Err(_) => {
+                return Ok(UeEvent::Send(msg::authentication_failure(
+                    cause::MAC_FAILURE,
+                    None,
+                )?))
+            }
+        };
+        if let Some(ms) = u.sqn_ms {
+            if sqn <= ms {
+                let auts = aka::generate_auts(&u.k, &u.opc, rand, ms);
+                return Ok(UeEvent::Send(msg::authentication_failure(
+                    cause::SYNCH_FAILURE,
+                    Some(auts),
+                )?));
+            }
+        }
+        self.usim.sqn_ms = Some(sqn);
+        self.kasme = Some(aka::kasme_from_autn(&ck, &ik, &self.plmn, autn));
+        if self.corrupt_res {
+            res[0] ^= 0xff;
+        }
+        Ok(UeEvent::Send(msg::authentication_response(&res)?))
+    }
+
+    /// SECURITY MODE COMMAND: verified with the new context it starts (TS 24.301
+    /// §5.4.3.3), answered with SECURITY MODE COMPLETE under that context.
+    fn on_security_mode_command(&mut self, pdu: &[u8]) -> Result<UeEvent> {
+        let kasme = self.kasme.ok_or_else(|| {
+            NasError::Security("SECURITY MODE COMMAND before authentication".into())
+        })?;
+        let inner = pdu
+            .get(6..)
+            .ok_or_else(|| NasError::Decode("short security header".into()))?;
+        let Nas::SecurityModeCommand {
+            eea,
+            eia,
+            ksi,
+            replayed_ue_capability,
+        } = msg::parse(inner, Direction::Downlink)?
+        else {
+            return Err(NasError::Decode(
+                "new-context header on another message".into(),
+            ));
+        };
+        // Bidding-down check: the replayed capability must be what we sent.
+        let n = self.ue_network_capability.len().min(2);
+        if replayed_ue_capability.get(..n) != self.ue_network_capability.get(..n) {
+            return Ok(UeEvent::Send(msg::security_mode_reject(
+                crate::cause::SEMANTICALLY_INCORRECT,
+            )?));
+        }
+        let mut sec = NasSecurity::new(kasme, ksi, eea, eia)?;
+        sec.unprotect(pdu, Direction::Downlink)?;
+        let done = msg::security_mode_complete()?;
+        let wire = sec.protect(
+            &done,
+            SecurityHeader::IntegrityCipheredNewContext,
+            Direction::Uplink,
+        )?;
+        self.sec = Some(sec);
+        Ok(UeEvent::Send(wire))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const K: [u8; 16] = [0x46; 16];
+    const OPC: [u8; 16] = [0xcd; 16];
+    const PLMN: [u8; 3] = [0x00, 0xf1, 0x10];
+
+    fn ue() -> UeNas {
+        UeNas::new(
+            Usim {
+                imsi: "001010000000001".into(),
+                k: K,
+                opc: OPC,
+                sqn_ms: None,
+            },
+            PLMN,
+        )
+    }
+
+    fn challenge(sqn: u64) -> (aka::Vector, Vec<u8>) {
+        let v = aka::generate_vector(&K, &OPC, &[0x80, 0], sqn, &[7; 16]);
+        let pdu = msg::authentication_request(0, &v.rand, &v.autn).unwrap();
+        (v, pdu)
+    }
+
+    /// The network side of one attach, checking every UE answer.
+    #[test]
+    fn attach_against_a_network_context() {
+        let mut ue = ue();
+        assert!(matches!(
+            msg::parse(&ue.attach_request().unwrap(), Direction::Uplink).unwrap(),
+            Nas::AttachRequest { .. }
+        ));
+        let (v, pdu) = challenge(32);
+        let UeEvent::Send(resp) = ue.on_downlink(&pdu).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            msg::parse(&resp, Direction::Uplink).unwrap(),
+            Nas::AuthenticationResponse {
+                res: v.xres.to_vec()
+            }
+        );
+        let mut mme = NasSecurity::new(v.kasme, 0, 2, 2).unwrap();
+        let smc = mme
+            .protect(
+                &msg::security_mode_command(0, 2, 2, &[0xe0, 0xe0]).unwrap(),
+                SecurityHeader::IntegrityNewContext,
+                Direction::Downlink,
+            )
+            .unwrap();
+        let UeEvent::Send(done) = ue.on_downlink(&smc).unwrap() else {
+            panic!()
+        };
+        let o = mme.unprotect(&done, Direction::Uplink).unwrap();
+        assert_eq!(o.nas, Nas::SecurityModeComplete);
+        assert_eq!(ue.kenb(), Some(mme.kenb(0)));
+        // An unprotected ATTACH ACCEPT is refused once security is on.
+        let guti = Guti {
+            plmn: PLMN,
+            mme_group_id: 1,
+            mme_code: 1,
+            m_tmsi: 5,
+        };
+        let accept = msg::attach_accept(&msg::AttachAcceptParams {
+            guti,
+            tai_plmn: PLMN,
+            tacs: vec![1],
+            t3412: 0x49,
+            ebi: 5,
+            pti: 1,
+            qci: 9,
+            apn: "internet".into(),
+            ue_ipv4: [10, 45, 0, 9],
+        })
+        .unwrap();
+        assert!(ue.on_downlink(&accept).is_err());
+        let wire = mme
+            .protect(
+                &accept,
+                SecurityHeader::IntegrityCiphered,
+                Direction::Downlink,
+            )
+            .unwrap();
+        assert_eq!(
+            ue.on_downlink(&wire).unwrap(),
+            UeEvent::Attached {
+                guti: Some(guti),
+                ipv4: Some([10, 45, 0, 9]),
+                ebi: 5,
+                apn: Some("internet".into())
+            }
+        );
+        let c = ue.attach_complete(5).unwrap();
+        assert_eq!(
+            mme.unprotect(&c, Direction::Uplink).unwrap().nas,
+            Nas::AttachComplete { ebi: 5 }
+        );
+        let d = ue.detach_request(true).unwrap();
+        assert!(matches!(
+            mme.unprotect(&d, Direction::Uplink).unwrap().nas,
+            Nas::DetachRequest { switch_off: true, guti: Some(g), .. } if g == guti
+        ));
+    }
+
+    #[test]
+    fn stale_sqn_gives_synch_failure_and_bad_mac_gives_mac_failure() {
+        let mut ue = ue();
+        ue.usim.sqn_ms = Some(1000);
+        let (_, pdu) = challenge(64);
+        let UeEvent::Send(f) = ue.on_downlink(&pdu).unwrap() else {
+            panic!()
+        };
+        match msg::parse(&f, Direction::Uplink).unwrap() {
+            Nas::AuthenticationFailure {
+                cause: cause::SYNCH_FAILURE,
+                auts: Some(auts),
+            } => {
+                // The HSS recovers SQN_MS from AUTS.
+                assert_eq!(aka::verify_auts(&K, &OPC, &[7; 16], &auts).ok(), Some(1000));
+            }
+            other => panic!("{other:?}"),
+        }
+        let (_, mut pdu) = challenge(2000);
+        let last = pdu.len() - 1;
+        pdu[last] ^= 1; // AUTN MAC
+        let UeEvent::Send(f) = ue.on_downlink(&pdu).unwrap() else {
+            panic!()
+        };
+        assert!(matches!(
+            msg::parse(&f, Direction::Uplink).unwrap(),
+            Nas::AuthenticationFailure {
+                cause: cause::MAC_FAILURE,
+                auts: None
+            }
+        ));
+        // SMC before authentication, and garbage, are errors.
+        let mut fresh = self::ue();
+        assert!(fresh.on_downlink(&[0x37, 0, 0, 0, 0, 0, 7, 0x5d]).is_err());
+        assert!(fresh.on_downlink(&[]).is_err());
+        assert!(fresh.on_downlink(&[0xff; 9]).is_err());
+    }
+}
