@@ -143,6 +143,8 @@ enum Block {
         header: Vec<String>,
         rows: Vec<Vec<String>>,
         note: String,
+        /// Said instead of the table when it has no row.
+        empty: String,
     },
     Figure {
         title: String,
@@ -196,11 +198,13 @@ impl<'a> Report<'a> {
     fn table(&mut self, title: &str, header: Vec<String>, rows: Vec<Vec<String>>, note: &str) {
         let title = format!("Table {}. {title}", self.table_titles.len() + 1);
         self.table_titles.push(title.clone());
+        let empty = "No data for this table in these results.".to_string();
         self.blocks.push(Block::Table {
             title,
             header,
             rows,
             note: note.to_string(),
+            empty,
         });
     }
 
@@ -953,6 +957,9 @@ impl<'a> Report<'a> {
             rows,
             "",
         );
+        if let Some(Block::Table { empty, .. }) = self.blocks.last_mut() {
+            *empty = "No run failed.".to_string();
+        }
     }
 
     fn render(&self) -> String {
@@ -976,10 +983,11 @@ impl<'a> Report<'a> {
                     header,
                     rows,
                     note,
+                    empty,
                 } => {
                     let _ = writeln!(s, "### {}\n", esc(title));
                     if rows.is_empty() {
-                        s.push_str("No data for this table in these results.\n\n");
+                        let _ = writeln!(s, "{empty}\n");
                     } else {
                         let _ = writeln!(
                             s,
