@@ -1,0 +1,205 @@
+//! RAN emulator configuration (TOML/JSON via serde). `Default` is the lab of
+//! docs/conventions.md: the eNB on the `ran` host (10.77.0.21) towards the MME
+//! service IP 10.77.1.20, pinging the pdn host 10.77.0.31.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The MME's S1-MME endpoint: SCTP over UDP (RFC 6951).
+    pub mme: SocketAddr,
+    /// Local address the eNB binds for S1-MME (any port) and S1-U (UDP 2152).
+    pub bind: IpAddr,
+    /// S1-U address put in the eNB's F-TEID (INITIAL CONTEXT SETUP RESPONSE).
+    pub s1u_address: Ipv4Addr,
+    /// UDP port of the eNB's GTP-U endpoint (2152 on the wire; tests may move it).
+    pub gtpu_port: u16,
+    /// Macro eNB ID (20 bits). The cell identity is `enb_id << 8 | 1`.
+    pub enb_id: u32,
+    pub enb_name: String,
+    pub mcc: String,
+    pub mnc: String,
+    pub tac: u16,
+    /// Number of UEs to attach.
+    pub ues: usize,
+    /// Subscriber CSV (`imsi,k,opc,amf,sqn[,msisdn]`, the HSS's format): the USIMs.
+    pub subscribers: PathBuf,
+    /// Row (0-based, after the header) of the first UE's USIM; UEs take consecutive rows.
+    pub first_imsi_index: usize,
+    /// APN requested in the PDN CONNECTIVITY REQUEST.
+    pub apn: String,
+    /// Where the UEs send ICMP echo requests (through their GTP-U tunnels).
+    pub ping_target: Ipv4Addr,
+    /// Interval between two pings of one UE, ms (1 ms works).
+    pub ping_interval_ms: u64,
+    /// ICMP echo payload size, bytes.
+    pub ping_payload: usize,
+    /// How long to run after the attaches; `None`: until the stop future completes.
+    pub duration_ms: Option<u64>,
+    /// Interval of the S1-MME control-plane probe (eNB Configuration Update →
+    /// Acknowledge), ms; 0 disables it.
+    pub cp_probe_interval_ms: u64,
+    /// A probe still unanswered after this long counts as lost and the next is sent.
+    pub cp_probe_timeout_ms: u64,
+    /// UEs attaching at the same time.
+    pub attach_concurrency: usize,
+    /// Time for one UE's attach (Initial UE Message → Attach Complete), ms.
+    pub attach_timeout_ms: u64,
+    /// Time for one UE's detach (Detach Request → UE Context Release), ms.
+    pub detach_timeout_ms: u64,
+    /// SCTP tuning, as the MME's (see proto-sctp): RTO in ms, HEARTBEAT interval in ms.
+    pub sctp_rto_initial_ms: u64,
+    pub sctp_rto_min_ms: u64,
+    pub sctp_rto_max_ms: u64,
+    pub sctp_heartbeat_interval_ms: u64,
+    pub sctp_max_missed_heartbeats: u32,
+    /// Time to bring up the association and finish S1 Setup, ms.
+    pub s1_setup_timeout_ms: u64,
+}
+
+/// The HSS crate's example subscribers, so that a checkout runs without a CSV argument.
+/// The CLI passes an explicit path (inside a container this source path does not exist).
+fn example_csv() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../hss/subscribers.example.csv")
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            mme: SocketAddr::from((Ipv4Addr::new(10, 77, 1, 20), proto_sctp::SCTP_UDP_PORT)),
+            bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            s1u_address: Ipv4Addr::new(10, 77, 0, 21),
+            gtpu_port: proto_gtpu::GTPU_PORT,
+            enb_id: 1,
+            enb_name: "corehop-enb".into(),
+            mcc: "001".into(),
+            mnc: "01".into(),
+            tac: 1,
+            ues: 1,
+            subscribers: example_csv(),
+            first_imsi_index: 0,
+            apn: "internet".into(),
+            ping_target: Ipv4Addr::new(10, 77, 0, 31),
+            ping_interval_ms: 100,
+            ping_payload: 56,
+            duration_ms: None,
+            cp_probe_interval_ms: 100,
+            cp_probe_timeout_ms: 1000,
+            attach_concurrency: 16,
+            attach_timeout_ms: 10_000,
+            detach_timeout_ms: 5_000,
+            sctp_rto_initial_ms: 200,
+            sctp_rto_min_ms: 100,
+            sctp_rto_max_ms: 400,
+            sctp_heartbeat_interval_ms: 2000,
+            sctp_max_missed_heartbeats: 5,
+            s1_setup_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl Config {
+    pub fn from_toml(text: &str) -> anyhow::Result<Config> {
+        let cfg: Config = toml::from_str(text).context("invalid RAN config")?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn load(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read RAN config {}", path.display()))?;
+        Self::from_toml(&text).with_context(|| format!("in {}", path.display()))
+    }
+
+    /// Checks values that would otherwise fail later, naming the field.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        self.plmn()?;
+        anyhow::ensure!(
+            self.enb_id < 1 << 20,
+            "enb_id = {}: a macro eNB ID has 20 bits (max {})",
+            self.enb_id,
+            (1 << 20) - 1
+        );
+        anyhow::ensure!(self.ues > 0, "ues must be at least 1");
+        anyhow::ensure!(
+            self.ping_interval_ms > 0,
+            "ping_interval_ms must be at least 1"
+        );
+        anyhow::ensure!(
+            self.ping_payload <= 1400,
+            "ping_payload = {}: at most 1400 bytes (SGi MTU)",
+            self.ping_payload
+        );
+        anyhow::ensure!(
+            self.attach_concurrency > 0,
+            "attach_concurrency must be at least 1"
+        );
+        anyhow::ensure!(
+            self.sctp_rto_min_ms > 0 && self.sctp_rto_initial_ms > 0,
+            "sctp_rto_min_ms / sctp_rto_initial_ms must be > 0"
+        );
+        anyhow::ensure!(!self.apn.is_empty(), "apn must not be empty");
+        Ok(())
+    }
+
+    /// PLMN identity octets of mcc/mnc.
+    pub fn plmn(&self) -> anyhow::Result<[u8; 3]> {
+        proto_nas::plmn(&self.mcc, &self.mnc)
+            .map_err(|e| anyhow::anyhow!("mcc = {:?}, mnc = {:?}: {e}", self.mcc, self.mnc))
+    }
+
+    pub fn sctp(&self) -> proto_sctp::SctpConfig {
+        proto_sctp::SctpConfig {
+            rto_initial_ms: self.sctp_rto_initial_ms,
+            rto_min_ms: self.sctp_rto_min_ms,
+            rto_max_ms: self.sctp_rto_max_ms,
+            heartbeat_interval_ms: self.sctp_heartbeat_interval_ms,
+            max_missed_heartbeats: self.sctp_max_missed_heartbeats,
+            ..Default::default()
+        }
+    }
+
+    pub(crate) fn ms(v: u64) -> Duration {
+        Duration::from_millis(v)
+    }
+
+    pub(crate) fn cell_id(&self) -> u32 {
+        (self.enb_id << 8) | 1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_the_lab_default() {
+        let c = Config::from_toml("").unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.mme.to_string(), "10.77.1.20:9899");
+        assert_eq!(c.s1u_address, Ipv4Addr::new(10, 77, 0, 21));
+        assert_eq!(c.ping_target, Ipv4Addr::new(10, 77, 0, 31));
+        assert!(c.subscribers.exists(), "{}", c.subscribers.display());
+        assert_eq!(c.plmn().unwrap(), [0x00, 0xf1, 0x10]);
+    }
+
+    #[test]
+    fn bad_values_name_the_field() {
+        let e = Config::from_toml("bogus = 1").unwrap_err();
+        assert!(format!("{e:#}").contains("bogus"), "{e:#}");
+        let e = Config::from_toml("enb_id = 2000000").unwrap_err();
+        assert!(e.to_string().contains("enb_id"), "{e}");
+        let e = Config::from_toml("mcc = \"1\"").unwrap_err();
+        assert!(e.to_string().contains("mcc"), "{e}");
+        let e = Config::from_toml("ues = 0").unwrap_err();
+        assert!(e.to_string().contains("ues"), "{e}");
+        let c = Config::from_toml("ping_interval_ms = 1\nduration_ms = 3000").unwrap();
+        assert_eq!((c.ping_interval_ms, c.duration_ms), (1, Some(3000)));
+    }
+}

@@ -1,0 +1,275 @@
+//! The eNB's S1-U: one UDP socket shared by all UEs. Uplink: each attached UE sends an
+//! ICMP echo request from its IP to the ping target inside a G-PDU to its SGW F-TEID.
+//! Downlink: G-PDUs are demultiplexed by TEID (the eNB's, one per UE) and echo replies
+//! matched by ICMP id/sequence; GTP-U Echo Requests are answered (TS 29.281 §7.2.1).
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use proto_gtpu::icmp::{self, EchoKind};
+use proto_gtpu::Gtpu;
+use tokio::net::UdpSocket;
+use tracing::{debug, warn};
+
+use crate::report::{Clock, Dropped, GapTracker, Series};
+
+/// Sent pings remembered per UE for RTT matching; replies older than this many pings
+/// are still counted, only without an RTT.
+const RTT_SLOTS: usize = 4096;
+
+/// One UE's tunnel and ping statistics.
+struct Tunnel {
+    ue_ip: Ipv4Addr,
+    sgw: SocketAddr,
+    sgw_teid: u32,
+    icmp_id: u16,
+    next_seq: u16,
+    sent: u64,
+    received: u64,
+    rtt_sum: Duration,
+    rtt_max: Duration,
+    rtt_n: u64,
+    /// (seq, sent at) by `seq % RTT_SLOTS`; taken on the first reply so duplicates do
+    /// not count twice.
+    in_flight: Vec<Option<(u16, Instant)>>,
+    gaps: GapTracker,
+    pinging: bool,
+}
+
+/// Final statistics of one tunnel.
+#[derive(Debug, Clone)]
+pub struct PingStats {
+    pub sent: u64,
+    pub received: u64,
+    pub rtt_ms_avg: Option<f64>,
+    pub rtt_ms_max: Option<f64>,
+    pub series: Series,
+}
+
+#[derive(Default)]
+struct State {
+    /// By the eNB's TEID.
+    tunnels: HashMap<u32, Tunnel>,
+    next_teid: u32,
+    dropped: Dropped,
+}
+
+/// Shared handle to the S1-U endpoint.
+#[derive(Clone)]
+pub struct DataPlane {
+    sock: Arc<UdpSocket>,
+    state: Arc<Mutex<State>>,
+    clock: Clock,
+    target: Ipv4Addr,
+    payload: Vec<u8>,
+    gap_threshold: Duration,
+}
+
+impl DataPlane {
+    pub async fn bind(
+        addr: SocketAddr,
+        clock: Clock,
+        target: Ipv4Addr,
+        payload_len: usize,
+        interval: Duration,
+    ) -> anyhow::Result<DataPlane> {
+        let sock = UdpSocket::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot bind the eNB's GTP-U socket {addr}: {e}"))?;
+        Ok(DataPlane {
+            sock: Arc::new(sock),
+            state: Arc::new(Mutex::new(State {
+                next_teid: 1,
+                ..Default::default()
+            })),
+            clock,
+            target,
+            payload: (0..payload_len).map(|i| i as u8).collect(),
+            // An outage is a gap that is clearly more than a lost ping or two.
+            gap_threshold: (interval * 3).max(Duration::from_millis(10)),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the maps inconsistent in a way
+        // that matters for statistics; keep going.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A fresh eNB TEID (unique within this run).
+    pub fn allocate_teid(&self) -> u32 {
+        let mut s = self.lock();
+        let t = s.next_teid;
+        s.next_teid = s.next_teid.wrapping_add(1).max(1);
+        t
+    }
+
+    /// Registers an attached UE's tunnel; pings start with the next tick.
+    pub fn add(&self, enb_teid: u32, ue_ip: Ipv4Addr, sgw: SocketAddr, sgw_teid: u32) {
+        let now = Instant::now();
+        let mut s = self.lock();
+        s.tunnels.insert(
+            enb_teid,
+            Tunnel {
+                ue_ip,
+                sgw,
+                sgw_teid,
+                // ICMP ids distinguish our UEs in captures; the TEID already demuxes.
+                icmp_id: enb_teid as u16,
+                next_seq: 0,
+                sent: 0,
+                received: 0,
+                rtt_sum: Duration::ZERO,
+                rtt_max: Duration::ZERO,
+                rtt_n: 0,
+                in_flight: vec![None; RTT_SLOTS],
+                gaps: GapTracker::new(self.clock, now, self.gap_threshold),
+                pinging: true,
+            },
+        );
+    }
+
+    /// Stops pinging on all tunnels (before detach), keeping the statistics.
+    pub fn stop_pinging(&self) {
+        for t in self.lock().tunnels.values_mut() {
+            t.pinging = false;
+        }
+    }
+
+    /// Removes a tunnel and returns its statistics, the open gap closed at `end`.
+    pub fn remove(&self, enb_teid: u32, end: Instant) -> Option<PingStats> {
+        let t = self.lock().tunnels.remove(&enb_teid)?;
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        Some(PingStats {
+            sent: t.sent,
+            received: t.received,
+            rtt_ms_avg: (t.rtt_n > 0).then(|| ms(t.rtt_sum) / t.rtt_n as f64),
+            rtt_ms_max: (t.rtt_n > 0).then(|| ms(t.rtt_max)),
+            series: t.gaps.finish(end),
+        })
+    }
+
+    pub fn dropped(&self) -> Dropped {
+        self.lock().dropped.clone()
+    }
+
+    /// Sends one echo request per pinging UE every `interval` until the task is dropped.
+    pub async fn ping_loop(self, interval: Duration) {
+        let mut tick = tokio::time::interval(interval);
+        // After a stall (e.g. the CPU busy) do not burst the missed pings.
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut batch = Vec::new();
+        loop {
+            tick.tick().await;
+            let now = Instant::now();
+            {
+                let mut s = self.lock();
+                for t in s.tunnels.values_mut().filter(|t| t.pinging) {
+                    let seq = t.next_seq;
+                    t.next_seq = seq.wrapping_add(1);
+                    let pkt = match icmp::echo_request(
+                        t.ue_ip,
+                        self.target,
+                        t.icmp_id,
+                        seq,
+                        &self.payload,
+                    )
+                    .and_then(|p| proto_gtpu::encode_gpdu(t.sgw_teid, &p))
+                    {
+                        Ok(p) => p,
+                        Err(e) => {
+                            warn!("cannot build ping: {e}");
+                            continue;
+                        }
+                    };
+                    t.sent += 1;
+                    t.in_flight[seq as usize % RTT_SLOTS] = Some((seq, now));
+                    batch.push((pkt, t.sgw));
+                }
+            }
+            for (pkt, to) in batch.drain(..) {
+                if let Err(e) = self.sock.send_to(&pkt, to).await {
+                    // Unreachable SGW (migrating): the ping is lost, which is the measurement.
+                    debug!(%to, "GTP-U send failed: {e}");
+                }
+            }
+        }
+    }
+
+    /// Receives S1-U traffic until the task is dropped.
+    pub async fn recv_loop(self) {
+        let mut buf = vec![0u8; 65536];
+        loop {
+            let (n, from) = match self.sock.recv_from(&mut buf).await {
+                Ok(r) => r,
+                Err(e) => {
+                    // ICMP port unreachable etc. surface here; keep receiving.
+                    debug!("GTP-U receive error: {e}");
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    continue;
+                }
+            };
+            self.handle(&buf[..n], from).await;
+        }
+    }
+
+    async fn handle(&self, datagram: &[u8], from: SocketAddr) {
+        let now = Instant::now();
+        match proto_gtpu::decode(datagram) {
+            Ok(Gtpu::GPdu { teid, payload, .. }) => self.on_gpdu(teid, payload, now),
+            Ok(Gtpu::EchoRequest { seq }) => {
+                // Restart counter 0: TS 29.281 §8.2 (GTP-U does not use it).
+                if let Ok(r) = (Gtpu::EchoResponse { seq, recovery: 0 }).encode() {
+                    if let Err(e) = self.sock.send_to(&r, from).await {
+                        debug!(%from, "GTP-U Echo Response not sent: {e}");
+                    }
+                }
+            }
+            Ok(Gtpu::ErrorIndication { teid, peer }) => {
+                warn!(%peer, teid, "GTP-U Error Indication: the SGW does not know our uplink tunnel");
+                self.lock().dropped.gtpu_error_indications += 1;
+            }
+            Ok(other) => debug!(%from, "GTP-U {other:?} ignored"),
+            Err(e) => {
+                debug!(%from, "malformed GTP-U dropped: {e}");
+                self.lock().dropped.gtpu += 1;
+            }
+        }
+    }
+
+    fn on_gpdu(&self, teid: u32, payload: &[u8], now: Instant) {
+        let mut s = self.lock();
+        let Some(t) = s.tunnels.get_mut(&teid) else {
+            debug!(teid, "G-PDU for an unknown eNB TEID dropped");
+            s.dropped.gtpu += 1;
+            return;
+        };
+        let echo = match icmp::parse_echo(payload) {
+            Ok(e) if e.kind == EchoKind::Reply && e.dst == t.ue_ip && e.id == t.icmp_id => e,
+            // Other downlink traffic to the UE is not ours to judge.
+            Ok(_) => return,
+            Err(e) => {
+                debug!(teid, "downlink packet that is not an ICMP echo: {e}");
+                return;
+            }
+        };
+        let slot = &mut t.in_flight[echo.seq as usize % RTT_SLOTS];
+        match *slot {
+            Some((seq, sent_at)) if seq == echo.seq => {
+                *slot = None;
+                let rtt = now.saturating_duration_since(sent_at);
+                t.rtt_sum += rtt;
+                t.rtt_max = t.rtt_max.max(rtt);
+                t.rtt_n += 1;
+            }
+            // Duplicate of an answered ping: ignore entirely.
+            None => return,
+            // Too old to be in the table any more; still a sign of life.
+            Some(_) => {}
+        }
+        t.received += 1;
+        t.gaps.ok(now);
+    }
+}

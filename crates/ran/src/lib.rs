@@ -1,0 +1,292 @@
+//! corehop's RAN emulator: one eNB with N UEs, what the UEs of the paper's testbed do
+//! and what they notice when a core function migrates.
+//!
+//! [`run`] brings up one S1-MME association (SCTP over UDP, S1 Setup once), attaches the
+//! UEs (Initial UE Message with ATTACH REQUEST + PDN CONNECTIVITY REQUEST, EPS AKA on
+//! the USIM side, security mode, Initial Context Setup with the eNB's S1-U TEID, ATTACH
+//! COMPLETE), then
+//! - pings from every UE's IP to the ping target through its GTP-U tunnel (one UDP
+//!   socket on 2152, replies demultiplexed by TEID; GTP-U Echo answered), and
+//! - probes S1-MME with eNB Configuration Update → Acknowledge round trips,
+//!
+//! until the `stop` future completes or `duration_ms` passes; then every UE detaches.
+//! The [`Report`] carries per-UE results, the probe, failures (an Attach or
+//! Authentication Reject is a per-UE result, not an error), and [`report::Recovery`]:
+//! DP_GTP per UE and CP_S1-MME outages with run-relative and UNIX timestamps.
+//!
+//! Malformed S1AP/NAS/GTP-U from the network is logged, counted and dropped.
+
+pub mod config;
+mod dataplane;
+mod procedure;
+pub mod report;
+mod s1;
+pub mod ue;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::task::JoinSet;
+use tracing::{debug, info};
+
+pub use config::Config;
+pub use report::{
+    AttachFailure, Clock, CpProbeReport, FailureKind, Outage, Recovery, RecoveryWindow, Report,
+    Series, UeRecovery, UeReport,
+};
+
+use dataplane::DataPlane;
+use procedure::{Outcome, Shared};
+use s1::{ProbeAnswer, S1};
+
+/// Aborts the background tasks however `run` ends (error, cancellation).
+struct Tasks(Vec<tokio::task::AbortHandle>);
+
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
+        }
+    }
+}
+
+/// Runs the eNB and its UEs until `stop` completes (or `cfg.duration_ms` after the
+/// attaches), detaches the UEs and reports. Errors are only for what makes the whole run
+/// impossible: bad config or CSV, sockets, no association or S1 Setup.
+pub async fn run(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::Result<Report> {
+    cfg.validate()?;
+    let subs = hss::read_csv(&cfg.subscribers)
+        .with_context(|| format!("subscribers file {}", cfg.subscribers.display()))?;
+    let rows = subs
+        .get(cfg.first_imsi_index..cfg.first_imsi_index.saturating_add(cfg.ues))
+        .with_context(|| {
+            format!(
+                "{} has {} subscribers; ues = {} from first_imsi_index = {} needs {}",
+                cfg.subscribers.display(),
+                subs.len(),
+                cfg.ues,
+                cfg.first_imsi_index,
+                cfg.first_imsi_index + cfg.ues
+            )
+        })?;
+    let usims: Vec<ue::Usim> = rows.iter().map(ue::Usim::from).collect();
+    let plmn = cfg.plmn()?;
+    let clock = Clock::new();
+    let ping_interval = Config::ms(cfg.ping_interval_ms);
+
+    let dp = DataPlane::bind(
+        SocketAddr::new(cfg.bind, cfg.gtpu_port),
+        clock,
+        cfg.ping_target,
+        cfg.ping_payload,
+        ping_interval,
+    )
+    .await?;
+    let s1 = Arc::new(S1::new(&cfg)?);
+    let client = s1.connect(&cfg).await?;
+    let (probe_tx, probe_rx) = mpsc::unbounded_channel();
+    let mut tasks = Tasks(vec![
+        tokio::spawn(s1.clone().dispatch(cfg.clone(), client, probe_tx)).abort_handle(),
+        tokio::spawn(dp.clone().recv_loop()).abort_handle(),
+        tokio::spawn(dp.clone().ping_loop(ping_interval)).abort_handle(),
+    ]);
+
+    let (stop_tx, stop_rx) = watch::channel(None::<Instant>);
+    let probe = (cfg.cp_probe_interval_ms > 0).then(|| {
+        tokio::spawn(cp_probe(
+            s1.clone(),
+            clock,
+            Config::ms(cfg.cp_probe_interval_ms),
+            Config::ms(cfg.cp_probe_timeout_ms),
+            probe_rx,
+            stop_rx.clone(),
+        ))
+    });
+    if let Some(p) = &probe {
+        tasks.0.push(p.abort_handle());
+    }
+
+    let (attempts_tx, mut attempts) = watch::channel(0usize);
+    let sh = Shared {
+        attempts: Arc::new(attempts_tx),
+        cfg: Arc::new(cfg.clone()),
+        s1: s1.clone(),
+        dp: dp.clone(),
+        clock,
+        plmn,
+        attach_slots: Arc::new(Semaphore::new(cfg.attach_concurrency)),
+        stop: stop_rx,
+    };
+    let mut ues = JoinSet::new();
+    for u in usims {
+        ues.spawn(procedure::run_ue(sh.clone(), u));
+    }
+
+    // Run: until stop, or `duration_ms` after every UE has finished its attach attempt.
+    tokio::pin!(stop);
+    let stopped_early = tokio::select! {
+        _ = &mut stop => true,
+        _ = attempts.wait_for(|n| *n >= cfg.ues) => false,
+    };
+    if !stopped_early {
+        info!("attach phase over");
+        if let Some(d) = cfg.duration_ms {
+            tokio::select! {
+                _ = &mut stop => {}
+                _ = tokio::time::sleep(Duration::from_millis(d)) => {}
+            }
+        } else {
+            stop.await;
+        }
+    }
+    let stopped_at = Instant::now();
+    info!("stopping: detaching the UEs");
+    dp.stop_pinging();
+    let _ = stop_tx.send(Some(stopped_at));
+    // Nothing waits for attach slots any more: UEs not yet started fail at once.
+    sh.attach_slots.close();
+
+    let mut report = Report {
+        started_unix_ms: clock.start_unix_ms(),
+        recovery: Recovery {
+            started_unix_ms: clock.start_unix_ms(),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    if let Some(p) = probe {
+        if let Ok((cp, series)) = p.await {
+            report.cp_probe = cp;
+            report.recovery.cp_s1_mme = series;
+        }
+    }
+    while let Some(r) = ues.join_next().await {
+        match r {
+            Ok(Outcome::Done {
+                imsi,
+                attached: a,
+                pings,
+                detach_error,
+            }) => {
+                let p = pings.unwrap_or(dataplane::PingStats {
+                    sent: 0,
+                    received: 0,
+                    rtt_ms_avg: None,
+                    rtt_ms_max: None,
+                    series: Series::default(),
+                });
+                let longest = p.series.longest;
+                report.recovery.dp_gtp.push(UeRecovery {
+                    imsi: imsi.clone(),
+                    ue_ip: a.ue_ip,
+                    series: p.series,
+                });
+                report.ues.push(UeReport {
+                    imsi,
+                    ue_ip: a.ue_ip,
+                    enb_teid: a.enb_teid,
+                    sgw_teid: a.sgw_teid,
+                    sgw_addr: a.sgw_addr,
+                    mme_ue_s1ap_id: a.mme_ue_id,
+                    enb_ue_s1ap_id: a.enb_ue_id,
+                    attach_ms: a.attach_ms,
+                    attached_at_ms: a.attached_at_ms,
+                    pings_sent: p.sent,
+                    pings_received: p.received,
+                    max_ping_gap_ms: longest.map_or(0.0, |o| o.duration_ms),
+                    ping_gap_at_ms: longest.map_or(0.0, |o| o.start_ms),
+                    rtt_ms_avg: p.rtt_ms_avg,
+                    rtt_ms_max: p.rtt_ms_max,
+                    detached: detach_error.is_none(),
+                    detach_error,
+                });
+            }
+            Ok(Outcome::Failed(f)) => report.attach_failures.push(f),
+            Err(e) => debug!("UE task ended abnormally: {e}"),
+        }
+    }
+    report.ues.sort_by_key(|u| u.enb_ue_s1ap_id);
+    report.recovery.dp_gtp.sort_by(|a, b| a.imsi.cmp(&b.imsi));
+    report.attach_failures.sort_by_key(|f| f.enb_ue_s1ap_id);
+    report.s1_setups = s1.s1_setups.load(Ordering::Relaxed);
+    report.association_losses = s1.association_losses.load(Ordering::Relaxed);
+    report.dropped = dp.dropped();
+    report.dropped.s1ap = s1.dropped.load(Ordering::Relaxed);
+    report.duration_ms = clock.ms(Instant::now());
+    s1.close();
+    // Let the driver send the ABORT before the tasks go.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    drop(tasks);
+    Ok(report)
+}
+
+/// The CP_S1-MME probe: one eNB Configuration Update at a time, every `interval`; an
+/// answer within `wait` counts as answered. Late answers still count as signs of life.
+async fn cp_probe(
+    s1: Arc<S1>,
+    clock: Clock,
+    interval: Duration,
+    wait: Duration,
+    mut answers: mpsc::UnboundedReceiver<(ProbeAnswer, Instant)>,
+    mut stop: watch::Receiver<Option<Instant>>,
+) -> (CpProbeReport, Series) {
+    let request = s1::enb_configuration_update().ok();
+    let threshold = (interval * 3).max(Duration::from_millis(10));
+    let mut gaps = report::GapTracker::new(clock, Instant::now(), threshold);
+    let mut r = CpProbeReport::default();
+    let mut rtt_sum = Duration::ZERO;
+    let mut rtt_n = 0u64;
+    let mut next = tokio::time::Instant::now();
+    let end = loop {
+        if let Some(t) = *stop.borrow_and_update() {
+            break t;
+        }
+        // Answers to earlier, timed-out probes: the MME is alive, but not "answered".
+        while let Ok((_, at)) = answers.try_recv() {
+            gaps.ok(at);
+        }
+        let sent_at = Instant::now();
+        let sent = match &request {
+            Some(req) => s1.send_raw(0, req.clone()).is_ok(),
+            None => false,
+        };
+        if sent {
+            r.sent += 1;
+            let deadline = tokio::time::Instant::from_std(sent_at + wait);
+            tokio::select! {
+                a = answers.recv() => if let Some((a, at)) = a {
+                    r.answered += 1;
+                    if a == ProbeAnswer::Failure {
+                        r.failures += 1;
+                    }
+                    rtt_sum += at.saturating_duration_since(sent_at);
+                    rtt_n += 1;
+                    gaps.ok(at);
+                },
+                _ = tokio::time::sleep_until(deadline) => {}
+                _ = stop.changed() => {}
+            }
+        }
+        next += interval;
+        let now = tokio::time::Instant::now();
+        if next < now {
+            next = now;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep_until(next) => {}
+            _ = stop.changed() => {}
+        }
+    };
+    let series = gaps.finish(end);
+    if let Some(l) = series.longest {
+        r.max_gap_ms = l.duration_ms;
+        r.gap_at_ms = l.start_ms;
+    }
+    r.rtt_ms_avg = (rtt_n > 0).then(|| rtt_sum.as_secs_f64() * 1e3 / rtt_n as f64);
+    (r, series)
+}

@@ -1,0 +1,451 @@
+//! One UE's life as the eNB relays it: attach (Initial UE Message … Attach Complete,
+//! Initial Context Setup with the eNB's S1-U TEID), the attached state, and detach
+//! (Detach Request → Accept, UE Context Release) when the run stops.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use proto_s1ap::{causes, ErabSetup, InitialContextSetupRequest, S1ap};
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::time::{timeout, Duration};
+use tracing::{debug, info, warn};
+
+use crate::config::Config;
+use crate::dataplane::{DataPlane, PingStats};
+use crate::report::{AttachFailure, Clock, FailureKind};
+use crate::s1::S1;
+use crate::ue::{Step, UeNas, Usim};
+
+/// After a reject the MME releases the UE context; how long to wait for that.
+const RELEASE_WAIT: Duration = Duration::from_secs(2);
+
+/// What every UE task shares.
+#[derive(Clone)]
+pub struct Shared {
+    pub cfg: Arc<Config>,
+    pub s1: Arc<S1>,
+    pub dp: DataPlane,
+    pub clock: Clock,
+    pub plmn: [u8; 3],
+    pub attach_slots: Arc<Semaphore>,
+    /// `Some(t)`: the run stopped at `t` (pings stopped then); detach now.
+    pub stop: watch::Receiver<Option<Instant>>,
+    /// Attach attempts finished (attached or failed), so the run knows when all are.
+    pub attempts: Arc<watch::Sender<usize>>,
+}
+
+/// A finished attach.
+#[derive(Debug, Clone)]
+pub struct Attached {
+    pub enb_ue_id: u32,
+    pub mme_ue_id: u32,
+    pub ue_ip: Ipv4Addr,
+    pub enb_teid: u32,
+    pub sgw_addr: Ipv4Addr,
+    pub sgw_teid: u32,
+    pub attach_ms: f64,
+    pub attached_at_ms: f64,
+}
+
+#[derive(Debug)]
+pub enum Outcome {
+    Done {
+        imsi: String,
+        attached: Attached,
+        pings: Option<PingStats>,
+        detach_error: Option<String>,
+    },
+    Failed(AttachFailure),
+}
+
+struct Failure {
+    kind: FailureKind,
+    cause: Option<u8>,
+    reason: String,
+}
+
+impl Failure {
+    fn new(kind: FailureKind, cause: Option<u8>, reason: impl Into<String>) -> Failure {
+        Failure {
+            kind,
+            cause,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The UE's S1AP context as the eNB holds it.
+struct Ue<'a> {
+    sh: &'a Shared,
+    nas: UeNas,
+    enb_ue_id: u32,
+    mme_ue_id: Option<u32>,
+    rx: mpsc::UnboundedReceiver<S1ap>,
+}
+
+impl Ue<'_> {
+    fn uplink(&self, nas: Vec<u8>) -> anyhow::Result<()> {
+        let mme_ue_id = self
+            .mme_ue_id
+            .ok_or_else(|| anyhow::anyhow!("no MME UE S1AP ID yet"))?;
+        self.sh.s1.send(&S1ap::UplinkNasTransport {
+            mme_ue_id,
+            enb_ue_id: self.enb_ue_id,
+            nas,
+            tai: self.sh.s1.tai,
+            ecgi: self.sh.s1.ecgi,
+        })
+    }
+
+    fn learn_mme_id(&mut self, id: u32) {
+        if self.mme_ue_id != Some(id) {
+            self.mme_ue_id = Some(id);
+            self.sh.s1.set_mme_ue_id(self.enb_ue_id, id);
+        }
+    }
+
+    fn release_complete(&self, mme_ue_id: u32) {
+        if let Err(e) = self.sh.s1.send(&S1ap::UeContextReleaseComplete {
+            mme_ue_id,
+            enb_ue_id: self.enb_ue_id,
+        }) {
+            warn!(imsi = %self.nas.usim.imsi, "UE Context Release Complete not sent: {e:#}");
+        }
+    }
+
+    /// A downlink NAS PDU; malformed or unverifiable ones are logged and dropped.
+    fn nas_step(&mut self, pdu: &[u8]) -> Option<Step> {
+        match self.nas.on_downlink(pdu) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                self.sh.s1.dropped.fetch_add(1, Ordering::Relaxed);
+                warn!(imsi = %self.nas.usim.imsi, "downlink NAS dropped: {e}");
+                None
+            }
+        }
+    }
+
+    async fn attach(&mut self) -> Result<Attached, Failure> {
+        let started = Instant::now();
+        let req = self.nas.attach_request().map_err(|e| {
+            Failure::new(
+                FailureKind::Subscriber,
+                None,
+                format!("ATTACH REQUEST: {e}"),
+            )
+        })?;
+        self.sh
+            .s1
+            .send(&S1ap::InitialUeMessage {
+                enb_ue_id: self.enb_ue_id,
+                nas: req,
+                tai: self.sh.s1.tai,
+                ecgi: self.sh.s1.ecgi,
+            })
+            .map_err(|e| Failure::new(FailureKind::Protocol, None, format!("{e:#}")))?;
+        // A reject seen; the attach is over once the MME releases the context.
+        let mut rejected: Option<Failure> = None;
+        loop {
+            let msg = if rejected.is_some() {
+                match timeout(RELEASE_WAIT, self.rx.recv()).await {
+                    Ok(m) => m,
+                    Err(_) => break,
+                }
+            } else {
+                self.rx.recv().await
+            };
+            let Some(msg) = msg else {
+                return Err(Failure::new(
+                    FailureKind::Protocol,
+                    None,
+                    "S1 dispatcher gone",
+                ));
+            };
+            match msg {
+                S1ap::DownlinkNasTransport { mme_ue_id, nas, .. } => {
+                    self.learn_mme_id(mme_ue_id);
+                    match self.nas_step(&nas) {
+                        Some(Step::Send(pdu)) => {
+                            if let Err(e) = self.uplink(pdu) {
+                                return Err(Failure::new(
+                                    FailureKind::Protocol,
+                                    None,
+                                    format!("{e:#}"),
+                                ));
+                            }
+                        }
+                        Some(Step::Rejected { kind, cause }) => {
+                            info!(imsi = %self.nas.usim.imsi, ?kind, ?cause, "attach rejected");
+                            rejected = Some(Failure::new(kind, cause, format!("{kind:?}")));
+                        }
+                        Some(Step::Accepted(..)) => {
+                            // The accept belongs in the Initial Context Setup (TS 23.401
+                            // §5.3.2.1 step 17); without the bearer there is nothing to do.
+                            warn!(imsi = %self.nas.usim.imsi, "ATTACH ACCEPT outside Initial Context Setup ignored");
+                        }
+                        Some(Step::DetachAccepted) => {}
+                        Some(Step::Ignored(what)) => debug!(imsi = %self.nas.usim.imsi, "{what}"),
+                        None => {}
+                    }
+                }
+                S1ap::InitialContextSetupRequest(r) => {
+                    self.learn_mme_id(r.mme_ue_id);
+                    return self.context_setup(&r, started).await;
+                }
+                S1ap::UeContextReleaseCommand {
+                    mme_ue_id, cause, ..
+                } => {
+                    self.release_complete(mme_ue_id);
+                    return Err(rejected.unwrap_or_else(|| {
+                        let ue_cause = self.nas.auth_failure_cause;
+                        let kind = if ue_cause.is_some() {
+                            FailureKind::AuthenticationFailure
+                        } else {
+                            FailureKind::Released
+                        };
+                        Failure::new(
+                            kind,
+                            ue_cause,
+                            format!("UE context released by the MME: {cause:?}"),
+                        )
+                    }));
+                }
+                S1ap::ErrorIndication { cause, .. } => {
+                    return Err(Failure::new(
+                        FailureKind::Protocol,
+                        None,
+                        format!("S1AP Error Indication: {cause:?}"),
+                    ));
+                }
+                other => debug!("unexpected S1AP during attach: {other:?}"),
+            }
+        }
+        Err(rejected.unwrap_or_else(|| Failure::new(FailureKind::Protocol, None, "attach ended")))
+    }
+
+    /// INITIAL CONTEXT SETUP REQUEST: take the ATTACH ACCEPT, answer with our S1-U TEID,
+    /// then send ATTACH COMPLETE (after the RRC reconfiguration a real eNB would do).
+    async fn context_setup(
+        &mut self,
+        r: &InitialContextSetupRequest,
+        started: Instant,
+    ) -> Result<Attached, Failure> {
+        let fail = |ue: &Self, why: String| {
+            let _ = ue.sh.s1.send(&S1ap::InitialContextSetupFailure {
+                mme_ue_id: r.mme_ue_id,
+                enb_ue_id: ue.enb_ue_id,
+                cause: causes::radio_unspecified(),
+            });
+            Failure::new(FailureKind::ContextSetup, None, why)
+        };
+        let Some(erab) = r.erabs.first() else {
+            return Err(fail(self, "Initial Context Setup without an E-RAB".into()));
+        };
+        let Some(nas) = erab.nas.as_deref() else {
+            return Err(fail(
+                self,
+                "Initial Context Setup without ATTACH ACCEPT".into(),
+            ));
+        };
+        let (accepted, complete) = match self.nas_step(nas) {
+            Some(Step::Accepted(a, c)) => (a, c),
+            Some(Step::Rejected { kind, cause }) => {
+                return Err(Failure::new(
+                    kind,
+                    cause,
+                    "reject inside Initial Context Setup",
+                ))
+            }
+            other => {
+                return Err(fail(
+                    self,
+                    format!("Initial Context Setup NAS is not a usable ATTACH ACCEPT: {other:?}"),
+                ))
+            }
+        };
+        if let Some(sec) = self.nas.security() {
+            // KeNB from the uplink COUNT of SECURITY MODE COMPLETE (TS 33.401 §7.2.8.1):
+            // a mismatch would break AS security on a real radio; here it is only logged.
+            let ul = sec.count(proto_nas::Direction::Uplink).unwrap_or(1);
+            if sec.kenb(ul.saturating_sub(1)) != r.kenb {
+                debug!(imsi = %self.nas.usim.imsi, "KeNB differs from the UE's derivation");
+            }
+        }
+        let enb_teid = self.sh.dp.allocate_teid();
+        let resp = S1ap::InitialContextSetupResponse {
+            mme_ue_id: r.mme_ue_id,
+            enb_ue_id: self.enb_ue_id,
+            erabs: vec![ErabSetup {
+                erab_id: erab.erab_id,
+                enb_addr: self.sh.cfg.s1u_address,
+                enb_teid,
+            }],
+        };
+        self.sh
+            .s1
+            .send(&resp)
+            .and_then(|_| self.uplink(complete))
+            .map_err(|e| Failure::new(FailureKind::Protocol, None, format!("{e:#}")))?;
+        let now = Instant::now();
+        self.sh.dp.add(
+            enb_teid,
+            accepted.ue_ip,
+            SocketAddr::from((erab.sgw_addr, proto_gtpu::GTPU_PORT)),
+            erab.sgw_teid,
+        );
+        Ok(Attached {
+            enb_ue_id: self.enb_ue_id,
+            mme_ue_id: r.mme_ue_id,
+            ue_ip: accepted.ue_ip,
+            enb_teid,
+            sgw_addr: erab.sgw_addr,
+            sgw_teid: erab.sgw_teid,
+            attach_ms: now.duration_since(started).as_secs_f64() * 1e3,
+            attached_at_ms: self.sh.clock.ms(now),
+        })
+    }
+
+    /// Attached: answer what the MME sends until the run stops. Returns false if the
+    /// MME released the UE meanwhile (then there is nothing to detach).
+    async fn attached(&mut self) -> bool {
+        let mut stop = self.sh.stop.clone();
+        loop {
+            if stop.borrow_and_update().is_some() {
+                return true;
+            }
+            tokio::select! {
+                r = stop.changed() => if r.is_err() { return true },
+                m = self.rx.recv() => match m {
+                    Some(S1ap::UeContextReleaseCommand { mme_ue_id, cause, .. }) => {
+                        warn!(imsi = %self.nas.usim.imsi, ?cause, "UE context released by the MME while attached");
+                        self.release_complete(mme_ue_id);
+                        return false;
+                    }
+                    Some(S1ap::DownlinkNasTransport { nas, .. }) => {
+                        if let Some(s) = self.nas_step(&nas) {
+                            debug!(imsi = %self.nas.usim.imsi, "downlink NAS while attached: {s:?}");
+                        }
+                    }
+                    Some(other) => debug!("S1AP while attached ignored: {other:?}"),
+                    None => return true,
+                },
+            }
+        }
+    }
+
+    /// DETACH REQUEST → DETACH ACCEPT → UE CONTEXT RELEASE COMMAND/COMPLETE.
+    async fn detach(&mut self) -> Result<(), String> {
+        let req = self.nas.detach_request().map_err(|e| e.to_string())?;
+        self.uplink(req).map_err(|e| format!("{e:#}"))?;
+        let mut accepted = false;
+        let wait = Config::ms(self.sh.cfg.detach_timeout_ms);
+        let done = timeout(wait, async {
+            while let Some(m) = self.rx.recv().await {
+                match m {
+                    S1ap::DownlinkNasTransport { nas, .. } => {
+                        if let Some(Step::DetachAccepted) = self.nas_step(&nas) {
+                            accepted = true;
+                        }
+                    }
+                    S1ap::UeContextReleaseCommand { mme_ue_id, .. } => {
+                        self.release_complete(mme_ue_id);
+                        return Ok(());
+                    }
+                    other => debug!("S1AP during detach ignored: {other:?}"),
+                }
+            }
+            Err("S1 dispatcher gone".to_string())
+        })
+        .await;
+        match (done, accepted) {
+            (Ok(Ok(())), true) => Ok(()),
+            (Ok(Ok(())), false) => Err("UE context released without DETACH ACCEPT".into()),
+            (Ok(Err(e)), _) => Err(e),
+            (Err(_), a) => Err(format!(
+                "no {} within {wait:?}",
+                if a {
+                    "UE Context Release Command"
+                } else {
+                    "DETACH ACCEPT"
+                }
+            )),
+        }
+    }
+}
+
+/// Runs one UE from attach to detach.
+pub async fn run_ue(sh: Shared, usim: Usim) -> Outcome {
+    let imsi = usim.imsi.clone();
+    let (enb_ue_id, rx) = sh.s1.register();
+    let mut ue = Ue {
+        sh: &sh,
+        nas: UeNas::new(usim, sh.plmn, &sh.cfg.apn),
+        enb_ue_id,
+        mme_ue_id: None,
+        rx,
+    };
+    let result = {
+        // Closed only when the run ends; then attaching is pointless anyway.
+        let Ok(_slot) = sh.attach_slots.acquire().await else {
+            sh.s1.unregister(enb_ue_id);
+            sh.attempts.send_modify(|n| *n += 1);
+            return Outcome::Failed(AttachFailure {
+                imsi,
+                enb_ue_s1ap_id: enb_ue_id,
+                kind: FailureKind::Protocol,
+                emm_cause: None,
+                ue_auth_failure_cause: None,
+                reason: "run ended before the attach started".into(),
+                at_ms: sh.clock.ms(Instant::now()),
+            });
+        };
+        let t = Config::ms(sh.cfg.attach_timeout_ms);
+        match timeout(t, ue.attach()).await {
+            Ok(r) => r,
+            Err(_) => Err(Failure::new(
+                FailureKind::Timeout,
+                ue.nas.auth_failure_cause,
+                format!("attach not complete within {t:?}"),
+            )),
+        }
+    };
+    sh.attempts.send_modify(|n| *n += 1);
+    let outcome = match result {
+        Err(f) => {
+            warn!(%imsi, kind = ?f.kind, cause = ?f.cause, "attach failed: {}", f.reason);
+            Outcome::Failed(AttachFailure {
+                imsi,
+                enb_ue_s1ap_id: enb_ue_id,
+                kind: f.kind,
+                emm_cause: f.cause,
+                ue_auth_failure_cause: ue.nas.auth_failure_cause,
+                reason: f.reason,
+                at_ms: sh.clock.ms(Instant::now()),
+            })
+        }
+        Ok(attached) => {
+            info!(%imsi, ip = %attached.ue_ip, ms = attached.attach_ms, "attached");
+            let still = ue.attached().await;
+            let stopped_at = (*sh.stop.borrow()).unwrap_or_else(Instant::now);
+            let pings = sh.dp.remove(attached.enb_teid, stopped_at);
+            let detach_error = if still {
+                ue.detach().await.err()
+            } else {
+                Some("released by the MME before the detach".into())
+            };
+            if let Some(e) = &detach_error {
+                warn!(%imsi, "detach: {e}");
+            }
+            Outcome::Done {
+                imsi,
+                attached,
+                pings,
+                detach_error,
+            }
+        }
+    };
+    sh.s1.unregister(enb_ue_id);
+    outcome
+}

@@ -1,0 +1,421 @@
+//! What a run measured: per-UE attach and ping results, the S1-MME probe, failures,
+//! and the service-recovery series (DP_GTP per UE, CP_S1-MME) with timestamps both
+//! relative to the run's start and as UNIX time, so that a migration's downtime window
+//! (taken by the controller's clock) can be laid over them.
+
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+/// The run's time base: one monotonic instant paired with the wall clock at that instant.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    start: Instant,
+    start_unix_ms: f64,
+}
+
+impl Clock {
+    pub fn new() -> Clock {
+        let unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        Clock {
+            start: Instant::now(),
+            start_unix_ms: unix.as_secs_f64() * 1e3,
+        }
+    }
+
+    pub fn start(&self) -> Instant {
+        self.start
+    }
+
+    /// ms since the start of the run.
+    pub fn ms(&self, t: Instant) -> f64 {
+        t.saturating_duration_since(self.start).as_secs_f64() * 1e3
+    }
+
+    /// UNIX time of `t` in ms (monotonic offset added to the wall clock at start, so a
+    /// wall-clock step during the run does not distort intervals).
+    pub fn unix_ms(&self, t: Instant) -> u64 {
+        (self.start_unix_ms + self.ms(t)).round() as u64
+    }
+
+    pub fn start_unix_ms(&self) -> u64 {
+        self.start_unix_ms.round() as u64
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock::new()
+    }
+}
+
+/// An interval without a successful answer, longer than the series' threshold.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Outage {
+    /// Last success before the outage (or the start of the series), ms since run start.
+    pub start_ms: f64,
+    /// First success after it (or the end of the series if never recovered).
+    pub end_ms: f64,
+    pub duration_ms: f64,
+    pub start_unix_ms: u64,
+    pub end_unix_ms: u64,
+    /// False when the series ended before service came back.
+    pub recovered: bool,
+}
+
+impl Outage {
+    /// Whether this outage overlaps the UNIX-ms window `[from, to]`.
+    pub fn overlaps_unix(&self, from: u64, to: u64) -> bool {
+        self.start_unix_ms <= to && self.end_unix_ms >= from
+    }
+}
+
+/// Longest outage and every outage above `threshold_ms` of one series.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Series {
+    pub threshold_ms: f64,
+    pub longest: Option<Outage>,
+    pub outages: Vec<Outage>,
+    /// Outages beyond [`MAX_OUTAGES`] that were counted but not listed.
+    pub outages_dropped: u64,
+}
+
+/// Bound on the outages listed per series (a broken tunnel pinged at 1 ms for hours
+/// must not grow the report without limit).
+pub const MAX_OUTAGES: usize = 1000;
+
+impl Series {
+    /// The outages overlapping a UNIX-ms window, e.g. a migration's downtime.
+    pub fn overlapping(&self, from_unix_ms: u64, to_unix_ms: u64) -> Vec<Outage> {
+        self.outages
+            .iter()
+            .filter(|o| o.overlaps_unix(from_unix_ms, to_unix_ms))
+            .copied()
+            .collect()
+    }
+}
+
+/// Tracks the gaps between successive successes of a probe (pings of one UE, or S1AP
+/// answers). A gap runs from one success to the next; the series starts with a virtual
+/// success at [`GapTracker::new`] so that "never answered" is an outage too.
+#[derive(Debug, Clone)]
+pub struct GapTracker {
+    clock: Clock,
+    last_ok: Instant,
+    threshold: Duration,
+    series: Series,
+}
+
+impl GapTracker {
+    pub fn new(clock: Clock, now: Instant, threshold: Duration) -> GapTracker {
+        GapTracker {
+            clock,
+            last_ok: now,
+            threshold,
+            series: Series {
+                threshold_ms: threshold.as_secs_f64() * 1e3,
+                ..Default::default()
+            },
+        }
+    }
+
+    /// A success at `now`.
+    pub fn ok(&mut self, now: Instant) {
+        self.close_gap(now, true);
+        self.last_ok = now.max(self.last_ok);
+    }
+
+    fn close_gap(&mut self, now: Instant, recovered: bool) {
+        let gap = now.saturating_duration_since(self.last_ok);
+        let o = Outage {
+            start_ms: self.clock.ms(self.last_ok),
+            end_ms: self.clock.ms(now),
+            duration_ms: gap.as_secs_f64() * 1e3,
+            start_unix_ms: self.clock.unix_ms(self.last_ok),
+            end_unix_ms: self.clock.unix_ms(now),
+            recovered,
+        };
+        let longer = match self.series.longest {
+            Some(l) => o.duration_ms > l.duration_ms,
+            None => true,
+        };
+        if longer {
+            self.series.longest = Some(o);
+        }
+        if gap > self.threshold {
+            if self.series.outages.len() < MAX_OUTAGES {
+                self.series.outages.push(o);
+            } else {
+                self.series.outages_dropped += 1;
+            }
+        }
+    }
+
+    /// Ends the series at `now`: the time since the last success is a gap too (not
+    /// recovered), so a tunnel that broke and never came back shows up.
+    pub fn finish(mut self, now: Instant) -> Series {
+        if now > self.last_ok {
+            self.close_gap(now, false);
+        }
+        self.series
+    }
+
+    /// The series so far (without the open gap).
+    pub fn snapshot(&self) -> Series {
+        self.series.clone()
+    }
+}
+
+/// One attached UE.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UeReport {
+    pub imsi: String,
+    pub ue_ip: Ipv4Addr,
+    pub enb_teid: u32,
+    pub sgw_teid: u32,
+    pub sgw_addr: Ipv4Addr,
+    pub mme_ue_s1ap_id: u32,
+    pub enb_ue_s1ap_id: u32,
+    /// Initial UE Message sent → Attach Complete sent.
+    pub attach_ms: f64,
+    /// When the attach completed, ms since run start.
+    pub attached_at_ms: f64,
+    pub pings_sent: u64,
+    pub pings_received: u64,
+    /// Longest time between two echo replies (DP_GTP recovery).
+    pub max_ping_gap_ms: f64,
+    /// When that gap began, ms since run start.
+    pub ping_gap_at_ms: f64,
+    pub rtt_ms_avg: Option<f64>,
+    pub rtt_ms_max: Option<f64>,
+    /// Detach Accept and UE Context Release both seen.
+    pub detached: bool,
+    /// What went wrong in the detach, if anything.
+    pub detach_error: Option<String>,
+}
+
+/// What stopped a UE's attach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// ATTACH REJECT from the MME (cause in `emm_cause`).
+    AttachReject,
+    /// AUTHENTICATION REJECT from the MME.
+    AuthenticationReject,
+    /// The USIM rejected the network (MAC or synch failure) and the MME ended the
+    /// procedure without a reject message (e.g. released the UE).
+    AuthenticationFailure,
+    /// SECURITY MODE COMMAND refused by the UE.
+    SecurityModeReject,
+    /// INITIAL CONTEXT SETUP that the eNB could not accept.
+    ContextSetup,
+    /// The MME released the UE context before the attach completed.
+    Released,
+    /// No answer in time.
+    Timeout,
+    /// Malformed/unexpected signalling, or the association went down.
+    Protocol,
+    /// The USIM row could not be used.
+    Subscriber,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttachFailure {
+    pub imsi: String,
+    pub enb_ue_s1ap_id: u32,
+    pub kind: FailureKind,
+    /// EMM cause of the reject, or of the UE's AUTHENTICATION FAILURE.
+    pub emm_cause: Option<u8>,
+    /// The UE's own AUTHENTICATION FAILURE cause (#20 MAC, #21 synch, #26 non-EPS),
+    /// when it sent one before the network's verdict.
+    pub ue_auth_failure_cause: Option<u8>,
+    pub reason: String,
+    pub at_ms: f64,
+}
+
+/// The S1-MME round-trip probe (eNB Configuration Update → Acknowledge).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CpProbeReport {
+    pub sent: u64,
+    pub answered: u64,
+    /// Answers that were ENB CONFIGURATION UPDATE FAILURE (the MME is alive but refused).
+    pub failures: u64,
+    /// Longest time between two answers (CP_S1-MME recovery).
+    pub max_gap_ms: f64,
+    /// When that gap began, ms since run start.
+    pub gap_at_ms: f64,
+    pub rtt_ms_avg: Option<f64>,
+}
+
+/// DP_GTP recovery of one UE.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UeRecovery {
+    pub imsi: String,
+    pub ue_ip: Ipv4Addr,
+    #[serde(flatten)]
+    pub series: Series,
+}
+
+/// Service recovery as the UEs saw it (paper: DP_GTP, CP_S1-MME).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Recovery {
+    /// UNIX ms of the run's start (all `*_ms` offsets count from it).
+    pub started_unix_ms: u64,
+    pub dp_gtp: Vec<UeRecovery>,
+    pub cp_s1_mme: Series,
+}
+
+impl Recovery {
+    /// Longest DP_GTP outage over all UEs.
+    pub fn dp_gtp_longest(&self) -> Option<(&str, Outage)> {
+        self.dp_gtp
+            .iter()
+            .filter_map(|u| u.series.longest.map(|o| (u.imsi.as_str(), o)))
+            .max_by(|a, b| a.1.duration_ms.total_cmp(&b.1.duration_ms))
+    }
+
+    /// Per UE, the outages overlapping `[from, to]` (UNIX ms), and the CP ones: what a
+    /// migration with that downtime window cost the UEs.
+    pub fn within(&self, from_unix_ms: u64, to_unix_ms: u64) -> RecoveryWindow {
+        RecoveryWindow {
+            from_unix_ms,
+            to_unix_ms,
+            dp_gtp: self
+                .dp_gtp
+                .iter()
+                .map(|u| {
+                    (
+                        u.imsi.clone(),
+                        u.series.overlapping(from_unix_ms, to_unix_ms),
+                    )
+                })
+                .collect(),
+            cp_s1_mme: self.cp_s1_mme.overlapping(from_unix_ms, to_unix_ms),
+        }
+    }
+}
+
+/// Outages matched to a window (see [`Recovery::within`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecoveryWindow {
+    pub from_unix_ms: u64,
+    pub to_unix_ms: u64,
+    pub dp_gtp: Vec<(String, Vec<Outage>)>,
+    pub cp_s1_mme: Vec<Outage>,
+}
+
+/// Everything a run measured (JSON with `serde_json`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    pub started_unix_ms: u64,
+    pub duration_ms: f64,
+    pub ues: Vec<UeReport>,
+    pub cp_probe: CpProbeReport,
+    /// S1 Setups done (1 unless the association had to be re-established).
+    pub s1_setups: u32,
+    /// SCTP associations lost during the run.
+    pub association_losses: u32,
+    pub attach_failures: Vec<AttachFailure>,
+    pub recovery: Recovery,
+    /// Inbound messages dropped as malformed or unexpected (logged).
+    pub dropped: Dropped,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dropped {
+    pub s1ap: u64,
+    pub gtpu: u64,
+    /// GTP-U Error Indications received (the SGW did not know a tunnel).
+    pub gtpu_error_indications: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gaps_between_successes_and_open_tail() {
+        let clock = Clock::new();
+        let t0 = clock.start();
+        let ms = Duration::from_millis;
+        let mut g = GapTracker::new(clock, t0, ms(30));
+        g.ok(t0 + ms(10));
+        g.ok(t0 + ms(20));
+        g.ok(t0 + ms(120)); // 100 ms outage from 20 to 120
+        g.ok(t0 + ms(130));
+        let s = g.finish(t0 + ms(200)); // 70 ms tail, not recovered
+        let l = s.longest.unwrap();
+        assert_eq!((l.start_ms, l.end_ms, l.duration_ms), (20.0, 120.0, 100.0));
+        assert!(l.recovered);
+        assert_eq!(l.end_unix_ms - l.start_unix_ms, 100);
+        assert_eq!(s.outages.len(), 2);
+        assert!(!s.outages[1].recovered);
+        assert_eq!(s.outages[1].duration_ms, 70.0);
+        let start = clock.start_unix_ms();
+        assert_eq!(s.overlapping(start + 50, start + 60).len(), 1);
+        assert_eq!(s.overlapping(start + 125, start + 128).len(), 0);
+    }
+
+    #[test]
+    fn never_answered_is_one_unrecovered_outage() {
+        let clock = Clock::new();
+        let t0 = clock.start();
+        let g = GapTracker::new(clock, t0, Duration::from_millis(5));
+        let s = g.finish(t0 + Duration::from_millis(50));
+        assert_eq!(s.outages.len(), 1);
+        assert!(!s.longest.unwrap().recovered);
+    }
+
+    #[test]
+    fn report_json_has_the_documented_keys() {
+        let r = Report {
+            ues: vec![UeReport {
+                imsi: "001010000000001".into(),
+                ue_ip: Ipv4Addr::new(10, 45, 0, 2),
+                enb_teid: 1,
+                sgw_teid: 2,
+                sgw_addr: Ipv4Addr::LOCALHOST,
+                mme_ue_s1ap_id: 3,
+                enb_ue_s1ap_id: 4,
+                attach_ms: 5.0,
+                attached_at_ms: 6.0,
+                pings_sent: 7,
+                pings_received: 7,
+                max_ping_gap_ms: 100.0,
+                ping_gap_at_ms: 8.0,
+                rtt_ms_avg: Some(0.1),
+                rtt_ms_max: Some(0.2),
+                detached: true,
+                detach_error: None,
+            }],
+            ..Default::default()
+        };
+        let v = serde_json::to_value(&r).unwrap();
+        for k in [
+            "imsi",
+            "ue_ip",
+            "enb_teid",
+            "sgw_teid",
+            "mme_ue_s1ap_id",
+            "enb_ue_s1ap_id",
+            "attach_ms",
+            "pings_sent",
+            "pings_received",
+            "max_ping_gap_ms",
+            "ping_gap_at_ms",
+            "rtt_ms_avg",
+        ] {
+            assert!(v["ues"][0].get(k).is_some(), "{k}");
+        }
+        for k in ["sent", "answered", "max_gap_ms", "gap_at_ms"] {
+            assert!(v["cp_probe"].get(k).is_some(), "{k}");
+        }
+        assert!(v["s1_setups"].is_number() && v["attach_failures"].is_array());
+        assert_eq!(v["ues"][0]["ue_ip"], "10.45.0.2");
+        let back: Report = serde_json::from_value(v).unwrap();
+        assert_eq!(back, r);
+    }
+}

@@ -1,0 +1,333 @@
+//! The eNB's S1-MME: one SCTP-over-UDP association, S1 Setup, and a dispatcher that
+//! routes UE-associated S1AP messages to the UE tasks by eNB UE S1AP ID and probe
+//! answers to the CP probe. If the association is lost it is re-established with a new
+//! S1 Setup (counted in the report), as an eNB does.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use bytes::Bytes;
+use proto_s1ap::asn::s1ap::S1AP_PDU;
+use proto_s1ap::asn::S1apPduKind;
+use proto_s1ap::{Ecgi, S1SetupRequest, S1ap, Tai};
+use proto_sctp::{AssocId, SctpClient, SctpEvent, SctpSender};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use crate::config::Config;
+
+/// S1AP procedure code of eNB Configuration Update (TS 36.413 §9.3.7).
+const PROC_ENB_CONFIGURATION_UPDATE: u8 = 29;
+
+/// The answer to one eNB Configuration Update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeAnswer {
+    Acknowledge,
+    Failure,
+}
+
+struct UeEntry {
+    mme_ue_id: Option<u32>,
+    tx: mpsc::UnboundedSender<S1ap>,
+}
+
+/// Shared S1-MME state: the current association and the UE routing table.
+pub struct S1 {
+    link: Mutex<Option<(SctpSender, AssocId)>>,
+    ues: Mutex<HashMap<u32, UeEntry>>,
+    next_enb_ue_id: AtomicU32,
+    pub tai: Tai,
+    pub ecgi: Ecgi,
+    pub s1_setups: AtomicU32,
+    pub association_losses: AtomicU32,
+    pub dropped: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Poisoning only means another task panicked mid-update of a routing table entry;
+    // the table itself stays usable.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl S1 {
+    pub fn new(cfg: &Config) -> anyhow::Result<S1> {
+        let plmn = cfg.plmn()?;
+        Ok(S1 {
+            link: Mutex::new(None),
+            ues: Mutex::new(HashMap::new()),
+            next_enb_ue_id: AtomicU32::new(1),
+            tai: Tai { plmn, tac: cfg.tac },
+            ecgi: Ecgi {
+                plmn,
+                cell_id: cfg.cell_id(),
+            },
+            s1_setups: AtomicU32::new(0),
+            association_losses: AtomicU32::new(0),
+            dropped: AtomicU64::new(0),
+        })
+    }
+
+    /// Encodes and sends one message on its stream (TS 36.412 §7).
+    pub fn send(&self, msg: &S1ap) -> anyhow::Result<()> {
+        let bytes = proto_s1ap::encode(msg).context("cannot encode S1AP")?;
+        self.send_raw(msg.stream(), bytes)
+    }
+
+    pub fn send_raw(&self, stream: u16, bytes: Vec<u8>) -> anyhow::Result<()> {
+        let link = lock(&self.link);
+        let Some((sender, assoc)) = link.as_ref() else {
+            bail!("no S1-MME association");
+        };
+        sender
+            .send(*assoc, stream, Bytes::from(bytes))
+            .map_err(|e| anyhow::anyhow!("{e}"))
+    }
+
+    /// A new UE: its eNB UE S1AP ID (24 bits, never reused in a run) and the channel on
+    /// which its downlink S1AP arrives.
+    pub fn register(&self) -> (u32, mpsc::UnboundedReceiver<S1ap>) {
+        let id = self.next_enb_ue_id.fetch_add(1, Ordering::Relaxed) & 0x00ff_ffff;
+        let (tx, rx) = mpsc::unbounded_channel();
+        lock(&self.ues).insert(
+            id,
+            UeEntry {
+                mme_ue_id: None,
+                tx,
+            },
+        );
+        (id, rx)
+    }
+
+    pub fn set_mme_ue_id(&self, enb_ue_id: u32, mme_ue_id: u32) {
+        if let Some(e) = lock(&self.ues).get_mut(&enb_ue_id) {
+            e.mme_ue_id = Some(mme_ue_id);
+        }
+    }
+
+    pub fn unregister(&self, enb_ue_id: u32) {
+        lock(&self.ues).remove(&enb_ue_id);
+    }
+
+    /// Routes a UE-associated message; `false` if no UE has those ids.
+    fn route(&self, enb_ue_id: Option<u32>, mme_ue_id: Option<u32>, msg: S1ap) -> bool {
+        let ues = lock(&self.ues);
+        let entry = match enb_ue_id {
+            Some(e) => ues.get(&e),
+            None => ues
+                .values()
+                .find(|u| u.mme_ue_id.is_some() && u.mme_ue_id == mme_ue_id),
+        };
+        entry.is_some_and(|u| u.tx.send(msg).is_ok())
+    }
+
+    /// Brings up the association and runs S1 Setup.
+    pub async fn connect(&self, cfg: &Config) -> anyhow::Result<SctpClient> {
+        let local = std::net::SocketAddr::new(cfg.bind, 0);
+        let timeout = Config::ms(cfg.s1_setup_timeout_ms);
+        let mut client = SctpClient::connect(local, cfg.mme, cfg.sctp(), timeout)
+            .await
+            .with_context(|| format!("no S1-MME association with the MME at {}", cfg.mme))?;
+        let setup = S1ap::S1SetupRequest(S1SetupRequest {
+            plmn: self.tai.plmn,
+            enb_id: cfg.enb_id,
+            enb_name: Some(cfg.enb_name.clone()),
+            tacs: vec![cfg.tac],
+        });
+        let bytes = proto_s1ap::encode(&setup)?;
+        client
+            .send(setup.stream(), Bytes::from(bytes))
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let answer = tokio::time::timeout(timeout, async {
+            while let Some(ev) = client.recv().await {
+                match ev {
+                    SctpEvent::Message(m) => match proto_s1ap::decode(&m.payload) {
+                        Ok(S1ap::S1SetupResponse(r)) => return Ok(r),
+                        Ok(S1ap::S1SetupFailure { cause }) => {
+                            bail!("the MME refused S1 Setup: {cause:?}")
+                        }
+                        Ok(other) => debug!("before S1 Setup Response: {other:?} ignored"),
+                        Err(e) => {
+                            self.dropped.fetch_add(1, Ordering::Relaxed);
+                            warn!("malformed S1AP from the MME dropped: {e}");
+                        }
+                    },
+                    SctpEvent::Down { reason, .. } => bail!("association lost: {reason}"),
+                    SctpEvent::Up { .. } => {}
+                }
+            }
+            bail!("SCTP driver stopped")
+        })
+        .await
+        .map_err(|_| anyhow::anyhow!("no S1 Setup Response within {timeout:?}"))??;
+        info!(
+            mme = ?answer.mme_name,
+            group = answer.mme_group_id,
+            code = answer.mme_code,
+            "S1 Setup done"
+        );
+        self.s1_setups.fetch_add(1, Ordering::Relaxed);
+        *lock(&self.link) = Some((client.sender(), client.assoc()));
+        Ok(client)
+    }
+
+    /// Receives on the association until the task is dropped: UE messages to their
+    /// tasks, probe answers to `probe`. Re-establishes a lost association.
+    pub async fn dispatch(
+        self: Arc<Self>,
+        cfg: Config,
+        mut client: SctpClient,
+        probe: mpsc::UnboundedSender<(ProbeAnswer, Instant)>,
+    ) {
+        loop {
+            match client.recv().await {
+                Some(SctpEvent::Message(m)) => self.on_message(&m.payload, &probe),
+                Some(SctpEvent::Up { .. }) => {}
+                Some(SctpEvent::Down { reason, .. }) => {
+                    warn!("S1-MME association lost: {reason}; re-establishing");
+                    self.association_losses.fetch_add(1, Ordering::Relaxed);
+                    *lock(&self.link) = None;
+                    client = self.reconnect(&cfg).await;
+                }
+                None => {
+                    warn!("SCTP driver stopped; re-establishing");
+                    *lock(&self.link) = None;
+                    client = self.reconnect(&cfg).await;
+                }
+            }
+        }
+    }
+
+    async fn reconnect(&self, cfg: &Config) -> SctpClient {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self.connect(cfg).await {
+                Ok(c) => return c,
+                Err(e) => {
+                    warn!("S1-MME re-establishment failed: {e:#}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    }
+
+    fn on_message(&self, payload: &[u8], probe: &mpsc::UnboundedSender<(ProbeAnswer, Instant)>) {
+        let now = Instant::now();
+        let msg = match proto_s1ap::decode(payload) {
+            Ok(m) => m,
+            Err(e) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                warn!("malformed S1AP from the MME dropped: {e}");
+                return;
+            }
+        };
+        let (enb, mme) = match &msg {
+            S1ap::DownlinkNasTransport {
+                enb_ue_id,
+                mme_ue_id,
+                ..
+            } => (Some(*enb_ue_id), Some(*mme_ue_id)),
+            S1ap::InitialContextSetupRequest(r) => (Some(r.enb_ue_id), Some(r.mme_ue_id)),
+            S1ap::UeContextReleaseCommand {
+                enb_ue_id,
+                mme_ue_id,
+                ..
+            } => (*enb_ue_id, Some(*mme_ue_id)),
+            S1ap::ErrorIndication {
+                enb_ue_id,
+                mme_ue_id,
+                cause,
+            } => {
+                warn!(
+                    ?enb_ue_id,
+                    ?mme_ue_id,
+                    ?cause,
+                    "S1AP Error Indication from the MME"
+                );
+                if enb_ue_id.is_none() && mme_ue_id.is_none() {
+                    return;
+                }
+                (*enb_ue_id, *mme_ue_id)
+            }
+            S1ap::Other { procedure_code, .. }
+                if *procedure_code == PROC_ENB_CONFIGURATION_UPDATE =>
+            {
+                if let Some(a) = probe_answer(payload) {
+                    let _ = probe.send((a, now));
+                }
+                return;
+            }
+            other => {
+                debug!("S1AP {other:?} ignored");
+                return;
+            }
+        };
+        if !self.route(enb, mme, msg) {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            debug!(?enb, ?mme, "S1AP for an unknown UE dropped");
+        }
+    }
+
+    /// Closes the association (ABORT), e.g. at the end of the run.
+    pub fn close(&self) {
+        if let Some((sender, assoc)) = lock(&self.link).take() {
+            let _ = sender.close(assoc);
+        }
+    }
+}
+
+/// ENB CONFIGURATION UPDATE without IEs: a pure round trip that changes nothing at the
+/// MME (every IE of the message is optional, TS 36.413 §9.1.8.7).
+pub fn enb_configuration_update() -> anyhow::Result<Vec<u8>> {
+    let pdu = proto_s1ap::asn::build_s1ap!(
+        InitiatingMessage,
+        ENBConfigurationUpdate,
+        ENBConfigurationUpdate,
+    )?;
+    Ok(pdu.encode()?.to_vec())
+}
+
+/// Classifies an S1AP PDU of procedure 29 (the typed layer reports it as `Other`).
+fn probe_answer(payload: &[u8]) -> Option<ProbeAnswer> {
+    match S1AP_PDU::decode(payload).ok()?.kind() {
+        S1apPduKind::Successful_ENBConfigurationUpdate => Some(ProbeAnswer::Acknowledge),
+        S1apPduKind::Unsuccessful_ENBConfigurationUpdate => Some(ProbeAnswer::Failure),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configuration_update_and_its_answers() {
+        let b = enb_configuration_update().unwrap();
+        // initiatingMessage, procedure 29, criticality reject, empty IE container.
+        assert_eq!(&b[..2], &[0x00, 29]);
+        assert!(matches!(
+            proto_s1ap::decode(&b).unwrap(),
+            S1ap::Other {
+                procedure_code: 29,
+                ..
+            }
+        ));
+        let ack = {
+            proto_s1ap::asn::build_s1ap!(
+                SuccessfulOutcome,
+                ENBConfigurationUpdate,
+                ENBConfigurationUpdateAcknowledge,
+            )
+            .unwrap()
+            .encode()
+            .unwrap()
+            .to_vec()
+        };
+        assert_eq!(probe_answer(&ack), Some(ProbeAnswer::Acknowledge));
+        assert_eq!(probe_answer(&b), None, "our own request is not an answer");
+        assert_eq!(probe_answer(&[0xff, 0x00]), None);
+    }
+}
