@@ -241,6 +241,9 @@ impl Agent {
         let ns = self.netns(&spec.name);
         net::add_netns(&ns)?;
         net::lock(&ns)?;
+        if let Some(sgi) = &spec.sgi {
+            runtime::sgi::init(&ns, sgi)?;
+        }
         let cgroup = format!("{}/{}", paths::cgroup_parent(&self.cfg.host), spec.name);
         let digest = runtime::bundle::build(
             spec,
@@ -310,7 +313,7 @@ impl Agent {
         parent: Option<String>,
         pre_dump: bool,
     ) -> Result<OpStats> {
-        let (dir, _) = self.existing(name)?;
+        let (dir, spec) = self.existing(name)?;
         let images = round_dir(&dir, round)?;
         if let Some(p) = &parent {
             round_dir(&dir, p)?;
@@ -328,7 +331,16 @@ impl Agent {
             lazy_pages: None,
         };
         let t = Instant::now();
-        self.runc.checkpoint(name, &images, &work, &opts)?;
+        if let Some((release, _)) = &spec.checkpoint_signals {
+            self.release(name, release)?;
+        }
+        let dumped = self.runc.checkpoint(name, &images, &work, &opts);
+        // The function keeps running at the source after a leave-running dump or a failed
+        // one: give it back what it released.
+        if dumped.is_err() || leave_running || pre_dump {
+            self.reattach(name, &spec);
+        }
+        dumped?;
         Ok(OpStats {
             ms: ms(t),
             bytes: dir_size(&images),
@@ -428,11 +440,49 @@ impl Agent {
             false,
         )?;
         net::unlock(&self.netns(name));
+        self.reattach(name, &self.existing(name)?.1);
         Ok(OpStats {
             ms: ms(t),
             bytes: 0,
         })
     }
+}
+
+impl Agent {
+    /// Asks the function to let go of its TUN fd and waits until it has, since a dump that
+    /// meets one fails.
+    fn release(&self, name: &str, signal: &str) -> Result<()> {
+        let pid = self
+            .runc
+            .state(name)
+            .map(|s| s.pid)
+            .with_context(|| format!("{name} is not running"))?;
+        self.runc.kill(name, signal)?;
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while holds_tun(pid) {
+            if Instant::now() > deadline {
+                bail!("{name} did not release its TUN device within 3 s of {signal}");
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        Ok(())
+    }
+
+    fn reattach(&self, name: &str, spec: &ContainerSpec) {
+        if let Some((_, reattach)) = &spec.checkpoint_signals {
+            if let Err(e) = self.runc.kill(name, reattach) {
+                tracing::warn!("could not tell {name} to re-attach: {e:#}");
+            }
+        }
+    }
+}
+
+fn holds_tun(pid: i64) -> bool {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| std::fs::read_link(e.path()).is_ok_and(|l| l == Path::new("/dev/net/tun")))
 }
 
 /// Host end of a container's veth, inside the host namespace.

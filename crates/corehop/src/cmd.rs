@@ -114,7 +114,7 @@ pub fn agent(a: AgentArgs) -> Result<()> {
     })
 }
 
-fn client(spec: &LabSpec, host: &str) -> Result<Client> {
+pub fn client(spec: &LabSpec, host: &str) -> Result<Client> {
     Client::connect(lab::agent_addr(spec, host)?, &lab::token()?)
 }
 
@@ -145,20 +145,15 @@ pub fn run(a: RunArgs, json: bool) -> Result<()> {
         Some(ip) => ip,
         None => free_service_ip(&spec)?,
     };
-    let cs = runtime::ContainerSpec {
-        name: a.name,
+    let mut cs = runtime::ContainerSpec::new(
+        &a.name,
         program,
-        args: a.command[1..].to_vec(),
-        env: a.env,
-        files: vec![],
+        a.command[1..].to_vec(),
         service_ip,
-        prefix_len: spec.prefix_len,
-        flavor: runtime::flavor(&a.flavor)?,
-        flavor_name: a.flavor,
-        caps: vec![],
-        tun: false,
-    };
-    lab::spec::validate_name(&cs.name, "container")?;
+        spec.prefix_len,
+        &a.flavor,
+    )?;
+    cs.env = a.env;
     if all_containers(&spec)?.iter().any(|c| c.name == cs.name) {
         bail!("a container named {:?} already exists in the lab", cs.name);
     }

@@ -15,19 +15,14 @@ pub fn run(json: bool) -> Result<()> {
     let token = lab::token()?;
     let result = (|| {
         step("testsvc (a TCP/UDP counter) as a container on node-a");
-        let cs = runtime::ContainerSpec {
-            name: "testsvc".into(),
-            program: exe.clone(),
-            args: vec!["testsvc".into()],
-            env: vec![],
-            files: vec![],
-            service_ip: SVC_IP,
-            prefix_len: spec.prefix_len,
-            flavor_name: runtime::flavor::DEFAULT_FLAVOR.into(),
-            flavor: runtime::flavor(runtime::flavor::DEFAULT_FLAVOR)?,
-            caps: vec![],
-            tun: false,
-        };
+        let cs = runtime::ContainerSpec::new(
+            "testsvc",
+            exe.clone(),
+            vec!["testsvc".into()],
+            SVC_IP,
+            spec.prefix_len,
+            runtime::flavor::DEFAULT_FLAVOR,
+        )?;
         agent::Client::connect(lab::agent_addr(&spec, "node-a")?, &token)?.run(&cs)?;
 
         step("a client on host `ran` holds one TCP connection, a request every 10 ms");

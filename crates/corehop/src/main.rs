@@ -1,6 +1,8 @@
 //! corehop: live-migrate mobile core network functions between hosts and measure the cost.
 mod cmd;
 mod demo;
+mod epc;
+mod nf;
 mod testsvc;
 
 use anyhow::Result;
@@ -42,6 +44,14 @@ enum Cmd {
         #[arg(long, default_value = "0.0.0.0:7001")]
         udp: std::net::SocketAddr,
     },
+    /// EPC network functions: start one as a container, run one, print a default config.
+    #[command(subcommand)]
+    Nf(nf::NfCmd),
+    /// The HSS's subscriber database.
+    #[command(subcommand)]
+    Hss(epc::HssCmd),
+    /// eNB and UE emulator: attach UEs, ping through GTP-U, probe the control plane.
+    Ran(epc::RanArgs),
     /// The main job: lab up, a stateful function migrated live with a client attached, phases.
     Demo,
     /// Probe a counter service at a fixed rate and report gaps, reconnects and state.
@@ -74,5 +84,8 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Testsvc { tcp, udp } => testsvc::serve(tcp, udp),
         Cmd::Probe(a) => cmd::probe(a, json),
         Cmd::Demo => demo::run(json),
+        Cmd::Nf(c) => nf::cmd(c, json),
+        Cmd::Hss(c) => epc::hss(c, json),
+        Cmd::Ran(a) => epc::ran(a, json),
     }
 }

@@ -35,6 +35,43 @@ pub struct ContainerSpec {
     /// Give the container /dev/net/tun.
     #[serde(default)]
     pub tun: bool,
+    /// SGi device the GTP Module Initializer creates before the function starts or restores.
+    #[serde(default)]
+    pub sgi: Option<crate::sgi::SgiSpec>,
+    /// Signals sent around a checkpoint: the first before the dump, so the function lets go
+    /// of what CRIU cannot carry (a TUN fd); the second once it runs again (after a restore,
+    /// or at once after a leave-running dump).
+    #[serde(default)]
+    pub checkpoint_signals: Option<(String, String)>,
+}
+
+impl ContainerSpec {
+    /// A plain container: default capabilities, no extra files, no SGi device.
+    pub fn new(
+        name: &str,
+        program: PathBuf,
+        args: Vec<String>,
+        service_ip: Ipv4Addr,
+        prefix_len: u8,
+        flavor: &str,
+    ) -> Result<Self> {
+        lab::spec::validate_name(name, "container")?;
+        Ok(ContainerSpec {
+            name: name.into(),
+            program,
+            args,
+            env: vec![],
+            files: vec![],
+            service_ip,
+            prefix_len,
+            flavor_name: flavor.into(),
+            flavor: crate::flavor::flavor(flavor)?,
+            caps: vec![],
+            tun: false,
+            sgi: None,
+            checkpoint_signals: None,
+        })
+    }
 }
 
 /// Writable paths, each a tmpfs: the rootfs itself stays read-only, so its size and content

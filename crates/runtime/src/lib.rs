@@ -2,6 +2,7 @@
 pub mod bundle;
 pub mod flavor;
 pub mod runc;
+pub mod sgi;
 
 pub use bundle::ContainerSpec;
 pub use flavor::{flavor, Flavor};

@@ -1,0 +1,224 @@
+//! `corehop hss ...` (the subscriber database) and `corehop ran` (the eNB and UE emulator).
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+#[derive(Subcommand)]
+pub enum HssCmd {
+    /// Add one subscriber.
+    Add {
+        #[arg(long)]
+        imsi: String,
+        /// K, 32 hex digits.
+        #[arg(long)]
+        k: String,
+        /// OPc, 32 hex digits.
+        #[arg(long)]
+        opc: String,
+        #[arg(long, default_value = "8000")]
+        amf: String,
+        #[arg(long, default_value = "0")]
+        sqn: String,
+        #[arg(long)]
+        msisdn: Option<String>,
+        #[command(flatten)]
+        db: Db,
+    },
+    /// List subscribers (IMSI, AMF, SQN, MSISDN; keys are not printed).
+    List {
+        #[command(flatten)]
+        db: Db,
+    },
+    /// Import subscribers from a CSV file (imsi,k,opc,amf,sqn[,msisdn]); all or nothing.
+    Import {
+        file: PathBuf,
+        #[command(flatten)]
+        db: Db,
+    },
+}
+
+#[derive(Args)]
+pub struct Db {
+    /// The SQLite database; default: the one of the running `hss` container.
+    #[arg(long)]
+    db: Option<PathBuf>,
+}
+
+impl Db {
+    fn open(&self) -> Result<hss::Store> {
+        let path = match &self.db {
+            Some(p) => p.clone(),
+            None => running_hss_db()?,
+        };
+        hss::Store::open(&path)
+            .with_context(|| format!("cannot open subscriber database {}", path.display()))
+    }
+}
+
+/// The database lives on the HSS container's tmpfs; the host sees it through /proc.
+fn running_hss_db() -> Result<PathBuf> {
+    let spec = lab::current().context("no --db given and no lab is up")?;
+    for h in &spec.hosts {
+        let Ok(mut c) = crate::cmd::client(&spec, &h.name) else {
+            continue;
+        };
+        for info in c.ps()? {
+            if info.name == "hss" {
+                let pid = info.pid.context("the hss container is not running")?;
+                let cfg = hss::Config::default();
+                return Ok(Path::new(&format!("/proc/{pid}/root"))
+                    .join(cfg.db_path.strip_prefix("/").unwrap_or(&cfg.db_path)));
+            }
+        }
+    }
+    bail!("no --db given and no running hss container (start one with `corehop nf start hss --host node-a`)")
+}
+
+pub fn hss(c: HssCmd, json: bool) -> Result<()> {
+    match c {
+        HssCmd::Add {
+            imsi,
+            k,
+            opc,
+            amf,
+            sqn,
+            msisdn,
+            db,
+        } => {
+            let sub = hss::Subscriber::parse(&imsi, &k, &opc, &amf, &sqn, msisdn.as_deref())?;
+            db.open()?.add(&sub)?;
+            println!("added {imsi}");
+        }
+        HssCmd::Import { file, db } => {
+            let n = db.open()?.import_csv(&file)?;
+            println!("imported {n} subscribers from {}", file.display());
+        }
+        HssCmd::List { db } => {
+            let subs = db.open()?.list()?;
+            if json {
+                let rows: Vec<_> = subs
+                    .iter()
+                    .map(|s| serde_json::json!({"imsi": s.imsi, "amf": hss::store::hex(&s.amf), "sqn": s.sqn, "msisdn": s.msisdn}))
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                println!("{:<16} {:<5} {:>14} msisdn", "imsi", "amf", "sqn");
+                for s in subs {
+                    println!(
+                        "{:<16} {:<5} {:>14} {}",
+                        s.imsi,
+                        hss::store::hex(&s.amf),
+                        s.sqn,
+                        s.msisdn.unwrap_or_default()
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct RanArgs {
+    /// Lab host the eNB runs on.
+    #[arg(long, default_value = "ran")]
+    host: String,
+    #[arg(long, default_value_t = 1)]
+    ues: usize,
+    /// Where UEs ping through their tunnels (default: the pdn host).
+    #[arg(long)]
+    ping: Option<Ipv4Addr>,
+    /// Interval between a UE's pings, ms.
+    #[arg(long, default_value_t = 100)]
+    ping_interval_ms: u64,
+    /// Seconds to run after attaching (default: until Ctrl-C).
+    #[arg(long)]
+    duration: Option<f64>,
+    /// USIMs (CSV as the HSS imports); default: the HSS's 1000 test subscribers.
+    #[arg(long)]
+    subscribers: Option<PathBuf>,
+    /// Row of the first UE in the subscriber list.
+    #[arg(long, default_value_t = 0)]
+    first: usize,
+    /// Control-plane probe (S1AP round trip) interval, ms; 0 disables it.
+    #[arg(long, default_value_t = 100)]
+    cp_probe_ms: u64,
+}
+
+pub fn ran(a: RanArgs, json: bool) -> Result<()> {
+    let spec = lab::current()?;
+    let host = spec.host(&a.host)?.clone();
+    if let Some(d) = a.duration {
+        if !(d > 0.0 && d < 86_400.0) {
+            bail!("--duration must be between 0 and 86400 seconds");
+        }
+    }
+    let subscribers = match a.subscribers {
+        Some(p) => p,
+        None => {
+            let p = lab::paths::host_run_dir(&a.host).join("subscribers.csv");
+            std::fs::write(&p, crate::nf::default_subscribers_csv())?;
+            p
+        }
+    };
+    // The eNB lives on its host: enter that namespace before any socket exists.
+    lab::net::enter_netns(&lab::net::host_ns(&a.host))?;
+    let cfg = ran::Config {
+        s1u_address: host.addr,
+        ues: a.ues,
+        subscribers,
+        first_imsi_index: a.first,
+        ping_target: a.ping.unwrap_or(
+            spec.host("pdn")
+                .map(|h| h.addr)
+                .unwrap_or(Ipv4Addr::new(10, 77, 0, 31)),
+        ),
+        ping_interval_ms: a.ping_interval_ms.max(1),
+        duration_ms: a.duration.map(|d| (d * 1000.0) as u64),
+        cp_probe_interval_ms: a.cp_probe_ms,
+        ..Default::default()
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let report = rt.block_on(async move {
+        let stop = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        ran::run(cfg, stop).await
+    })?;
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!(
+            "{:<16} {:<12} {:>10} {:>10} {:>10} {:>6} {:>6} {:>10}",
+            "imsi", "ue ip", "enb teid", "sgw teid", "attach ms", "sent", "recv", "max gap ms"
+        );
+        for u in &report.ues {
+            println!(
+                "{:<16} {:<12} {:>10} {:>10} {:>10.1} {:>6} {:>6} {:>10.1}",
+                u.imsi,
+                u.ue_ip,
+                u.enb_teid,
+                u.sgw_teid,
+                u.attach_ms,
+                u.pings_sent,
+                u.pings_received,
+                u.max_ping_gap_ms
+            );
+        }
+        for f in &report.attach_failures {
+            println!("attach failed: {f:?}");
+        }
+        println!(
+            "control plane: {} probes, {} answered, max gap {:.1} ms; S1 setups {}",
+            report.cp_probe.sent,
+            report.cp_probe.answered,
+            report.cp_probe.max_gap_ms,
+            report.s1_setups
+        );
+    }
+    Ok(())
+}
