@@ -366,9 +366,33 @@ impl MmeCore {
                 enb_ue_id,
                 cause,
             } => warn!(%assoc, ?mme_ue_id, ?enb_ue_id, ?cause, "ERROR INDICATION from eNB"),
+            S1ap::Other { .. } if is_enb_configuration_update(bytes) => {
+                self.ack_enb_configuration_update(assoc)
+            }
             other => {
                 warn!(%assoc, "unexpected S1AP message from an eNB: {}", short(&other));
             }
+        }
+    }
+
+    /// ENB CONFIGURATION UPDATE (TS 36.413 §8.7.4): this MME keeps nothing that the
+    /// update could change, so it only acknowledges. The RAN emulator sends empty ones
+    /// as an S1-MME round-trip probe (CP_S1-MME recovery during a migration).
+    fn ack_enb_configuration_update(&mut self, assoc: AssocId) {
+        let ack = s1ap::asn::build_s1ap!(
+            SuccessfulOutcome,
+            ENBConfigurationUpdate,
+            ENBConfigurationUpdateAcknowledge,
+        )
+        .and_then(|pdu| pdu.encode());
+        match ack {
+            // Non-UE-associated signalling: stream 0 (TS 36.412 §7).
+            Ok(pdu) => self.actions.push(Action::S1ap {
+                assoc,
+                stream: 0,
+                pdu: pdu.to_vec(),
+            }),
+            Err(e) => warn!(%assoc, "cannot encode ENB CONFIGURATION UPDATE ACKNOWLEDGE: {e}"),
         }
     }
 
@@ -1189,6 +1213,12 @@ fn gtp_plmn(cfg: &Config) -> gtp::Plmn {
 }
 
 /// One-line description of an S1AP message for logs (no NAS bytes).
+/// Whether a PDU (decoded as `S1ap::Other`) is an ENB CONFIGURATION UPDATE request.
+fn is_enb_configuration_update(bytes: &[u8]) -> bool {
+    s1ap::asn::s1ap::S1AP_PDU::decode(bytes)
+        .is_ok_and(|p| p.kind() == s1ap::asn::S1apPduKind::Initiating_ENBConfigurationUpdate)
+}
+
 fn short(m: &S1ap) -> String {
     let s = format!("{m:?}");
     match s.find(['(', '{']) {

@@ -444,3 +444,31 @@ fn s1_setup_from_another_plmn_fails() {
         [S1ap::S1SetupFailure { .. }]
     ));
 }
+
+/// The RAN emulator's S1-MME probe: an empty ENB CONFIGURATION UPDATE is acknowledged
+/// on stream 0; an acknowledge sent *to* the MME is not answered.
+#[test]
+fn enb_configuration_update_is_acknowledged() {
+    use s1ap::asn::{build_s1ap, s1ap::S1AP_PDU, S1apPduKind};
+    let mut c = core();
+    setup(&mut c);
+    let update = build_s1ap!(
+        InitiatingMessage,
+        ENBConfigurationUpdate,
+        ENBConfigurationUpdate,
+    )
+    .unwrap()
+    .encode()
+    .unwrap();
+    c.on_s1ap(A, &update);
+    let acts = c.take_actions();
+    let [Action::S1ap { stream: 0, pdu, .. }] = &acts[..] else {
+        panic!("{acts:?}")
+    };
+    assert_eq!(
+        S1AP_PDU::decode(pdu).unwrap().kind(),
+        S1apPduKind::Successful_ENBConfigurationUpdate
+    );
+    c.on_s1ap(A, pdu);
+    assert!(sent(&c.take_actions()).is_empty());
+}
