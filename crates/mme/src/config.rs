@@ -48,6 +48,8 @@ pub struct Config {
     /// S11 request timeout (T3) in ms and retransmissions (N3), TS 29.274 §7.6.
     pub s11_t3_ms: u64,
     pub s11_n3: u32,
+    /// Write all S1-MME datagrams (SCTP over UDP) to this pcap file; `None`: off.
+    pub s1_pcap: Option<PathBuf>,
     /// JSON dump of the UE contexts, rewritten on every change; `None` disables it.
     pub state_file: Option<PathBuf>,
 }
@@ -81,6 +83,7 @@ impl Default for Config {
             sctp_max_missed_heartbeats: 5,
             s11_t3_ms: 1000,
             s11_n3: 3,
+            s1_pcap: None,
             state_file: Some(PathBuf::from("/run/corehop/mme-ues.json")),
         }
     }
@@ -127,6 +130,7 @@ impl Config {
             rto_max_ms: self.sctp_rto_max_ms,
             heartbeat_interval_ms: self.sctp_heartbeat_interval_ms,
             max_missed_heartbeats: self.sctp_max_missed_heartbeats,
+            pcap: self.s1_pcap.clone(),
             ..Default::default()
         }
     }

@@ -83,6 +83,12 @@ impl PcapWriter {
     pub fn bytes(&self) -> &[u8] {
         &self.buf
     }
+
+    /// Takes what was written so far (the header first, then records), for a caller
+    /// that streams the capture to a file as it goes.
+    pub fn take(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.buf)
+    }
 }
 
 fn ipv4_checksum(h: &[u8; 20]) -> u16 {

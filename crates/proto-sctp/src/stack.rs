@@ -44,6 +44,9 @@ pub struct SctpConfig {
     /// Consecutive unanswered HEARTBEATs (with no other packet from the peer) after
     /// which the association is declared lost (RFC 4960 Path.Max.Retrans).
     pub max_missed_heartbeats: u32,
+    /// UDP driver only: write every datagram sent or received to this pcap file
+    /// (IPv4/UDP records that Wireshark decodes as SCTP on port 9899).
+    pub pcap: Option<std::path::PathBuf>,
 }
 
 impl Default for SctpConfig {
@@ -57,6 +60,7 @@ impl Default for SctpConfig {
             max_init_retransmits: Some(8),
             heartbeat_interval_ms: 2000,
             max_missed_heartbeats: 5,
+            pcap: None,
         }
     }
 }

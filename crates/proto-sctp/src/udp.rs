@@ -10,6 +10,7 @@ use bytes::Bytes;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::pcap::PcapWriter;
 use crate::stack::{AssocId, SctpConfig, SctpError, SctpEvent, SctpStack};
 
 /// UDP port of SCTP over UDP (RFC 6951 §5, IANA "sctp-tunneling").
@@ -73,14 +74,70 @@ impl Socket {
     async fn bind(addr: SocketAddr, cfg: SctpConfig, accept: bool) -> io::Result<Socket> {
         let sock = UdpSocket::bind(addr).await?;
         let local = sock.local_addr()?;
+        let capture = match &cfg.pcap {
+            Some(path) => Some(Capture::create(path, local)?),
+            None => None,
+        };
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(sock, SctpStack::new(cfg, accept), cmd_rx, ev_tx));
+        tokio::spawn(run(
+            sock,
+            SctpStack::new(cfg, accept),
+            capture,
+            cmd_rx,
+            ev_tx,
+        ));
         Ok(Socket {
             local,
             sender: SctpSender { cmd: cmd_tx },
             events: ev_rx,
         })
+    }
+}
+
+/// Streams the socket's datagrams to a pcap file. Write errors disable the capture
+/// (logged once) rather than disturbing the association.
+struct Capture {
+    file: std::fs::File,
+    writer: PcapWriter,
+    local: SocketAddr,
+}
+
+impl Capture {
+    fn create(path: &std::path::Path, local: SocketAddr) -> io::Result<Capture> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut c = Capture {
+            file: std::fs::File::create(path)?,
+            writer: PcapWriter::new(),
+            local,
+        };
+        c.flush()?;
+        Ok(c)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        use std::io::Write;
+        self.file.write_all(&self.writer.take())
+    }
+
+    fn record(
+        slot: &mut Option<Capture>,
+        from: Option<SocketAddr>,
+        to: Option<SocketAddr>,
+        data: &[u8],
+    ) {
+        let Some(c) = slot.as_mut() else {
+            return;
+        };
+        let local = c.local;
+        c.writer
+            .udp(from.unwrap_or(local), to.unwrap_or(local), data);
+        if let Err(e) = c.flush() {
+            tracing::warn!("pcap capture stopped: {e}");
+            *slot = None;
+        }
     }
 }
 
@@ -103,6 +160,7 @@ async fn send_to(sock: &UdpSocket, data: &[u8], to: SocketAddr) {
 async fn run(
     sock: UdpSocket,
     mut stack: SctpStack,
+    mut capture: Option<Capture>,
     mut cmd_rx: mpsc::UnboundedReceiver<Cmd>,
     ev_tx: mpsc::UnboundedSender<SctpEvent>,
 ) {
@@ -110,6 +168,7 @@ async fn run(
     let mut buf = vec![0u8; 65536];
     loop {
         while let Some((to, data)) = stack.poll_transmit() {
+            Capture::record(&mut capture, None, Some(to), &data);
             send_to(&sock, &data, to).await;
         }
         while let Some(ev) = stack.poll_event() {
@@ -125,7 +184,10 @@ async fn run(
         );
         tokio::select! {
             r = sock.recv_from(&mut buf) => match r {
-                Ok((n, from)) => stack.handle_datagram(Instant::now(), from, &buf[..n]),
+                Ok((n, from)) => {
+                    Capture::record(&mut capture, Some(from), None, &buf[..n]);
+                    stack.handle_datagram(Instant::now(), from, &buf[..n]);
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     // E.g. ICMP errors surfacing on the socket: log, keep serving.

@@ -235,7 +235,13 @@ fn tshark_decodes_sctp_over_udp() {
 #[tokio::test]
 async fn udp_driver_loopback() {
     let cfg = SctpConfig::default();
-    let mut server = SctpServer::bind("127.0.0.1:0".parse().unwrap(), cfg.clone())
+    let dir = std::env::temp_dir().join(format!("proto-sctp-udp-{}", std::process::id()));
+    let pcap = dir.join("server.pcap");
+    let server_cfg = SctpConfig {
+        pcap: Some(pcap.clone()),
+        ..cfg.clone()
+    };
+    let mut server = SctpServer::bind("127.0.0.1:0".parse().unwrap(), server_cfg)
         .await
         .unwrap();
     let mut client = SctpClient::connect(
