@@ -1212,13 +1212,13 @@ fn gtp_plmn(cfg: &Config) -> gtp::Plmn {
     }
 }
 
-/// One-line description of an S1AP message for logs (no NAS bytes).
 /// Whether a PDU (decoded as `S1ap::Other`) is an ENB CONFIGURATION UPDATE request.
 fn is_enb_configuration_update(bytes: &[u8]) -> bool {
     s1ap::asn::s1ap::S1AP_PDU::decode(bytes)
         .is_ok_and(|p| p.kind() == s1ap::asn::S1apPduKind::Initiating_ENBConfigurationUpdate)
 }
 
+/// One-line description of an S1AP message for logs (no NAS bytes).
 fn short(m: &S1ap) -> String {
     let s = format!("{m:?}");
     match s.find(['(', '{']) {
