@@ -250,15 +250,31 @@ impl SctpStack {
             a.path.last_rx = now;
             a.path.missed = 0;
         }
-        // sctp-proto ignores HEARTBEAT ACKs; a packet made only of them is ours.
-        if !view.chunks.is_empty()
-            && view
-                .chunks
-                .iter()
-                .all(|c| c.chunk_type == wire::CT_HEARTBEAT_ACK)
-        {
+        // sctp-proto fails a whole packet on a chunk it does not handle (HEARTBEAT ACK,
+        // CWR, ECNE, unknown types) and turns an ERROR chunk into an abort. Keep only
+        // what it handles; HEARTBEAT ACKs were already counted as liveness above.
+        let mut keep = Vec::with_capacity(view.chunks.len());
+        for c in &view.chunks {
+            match c.chunk_type {
+                0..=4 | 6..=8 | 10 | 11 | 14 | 130 | 192 | 194 => keep.push(*c),
+                wire::CT_HEARTBEAT_ACK => {}
+                wire::CT_ERROR => tracing::info!(%remote, "SCTP ERROR chunk from peer ignored"),
+                // RFC 4960 §3.2: the two high bits say whether to skip an unknown
+                // chunk (1x) or to stop processing the packet (0x).
+                t if t & 0x80 != 0 => {}
+                _ => break,
+            }
+        }
+        if keep.is_empty() {
             return;
         }
+        let filtered;
+        let data = if keep.len() == view.chunks.len() {
+            data
+        } else {
+            filtered = wire::retain_chunks(data, &view, &keep);
+            &filtered[..]
+        };
         let mut pkt = data.to_vec();
         if let Err(e) = wire::rewrite_data_ppid(&mut pkt, self.cfg.ppid, PPID_INTERNAL) {
             tracing::debug!(%remote, "malformed SCTP DATA dropped: {e}");

@@ -17,6 +17,7 @@ pub const CT_HEARTBEAT: u8 = 4;
 pub const CT_HEARTBEAT_ACK: u8 = 5;
 pub const CT_ABORT: u8 = 6;
 pub const CT_COOKIE_ECHO: u8 = 10;
+pub const CT_ERROR: u8 = 9;
 pub const CT_COOKIE_ACK: u8 = 11;
 /// Heartbeat Info parameter type (RFC 4960 §3.3.5).
 const PARAM_HEARTBEAT_INFO: u16 = 1;
@@ -181,6 +182,22 @@ pub fn abort_packet(src_port: u16, dst_port: u16, peer_tag: u32) -> Vec<u8> {
     p
 }
 
+/// A copy of `packet` with only the chunks `keep` selects (same common header, new
+/// checksum). Used to hide from sctp-proto chunks it mishandles.
+pub fn retain_chunks(packet: &[u8], view: &PacketView, keep: &[ChunkRef]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(packet.len());
+    out.extend_from_slice(&packet[..COMMON_HEADER_LEN.min(packet.len())]);
+    for c in keep.iter().filter(|c| view.chunks.contains(c)) {
+        let padded = ((c.len + 3) & !3).min(packet.len() - c.offset);
+        out.extend_from_slice(&packet[c.offset..c.offset + padded]);
+        while out.len() % 4 != 0 {
+            out.push(0);
+        }
+    }
+    fix_checksum(&mut out);
+    out
+}
+
 /// The Heartbeat Info echoed in a HEARTBEAT ACK chunk, if well formed.
 pub fn heartbeat_ack_info<'a>(packet: &'a [u8], chunk: &ChunkRef) -> Option<&'a [u8]> {
     if chunk.chunk_type != CT_HEARTBEAT_ACK {
@@ -245,6 +262,27 @@ mod tests {
             heartbeat_ack_info(&ack, &v.chunks[0]),
             Some(&b"nonce123"[..])
         );
+    }
+
+    #[test]
+    fn retain_drops_chunks_and_keeps_the_rest_valid() {
+        let mut p = data_packet(53);
+        // Append a HEARTBEAT ACK (type 5, 8 bytes: header + empty info param).
+        p.extend_from_slice(&[CT_HEARTBEAT_ACK, 0, 0, 8, 0, 1, 0, 4]);
+        fix_checksum(&mut p);
+        let v = parse(&p).unwrap();
+        assert_eq!(v.chunks.len(), 2);
+        let keep: Vec<ChunkRef> = v
+            .chunks
+            .iter()
+            .copied()
+            .filter(|c| c.chunk_type == CT_DATA)
+            .collect();
+        let q = retain_chunks(&p, &v, &keep);
+        assert!(checksum_ok(&q));
+        let w = parse(&q).unwrap();
+        assert_eq!(w.chunks.len(), 1);
+        assert_eq!(q.len(), p.len() - 8);
     }
 
     #[test]

@@ -305,3 +305,40 @@ async fn udp_driver_loopback() {
         other => panic!("{other:?}"),
     }
 }
+
+/// sctp-proto fails a packet on chunks it does not handle; the stack hides them, so
+/// DATA bundled with a HEARTBEAT ACK, an ERROR or a skippable unknown chunk arrives.
+#[test]
+fn foreign_chunks_do_not_lose_bundled_data() {
+    let cfg = SctpConfig::default();
+    let mut pcap = PcapWriter::new();
+    let mut c = SctpStack::new(cfg.clone(), false);
+    let mut s = SctpStack::new(cfg, true);
+    let now = Instant::now();
+    let enb: SocketAddr = ENB.parse().unwrap();
+    let ca = c.connect(now, MME.parse().unwrap()).unwrap();
+    pump(&mut c, &mut s, now, &mut pcap, false);
+    for (i, extra) in [
+        vec![5u8, 0, 0, 8, 0, 1, 0, 4],    // HEARTBEAT ACK
+        vec![9u8, 0, 0, 8, 0, 6, 0, 4],    // ERROR (unrecognized chunk cause)
+        vec![0xc7u8, 0, 0, 8, 1, 2, 3, 4], // unknown type 0xc7: skip and report
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        c.send(now, ca, 1, &S1AP_PDU).unwrap();
+        let (_, pkt) = c.poll_transmit().expect("DATA packet");
+        let mut pkt = pkt.to_vec();
+        pkt.extend_from_slice(&extra);
+        proto_sctp::wire::fix_checksum(&mut pkt);
+        s.handle_datagram(now, enb, &pkt);
+        let got: Vec<_> = std::iter::from_fn(|| s.poll_event()).collect();
+        assert_eq!(
+            messages(&got),
+            vec![(1, PPID_S1AP, S1AP_PDU.to_vec())],
+            "case {i}"
+        );
+        pump(&mut c, &mut s, now, &mut pcap, false);
+    }
+    assert_eq!(s.associations().len(), 1);
+}
