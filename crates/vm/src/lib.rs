@@ -1,0 +1,22 @@
+//! The VM baseline of corehop: a network function in a small QEMU VM (a Debian kernel and
+//! an initramfs with busybox and the function), plugged into a host's bridge with the
+//! function's service IP and stable MAC, and moved with QEMU's pre-copy live migration.
+//!
+//! - [`Image::build`]: the initramfs.
+//! - [`Vm::start`], [`Vm::start_incoming`]: QEMU on a tap in the caller's network namespace.
+//! - [`qmp::Qmp`]: the QMP client.
+//! - [`pre_live_checks`], [`migrate`], [`live_migrate`]: the migration, timed as the
+//!   paper's Tvm = Tpre + Tl + Tpost.
+//!
+//! Setup: `scripts/setup-vm.sh` fetches the guest kernel and its NIC modules.
+pub mod image;
+pub mod machine;
+pub mod migrate;
+pub mod qmp;
+
+pub use image::{guest_kernel, vm_dir, Image};
+pub use machine::{kvm_works, Accel, Vm, VmSpec};
+pub use migrate::{
+    live_migrate, mem_available, migrate, migrate_with, pre_live_checks, HostCaps, MigrateOptions,
+    MigrationError, MigrationStats, PreLiveError, MEMORY_MARGIN_MB,
+};
