@@ -21,7 +21,6 @@ mod dataplane;
 mod procedure;
 pub mod report;
 mod s1;
-pub mod ue;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -74,7 +73,17 @@ pub async fn run(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::Result<
                 cfg.first_imsi_index + cfg.ues
             )
         })?;
-    let usims: Vec<ue::Usim> = rows.iter().map(ue::Usim::from).collect();
+    let usims: Vec<proto_nas::Usim> = rows
+        .iter()
+        .map(|s| proto_nas::Usim {
+            imsi: s.imsi.clone(),
+            k: s.k,
+            opc: s.opc,
+            // The HSS hands out SQNs above the CSV's value; anything at or below it
+            // is a replay to the USIM.
+            sqn_ms: Some(s.sqn),
+        })
+        .collect();
     let plmn = cfg.plmn()?;
     let clock = Clock::new();
     let ping_interval = Config::ms(cfg.ping_interval_ms);

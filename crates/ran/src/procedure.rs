@@ -7,6 +7,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
+use proto_nas::msg::Nas;
+use proto_nas::{Direction, SecurityHeader, UeEvent, UeNas, Usim};
 use proto_s1ap::{causes, ErabSetup, InitialContextSetupRequest, S1ap};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::time::{timeout, Duration};
@@ -16,7 +18,6 @@ use crate::config::Config;
 use crate::dataplane::{DataPlane, PingStats};
 use crate::report::{AttachFailure, Clock, FailureKind};
 use crate::s1::S1;
-use crate::ue::{Step, UeNas, Usim};
 
 /// After a reject the MME releases the UE context; how long to wait for that.
 const RELEASE_WAIT: Duration = Duration::from_secs(2);
@@ -79,7 +80,11 @@ impl Failure {
 /// The UE's S1AP context as the eNB holds it.
 struct Ue<'a> {
     sh: &'a Shared,
+    imsi: String,
     nas: UeNas,
+    /// Cause of the USIM's own AUTHENTICATION FAILURE (#20 MAC, #21 synch), if sent:
+    /// reported with the network's verdict.
+    auth_failure_cause: Option<u8>,
     enb_ue_id: u32,
     mme_ue_id: Option<u32>,
     rx: mpsc::UnboundedReceiver<S1ap>,
@@ -111,19 +116,39 @@ impl Ue<'_> {
             mme_ue_id,
             enb_ue_id: self.enb_ue_id,
         }) {
-            warn!(imsi = %self.nas.usim.imsi, "UE Context Release Complete not sent: {e:#}");
+            warn!(imsi = %self.imsi, "UE Context Release Complete not sent: {e:#}");
         }
     }
 
-    /// A downlink NAS PDU; malformed or unverifiable ones are logged and dropped.
-    fn nas_step(&mut self, pdu: &[u8]) -> Option<Step> {
+    /// A downlink NAS PDU; malformed or unverifiable ones are logged and dropped
+    /// (TS 24.301 §4.4.4.2).
+    fn nas_step(&mut self, pdu: &[u8]) -> Option<UeEvent> {
         match self.nas.on_downlink(pdu) {
-            Ok(s) => Some(s),
+            Ok(ev) => {
+                if let UeEvent::Send(up) = &ev {
+                    self.note_auth_failure(up);
+                }
+                Some(ev)
+            }
             Err(e) => {
                 self.sh.s1.dropped.fetch_add(1, Ordering::Relaxed);
-                warn!(imsi = %self.nas.usim.imsi, "downlink NAS dropped: {e}");
+                warn!(imsi = %self.imsi, "downlink NAS dropped: {e}");
                 None
             }
+        }
+    }
+
+    /// Remembers the cause when the USIM answered with AUTHENTICATION FAILURE (always
+    /// sent plain, so it can be read back).
+    fn note_auth_failure(&mut self, uplink: &[u8]) {
+        if SecurityHeader::of(uplink) != Ok(SecurityHeader::Plain) {
+            return;
+        }
+        if let Ok(Nas::AuthenticationFailure { cause, .. }) =
+            proto_nas::msg::parse(uplink, Direction::Uplink)
+        {
+            info!(imsi = %self.imsi, cause, "USIM rejected the network's challenge");
+            self.auth_failure_cause = Some(cause);
         }
     }
 
@@ -167,7 +192,7 @@ impl Ue<'_> {
                 S1ap::DownlinkNasTransport { mme_ue_id, nas, .. } => {
                     self.learn_mme_id(mme_ue_id);
                     match self.nas_step(&nas) {
-                        Some(Step::Send(pdu)) => {
+                        Some(UeEvent::Send(pdu)) => {
                             if let Err(e) = self.uplink(pdu) {
                                 return Err(Failure::new(
                                     FailureKind::Protocol,
@@ -176,17 +201,32 @@ impl Ue<'_> {
                                 ));
                             }
                         }
-                        Some(Step::Rejected { kind, cause }) => {
-                            info!(imsi = %self.nas.usim.imsi, ?kind, ?cause, "attach rejected");
-                            rejected = Some(Failure::new(kind, cause, format!("{kind:?}")));
+                        Some(UeEvent::AuthenticationRejected) => {
+                            let c = self.auth_failure_cause;
+                            info!(imsi = %self.imsi, ue_cause = ?c, "AUTHENTICATION REJECT");
+                            rejected = Some(Failure::new(
+                                FailureKind::AuthenticationReject,
+                                c,
+                                "AUTHENTICATION REJECT",
+                            ));
                         }
-                        Some(Step::Accepted(..)) => {
+                        Some(UeEvent::AttachRejected { cause }) => {
+                            info!(imsi = %self.imsi, cause, "ATTACH REJECT");
+                            rejected = Some(Failure::new(
+                                FailureKind::AttachReject,
+                                Some(cause),
+                                format!("ATTACH REJECT #{cause}"),
+                            ));
+                        }
+                        Some(UeEvent::Attached { .. }) => {
                             // The accept belongs in the Initial Context Setup (TS 23.401
                             // §5.3.2.1 step 17); without the bearer there is nothing to do.
-                            warn!(imsi = %self.nas.usim.imsi, "ATTACH ACCEPT outside Initial Context Setup ignored");
+                            warn!(imsi = %self.imsi, "ATTACH ACCEPT outside Initial Context Setup ignored");
                         }
-                        Some(Step::DetachAccepted) => {}
-                        Some(Step::Ignored(what)) => debug!(imsi = %self.nas.usim.imsi, "{what}"),
+                        Some(UeEvent::DetachAccepted) => {}
+                        Some(UeEvent::Other(n)) => {
+                            debug!(imsi = %self.imsi, "downlink NAS ignored: {n:?}")
+                        }
                         None => {}
                     }
                 }
@@ -199,7 +239,7 @@ impl Ue<'_> {
                 } => {
                     self.release_complete(mme_ue_id);
                     return Err(rejected.unwrap_or_else(|| {
-                        let ue_cause = self.nas.auth_failure_cause;
+                        let ue_cause = self.auth_failure_cause;
                         let kind = if ue_cause.is_some() {
                             FailureKind::AuthenticationFailure
                         } else {
@@ -249,13 +289,17 @@ impl Ue<'_> {
                 "Initial Context Setup without ATTACH ACCEPT".into(),
             ));
         };
-        let (accepted, complete) = match self.nas_step(nas) {
-            Some(Step::Accepted(a, c)) => (a, c),
-            Some(Step::Rejected { kind, cause }) => {
+        let (ue_ip, ebi) = match self.nas_step(nas) {
+            Some(UeEvent::Attached {
+                ipv4: Some(ip),
+                ebi,
+                ..
+            }) => (Ipv4Addr::from(ip), ebi),
+            Some(UeEvent::AttachRejected { cause }) => {
                 return Err(Failure::new(
-                    kind,
-                    cause,
-                    "reject inside Initial Context Setup",
+                    FailureKind::AttachReject,
+                    Some(cause),
+                    "ATTACH REJECT inside Initial Context Setup",
                 ))
             }
             other => {
@@ -265,13 +309,17 @@ impl Ue<'_> {
                 ))
             }
         };
-        if let Some(sec) = self.nas.security() {
-            // KeNB from the uplink COUNT of SECURITY MODE COMPLETE (TS 33.401 §7.2.8.1):
-            // a mismatch would break AS security on a real radio; here it is only logged.
-            let ul = sec.count(proto_nas::Direction::Uplink).unwrap_or(1);
-            if sec.kenb(ul.saturating_sub(1)) != r.kenb {
-                debug!(imsi = %self.nas.usim.imsi, "KeNB differs from the UE's derivation");
-            }
+        if self.nas.guti().is_none() {
+            // Without a GUTI the UE could not detach later (TS 24.301 §5.5.2.2.1).
+            return Err(fail(self, "ATTACH ACCEPT without a GUTI".into()));
+        }
+        let complete = self.nas.attach_complete(ebi).map_err(|e| {
+            Failure::new(FailureKind::Protocol, None, format!("ATTACH COMPLETE: {e}"))
+        })?;
+        if self.nas.kenb() != Some(r.kenb) {
+            // Both ends derive KeNB with aka::kenb from the SECURITY MODE COMPLETE's
+            // COUNT; a difference would break AS security on a real radio.
+            warn!(imsi = %self.imsi, "KeNB of the Initial Context Setup differs from the UE's");
         }
         let enb_teid = self.sh.dp.allocate_teid();
         let resp = S1ap::InitialContextSetupResponse {
@@ -291,14 +339,14 @@ impl Ue<'_> {
         let now = Instant::now();
         self.sh.dp.add(
             enb_teid,
-            accepted.ue_ip,
+            ue_ip,
             SocketAddr::from((erab.sgw_addr, proto_gtpu::GTPU_PORT)),
             erab.sgw_teid,
         );
         Ok(Attached {
             enb_ue_id: self.enb_ue_id,
             mme_ue_id: r.mme_ue_id,
-            ue_ip: accepted.ue_ip,
+            ue_ip,
             enb_teid,
             sgw_addr: erab.sgw_addr,
             sgw_teid: erab.sgw_teid,
@@ -319,13 +367,13 @@ impl Ue<'_> {
                 r = stop.changed() => if r.is_err() { return true },
                 m = self.rx.recv() => match m {
                     Some(S1ap::UeContextReleaseCommand { mme_ue_id, cause, .. }) => {
-                        warn!(imsi = %self.nas.usim.imsi, ?cause, "UE context released by the MME while attached");
+                        warn!(imsi = %self.imsi, ?cause, "UE context released by the MME while attached");
                         self.release_complete(mme_ue_id);
                         return false;
                     }
                     Some(S1ap::DownlinkNasTransport { nas, .. }) => {
                         if let Some(s) = self.nas_step(&nas) {
-                            debug!(imsi = %self.nas.usim.imsi, "downlink NAS while attached: {s:?}");
+                            debug!(imsi = %self.imsi, "downlink NAS while attached: {s:?}");
                         }
                     }
                     Some(other) => debug!("S1AP while attached ignored: {other:?}"),
@@ -337,7 +385,7 @@ impl Ue<'_> {
 
     /// DETACH REQUEST → DETACH ACCEPT → UE CONTEXT RELEASE COMMAND/COMPLETE.
     async fn detach(&mut self) -> Result<(), String> {
-        let req = self.nas.detach_request().map_err(|e| e.to_string())?;
+        let req = self.nas.detach_request(false).map_err(|e| e.to_string())?;
         self.uplink(req).map_err(|e| format!("{e:#}"))?;
         let mut accepted = false;
         let wait = Config::ms(self.sh.cfg.detach_timeout_ms);
@@ -345,7 +393,7 @@ impl Ue<'_> {
             while let Some(m) = self.rx.recv().await {
                 match m {
                     S1ap::DownlinkNasTransport { nas, .. } => {
-                        if let Some(Step::DetachAccepted) = self.nas_step(&nas) {
+                        if let Some(UeEvent::DetachAccepted) = self.nas_step(&nas) {
                             accepted = true;
                         }
                     }
@@ -379,9 +427,13 @@ impl Ue<'_> {
 pub async fn run_ue(sh: Shared, usim: Usim) -> Outcome {
     let imsi = usim.imsi.clone();
     let (enb_ue_id, rx) = sh.s1.register();
+    let mut nas = UeNas::new(usim, sh.plmn);
+    nas.pdn.apn = Some(sh.cfg.apn.clone());
     let mut ue = Ue {
         sh: &sh,
-        nas: UeNas::new(usim, sh.plmn, &sh.cfg.apn),
+        imsi: imsi.clone(),
+        nas,
+        auth_failure_cause: None,
         enb_ue_id,
         mme_ue_id: None,
         rx,
@@ -406,7 +458,7 @@ pub async fn run_ue(sh: Shared, usim: Usim) -> Outcome {
             Ok(r) => r,
             Err(_) => Err(Failure::new(
                 FailureKind::Timeout,
-                ue.nas.auth_failure_cause,
+                ue.auth_failure_cause,
                 format!("attach not complete within {t:?}"),
             )),
         }
@@ -420,7 +472,7 @@ pub async fn run_ue(sh: Shared, usim: Usim) -> Outcome {
                 enb_ue_s1ap_id: enb_ue_id,
                 kind: f.kind,
                 emm_cause: f.cause,
-                ue_auth_failure_cause: ue.nas.auth_failure_cause,
+                ue_auth_failure_cause: ue.auth_failure_cause,
                 reason: f.reason,
                 at_ms: sh.clock.ms(Instant::now()),
             })

@@ -1,0 +1,200 @@
+//! The in-process lab of the RAN tests and the attach benchmark: a network namespace
+//! made by the test (deleted on drop, also on failure), and in it the real HSS
+//! (SQLite in a temp dir, the example CSV), MME and SPGW (which creates its SGi TUN
+//! `sgi0` there) on loopback addresses. The SGi gateway 10.45.0.1 answers the pings.
+//!
+//! Same approach as crates/spgw/tests/netns.rs: a thread `setns`-es into the
+//! namespace and runs a current_thread tokio runtime, like the CLI.
+
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+pub const HSS: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 10);
+pub const MME: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 20);
+pub const ENB: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 21);
+pub const SPGW: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 30);
+/// The SGi gateway address inside the SPGW's namespace: the ping target.
+pub const SGI_GW: Ipv4Addr = Ipv4Addr::new(10, 45, 0, 1);
+
+pub fn example_csv() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../hss/subscribers.example.csv")
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .expect("iproute2 `ip` missing");
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A network namespace deleted on drop.
+pub struct Netns(pub String);
+
+impl Netns {
+    pub fn new(tag: &str) -> Netns {
+        let name = format!("corehop-ran-{tag}-{}", std::process::id());
+        // A leftover of a killed earlier run with the same pid would block us.
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        ip(&["netns", "add", &name]);
+        let ns = Netns(name);
+        ip(&["-n", &ns.0, "link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// Runs `f` on a thread inside the namespace, on a current_thread runtime.
+    pub fn run<T: Send, F: Future<Output = T>>(&self, f: impl FnOnce() -> F + Send) -> T {
+        let path = format!("/run/netns/{}", self.0);
+        std::thread::scope(|s| {
+            let h = s.spawn(move || {
+                let fd = File::open(&path).expect("netns file");
+                // SAFETY: setns on this thread only, with a valid netns fd.
+                let r = unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) };
+                assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("tokio runtime")
+                    .block_on(f())
+            });
+            match h.join() {
+                Ok(v) => v,
+                Err(p) => std::panic::resume_unwind(p),
+            }
+        })
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
+    }
+}
+
+/// A temp dir removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let p = std::env::temp_dir().join(format!("corehop-ran-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("temp dir");
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The running EPC; dropping it stops the three functions.
+pub struct Epc {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Epc {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+fn spawn_nf<F>(name: &'static str, f: F) -> tokio::task::JoinHandle<()>
+where
+    F: Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    tokio::spawn(async move {
+        if let Err(e) = f.await {
+            panic!("{name} stopped: {e:#}");
+        }
+    })
+}
+
+/// Starts HSS, SPGW and MME inside the current namespace.
+pub async fn start_epc(dir: &Path) -> Epc {
+    let hss_cfg = hss::Config {
+        listen: SocketAddr::from((HSS, 3868)),
+        advertised_ip: IpAddr::V4(HSS),
+        db_path: dir.join("hss.db"),
+        subscribers_file: Some(example_csv()),
+        ..Default::default()
+    };
+    let spgw_cfg = spgw::Config {
+        s11_bind: SocketAddr::from((SPGW, 2123)),
+        s1u_bind: SocketAddr::from((SPGW, 2152)),
+        s11_address: SPGW,
+        s1u_address: SPGW,
+        tunnels_file: None,
+        ..Default::default()
+    };
+    let mme_cfg = mme::Config {
+        s1_bind: SocketAddr::from((MME, 9899)),
+        hss: SocketAddr::from((HSS, 3868)),
+        spgw_s11: SocketAddr::from((SPGW, 2123)),
+        s11_bind: SocketAddr::from((MME, 2123)),
+        s11_address: MME,
+        advertised_ip: IpAddr::V4(MME),
+        state_file: None,
+        ..Default::default()
+    };
+    let spgw = spgw::Spgw::new(spgw_cfg).expect("SPGW config");
+    let mut tasks = vec![spawn_nf("hss", hss::serve(hss_cfg))];
+    tasks.push(spawn_nf("spgw", {
+        let s = spgw.clone();
+        async move { s.run().await }
+    }));
+    // The MME connects to the HSS at start; give the HSS a moment to listen.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    tasks.push(spawn_nf("mme", mme::serve(mme_cfg)));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !spgw.tun_attached() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "SPGW did not create sgi0"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Epc { tasks }
+}
+
+/// The RAN config of the tests: the eNB on 127.0.0.21, pinging the SGi gateway.
+pub fn ran_config(ues: usize) -> ran::Config {
+    ran::Config {
+        mme: SocketAddr::from((MME, 9899)),
+        bind: IpAddr::V4(ENB),
+        s1u_address: ENB,
+        ues,
+        subscribers: example_csv(),
+        ping_target: SGI_GW,
+        ..Default::default()
+    }
+}
+
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_test_writer()
+        .try_init();
+}
