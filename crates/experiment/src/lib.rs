@@ -2,6 +2,14 @@
 //! to a matrix of cases, a resumable runner drives an [`Executor`] through every (case, run)
 //! and stores one [`Record`] per run, and the statistics and report turn the records into the
 //! paper's tables (mean, 95% CI, CV) and figures.
+//!
+//! A results folder (`out_dir`) holds:
+//! - `plan.toml`: the plan it belongs to (a resume with another plan is refused);
+//! - `runs.jsonl`: one [`Record`] a line, appended and fsynced as each run ends: the source
+//!   of truth, and what makes a stopped or crashed run resumable;
+//! - `runs.csv`: the same records as a table (rebuilt from runs.jsonl at each start);
+//! - `stats.csv`, `stats.json`: per (case, KPI) n, mean, std, 95% CI, CV ([`stats`]);
+//! - `report.md` and `figures/*.png|svg` ([`report()`]).
 pub mod plan;
 pub mod plot;
 pub mod record;

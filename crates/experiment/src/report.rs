@@ -329,6 +329,7 @@ impl<'a> Report<'a> {
         self.factor_flavor();
         self.factor_nic();
         self.factor_load();
+        self.cpu_models();
         self.failures();
     }
 
@@ -581,7 +582,9 @@ impl<'a> Report<'a> {
         let mut rows = Vec::new();
         for &f in self.functions() {
             for k in kpis {
-                for &m in self.methods() {
+                // VM PreCopy is the reference of every comparison, never the compared one
+                // (its row against StopandCopy would only invert that method's row).
+                for &m in self.methods().iter().filter(|&&m| m != Method::VmPreCopy) {
                     let Some(x) = self.get(&self.baseline(f, m), k) else {
                         continue;
                     };
@@ -912,22 +915,74 @@ impl<'a> Report<'a> {
                     (load_label(load), mk)
                 })
                 .collect();
-            let sub = match w {
-                LoadWhere::Source => "a",
-                LoadWhere::Destination => "b",
-                LoadWhere::Both => "c",
+            let (sub, hosts) = match w {
+                LoadWhere::Source => ("a", "the source host"),
+                LoadWhere::Destination => ("b", "the destination host"),
+                LoadWhere::Both => ("c", "both hosts"),
             };
             self.factor_section(
-                &format!(
-                    "Migration time by CPU load on the {w} host(s) (cf. paper Fig. 12({sub}))"
-                ),
-                &format!("migration time by CPU load on the {w} (cf. paper Fig. 12({sub}))"),
+                &format!("Migration time by CPU load on {hosts} (cf. paper Fig. 12({sub}))"),
+                &format!("migration time by CPU load on {hosts} (cf. paper Fig. 12({sub}))"),
                 &format!("load_{w}"),
-                &format!("CPU load on the {w} host(s)"),
+                &format!("CPU load on {hosts}"),
                 Factor::CpuLoad,
                 cols,
             );
         }
+    }
+
+    /// Fig. 10 of the paper compares processor models. A model is not a plan parameter (it
+    /// is whatever the hosts are), so this groups the baseline runs by the CPU model each
+    /// record carries; results from several machines merged into one runs.jsonl show up as
+    /// several columns.
+    fn cpu_models(&mut self) {
+        let models: Vec<&str> = self
+            .records
+            .iter()
+            .filter(|r| r.is_ok())
+            .map(|r| r.cpu_model.as_str())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let mut header = vec!["Function".to_string(), "Method".to_string()];
+        header.extend(models.iter().map(|m| {
+            if m.is_empty() {
+                "unknown".into()
+            } else {
+                m.to_string()
+            }
+        }));
+        let mut rows = Vec::new();
+        for &f in self.functions() {
+            for &m in self.methods() {
+                let id = self.baseline(f, m).id;
+                let cells: Vec<String> = models
+                    .iter()
+                    .map(|model| {
+                        let v: Vec<f64> = self
+                            .records
+                            .iter()
+                            .filter(|r| r.is_ok() && r.case_id == id && r.cpu_model == *model)
+                            .map(|r| r.total_ms)
+                            .filter(|v| v.is_finite())
+                            .collect();
+                        cell(stats::summarize(&v).as_ref(), Unit::Ms)
+                    })
+                    .collect();
+                if cells.iter().all(|c| c == "—") {
+                    continue;
+                }
+                let mut row = vec![f.label().to_string(), m.label().to_string()];
+                row.extend(cells);
+                rows.push(row);
+            }
+        }
+        self.table(
+            "Migration time by processor model, baseline cases (cf. paper Fig. 10), in ms",
+            header,
+            rows,
+            "",
+        );
     }
 
     fn failures(&mut self) {

@@ -442,9 +442,10 @@ fn report_names_every_table_and_links_valid_figures() {
         "Migration data size and transmission time",
         "Migration time by flavor",
         "Migration time by NIC rate",
-        "Migration time by CPU load on the source",
-        "Migration time by CPU load on the destination",
-        "Migration time by CPU load on the both",
+        "Migration time by CPU load on the source host",
+        "Migration time by CPU load on the destination host",
+        "Migration time by CPU load on both hosts",
+        "Migration time by processor model",
         "Failed runs",
     ] {
         assert!(r.tables.iter().any(|t| t.contains(name)), "no table {name}");
