@@ -151,5 +151,8 @@ mod tests {
         assert!(Config::from_toml("nonsense = 1").is_err());
         assert!(Config::from_toml("mcc = \"1x1\"").is_err());
         assert!(Config::from_toml("tacs = []").is_err());
+        // What `corehop nf config mme` prints parses back to the same config.
+        let text = toml::to_string(&Config::default()).unwrap();
+        assert_eq!(Config::from_toml(&text).unwrap(), Config::default());
     }
 }
