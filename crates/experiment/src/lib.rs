@@ -21,7 +21,7 @@ pub mod synthetic;
 pub use plan::{
     Case, CpuLoad, Defaults, Factor, Function, LoadWhere, Method, NicRate, Parameters, Plan,
 };
-pub use record::Record;
+pub use record::{canonical_phase, Record};
 pub use report::{report, ReportSummary};
 pub use runner::{load_records, run_plan, run_plan_with, Executor, RunOptions, RunSummary};
 pub use stats::{compute, summarize, write_stats, Stat, Summary};

@@ -108,6 +108,11 @@ impl Record {
         self.run_index = run_index;
     }
 
+    /// Makes a record fit to store (the runner calls this on every record).
+    ///
+    /// Phase names become the paper's symbols where the executor used a known long name or
+    /// the migrate crate's `<phase>_ms` form (see [`canonical_phase`]).
+    ///
     /// JSON has no NaN or infinity (serde_json would write `null`, which then fails to read
     /// back as a number), so non-finite values are removed before a record is stored: an
     /// optional KPI becomes absent, a phase is dropped, and a non-finite migration time or
@@ -125,6 +130,11 @@ impl Record {
             }
         }
         self.phases.retain(|_, v| v.is_finite());
+        // One name per phase, so the tables line up whatever the executor called them.
+        let phases = std::mem::take(&mut self.phases);
+        for (name, v) in phases {
+            *self.phases.entry(canonical_phase(&name)).or_insert(0.0) += v;
+        }
         for (name, v) in [
             ("total_ms", &mut self.total_ms),
             ("downtime_ms", &mut self.downtime_ms),
@@ -199,6 +209,90 @@ impl Record {
     }
 }
 
+/// The paper's symbol for a phase name: `checkpoint`/`checkpoint_ms` → `Tc`, `transfer` →
+/// `Tt`, `network` → `Tn`, `restore` → `Tr`, `pre-dump` → `Tpd`, `pre-dump-transfer` →
+/// `Tpdt`, `dump` → `Td`, `dump-transfer` → `Tdt`, `pre-live` → `Tpre`, `live` → `Tl`,
+/// `post-live` → `Tpost` (case, '-', '_' and spaces ignored). Other names are kept (less a
+/// trailing `_ms`).
+pub fn canonical_phase(name: &str) -> String {
+    let base = name.strip_suffix("_ms").unwrap_or(name);
+    let key: String = base
+        .chars()
+        .filter(|c| !matches!(c, '-' | '_' | ' '))
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    let sym = match key.as_str() {
+        "checkpoint" => "Tc",
+        "transfer" => "Tt",
+        "network" | "networkmove" => "Tn",
+        "restore" => "Tr",
+        "predump" => "Tpd",
+        "predumptransfer" => "Tpdt",
+        "dump" => "Td",
+        "dumptransfer" => "Tdt",
+        "prelive" => "Tpre",
+        "live" => "Tl",
+        "postlive" => "Tpost",
+        _ => return base.to_string(),
+    };
+    sym.to_string()
+}
+
 pub(crate) fn now_rfc3339() -> String {
     humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{CpuLoad, Function, Method, NicRate};
+
+    #[test]
+    fn sanitize_names_phases_and_drops_non_finite_values() {
+        let case = Case::new(
+            Function::Spgw,
+            Method::StopAndCopy,
+            "small",
+            NicRate::from_bits(1_000_000_000),
+            CpuLoad::NONE,
+        );
+        let mut r = Record::new(&case, 0);
+        for (k, v) in [
+            ("checkpoint_ms", 10.0),
+            ("transfer", 20.0),
+            ("Network-Move", 1.0),
+            ("restore", 30.0),
+            ("Tr", 5.0),
+            ("lazy_pages_ms", 7.0),
+            ("bad", f64::NAN),
+        ] {
+            r.phases.insert(k.to_string(), v);
+        }
+        r.dp_gtp_ms = Some(f64::INFINITY);
+        r.icmp_downtime_ms = Some(12.0);
+        r.sanitize();
+        let want: BTreeMap<String, f64> = [
+            ("Tc", 10.0),
+            ("Tt", 20.0),
+            ("Tn", 1.0),
+            ("Tr", 35.0),
+            ("lazy_pages", 7.0),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        assert_eq!(r.phases, want);
+        assert_eq!((r.dp_gtp_ms, r.icmp_downtime_ms), (None, Some(12.0)));
+        assert!(r.is_ok());
+        r.downtime_ms = f64::NEG_INFINITY;
+        r.sanitize();
+        assert_eq!(
+            r.error.as_deref(),
+            Some("executor reported a non-finite downtime_ms")
+        );
+        assert_eq!(r.downtime_ms, 0.0);
+        // What the runner stores reads back.
+        let line = serde_json::to_string(&r).unwrap();
+        assert_eq!(serde_json::from_str::<Record>(&line).unwrap(), r);
+    }
 }
