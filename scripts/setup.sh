@@ -25,7 +25,7 @@ debian_mirror() {
 PKGS=(iproute2 nftables iptables busybox-static tshark tcpdump kmod curl xz-utils ca-certificates
       build-essential pkg-config protobuf-c-compiler libprotobuf-c-dev protobuf-compiler libprotobuf-dev
       python3-protobuf libnl-3-dev libnet1-dev libcap-dev libbsd-dev libnftables-dev libgnutls28-dev
-      uuid-dev libsqlite3-dev qemu-system-x86 iputils-ping iputils-arping procps psmisc)
+      uuid-dev libsqlite3-dev qemu-system-x86 iputils-ping conntrack procps psmisc)
 
 missing=()
 for p in "${PKGS[@]}"; do

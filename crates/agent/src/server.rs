@@ -440,7 +440,11 @@ impl Agent {
             false,
         )?;
         net::unlock(&self.netns(name));
-        self.reattach(name, &self.existing(name)?.1);
+        let spec = self.existing(name)?.1;
+        if spec.sgi.is_some() {
+            runtime::sgi::after_restore(&self.netns(name))?;
+        }
+        self.reattach(name, &spec);
         Ok(OpStats {
             ms: ms(t),
             bytes: 0,
