@@ -353,13 +353,29 @@ impl Vm {
                 );
             }
         }
+        // A unix socket path must fit sockaddr_un (108 bytes with the final NUL).
+        if qmp_path.as_os_str().len() >= 108 {
+            bail!(
+                "run dir {} is too long for QEMU's QMP socket path (max ~95 bytes)",
+                run_dir.display()
+            );
+        }
         let tap = spec.tap_name();
-        // A tap left by a QEMU that was killed while we were not looking (QEMU removes
-        // its own taps when it exits normally or is killed).
-        let _ = Command::new("ip")
-            .args(["link", "del", &tap])
+        // QEMU's taps vanish with QEMU (they are not persistent), so an existing one
+        // belongs to a live VM of the same name in this namespace.
+        let tap_exists = Command::new("ip")
+            .args(["-o", "link", "show", "dev", &tap])
+            .stdin(Stdio::null())
             .stderr(Stdio::null())
-            .status();
+            .output()
+            .map(|o| o.status.success() && !o.stdout.is_empty())
+            .unwrap_or(false);
+        if tap_exists {
+            bail!(
+                "tap {tap} already exists here: is VM {} already running on this host?",
+                spec.name
+            );
+        }
         let log = std::fs::File::create(run_dir.join("qemu.log"))?;
         let accel = spec.accel.resolve(&spec.kernel);
         let mut cmd = Command::new(QEMU);
@@ -478,6 +494,13 @@ impl Vm {
     /// The URI a migration source sends to, for a VM made by [`Vm::start_incoming`].
     pub fn incoming_uri(&self) -> Option<&str> {
         self.incoming.as_deref()
+    }
+
+    /// The guest's uptime when its init started the program (the guest-side boot time),
+    /// once the console shows it.
+    pub fn guest_boot_time(&self) -> Option<Duration> {
+        let log = std::fs::read(self.console_log()).ok()?;
+        crate::image::app_started_uptime(&String::from_utf8_lossy(&log))
     }
 
     /// When QEMU was spawned.

@@ -293,26 +293,32 @@ fn vm_live_migration_keeps_tcp_connection_and_state() {
     );
 
     // Boot: until the service answers from the other host.
-    let boot = in_ns(NS_B, || {
+    let (app_started, boot) = in_ns(NS_B, || {
         let deadline = Instant::now() + Duration::from_secs(120);
+        let mut app_started = None;
         loop {
+            let console = std::fs::read(src.console_log()).unwrap_or_default();
+            let console = String::from_utf8_lossy(&console);
+            if app_started.is_none() && console.contains(vm::image::APP_STARTED) {
+                app_started = Some(src.started_at().elapsed());
+            }
             if inc_once(Duration::from_millis(500)).is_ok() {
-                return src.started_at().elapsed();
+                return (app_started, src.started_at().elapsed());
             }
             assert!(
                 Instant::now() < deadline,
-                "the service did not answer within 120 s; console: {}",
-                std::fs::read_to_string(src.console_log()).unwrap_or_default()
+                "the service did not answer within 120 s; console: {console}"
             );
             std::thread::sleep(Duration::from_millis(100));
         }
     });
-    let app_started = src
-        .wait_console(vm::image::APP_STARTED, Duration::from_secs(1))
-        .unwrap();
     println!(
-        "boot: QEMU start -> /bin/app started {app_started:.2?}; -> service answers {boot:.2?}"
+        "boot: QEMU start -> /bin/app started {app_started:.2?} (guest uptime then {:.2?}); -> service answers {boot:.2?}",
+        src.guest_boot_time()
     );
+    // A second VM of the same name on the same host is refused (it would share the tap).
+    let e = in_ns(NS_A, || Vm::start(&spec, &tmp.0.join("a2"))).unwrap_err();
+    assert!(format!("{e:#}").contains("already running"), "{e:#}");
 
     let stop = Arc::new(AtomicBool::new(false));
     let client_thread = {
