@@ -392,6 +392,12 @@ fn check_svg(p: &Path) {
     assert_eq!(doc.root_element().tag_name().name(), "svg");
     let texts = doc.descendants().filter(|n| n.has_tag_name("text")).count();
     assert!(texts >= 5, "{}: only {texts} text elements", p.display());
+    assert!(
+        doc.descendants()
+            .any(|n| n.text().is_some_and(|t| t.contains("Figure "))),
+        "{}: no title",
+        p.display()
+    );
     assert!(doc.descendants().filter(|n| n.has_tag_name("rect")).count() >= 2);
 }
 
