@@ -307,6 +307,7 @@ impl Vm {
     pub fn start_incoming(spec: &VmSpec, run_dir: &Path, listen: SocketAddr) -> Result<Vm> {
         let uri = format!("tcp:{}:{}", listen.ip(), listen.port());
         let mut vm = Vm::launch(spec, run_dir, Some(uri.clone()))?;
+        let _ = std::fs::write(run_dir.join("incoming.uri"), &uri);
         vm.qmp
             .migrate_incoming(&uri)
             .with_context(|| format!("VM {}: cannot listen for migration on {uri}", spec.name))?;
@@ -345,6 +346,7 @@ impl Vm {
         let console = run_dir.join("console.log");
         let _ = std::fs::remove_file(&qmp_path);
         let _ = std::fs::remove_file(&console);
+        let _ = std::fs::remove_file(run_dir.join("incoming.uri"));
         for p in [&qmp_path, &console] {
             if p.to_string_lossy().contains(',') {
                 bail!(
@@ -410,6 +412,8 @@ impl Vm {
             cmd.args(["-incoming", "defer"]);
         }
         tracing::debug!("exec: {:?}", cmd);
+        // The exact command, so a VM can be rerun by hand when debugging.
+        let _ = std::fs::write(run_dir.join("qemu.cmdline"), format!("{cmd:?}\n"));
         // A session of its own: a Ctrl-C meant for the caller must not kill the VM.
         use std::os::unix::process::CommandExt;
         // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
@@ -429,10 +433,9 @@ impl Vm {
             .spawn()
             .with_context(|| format!("cannot start {QEMU} (install qemu-system-x86)"))?;
         let pid = child.id();
-        let mut pid_files = vec![run_dir.join("qemu.pid")];
+        let pid_files = pid_files_of(spec, run_dir);
         if let Some(d) = &spec.pid_dir {
             std::fs::create_dir_all(d)?;
-            pid_files.push(d.join(format!("vm-{}.pid", spec.name)));
         }
         let mut vm_child = Some(child);
         for f in &pid_files {
@@ -470,6 +473,47 @@ impl Vm {
             pid_files,
             incoming,
             started,
+            accel,
+        })
+    }
+
+    /// Takes charge of a VM started earlier (by [`Vm::start`] in another process, e.g. an
+    /// agent that restarted), found by its run dir. Such a handle is not QEMU's parent:
+    /// dropping it leaves the VM running; [`Vm::quit`] stops it.
+    pub fn attach(spec: &VmSpec, run_dir: &Path) -> Result<Vm> {
+        let pid_file = run_dir.join("qemu.pid");
+        let pid: u32 = std::fs::read_to_string(&pid_file)
+            .with_context(|| format!("no VM in {} (no qemu.pid)", run_dir.display()))?
+            .trim()
+            .parse()
+            .with_context(|| format!("{} holds no pid", pid_file.display()))?;
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if !comm.starts_with("qemu") {
+            bail!("VM {} (pid {pid}) is not running", spec.name);
+        }
+        let qmp = Qmp::connect(&run_dir.join("qmp.sock"), Duration::from_secs(2))
+            .with_context(|| format!("VM {}: QMP does not answer", spec.name))?;
+        let incoming = std::fs::read_to_string(run_dir.join("incoming.uri"))
+            .ok()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty());
+        let accel = if std::fs::read_to_string(run_dir.join("qemu.cmdline"))
+            .unwrap_or_default()
+            .contains("\"kvm\"")
+        {
+            "kvm"
+        } else {
+            "tcg"
+        };
+        Ok(Vm {
+            spec: spec.clone(),
+            run_dir: run_dir.to_path_buf(),
+            child: None,
+            pid,
+            qmp,
+            pid_files: pid_files_of(spec, run_dir),
+            incoming,
+            started: Instant::now(),
             accel,
         })
     }
@@ -520,7 +564,11 @@ impl Vm {
     pub fn alive(&mut self) -> bool {
         match self.child.as_mut() {
             Some(c) => matches!(c.try_wait(), Ok(None)),
-            None => Path::new(&format!("/proc/{}", self.pid)).exists(),
+            // Not our child: alive while /proc shows it in any state but zombie.
+            None => std::fs::read_to_string(format!("/proc/{}/stat", self.pid))
+                .ok()
+                .and_then(|st| st.rsplit_once(") ").map(|(_, rest)| !rest.starts_with('Z')))
+                .unwrap_or(false),
         }
     }
 
@@ -558,21 +606,27 @@ impl Vm {
         while self.alive() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
-        self.shutdown();
+        if self.child.is_none() && self.alive() {
+            // An attached VM that ignored quit; the pid was checked to be QEMU's.
+            // SAFETY: kill(2) with a pid and a signal number has no memory effects.
+            unsafe {
+                libc::kill(self.pid as libc::pid_t, libc::SIGKILL);
+            }
+        }
+        kill_child(&mut self.child);
+        self.remove_pid_files();
         r.map_err(Into::into)
     }
 
     /// Leaves QEMU running and its pid files in place (whoever owns the host, e.g.
-    /// `lab down`, ends it); returns the pid.
+    /// `lab down`, ends it, or a later [`Vm::attach`]); returns the pid.
     pub fn detach(mut self) -> u32 {
-        // With no child and no pid files, Drop only closes the QMP connection.
+        // With no child, Drop only closes the QMP connection.
         self.child = None;
-        self.pid_files.clear();
         self.pid
     }
 
-    fn shutdown(&mut self) {
-        kill_child(&mut self.child);
+    fn remove_pid_files(&mut self) {
         for f in self.pid_files.drain(..) {
             let _ = std::fs::remove_file(f);
         }
@@ -580,9 +634,21 @@ impl Vm {
 }
 
 impl Drop for Vm {
+    /// Kills a VM this handle started; an attached or detached one keeps running.
     fn drop(&mut self) {
-        self.shutdown();
+        if self.child.is_some() {
+            kill_child(&mut self.child);
+            self.remove_pid_files();
+        }
     }
+}
+
+fn pid_files_of(spec: &VmSpec, run_dir: &Path) -> Vec<PathBuf> {
+    let mut v = vec![run_dir.join("qemu.pid")];
+    if let Some(d) = &spec.pid_dir {
+        v.push(d.join(format!("vm-{}.pid", spec.name)));
+    }
+    v
 }
 
 fn kill_child(child: &mut Option<Child>) {

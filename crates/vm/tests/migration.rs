@@ -448,5 +448,19 @@ fn vm_live_migration_keeps_tcp_connection_and_state() {
     // And a new connection from the old host sees the same counter.
     let v = in_ns(NS_A, || inc_once(Duration::from_secs(5))).unwrap();
     assert_eq!(v, last + 1);
+
+    // A handle can be given up and taken again (an agent restarting), then quit.
+    let pid = dst.detach();
+    let dst_pid_file = tmp.0.join("pids-b/vm-svc.pid");
+    assert!(dst_pid_file.exists(), "a detached VM keeps its pid file");
+    let mut dst = Vm::attach(&dst_spec, &tmp.0.join("b")).unwrap();
+    assert_eq!(dst.pid(), pid);
+    assert_eq!(dst.incoming_uri(), Some("tcp:10.231.0.2:4444"));
+    assert!(dst.status().unwrap().running);
     dst.quit().unwrap();
+    assert!(!dst_pid_file.exists(), "quit removes the pid file");
+    assert!(
+        in_ns(NS_B, || inc_once(Duration::from_secs(1))).is_err(),
+        "the service is gone with its VM"
+    );
 }
