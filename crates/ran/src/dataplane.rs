@@ -243,7 +243,7 @@ impl DataPlane {
         let mut s = self.lock();
         let Some(t) = s.tunnels.get_mut(&teid) else {
             debug!(teid, "G-PDU for an unknown eNB TEID dropped");
-            s.dropped.gtpu += 1;
+            s.dropped.gtpu_unknown_teid += 1;
             return;
         };
         let echo = match icmp::parse_echo(payload) {
@@ -271,5 +271,69 @@ impl DataPlane {
         }
         t.received += 1;
         t.gaps.ok(now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn replies_counted_once_echo_answered_garbage_dropped() {
+        let clock = Clock::new();
+        let target = Ipv4Addr::new(10, 45, 0, 1);
+        let ue = Ipv4Addr::new(10, 45, 0, 2);
+        let dp = DataPlane::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            clock,
+            target,
+            8,
+            Duration::from_millis(10),
+        )
+        .await
+        .unwrap();
+        let sgw = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let sgw_addr = sgw.local_addr().unwrap();
+        let teid = dp.allocate_teid();
+        dp.add(teid, ue, sgw_addr, 0x99);
+        tokio::spawn(dp.clone().ping_loop(Duration::from_millis(10)));
+        // The first ping reaches the "SGW" on its TEID.
+        let mut buf = vec![0u8; 2048];
+        let (n, _) = sgw.recv_from(&mut buf).await.unwrap();
+        let Ok(Gtpu::GPdu {
+            teid: 0x99,
+            payload,
+            ..
+        }) = proto_gtpu::decode(&buf[..n])
+        else {
+            panic!("not a G-PDU on the SGW TEID")
+        };
+        let req = icmp::parse_echo(payload).unwrap();
+        assert_eq!(
+            (req.src, req.dst, req.kind),
+            (ue, target, EchoKind::Request)
+        );
+        let reply = proto_gtpu::encode_gpdu(teid, &req.reply().encode().unwrap()).unwrap();
+        dp.handle(&reply, sgw_addr).await;
+        dp.handle(&reply, sgw_addr).await; // duplicate
+        dp.handle(b"\x30\xff\x00", sgw_addr).await; // truncated
+        let stray = proto_gtpu::encode_gpdu(teid + 7, &req.reply().encode().unwrap()).unwrap();
+        dp.handle(&stray, sgw_addr).await;
+        // GTP-U Echo Request is answered to its sender.
+        let echo = Gtpu::EchoRequest { seq: 9 }.encode().unwrap();
+        dp.handle(&echo, sgw_addr).await;
+        loop {
+            let (n, _) = sgw.recv_from(&mut buf).await.unwrap();
+            if let Ok(Gtpu::EchoResponse { seq: 9, .. }) = proto_gtpu::decode(&buf[..n]) {
+                break;
+            }
+        }
+        let d = dp.dropped();
+        assert_eq!((d.gtpu, d.gtpu_unknown_teid), (1, 1));
+        dp.stop_pinging();
+        let st = dp.remove(teid, Instant::now()).unwrap();
+        assert_eq!(st.received, 1);
+        assert!(st.sent >= 1 && st.rtt_ms_avg.is_some());
+        assert!(dp.remove(teid, Instant::now()).is_none());
     }
 }

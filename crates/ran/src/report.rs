@@ -326,8 +326,12 @@ pub struct Report {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Dropped {
+    /// Undecodable S1AP PDUs and downlink NAS that failed decoding or integrity.
     pub s1ap: u64,
+    /// Undecodable GTP-U datagrams.
     pub gtpu: u64,
+    /// G-PDUs for no tunnel of ours (e.g. replies arriving after a UE's detach).
+    pub gtpu_unknown_teid: u64,
     /// GTP-U Error Indications received (the SGW did not know a tunnel).
     pub gtpu_error_indications: u64,
 }

@@ -330,4 +330,46 @@ mod tests {
         assert_eq!(probe_answer(&b), None, "our own request is not an answer");
         assert_eq!(probe_answer(&[0xff, 0x00]), None);
     }
+
+    /// Bad S1AP from the network is counted and dropped; messages for unknown UEs too.
+    #[test]
+    fn garbage_and_strays_are_dropped() {
+        let s1 = S1::new(&Config::default()).unwrap();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (id, mut ue) = s1.register();
+        let mut x = 0x2545_f491u32;
+        for len in 0..400usize {
+            let mut v: Vec<u8> = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 17;
+                    x ^= x << 5;
+                    x as u8
+                })
+                .collect();
+            if let Some(b) = v.get_mut(1) {
+                *b = [11, 9, 23, 29][len % 4]; // DL NAS, ICS, release, config update
+            }
+            s1.on_message(&v, &tx);
+        }
+        assert!(s1.dropped.load(Ordering::Relaxed) > 0);
+        // A well-formed message for an unknown UE is dropped; for ours it is routed.
+        let dl = |enb_ue_id| {
+            proto_s1ap::encode(&S1ap::DownlinkNasTransport {
+                mme_ue_id: 7,
+                enb_ue_id,
+                nas: vec![0x07, 0x44, 0x08],
+            })
+            .unwrap()
+        };
+        let before = s1.dropped.load(Ordering::Relaxed);
+        s1.on_message(&dl(id + 100), &tx);
+        assert_eq!(s1.dropped.load(Ordering::Relaxed), before + 1);
+        s1.on_message(&dl(id), &tx);
+        assert!(matches!(
+            ue.try_recv(),
+            Ok(S1ap::DownlinkNasTransport { .. })
+        ));
+        assert!(rx.try_recv().is_err(), "nothing taken for a probe answer");
+    }
 }
