@@ -68,3 +68,103 @@ pub fn on_host(host: &str, args: &[&str]) -> Command {
 pub fn json(s: &str) -> serde_json::Value {
     serde_json::from_str(s.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
 }
+
+/// A tcpdump writing one interface to a pcap, in a namespace (or the root one); stopped
+/// (and the file flushed) when dropped.
+pub struct Capture {
+    child: std::process::Child,
+    pub path: std::path::PathBuf,
+}
+
+impl Capture {
+    pub fn start(ns: Option<&str>, iface: &str, path: &std::path::Path) -> Capture {
+        let mut c = match ns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "tcpdump"]);
+                c
+            }
+            None => Command::new("tcpdump"),
+        };
+        let child = c
+            .args(["-i", iface, "-U", "-s", "0", "-w"])
+            .arg(path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("tcpdump");
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        Capture {
+            child,
+            path: path.to_path_buf(),
+        }
+    }
+
+    pub fn stop(mut self) -> std::path::PathBuf {
+        self.finish();
+        self.path.clone()
+    }
+
+    fn finish(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+/// tshark over a capture with the lab's decode settings: SCTP over UDP 9899 carries S1AP,
+/// and NAS is ciphered with EEA2 (tshark would otherwise dissect ciphertext as plain NAS).
+pub fn tshark(pcap: &std::path::Path, args: &[&str]) -> String {
+    let out = Command::new("tshark")
+        .arg("-r")
+        .arg(pcap)
+        .args([
+            "-d",
+            "udp.port==9899,sctp",
+            "-o",
+            "nas-eps.null_decipher:FALSE",
+        ])
+        .args(args)
+        .output()
+        .expect("tshark is required (make setup installs it)");
+    assert!(
+        out.status.success(),
+        "tshark failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A scratch folder removed when dropped.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let p = std::env::temp_dir().join(format!("corehop-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if std::env::var_os("COREHOP_KEEP").is_none() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// Starts HSS, SPGW and MME as containers on `host`.
+pub fn start_epc(host: &str) {
+    for nf in ["hss", "spgw", "mme"] {
+        ok(&["nf", "start", nf, "--host", host]);
+    }
+}
