@@ -113,7 +113,7 @@ impl IpPool {
 /// Remembers recent responses so a retransmitted request (same peer, same
 /// sequence number) gets the same answer instead of creating a second session
 /// (TS 29.274 §7.6).
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct ResponseCache {
     entries: VecDeque<((SocketAddr, u8, u32), Vec<u8>)>,
 }
@@ -155,7 +155,7 @@ pub enum S1uAction<'a> {
     Nothing,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Core {
     cfg: CoreConfig,
     /// Sessions keyed by our S11 TEID.
@@ -206,6 +206,20 @@ impl Core {
             self.next_teid = self.next_teid.max(t.sgw_s11_teid.max(t.sgw_s1u_teid) + 1);
             self.insert(t);
         }
+        Ok(())
+    }
+
+    /// Makes the session table exactly `tunnels`, all or nothing: the GTP Tunnel List
+    /// Handler's way of making a restored SPGW whole (its checkpoint may predate tunnels).
+    pub fn sync(&mut self, tunnels: Vec<Tunnel>) -> Result<(), String> {
+        let mut next = self.clone();
+        let teids: Vec<u32> = next.sessions.keys().copied().collect();
+        for teid in teids {
+            next.remove(teid);
+        }
+        next.restore(tunnels)?;
+        next.next_teid = next.next_teid.max(self.next_teid);
+        *self = next;
         Ok(())
     }
 

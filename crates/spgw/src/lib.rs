@@ -61,6 +61,10 @@ pub struct Config {
     pub tunnels_file: Option<PathBuf>,
     /// Restore sessions from such a file at start (after a migration or restart).
     pub restore_tunnels_from: Option<PathBuf>,
+    /// On SIGUSR2 (re-attach after a restore), if this file exists, the session table is
+    /// replaced by the tunnel list in it and the file removed: how the GTP Tunnel List
+    /// Handler makes a restored SPGW whole.
+    pub tunnels_sync_file: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -78,6 +82,7 @@ impl Default for Config {
             recovery: 0,
             tunnels_file: Some(PathBuf::from("/run/corehop/tunnels.json")),
             restore_tunnels_from: None,
+            tunnels_sync_file: Some(PathBuf::from("/run/corehop/tunnels.sync.json")),
         }
     }
 }
@@ -237,6 +242,31 @@ impl Spgw {
         }
     }
 
+    /// Applies a tunnel list left in `tunnels_sync_file`; a bad list is logged and ignored,
+    /// keeping the sessions the process already has.
+    fn sync_tunnels(&self) {
+        let Some(path) = &self.shared.cfg.tunnels_sync_file else {
+            return;
+        };
+        let Ok(text) = std::fs::read_to_string(path) else {
+            return;
+        };
+        let _ = std::fs::remove_file(path);
+        let applied = serde_json::from_str::<Vec<Tunnel>>(&text)
+            .map_err(|e| e.to_string())
+            .and_then(|t| {
+                let n = t.len();
+                self.core().sync(t).map(|()| n)
+            });
+        match applied {
+            Ok(n) => {
+                info!(tunnels = n, file = %path.display(), "tunnel list synchronised");
+                self.write_tunnels_file();
+            }
+            Err(e) => error!(file = %path.display(), error = %e, "tunnel list rejected; keeping current sessions"),
+        }
+    }
+
     fn open_tun(&self) -> Option<Tun> {
         let cfg = &self.shared.cfg;
         let setup = match cfg.tun_setup() {
@@ -319,8 +349,13 @@ impl Spgw {
                     }
                     self.shared.tun_attached.store(false, Ordering::SeqCst);
                 }
-                Some(Ctl::AttachTun) if tun.is_none() => tun = self.open_tun(),
-                Some(Ctl::AttachTun) | None => {}
+                Some(Ctl::AttachTun) => {
+                    self.sync_tunnels();
+                    if tun.is_none() {
+                        tun = self.open_tun();
+                    }
+                }
+                None => {}
             }
         }
     }

@@ -262,6 +262,25 @@ fn reattach_replaces_session_and_restore_round_trips() {
 }
 
 #[test]
+fn sync_makes_the_table_exactly_the_list_or_nothing() {
+    let mut master = core();
+    reply(&mut master, &csr("001010000000001", 1));
+    let old = master.tunnels();
+    reply(&mut master, &csr("001010000000002", 2));
+    let current = master.tunnels();
+    // A SPGW restored from an older checkpoint knows only the first tunnel.
+    let mut restored = core();
+    restored.restore(old.clone()).unwrap();
+    restored.sync(current.clone()).unwrap();
+    assert_eq!(restored.tunnels(), current);
+    // A list that shrank frees addresses; a bad list changes nothing.
+    restored.sync(old.clone()).unwrap();
+    assert_eq!(restored.tunnels(), old);
+    assert!(restored.sync([current.clone(), current].concat()).is_err());
+    assert_eq!(restored.tunnels(), old);
+}
+
+#[test]
 fn pdn_types() {
     let mut c = core();
     let with_type = |t: u8| {
