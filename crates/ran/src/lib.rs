@@ -211,6 +211,7 @@ pub async fn run(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::Result<
                     ping_gap_at_ms: longest.map_or(0.0, |o| o.start_ms),
                     rtt_ms_avg: p.rtt_ms_avg,
                     rtt_ms_max: p.rtt_ms_max,
+                    kenb_match: a.kenb_match,
                     detached: detach_error.is_none(),
                     detach_error,
                 });

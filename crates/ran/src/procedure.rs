@@ -48,6 +48,7 @@ pub struct Attached {
     pub sgw_teid: u32,
     pub attach_ms: f64,
     pub attached_at_ms: f64,
+    pub kenb_match: bool,
 }
 
 #[derive(Debug)]
@@ -313,14 +314,16 @@ impl Ue<'_> {
             // Without a GUTI the UE could not detach later (TS 24.301 §5.5.2.2.1).
             return Err(fail(self, "ATTACH ACCEPT without a GUTI".into()));
         }
-        let complete = self.nas.attach_complete(ebi).map_err(|e| {
-            Failure::new(FailureKind::Protocol, None, format!("ATTACH COMPLETE: {e}"))
-        })?;
-        if self.nas.kenb() != Some(r.kenb) {
+        // Checked before ATTACH COMPLETE advances the uplink COUNT the UE derives from.
+        let kenb_match = self.nas.kenb() == Some(r.kenb);
+        if !kenb_match {
             // Both ends derive KeNB with aka::kenb from the SECURITY MODE COMPLETE's
             // COUNT; a difference would break AS security on a real radio.
             warn!(imsi = %self.imsi, "KeNB of the Initial Context Setup differs from the UE's");
         }
+        let complete = self.nas.attach_complete(ebi).map_err(|e| {
+            Failure::new(FailureKind::Protocol, None, format!("ATTACH COMPLETE: {e}"))
+        })?;
         let enb_teid = self.sh.dp.allocate_teid();
         let resp = S1ap::InitialContextSetupResponse {
             mme_ue_id: r.mme_ue_id,
@@ -352,6 +355,7 @@ impl Ue<'_> {
             sgw_teid: erab.sgw_teid,
             attach_ms: now.duration_since(started).as_secs_f64() * 1e3,
             attached_at_ms: self.sh.clock.ms(now),
+            kenb_match,
         })
     }
 

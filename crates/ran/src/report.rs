@@ -191,6 +191,8 @@ pub struct UeReport {
     pub ping_gap_at_ms: f64,
     pub rtt_ms_avg: Option<f64>,
     pub rtt_ms_max: Option<f64>,
+    /// The KeNB of the Initial Context Setup is the one the UE derives (TS 33.401 A.3).
+    pub kenb_match: bool,
     /// Detach Accept and UE Context Release both seen.
     pub detached: bool,
     /// What went wrong in the detach, if anything.
@@ -392,6 +394,7 @@ mod tests {
                 ping_gap_at_ms: 8.0,
                 rtt_ms_avg: Some(0.1),
                 rtt_ms_max: Some(0.2),
+                kenb_match: true,
                 detached: true,
                 detach_error: None,
             }],

@@ -4,7 +4,7 @@
 //! S1 Setup (counted in the report), as an eNB does.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -44,6 +44,8 @@ pub struct S1 {
     pub s1_setups: AtomicU32,
     pub association_losses: AtomicU32,
     pub dropped: AtomicU64,
+    /// Set by [`S1::close`]: the association's end is ours, do not re-establish it.
+    closing: AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -67,6 +69,7 @@ impl S1 {
             s1_setups: AtomicU32::new(0),
             association_losses: AtomicU32::new(0),
             dropped: AtomicU64::new(0),
+            closing: AtomicBool::new(false),
         })
     }
 
@@ -182,7 +185,11 @@ impl S1 {
         probe: mpsc::UnboundedSender<(ProbeAnswer, Instant)>,
     ) {
         loop {
-            match client.recv().await {
+            let ev = client.recv().await;
+            if self.closing.load(Ordering::Relaxed) {
+                return;
+            }
+            match ev {
                 Some(SctpEvent::Message(m)) => self.on_message(&m.payload, &probe),
                 Some(SctpEvent::Up { .. }) => {}
                 Some(SctpEvent::Down { reason, .. }) => {
@@ -273,6 +280,7 @@ impl S1 {
 
     /// Closes the association (ABORT), e.g. at the end of the run.
     pub fn close(&self) {
+        self.closing.store(true, Ordering::Relaxed);
         if let Some((sender, assoc)) = lock(&self.link).take() {
             let _ = sender.close(assoc);
         }

@@ -76,6 +76,7 @@ fn check_report_basics(r: &Report) {
     assert!(r.recovery.cp_s1_mme.longest.is_some());
     for u in &r.ues {
         assert!(u.detached, "{}: {:?}", u.imsi, u.detach_error);
+        assert!(u.kenb_match, "{}: KeNB differs", u.imsi);
         assert!(u.pings_sent > 0 && u.pings_received > 0, "{u:?}");
         assert!(u.pings_received <= u.pings_sent, "{u:?}");
         assert!(u.rtt_ms_avg.is_some(), "{u:?}");
