@@ -29,7 +29,7 @@ impl Client {
         Ok(Client { stream, addr })
     }
 
-    pub fn call<T: DeserializeOwned>(&mut self, req: &Request) -> Result<T> {
+    pub fn call<T: DeserializeOwned>(&mut self, req: &impl serde::Serialize) -> Result<T> {
         wire::write_frame(&mut self.stream, req)?;
         self.answer()
     }

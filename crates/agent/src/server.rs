@@ -4,6 +4,7 @@ use crate::client::Client;
 use crate::wire;
 use anyhow::{bail, Context, Result};
 use lab::{net, paths, spec::validate_name};
+use runtime::bundle::TunnelListSpec;
 use runtime::runc::{CheckpointOpts, Runc};
 use runtime::ContainerSpec;
 use sha2::{Digest, Sha256};
@@ -22,6 +23,8 @@ pub struct Config {
     pub state: PathBuf,
     pub token: Vec<u8>,
     pub criu: PathBuf,
+    /// The tunnel master (global proactive GTP Tunnel List Handler), if the lab runs one.
+    pub master: Option<SocketAddr>,
 }
 
 struct Agent {
@@ -63,6 +66,10 @@ pub fn serve(cfg: Config) -> Result<()> {
         hello,
         busy: Mutex::new(()),
     });
+    if agent.cfg.master.is_some() {
+        let a = agent.clone();
+        std::thread::spawn(move || a.watch_tunnel_lists());
+    }
     for conn in listener.incoming() {
         let Ok(stream) = conn else { continue };
         let agent = agent.clone();
@@ -334,10 +341,28 @@ impl Agent {
         if let Some((release, _)) = &spec.checkpoint_signals {
             self.release(name, release)?;
         }
+        // Local reactive Tunnel List Handler: the list goes into the checkpoint's metadata,
+        // read while the function is frozen so it matches the memory being dumped.
+        let frozen = match &spec.tunnel_list {
+            Some(tl) => {
+                self.runc.pause(name)?;
+                let pid = self.runc.state(name).map(|s| s.pid).unwrap_or(0);
+                let list = std::fs::read(TunnelListSpec::host_path(pid, &tl.file));
+                match list {
+                    Ok(b) => std::fs::write(images.join(TUNNELS_META), b)?,
+                    Err(e) => tracing::warn!("{name}: no tunnel list to record: {e}"),
+                }
+                true
+            }
+            None => false,
+        };
         let dumped = self.runc.checkpoint(name, &images, &work, &opts);
         // The function keeps running at the source after a leave-running dump or a failed
-        // one: give it back what it released.
+        // one: thaw it and give it back what it released.
         if dumped.is_err() || leave_running || pre_dump {
+            if frozen {
+                let _ = self.runc.resume(name);
+            }
             self.reattach(name, &spec);
         }
         dumped?;
@@ -444,7 +469,14 @@ impl Agent {
         if spec.sgi.is_some() {
             runtime::sgi::after_restore(&self.netns(name))?;
         }
+        let expected = match &spec.tunnel_list {
+            Some(tl) => self.hand_tunnel_list(name, tl, &images)?,
+            None => None,
+        };
         self.reattach(name, &spec);
+        if let (Some(tl), Some(list)) = (&spec.tunnel_list, expected) {
+            self.await_tunnel_list(name, tl, &list);
+        }
         Ok(OpStats {
             ms: ms(t),
             bytes: 0,
@@ -476,6 +508,126 @@ impl Agent {
         if let Some((_, reattach)) = &spec.checkpoint_signals {
             if let Err(e) = self.runc.kill(name, reattach) {
                 tracing::warn!("could not tell {name} to re-attach: {e:#}");
+            }
+        }
+    }
+}
+
+/// File in an image round holding the tunnel list at checkpoint time.
+const TUNNELS_META: &str = "corehop-tunnels.json";
+
+impl Agent {
+    /// Leaves the list a restored function must adopt in its sync file: the master's, which
+    /// is current (global proactive), or else the one recorded at checkpoint (local reactive).
+    fn hand_tunnel_list(
+        &self,
+        name: &str,
+        tl: &TunnelListSpec,
+        images: &Path,
+    ) -> Result<Option<serde_json::Value>> {
+        let from_master =
+            self.cfg
+                .master
+                .and_then(|m| match crate::master::get(m, &self.cfg.token, name) {
+                    Ok(e) => e.map(|e| e.tunnels),
+                    Err(e) => {
+                        tracing::warn!(
+                            "{name}: tunnel master unreachable, using the checkpoint's list: {e:#}"
+                        );
+                        None
+                    }
+                });
+        let (list, source) = match from_master {
+            Some(l) => (l, "the tunnel master"),
+            None => match std::fs::read(images.join(TUNNELS_META)) {
+                Ok(b) => (
+                    serde_json::from_slice(&b).context("corrupt tunnel list in the checkpoint")?,
+                    "the checkpoint",
+                ),
+                Err(_) => return Ok(None),
+            },
+        };
+        let pid = self
+            .runc
+            .state(name)
+            .map(|s| s.pid)
+            .context("restored function is not running")?;
+        std::fs::write(
+            TunnelListSpec::host_path(pid, &tl.sync_file),
+            serde_json::to_vec(&list)?,
+        )?;
+        tracing::info!(
+            "{name}: tunnel list of {} tunnels from {source}",
+            list.as_array().map_or(0, |a| a.len())
+        );
+        Ok(Some(list))
+    }
+
+    /// Waits (briefly) until the function's own list equals the one it was handed.
+    fn await_tunnel_list(&self, name: &str, tl: &TunnelListSpec, want: &serde_json::Value) {
+        let Some(pid) = self.runc.state(name).map(|s| s.pid) else {
+            return;
+        };
+        let path = TunnelListSpec::host_path(pid, &tl.file);
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline {
+            let now: Option<serde_json::Value> = std::fs::read(&path)
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok());
+            if now.as_ref() == Some(want) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        tracing::warn!("{name} has not adopted the tunnel list it was handed within 2 s");
+    }
+
+    /// Pushes every change of a running function's tunnel list to the master.
+    fn watch_tunnel_lists(&self) {
+        let Some(master) = self.cfg.master else {
+            return;
+        };
+        let mut seen: std::collections::HashMap<String, (std::time::SystemTime, u64)> =
+            Default::default();
+        loop {
+            std::thread::sleep(Duration::from_millis(50));
+            // Not while a checkpoint or restore runs: a just-restored function still holds
+            // its checkpoint's (older) list until it adopts the one it is handed.
+            let Ok(_busy) = self.busy.try_lock() else {
+                continue;
+            };
+            let Ok(list) = self.ps() else { continue };
+            for c in list.into_iter().filter(|c| c.state == "running") {
+                let Ok((_, spec)) = self.existing(&c.name) else {
+                    continue;
+                };
+                let (Some(tl), Some(pid)) = (spec.tunnel_list, c.pid) else {
+                    continue;
+                };
+                let path = TunnelListSpec::host_path(pid, &tl.file);
+                let Ok(meta) = std::fs::metadata(&path) else {
+                    continue;
+                };
+                let stamp = (meta.modified().unwrap_or(std::time::UNIX_EPOCH), meta.len());
+                if seen.get(&c.name) == Some(&stamp) {
+                    continue;
+                }
+                let Ok(tunnels) = std::fs::read(&path)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|b| Ok(serde_json::from_slice(&b)?))
+                else {
+                    continue;
+                };
+                match crate::master::put(master, &self.cfg.token, &c.name, &self.cfg.host, tunnels)
+                {
+                    Ok(()) => {
+                        seen.insert(c.name, stamp);
+                    }
+                    Err(e) => tracing::warn!(
+                        "cannot report {}'s tunnel list to the master: {e:#}",
+                        c.name
+                    ),
+                }
             }
         }
     }

@@ -20,6 +20,8 @@ pub enum LabCmd {
     Down,
     /// Set a host's NIC rate (tc syntax, e.g. 100mbit), or `none` to remove shaping.
     Rate { host: String, rate: String },
+    /// Emulate a host's sudden death: agent and functions killed, NIC down (`lab up` revives it).
+    Fail { host: String },
 }
 
 pub fn lab(c: LabCmd, json: bool) -> Result<()> {
@@ -40,6 +42,7 @@ pub fn lab(c: LabCmd, json: bool) -> Result<()> {
             }
             Ok(())
         }
+        LabCmd::Fail { host } => lab::fail_host(&lab::current()?, &host),
         LabCmd::Rate { host, rate } => {
             let spec = lab::current()?;
             spec.host(&host)?;
@@ -95,6 +98,9 @@ pub struct AgentArgs {
     /// The criu binary to use.
     #[arg(long, default_value = "/usr/local/sbin/criu")]
     criu: PathBuf,
+    /// Address of the tunnel master (global proactive GTP Tunnel List Handler).
+    #[arg(long)]
+    master: Option<SocketAddr>,
 }
 
 pub fn agent(a: AgentArgs) -> Result<()> {
@@ -111,7 +117,23 @@ pub fn agent(a: AgentArgs) -> Result<()> {
         state,
         token,
         criu: a.criu,
+        master: a.master,
     })
+}
+
+#[derive(Args)]
+pub struct MasterArgs {
+    #[arg(long)]
+    listen: SocketAddr,
+    #[arg(long)]
+    token_file: PathBuf,
+    /// Folder keeping the lists (default /var/lib/corehop/master).
+    #[arg(long, default_value = lab::MASTER_DIR)]
+    dir: PathBuf,
+}
+
+pub fn tunnel_master(a: MasterArgs) -> Result<()> {
+    agent::master::serve(a.listen, a.dir, lab::read_token(&a.token_file)?)
 }
 
 pub fn client(spec: &LabSpec, host: &str) -> Result<Client> {
@@ -251,12 +273,7 @@ pub fn migrate(a: MigrateArgs, json: bool) -> Result<()> {
     let method: migrate::Method = a.method.parse()?;
     spec.host(&a.to)?;
     let r = migrate::migrate(&spec, &lab::token()?, &a.name, &a.to, method)?;
-    if json {
-        println!("{}", serde_json::to_string(&r)?);
-        return Ok(());
-    }
-    crate::demo::print_report(&r);
-    Ok(())
+    print_migration(&r, json)
 }
 
 #[derive(Args)]
@@ -294,4 +311,26 @@ pub fn probe(a: ProbeArgs, json: bool) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Prints a migration report as a table, or as one JSON line.
+fn print_migration(r: &migrate::Report, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(r)?);
+    } else {
+        crate::demo::print_report(r);
+    }
+    Ok(())
+}
+
+pub fn standby(name: &str, to: &str, json: bool) -> Result<()> {
+    let spec = lab::current()?;
+    spec.host(to)?;
+    print_migration(&migrate::standby(&spec, &lab::token()?, name, to)?, json)
+}
+
+pub fn recover(name: &str, on: &str, json: bool) -> Result<()> {
+    let spec = lab::current()?;
+    spec.host(on)?;
+    print_migration(&migrate::recover(&spec, &lab::token()?, name, on)?, json)
 }

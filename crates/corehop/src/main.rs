@@ -29,6 +29,8 @@ enum Cmd {
     Lab(cmd::LabCmd),
     /// Run the per-host agent (started by `lab up`; on real machines, once per host).
     Agent(cmd::AgentArgs),
+    /// Run the tunnel master (global proactive GTP Tunnel List Handler; started by `lab up`).
+    TunnelMaster(cmd::MasterArgs),
     /// Run a program as a container on a lab host, with a service IP on the fabric.
     Run(cmd::RunArgs),
     /// List containers on every host.
@@ -37,6 +39,18 @@ enum Cmd {
     Rm { name: String },
     /// Live-migrate a container to another host.
     Migrate(cmd::MigrateArgs),
+    /// Standby checkpoint: ship a leave-running image of a function to another host.
+    Checkpoint {
+        name: String,
+        #[arg(long)]
+        to: String,
+    },
+    /// Restore a function from its standby checkpoint after its host died.
+    Recover {
+        name: String,
+        #[arg(long)]
+        on: String,
+    },
     /// A stateful TCP/UDP counter service, to prove migrations keep state and connections.
     Testsvc {
         #[arg(long, default_value = "0.0.0.0:7000")]
@@ -77,6 +91,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Lab(c) => cmd::lab(c, json),
         Cmd::Agent(a) => cmd::agent(a),
+        Cmd::TunnelMaster(a) => cmd::tunnel_master(a),
         Cmd::Run(a) => cmd::run(a, json),
         Cmd::Ps => cmd::ps(json),
         Cmd::Rm { name } => cmd::rm(&name),
@@ -84,6 +99,8 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Testsvc { tcp, udp } => testsvc::serve(tcp, udp),
         Cmd::Probe(a) => cmd::probe(a, json),
         Cmd::Demo => demo::run(json),
+        Cmd::Checkpoint { name, to } => cmd::standby(&name, &to, json),
+        Cmd::Recover { name, on } => cmd::recover(&name, &on, json),
         Cmd::Nf(c) => nf::cmd(c, json),
         Cmd::Hss(c) => epc::hss(c, json),
         Cmd::Ran(a) => epc::ran(a, json),

@@ -156,6 +156,13 @@ pub fn container(
         cs.sgi = sgi;
         // The SPGW lets go of its TUN fd on USR1 and re-attaches on USR2.
         cs.checkpoint_signals = Some(("USR1".into(), "USR2".into()));
+        let c: spgw::Config = toml::from_str(config)?;
+        if let (Some(file), Some(sync)) = (c.tunnels_file, c.tunnels_sync_file) {
+            cs.tunnel_list = Some(runtime::bundle::TunnelListSpec {
+                file: file.to_string_lossy().into(),
+                sync_file: sync.to_string_lossy().into(),
+            });
+        }
     }
     Ok(cs)
 }

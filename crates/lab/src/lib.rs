@@ -78,9 +78,11 @@ pub fn up(spec: &LabSpec, exe: &Path) -> Result<()> {
     // Lets the bridge carry traffic the root netfilter would otherwise filter.
     run_quiet("sysctl", &["-qw", "net.bridge.bridge-nf-call-iptables=0"]);
 
+    let master = SocketAddr::from((spec.controller, MASTER_PORT));
+    start_master(master, exe)?;
     for h in &spec.hosts {
         host_up(spec, h)?;
-        start_agent(h, exe)?;
+        start_agent(h, exe, master)?;
     }
     for h in &spec.hosts {
         wait_port(
@@ -192,15 +194,48 @@ pub fn set_host_rate(host: &str, rate: Option<&str>) -> Result<()> {
     net::set_rate(None, &net::host_port(host), rate)
 }
 
-fn start_agent(h: &spec::HostSpec, exe: &Path) -> Result<()> {
+/// Port of the tunnel master on the controller's address.
+pub const MASTER_PORT: u16 = 7071;
+/// Where the tunnel master keeps the lists (its default `--dir`).
+pub const MASTER_DIR: &str = "/var/lib/corehop/master";
+
+/// The tunnel master runs in the root namespace, on the controller's fabric address.
+fn start_master(listen: SocketAddr, exe: &Path) -> Result<()> {
+    std::fs::create_dir_all(paths::lab_pid_dir())?;
+    let pidfile = paths::lab_pid_dir().join("master.pid");
+    if pid_alive(&pidfile) {
+        return Ok(());
+    }
+    let log = log_file(&Path::new(paths::RUN_DIR).join("master.log"))?;
+    let child = spawn_detached(
+        std::process::Command::new(exe)
+            .args([
+                "tunnel-master",
+                "--listen",
+                &listen.to_string(),
+                "--token-file",
+            ])
+            .arg(paths::token_file())
+            .stdout(log.try_clone()?)
+            .stderr(log),
+    )?;
+    std::fs::write(pidfile, child.to_string())?;
+    wait_port(listen, Duration::from_secs(10)).context("the tunnel master did not start")
+}
+
+fn log_file(path: &Path) -> Result<std::fs::File> {
+    Ok(std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?)
+}
+
+fn start_agent(h: &spec::HostSpec, exe: &Path, master: SocketAddr) -> Result<()> {
     let pidfile = paths::pid_dir(&h.name).join("agent.pid");
     if pid_alive(&pidfile) {
         return Ok(());
     }
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(paths::host_run_dir(&h.name).join("agent.log"))?;
+    let log = log_file(&paths::host_run_dir(&h.name).join("agent.log"))?;
     let listen = format!("{}:{}", h.addr, AGENT_PORT);
     let child = spawn_detached(
         std::process::Command::new(exe)
@@ -213,7 +248,7 @@ fn start_agent(h: &spec::HostSpec, exe: &Path) -> Result<()> {
                 "--listen",
                 &listen,
             ])
-            .arg("--token-file")
+            .args(["--master", &master.to_string(), "--token-file"])
             .arg(paths::token_file())
             .stdout(log.try_clone()?)
             .stderr(log),
@@ -280,6 +315,35 @@ fn write_private(path: &Path, data: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Emulates the sudden death of a host: its agent and every function on it are killed,
+/// their service IPs vanish and its NIC goes down. `lab up` brings the host back empty.
+pub fn fail_host(spec: &LabSpec, host: &str) -> Result<()> {
+    spec.host(host)?;
+    kill_pids(&paths::pid_dir(host));
+    kill_containers(host);
+    let prefix = format!("{}c-{host}-", net::PREFIX);
+    for ns in net::lab_namespaces()
+        .into_iter()
+        .filter(|n| n.starts_with(&prefix))
+    {
+        net::del_netns(&ns);
+    }
+    let _ = std::fs::remove_dir_all(paths::host_state_dir(host));
+    run("ip", &["link", "set", &net::host_port(host), "down"])?;
+    Ok(())
+}
+
+fn kill_containers(host: &str) {
+    let root = paths::runc_root(host);
+    let root = root.to_string_lossy();
+    if let Ok(ids) = run("runc", &["--root", &root, "list", "-q"]) {
+        for id in ids.lines() {
+            run_quiet("runc", &["--root", &root, "kill", id, "KILL"]);
+            run_quiet("runc", &["--root", &root, "delete", "-f", id]);
+        }
+    }
+}
+
 /// Removes everything the lab created, found by name prefix and known folders, so it also
 /// works after a crash and when run twice.
 pub fn down() -> Result<()> {
@@ -290,24 +354,10 @@ pub fn down() -> Result<()> {
         .flatten()
         .filter_map(|e| e.file_name().into_string().ok())
         .collect();
+    kill_pids(&paths::lab_pid_dir());
     for host in &hosts {
-        for pidfile in std::fs::read_dir(paths::pid_dir(host))
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            if let Some(pid) = pid_of(&pidfile.path()) {
-                run_quiet("kill", &["-9", &pid.to_string()]);
-            }
-        }
-        let root = paths::runc_root(host);
-        let root = root.to_string_lossy();
-        if let Ok(ids) = run("runc", &["--root", &root, "list", "-q"]) {
-            for id in ids.lines() {
-                run_quiet("runc", &["--root", &root, "kill", id, "KILL"]);
-                run_quiet("runc", &["--root", &root, "delete", "-f", id]);
-            }
-        }
+        kill_pids(&paths::pid_dir(host));
+        kill_containers(host);
     }
     for ns in net::lab_namespaces() {
         net::del_netns(&ns);
@@ -326,8 +376,19 @@ pub fn down() -> Result<()> {
     remove_cgroups();
     let _ = std::fs::remove_dir_all(&hosts_dir);
     let _ = std::fs::remove_dir_all(paths::STATE_DIR);
+    let _ = std::fs::remove_dir_all(paths::lab_pid_dir());
+    let _ = std::fs::remove_dir_all(MASTER_DIR);
     let _ = std::fs::remove_file(paths::lab_file());
     Ok(())
+}
+
+/// Kills every process with a pid file in `dir`.
+fn kill_pids(dir: &Path) {
+    for pidfile in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if let Some(pid) = pid_of(&pidfile.path()) {
+            run_quiet("kill", &["-9", &pid.to_string()]);
+        }
+    }
 }
 
 fn unmount_under(prefixes: &[&str]) {

@@ -30,3 +30,8 @@ pub fn pid_dir(host: &str) -> PathBuf {
 pub fn cgroup_parent(host: &str) -> String {
     format!("/corehop/{host}")
 }
+
+/// Pid files of lab-wide processes (the tunnel master).
+pub fn lab_pid_dir() -> PathBuf {
+    PathBuf::from(RUN_DIR).join("pids")
+}

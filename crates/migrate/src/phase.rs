@@ -218,17 +218,29 @@ impl Migration {
     }
 
     /// The function runs at the destination: the source forgets it.
-    pub fn finish(mut self) -> Result<Report> {
+    pub fn finish(self) -> Result<Report> {
+        self.end(true)
+    }
+
+    /// A standby checkpoint: the function keeps running at the source; its image waits at
+    /// the destination for [`crate::recover`].
+    pub fn finish_standby(self) -> Result<Report> {
+        self.end(false)
+    }
+
+    fn end(mut self, forget_source: bool) -> Result<Report> {
         let downtime_ms = self
             .frozen_at
             .map(|t| t.elapsed().as_secs_f64() * 1e3)
             .unwrap_or(0.0);
-        if let Err(e) = self.src.remove(&self.name) {
-            tracing::warn!(
-                "{} migrated, but cleaning it up on {} failed: {e:#}",
-                self.name,
-                self.from
-            );
+        if forget_source {
+            if let Err(e) = self.src.remove(&self.name) {
+                tracing::warn!(
+                    "{} migrated, but cleaning it up on {} failed: {e:#}",
+                    self.name,
+                    self.from
+                );
+            }
         }
         Ok(Report {
             total_ms: self.phases.0.iter().map(|(_, v)| v).sum(),

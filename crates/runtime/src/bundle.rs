@@ -43,6 +43,24 @@ pub struct ContainerSpec {
     /// or at once after a leave-running dump).
     #[serde(default)]
     pub checkpoint_signals: Option<(String, String)>,
+    /// The GTP Tunnel List Handler's files inside the container: where the function keeps
+    /// its active tunnel list, and where a list to adopt is left for it (see crates/spgw).
+    #[serde(default)]
+    pub tunnel_list: Option<TunnelListSpec>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TunnelListSpec {
+    pub file: String,
+    pub sync_file: String,
+}
+
+impl TunnelListSpec {
+    /// Where the host sees a container path of process `pid`.
+    pub fn host_path(pid: i64, inside: &str) -> PathBuf {
+        PathBuf::from(format!("/proc/{pid}/root")).join(inside.trim_start_matches('/'))
+    }
 }
 
 impl ContainerSpec {
@@ -70,6 +88,7 @@ impl ContainerSpec {
             tun: false,
             sgi: None,
             checkpoint_signals: None,
+            tunnel_list: None,
         })
     }
 }

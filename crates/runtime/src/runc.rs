@@ -188,6 +188,15 @@ impl Runc {
         serde_json::from_slice(&out.stdout).ok()
     }
 
+    /// Freezes the container (cgroup freezer); CRIU can dump it in that state.
+    pub fn pause(&self, id: &str) -> Result<()> {
+        self.run_cmd(self.cmd().args(["pause", id]), "pause")
+    }
+
+    pub fn resume(&self, id: &str) -> Result<()> {
+        self.run_cmd(self.cmd().args(["resume", id]), "resume")
+    }
+
     pub fn kill(&self, id: &str, signal: &str) -> Result<()> {
         self.run_cmd(self.cmd().args(["kill", id, signal]), "kill")
     }

@@ -79,5 +79,7 @@ pub fn init(ns: &str, sgi: &SgiSpec) -> Result<()> {
 /// would leave un-masqueraded and their replies never come back. Flushing makes the next
 /// packet of each flow a new connection that the masquerade rule binds again.
 pub fn after_restore(ns: &str) -> Result<()> {
-    in_netns(ns, "conntrack", &["-F"]).map(|_| ()).context("cannot flush conntrack after restore")
+    in_netns(ns, "conntrack", &["-F"])
+        .map(|_| ())
+        .context("cannot flush conntrack after restore")
 }
