@@ -697,3 +697,61 @@ fn plug_tap(tap: &str, bridge: &str) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(name: &str) -> VmSpec {
+        VmSpec::new(
+            name,
+            Ipv4Addr::new(10, 77, 1, 10),
+            16,
+            Path::new("/nonexistent/k"),
+            Path::new("/nonexistent/i"),
+        )
+    }
+
+    #[test]
+    fn tap_names_fit_ifnamsiz_and_stay_distinct() {
+        assert_eq!(spec("hss").tap_name(), "vt-hss");
+        let a = spec("a-very-long-vm-name-1").tap_name();
+        let b = spec("a-very-long-vm-name-2").tap_name();
+        assert!(a.len() <= 15 && b.len() <= 15);
+        assert_ne!(a, b);
+        assert_eq!(a, spec("a-very-long-vm-name-1").tap_name(), "stable");
+    }
+
+    #[test]
+    fn cmdline_carries_ip_and_the_lab_mac() {
+        let mut s = spec("hss");
+        s.gateway = Some(Ipv4Addr::new(10, 77, 0, 1));
+        let c = s.cmdline();
+        assert!(c.contains("corehop.ip=10.77.1.10/16"), "{c}");
+        assert!(c.contains("corehop.mac=02:c4:0a:4d:01:0a"), "{c}");
+        assert!(c.contains("corehop.gw=10.77.0.1"), "{c}");
+        assert!(c.contains("console=ttyS0"));
+    }
+
+    #[test]
+    fn bad_specs_are_refused_with_the_reason() {
+        let msg = |s: VmSpec| s.validate().unwrap_err().to_string();
+        assert!(msg(spec("a b")).contains("VM name"));
+        assert!(msg(VmSpec {
+            cpu_model: "qemu64,+vmx".into(),
+            ..spec("x")
+        })
+        .contains("CPU model"));
+        assert!(msg(VmSpec {
+            memory_mb: 16,
+            ..spec("x")
+        })
+        .contains("64 MB"));
+        assert!(msg(VmSpec {
+            prefix_len: 33,
+            ..spec("x")
+        })
+        .contains("/33"));
+        assert!(msg(spec("x")).contains("kernel /nonexistent/k does not exist"));
+    }
+}
