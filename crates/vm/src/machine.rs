@@ -365,18 +365,29 @@ impl Vm {
         let tap = spec.tap_name();
         // QEMU's taps vanish with QEMU (they are not persistent), so an existing one
         // belongs to a live VM of the same name in this namespace.
-        let tap_exists = Command::new("ip")
-            .args(["-o", "link", "show", "dev", &tap])
-            .stdin(Stdio::null())
-            .stderr(Stdio::null())
-            .output()
-            .map(|o| o.status.success() && !o.stdout.is_empty())
-            .unwrap_or(false);
-        if tap_exists {
+        let tap_exists = || {
+            Command::new("ip")
+                .args(["-o", "link", "show", "dev", &tap])
+                .stdin(Stdio::null())
+                .stderr(Stdio::null())
+                .output()
+                .map(|o| o.status.success() && !o.stdout.is_empty())
+                .unwrap_or(false)
+        };
+        // A QEMU that just ended may still be tearing its tap down.
+        let until = Instant::now() + Duration::from_secs(1);
+        while tap_exists() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if tap_exists() {
             bail!(
                 "tap {tap} already exists here: is VM {} already running on this host?",
                 spec.name
             );
+        }
+        if let Some(d) = &spec.pid_dir {
+            std::fs::create_dir_all(d)
+                .with_context(|| format!("cannot create the pid folder {}", d.display()))?;
         }
         let log = std::fs::File::create(run_dir.join("qemu.log"))?;
         let accel = spec.accel.resolve(&spec.kernel);
@@ -434,9 +445,6 @@ impl Vm {
             .with_context(|| format!("cannot start {QEMU} (install qemu-system-x86)"))?;
         let pid = child.id();
         let pid_files = pid_files_of(spec, run_dir);
-        if let Some(d) = &spec.pid_dir {
-            std::fs::create_dir_all(d)?;
-        }
         let mut vm_child = Some(child);
         for f in &pid_files {
             if let Err(e) = std::fs::write(f, pid.to_string()) {

@@ -3,9 +3,9 @@
 //! with a bridge `br0`, joined by a veth. A counter service boots in a VM in vmt-a; a
 //! client in vmt-b keeps one TCP connection busy (`inc` every 10 ms) while the VM is
 //! live-migrated to a QEMU in vmt-b. The connection must keep answering with the counter
-//! going on. Before that: a migration to nowhere fails with the source still running, and
-//! the pre-live checks reject destinations without enough memory or without the CPU
-//! model. The measured numbers are printed (`cargo test -p vm -- --nocapture`).
+//! going on, and the VM migrates back the same way. Before that: a migration to nowhere
+//! and one whose link is cut fail with the source still running, and the pre-live checks
+//! reject destinations without enough memory or without the CPU model. The measured numbers are printed (`cargo test -p vm -- --nocapture`).
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -325,6 +325,42 @@ fn vm_live_migration_keeps_tcp_connection_and_state() {
     let e = in_ns(NS_A, || Vm::start(&spec, &tmp.0.join("a2"))).unwrap_err();
     assert!(format!("{e:#}").contains("already running"), "{e:#}");
 
+    // Table 2's network interruption: the link between the hosts dies during the copy;
+    // the migration is cancelled at its deadline and the source runs on.
+    let dst_spec = VmSpec {
+        pid_dir: Some(tmp.0.join("pids-b")),
+        ..spec.clone()
+    };
+    {
+        let dst0 = in_ns(NS_B, || {
+            Vm::start_incoming(
+                &dst_spec,
+                &tmp.0.join("b0"),
+                SocketAddr::from((HOST_B, 4443)),
+            )
+        })
+        .unwrap();
+        let uri = dst0.incoming_uri().unwrap().to_string();
+        let cutter = std::thread::spawn(|| {
+            std::thread::sleep(Duration::from_millis(300));
+            ip(&["-n", NS_A, "link", "set", VETH_A, "down"]);
+        });
+        let opts = MigrateOptions {
+            max_bandwidth: 16 << 20,
+            timeout: Duration::from_secs(3),
+            ..MigrateOptions::default()
+        };
+        let e = vm::migrate_with(&mut src, &uri, &opts).unwrap_err();
+        cutter.join().unwrap();
+        ip(&["-n", NS_A, "link", "set", VETH_A, "up"]);
+        println!("link cut during migration: {e}");
+        assert!(matches!(e, MigrationError::Timeout { .. }), "{e:?}");
+        assert_eq!(e.source_status(), Some("running"));
+        assert!(src.status().unwrap().running);
+        // The half-fed destination is dropped (killed) here.
+    }
+    in_ns(NS_B, || inc_once(Duration::from_secs(10))).expect("the service survives");
+
     let stop = Arc::new(AtomicBool::new(false));
     let client_thread = {
         let stop = stop.clone();
@@ -343,10 +379,6 @@ fn vm_live_migration_keeps_tcp_connection_and_state() {
     assert!(src.status().unwrap().running);
 
     // The destination: the same machine, waiting for the state in vmt-b.
-    let dst_spec = VmSpec {
-        pid_dir: Some(tmp.0.join("pids-b")),
-        ..spec.clone()
-    };
     let listen = SocketAddr::from((HOST_B, 4444));
     let mut dst = in_ns(NS_B, || {
         Vm::start_incoming(&dst_spec, &tmp.0.join("b"), listen)
