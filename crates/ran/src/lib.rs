@@ -35,8 +35,8 @@ use tracing::{debug, info};
 
 pub use config::Config;
 pub use report::{
-    AttachFailure, Clock, CpProbeReport, FailureKind, Outage, Recovery, RecoveryWindow, Report,
-    Series, UeRecovery, UeReport,
+    AttachFailure, Clock, CpProbeReport, FailureKind, Outage, Progress, Recovery, RecoveryWindow,
+    Report, Series, UeRecovery, UeReport,
 };
 
 use dataplane::DataPlane;
@@ -58,6 +58,15 @@ impl Drop for Tasks {
 /// attaches), detaches the UEs and reports. Errors are only for what makes the whole run
 /// impossible: bad config or CSV, sockets, no association or S1 Setup.
 pub async fn run(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::Result<Report> {
+    run_with_progress(cfg, stop, watch::channel(Progress::default()).0).await
+}
+
+/// [`run`], publishing [`Progress`] on `progress` as UEs attach (and when it stops).
+pub async fn run_with_progress(
+    cfg: Config,
+    stop: impl Future<Output = ()>,
+    progress: watch::Sender<Progress>,
+) -> anyhow::Result<Report> {
     cfg.validate()?;
     let subs = hss::read_csv(&cfg.subscribers)
         .with_context(|| format!("subscribers file {}", cfg.subscribers.display()))?;
@@ -120,9 +129,14 @@ pub async fn run(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::Result<
         tasks.0.push(p.abort_handle());
     }
 
-    let (attempts_tx, mut attempts) = watch::channel(0usize);
+    progress.send_replace(Progress {
+        ues: cfg.ues,
+        ..Default::default()
+    });
+    let progress = Arc::new(progress);
+    let mut attempts = progress.subscribe();
     let sh = Shared {
-        attempts: Arc::new(attempts_tx),
+        progress: progress.clone(),
         cfg: Arc::new(cfg.clone()),
         s1: s1.clone(),
         dp: dp.clone(),
@@ -140,7 +154,7 @@ pub async fn run(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::Result<
     tokio::pin!(stop);
     let stopped_early = tokio::select! {
         _ = &mut stop => true,
-        _ = attempts.wait_for(|n| *n >= cfg.ues) => false,
+        _ = attempts.wait_for(Progress::attach_phase_over) => false,
     };
     if !stopped_early {
         info!("attach phase over");
@@ -157,6 +171,7 @@ pub async fn run(cfg: Config, stop: impl Future<Output = ()>) -> anyhow::Result<
     info!("stopping: detaching the UEs");
     dp.stop_pinging();
     let _ = stop_tx.send(Some(stopped_at));
+    progress.send_modify(|p| p.stopping = true);
     // Nothing waits for attach slots any more: UEs not yet started fail at once.
     sh.attach_slots.close();
 

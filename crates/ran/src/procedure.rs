@@ -16,7 +16,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::Config;
 use crate::dataplane::{DataPlane, PingStats};
-use crate::report::{AttachFailure, Clock, FailureKind};
+use crate::report::{AttachFailure, Clock, FailureKind, Progress};
 use crate::s1::S1;
 
 /// After a reject the MME releases the UE context; how long to wait for that.
@@ -33,8 +33,8 @@ pub struct Shared {
     pub attach_slots: Arc<Semaphore>,
     /// `Some(t)`: the run stopped at `t` (pings stopped then); detach now.
     pub stop: watch::Receiver<Option<Instant>>,
-    /// Attach attempts finished (attached or failed), so the run knows when all are.
-    pub attempts: Arc<watch::Sender<usize>>,
+    /// Live counts for the caller (and for the run to know when all attaches ended).
+    pub progress: Arc<watch::Sender<Progress>>,
 }
 
 /// A finished attach.
@@ -446,7 +446,7 @@ pub async fn run_ue(sh: Shared, usim: Usim) -> Outcome {
         // Closed only when the run ends; then attaching is pointless anyway.
         let Ok(_slot) = sh.attach_slots.acquire().await else {
             sh.s1.unregister(enb_ue_id);
-            sh.attempts.send_modify(|n| *n += 1);
+            sh.progress.send_modify(|p| p.failed += 1);
             return Outcome::Failed(AttachFailure {
                 imsi,
                 enb_ue_s1ap_id: enb_ue_id,
@@ -467,7 +467,10 @@ pub async fn run_ue(sh: Shared, usim: Usim) -> Outcome {
             )),
         }
     };
-    sh.attempts.send_modify(|n| *n += 1);
+    sh.progress.send_modify(|p| match &result {
+        Ok(_) => p.attached += 1,
+        Err(_) => p.failed += 1,
+    });
     let outcome = match result {
         Err(f) => {
             warn!(%imsi, kind = ?f.kind, cause = ?f.cause, "attach failed: {}", f.reason);

@@ -169,6 +169,25 @@ impl GapTracker {
     }
 }
 
+/// Live state of a run, for a caller that orchestrates around it (e.g. starts a
+/// migration once every UE is attached). See [`crate::run_with_progress`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    /// UEs configured.
+    pub ues: usize,
+    pub attached: usize,
+    pub failed: usize,
+    /// Set once the run stops and the UEs detach.
+    pub stopping: bool,
+}
+
+impl Progress {
+    /// Every UE has finished its attach attempt.
+    pub fn attach_phase_over(&self) -> bool {
+        self.attached + self.failed >= self.ues
+    }
+}
+
 /// One attached UE.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UeReport {

@@ -131,39 +131,15 @@ where
 
 /// Starts HSS, SPGW and MME inside the current namespace.
 pub async fn start_epc(dir: &Path) -> Epc {
-    let hss_cfg = hss::Config {
-        listen: SocketAddr::from((HSS, 3868)),
-        advertised_ip: IpAddr::V4(HSS),
-        db_path: dir.join("hss.db"),
-        subscribers_file: Some(example_csv()),
-        ..Default::default()
-    };
-    let spgw_cfg = spgw::Config {
-        s11_bind: SocketAddr::from((SPGW, 2123)),
-        s1u_bind: SocketAddr::from((SPGW, 2152)),
-        s11_address: SPGW,
-        s1u_address: SPGW,
-        tunnels_file: None,
-        ..Default::default()
-    };
-    let mme_cfg = mme::Config {
-        s1_bind: SocketAddr::from((MME, 9899)),
-        hss: SocketAddr::from((HSS, 3868)),
-        spgw_s11: SocketAddr::from((SPGW, 2123)),
-        s11_bind: SocketAddr::from((MME, 2123)),
-        s11_address: MME,
-        advertised_ip: IpAddr::V4(MME),
-        state_file: None,
-        ..Default::default()
-    };
+    let (hss_cfg, spgw_cfg, mme_cfg) = (hss_config(dir), spgw_config(), mme_config());
     let spgw = spgw::Spgw::new(spgw_cfg).expect("SPGW config");
     let mut tasks = vec![spawn_nf("hss", hss::serve(hss_cfg))];
     tasks.push(spawn_nf("spgw", {
         let s = spgw.clone();
         async move { s.run().await }
     }));
-    // The MME connects to the HSS at start; give the HSS a moment to listen.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The MME connects to the HSS at start (and backs off if it cannot).
+    wait_tcp(SocketAddr::from((HSS, 3868))).await;
     tasks.push(spawn_nf("mme", mme::serve(mme_cfg)));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while !spgw.tun_attached() {
@@ -197,4 +173,123 @@ pub fn init_tracing() {
         )
         .with_test_writer()
         .try_init();
+}
+
+/// A network function on a thread (and tokio runtime) of its own inside the
+/// namespace, so that a test can freeze it — block its thread, as a CRIU checkpoint
+/// freezes a process — without freezing the RAN.
+pub struct NfThread {
+    handle: tokio::runtime::Handle,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    join: Option<std::thread::JoinHandle<()>>,
+}
+
+impl NfThread {
+    pub fn spawn<F>(ns: &Netns, name: &'static str, f: impl FnOnce() -> F + Send + 'static) -> Self
+    where
+        F: Future<Output = anyhow::Result<()>> + 'static,
+    {
+        let path = format!("/run/netns/{}", ns.0);
+        let (htx, hrx) = std::sync::mpsc::channel();
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let join = std::thread::spawn(move || {
+            let fd = File::open(&path).expect("netns file");
+            // SAFETY: setns on this thread only, with a valid netns fd.
+            let r = unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            htx.send(rt.handle().clone()).expect("handle");
+            let local = tokio::task::LocalSet::new();
+            local.block_on(&rt, async move {
+                tokio::select! {
+                    r = f() => if let Err(e) = r { panic!("{name} stopped: {e:#}") },
+                    _ = stop_rx => {}
+                }
+            });
+        });
+        NfThread {
+            handle: hrx.recv().expect("NF thread started"),
+            stop: Some(stop),
+            join: Some(join),
+        }
+    }
+
+    /// Blocks the function's thread for `d` (from about now).
+    pub fn freeze(&self, d: Duration) {
+        self.handle.spawn(async move { std::thread::sleep(d) });
+    }
+}
+
+impl Drop for NfThread {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(j) = self.join.take() {
+            let _ = j.join();
+        }
+    }
+}
+
+pub fn hss_config(dir: &Path) -> hss::Config {
+    hss::Config {
+        listen: SocketAddr::from((HSS, 3868)),
+        advertised_ip: IpAddr::V4(HSS),
+        db_path: dir.join("hss.db"),
+        subscribers_file: Some(example_csv()),
+        ..Default::default()
+    }
+}
+
+pub fn spgw_config() -> spgw::Config {
+    spgw::Config {
+        s11_bind: SocketAddr::from((SPGW, 2123)),
+        s1u_bind: SocketAddr::from((SPGW, 2152)),
+        s11_address: SPGW,
+        s1u_address: SPGW,
+        tunnels_file: None,
+        ..Default::default()
+    }
+}
+
+pub fn mme_config() -> mme::Config {
+    mme::Config {
+        s1_bind: SocketAddr::from((MME, 9899)),
+        hss: SocketAddr::from((HSS, 3868)),
+        spgw_s11: SocketAddr::from((SPGW, 2123)),
+        s11_bind: SocketAddr::from((MME, 2123)),
+        s11_address: MME,
+        advertised_ip: IpAddr::V4(MME),
+        state_file: None,
+        ..Default::default()
+    }
+}
+
+/// Waits until the SPGW created `sgi0` in the namespace.
+pub fn wait_for_sgi(ns: &Netns) {
+    for _ in 0..250 {
+        let ok = Command::new("ip")
+            .args(["-n", &ns.0, "link", "show", "dev", "sgi0"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if ok {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("SPGW did not create sgi0");
+}
+
+/// Waits until something listens on `addr` (the connection is closed at once).
+pub async fn wait_tcp(addr: SocketAddr) {
+    for _ in 0..250 {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("nothing listens on {addr}");
 }

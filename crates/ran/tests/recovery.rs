@@ -1,0 +1,106 @@
+//! Service recovery as the UEs see it: the MME and then the SPGW are frozen (their
+//! threads blocked, as a CRIU checkpoint freezes a process) while the RAN runs. The
+//! longest CP_S1-MME outage must fall in the MME's frozen window and each UE's longest
+//! DP_GTP outage in the SPGW's, matched through the report's UNIX timestamps — what
+//! an experiment does with a migration's downtime window. Needs root (netns).
+
+mod common;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::*;
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+#[test]
+fn frozen_mme_and_spgw_show_up_as_cp_and_dp_outages() {
+    assert!(
+        is_root(),
+        "this test creates a network namespace: run it as root"
+    );
+    init_tracing();
+    let dir = TempDir::new("recovery");
+    let ns = Netns::new("recovery");
+    let db = dir.0.clone();
+    let _hss = NfThread::spawn(&ns, "hss", move || hss::serve(hss_config(&db)));
+    let spgw = NfThread::spawn(&ns, "spgw", || spgw::serve(spgw_config()));
+    wait_for_sgi(&ns);
+    ns.run(|| wait_tcp(std::net::SocketAddr::from((HSS, 3868))));
+    let mme = NfThread::spawn(&ns, "mme", || mme::serve(mme_config()));
+    let freeze = Duration::from_millis(600);
+    let (report, mme_window, spgw_window) = ns.run(|| async {
+        let windows = std::sync::Mutex::new(((0, 0), (0, 0)));
+        let (progress, mut seen) = tokio::sync::watch::channel(ran::Progress::default());
+        let stop = async {
+            // Freeze only once both UEs are attached and pinging.
+            let p = seen
+                .wait_for(ran::Progress::attach_phase_over)
+                .await
+                .unwrap()
+                .clone();
+            assert_eq!(p.attached, 2, "{p:?}");
+            tokio::time::sleep(Duration::from_millis(1000)).await;
+            let t = unix_ms();
+            mme.freeze(freeze);
+            windows.lock().unwrap().0 = (t, t + freeze.as_millis() as u64);
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            let t = unix_ms();
+            spgw.freeze(freeze);
+            windows.lock().unwrap().1 = (t, t + freeze.as_millis() as u64);
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+        };
+        let cfg = ran::Config {
+            ping_interval_ms: 5,
+            cp_probe_interval_ms: 20,
+            ..ran_config(2)
+        };
+        let r = ran::run_with_progress(cfg, stop, progress)
+            .await
+            .expect("RAN run");
+        let (m, s) = *windows.lock().unwrap();
+        (r, m, s)
+    });
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&report.recovery).unwrap()
+    );
+    println!("MME frozen {mme_window:?}, SPGW frozen {spgw_window:?}");
+    assert_eq!(report.ues.len(), 2, "{:?}", report.attach_failures);
+    assert_eq!(report.s1_setups, 1, "the association survived the freeze");
+
+    let cp = report.recovery.cp_s1_mme.longest.expect("CP series");
+    assert!(
+        cp.overlaps_unix(mme_window.0, mme_window.1),
+        "longest CP outage {cp:?} is not the MME freeze {mme_window:?}"
+    );
+    assert!(cp.recovered);
+    let w = report.recovery.within(mme_window.0, mme_window.1);
+    assert!(!w.cp_s1_mme.is_empty());
+    for u in &report.recovery.dp_gtp {
+        let dp = u.series.longest.expect("DP series");
+        assert!(
+            dp.overlaps_unix(spgw_window.0, spgw_window.1),
+            "{}: longest DP outage {dp:?} is not the SPGW freeze {spgw_window:?}",
+            u.imsi
+        );
+        assert!(dp.recovered);
+    }
+    for u in &report.ues {
+        assert!(u.detached, "{u:?}");
+        assert_eq!(u.max_ping_gap_ms, {
+            let l = report
+                .recovery
+                .dp_gtp
+                .iter()
+                .find(|d| d.imsi == u.imsi)
+                .and_then(|d| d.series.longest)
+                .unwrap();
+            l.duration_ms
+        });
+    }
+}
