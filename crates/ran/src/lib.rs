@@ -106,7 +106,11 @@ pub async fn run_with_progress(
     )
     .await?;
     let s1 = Arc::new(S1::new(&cfg)?);
-    let client = s1.connect(&cfg).await?;
+    tokio::pin!(stop);
+    let client = tokio::select! {
+        c = s1.connect(&cfg) => c?,
+        _ = &mut stop => anyhow::bail!("stopped before the S1 Setup with {} completed", cfg.mme),
+    };
     let (probe_tx, probe_rx) = mpsc::unbounded_channel();
     let mut tasks = Tasks(vec![
         tokio::spawn(s1.clone().dispatch(cfg.clone(), client, probe_tx)).abort_handle(),
@@ -151,7 +155,6 @@ pub async fn run_with_progress(
     }
 
     // Run: until stop, or `duration_ms` after every UE has finished its attach attempt.
-    tokio::pin!(stop);
     let stopped_early = tokio::select! {
         _ = &mut stop => true,
         _ = attempts.wait_for(Progress::attach_phase_over) => false,
