@@ -68,6 +68,11 @@ pub async fn run_with_progress(
     progress: watch::Sender<Progress>,
 ) -> anyhow::Result<Report> {
     cfg.validate()?;
+    progress.send_replace(Progress {
+        ues: cfg.ues,
+        ..Default::default()
+    });
+
     let subs = hss::read_csv(&cfg.subscribers)
         .with_context(|| format!("subscribers file {}", cfg.subscribers.display()))?;
     let rows = subs
@@ -133,10 +138,6 @@ pub async fn run_with_progress(
         tasks.0.push(p.abort_handle());
     }
 
-    progress.send_replace(Progress {
-        ues: cfg.ues,
-        ..Default::default()
-    });
     let progress = Arc::new(progress);
     let mut attempts = progress.subscribe();
     let sh = Shared {

@@ -405,6 +405,10 @@ impl Ue<'_> {
                         self.release_complete(mme_ue_id);
                         return Ok(());
                     }
+                    // E.g. the MME lost this UE's context with the old association.
+                    S1ap::ErrorIndication { cause, .. } => {
+                        return Err(format!("S1AP Error Indication: {cause:?}"));
+                    }
                     other => debug!("S1AP during detach ignored: {other:?}"),
                 }
             }

@@ -182,9 +182,9 @@ pub struct Progress {
 }
 
 impl Progress {
-    /// Every UE has finished its attach attempt.
+    /// Every UE has finished its attach attempt (false before the run knows its UEs).
     pub fn attach_phase_over(&self) -> bool {
-        self.attached + self.failed >= self.ues
+        self.ues > 0 && self.attached + self.failed >= self.ues
     }
 }
 

@@ -104,3 +104,65 @@ fn frozen_mme_and_spgw_show_up_as_cp_and_dp_outages() {
         });
     }
 }
+
+/// A freeze longer than the eNB's SCTP path-failure detection: the association is
+/// declared lost, re-established with a second S1 Setup, and the CP probe resumes.
+#[test]
+fn lost_association_is_re_established_with_a_new_s1_setup() {
+    assert!(
+        is_root(),
+        "this test creates a network namespace: run it as root"
+    );
+    init_tracing();
+    let dir = TempDir::new("reassoc");
+    let ns = Netns::new("reassoc");
+    let db = dir.0.clone();
+    let _hss = NfThread::spawn(&ns, "hss", move || hss::serve(hss_config(&db)));
+    let _spgw = NfThread::spawn(&ns, "spgw", || spgw::serve(spgw_config()));
+    wait_for_sgi(&ns);
+    ns.run(|| wait_tcp(std::net::SocketAddr::from((HSS, 3868))));
+    let mme = NfThread::spawn(&ns, "mme", || mme::serve(mme_config()));
+    let (report, window) = ns.run(|| async {
+        let window = std::sync::Mutex::new((0, 0));
+        let (progress, mut seen) = tokio::sync::watch::channel(ran::Progress::default());
+        let stop = async {
+            seen.wait_for(ran::Progress::attach_phase_over)
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let t = unix_ms();
+            mme.freeze(Duration::from_millis(1500));
+            *window.lock().unwrap() = (t, t + 1500);
+            tokio::time::sleep(Duration::from_millis(3000)).await;
+        };
+        let cfg = ran::Config {
+            cp_probe_interval_ms: 20,
+            // Path failure after ~3 silent 100 ms HEARTBEAT intervals.
+            sctp_heartbeat_interval_ms: 100,
+            sctp_max_missed_heartbeats: 3,
+            detach_timeout_ms: 1000,
+            ..ran_config(1)
+        };
+        let r = ran::run_with_progress(cfg, stop, progress)
+            .await
+            .expect("RAN run");
+        let w = *window.lock().unwrap();
+        (r, w)
+    });
+    println!("{}", serde_json::to_string_pretty(&report).unwrap());
+    assert_eq!(report.association_losses, 1);
+    assert_eq!(report.s1_setups, 2);
+    let cp = report.recovery.cp_s1_mme.longest.unwrap();
+    assert!(cp.overlaps_unix(window.0, window.1), "{cp:?} vs {window:?}");
+    assert!(cp.recovered, "the probe is answered on the new association");
+    // The MME tied the UE to the old association: the detach is refused, quickly.
+    let u = &report.ues[0];
+    assert!(!u.detached);
+    assert!(
+        u.detach_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("Error Indication"),
+        "{u:?}"
+    );
+}
