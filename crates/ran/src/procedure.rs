@@ -86,6 +86,8 @@ struct Ue<'a> {
     /// Cause of the USIM's own AUTHENTICATION FAILURE (#20 MAC, #21 synch), if sent:
     /// reported with the network's verdict.
     auth_failure_cause: Option<u8>,
+    /// Cause of the UE's SECURITY MODE REJECT, if sent.
+    smc_reject_cause: Option<u8>,
     enb_ue_id: u32,
     mme_ue_id: Option<u32>,
     rx: mpsc::UnboundedReceiver<S1ap>,
@@ -139,17 +141,22 @@ impl Ue<'_> {
         }
     }
 
-    /// Remembers the cause when the USIM answered with AUTHENTICATION FAILURE (always
-    /// sent plain, so it can be read back).
+    /// Remembers when the UE itself refused the network: AUTHENTICATION FAILURE from
+    /// the USIM or SECURITY MODE REJECT (both always sent plain, so readable here).
     fn note_auth_failure(&mut self, uplink: &[u8]) {
         if SecurityHeader::of(uplink) != Ok(SecurityHeader::Plain) {
             return;
         }
-        if let Ok(Nas::AuthenticationFailure { cause, .. }) =
-            proto_nas::msg::parse(uplink, Direction::Uplink)
-        {
-            info!(imsi = %self.imsi, cause, "USIM rejected the network's challenge");
-            self.auth_failure_cause = Some(cause);
+        match proto_nas::msg::parse(uplink, Direction::Uplink) {
+            Ok(Nas::AuthenticationFailure { cause, .. }) => {
+                info!(imsi = %self.imsi, cause, "USIM rejected the network's challenge");
+                self.auth_failure_cause = Some(cause);
+            }
+            Ok(Nas::SecurityModeReject { cause }) => {
+                info!(imsi = %self.imsi, cause, "UE rejected the SECURITY MODE COMMAND");
+                self.smc_reject_cause = Some(cause);
+            }
+            _ => {}
         }
     }
 
@@ -233,19 +240,21 @@ impl Ue<'_> {
                 }
                 S1ap::InitialContextSetupRequest(r) => {
                     self.learn_mme_id(r.mme_ue_id);
-                    return self.context_setup(&r, started).await;
+                    return self.context_setup(&r, started);
                 }
                 S1ap::UeContextReleaseCommand {
                     mme_ue_id, cause, ..
                 } => {
                     self.release_complete(mme_ue_id);
                     return Err(rejected.unwrap_or_else(|| {
-                        let ue_cause = self.auth_failure_cause;
-                        let kind = if ue_cause.is_some() {
-                            FailureKind::AuthenticationFailure
-                        } else {
-                            FailureKind::Released
-                        };
+                        // The MME ended the attach without a reject: say why if the UE
+                        // refused something first.
+                        let (kind, ue_cause) =
+                            match (self.smc_reject_cause, self.auth_failure_cause) {
+                                (Some(c), _) => (FailureKind::SecurityModeReject, Some(c)),
+                                (None, Some(c)) => (FailureKind::AuthenticationFailure, Some(c)),
+                                (None, None) => (FailureKind::Released, None),
+                            };
                         Failure::new(
                             kind,
                             ue_cause,
@@ -268,7 +277,7 @@ impl Ue<'_> {
 
     /// INITIAL CONTEXT SETUP REQUEST: take the ATTACH ACCEPT, answer with our S1-U TEID,
     /// then send ATTACH COMPLETE (after the RRC reconfiguration a real eNB would do).
-    async fn context_setup(
+    fn context_setup(
         &mut self,
         r: &InitialContextSetupRequest,
         started: Instant,
@@ -442,6 +451,7 @@ pub async fn run_ue(sh: Shared, usim: Usim) -> Outcome {
         imsi: imsi.clone(),
         nas,
         auth_failure_cause: None,
+        smc_reject_cause: None,
         enb_ue_id,
         mme_ue_id: None,
         rx,
