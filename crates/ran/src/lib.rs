@@ -12,7 +12,16 @@
 //! until the `stop` future completes or `duration_ms` passes; then every UE detaches.
 //! The [`Report`] carries per-UE results, the probe, failures (an Attach or
 //! Authentication Reject is a per-UE result, not an error), and [`report::Recovery`]:
-//! DP_GTP per UE and CP_S1-MME outages with run-relative and UNIX timestamps.
+//! DP_GTP per UE and CP_S1-MME outages with run-relative and UNIX timestamps;
+//! [`Recovery::within`] picks those overlapping a migration's downtime window.
+//! [`run_with_progress`] also publishes live [`Progress`] (e.g. to start a migration
+//! once every UE is attached).
+//!
+//! The UE's NAS and USIM are `proto_nas::UeNas` (keys from the subscriber CSV, read
+//! with `hss::read_csv`); S1AP, SCTP over UDP and GTP-U are the proto crates. If the
+//! association is lost the eNB re-establishes it with a new S1 Setup (counted in
+//! `s1_setups`); the UEs are not re-attached then (their MME contexts belong to the old
+//! association, so their detach is reported as failed).
 //!
 //! Malformed S1AP/NAS/GTP-U from the network is logged, counted and dropped.
 
