@@ -19,7 +19,7 @@ const OP_TIMEOUT: Duration = Duration::from_secs(600);
 impl Client {
     pub fn connect(addr: SocketAddr, token: &[u8]) -> Result<Self> {
         let mut stream =
-            TcpStream::connect_timeout(&addr, Duration::from_secs(3)).with_context(|| {
+            TcpStream::connect_timeout(&addr, Duration::from_secs(1)).with_context(|| {
                 format!("agent at {addr} is not reachable (is the lab up and its agent running?)")
             })?;
         stream.set_nodelay(true)?;

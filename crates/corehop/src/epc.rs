@@ -56,23 +56,26 @@ impl Db {
     }
 }
 
-/// The database lives on the HSS container's tmpfs; the host sees it through /proc.
+/// The database lives on the HSS container's tmpfs. SQLite resolves symlinks, so a
+/// /proc/PID/root path would lead it back to the host's own /var: instead this process
+/// (single-threaded here) joins the container's mount namespace and reads the HSS's config.
 fn running_hss_db() -> Result<PathBuf> {
     let spec = lab::current().context("no --db given and no lab is up")?;
-    for h in &spec.hosts {
-        let Ok(mut c) = crate::cmd::client(&spec, &h.name) else {
-            continue;
-        };
-        for info in c.ps()? {
-            if info.name == "hss" {
-                let pid = info.pid.context("the hss container is not running")?;
-                let cfg = hss::Config::default();
-                return Ok(Path::new(&format!("/proc/{pid}/root"))
-                    .join(cfg.db_path.strip_prefix("/").unwrap_or(&cfg.db_path)));
-            }
-        }
+    let pid = spec
+        .hosts
+        .iter()
+        .filter_map(|h| crate::cmd::client(&spec, &h.name).and_then(|mut c| c.ps()).ok())
+        .flatten()
+        .find(|c| c.name == "hss" && c.state == "running")
+        .and_then(|c| c.pid)
+        .context("no --db given and no running hss container (start one with `corehop nf start hss --host node-a`)")?;
+    let ns = std::fs::File::open(format!("/proc/{pid}/ns/mnt"))?;
+    // SAFETY: setns on a valid namespace fd; no other thread exists yet.
+    if unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&ns), libc::CLONE_NEWNS) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("cannot enter the hss container");
     }
-    bail!("no --db given and no running hss container (start one with `corehop nf start hss --host node-a`)")
+    let cfg = hss::Config::load(Path::new(&crate::nf::Nf::Hss.config_path()))?;
+    Ok(cfg.db_path)
 }
 
 pub fn hss(c: HssCmd, json: bool) -> Result<()> {

@@ -20,7 +20,7 @@ impl Nf {
             Nf::Spgw => "spgw",
         }
     }
-    fn config_path(self) -> String {
+    pub fn config_path(self) -> String {
         format!("/etc/corehop/{}.toml", self.name())
     }
 }

@@ -24,6 +24,20 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
+        // A failed test keeps the lab's logs (agents, master, functions) for a post-mortem.
+        if std::thread::panicking() {
+            let keep = std::env::temp_dir().join(format!("corehop-failed-{}", std::process::id()));
+            let _ = Command::new("sh")
+                .arg("-c")
+                .arg(format!(
+                    "mkdir -p {k} && cp -r /run/corehop {k}/run 2>/dev/null; \
+                     for f in /var/lib/corehop/hosts/*/containers/*/log; do \
+                       d={k}/$(echo $f | cut -d/ -f6,8 | tr / -); cp $f $d.log; done",
+                    k = keep.display()
+                ))
+                .status();
+            eprintln!("lab logs kept in {}", keep.display());
+        }
         let _ = corehop(&["lab", "down"]);
     }
 }
@@ -87,7 +101,7 @@ impl Capture {
             None => Command::new("tcpdump"),
         };
         let child = c
-            .args(["-i", iface, "-U", "-s", "0", "-w"])
+            .args(["-i", iface, "-U", "--immediate-mode", "-s", "0", "-w"])
             .arg(path)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -167,4 +181,62 @@ pub fn start_epc(host: &str) {
     for nf in ["hss", "spgw", "mme"] {
         ok(&["nf", "start", nf, "--host", host]);
     }
+}
+
+impl Lab {
+    /// A lab from a TOML lab file instead of the default one.
+    pub fn up_with(file: &std::path::Path) -> Lab {
+        let guard = LAB.lock().unwrap_or_else(|p| p.into_inner());
+        ok(&["lab", "down"]);
+        ok(&["lab", "up", file.to_str().unwrap()]);
+        Lab { _guard: guard }
+    }
+}
+
+/// `corehop ran` in the background; `finish` returns its JSON report.
+pub struct Ran(std::process::Child);
+
+impl Ran {
+    pub fn start(args: &[&str]) -> Ran {
+        let child = Command::new(BIN)
+            .args(["ran", "--json"])
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("corehop ran");
+        Ran(child)
+    }
+
+    pub fn finish(self) -> serde_json::Value {
+        let out = self.0.wait_with_output().unwrap();
+        assert!(out.status.success(), "ran failed");
+        json(&String::from_utf8_lossy(&out.stdout))
+    }
+}
+
+/// A container's list of containers from `corehop ps`.
+pub fn containers() -> Vec<serde_json::Value> {
+    json(&ok(&["ps", "--json"])).as_array().unwrap().clone()
+}
+
+/// Reads a file inside a running container (through /proc/PID/root).
+pub fn container_file(name: &str, path: &str) -> String {
+    let c = containers()
+        .into_iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no {name}"));
+    let pid = c["pid"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("{name} not running: {c}"));
+    std::fs::read_to_string(format!("/proc/{pid}/root{path}"))
+        .unwrap_or_else(|e| panic!("{name}:{path}: {e}"))
+}
+
+pub fn host_of(name: &str) -> String {
+    containers()
+        .iter()
+        .find(|c| c["name"] == name)
+        .map(|c| c["host"].as_str().unwrap().to_string())
+        .unwrap_or_default()
 }
