@@ -73,6 +73,7 @@ pub fn recover(spec: &LabSpec, token: &[u8], name: &str, on: &str) -> Result<Rep
         bail!("{name} on {on} is {}, not a standby checkpoint (make one with `corehop checkpoint {name} --to {on}`)", info.state);
     }
     let t = std::time::Instant::now();
+    let started = phase::unix_ms();
     let plugged = dst.plug(name)?;
     let restored = dst.restore(name, STANDBY_ROUND)?;
     let mut phases = phase::Phases::default();
@@ -89,5 +90,7 @@ pub fn recover(spec: &LabSpec, token: &[u8], name: &str, on: &str) -> Result<Rep
         phases,
         image_bytes: 0,
         prepare_ms: 0.0,
+        frozen_unix_ms: started,
+        resumed_unix_ms: phase::unix_ms(),
     })
 }

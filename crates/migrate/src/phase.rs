@@ -56,6 +56,17 @@ pub struct Report {
     /// Destination preparation (bundle, netns) before the migration proper.
     #[serde(serialize_with = "ser_ms")]
     pub prepare_ms: f64,
+    /// Wall-clock (UNIX ms) when the function stopped serving and when it served again,
+    /// to match the outages probes and UEs saw against this migration.
+    pub frozen_unix_ms: u64,
+    pub resumed_unix_ms: u64,
+}
+
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 pub struct Migration {
@@ -70,7 +81,7 @@ pub struct Migration {
     phases: Phases,
     image_bytes: u64,
     prepare_ms: f64,
-    frozen_at: Option<Instant>,
+    frozen_at: Option<(Instant, u64)>,
     /// What a rollback must undo.
     source_stopped: Option<String>,
     source_unplugged: bool,
@@ -181,7 +192,7 @@ impl Migration {
         pre_dump: bool,
     ) -> Result<u64> {
         if !leave_running && !pre_dump {
-            self.frozen_at = Some(Instant::now());
+            self.frozen_at = Some((Instant::now(), unix_ms()));
         }
         let name = self.name.clone();
         let st = self
@@ -229,10 +240,11 @@ impl Migration {
     }
 
     fn end(mut self, forget_source: bool) -> Result<Report> {
-        let downtime_ms = self
+        let resumed_unix_ms = unix_ms();
+        let (downtime_ms, frozen_unix_ms) = self
             .frozen_at
-            .map(|t| t.elapsed().as_secs_f64() * 1e3)
-            .unwrap_or(0.0);
+            .map(|(t, u)| (t.elapsed().as_secs_f64() * 1e3, u))
+            .unwrap_or((0.0, resumed_unix_ms));
         if forget_source {
             if let Err(e) = self.src.remove(&self.name) {
                 tracing::warn!(
@@ -252,6 +264,8 @@ impl Migration {
             phases: self.phases,
             image_bytes: self.image_bytes,
             prepare_ms: self.prepare_ms,
+            frozen_unix_ms,
+            resumed_unix_ms,
         })
     }
 
