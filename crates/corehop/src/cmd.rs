@@ -297,8 +297,8 @@ pub fn probe(a: ProbeArgs, json: bool) -> Result<()> {
         Duration::from_secs_f64(a.duration),
     );
     let r = match a.proto.as_str() {
-        "tcp" => measure::probe::tcp(a.target, i, d)?,
-        "udp" => measure::probe::udp(a.target, i, d)?,
+        "tcp" => measure::probe::tcp(a.target, i, &measure::probe::after(d))?,
+        "udp" => measure::probe::udp(a.target, i, &measure::probe::after(d))?,
         p => bail!("unknown probe {p:?}: use tcp or udp"),
     };
     if json {

@@ -1,65 +1,34 @@
-//! `corehop demo`: the main job in one command. A lab with two hosts, a stateful function
-//! with a client holding a TCP connection from a third host, a live migration, the phases.
+//! `corehop demo`: the main job in one command. A lab with two hosts; a stateful test
+//! service migrated with a client holding its TCP connection; then the EPC (HSS, MME,
+//! SPGW) on node-a with one attached UE pinging the PDN, and each function migrated live
+//! to node-b in turn, with a table of migration time, phases, downtime, UE service
+//! recovery (DP_GTP, DP_SGi, CP_S1-MME) and data moved.
+use crate::nf::{self, Nf};
 use anyhow::{bail, Context, Result};
+use measure::gaps::Series;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 const SVC_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 1, 100);
+/// How long after a function resumes an outage may still end and count as its recovery.
+const RECOVERY_GRACE_MS: u64 = 3000;
 
 pub fn run(json: bool) -> Result<()> {
     let exe = std::env::current_exe()?;
     let spec = lab::spec::LabSpec::default();
-    step("lab down (clean slate) and lab up: hosts node-a, node-b, ran, pdn");
+    step("lab down (clean slate), lab up: hosts node-a, node-b, ran, pdn, one agent each");
     lab::down()?;
     lab::up(&spec, &exe)?;
-    let token = lab::token()?;
     let result = (|| {
-        step("testsvc (a TCP/UDP counter) as a container on node-a");
-        let cs = runtime::ContainerSpec::new(
-            "testsvc",
-            exe.clone(),
-            vec!["testsvc".into()],
-            SVC_IP,
-            spec.prefix_len,
-            runtime::flavor::DEFAULT_FLAVOR,
-        )?;
-        agent::Client::connect(lab::agent_addr(&spec, "node-a")?, &token)?.run(&cs)?;
-
-        step("a client on host `ran` holds one TCP connection, a request every 10 ms");
-        let target = SocketAddr::from((SVC_IP, 7000));
-        let probe = std::thread::spawn(move || -> Result<measure::probe::ProbeReport> {
-            lab::net::enter_netns(&lab::net::host_ns("ran"))?;
-            measure::probe::tcp(target, Duration::from_millis(10), Duration::from_secs(5))
-        });
-        std::thread::sleep(Duration::from_secs(1));
-        step("live migration node-a -> node-b, stop-and-copy (CRIU through runc)");
-        let r = migrate::migrate(
-            &spec,
-            &token,
-            "testsvc",
-            "node-b",
-            migrate::Method::StopAndCopy,
-        )?;
-        let p = probe
-            .join()
-            .map_err(|_| anyhow::anyhow!("probe thread panicked"))??;
+        let token = lab::token()?;
+        let svc = testsvc(&spec, &token, &exe)?;
+        let epc = epc(&spec, &token)?;
         if json {
-            println!("{}", serde_json::json!({"migration": r, "client": p}));
+            println!("{}", serde_json::json!({"testsvc": svc, "epc": epc}));
         } else {
-            print_report(&r);
-            println!(
-                "\nclient on ran: {} requests, {} answered, {} reconnects, longest gap {:.1} ms, counter {}..{} ({})",
-                p.sent,
-                p.answered,
-                p.reconnects,
-                p.max_gap_ms,
-                p.first_counter.unwrap_or(0),
-                p.last_counter.unwrap_or(0),
-                if p.counter_consecutive { "state kept, no request lost" } else { "COUNTER JUMPED" }
-            );
-        }
-        if p.reconnects > 0 || !p.counter_consecutive {
-            bail!("the client's connection or the service's state did not survive");
+            print_epc_table(&epc);
         }
         Ok(())
     })();
@@ -72,11 +41,170 @@ fn step(s: &str) {
     eprintln!("==> {s}");
 }
 
-pub fn print_report(r: &migrate::Report) {
+/// Runs `f` on a thread inside a lab host's network namespace.
+fn on_host<T: Send + 'static>(host: &str, f: impl FnOnce() -> Result<T> + Send + 'static) -> std::thread::JoinHandle<Result<T>> {
+    let ns = lab::net::host_ns(host);
+    std::thread::spawn(move || {
+        lab::net::enter_netns(&ns)?;
+        f()
+    })
+}
+
+fn join<T>(h: std::thread::JoinHandle<Result<T>>) -> Result<T> {
+    h.join().map_err(|_| anyhow::anyhow!("probe thread panicked"))?
+}
+
+fn testsvc(spec: &lab::spec::LabSpec, token: &[u8], exe: &std::path::Path) -> Result<serde_json::Value> {
+    step("testsvc (a TCP/UDP counter) as a container on node-a");
+    let cs = runtime::ContainerSpec::new("testsvc", exe.to_path_buf(), vec!["testsvc".into()], SVC_IP, spec.prefix_len,
+        runtime::flavor::DEFAULT_FLAVOR)?;
+    agent::Client::connect(lab::agent_addr(spec, "node-a")?, token)?.run(&cs)?;
+    step("a client on host `ran` holds one TCP connection, a request every 10 ms");
+    let target = SocketAddr::from((SVC_IP, 7000));
+    let probe = on_host("ran", move || measure::probe::tcp(target, Duration::from_millis(10), &measure::probe::after(Duration::from_secs(4))));
+    std::thread::sleep(Duration::from_secs(1));
+    step("live migration of testsvc node-a -> node-b, stop-and-copy (CRIU through runc)");
+    let r = migrate::migrate(spec, token, "testsvc", "node-b", migrate::Method::StopAndCopy)?;
+    let p = join(probe)?;
+    print_report(&r);
     println!(
-        "\n{} migrated {} -> {} ({})",
-        r.name, r.from, r.to, r.method
+        "  client on ran: {} requests, {} answered, {} reconnects, longest gap {:.1} ms, counter {}..{} ({})",
+        p.sent, p.answered, p.reconnects, p.max_gap_ms, p.first_counter.unwrap_or(0), p.last_counter.unwrap_or(0),
+        if p.counter_consecutive { "state kept, no request lost" } else { "COUNTER JUMPED" }
     );
+    if p.reconnects > 0 || !p.counter_consecutive {
+        bail!("the client's connection or the service's state did not survive");
+    }
+    agent::Client::connect(lab::agent_addr(spec, "node-b")?, token)?.remove("testsvc")?;
+    Ok(serde_json::json!({"migration": r, "client": p}))
+}
+
+/// One row of the EPC table.
+#[derive(serde::Serialize)]
+struct Row {
+    migration: migrate::Report,
+    /// Longest outages overlapping the migration (None: none beyond the probe's threshold).
+    dp_gtp_ms: Option<f64>,
+    dp_sgi_ms: Option<f64>,
+    cp_s1_mme_ms: Option<f64>,
+}
+
+fn epc(spec: &lab::spec::LabSpec, token: &[u8]) -> Result<Vec<Row>> {
+    step("EPC: HSS, SPGW, MME as containers on node-a");
+    let mut a = agent::Client::connect(lab::agent_addr(spec, "node-a")?, token)?;
+    for f in [Nf::Hss, Nf::Spgw, Nf::Mme] {
+        a.run(&nf::container(f, &nf::default_config(f)?, &nf::default_subscribers_csv(), spec.prefix_len,
+            runtime::flavor::DEFAULT_FLAVOR)?)?;
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let st = stop.clone();
+    let spgw_ip = nf::container(Nf::Spgw, &nf::default_config(Nf::Spgw)?, "", spec.prefix_len, "medium")?.service_ip;
+    // DP_SGi: UE pings leaving the SPGW towards the PDN, seen at the PDN host.
+    let sgi = on_host("pdn", move || measure::wire::sniff(spgw_ip, 1, Duration::from_millis(25), &st));
+
+    step("one UE attaches from host `ran` and pings the pdn host every 10 ms through GTP-U");
+    let subscribers = lab::paths::host_run_dir("ran").join("subscribers.csv");
+    std::fs::write(&subscribers, nf::default_subscribers_csv())?;
+    let cfg = ran::Config {
+        s1u_address: spec.host("ran")?.addr,
+        ues: 1,
+        subscribers,
+        ping_target: spec.host("pdn")?.addr,
+        ping_interval_ms: 10,
+        cp_probe_interval_ms: 10,
+        duration_ms: None,
+        ..Default::default()
+    };
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (prog_tx, mut prog_rx) = tokio::sync::watch::channel(ran::Progress::default());
+    let ran = on_host("ran", move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        rt.block_on(ran::run_with_progress(cfg, async { let _ = stop_rx.await; }, prog_tx))
+    });
+    let attached = (|| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let p = prog_rx.borrow_and_update().clone();
+            if p.attach_phase_over() {
+                return if p.attached == p.ues { Ok(()) } else { Err(anyhow::anyhow!("the UE did not attach")) };
+            }
+            if std::time::Instant::now() > deadline || ran.is_finished() {
+                bail!("the UE did not attach within 20 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    })();
+    let mut reports = vec![];
+    if attached.is_ok() {
+        std::thread::sleep(Duration::from_secs(1));
+        for f in ["hss", "mme", "spgw"] {
+            step(&format!("live migration of {f} node-a -> node-b, stop-and-copy, UE attached"));
+            match migrate::migrate(spec, token, f, "node-b", migrate::Method::StopAndCopy) {
+                Ok(r) => reports.push(r),
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    break;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(RECOVERY_GRACE_MS));
+        }
+    }
+    let _ = stop_tx.send(());
+    stop.store(true, Ordering::Relaxed);
+    let ue = join(ran)?;
+    let sgi = join(sgi)?;
+    attached?;
+    if reports.len() < 3 {
+        bail!("not every function migrated");
+    }
+    println!(
+        "\nUE {}: IP {}, {} pings sent, {} answered; {} S1 Setup(s), {} association loss(es)",
+        ue.ues[0].imsi, ue.ues[0].ue_ip, ue.ues[0].pings_sent, ue.ues[0].pings_received, ue.s1_setups, ue.association_losses
+    );
+    Ok(reports
+        .into_iter()
+        .map(|r| {
+            let (from, to) = (r.frozen_unix_ms, r.resumed_unix_ms + RECOVERY_GRACE_MS);
+            let w = ue.recovery.within(from, to);
+            let longest = |v: &[measure::gaps::Outage]| v.iter().map(|o| o.duration_ms).reduce(f64::max);
+            Row {
+                dp_gtp_ms: longest(&w.dp_gtp.iter().flat_map(|(_, o)| o.clone()).collect::<Vec<_>>()),
+                dp_sgi_ms: longest(&overlapping(&sgi, from, to)),
+                cp_s1_mme_ms: longest(&w.cp_s1_mme),
+                migration: r,
+            }
+        })
+        .collect())
+}
+
+fn overlapping(s: &Series, from: u64, to: u64) -> Vec<measure::gaps::Outage> {
+    s.overlapping(from, to)
+}
+
+fn ms(v: Option<f64>) -> String {
+    v.map(|v| format!("{v:.0}")).unwrap_or_else(|| "-".into())
+}
+
+fn print_epc_table(rows: &[Row]) {
+    println!("\nEPC functions migrated node-a -> node-b with one attached UE (stop-and-copy), times in ms:");
+    println!(
+        "{:<5} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>7} {:>7} {:>10} {:>9}",
+        "nf", "Tc", "Tt", "Tn", "Tr", "total", "downtime", "DP_GTP", "DP_SGi", "CP_S1-MME", "data MB"
+    );
+    for r in rows {
+        let m = &r.migration;
+        let p = |k: &str| m.phases.get(k).map(|v| format!("{v:.0}")).unwrap_or_default();
+        println!(
+            "{:<5} {:>8} {:>8} {:>8} {:>8} {:>8.0} {:>9.0} {:>7} {:>7} {:>10} {:>9.2}",
+            m.name, p("checkpoint"), p("transfer"), p("network"), p("restore"), m.total_ms, m.downtime_ms,
+            ms(r.dp_gtp_ms), ms(r.dp_sgi_ms), ms(r.cp_s1_mme_ms), m.image_bytes as f64 / 1e6
+        );
+    }
+    println!("(- : no outage beyond the probe's resolution: pings and S1AP probes every 10 ms)");
+}
+
+pub fn print_report(r: &migrate::Report) {
+    println!("\n{} migrated {} -> {} ({})", r.name, r.from, r.to, r.method);
     println!("  {:<16} {:>10}", "phase", "ms");
     for (k, v) in &r.phases.0 {
         println!("  {:<16} {:>10.1}", k, v);
@@ -84,8 +212,5 @@ pub fn print_report(r: &migrate::Report) {
     println!("  {:<16} {:>10.1}", "total", r.total_ms);
     println!("  {:<16} {:>10.1}", "downtime", r.downtime_ms);
     println!("  {:<16} {:>10}", "image bytes", r.image_bytes);
-    println!(
-        "  (destination prepared beforehand in {:.1} ms)",
-        r.prepare_ms
-    );
+    println!("  (destination prepared beforehand in {:.1} ms)", r.prepare_ms);
 }

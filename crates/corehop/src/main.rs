@@ -2,6 +2,7 @@
 mod cmd;
 mod demo;
 mod epc;
+mod experiment;
 mod nf;
 mod testsvc;
 
@@ -66,6 +67,13 @@ enum Cmd {
     Hss(epc::HssCmd),
     /// eNB and UE emulator: attach UEs, ping through GTP-U, probe the control plane.
     Ran(epc::RanArgs),
+    /// Run an experiment plan (function x method x parameter, N runs), resumable.
+    Experiment(experiment::ExperimentArgs),
+    /// Statistics, tables and figures of an experiment's results folder.
+    Report { dir: std::path::PathBuf },
+    /// Keep the CPUs busy (the CPU-load generator the experiments run in a cgroup).
+    #[command(hide = true)]
+    Burn,
     /// The main job: lab up, a stateful function migrated live with a client attached, phases.
     Demo,
     /// Probe a counter service at a fixed rate and report gaps, reconnects and state.
@@ -99,6 +107,9 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Testsvc { tcp, udp } => testsvc::serve(tcp, udp),
         Cmd::Probe(a) => cmd::probe(a, json),
         Cmd::Demo => demo::run(json),
+        Cmd::Experiment(a) => experiment::run(a),
+        Cmd::Report { dir } => experiment::report(&dir),
+        Cmd::Burn => experiment::burn(),
         Cmd::Checkpoint { name, to } => cmd::standby(&name, &to, json),
         Cmd::Recover { name, on } => cmd::recover(&name, &on, json),
         Cmd::Nf(c) => nf::cmd(c, json),

@@ -1,2 +1,5 @@
 //! Measurement from the user's side of a migration.
+pub mod app;
+pub mod gaps;
 pub mod probe;
+pub mod wire;

@@ -1,13 +1,14 @@
 //! Request-reply probes against a counter service (`corehop testsvc`): one TCP connection
 //! held for the whole run, or UDP datagrams, every `interval`. The longest silence between
 //! two answers is the downtime the client saw; the counter tells whether state survived.
+use crate::gaps::{Clock, GapTracker, Series};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
-#[derive(Debug, Clone, Serialize, Default)]
+#[derive(Debug, Clone, Serialize)]
 pub struct ProbeReport {
     pub proto: String,
     pub target: String,
@@ -21,67 +22,77 @@ pub struct ProbeReport {
     pub last_counter: Option<u64>,
     /// Longest time without an answer, in ms.
     pub max_gap_ms: f64,
-    /// When (ms since start) that gap began.
-    pub max_gap_at_ms: f64,
     pub duration_ms: f64,
+    /// Every silence longer than twice the interval, with UNIX timestamps.
+    pub gaps: Series,
 }
 
-struct Tracker {
-    r: ProbeReport,
-    start: Instant,
-    last_answer: Instant,
+struct Counter {
+    tracker: GapTracker,
+    clock: Clock,
+    sent: u64,
+    answered: u64,
+    reconnects: u64,
+    consecutive: bool,
+    first: Option<u64>,
+    last: Option<u64>,
 }
 
-impl Tracker {
-    fn new(proto: &str, target: SocketAddr) -> Self {
-        let now = Instant::now();
-        Tracker {
-            r: ProbeReport {
-                proto: proto.into(),
-                target: target.to_string(),
-                counter_consecutive: true,
-                ..Default::default()
-            },
-            start: now,
-            last_answer: now,
+impl Counter {
+    fn new(interval: Duration) -> Self {
+        let clock = Clock::new();
+        Counter {
+            tracker: GapTracker::new(clock, clock.start(), interval * 2),
+            clock,
+            sent: 0,
+            answered: 0,
+            reconnects: 0,
+            consecutive: true,
+            first: None,
+            last: None,
         }
     }
 
-    fn answer(&mut self, counter: u64) {
-        let now = Instant::now();
-        if self.r.answered > 0 {
-            let gap = (now - self.last_answer).as_secs_f64() * 1e3;
-            if gap > self.r.max_gap_ms {
-                self.r.max_gap_ms = gap;
-                self.r.max_gap_at_ms = (self.last_answer - self.start).as_secs_f64() * 1e3;
-            }
+    fn answer(&mut self, text: &str) -> Result<()> {
+        let counter: u64 = text.trim().parse().with_context(|| format!("the service answered {text:?}, not a counter"))?;
+        // The first answer closes the virtual gap from the start; it is not an outage.
+        if self.answered == 0 {
+            self.tracker = GapTracker::new(self.clock, Instant::now(), self.tracker.threshold());
+        } else {
+            self.tracker.ok(Instant::now());
         }
-        if let Some(prev) = self.r.last_counter {
-            if counter != prev + 1 {
-                self.r.counter_consecutive = false;
-            }
+        if self.last.is_some_and(|prev| counter != prev + 1) {
+            self.consecutive = false;
         }
-        self.r.first_counter.get_or_insert(counter);
-        self.r.last_counter = Some(counter);
-        self.r.answered += 1;
-        self.last_answer = now;
+        self.first.get_or_insert(counter);
+        self.last = Some(counter);
+        self.answered += 1;
+        Ok(())
     }
 
-    fn finish(mut self) -> ProbeReport {
-        self.r.duration_ms = self.start.elapsed().as_secs_f64() * 1e3;
-        self.r
+    fn finish(self, proto: &str, target: SocketAddr) -> ProbeReport {
+        let duration_ms = self.clock.ms(Instant::now());
+        let gaps = self.tracker.snapshot();
+        ProbeReport {
+            proto: proto.into(),
+            target: target.to_string(),
+            sent: self.sent,
+            answered: self.answered,
+            reconnects: self.reconnects,
+            counter_consecutive: self.consecutive,
+            first_counter: self.first,
+            last_counter: self.last,
+            max_gap_ms: gaps.longest.map(|o| o.duration_ms).unwrap_or(0.0),
+            duration_ms,
+            gaps,
+        }
     }
-}
-
-fn parse_counter(s: &str) -> Result<u64> {
-    s.trim()
-        .parse()
-        .with_context(|| format!("the service answered {s:?}, not a counter"))
 }
 
 /// Holds one TCP connection; each request is `inc`, each answer the new counter value.
-pub fn tcp(target: SocketAddr, interval: Duration, duration: Duration) -> Result<ProbeReport> {
-    let mut t = Tracker::new("tcp", target);
+/// Runs until `done()` says so.
+pub fn tcp(target: SocketAddr, interval: Duration, done: &dyn Fn() -> bool) -> Result<ProbeReport> {
+    let mut c = Counter::new(interval);
     let connect = || -> Result<(TcpStream, BufReader<TcpStream>)> {
         let s = TcpStream::connect_timeout(&target, Duration::from_secs(2))
             .with_context(|| format!("cannot connect to {target}"))?;
@@ -93,50 +104,49 @@ pub fn tcp(target: SocketAddr, interval: Duration, duration: Duration) -> Result
     };
     let (mut w, mut r) = connect()?;
     let mut line = String::new();
-    while t.start.elapsed() < duration {
+    while !done() {
         let tick = Instant::now();
-        t.r.sent += 1;
+        c.sent += 1;
         line.clear();
-        let ok = w.write_all(b"inc\n").is_ok() && matches!(r.read_line(&mut line), Ok(n) if n > 0);
-        if ok {
-            t.answer(parse_counter(&line)?);
+        if w.write_all(b"inc\n").is_ok() && matches!(r.read_line(&mut line), Ok(n) if n > 0) {
+            c.answer(&line)?;
         } else {
-            t.r.reconnects += 1;
+            c.reconnects += 1;
             (w, r) = connect()?;
         }
         if let Some(rest) = interval.checked_sub(tick.elapsed()) {
             std::thread::sleep(rest);
         }
     }
-    Ok(t.finish())
+    Ok(c.finish("tcp", target))
 }
 
 /// One datagram `inc` per interval; a datagram lost while the service moves is just lost.
-pub fn udp(target: SocketAddr, interval: Duration, duration: Duration) -> Result<ProbeReport> {
-    let mut t = Tracker::new("udp", target);
+pub fn udp(target: SocketAddr, interval: Duration, done: &dyn Fn() -> bool) -> Result<ProbeReport> {
+    let mut c = Counter::new(interval);
     let s = UdpSocket::bind("0.0.0.0:0")?;
     s.connect(target)?;
-    s.set_read_timeout(Some(interval.max(Duration::from_millis(1))))?;
     let mut buf = [0u8; 64];
-    while t.start.elapsed() < duration {
+    while !done() {
         let tick = Instant::now();
-        t.r.sent += 1;
+        c.sent += 1;
         s.send(b"inc")?;
         while let Some(rest) = interval.checked_sub(tick.elapsed()) {
             s.set_read_timeout(Some(rest.max(Duration::from_micros(100))))?;
             match s.recv(&mut buf) {
-                Ok(n) => {
-                    let text = std::str::from_utf8(&buf[..n]).unwrap_or("");
-                    t.answer(parse_counter(text)?);
-                }
+                Ok(n) => c.answer(std::str::from_utf8(&buf[..n]).unwrap_or(""))?,
                 Err(_) => break,
             }
         }
     }
-    // UDP loses requests during the move, so only monotonic growth is expected.
-    let r = t.finish();
-    if r.answered == 0 {
-        bail!("no UDP answer from {target} in {duration:?}");
+    if c.answered == 0 {
+        bail!("no UDP answer from {target}");
     }
-    Ok(r)
+    Ok(c.finish("udp", target))
+}
+
+/// A `done` for the probes: true once `d` has passed since the call.
+pub fn after(d: Duration) -> impl Fn() -> bool {
+    let start = Instant::now();
+    move || start.elapsed() >= d
 }

@@ -1,0 +1,350 @@
+//! `corehop experiment` and `corehop report`: the paper's evaluation on this lab. The
+//! runner (crates/experiment) expands the plan and keeps the raw data resumable; this is
+//! its executor: for each run it sets the case's flavor, NIC rate and CPU load, starts the
+//! probes (ICMP at 1 ms, an application-level probe, an attached UE for EPC functions),
+//! migrates the function to the other node and turns what the probes saw during the
+//! migration into the run's KPIs.
+use crate::nf::{self, Nf};
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use experiment::{Case, Executor, Function, LoadWhere, Record};
+use measure::gaps::{Outage, Series};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+const NODES: [&str; 2] = ["node-a", "node-b"];
+const TESTSVC_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 1, 100);
+/// CPU-load generators: one per node, each with its own service IP.
+const LOAD_IPS: [Ipv4Addr; 2] = [Ipv4Addr::new(10, 77, 1, 240), Ipv4Addr::new(10, 77, 1, 241)];
+/// Outages ending this long after the function resumed still belong to its migration.
+const GRACE_MS: u64 = 2000;
+/// Probe period (the paper pings at 1 ms).
+const PROBE: Duration = Duration::from_millis(1);
+
+#[derive(Args)]
+pub struct ExperimentArgs {
+    /// The plan (TOML), e.g. plans/quick.toml or plans/paper.toml.
+    plan: PathBuf,
+    /// Runs per case (default: the plan's).
+    #[arg(long)]
+    runs: Option<u32>,
+    /// Results folder; an interrupted experiment resumes where it stopped.
+    #[arg(long)]
+    out: PathBuf,
+    /// Run again the runs that failed before.
+    #[arg(long)]
+    retry_failed: bool,
+}
+
+pub fn run(a: ExperimentArgs) -> Result<()> {
+    let plan = experiment::Plan::load(&a.plan)?;
+    let spec = lab::current().context("the experiment runs on the lab: `corehop lab up` first")?;
+    for n in NODES.iter().chain(["ran", "pdn"].iter()) {
+        spec.host(n).context("the experiment needs the default lab's hosts")?;
+    }
+    let mut ex = LabExecutor { spec, token: lab::token()?, placed: None };
+    let opts = experiment::RunOptions { runs_override: a.runs, handle_signals: true, progress: true, retry_failed: a.retry_failed, ..Default::default() };
+    let sum = experiment::run_plan_with(&plan, &mut ex, &a.out, &opts)?;
+    ex.clear();
+    eprintln!(
+        "{} runs planned, {} already done, {} executed ({} failed){}",
+        sum.planned, sum.already_done, sum.executed, sum.failed, if sum.interrupted { ", interrupted: run again to resume" } else { "" }
+    );
+    experiment::write_stats(&a.out)?;
+    let r = experiment::report(&a.out)?;
+    eprintln!("report: {}", r.path.display());
+    Ok(())
+}
+
+pub fn report(dir: &std::path::Path) -> Result<()> {
+    experiment::write_stats(dir)?;
+    let r = experiment::report(dir)?;
+    for w in &r.warnings {
+        eprintln!("warning: {w}");
+    }
+    println!("{} ({} tables, {} figures)", r.path.display(), r.tables.len(), r.figures.len());
+    Ok(())
+}
+
+struct LabExecutor {
+    spec: lab::spec::LabSpec,
+    token: Vec<u8>,
+    /// The function currently deployed: (function, flavor, host).
+    placed: Option<(Function, String, String)>,
+}
+
+/// Probes running while a function migrates; each returns its series when stopped.
+struct Probes {
+    stop: Arc<AtomicBool>,
+    icmp: JoinHandle<Result<Series>>,
+    app: Option<JoinHandle<Result<Series>>>,
+    sgi: Option<JoinHandle<Result<Series>>>,
+    ue: Option<(tokio::sync::oneshot::Sender<()>, JoinHandle<Result<ran::Report>>)>,
+}
+
+fn on_host<T: Send + 'static>(host: &str, f: impl FnOnce() -> Result<T> + Send + 'static) -> JoinHandle<Result<T>> {
+    let ns = lab::net::host_ns(host);
+    std::thread::spawn(move || {
+        lab::net::enter_netns(&ns)?;
+        f()
+    })
+}
+
+fn join<T>(h: JoinHandle<Result<T>>) -> Result<T> {
+    h.join().map_err(|_| anyhow::anyhow!("a probe panicked"))?
+}
+
+fn nf_of(f: Function) -> Option<Nf> {
+    match f {
+        Function::Hss => Some(Nf::Hss),
+        Function::Mme => Some(Nf::Mme),
+        Function::Spgw => Some(Nf::Spgw),
+        Function::Testsvc => None,
+    }
+}
+
+impl LabExecutor {
+    fn client(&self, host: &str) -> Result<agent::Client> {
+        agent::Client::connect(lab::agent_addr(&self.spec, host)?, &self.token)
+    }
+
+    /// Removes whatever the executor deployed.
+    fn clear(&mut self) {
+        for n in NODES {
+            if let Ok(mut c) = self.client(n) {
+                for info in c.ps().unwrap_or_default() {
+                    let _ = c.remove(&info.name);
+                }
+            }
+        }
+        self.placed = None;
+    }
+
+    /// Deploys the case's function(s) with its flavor on node-a unless already there. EPC
+    /// functions bring the rest of the EPC along (the UE needs all three).
+    fn deploy(&mut self, case: &Case) -> Result<String> {
+        if let Some((f, fl, host)) = &self.placed {
+            if *f == case.function && *fl == case.flavor {
+                return Ok(host.clone());
+            }
+        }
+        self.clear();
+        let mut a = self.client("node-a")?;
+        let prefix = self.spec.prefix_len;
+        let exe = std::env::current_exe()?;
+        match nf_of(case.function) {
+            None => {
+                a.run(&runtime::ContainerSpec::new("testsvc", exe, vec!["testsvc".into()], TESTSVC_IP, prefix, &case.flavor)?)?;
+            }
+            Some(target) => {
+                for f in [Nf::Hss, Nf::Spgw, Nf::Mme] {
+                    // Only the function under test gets the case's flavor.
+                    let flavor = if f == target { case.flavor.as_str() } else { runtime::flavor::DEFAULT_FLAVOR };
+                    a.run(&nf::container(f, &nf::default_config(f)?, &nf::default_subscribers_csv(), prefix, flavor)?)?;
+                }
+            }
+        }
+        self.placed = Some((case.function, case.flavor.clone(), "node-a".into()));
+        Ok("node-a".into())
+    }
+
+    fn set_rates(&self, rate: &str) -> Result<()> {
+        for n in NODES {
+            lab::set_host_rate(n, Some(rate))?;
+        }
+        Ok(())
+    }
+
+    /// CPU load inside a cgroup on the chosen nodes: a busy loop limited to `percent` of the
+    /// host's CPUs.
+    fn start_load(&self, case: &Case) -> Result<()> {
+        if case.load_percent == 0 {
+            return Ok(());
+        }
+        let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64;
+        for (i, n) in NODES.iter().enumerate() {
+            let from_src = matches!(case.load_where, LoadWhere::Source | LoadWhere::Both) && Some(*n) == self.source();
+            let at_dst = matches!(case.load_where, LoadWhere::Destination | LoadWhere::Both) && Some(*n) != self.source();
+            if !(from_src || at_dst) {
+                continue;
+            }
+            let mut cs = runtime::ContainerSpec::new("load", std::env::current_exe()?, vec!["burn".into()], LOAD_IPS[i], self.spec.prefix_len, "tiny")?;
+            cs.flavor = runtime::Flavor { cpus: cpus * f64::from(case.load_percent) / 100.0, memory_mb: 64 };
+            cs.flavor_name = format!("load-{}%", case.load_percent);
+            self.client(n)?.run(&cs)?;
+        }
+        Ok(())
+    }
+
+    fn stop_load(&self) {
+        for n in NODES {
+            if let Ok(mut c) = self.client(n) {
+                let _ = c.remove("load");
+            }
+        }
+    }
+
+    fn source(&self) -> Option<&str> {
+        self.placed.as_ref().map(|(_, _, h)| h.as_str())
+    }
+
+    fn start_probes(&self, case: &Case) -> Result<Probes> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ip, app_target) = match nf_of(case.function) {
+            None => (TESTSVC_IP, None),
+            Some(f) => {
+                let c = nf::container(f, &nf::default_config(f)?, "", self.spec.prefix_len, "medium")?;
+                (c.service_ip, Some(f))
+            }
+        };
+        let s = stop.clone();
+        let icmp = on_host("ran", move || Ok(measure::wire::ping(ip, PROBE, &s)?.gaps));
+        let s = stop.clone();
+        let app = match app_target {
+            // The counter service: one TCP connection, a request per period.
+            None => Some(on_host("ran", move || {
+                Ok(measure::probe::tcp(SocketAddr::from((ip, 7000)), PROBE, &|| s.load(Ordering::Relaxed))?.gaps)
+            })),
+            Some(Nf::Hss) => Some(on_host("ran", move || measure::app::diameter_watchdog(SocketAddr::from((ip, 3868)), PROBE, &s))),
+            Some(Nf::Spgw) => Some(on_host("ran", move || measure::app::gtpu_echo(ip, PROBE, &s))),
+            // The MME's application probe is the eNB's S1AP round trip (CP_S1-MME).
+            Some(Nf::Mme) => None,
+        };
+        let sgi = match app_target {
+            Some(Nf::Spgw) => {
+                let s = stop.clone();
+                Some(on_host("pdn", move || measure::wire::sniff(ip, 1, Duration::from_millis(20), &s)))
+            }
+            _ => None,
+        };
+        let ue = match app_target {
+            Some(_) => Some(self.start_ue()?),
+            None => None,
+        };
+        Ok(Probes { stop, icmp, app, sgi, ue })
+    }
+
+    /// One UE attached through the EPC, pinging the pdn host and probing S1AP every 10 ms.
+    fn start_ue(&self) -> Result<(tokio::sync::oneshot::Sender<()>, JoinHandle<Result<ran::Report>>)> {
+        let subscribers = lab::paths::host_run_dir("ran").join("subscribers.csv");
+        std::fs::write(&subscribers, nf::default_subscribers_csv())?;
+        let cfg = ran::Config {
+            s1u_address: self.spec.host("ran")?.addr,
+            ues: 1,
+            subscribers,
+            ping_target: self.spec.host("pdn")?.addr,
+            ping_interval_ms: 10,
+            cp_probe_interval_ms: 10,
+            duration_ms: None,
+            ..Default::default()
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let (ptx, mut prx) = tokio::sync::watch::channel(ran::Progress::default());
+        let h = on_host("ran", move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(ran::run_with_progress(cfg, async { let _ = rx.await; }, ptx))
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let p = prx.borrow_and_update().clone();
+            if p.attach_phase_over() && p.attached == p.ues {
+                return Ok((tx, h));
+            }
+            if p.attach_phase_over() || h.is_finished() || std::time::Instant::now() > deadline {
+                let _ = tx.send(());
+                let r = join(h);
+                bail!("the UE did not attach: {:?}", r.map(|r| r.attach_failures));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Longest outage of `s` overlapping `[from, to]`, if any beyond its threshold.
+fn longest(outages: &[Outage]) -> Option<f64> {
+    outages.iter().map(|o| o.duration_ms).reduce(f64::max)
+}
+
+impl Executor for LabExecutor {
+    fn cpu_model(&self) -> String {
+        std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|c| c.lines().find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())))
+            .unwrap_or_else(|| "unknown".into())
+    }
+
+    fn run(&mut self, case: &Case, run_index: u32) -> Result<Record> {
+        let method: migrate::Method = case.method.as_str().parse()?;
+        let from = self.deploy(case)?;
+        let to = NODES.iter().find(|n| **n != from).unwrap().to_string();
+        let name = match nf_of(case.function) {
+            Some(f) => f.name(),
+            None => "testsvc",
+        };
+        self.set_rates(&case.nic_rate.to_string())?;
+        self.start_load(case)?;
+        let probes = self.start_probes(case);
+        let result = probes.and_then(|p| {
+            std::thread::sleep(Duration::from_millis(500));
+            let m = migrate::migrate(&self.spec, &self.token, name, &to, method);
+            if m.is_ok() {
+                std::thread::sleep(Duration::from_millis(GRACE_MS));
+            }
+            p.stop.store(true, Ordering::Relaxed);
+            let ue = p.ue.map(|(tx, h)| {
+                let _ = tx.send(());
+                join(h)
+            });
+            let icmp = join(p.icmp);
+            let app = p.app.map(join);
+            let sgi = p.sgi.map(join);
+            let m = m?;
+            self.placed.as_mut().unwrap().2 = to.clone();
+            let (a, b) = (m.frozen_unix_ms, m.resumed_unix_ms + GRACE_MS);
+            let mut r = Record::new(case, run_index);
+            r.phases = m.phases.0.iter().cloned().collect();
+            r.total_ms = m.total_ms;
+            r.downtime_ms = m.downtime_ms;
+            r.image_bytes = m.image_bytes;
+            r.icmp_downtime_ms = longest(&icmp?.overlapping(a, b));
+            if let Some(app) = app {
+                r.app_downtime_ms = longest(&app?.overlapping(a, b));
+            }
+            if let Some(sgi) = sgi {
+                r.dp_sgi_ms = longest(&sgi?.overlapping(a, b));
+            }
+            if let Some(ue) = ue {
+                let w = ue?.recovery.within(a, b);
+                r.dp_gtp_ms = longest(&w.dp_gtp.into_iter().flat_map(|(_, o)| o).collect::<Vec<_>>());
+                r.cp_s1mme_ms = longest(&w.cp_s1_mme);
+                if case.function == Function::Mme {
+                    r.app_downtime_ms = r.cp_s1mme_ms;
+                }
+            }
+            Ok(r)
+        });
+        self.stop_load();
+        if result.is_err() {
+            // Start the next run from a clean deployment.
+            self.clear();
+        }
+        result
+    }
+}
+
+/// `corehop burn`: keeps every CPU it may use busy (the CPU-load generator).
+pub fn burn() -> ! {
+    let n = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    for _ in 1..n {
+        std::thread::spawn(|| loop {
+            std::hint::spin_loop();
+        });
+    }
+    loop {
+        std::hint::spin_loop();
+    }
+}
