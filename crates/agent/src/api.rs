@@ -30,19 +30,32 @@ pub enum Request {
         leave_running: bool,
         parent: Option<String>,
         pre_dump: bool,
+        /// PostCopy: leave memory behind, served by a CRIU page server on this port of the
+        /// agent's address until the destination has pulled it all.
+        #[serde(default)]
+        lazy_port: Option<u16>,
     },
-    /// Send image round `round` to the agent at `to` (which must be prepared for `name`).
+    /// Send image round `round` to the agent at `to` (which must be prepared for `name`);
+    /// with `base`, only what differs from that earlier round, which `to` already holds.
     Push {
         name: String,
         round: String,
         to: SocketAddr,
+        #[serde(default)]
+        base: Option<String>,
     },
-    /// Agent to agent: a tar of an image round follows, `size` bytes with this sha256.
+    /// Agent to agent: a tar of an image round follows, `size` bytes with this sha256; with
+    /// `base`, a delta against that round instead (see [`crate::delta`]), and the rebuilt
+    /// round must hash to `round_sha256`.
     Receive {
         name: String,
         round: String,
         size: u64,
         sha256: String,
+        #[serde(default)]
+        base: Option<String>,
+        #[serde(default)]
+        round_sha256: Option<String>,
     },
     /// Attach the container's netns to this host's bridge with its service IP and MAC.
     Plug {
@@ -52,11 +65,45 @@ pub enum Request {
     Unplug {
         name: String,
     },
-    /// Restore the container from image round `round`.
+    /// Restore the container from image round `round`; with `lazy_from`, its memory comes
+    /// afterwards, on demand, from the page server there (PostCopy).
     Restore {
         name: String,
         round: String,
+        #[serde(default)]
+        lazy_from: Option<SocketAddr>,
     },
+    /// Wait until a lazily restored container has all its memory; answers [`OpStats`] whose
+    /// `ms` counts from the end of the restore to the last page.
+    AwaitPages {
+        name: String,
+    },
+    /// VM migration target: start a QEMU for `spec` waiting for the source's state; answers
+    /// [`VmIncoming`].
+    VmIncoming {
+        spec: ContainerSpec,
+    },
+    /// Pre-live checks (Table 2) of the VM `name` here against a destination's offer.
+    VmCheck {
+        name: String,
+        caps: vm::HostCaps,
+    },
+    /// QEMU pre-copy of the VM `name` to a waiting QEMU; answers [`vm::MigrationStats`].
+    VmMigrate {
+        name: String,
+        uri: String,
+    },
+    /// Wait until the incoming VM `name` runs.
+    VmAwait {
+        name: String,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VmIncoming {
+    pub caps: vm::HostCaps,
+    /// Where it listens, as the source's QEMU must be told (`tcp:IP:PORT`).
+    pub uri: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -82,9 +129,12 @@ pub struct ContainerInfo {
     pub host: String,
     pub service_ip: Ipv4Addr,
     pub flavor: String,
-    /// running, stopped, paused, checkpointed, prepared
+    /// running, stopped, paused, checkpointed, prepared; for a VM, QEMU's run state
+    /// (running, inmigrate, postmigrate, ...)
     pub state: String,
     pub pid: Option<i64>,
+    #[serde(default)]
+    pub runtime: runtime::bundle::Runtime,
 }
 
 /// What an operation cost, timed by the agent that did it.

@@ -78,6 +78,7 @@ impl Client {
         leave_running: bool,
         parent: Option<&str>,
         pre_dump: bool,
+        lazy_port: Option<u16>,
     ) -> Result<OpStats> {
         self.call(&Request::Checkpoint {
             name: name.into(),
@@ -85,13 +86,21 @@ impl Client {
             leave_running,
             parent: parent.map(str::to_string),
             pre_dump,
+            lazy_port,
         })
     }
-    pub fn push(&mut self, name: &str, round: &str, to: SocketAddr) -> Result<OpStats> {
+    pub fn push(
+        &mut self,
+        name: &str,
+        round: &str,
+        to: SocketAddr,
+        base: Option<&str>,
+    ) -> Result<OpStats> {
         self.call(&Request::Push {
             name: name.into(),
             round: round.into(),
             to,
+            base: base.map(str::to_string),
         })
     }
     pub fn plug(&mut self, name: &str) -> Result<OpStats> {
@@ -100,11 +109,38 @@ impl Client {
     pub fn unplug(&mut self, name: &str) -> Result<OpStats> {
         self.call(&Request::Unplug { name: name.into() })
     }
-    pub fn restore(&mut self, name: &str, round: &str) -> Result<OpStats> {
+    pub fn restore(
+        &mut self,
+        name: &str,
+        round: &str,
+        lazy_from: Option<SocketAddr>,
+    ) -> Result<OpStats> {
         self.call(&Request::Restore {
             name: name.into(),
             round: round.into(),
+            lazy_from,
         })
+    }
+    pub fn vm_incoming(&mut self, spec: &ContainerSpec) -> Result<VmIncoming> {
+        self.call(&Request::VmIncoming { spec: spec.clone() })
+    }
+    pub fn vm_check(&mut self, name: &str, caps: &vm::HostCaps) -> Result<()> {
+        self.call(&Request::VmCheck {
+            name: name.into(),
+            caps: caps.clone(),
+        })
+    }
+    pub fn vm_migrate(&mut self, name: &str, uri: &str) -> Result<vm::MigrationStats> {
+        self.call(&Request::VmMigrate {
+            name: name.into(),
+            uri: uri.into(),
+        })
+    }
+    pub fn vm_await(&mut self, name: &str) -> Result<OpStats> {
+        self.call(&Request::VmAwait { name: name.into() })
+    }
+    pub fn await_pages(&mut self, name: &str) -> Result<OpStats> {
+        self.call(&Request::AwaitPages { name: name.into() })
     }
 
     /// Fails unless the host can checkpoint and restore.

@@ -1,18 +1,22 @@
 //! The agent daemon: one per host, serving the API on the host's fabric address.
 use crate::api::*;
 use crate::client::Client;
-use crate::wire;
+use crate::{delta, wire};
 use anyhow::{bail, Context, Result};
 use lab::{net, paths, spec::validate_name};
+use runtime::bundle::Runtime;
 use runtime::bundle::TunnelListSpec;
-use runtime::runc::{CheckpointOpts, Runc};
+use runtime::runc::{criu_error, CheckpointOpts, Runc};
 use runtime::ContainerSpec;
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+mod vms;
 
 /// The largest image a peer may send us; anything bigger is refused before reading.
 pub const MAX_IMAGE_BYTES: u64 = 16 << 30;
@@ -33,7 +37,24 @@ struct Agent {
     hello: Hello,
     /// Serialises changes to containers on this host.
     busy: Mutex<()>,
+    /// PostCopy in flight, by container name.
+    lazy: Mutex<HashMap<String, Lazy>>,
 }
+
+/// One end of a PostCopy whose memory is still moving.
+enum Lazy {
+    /// Source: runc (and CRIU's page server) serving the frozen function's pages.
+    Serving(std::process::Child),
+    /// Destination: when the restore ended; set by the thread reaping `criu lazy-pages`
+    /// when the last page is in (or the daemon failed, with why).
+    Pulling {
+        restored: Instant,
+        done: Arc<Mutex<Option<PagesIn>>>,
+    },
+}
+
+/// When the last page arrived, or why the pull failed.
+type PagesIn = (Instant, Result<(), String>);
 
 pub fn serve(cfg: Config) -> Result<()> {
     validate_name(&cfg.host, "host")?;
@@ -65,6 +86,7 @@ pub fn serve(cfg: Config) -> Result<()> {
         runc,
         hello,
         busy: Mutex::new(()),
+        lazy: Mutex::new(HashMap::new()),
     });
     if agent.cfg.master.is_some() {
         let a = agent.clone();
@@ -152,27 +174,64 @@ impl Agent {
                 leave_running,
                 parent,
                 pre_dump,
+                lazy_port,
             } => {
                 let _g = self.busy.lock().unwrap_or_else(|p| p.into_inner());
-                v(self.checkpoint(&name, &round, leave_running, parent, pre_dump)?)?
+                if let Some(p) = &parent {
+                    validate_name(p, "image round")?;
+                }
+                let opts = CheckpointOpts {
+                    leave_running,
+                    pre_dump,
+                    // CRIU resolves the parent relative to the image dir.
+                    parent: parent.map(|p| PathBuf::from("..").join(p)),
+                    lazy_pages: lazy_port.map(|p| format!("{}:{p}", self.cfg.listen.ip())),
+                };
+                v(self.checkpoint(&name, &round, opts)?)?
             }
-            Request::Push { name, round, to } => v(self.push(&name, &round, to)?)?,
+            Request::Push {
+                name,
+                round,
+                to,
+                base,
+            } => v(self.push(&name, &round, to, base.as_deref())?)?,
             Request::Receive {
                 name,
                 round,
                 size,
                 sha256,
-            } => v(self.receive(&name, &round, size, &sha256, s)?)?,
+                base,
+                round_sha256,
+            } => {
+                let delta = match (base, round_sha256) {
+                    (Some(b), Some(r)) => Some((b, r)),
+                    (None, None) => None,
+                    _ => bail!("a delta needs both its base round and the round's sha256"),
+                };
+                v(self.receive(&name, &round, size, &sha256, delta, s)?)?
+            }
             Request::Plug { name } => v(timed(|| self.plug(&name))?)?,
             Request::Unplug { name } => v(timed(|| {
                 self.existing(&name)?;
                 net::unplug(&self.cfg.host, &port(&name));
                 Ok(())
             })?)?,
-            Request::Restore { name, round } => {
+            Request::Restore {
+                name,
+                round,
+                lazy_from,
+            } => {
                 let _g = self.busy.lock().unwrap_or_else(|p| p.into_inner());
-                v(self.restore(&name, &round)?)?
+                v(self.restore(&name, &round, lazy_from)?)?
             }
+            Request::AwaitPages { name } => v(self.await_pages(&name)?)?,
+            Request::VmIncoming { spec } => {
+                let _g = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+                v(self.vm_incoming(&spec)?)?
+            }
+            Request::VmCheck { name, caps } => v(self.vm_check(&name, &caps)?)?,
+            Request::VmMigrate { name, uri } => v(self.vm_migrate(&name, &uri)?)?,
+            Request::VmAwait { name } => v(self.vm_await(&name)?)?,
         })
     }
 
@@ -194,11 +253,13 @@ impl Agent {
     }
 
     fn info(&self, name: &str, spec: &ContainerSpec, dir: &Path) -> ContainerInfo {
-        let st = self.runc.state(name);
-        let state = match &st {
-            Some(s) => s.status.clone(),
-            None if has_images(dir) => "checkpointed".into(),
-            None => "prepared".into(),
+        let (state, pid) = match spec.runtime {
+            Runtime::Vm => self.vm_state(dir),
+            Runtime::Container => match self.runc.state(name) {
+                Some(s) => (s.status, Some(s.pid)),
+                None if has_images(dir) => ("checkpointed".into(), None),
+                None => ("prepared".into(), None),
+            },
         };
         ContainerInfo {
             name: name.into(),
@@ -206,7 +267,8 @@ impl Agent {
             service_ip: spec.service_ip,
             flavor: spec.flavor_name.clone(),
             state,
-            pid: st.map(|s| s.pid),
+            pid,
+            runtime: spec.runtime,
         }
     }
 
@@ -236,6 +298,12 @@ impl Agent {
     }
 
     fn prepare(&self, spec: &ContainerSpec) -> Result<String> {
+        if spec.runtime == Runtime::Vm {
+            bail!(
+                "{} is a VM: it moves by QEMU migration, not by a container restore",
+                spec.name
+            );
+        }
         let dir = self.dir(&spec.name)?;
         if self.runc.state(&spec.name).is_some() {
             bail!(
@@ -271,6 +339,11 @@ impl Agent {
                 self.cfg.host
             );
         }
+        if spec.runtime == Runtime::Vm {
+            self.run_vm(&spec)?;
+            let (dir, spec) = self.existing(&spec.name)?;
+            return Ok(self.info(&spec.name, &spec, &dir));
+        }
         let started = (|| {
             self.prepare(&spec)?;
             net::unlock(&self.netns(&spec.name));
@@ -289,6 +362,12 @@ impl Agent {
 
     fn remove(&self, name: &str) -> Result<()> {
         let dir = self.dir(name)?;
+        if let Ok((_, spec)) = self.existing(name) {
+            if spec.runtime == Runtime::Vm {
+                self.remove_vm(&dir);
+            }
+        }
+        self.end_lazy(name);
         self.runc.delete(name);
         net::unplug(&self.cfg.host, &port(name));
         net::del_netns(&self.netns(name));
@@ -312,31 +391,17 @@ impl Agent {
         net::gratuitous_arp(&ns, spec.service_ip)
     }
 
-    fn checkpoint(
-        &self,
-        name: &str,
-        round: &str,
-        leave_running: bool,
-        parent: Option<String>,
-        pre_dump: bool,
-    ) -> Result<OpStats> {
+    fn checkpoint(&self, name: &str, round: &str, opts: CheckpointOpts) -> Result<OpStats> {
         let (dir, spec) = self.existing(name)?;
         let images = round_dir(&dir, round)?;
-        if let Some(p) = &parent {
-            round_dir(&dir, p)?;
+        if opts.lazy_pages.is_some() && (opts.leave_running || opts.pre_dump) {
+            bail!("a lazy-pages dump is the final one: it cannot leave {name} running");
         }
         let work = dir.join("work").join(round);
         for d in [&images, &work] {
             let _ = std::fs::remove_dir_all(d);
             std::fs::create_dir_all(d)?;
         }
-        let opts = CheckpointOpts {
-            leave_running,
-            pre_dump,
-            // CRIU resolves the parent relative to the image dir.
-            parent: parent.map(|p| PathBuf::from("..").join(p)),
-            lazy_pages: None,
-        };
         let t = Instant::now();
         if let Some((release, _)) = &spec.checkpoint_signals {
             self.release(name, release)?;
@@ -356,10 +421,18 @@ impl Agent {
             }
             None => false,
         };
-        let dumped = self.runc.checkpoint(name, &images, &work, &opts);
+        let dumped = if opts.lazy_pages.is_some() {
+            self.runc
+                .checkpoint_lazy(name, &images, &work, &opts)
+                .map(|child| {
+                    lock(&self.lazy).insert(name.into(), Lazy::Serving(child));
+                })
+        } else {
+            self.runc.checkpoint(name, &images, &work, &opts)
+        };
         // The function keeps running at the source after a leave-running dump or a failed
         // one: thaw it and give it back what it released.
-        if dumped.is_err() || leave_running || pre_dump {
+        if dumped.is_err() || opts.leave_running || opts.pre_dump {
             if frozen {
                 let _ = self.runc.resume(name);
             }
@@ -372,7 +445,7 @@ impl Agent {
         })
     }
 
-    fn push(&self, name: &str, round: &str, to: SocketAddr) -> Result<OpStats> {
+    fn push(&self, name: &str, round: &str, to: SocketAddr, base: Option<&str>) -> Result<OpStats> {
         let (dir, _) = self.existing(name)?;
         let images = round_dir(&dir, round)?;
         if !images.is_dir() {
@@ -382,9 +455,21 @@ impl Agent {
             );
         }
         let t = Instant::now();
-        let mut tar = tar::Builder::new(Vec::new());
-        tar.append_dir_all(".", &images)?;
-        let data = tar.into_inner()?;
+        // The earlier round sits here exactly as the destination rebuilt it (checked by
+        // digest when it arrived), so comparing against our copy finds what it lacks.
+        let (data, round_sha256) = match base {
+            Some(b) => (
+                delta::encode(&images, &round_dir(&dir, b)?)?,
+                Some(delta::digest(&images)?),
+            ),
+            None => {
+                let mut tar = tar::Builder::new(Vec::new());
+                // A pre-dump's `parent` link must arrive as a link, not as a second copy.
+                tar.follow_symlinks(false);
+                tar.append_dir_all(".", &images)?;
+                (tar.into_inner()?, None)
+            }
+        };
         let sha = hex::encode(Sha256::digest(&data));
         let mut peer = Client::connect(to, &self.cfg.token)?;
         peer.call_with_body::<()>(
@@ -393,6 +478,8 @@ impl Agent {
                 round: round.into(),
                 size: data.len() as u64,
                 sha256: sha,
+                base: base.map(str::to_string),
+                round_sha256,
             },
             &data,
         )
@@ -409,6 +496,7 @@ impl Agent {
         round: &str,
         size: u64,
         sha256: &str,
+        delta: Option<(String, String)>,
         s: &mut TcpStream,
     ) -> Result<()> {
         if size > MAX_IMAGE_BYTES {
@@ -432,15 +520,26 @@ impl Agent {
         let tmp = dir.join("images").join(format!(".{round}.partial"));
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(&tmp)?;
-        tar::Archive::new(&data[..])
-            .unpack(&tmp)
-            .context("cannot unpack the image (disk full?)")?;
+        match delta {
+            Some((base, round_sha256)) => {
+                delta::apply(&data, &round_dir(&dir, &base)?, &tmp, MAX_IMAGE_BYTES)
+                    .with_context(|| format!("cannot rebuild round {round:?} of {name:?}"))?;
+                let got = delta::digest(&tmp)?;
+                if got != round_sha256 {
+                    let _ = std::fs::remove_dir_all(&tmp);
+                    bail!("round {round:?} of {name:?} rebuilt from {base:?} does not match the source's (sha256 {got} != {round_sha256}); not restoring it");
+                }
+            }
+            None => tar::Archive::new(&data[..])
+                .unpack(&tmp)
+                .context("cannot unpack the image (disk full?)")?,
+        }
         let _ = std::fs::remove_dir_all(&images);
         std::fs::rename(&tmp, &images)?;
         Ok(())
     }
 
-    fn restore(&self, name: &str, round: &str) -> Result<OpStats> {
+    fn restore(&self, name: &str, round: &str, lazy_from: Option<SocketAddr>) -> Result<OpStats> {
         let (dir, _) = self.existing(name)?;
         let images = round_dir(&dir, round)?;
         if !images.join("inventory.img").exists() {
@@ -456,14 +555,45 @@ impl Agent {
         let _ = std::fs::remove_dir_all(&work);
         std::fs::create_dir_all(&work)?;
         let t = Instant::now();
-        self.runc.restore(
+        let daemon = lazy_from
+            .map(|from| runtime::runc::lazy_pages_daemon(&self.runc.criu, from, &images, &work))
+            .transpose()?;
+        let restored = self.runc.restore(
             name,
             &dir.join("bundle"),
             &images,
             &work,
             &dir.join("log"),
-            false,
-        )?;
+            daemon.is_some(),
+        );
+        if let Some(mut daemon) = daemon {
+            if let Err(e) = restored {
+                let _ = daemon.kill();
+                let _ = daemon.wait();
+                return Err(e);
+            }
+            let done = Arc::new(Mutex::new(None));
+            let d = done.clone();
+            let work = work.clone();
+            std::thread::spawn(move || {
+                let outcome = match daemon.wait() {
+                    Ok(st) if st.success() => Ok(()),
+                    st => {
+                        let e = anyhow::anyhow!("criu lazy-pages failed ({st:?})");
+                        Err(format!("{:#}", criu_error(e, &work, "lazy-pages.log")))
+                    }
+                };
+                *lock(&d) = Some((Instant::now(), outcome));
+            });
+            lock(&self.lazy).insert(
+                name.into(),
+                Lazy::Pulling {
+                    restored: Instant::now(),
+                    done,
+                },
+            );
+        }
+        restored?;
         net::unlock(&self.netns(name));
         let spec = self.existing(name)?.1;
         if spec.sgi.is_some() {
@@ -485,6 +615,48 @@ impl Agent {
 }
 
 impl Agent {
+    /// Waits (up to `LAZY_TIMEOUT`) until a lazily restored function has all its memory.
+    fn await_pages(&self, name: &str) -> Result<OpStats> {
+        let done = match lock(&self.lazy).get(name) {
+            Some(Lazy::Pulling { restored, done }) => (*restored, done.clone()),
+            _ => bail!("{name} was not restored lazily on {}", self.cfg.host),
+        };
+        let deadline = Instant::now() + LAZY_TIMEOUT;
+        loop {
+            if let Some((at, outcome)) = lock(&done.1).take() {
+                lock(&self.lazy).remove(name);
+                outcome.map_err(anyhow::Error::msg)?;
+                return Ok(OpStats {
+                    ms: at.duration_since(done.0).as_secs_f64() * 1e3,
+                    bytes: 0,
+                });
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{name} still misses pages {} s after its restore",
+                    LAZY_TIMEOUT.as_secs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Ends whatever PostCopy of `name` is still in flight here: a source's page server gets
+    /// a moment to finish serving (the destination may still be pulling), then is stopped.
+    fn end_lazy(&self, name: &str) {
+        match lock(&self.lazy).remove(name) {
+            Some(Lazy::Serving(mut child)) => {
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            Some(Lazy::Pulling { .. }) | None => {}
+        }
+    }
+
     /// Asks the function to let go of its TUN fd and waits until it has, since a dump that
     /// meets one fails.
     fn release(&self, name: &str, signal: &str) -> Result<()> {
@@ -631,6 +803,13 @@ impl Agent {
             }
         }
     }
+}
+
+/// How long a lazily restored function may take to pull its last page.
+const LAZY_TIMEOUT: Duration = Duration::from_secs(120);
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn holds_tun(pid: i64) -> bool {

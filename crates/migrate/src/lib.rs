@@ -3,19 +3,36 @@ pub mod phase;
 
 use anyhow::{bail, Result};
 use lab::spec::LabSpec;
-pub use phase::{Migration, Report};
+pub use phase::{Dump, Migration, Report};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
     StopAndCopy,
+    PreCopy,
+    PostCopy,
+    VmPreCopy,
 }
+
+pub const METHODS: &[Method] = &[
+    Method::StopAndCopy,
+    Method::PreCopy,
+    Method::PostCopy,
+    Method::VmPreCopy,
+];
 
 impl std::str::FromStr for Method {
     type Err = anyhow::Error;
     fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "stop-and-copy" => Ok(Method::StopAndCopy),
-            _ => bail!("unknown method {s:?}; available: stop-and-copy"),
+        match METHODS.iter().find(|m| m.as_str() == s) {
+            Some(m) => Ok(*m),
+            None => bail!(
+                "unknown method {s:?}; available: {}",
+                METHODS
+                    .iter()
+                    .map(|m| m.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
         }
     }
 }
@@ -24,9 +41,24 @@ impl Method {
     pub fn as_str(&self) -> &'static str {
         match self {
             Method::StopAndCopy => "stop-and-copy",
+            Method::PreCopy => "pre-copy",
+            Method::PostCopy => "post-copy",
+            Method::VmPreCopy => phase::VM_PRE_COPY,
+        }
+    }
+
+    /// The method `corehop migrate` uses when none is named: QEMU's for a VM, the
+    /// simplest CRIU one for a container.
+    pub fn default_for(runtime: runtime::bundle::Runtime) -> Method {
+        match runtime {
+            runtime::bundle::Runtime::Vm => Method::VmPreCopy,
+            runtime::bundle::Runtime::Container => Method::StopAndCopy,
         }
     }
 }
+
+/// Port of the source agent's address where CRIU serves a PostCopy's memory.
+pub const PAGE_SERVER_PORT: u16 = 7072;
 
 /// Migrates the container `name` to host `to` with `method`.
 pub fn migrate(
@@ -40,10 +72,56 @@ pub fn migrate(
     match method {
         // Tcm = Tc + Tt + Tn + Tr; the function is down for all of it.
         Method::StopAndCopy => {
-            m.phase("checkpoint", |m| m.checkpoint("final", false, None, false))?;
-            m.phase("transfer", |m| m.transfer("final"))?;
+            m.phase("checkpoint", |m| {
+                m.checkpoint("final", Dump::Final { parent: None })
+            })?;
+            m.phase("transfer", |m| m.transfer("final", None))?;
             m.phase("network", |m| m.network_move())?;
-            m.phase("restore", |m| m.restore("final"))?;
+            m.phase("restore", |m| m.restore("final", None))?;
+        }
+        // Tpcm = Tpd + Tpdt + Td + Tdt + Tn + Tr; down only from Td on. The first round is
+        // shipped while the function serves; the final one carries only what changed since:
+        // CRIU leaves the pre-dumped pages out where the kernel tracks dirty memory, and
+        // elsewhere the agents send only the changed blocks of a full leave-running dump.
+        Method::PreCopy => {
+            let tracked = m.dirty_tracking;
+            let (first, last, base) = if tracked {
+                (
+                    Dump::PreDump { parent: None },
+                    Dump::Final {
+                        parent: Some("pre"),
+                    },
+                    None,
+                )
+            } else {
+                (
+                    Dump::LeaveRunning,
+                    Dump::Final { parent: None },
+                    Some("pre"),
+                )
+            };
+            m.phase("pre_dump", |m| m.checkpoint("pre", first))?;
+            m.phase("pre_transfer", |m| m.transfer("pre", None))?;
+            m.phase("dump", |m| m.checkpoint("final", last))?;
+            m.phase("dump_transfer", |m| m.transfer("final", base))?;
+            m.phase("network", |m| m.network_move())?;
+            m.phase("restore", |m| m.restore("final", None))?;
+        }
+        // Down for Tc + Tt + Tn + Tr with only the non-memory images shipped; the memory
+        // follows after the resume, pulled from the source's page server.
+        Method::PostCopy => {
+            let port = PAGE_SERVER_PORT;
+            m.phase("checkpoint", |m| m.checkpoint("final", Dump::Lazy { port }))?;
+            m.phase("transfer", |m| m.transfer("final", None))?;
+            m.phase("network", |m| m.network_move())?;
+            m.phase("restore", |m| m.restore("final", Some(port)))?;
+            m.await_pages()?;
+        }
+        // Tvm = Tpre + Tl + Tpost; down from QEMU's last round until the destination runs.
+        Method::VmPreCopy => {
+            let uri = m.phase("pre_live", |m| m.vm_pre_live())?;
+            m.phase("live", |m| m.vm_live(&uri))?;
+            m.phase("post", |m| m.vm_post())?;
         }
     }
     m.finish()
@@ -57,9 +135,9 @@ pub const STANDBY_ROUND: &str = "standby";
 pub fn standby(spec: &LabSpec, token: &[u8], name: &str, to: &str) -> Result<Report> {
     let mut m = Migration::begin(spec, token, name, to, "standby")?;
     m.phase("checkpoint", |m| {
-        m.checkpoint(STANDBY_ROUND, true, None, false)
+        m.checkpoint(STANDBY_ROUND, Dump::LeaveRunning)
     })?;
-    m.phase("transfer", |m| m.transfer(STANDBY_ROUND))?;
+    m.phase("transfer", |m| m.transfer(STANDBY_ROUND, None))?;
     m.finish_standby()
 }
 
@@ -75,7 +153,7 @@ pub fn recover(spec: &LabSpec, token: &[u8], name: &str, on: &str) -> Result<Rep
     let t = std::time::Instant::now();
     let started = phase::unix_ms();
     let plugged = dst.plug(name)?;
-    let restored = dst.restore(name, STANDBY_ROUND)?;
+    let restored = dst.restore(name, STANDBY_ROUND, None)?;
     let mut phases = phase::Phases::default();
     phases.0.push(("network".into(), plugged.ms));
     phases.0.push(("restore".into(), restored.ms));
@@ -92,5 +170,8 @@ pub fn recover(spec: &LabSpec, token: &[u8], name: &str, on: &str) -> Result<Rep
         prepare_ms: 0.0,
         frozen_unix_ms: started,
         resumed_unix_ms: phase::unix_ms(),
+        round_bytes: None,
+        last_page_ms: None,
+        qemu_downtime_ms: None,
     })
 }

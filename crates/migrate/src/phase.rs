@@ -5,9 +5,13 @@ use agent::api::Inspect;
 use agent::Client;
 use anyhow::{bail, Context, Result};
 use lab::spec::LabSpec;
+use runtime::bundle::Runtime;
 use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 use std::net::SocketAddr;
+
+/// The method name of VM PreCopy, the one method for functions running as VMs.
+pub const VM_PRE_COPY: &str = "vm-pre-copy";
 use std::time::Instant;
 
 /// Phase durations in the order they ran, serialized as `{"<phase>_ms": ms, ...}`.
@@ -60,6 +64,38 @@ pub struct Report {
     /// to match the outages probes and UEs saw against this migration.
     pub frozen_unix_ms: u64,
     pub resumed_unix_ms: u64,
+    /// Bytes each image round put on the wire, in order, when there was more than one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub round_bytes: Option<Vec<u64>>,
+    /// PostCopy: from the resume at the destination until its last page arrived.
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "ser_opt_ms")]
+    pub last_page_ms: Option<f64>,
+    /// VM PreCopy: the downtime QEMU measured (its final stop-and-copy); `downtime_ms` adds
+    /// the wait until the destination ran.
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "ser_opt_ms")]
+    pub qemu_downtime_ms: Option<f64>,
+}
+
+fn ser_opt_ms<S: Serializer>(v: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(v) => s.serialize_some(&round3(*v)),
+        None => s.serialize_none(),
+    }
+}
+
+/// How a checkpoint treats the function.
+#[derive(Debug, Clone, Copy)]
+pub enum Dump<'a> {
+    /// Everything, and the function keeps serving (PreCopy without dirty tracking, standby).
+    LeaveRunning,
+    /// CRIU pre-dump: memory only, dirty pages tracked from here; `parent` is the round
+    /// before, whose pages this one leaves out.
+    PreDump { parent: Option<&'a str> },
+    /// The function stops here, downtime starts; `parent` as for a pre-dump.
+    Final { parent: Option<&'a str> },
+    /// PostCopy: the function stops, its memory stays at the source, served on this port
+    /// of the source agent's address to the destination as it faults.
+    Lazy { port: u16 },
 }
 
 pub fn unix_ms() -> u64 {
@@ -78,12 +114,17 @@ pub struct Migration {
     pub dst: Client,
     pub dst_addr: SocketAddr,
     pub inspect: Inspect,
+    /// The source can pre-dump (kernel dirty-page tracking).
+    pub dirty_tracking: bool,
     phases: Phases,
-    image_bytes: u64,
+    round_bytes: Vec<u64>,
+    last_page_ms: Option<f64>,
+    qemu_downtime_ms: Option<f64>,
     prepare_ms: f64,
     frozen_at: Option<(Instant, u64)>,
-    /// What a rollback must undo.
-    source_stopped: Option<String>,
+    /// What a rollback must undo: the round the source stopped in, and whether its memory
+    /// is in that round (not after a lazy dump).
+    source_stopped: Option<(String, bool)>,
     source_unplugged: bool,
     dest_plugged: bool,
 }
@@ -127,18 +168,29 @@ impl Migration {
         }
         let mut dst =
             Client::connect(dst_addr, token).with_context(|| format!("destination {to}"))?;
-        src.require_criu().context("source cannot checkpoint")?;
-        dst.require_criu().context("destination cannot restore")?;
         let inspect = src.inspect(name)?;
-        let t = Instant::now();
-        let digest = dst
-            .prepare(&inspect.spec)
-            .with_context(|| format!("cannot prepare {name} on {to}"))?;
-        if digest != inspect.rootfs_digest {
-            let _ = dst.remove(name);
-            bail!("rootfs of {name} on {to} differs from {from} ({digest} vs {}); refusing to restore on a mismatched rootfs",
-                  inspect.rootfs_digest);
+        let is_vm = inspect.spec.runtime == Runtime::Vm;
+        match (is_vm, method == VM_PRE_COPY) {
+            (true, false) => bail!("{name} runs as a VM on {from}: {method} moves containers; use --method {VM_PRE_COPY} (the default for a VM)"),
+            (false, true) => bail!("{name} is a container on {from}: {VM_PRE_COPY} moves VMs; use stop-and-copy, pre-copy or post-copy"),
+            _ => {}
         }
+        let t = Instant::now();
+        // A VM needs no CRIU and no bundle: its destination QEMU is started in pre_live.
+        let dirty_tracking = !is_vm
+            && {
+                let h = src.require_criu().context("source cannot checkpoint")?;
+                dst.require_criu().context("destination cannot restore")?;
+                let digest = dst
+                    .prepare(&inspect.spec)
+                    .with_context(|| format!("cannot prepare {name} on {to}"))?;
+                if digest != inspect.rootfs_digest {
+                    let _ = dst.remove(name);
+                    bail!("rootfs of {name} on {to} differs from {from} ({digest} vs {}); refusing to restore on a mismatched rootfs",
+                      inspect.rootfs_digest);
+                }
+                h.dirty_tracking
+            };
         Ok(Migration {
             name: name.into(),
             method: method.into(),
@@ -148,8 +200,11 @@ impl Migration {
             dst,
             dst_addr,
             inspect,
+            dirty_tracking,
             phases: Phases::default(),
-            image_bytes: 0,
+            round_bytes: Vec::new(),
+            last_page_ms: None,
+            qemu_downtime_ms: None,
             prepare_ms: t.elapsed().as_secs_f64() * 1e3,
             frozen_at: None,
             source_stopped: None,
@@ -182,33 +237,34 @@ impl Migration {
         }
     }
 
-    /// Dumps the function into image round `round`. With `leave_running` it keeps serving
-    /// (a PreCopy round); otherwise this is where downtime starts.
-    pub fn checkpoint(
-        &mut self,
-        round: &str,
-        leave_running: bool,
-        parent: Option<&str>,
-        pre_dump: bool,
-    ) -> Result<u64> {
-        if !leave_running && !pre_dump {
+    /// Dumps the function into image round `round`; a final or lazy dump is where
+    /// downtime starts.
+    pub fn checkpoint(&mut self, round: &str, how: Dump) -> Result<u64> {
+        let (leave_running, parent, pre_dump, lazy_port) = match how {
+            Dump::LeaveRunning => (true, None, false, None),
+            Dump::PreDump { parent } => (true, parent, true, None),
+            Dump::Final { parent } => (false, parent, false, None),
+            Dump::Lazy { port } => (false, None, false, Some(port)),
+        };
+        if !leave_running {
             self.frozen_at = Some((Instant::now(), unix_ms()));
         }
         let name = self.name.clone();
         let st = self
             .src
-            .checkpoint(&name, round, leave_running, parent, pre_dump)?;
-        if !leave_running && !pre_dump {
-            self.source_stopped = Some(round.into());
+            .checkpoint(&name, round, leave_running, parent, pre_dump, lazy_port)?;
+        if !leave_running {
+            self.source_stopped = Some((round.into(), lazy_port.is_none()));
         }
         Ok(st.bytes)
     }
 
-    /// Ships image round `round` from the source agent to the destination agent.
-    pub fn transfer(&mut self, round: &str) -> Result<u64> {
+    /// Ships image round `round` from the source agent to the destination agent; with
+    /// `base`, only what differs from that earlier round the destination already holds.
+    pub fn transfer(&mut self, round: &str, base: Option<&str>) -> Result<u64> {
         let name = self.name.clone();
-        let st = self.src.push(&name, round, self.dst_addr)?;
-        self.image_bytes += st.bytes;
+        let st = self.src.push(&name, round, self.dst_addr, base)?;
+        self.round_bytes.push(st.bytes);
         Ok(st.bytes)
     }
 
@@ -222,9 +278,62 @@ impl Migration {
         Ok(())
     }
 
-    pub fn restore(&mut self, round: &str) -> Result<()> {
+    /// Restores at the destination; with `lazy_port`, memory then comes on demand from the
+    /// source's page server on that port.
+    pub fn restore(&mut self, round: &str, lazy_port: Option<u16>) -> Result<()> {
         let name = self.name.clone();
-        self.dst.restore(&name, round)?;
+        let from = lazy_port.map(|p| SocketAddr::new(self.src.addr.ip(), p));
+        self.dst.restore(&name, round, from)?;
+        Ok(())
+    }
+
+    /// PostCopy: waits until the destination has pulled the last page. The function already
+    /// serves, so this is no phase and no downtime; a failure here cannot be rolled back
+    /// (its memory is split between the hosts), and says so.
+    pub fn await_pages(&mut self) -> Result<()> {
+        let name = self.name.clone();
+        let st = self.dst.await_pages(&name).with_context(|| {
+            format!(
+                "{name} resumed on {} but did not get all its memory; it may be broken there",
+                self.to
+            )
+        })?;
+        self.last_page_ms = Some(st.ms);
+        Ok(())
+    }
+
+    /// VM PreCopy's Tpre: a QEMU waiting at the destination, and Table 2's checks of the
+    /// source VM against what that host offers. Returns where the destination listens.
+    pub fn vm_pre_live(&mut self) -> Result<String> {
+        let incoming = self.dst.vm_incoming(&self.inspect.spec)?;
+        let name = self.name.clone();
+        self.src
+            .vm_check(&name, &incoming.caps)
+            .with_context(|| format!("{name} cannot move to {}", self.to))?;
+        Ok(incoming.uri)
+    }
+
+    /// VM PreCopy's Tl: QEMU's iterative copy to `uri` until it completes; the source VM
+    /// stopped for QEMU's last round, which is where the downtime began.
+    pub fn vm_live(&mut self, uri: &str) -> Result<()> {
+        let name = self.name.clone();
+        let st = self.src.vm_migrate(&name, uri)?;
+        let qemu = st.downtime_ms as f64;
+        let ago = std::time::Duration::from_secs_f64(qemu / 1e3);
+        self.frozen_at = Some((
+            Instant::now().checked_sub(ago).unwrap_or_else(Instant::now),
+            unix_ms().saturating_sub(st.downtime_ms),
+        ));
+        self.qemu_downtime_ms = Some(qemu);
+        self.round_bytes.push(st.ram_transferred);
+        Ok(())
+    }
+
+    /// VM PreCopy's Tpost: until the destination VM runs (its NIC announces the service
+    /// IP and MAC itself, so there is no network move).
+    pub fn vm_post(&mut self) -> Result<()> {
+        let name = self.name.clone();
+        self.dst.vm_await(&name)?;
         Ok(())
     }
 
@@ -262,7 +371,10 @@ impl Migration {
             to: self.to,
             downtime_ms,
             phases: self.phases,
-            image_bytes: self.image_bytes,
+            image_bytes: self.round_bytes.iter().sum(),
+            round_bytes: (self.round_bytes.len() > 1).then_some(self.round_bytes),
+            last_page_ms: self.last_page_ms,
+            qemu_downtime_ms: self.qemu_downtime_ms,
             prepare_ms: self.prepare_ms,
             frozen_unix_ms,
             resumed_unix_ms,
@@ -280,8 +392,16 @@ impl Migration {
         if self.source_unplugged {
             self.src.plug(&name)?;
         }
-        if let Some(round) = self.source_stopped.clone() {
-            self.src.restore(&name, &round)?;
+        match self.source_stopped.clone() {
+            Some((round, true)) => {
+                self.src.restore(&name, &round, None)?;
+            }
+            // The source's memory is held by its page server, not in any image: nothing to
+            // restore it from once that server is gone.
+            Some((_, false)) => bail!(
+                "{name} was dumped lazily (PostCopy): its memory was only in the source's page server, so it cannot be restored there"
+            ),
+            None => {}
         }
         Ok(())
     }

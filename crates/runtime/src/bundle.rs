@@ -47,6 +47,37 @@ pub struct ContainerSpec {
     /// its active tunnel list, and where a list to adopt is left for it (see crates/spgw).
     #[serde(default)]
     pub tunnel_list: Option<TunnelListSpec>,
+    /// What runs the function: a runc container, or a QEMU VM (the paper's baseline).
+    #[serde(default)]
+    pub runtime: Runtime,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Runtime {
+    #[default]
+    Container,
+    Vm,
+}
+
+impl Runtime {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Runtime::Container => "container",
+            Runtime::Vm => "vm",
+        }
+    }
+}
+
+impl std::str::FromStr for Runtime {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "container" => Ok(Runtime::Container),
+            "vm" => Ok(Runtime::Vm),
+            _ => bail!("unknown runtime {s:?}: use container or vm"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -89,6 +120,7 @@ impl ContainerSpec {
             sgi: None,
             checkpoint_signals: None,
             tunnel_list: None,
+            runtime: Runtime::Container,
         })
     }
 }

@@ -153,6 +153,59 @@ impl Runc {
         work: &Path,
         o: &CheckpointOpts,
     ) -> Result<()> {
+        let mut c = self.checkpoint_cmd(id, images, work, o);
+        self.run_cmd(&mut c, "checkpoint")
+            .map_err(|e| criu_error(e, work, "dump.log"))
+    }
+
+    /// PostCopy's dump: returns once CRIU has written the images without memory and its page
+    /// server is ready (CRIU writes a NUL to the status fd), leaving runc running until the
+    /// destination has pulled every page; the caller reaps it.
+    pub fn checkpoint_lazy(
+        &self,
+        id: &str,
+        images: &Path,
+        work: &Path,
+        o: &CheckpointOpts,
+    ) -> Result<std::process::Child> {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::process::CommandExt;
+        // The status pipe's write end becomes fd 3 of runc (dup2 clears close-on-exec).
+        const STATUS_FD: i32 = 3;
+        let (mut ready, status) = std::io::pipe()?;
+        let mut c = self.checkpoint_cmd(id, images, work, o);
+        c.args(["--status-fd", &STATUS_FD.to_string()]);
+        let raw = status.as_raw_fd();
+        // SAFETY: dup2 is async-signal-safe and touches only the child's fd table.
+        unsafe {
+            c.pre_exec(move || {
+                if libc::dup2(raw, STATUS_FD) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = c
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("cannot start runc for a lazy checkpoint")?;
+        drop(status);
+        let mut b = [0u8; 1];
+        // EOF instead of the NUL means runc (and CRIU) ended before the page server was up.
+        if !matches!(ready.read(&mut b), Ok(1)) {
+            let out = child.wait_with_output()?;
+            let e = anyhow::anyhow!(
+                "runc checkpoint --lazy-pages failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+            return Err(criu_error(e, work, "dump.log"));
+        }
+        Ok(child)
+    }
+
+    fn checkpoint_cmd(&self, id: &str, images: &Path, work: &Path, o: &CheckpointOpts) -> Command {
         let mut c = self.cmd();
         c.arg("checkpoint")
             .args(["--tcp-established", "--file-locks", "--image-path"])
@@ -171,8 +224,7 @@ impl Runc {
             c.args(["--lazy-pages", "--page-server", addr]);
         }
         c.arg(id);
-        self.run_cmd(&mut c, "checkpoint")
-            .map_err(|e| criu_error(e, work, "dump.log"))
+        c
     }
 
     pub fn state(&self, id: &str) -> Option<State> {
@@ -227,7 +279,7 @@ impl Runc {
 }
 
 /// Adds CRIU's own error lines to a failed checkpoint or restore.
-fn criu_error(e: anyhow::Error, work: &Path, log: &str) -> anyhow::Error {
+pub fn criu_error(e: anyhow::Error, work: &Path, log: &str) -> anyhow::Error {
     let text = std::fs::read_to_string(work.join(log)).unwrap_or_default();
     let errors: Vec<&str> = text
         .lines()
@@ -266,4 +318,46 @@ pub fn criu_has_dirty_tracking(criu: &Path) -> bool {
         .output()
         .map(|o| o.status.success())
         .unwrap_or(false)
+}
+
+/// PostCopy's destination half: `criu lazy-pages`, which pulls the memory of a lazily
+/// restored process from the source's page server at `from` as it faults and then in the
+/// background, and exits once every page is in. Returns when its socket (in `work`, where
+/// `runc restore --lazy-pages --work-path work` looks for it) is up.
+pub fn lazy_pages_daemon(
+    criu: &Path,
+    from: std::net::SocketAddr,
+    images: &Path,
+    work: &Path,
+) -> Result<std::process::Child> {
+    let mut child = Command::new(criu)
+        .args(["lazy-pages", "--page-server", "--address"])
+        .arg(from.ip().to_string())
+        .arg("--port")
+        .arg(from.port().to_string())
+        .arg("--images-dir")
+        .arg(images)
+        .arg("--work-dir")
+        .arg(work)
+        .args(["-o", "lazy-pages.log", "-v4"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("cannot start {} lazy-pages", criu.display()))?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !work.join("lazy-pages.socket").exists() {
+        if let Some(st) = child.try_wait()? {
+            let e = anyhow::anyhow!("criu lazy-pages exited at once ({st})");
+            return Err(criu_error(e, work, "lazy-pages.log"));
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let e = anyhow::anyhow!("criu lazy-pages did not open its socket within 5 s");
+            return Err(criu_error(e, work, "lazy-pages.log"));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    Ok(child)
 }

@@ -1,0 +1,157 @@
+//! Functions run as QEMU VMs, the paper's baseline: the same program and files as the
+//! container would get, in an initramfs (crates/vm), QEMU started in this host's namespace
+//! with its tap on the host bridge and the function's service IP and MAC in the guest. A VM
+//! lives in the same per-function folder as a container (`spec.json` says which it is),
+//! with its image in `vm/initrd.img` and QEMU's run dir `vm/run`; its pid file also goes
+//! to the host's pid dir so `lab down` ends it.
+use super::*;
+use vm::{HostCaps, MigrateOptions, MigrationStats, Vm, VmSpec};
+
+/// Port of this host's fabric address where an incoming VM listens for its state.
+const INCOMING_PORT: u16 = 7073;
+
+impl Agent {
+    /// The VM of `spec`, its initramfs built into `dir` (program, args and files as the
+    /// container would have them).
+    fn vm_spec(&self, spec: &ContainerSpec, dir: &Path) -> Result<VmSpec> {
+        let vmdir = dir.join("vm");
+        let files_dir = vmdir.join("files");
+        std::fs::create_dir_all(&files_dir)?;
+        let mut files = Vec::new();
+        for (i, (inside, content)) in spec.files.iter().enumerate() {
+            let host = files_dir.join(i.to_string());
+            std::fs::write(&host, content)?;
+            files.push((host.to_string_lossy().into_owned(), inside.clone()));
+        }
+        let initrd = vmdir.join("initrd.img");
+        vm::Image::build(&spec.program, &spec.args, &files, &initrd)
+            .with_context(|| format!("cannot build the VM image of {}", spec.name))?;
+        let mut vs = VmSpec::new(
+            &spec.name,
+            spec.service_ip,
+            spec.prefix_len,
+            &vm::guest_kernel()?,
+            &initrd,
+        );
+        vs.pid_dir = Some(paths::pid_dir(&self.cfg.host));
+        Ok(vs)
+    }
+
+    /// Writes the function's folder and boots its VM (or, with `incoming`, a VM waiting for
+    /// a migration's state there instead of booting).
+    fn start_vm(&self, spec: &ContainerSpec, incoming: Option<SocketAddr>) -> Result<Vm> {
+        if spec.sgi.is_some() || spec.tun {
+            bail!("{} needs an SGi TUN device and NAT, which the VM guest cannot provide: its kernel has tun and nf_tables only as modules the image does not carry, and it has no nft; run it as a container", spec.name);
+        }
+        let dir = self.dir(&spec.name)?;
+        if dir.join("spec.json").exists() {
+            bail!(
+                "a function named {:?} already exists on host {}",
+                spec.name,
+                self.cfg.host
+            );
+        }
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join("spec.json"), serde_json::to_vec_pretty(spec)?)?;
+        let started = (|| {
+            let vs = self.vm_spec(spec, &dir)?;
+            std::fs::write(dir.join("vm/vmspec.json"), serde_json::to_vec_pretty(&vs)?)?;
+            let run = dir.join("vm/run");
+            match incoming {
+                Some(listen) => Vm::start_incoming(&vs, &run, listen),
+                None => Vm::start(&vs, &run),
+            }
+        })();
+        if started.is_err() {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        started
+    }
+
+    pub(super) fn run_vm(&self, spec: &ContainerSpec) -> Result<()> {
+        self.start_vm(spec, None)?.detach();
+        Ok(())
+    }
+
+    /// Takes charge of the running VM of `name`.
+    fn attach_vm(&self, dir: &Path) -> Result<Vm> {
+        let vs: VmSpec = serde_json::from_slice(&std::fs::read(dir.join("vm/vmspec.json"))?)?;
+        Vm::attach(&vs, &dir.join("vm/run"))
+    }
+
+    /// QEMU's run state (running, inmigrate, postmigrate, paused...) and pid, or stopped.
+    pub(super) fn vm_state(&self, dir: &Path) -> (String, Option<i64>) {
+        match self.attach_vm(dir) {
+            Ok(mut vm) => {
+                let pid = vm.pid() as i64;
+                let state = vm
+                    .status()
+                    .map(|s| s.status)
+                    .unwrap_or_else(|_| "unknown".into());
+                (state, Some(pid))
+            }
+            Err(_) => ("stopped".into(), None),
+        }
+    }
+
+    pub(super) fn remove_vm(&self, dir: &Path) {
+        if let Ok(vm) = self.attach_vm(dir) {
+            let _ = vm.quit();
+        }
+    }
+
+    /// Migration target: a QEMU waiting on this host's fabric address for the source's
+    /// state, and what this host offers it (for the source's pre-live checks).
+    pub(super) fn vm_incoming(&self, spec: &ContainerSpec) -> Result<VmIncoming> {
+        let listen = SocketAddr::new(self.cfg.listen.ip(), INCOMING_PORT);
+        let mut vm = self.start_vm(spec, Some(listen))?;
+        let caps = HostCaps::of_vm(&self.cfg.host, &mut vm);
+        let uri = vm.incoming_uri().unwrap_or_default().to_string();
+        vm.detach();
+        let caps = match caps {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = self.remove(&spec.name);
+                bail!("cannot probe this host's QEMU: {e}");
+            }
+        };
+        Ok(VmIncoming { caps, uri })
+    }
+
+    /// Table 2's pre-live checks of the VM `name` against a destination.
+    pub(super) fn vm_check(&self, name: &str, caps: &HostCaps) -> Result<()> {
+        let (dir, _) = self.existing(name)?;
+        let mut vm = self.attach_vm(&dir)?;
+        vm::pre_live_checks(&mut vm, caps)?;
+        Ok(())
+    }
+
+    /// QEMU pre-copy of `name` to `uri`; on failure QEMU leaves (or we put) the source VM
+    /// running, and the error says in which state it is.
+    pub(super) fn vm_migrate(&self, name: &str, uri: &str) -> Result<MigrationStats> {
+        let (dir, _) = self.existing(name)?;
+        let mut vm = self.attach_vm(&dir)?;
+        Ok(vm::migrate_with(&mut vm, uri, &MigrateOptions::default())?)
+    }
+
+    /// Waits until the incoming VM `name` runs (QEMU resumes it when the state is in).
+    pub(super) fn vm_await(&self, name: &str) -> Result<OpStats> {
+        let (dir, _) = self.existing(name)?;
+        let mut vm = self.attach_vm(&dir)?;
+        let t = Instant::now();
+        let deadline = t + Duration::from_secs(30);
+        loop {
+            let st = vm.status()?;
+            if st.running {
+                return Ok(OpStats {
+                    ms: ms(t),
+                    bytes: 0,
+                });
+            }
+            if Instant::now() > deadline {
+                bail!("VM {name} still {} 30 s after its state arrived", st.status);
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
