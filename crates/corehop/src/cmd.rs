@@ -154,6 +154,9 @@ pub struct RunArgs {
     /// Environment variables (KEY=VALUE) for the program.
     #[arg(long = "env")]
     env: Vec<String>,
+    /// container (runc) or vm (QEMU, the paper's baseline).
+    #[arg(long, default_value = "container")]
+    runtime: runtime::bundle::Runtime,
     /// The program (a path or a name found in PATH) and its arguments.
     #[arg(last = true, required = true)]
     command: Vec<String>,
@@ -176,6 +179,10 @@ pub fn run(a: RunArgs, json: bool) -> Result<()> {
         &a.flavor,
     )?;
     cs.env = a.env;
+    cs.runtime = a.runtime;
+    if cs.runtime == runtime::bundle::Runtime::Vm && !cs.env.is_empty() {
+        bail!("--env is not supported with --runtime vm (the guest's init starts the program with its own environment)");
+    }
     if all_containers(&spec)?.iter().any(|c| c.name == cs.name) {
         bail!("a container named {:?} already exists in the lab", cs.name);
     }
@@ -232,16 +239,17 @@ pub fn ps(json: bool) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{:<12} {:<8} {:<13} {:<8} {:<13} pid",
-        "name", "host", "service ip", "flavor", "state"
+        "{:<12} {:<8} {:<13} {:<8} {:<10} {:<13} pid",
+        "name", "host", "service ip", "flavor", "runtime", "state"
     );
     for c in all {
         println!(
-            "{:<12} {:<8} {:<13} {:<8} {:<13} {}",
+            "{:<12} {:<8} {:<13} {:<8} {:<10} {:<13} {}",
             c.name,
             c.host,
             c.service_ip,
             c.flavor,
+            c.runtime.as_str(),
             c.state,
             c.pid.map(|p| p.to_string()).unwrap_or_default()
         );
@@ -264,14 +272,31 @@ pub struct MigrateArgs {
     name: String,
     #[arg(long)]
     to: String,
-    #[arg(long, default_value = "stop-and-copy")]
-    method: String,
+    /// stop-and-copy, pre-copy or post-copy for a container; vm-pre-copy for a VM.
+    /// Default: stop-and-copy for a container, vm-pre-copy for a VM.
+    #[arg(long)]
+    method: Option<String>,
 }
 
 pub fn migrate(a: MigrateArgs, json: bool) -> Result<()> {
     let spec = lab::current()?;
-    let method: migrate::Method = a.method.parse()?;
     spec.host(&a.to)?;
+    let method: migrate::Method = match &a.method {
+        Some(m) => m.parse()?,
+        None => {
+            let runtime = all_containers(&spec)?
+                .into_iter()
+                .find(|c| c.name == a.name)
+                .map(|c| c.runtime)
+                .with_context(|| {
+                    format!(
+                        "no function named {:?} in the lab (see `corehop ps`)",
+                        a.name
+                    )
+                })?;
+            migrate::Method::default_for(runtime)
+        }
+    };
     let r = migrate::migrate(&spec, &lab::token()?, &a.name, &a.to, method)?;
     print_migration(&r, json)
 }
@@ -319,6 +344,15 @@ fn print_migration(r: &migrate::Report, json: bool) -> Result<()> {
         println!("{}", serde_json::to_string(r)?);
     } else {
         crate::demo::print_report(r);
+        if let Some(rounds) = &r.round_bytes {
+            println!("  bytes per round: {rounds:?}");
+        }
+        if let Some(ms) = r.last_page_ms {
+            println!("  last page {ms:.1} ms after the resume");
+        }
+        if let Some(ms) = r.qemu_downtime_ms {
+            println!("  QEMU's own downtime {ms:.1} ms");
+        }
     }
     Ok(())
 }

@@ -42,6 +42,10 @@ pub enum NfCmd {
         subscribers: Option<PathBuf>,
         #[arg(long, default_value = runtime::flavor::DEFAULT_FLAVOR)]
         flavor: String,
+        /// container (runc) or vm (QEMU; HSS and MME only: the SPGW's SGi needs TUN and
+        /// NAT the guest image lacks).
+        #[arg(long, default_value = "container")]
+        runtime: runtime::bundle::Runtime,
     },
     /// Run a function in the foreground (what its container runs).
     Run {
@@ -66,6 +70,7 @@ pub fn cmd(c: NfCmd, json: bool) -> Result<()> {
             config,
             subscribers,
             flavor,
+            runtime,
         } => {
             let text = match &config {
                 Some(p) => std::fs::read_to_string(p)
@@ -78,7 +83,8 @@ pub fn cmd(c: NfCmd, json: bool) -> Result<()> {
                 None => default_subscribers_csv(),
             };
             let spec = lab::current()?;
-            let cs = container(nf, &text, &subs, spec.prefix_len, &flavor)?;
+            let mut cs = container(nf, &text, &subs, spec.prefix_len, &flavor)?;
+            cs.runtime = runtime;
             let info = crate::cmd::client(&spec, &host)?.run(&cs)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&info)?);
