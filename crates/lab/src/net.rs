@@ -140,6 +140,17 @@ pub fn plug(host: &str, port: &str, ns: &str, ip: Ipv4Addr, prefix: u8, mac: &st
         "ip",
         &["-n", &hns, "link", "set", port, "master", HOST_BRIDGE, "up"],
     )?;
+    // A frame sent before the new bridge port forwards is dropped; the gratuitous ARP that
+    // follows must not be, or the fabric keeps sending to the old host.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(500);
+    while !run("bridge", &["-n", &hns, "link", "show", "dev", port])
+        .is_ok_and(|o| o.contains("state forwarding"))
+    {
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!("bridge port {port} on {host} does not forward");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
     Ok(())
 }
 
