@@ -25,7 +25,8 @@ debian_mirror() {
 PKGS=(iproute2 nftables iptables busybox-static tshark tcpdump kmod curl xz-utils ca-certificates
       build-essential pkg-config protobuf-c-compiler libprotobuf-c-dev protobuf-compiler libprotobuf-dev
       python3-protobuf libnl-3-dev libnet1-dev libcap-dev libbsd-dev libnftables-dev libgnutls28-dev
-      uuid-dev libsqlite3-dev qemu-system-x86 iputils-ping conntrack procps psmisc)
+      uuid-dev libsqlite3-dev qemu-system-x86 iputils-ping conntrack procps psmisc
+      fonts-dejavu-core binutils)
 
 missing=()
 for p in "${PKGS[@]}"; do
@@ -82,6 +83,9 @@ fi
 "$PREFIX/sbin/criu" check >/dev/null 2>&1 || {
   "$PREFIX/sbin/criu" check >&2 || true
   echo "setup: 'criu check' does not pass on this kernel" >&2; exit 1; }
+
+# The VM baseline's guest kernel and modules (Debian's linux-image-amd64, extracted).
+bash "$(dirname "$0")/setup-vm.sh"
 
 # Lazy pages across netns hosts need big pipes; forwarding for the fabric and SGi NAT.
 sysctl -qw fs.pipe-max-size=4194304
