@@ -162,13 +162,18 @@ pub struct SctpStack {
 impl SctpStack {
     /// `accept`: whether INITs from new peers create associations (server role).
     pub fn new(cfg: SctpConfig, accept: bool) -> Self {
-        let server = accept.then(|| {
-            let mut s = ServerConfig::new();
-            s.transport = cfg.transport();
-            Arc::new(s)
-        });
+        // sctp-proto unwraps its server config on any INIT that matches no association
+        // (endpoint/mod.rs, handle_first_packet), so a client-only endpoint would panic
+        // on a stray INIT. Give every endpoint a server config and make a client one
+        // refuse new associations instead.
+        let mut server = ServerConfig::new();
+        server.transport = cfg.transport();
+        let mut endpoint = Endpoint::new(Arc::new(EndpointConfig::new()), Some(Arc::new(server)));
+        if !accept {
+            endpoint.reject_new_associations();
+        }
         SctpStack {
-            endpoint: Endpoint::new(Arc::new(EndpointConfig::new()), server),
+            endpoint,
             cfg,
             assocs: HashMap::new(),
             next_id: 1,

@@ -162,6 +162,38 @@ fn garbage_datagrams_are_dropped() {
     assert!(s.associations().is_empty());
 }
 
+/// A client-only stack (the eNB) that gets an INIT matching none of its associations
+/// drops it: sctp-proto used to panic on its missing server config (found by the
+/// `sctp` fuzz target, fuzz/corpus/sctp/regression-client-init).
+#[test]
+fn stray_init_to_a_client_is_dropped() {
+    // Common header (checksum fixed below), a short INIT (initiate tag 0x00e300ff),
+    // then a skippable unknown chunk: exactly what the fuzzer sent.
+    let init: [u8; 36] = [
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xef, 0x20, 0xb5, 0xf6, 0x01, 0x35, 0x00,
+        0x10, 0x00, 0xe3, 0x00, 0xff, 0x3b, 0xff, 0xff, 0xff, 0xbd, 0x8c, 0x5a, 0x0f, 0x80, 0x08,
+        0x00, 0x06, 0x82, 0xc0, 0x00, 0x00,
+    ];
+    let mut c = SctpStack::new(SctpConfig::default(), false);
+    let now = Instant::now();
+    let mut pkt = init.to_vec();
+    proto_sctp::wire::fix_checksum(&mut pkt);
+    for from in [MME, "10.77.0.99:9899"] {
+        c.handle_datagram(now, from.parse().unwrap(), &pkt);
+    }
+    assert!(c.associations().is_empty());
+    assert!(c.poll_event().is_none());
+    // The same stack still connects normally afterwards.
+    let mut s = SctpStack::new(SctpConfig::default(), true);
+    let id = c.connect(now, MME.parse().unwrap()).unwrap();
+    let (ce, _) = pump(&mut c, &mut s, now, &mut PcapWriter::new(), false);
+    assert!(
+        ce.iter()
+            .any(|e| matches!(e, SctpEvent::Up { assoc, .. } if *assoc == id)),
+        "{ce:?}"
+    );
+}
+
 /// tshark decodes the captured association: all chunk types, PPID 18, good CRC32c.
 #[test]
 fn tshark_decodes_sctp_over_udp() {
