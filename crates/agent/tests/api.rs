@@ -12,11 +12,14 @@ const TOKEN: &[u8] = b"0123456789abcdef0123456789abcdef-test";
 struct Agent {
     addr: SocketAddr,
     state: PathBuf,
+    host: String,
 }
 
 impl Drop for Agent {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.state);
+        // The agent's runc root lives under the lab's run folder.
+        let _ = std::fs::remove_dir_all(lab::paths::host_run_dir(&self.host));
     }
 }
 
@@ -43,8 +46,9 @@ fn agent(tag: &str) -> Agent {
     )
     .unwrap();
     std::fs::write(ctr.join("spec.json"), serde_json::to_vec(&spec).unwrap()).unwrap();
+    let host = format!("test{}", tag.len());
     let cfg = agent::server::Config {
-        host: format!("t{}", tag.len()),
+        host: host.clone(),
         listen: addr,
         state: state.clone(),
         token: TOKEN.to_vec(),
@@ -58,7 +62,7 @@ fn agent(tag: &str) -> Agent {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    Agent { addr, state }
+    Agent { addr, state, host }
 }
 
 fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
