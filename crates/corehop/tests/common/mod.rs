@@ -8,17 +8,33 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_corehop");
 
 static LAB: Mutex<()> = Mutex::new(());
 
-/// Serialises tests in one binary and tears the lab down when dropped, also on failure.
+/// Serialises tests (across test binaries and processes too: the lab is machine-wide) and
+/// tears the lab down when dropped, also on failure.
 pub struct Lab {
     _guard: MutexGuard<'static, ()>,
+    _flock: std::fs::File,
+}
+
+/// An exclusive lock on the machine's lab, released when the file closes.
+fn machine_lock() -> std::fs::File {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::create("/run/lock/corehop-lab-tests.lock").expect("lock file");
+    // SAFETY: flock on an fd we own; blocks until other test processes are done.
+    assert_eq!(unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) }, 0, "flock");
+    f
 }
 
 impl Lab {
     pub fn up() -> Lab {
+        Lab::start(&["lab", "up"])
+    }
+
+    fn start(up: &[&str]) -> Lab {
         let guard = LAB.lock().unwrap_or_else(|p| p.into_inner());
+        let flock = machine_lock();
         ok(&["lab", "down"]);
-        ok(&["lab", "up"]);
-        Lab { _guard: guard }
+        ok(up);
+        Lab { _guard: guard, _flock: flock }
     }
 }
 
@@ -186,10 +202,7 @@ pub fn start_epc(host: &str) {
 impl Lab {
     /// A lab from a TOML lab file instead of the default one.
     pub fn up_with(file: &std::path::Path) -> Lab {
-        let guard = LAB.lock().unwrap_or_else(|p| p.into_inner());
-        ok(&["lab", "down"]);
-        ok(&["lab", "up", file.to_str().unwrap()]);
-        Lab { _guard: guard }
+        Lab::start(&["lab", "up", file.to_str().unwrap()])
     }
 }
 
