@@ -97,6 +97,10 @@ pub enum Request {
     VmAwait {
         name: String,
     },
+    /// Resume the VM `name` here after a migration whose destination never ran it.
+    VmResume {
+        name: String,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

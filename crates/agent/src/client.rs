@@ -13,6 +13,9 @@ pub struct Client {
     pub addr: SocketAddr,
 }
 
+/// How long a send may make no progress at all.
+const STALL_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Long operations (a checkpoint of a big function, a transfer on a slow link) get this long.
 const OP_TIMEOUT: Duration = Duration::from_secs(600);
 
@@ -26,6 +29,9 @@ impl Client {
         stream.set_read_timeout(Some(Duration::from_secs(5)))?;
         wire::connect(&mut stream, token).with_context(|| format!("agent at {addr} refused us"))?;
         stream.set_read_timeout(Some(OP_TIMEOUT))?;
+        // A peer that stops taking data (link cut mid-transfer) fails the call instead of
+        // hanging it; a slow but live link keeps draining the socket buffer.
+        stream.set_write_timeout(Some(STALL_TIMEOUT))?;
         Ok(Client { stream, addr })
     }
 
@@ -138,6 +144,9 @@ impl Client {
     }
     pub fn vm_await(&mut self, name: &str) -> Result<OpStats> {
         self.call(&Request::VmAwait { name: name.into() })
+    }
+    pub fn vm_resume(&mut self, name: &str) -> Result<()> {
+        self.call(&Request::VmResume { name: name.into() })
     }
     pub fn await_pages(&mut self, name: &str) -> Result<OpStats> {
         self.call(&Request::AwaitPages { name: name.into() })

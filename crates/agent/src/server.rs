@@ -88,6 +88,7 @@ pub fn serve(cfg: Config) -> Result<()> {
         busy: Mutex::new(()),
         lazy: Mutex::new(HashMap::new()),
     });
+    agent.fence_interrupted_restores();
     if agent.cfg.master.is_some() {
         let a = agent.clone();
         std::thread::spawn(move || a.watch_tunnel_lists());
@@ -232,6 +233,7 @@ impl Agent {
             Request::VmCheck { name, caps } => v(self.vm_check(&name, &caps)?)?,
             Request::VmMigrate { name, uri } => v(self.vm_migrate(&name, &uri)?)?,
             Request::VmAwait { name } => v(self.vm_await(&name)?)?,
+            Request::VmResume { name } => v(self.vm_resume(&name)?)?,
         })
     }
 
@@ -554,6 +556,9 @@ impl Agent {
         let work = dir.join("work").join(format!("restore-{round}"));
         let _ = std::fs::remove_dir_all(&work);
         std::fs::create_dir_all(&work)?;
+        // If this agent dies before the restore is done, the controller gives the function
+        // back to its source; the marker makes the restarted agent fence what was restored.
+        std::fs::write(dir.join(RESTORING), round)?;
         let t = Instant::now();
         let daemon = lazy_from
             .map(|from| runtime::runc::lazy_pages_daemon(&self.runc.criu, from, &images, &work))
@@ -607,6 +612,7 @@ impl Agent {
         if let (Some(tl), Some(list)) = (&spec.tunnel_list, expected) {
             self.await_tunnel_list(name, tl, &list);
         }
+        std::fs::remove_file(dir.join(RESTORING))?;
         Ok(OpStats {
             ms: ms(t),
             bytes: 0,
@@ -680,6 +686,31 @@ impl Agent {
         if let Some((_, reattach)) = &spec.checkpoint_signals {
             if let Err(e) = self.runc.kill(name, reattach) {
                 tracing::warn!("could not tell {name} to re-attach: {e:#}");
+            }
+        }
+    }
+}
+
+/// Marks a container whose restore has begun but not finished on this host.
+const RESTORING: &str = "restoring";
+
+impl Agent {
+    /// Table 1, destination failure during restore: when this agent died mid-restore, the
+    /// controller resumed the function at its source. Whatever the interrupted restore left
+    /// here (a process, its service IP) must not run beside it: remove it before serving.
+    fn fence_interrupted_restores(&self) {
+        let Ok(list) = std::fs::read_dir(self.cfg.state.join("containers")) else {
+            return;
+        };
+        for e in list.flatten() {
+            if e.path().join(RESTORING).exists() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                tracing::warn!(
+                    "{name}: its restore here was interrupted; removing it (the source has it)"
+                );
+                if let Err(err) = self.remove(&name) {
+                    tracing::error!("{name}: cannot remove the interrupted restore: {err:#}");
+                }
             }
         }
     }

@@ -143,17 +143,18 @@ pub fn standby(spec: &LabSpec, token: &[u8], name: &str, to: &str) -> Result<Rep
 
 /// Brings `name` back on `on` from its last standby checkpoint, after its host died. A
 /// function with a tunnel list gets the newest one from the tunnel master.
-pub fn recover(spec: &LabSpec, token: &[u8], name: &str, on: &str) -> Result<Report> {
+/// `round` picks the image: a standby checkpoint, or the image a failed migration left.
+pub fn recover(spec: &LabSpec, token: &[u8], name: &str, on: &str, round: &str) -> Result<Report> {
     let mut dst = agent::Client::connect(lab::agent_addr(spec, on)?, token)?;
     dst.require_criu()?;
     let info = dst.inspect(name)?.info;
     if info.state != "checkpointed" {
-        bail!("{name} on {on} is {}, not a standby checkpoint (make one with `corehop checkpoint {name} --to {on}`)", info.state);
+        bail!("{name} on {on} is {}, not checkpointed (make a standby checkpoint with `corehop checkpoint {name} --to {on}`)", info.state);
     }
     let t = std::time::Instant::now();
     let started = phase::unix_ms();
     let plugged = dst.plug(name)?;
-    let restored = dst.restore(name, STANDBY_ROUND, None)?;
+    let restored = dst.restore(name, round, None)?;
     let mut phases = phase::Phases::default();
     phases.0.push(("network".into(), plugged.ms));
     phases.0.push(("restore".into(), restored.ms));

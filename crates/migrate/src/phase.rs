@@ -127,6 +127,8 @@ pub struct Migration {
     source_stopped: Option<(String, bool)>,
     source_unplugged: bool,
     dest_plugged: bool,
+    /// QEMU completed: the source VM is stopped for good unless we resume it.
+    vm_source_stopped: bool,
 }
 
 /// Finds which host runs `name`, asking every agent of the lab.
@@ -210,6 +212,7 @@ impl Migration {
             source_stopped: None,
             source_unplugged: false,
             dest_plugged: false,
+            vm_source_stopped: false,
         })
     }
 
@@ -229,9 +232,17 @@ impl Migration {
                 let e = e.context(format!("migration of {} failed in phase {name}", self.name));
                 Err(match rollback {
                     Ok(()) => e.context(format!("{} is running again on {}", self.name, self.from)),
-                    Err(r) => {
-                        e.context(format!("ROLLBACK FAILED, {} may be down: {r:#}", self.name))
-                    }
+                    Err(r) => e.context(format!(
+                        "ROLLBACK FAILED, {name} may be down: {r:#}; its frozen image is on {from}: \
+                         once {from}'s agent answers again, `corehop recover {name} --on {from}{round}` resumes it",
+                        name = self.name,
+                        from = self.from,
+                        round = self
+                            .source_stopped
+                            .as_ref()
+                            .map(|(r, _)| format!(" --round {r}"))
+                            .unwrap_or_default(),
+                    )),
                 })
             }
         }
@@ -325,6 +336,7 @@ impl Migration {
             unix_ms().saturating_sub(st.downtime_ms),
         ));
         self.qemu_downtime_ms = Some(qemu);
+        self.vm_source_stopped = true;
         self.round_bytes.push(st.ram_transferred);
         Ok(())
     }
@@ -391,6 +403,9 @@ impl Migration {
         let _ = self.dst.remove(&name);
         if self.source_unplugged {
             self.src.plug(&name)?;
+        }
+        if self.vm_source_stopped {
+            self.src.vm_resume(&name)?;
         }
         match self.source_stopped.clone() {
             Some((round, true)) => {

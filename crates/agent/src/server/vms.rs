@@ -134,6 +134,15 @@ impl Agent {
         Ok(vm::migrate_with(&mut vm, uri, &MigrateOptions::default())?)
     }
 
+    pub(super) fn vm_resume(&self, name: &str) -> Result<()> {
+        let (dir, _) = self.existing(name)?;
+        let mut vm = self.attach_vm(&dir)?;
+        if !vm.status()?.running {
+            vm.qmp().cont()?;
+        }
+        Ok(())
+    }
+
     /// Waits until the incoming VM `name` runs (QEMU resumes it when the state is in).
     pub(super) fn vm_await(&self, name: &str) -> Result<OpStats> {
         let (dir, _) = self.existing(name)?;

@@ -1,0 +1,370 @@
+//! Issue 5's acceptance: the four migration methods — container StopandCopy, PreCopy and
+//! PostCopy, and VM PreCopy — each move the test service with its TCP connection and
+//! counter kept, and the EPC functions with a UE attached; a method that does not fit the
+//! function's runtime is refused with the function left running. Phases are printed
+//! (`cargo test --test methods -- --nocapture`).
+mod common;
+use common::*;
+use std::time::{Duration, Instant};
+
+const SVC: &str = "10.77.1.100";
+
+/// A TCP client on the ran host holding one connection to the counter at `ip` for `secs`.
+fn probe(ip: &str, secs: f64) -> std::process::Child {
+    on_host(
+        "ran",
+        &[
+            "probe",
+            "tcp",
+            &format!("{ip}:7000"),
+            "--interval-ms",
+            "10",
+            "--duration",
+            &secs.to_string(),
+            "--json",
+        ],
+    )
+    .stdout(std::process::Stdio::piped())
+    .spawn()
+    .unwrap()
+}
+
+fn probe_result(p: std::process::Child) -> serde_json::Value {
+    let out = p.wait_with_output().unwrap();
+    assert!(out.status.success(), "probe failed");
+    json(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// The connection survived every migration and no request was lost or repeated.
+fn assert_kept(p: &serde_json::Value) {
+    assert_eq!(p["reconnects"], 0, "the TCP connection survived: {p}");
+    assert_eq!(p["counter_consecutive"], true, "counter kept: {p}");
+    assert_eq!(p["sent"], p["answered"], "every request answered: {p}");
+}
+
+fn phase(r: &serde_json::Value, k: &str) -> f64 {
+    r["phases"][format!("{k}_ms")]
+        .as_f64()
+        .unwrap_or_else(|| panic!("phase {k} missing in {r}"))
+}
+
+/// Checks a report's method, phases (total is their sum) and downtime formula.
+fn check_report(r: &serde_json::Value, method: &str, phases: &[&str], down: &[&str]) {
+    assert_eq!(r["method"], method, "{r}");
+    let sum: f64 = phases.iter().map(|k| phase(r, k)).sum();
+    let total = r["total_ms"].as_f64().unwrap();
+    assert!(
+        (sum - total).abs() < 0.01,
+        "total is the sum of phases: {r}"
+    );
+    assert_eq!(r["phases"].as_object().unwrap().len(), phases.len(), "{r}");
+    let downtime = r["downtime_ms"].as_f64().unwrap();
+    let parts: f64 = down.iter().map(|k| phase(r, k)).sum();
+    // The controller's downtime spans exactly these phases (plus bookkeeping between them).
+    assert!(
+        downtime >= parts * 0.99 && downtime < total + 1.0,
+        "downtime {downtime} vs its phases {parts}: {r}"
+    );
+    eprintln!("{method}: {r}");
+}
+
+fn wait_answering(ip: &str, within: Duration) {
+    let t = Instant::now();
+    loop {
+        let out = on_host(
+            "ran",
+            &[
+                "probe",
+                "tcp",
+                &format!("{ip}:7000"),
+                "--duration",
+                "0.05",
+                "--json",
+            ],
+        )
+        .output()
+        .unwrap();
+        if out.status.success() && json(&String::from_utf8_lossy(&out.stdout))["answered"] != 0 {
+            return;
+        }
+        assert!(t.elapsed() < within, "{ip} not answering after {within:?}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+#[test]
+fn testsvc_container_moves_with_each_container_method() {
+    let _lab = Lab::up();
+    ok(&[
+        "run", "svc", "--host", "node-a", "--ip", SVC, "--", BIN, "testsvc",
+    ]);
+    let p = probe(SVC, 9.0);
+    std::thread::sleep(Duration::from_millis(800));
+    let pre = json(&ok(&[
+        "migrate", "svc", "--to", "node-b", "--method", "pre-copy", "--json",
+    ]));
+    let post = json(&ok(&[
+        "migrate",
+        "svc",
+        "--to",
+        "node-a",
+        "--method",
+        "post-copy",
+        "--json",
+    ]));
+    let sc = json(&ok(&[
+        "migrate",
+        "svc",
+        "--to",
+        "node-b",
+        "--method",
+        "stop-and-copy",
+        "--json",
+    ]));
+    // A container method on a container, and VM PreCopy refused for it: still running.
+    let e = fails(&[
+        "migrate",
+        "svc",
+        "--to",
+        "node-a",
+        "--method",
+        "vm-pre-copy",
+    ]);
+    assert!(
+        e.contains("is a container") && e.contains("pre-copy"),
+        "{e}"
+    );
+    let e = fails(&["migrate", "svc", "--to", "node-a", "--method", "live"]);
+    assert!(
+        e.contains("unknown method") && e.contains("post-copy"),
+        "{e}"
+    );
+    assert_eq!(host_of("svc"), "node-b");
+    let pr = probe_result(p);
+    assert_kept(&pr);
+
+    check_report(
+        &pre,
+        "pre-copy",
+        &[
+            "pre_dump",
+            "pre_transfer",
+            "dump",
+            "dump_transfer",
+            "network",
+            "restore",
+        ],
+        &["dump", "dump_transfer", "network", "restore"],
+    );
+    let rounds: Vec<u64> = pre["round_bytes"]
+        .as_array()
+        .unwrap_or_else(|| panic!("bytes per round: {pre}"))
+        .iter()
+        .map(|b| b.as_u64().unwrap())
+        .collect();
+    assert_eq!(rounds.len(), 2, "{pre}");
+    assert!(
+        rounds[1] < rounds[0] / 2,
+        "the final round ships only what changed: {pre}"
+    );
+    assert_eq!(
+        pre["image_bytes"].as_u64().unwrap(),
+        rounds.iter().sum::<u64>()
+    );
+
+    check_report(
+        &post,
+        "post-copy",
+        &["checkpoint", "transfer", "network", "restore"],
+        &["checkpoint", "transfer", "network", "restore"],
+    );
+    assert!(post["last_page_ms"].as_f64().is_some(), "{post}");
+    assert!(
+        post["image_bytes"].as_u64().unwrap() < sc["image_bytes"].as_u64().unwrap() / 2,
+        "memory stayed out of PostCopy's images: {post} vs {sc}"
+    );
+    check_report(
+        &sc,
+        "stop-and-copy",
+        &["checkpoint", "transfer", "network", "restore"],
+        &["checkpoint", "transfer", "network", "restore"],
+    );
+    assert!(sc.get("round_bytes").is_none(), "one round, no list: {sc}");
+    eprintln!("probe: {pr}");
+}
+
+#[test]
+fn testsvc_vm_moves_with_vm_pre_copy() {
+    let _lab = Lab::up();
+    ok(&[
+        "run",
+        "vsvc",
+        "--host",
+        "node-a",
+        "--ip",
+        SVC,
+        "--runtime",
+        "vm",
+        "--",
+        BIN,
+        "testsvc",
+    ]);
+    let vm = containers()
+        .into_iter()
+        .find(|c| c["name"] == "vsvc")
+        .unwrap();
+    assert_eq!(vm["runtime"], "vm", "{vm}");
+    assert_eq!(vm["state"], "running", "{vm}");
+    wait_answering(SVC, Duration::from_secs(60));
+
+    let p = probe(SVC, 6.0);
+    std::thread::sleep(Duration::from_millis(800));
+    // Container methods are refused for a VM, and it keeps serving.
+    let e = fails(&["migrate", "vsvc", "--to", "node-b", "--method", "pre-copy"]);
+    assert!(
+        e.contains("runs as a VM") && e.contains("vm-pre-copy"),
+        "{e}"
+    );
+    let r = json(&ok(&["migrate", "vsvc", "--to", "node-b", "--json"]));
+    let pr = probe_result(p);
+    assert_eq!(host_of("vsvc"), "node-b");
+    assert_kept(&pr);
+    check_report(&r, "vm-pre-copy", &["pre_live", "live", "post"], &["post"]);
+    let qemu = r["qemu_downtime_ms"].as_f64().unwrap();
+    assert!(r["downtime_ms"].as_f64().unwrap() >= qemu, "{r}");
+    assert!(
+        r["image_bytes"].as_u64().unwrap() > 1 << 20,
+        "guest RAM moved: {r}"
+    );
+    // The source QEMU is gone; `lab down` (the guard) ends the destination's.
+    assert_eq!(containers().len(), 1);
+    eprintln!("probe: {pr}");
+}
+
+fn tunnels() -> serde_json::Value {
+    json(&container_file("spgw", "/run/corehop/tunnels.json"))
+}
+
+fn mme_contexts() -> serde_json::Value {
+    let mut v = json(&container_file("mme", "/run/corehop/mme-ues.json"));
+    for ue in v.as_array_mut().unwrap() {
+        ue.as_object_mut()
+            .unwrap()
+            .retain(|k, _| !k.contains("count"));
+    }
+    v
+}
+
+/// The UE stayed attached on one association and its pings came back after every outage.
+fn assert_ue_kept(r: &serde_json::Value) {
+    let outages = r["recovery"]["dp_gtp"][0]["outages"].as_array().unwrap();
+    assert!(
+        outages.iter().all(|o| o["recovered"] == true),
+        "pings resumed after every outage: {r}"
+    );
+    assert_eq!(r["s1_setups"], 1, "no new S1 Setup: {r}");
+    assert_eq!(r["association_losses"], 0, "SCTP association kept: {r}");
+    assert_eq!(r["attach_failures"].as_array().unwrap().len(), 0, "{r}");
+    assert!(r["ues"][0]["detached"].as_bool().unwrap(), "{r}");
+}
+
+#[test]
+fn epc_functions_move_with_pre_copy_and_post_copy() {
+    let _lab = Lab::up();
+    start_epc("node-a");
+    let ran = Ran::start(&[
+        "--ues",
+        "1",
+        "--duration",
+        "24",
+        "--ping-interval-ms",
+        "20",
+        "--cp-probe-ms",
+        "50",
+    ]);
+    std::thread::sleep(Duration::from_secs(3));
+    let tunnels_before = tunnels();
+    let contexts_before = mme_contexts();
+    assert_eq!(contexts_before[0]["state"], "Attached", "{contexts_before}");
+    let mut reports = vec![];
+    for (method, to) in [("pre-copy", "node-b"), ("post-copy", "node-a")] {
+        for nf in ["spgw", "mme", "hss"] {
+            let r = json(&ok(&[
+                "migrate", nf, "--to", to, "--method", method, "--json",
+            ]));
+            assert_eq!(host_of(nf), to);
+            reports.push((nf, r));
+            std::thread::sleep(Duration::from_millis(1200));
+        }
+    }
+    assert_eq!(tunnels(), tunnels_before, "tunnel list identical");
+    assert_eq!(mme_contexts(), contexts_before, "UE contexts intact");
+    let r = ran.finish();
+    assert_ue_kept(&r);
+    assert!(r["cp_probe"]["answered"].as_u64().unwrap() > 100, "{r}");
+    for (nf, rep) in &reports {
+        eprintln!(
+            "{nf} {}: phases {} downtime {} ms, bytes {} {} {}",
+            rep["method"],
+            rep["phases"],
+            rep["downtime_ms"],
+            rep["image_bytes"],
+            rep["round_bytes"],
+            rep["last_page_ms"]
+        );
+    }
+}
+
+#[test]
+fn hss_and_mme_move_as_vms_with_the_ue_attached() {
+    let _lab = Lab::up();
+    let e = fails(&["nf", "start", "spgw", "--host", "node-a", "--runtime", "vm"]);
+    assert!(e.contains("SGi") && e.contains("container"), "{e}");
+    ok(&["nf", "start", "hss", "--host", "node-a", "--runtime", "vm"]);
+    ok(&["nf", "start", "spgw", "--host", "node-a"]);
+    ok(&["nf", "start", "mme", "--host", "node-a", "--runtime", "vm"]);
+    // The guests boot for a few seconds under TCG: attach until the core answers.
+    let t = Instant::now();
+    loop {
+        let o = corehop(&["ran", "--json", "--ues", "1", "--duration", "0.5"]);
+        if o.status.success()
+            && json(&String::from_utf8_lossy(&o.stdout))["attach_failures"]
+                .as_array()
+                .is_some_and(|a| a.is_empty())
+        {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(90),
+            "EPC in VMs never attached a UE"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let ran = Ran::start(&[
+        "--ues",
+        "1",
+        "--duration",
+        "14",
+        "--ping-interval-ms",
+        "20",
+        "--cp-probe-ms",
+        "50",
+    ]);
+    std::thread::sleep(Duration::from_secs(3));
+    let mut reports = vec![];
+    for nf in ["mme", "hss"] {
+        let r = json(&ok(&["migrate", nf, "--to", "node-b", "--json"]));
+        assert_eq!(r["method"], "vm-pre-copy", "{r}");
+        assert_eq!(host_of(nf), "node-b");
+        reports.push((nf, r));
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    let r = ran.finish();
+    assert_ue_kept(&r);
+    for (nf, rep) in &reports {
+        eprintln!(
+            "{nf} vm-pre-copy: phases {} downtime {} ms (QEMU {} ms), bytes {}",
+            rep["phases"], rep["downtime_ms"], rep["qemu_downtime_ms"], rep["image_bytes"]
+        );
+    }
+}
