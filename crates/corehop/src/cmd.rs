@@ -363,8 +363,11 @@ pub fn standby(name: &str, to: &str, json: bool) -> Result<()> {
     print_migration(&migrate::standby(&spec, &lab::token()?, name, to)?, json)
 }
 
-pub fn recover(name: &str, on: &str, json: bool) -> Result<()> {
+pub fn recover(name: &str, on: &str, round: &str, json: bool) -> Result<()> {
     let spec = lab::current()?;
     spec.host(on)?;
-    print_migration(&migrate::recover(&spec, &lab::token()?, name, on)?, json)
+    print_migration(
+        &migrate::recover(&spec, &lab::token()?, name, on, round)?,
+        json,
+    )
 }

@@ -51,6 +51,9 @@ enum Cmd {
         name: String,
         #[arg(long)]
         on: String,
+        /// Image round: `standby` (from `corehop checkpoint`) or `final` (left by a failed migration).
+        #[arg(long, default_value = migrate::STANDBY_ROUND)]
+        round: String,
     },
     /// A stateful TCP/UDP counter service, to prove migrations keep state and connections.
     Testsvc {
@@ -111,7 +114,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Report { dir } => experiment::report(&dir),
         Cmd::Burn => experiment::burn(),
         Cmd::Checkpoint { name, to } => cmd::standby(&name, &to, json),
-        Cmd::Recover { name, on } => cmd::recover(&name, &on, json),
+        Cmd::Recover { name, on, round } => cmd::recover(&name, &on, &round, json),
         Cmd::Nf(c) => nf::cmd(c, json),
         Cmd::Hss(c) => epc::hss(c, json),
         Cmd::Ran(a) => epc::ran(a, json),

@@ -111,6 +111,9 @@ pub struct Migration {
     pub from: String,
     pub to: String,
     pub src: Client,
+    token: Vec<u8>,
+    /// A final dump was asked for: if its answer never came, whether it happened is unknown.
+    dump_asked: Option<String>,
     pub dst: Client,
     pub dst_addr: SocketAddr,
     pub inspect: Inspect,
@@ -122,6 +125,9 @@ pub struct Migration {
     qemu_downtime_ms: Option<f64>,
     prepare_ms: f64,
     frozen_at: Option<(Instant, u64)>,
+    /// When the function served again at the destination (PostCopy goes on pulling memory
+    /// after that, which is no downtime).
+    resumed_at: Option<(Instant, u64)>,
     /// What a rollback must undo: the round the source stopped in, and whether its memory
     /// is in that round (not after a lazy dump).
     source_stopped: Option<(String, bool)>,
@@ -199,6 +205,8 @@ impl Migration {
             from,
             to: to.into(),
             src,
+            token: token.to_vec(),
+            dump_asked: None,
             dst,
             dst_addr,
             inspect,
@@ -209,6 +217,7 @@ impl Migration {
             qemu_downtime_ms: None,
             prepare_ms: t.elapsed().as_secs_f64() * 1e3,
             frozen_at: None,
+            resumed_at: None,
             source_stopped: None,
             source_unplugged: false,
             dest_plugged: false,
@@ -240,7 +249,9 @@ impl Migration {
                         round = self
                             .source_stopped
                             .as_ref()
-                            .map(|(r, _)| format!(" --round {r}"))
+                            .map(|(r, _)| r.clone())
+                            .or(self.dump_asked.clone())
+                            .map(|r| format!(" --round {r}"))
                             .unwrap_or_default(),
                     )),
                 })
@@ -259,6 +270,9 @@ impl Migration {
         };
         if !leave_running {
             self.frozen_at = Some((Instant::now(), unix_ms()));
+            if lazy_port.is_none() {
+                self.dump_asked = Some(round.into());
+            }
         }
         let name = self.name.clone();
         let st = self
@@ -295,6 +309,7 @@ impl Migration {
         let name = self.name.clone();
         let from = lazy_port.map(|p| SocketAddr::new(self.src.addr.ip(), p));
         self.dst.restore(&name, round, from)?;
+        self.resumed_at = Some((Instant::now(), unix_ms()));
         Ok(())
     }
 
@@ -346,6 +361,7 @@ impl Migration {
     pub fn vm_post(&mut self) -> Result<()> {
         let name = self.name.clone();
         self.dst.vm_await(&name)?;
+        self.resumed_at = Some((Instant::now(), unix_ms()));
         Ok(())
     }
 
@@ -361,10 +377,10 @@ impl Migration {
     }
 
     fn end(mut self, forget_source: bool) -> Result<Report> {
-        let resumed_unix_ms = unix_ms();
+        let (resumed, resumed_unix_ms) = self.resumed_at.unwrap_or((Instant::now(), unix_ms()));
         let (downtime_ms, frozen_unix_ms) = self
             .frozen_at
-            .map(|(t, u)| (t.elapsed().as_secs_f64() * 1e3, u))
+            .map(|(t, u)| (resumed.duration_since(t).as_secs_f64() * 1e3, u))
             .unwrap_or((0.0, resumed_unix_ms));
         if forget_source {
             if let Err(e) = self.src.remove(&self.name) {
@@ -416,8 +432,25 @@ impl Migration {
             Some((_, false)) => bail!(
                 "{name} was dumped lazily (PostCopy): its memory was only in the source's page server, so it cannot be restored there"
             ),
-            None => {}
+            None => {
+                if let Some(round) = self.dump_asked.clone() {
+                    self.settle_unknown_dump(&name, &round)?;
+                }
+            }
         }
         Ok(())
+    }
+
+    /// The final dump's answer never came (the source agent died or the link broke): ask
+    /// the source afresh whether the function still runs or now lives in its image.
+    fn settle_unknown_dump(&mut self, name: &str, round: &str) -> Result<()> {
+        let mut src = Client::connect(self.src.addr, &self.token).context(
+            "cannot tell whether the function was dumped: the source agent does not answer",
+        )?;
+        match src.inspect(name)?.info.state.as_str() {
+            "running" => Ok(()),
+            "checkpointed" => src.restore(name, round, None).map(|_| ()),
+            other => bail!("{name} is {other} on {}", self.from),
+        }
     }
 }

@@ -20,7 +20,11 @@ fn machine_lock() -> std::fs::File {
     use std::os::fd::AsRawFd;
     let f = std::fs::File::create("/run/lock/corehop-lab-tests.lock").expect("lock file");
     // SAFETY: flock on an fd we own; blocks until other test processes are done.
-    assert_eq!(unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) }, 0, "flock");
+    assert_eq!(
+        unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) },
+        0,
+        "flock"
+    );
     f
 }
 
@@ -34,7 +38,10 @@ impl Lab {
         let flock = machine_lock();
         ok(&["lab", "down"]);
         ok(up);
-        Lab { _guard: guard, _flock: flock }
+        Lab {
+            _guard: guard,
+            _flock: flock,
+        }
     }
 }
 

@@ -1,0 +1,251 @@
+//! Issue 7's failure handling (the paper's Table 1): each fault is injected into a real
+//! migration; it must end with a clear error naming the failed phase, the function running
+//! at the source from its frozen point (the client's TCP connection and counter intact),
+//! and a retry that succeeds once the fault is gone.
+mod common;
+use common::*;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const SVC: &str = "10.77.1.100";
+
+/// A client on host `ran` holding one TCP connection to the service for the whole test.
+fn client(secs: u32) -> Child {
+    on_host(
+        "ran",
+        &[
+            "probe",
+            "tcp",
+            &format!("{SVC}:7000"),
+            "--interval-ms",
+            "20",
+            "--duration",
+            &secs.to_string(),
+            "--json",
+        ],
+    )
+    .stdout(Stdio::piped())
+    .spawn()
+    .unwrap()
+}
+
+/// The client's verdict: it never reconnected and the counter never skipped or repeated.
+fn client_kept_state(c: Child) {
+    let out = c.wait_with_output().unwrap();
+    let p = json(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(p["reconnects"], 0, "the TCP connection survived: {p}");
+    assert_eq!(
+        p["counter_consecutive"], true,
+        "state resumed from the frozen point: {p}"
+    );
+    assert!(p["answered"].as_u64().unwrap() > 10, "{p}");
+}
+
+fn start_svc() -> Child {
+    ok(&[
+        "run", "svc", "--host", "node-a", "--ip", SVC, "--", BIN, "testsvc",
+    ]);
+    let c = client(40);
+    std::thread::sleep(Duration::from_millis(500));
+    c
+}
+
+/// Waits until a process whose command line contains all of `words` runs, then calls `f`.
+fn when_running(
+    words: &'static [&'static str],
+    f: impl FnOnce() + Send + 'static,
+) -> std::thread::JoinHandle<bool> {
+    std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            for p in std::fs::read_dir("/proc").unwrap().flatten() {
+                let cmd = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
+                let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+                if words.iter().all(|w| cmd.contains(w)) {
+                    f();
+                    return true;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        false
+    })
+}
+
+fn kill_agent(host: &str) {
+    let pid = std::fs::read_to_string(format!("/run/corehop/hosts/{host}/pids/agent.pid")).unwrap();
+    Command::new("kill")
+        .args(["-9", pid.trim()])
+        .status()
+        .unwrap();
+}
+
+fn svc_runs_on(host: &str) {
+    let c = containers();
+    let svc: Vec<_> = c
+        .iter()
+        .filter(|c| c["name"] == "svc" && c["state"] == "running")
+        .collect();
+    assert_eq!(svc.len(), 1, "svc runs exactly once: {c:?}");
+    assert_eq!(svc[0]["host"], host, "{c:?}");
+}
+
+#[test]
+fn destination_disk_full() {
+    let _lab = Lab::up();
+    let c = start_svc();
+    let images = "/var/lib/corehop/hosts/node-b/containers/svc/images";
+    std::fs::create_dir_all(images).unwrap();
+    assert!(Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs", images])
+        .status()
+        .unwrap()
+        .success());
+    let e = fails(&["migrate", "svc", "--to", "node-b"]);
+    let _ = Command::new("umount").arg(images).status();
+    assert!(
+        e.contains("failed in phase transfer") && e.contains("svc is running again on node-a"),
+        "{e}"
+    );
+    assert!(
+        e.contains("disk full") || e.contains("No space left"),
+        "{e}"
+    );
+    svc_runs_on("node-a");
+    ok(&["migrate", "svc", "--to", "node-b"]);
+    svc_runs_on("node-b");
+    client_kept_state(c);
+}
+
+#[test]
+fn rootfs_mismatch_is_refused_before_the_source_stops() {
+    let _lab = Lab::up();
+    let tmp = TempDir::new("rootfs");
+    let app = tmp.0.join("app");
+    std::fs::copy(BIN, &app).unwrap();
+    ok(&[
+        "run",
+        "svc",
+        "--host",
+        "node-a",
+        "--ip",
+        SVC,
+        "--",
+        app.to_str().unwrap(),
+        "testsvc",
+    ]);
+    let c = client(20);
+    std::thread::sleep(Duration::from_millis(500));
+    // The destination would build its rootfs from a program that changed meanwhile.
+    let original = std::fs::read(&app).unwrap();
+    std::fs::write(&app, [original.as_slice(), b"\0"].concat()).unwrap();
+    let e = fails(&["migrate", "svc", "--to", "node-b"]);
+    assert!(e.contains("rootfs of svc on node-b differs"), "{e}");
+    svc_runs_on("node-a");
+    std::fs::write(&app, &original).unwrap();
+    ok(&["migrate", "svc", "--to", "node-b"]);
+    svc_runs_on("node-b");
+    client_kept_state(c);
+}
+
+#[test]
+fn network_cut_during_the_transfer() {
+    let _lab = Lab::up();
+    let c = start_svc();
+    // A slow link makes the transfer last; the link is cut once the checkpoint is done.
+    ok(&["lab", "rate", "node-b", "2mbit"]);
+    let cut = Arc::new(AtomicBool::new(false));
+    let flag = cut.clone();
+    let watcher = std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            let list = Command::new("runc")
+                .args(["--root", "/run/corehop/hosts/node-a/runc", "list", "-q"])
+                .output()
+                .unwrap();
+            if !String::from_utf8_lossy(&list.stdout)
+                .lines()
+                .any(|l| l == "svc")
+            {
+                Command::new("ip")
+                    .args(["link", "set", "chh-node-b", "down"])
+                    .status()
+                    .unwrap();
+                flag.store(true, Ordering::SeqCst);
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    });
+    let e = fails(&["migrate", "svc", "--to", "node-b"]);
+    watcher.join().unwrap();
+    assert!(cut.load(Ordering::SeqCst), "the link was cut");
+    assert!(
+        e.contains("failed in phase transfer") && e.contains("svc is running again on node-a"),
+        "{e}"
+    );
+    svc_runs_on("node-a");
+    Command::new("ip")
+        .args(["link", "set", "chh-node-b", "up"])
+        .status()
+        .unwrap();
+    ok(&["lab", "rate", "node-b", "none"]);
+    ok(&["migrate", "svc", "--to", "node-b"]);
+    svc_runs_on("node-b");
+    client_kept_state(c);
+}
+
+#[test]
+fn destination_agent_killed_mid_restore() {
+    let _lab = Lab::up();
+    let c = start_svc();
+    let killer = when_running(&["runc", "hosts/node-b/runc", "restore"], || {
+        kill_agent("node-b")
+    });
+    let e = fails(&["migrate", "svc", "--to", "node-b"]);
+    assert!(killer.join().unwrap(), "the restore was caught");
+    assert!(
+        e.contains("failed in phase restore") && e.contains("svc is running again on node-a"),
+        "{e}"
+    );
+    // The restarted agent fences what the interrupted restore left behind.
+    ok(&["lab", "up"]);
+    let log = std::fs::read_to_string("/run/corehop/hosts/node-b/agent.log").unwrap();
+    assert!(
+        log.contains("svc: its restore here was interrupted"),
+        "{log}"
+    );
+    svc_runs_on("node-a");
+    ok(&["migrate", "svc", "--to", "node-b"]);
+    svc_runs_on("node-b");
+    client_kept_state(c);
+}
+
+#[test]
+fn source_agent_killed_mid_checkpoint() {
+    let _lab = Lab::up();
+    let c = start_svc();
+    let killer = when_running(&["runc", "hosts/node-a/runc", "checkpoint"], || {
+        kill_agent("node-a")
+    });
+    let e = fails(&["migrate", "svc", "--to", "node-b"]);
+    assert!(killer.join().unwrap(), "the checkpoint was caught");
+    // The dump went on without the agent: the function is frozen in its image on node-a,
+    // and the error says how to bring it back.
+    assert!(
+        e.contains("failed in phase checkpoint") && e.contains("ROLLBACK FAILED"),
+        "{e}"
+    );
+    assert!(
+        e.contains("corehop recover svc --on node-a --round final"),
+        "{e}"
+    );
+    ok(&["lab", "up"]);
+    ok(&["recover", "svc", "--on", "node-a", "--round", "final"]);
+    svc_runs_on("node-a");
+    ok(&["migrate", "svc", "--to", "node-b"]);
+    svc_runs_on("node-b");
+    client_kept_state(c);
+}
