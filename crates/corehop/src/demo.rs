@@ -42,7 +42,10 @@ fn step(s: &str) {
 }
 
 /// Runs `f` on a thread inside a lab host's network namespace.
-fn on_host<T: Send + 'static>(host: &str, f: impl FnOnce() -> Result<T> + Send + 'static) -> std::thread::JoinHandle<Result<T>> {
+fn on_host<T: Send + 'static>(
+    host: &str,
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> std::thread::JoinHandle<Result<T>> {
     let ns = lab::net::host_ns(host);
     std::thread::spawn(move || {
         lab::net::enter_netns(&ns)?;
@@ -51,20 +54,43 @@ fn on_host<T: Send + 'static>(host: &str, f: impl FnOnce() -> Result<T> + Send +
 }
 
 fn join<T>(h: std::thread::JoinHandle<Result<T>>) -> Result<T> {
-    h.join().map_err(|_| anyhow::anyhow!("probe thread panicked"))?
+    h.join()
+        .map_err(|_| anyhow::anyhow!("probe thread panicked"))?
 }
 
-fn testsvc(spec: &lab::spec::LabSpec, token: &[u8], exe: &std::path::Path) -> Result<serde_json::Value> {
+fn testsvc(
+    spec: &lab::spec::LabSpec,
+    token: &[u8],
+    exe: &std::path::Path,
+) -> Result<serde_json::Value> {
     step("testsvc (a TCP/UDP counter) as a container on node-a");
-    let cs = runtime::ContainerSpec::new("testsvc", exe.to_path_buf(), vec!["testsvc".into()], SVC_IP, spec.prefix_len,
-        runtime::flavor::DEFAULT_FLAVOR)?;
+    let cs = runtime::ContainerSpec::new(
+        "testsvc",
+        exe.to_path_buf(),
+        vec!["testsvc".into()],
+        SVC_IP,
+        spec.prefix_len,
+        runtime::flavor::DEFAULT_FLAVOR,
+    )?;
     agent::Client::connect(lab::agent_addr(spec, "node-a")?, token)?.run(&cs)?;
     step("a client on host `ran` holds one TCP connection, a request every 10 ms");
     let target = SocketAddr::from((SVC_IP, 7000));
-    let probe = on_host("ran", move || measure::probe::tcp(target, Duration::from_millis(10), &measure::probe::after(Duration::from_secs(4))));
+    let probe = on_host("ran", move || {
+        measure::probe::tcp(
+            target,
+            Duration::from_millis(10),
+            &measure::probe::after(Duration::from_secs(4)),
+        )
+    });
     std::thread::sleep(Duration::from_secs(1));
     step("live migration of testsvc node-a -> node-b, stop-and-copy (CRIU through runc)");
-    let r = migrate::migrate(spec, token, "testsvc", "node-b", migrate::Method::StopAndCopy)?;
+    let r = migrate::migrate(
+        spec,
+        token,
+        "testsvc",
+        "node-b",
+        migrate::Method::StopAndCopy,
+    )?;
     let p = join(probe)?;
     print_report(&r);
     println!(
@@ -93,14 +119,28 @@ fn epc(spec: &lab::spec::LabSpec, token: &[u8]) -> Result<Vec<Row>> {
     step("EPC: HSS, SPGW, MME as containers on node-a");
     let mut a = agent::Client::connect(lab::agent_addr(spec, "node-a")?, token)?;
     for f in [Nf::Hss, Nf::Spgw, Nf::Mme] {
-        a.run(&nf::container(f, &nf::default_config(f)?, &nf::default_subscribers_csv(), spec.prefix_len,
-            runtime::flavor::DEFAULT_FLAVOR)?)?;
+        a.run(&nf::container(
+            f,
+            &nf::default_config(f)?,
+            &nf::default_subscribers_csv(),
+            spec.prefix_len,
+            runtime::flavor::DEFAULT_FLAVOR,
+        )?)?;
     }
     let stop = Arc::new(AtomicBool::new(false));
     let st = stop.clone();
-    let spgw_ip = nf::container(Nf::Spgw, &nf::default_config(Nf::Spgw)?, "", spec.prefix_len, "medium")?.service_ip;
+    let spgw_ip = nf::container(
+        Nf::Spgw,
+        &nf::default_config(Nf::Spgw)?,
+        "",
+        spec.prefix_len,
+        "medium",
+    )?
+    .service_ip;
     // DP_SGi: UE pings leaving the SPGW towards the PDN, seen at the PDN host.
-    let sgi = on_host("pdn", move || measure::wire::sniff(spgw_ip, 1, Duration::from_millis(25), &st));
+    let sgi = on_host("pdn", move || {
+        measure::wire::sniff(spgw_ip, 1, Duration::from_millis(25), &st)
+    });
 
     step("one UE attaches from host `ran` and pings the pdn host every 10 ms through GTP-U");
     let subscribers = lab::paths::host_run_dir("ran").join("subscribers.csv");
@@ -118,15 +158,27 @@ fn epc(spec: &lab::spec::LabSpec, token: &[u8]) -> Result<Vec<Row>> {
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let (prog_tx, mut prog_rx) = tokio::sync::watch::channel(ran::Progress::default());
     let ran = on_host("ran", move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        rt.block_on(ran::run_with_progress(cfg, async { let _ = stop_rx.await; }, prog_tx))
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(ran::run_with_progress(
+            cfg,
+            async {
+                let _ = stop_rx.await;
+            },
+            prog_tx,
+        ))
     });
     let attached = (|| {
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         loop {
             let p = prog_rx.borrow_and_update().clone();
             if p.attach_phase_over() {
-                return if p.attached == p.ues { Ok(()) } else { Err(anyhow::anyhow!("the UE did not attach")) };
+                return if p.attached == p.ues {
+                    Ok(())
+                } else {
+                    Err(anyhow::anyhow!("the UE did not attach"))
+                };
             }
             if std::time::Instant::now() > deadline || ran.is_finished() {
                 bail!("the UE did not attach within 20 s");
@@ -138,7 +190,9 @@ fn epc(spec: &lab::spec::LabSpec, token: &[u8]) -> Result<Vec<Row>> {
     if attached.is_ok() {
         std::thread::sleep(Duration::from_secs(1));
         for f in ["hss", "mme", "spgw"] {
-            step(&format!("live migration of {f} node-a -> node-b, stop-and-copy, UE attached"));
+            step(&format!(
+                "live migration of {f} node-a -> node-b, stop-and-copy, UE attached"
+            ));
             match migrate::migrate(spec, token, f, "node-b", migrate::Method::StopAndCopy) {
                 Ok(r) => reports.push(r),
                 Err(e) => {
@@ -159,16 +213,27 @@ fn epc(spec: &lab::spec::LabSpec, token: &[u8]) -> Result<Vec<Row>> {
     }
     println!(
         "\nUE {}: IP {}, {} pings sent, {} answered; {} S1 Setup(s), {} association loss(es)",
-        ue.ues[0].imsi, ue.ues[0].ue_ip, ue.ues[0].pings_sent, ue.ues[0].pings_received, ue.s1_setups, ue.association_losses
+        ue.ues[0].imsi,
+        ue.ues[0].ue_ip,
+        ue.ues[0].pings_sent,
+        ue.ues[0].pings_received,
+        ue.s1_setups,
+        ue.association_losses
     );
     Ok(reports
         .into_iter()
         .map(|r| {
             let (from, to) = (r.frozen_unix_ms, r.resumed_unix_ms + RECOVERY_GRACE_MS);
             let w = ue.recovery.within(from, to);
-            let longest = |v: &[measure::gaps::Outage]| v.iter().map(|o| o.duration_ms).reduce(f64::max);
+            let longest =
+                |v: &[measure::gaps::Outage]| v.iter().map(|o| o.duration_ms).reduce(f64::max);
             Row {
-                dp_gtp_ms: longest(&w.dp_gtp.iter().flat_map(|(_, o)| o.clone()).collect::<Vec<_>>()),
+                dp_gtp_ms: longest(
+                    &w.dp_gtp
+                        .iter()
+                        .flat_map(|(_, o)| o.clone())
+                        .collect::<Vec<_>>(),
+                ),
                 dp_sgi_ms: longest(&overlapping(&sgi, from, to)),
                 cp_s1_mme_ms: longest(&w.cp_s1_mme),
                 migration: r,
@@ -189,22 +254,49 @@ fn print_epc_table(rows: &[Row]) {
     println!("\nEPC functions migrated node-a -> node-b with one attached UE (stop-and-copy), times in ms:");
     println!(
         "{:<5} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>7} {:>7} {:>10} {:>9}",
-        "nf", "Tc", "Tt", "Tn", "Tr", "total", "downtime", "DP_GTP", "DP_SGi", "CP_S1-MME", "data MB"
+        "nf",
+        "Tc",
+        "Tt",
+        "Tn",
+        "Tr",
+        "total",
+        "downtime",
+        "DP_GTP",
+        "DP_SGi",
+        "CP_S1-MME",
+        "data MB"
     );
     for r in rows {
         let m = &r.migration;
-        let p = |k: &str| m.phases.get(k).map(|v| format!("{v:.0}")).unwrap_or_default();
+        let p = |k: &str| {
+            m.phases
+                .get(k)
+                .map(|v| format!("{v:.0}"))
+                .unwrap_or_default()
+        };
         println!(
             "{:<5} {:>8} {:>8} {:>8} {:>8} {:>8.0} {:>9.0} {:>7} {:>7} {:>10} {:>9.2}",
-            m.name, p("checkpoint"), p("transfer"), p("network"), p("restore"), m.total_ms, m.downtime_ms,
-            ms(r.dp_gtp_ms), ms(r.dp_sgi_ms), ms(r.cp_s1_mme_ms), m.image_bytes as f64 / 1e6
+            m.name,
+            p("checkpoint"),
+            p("transfer"),
+            p("network"),
+            p("restore"),
+            m.total_ms,
+            m.downtime_ms,
+            ms(r.dp_gtp_ms),
+            ms(r.dp_sgi_ms),
+            ms(r.cp_s1_mme_ms),
+            m.image_bytes as f64 / 1e6
         );
     }
     println!("(- : no outage beyond the probe's resolution: pings and S1AP probes every 10 ms)");
 }
 
 pub fn print_report(r: &migrate::Report) {
-    println!("\n{} migrated {} -> {} ({})", r.name, r.from, r.to, r.method);
+    println!(
+        "\n{} migrated {} -> {} ({})",
+        r.name, r.from, r.to, r.method
+    );
     println!("  {:<16} {:>10}", "phase", "ms");
     for (k, v) in &r.phases.0 {
         println!("  {:<16} {:>10.1}", k, v);
@@ -212,5 +304,8 @@ pub fn print_report(r: &migrate::Report) {
     println!("  {:<16} {:>10.1}", "total", r.total_ms);
     println!("  {:<16} {:>10.1}", "downtime", r.downtime_ms);
     println!("  {:<16} {:>10}", "image bytes", r.image_bytes);
-    println!("  (destination prepared beforehand in {:.1} ms)", r.prepare_ms);
+    println!(
+        "  (destination prepared beforehand in {:.1} ms)",
+        r.prepare_ms
+    );
 }

@@ -44,15 +44,34 @@ pub fn run(a: ExperimentArgs) -> Result<()> {
     let plan = experiment::Plan::load(&a.plan)?;
     let spec = lab::current().context("the experiment runs on the lab: `corehop lab up` first")?;
     for n in NODES.iter().chain(["ran", "pdn"].iter()) {
-        spec.host(n).context("the experiment needs the default lab's hosts")?;
+        spec.host(n)
+            .context("the experiment needs the default lab's hosts")?;
     }
-    let mut ex = LabExecutor { spec, token: lab::token()?, placed: None };
-    let opts = experiment::RunOptions { runs_override: a.runs, handle_signals: true, progress: true, retry_failed: a.retry_failed, ..Default::default() };
+    let mut ex = LabExecutor {
+        spec,
+        token: lab::token()?,
+        placed: None,
+    };
+    let opts = experiment::RunOptions {
+        runs_override: a.runs,
+        handle_signals: true,
+        progress: true,
+        retry_failed: a.retry_failed,
+        ..Default::default()
+    };
     let sum = experiment::run_plan_with(&plan, &mut ex, &a.out, &opts)?;
     ex.clear();
     eprintln!(
         "{} runs planned, {} already done, {} executed ({} failed){}",
-        sum.planned, sum.already_done, sum.executed, sum.failed, if sum.interrupted { ", interrupted: run again to resume" } else { "" }
+        sum.planned,
+        sum.already_done,
+        sum.executed,
+        sum.failed,
+        if sum.interrupted {
+            ", interrupted: run again to resume"
+        } else {
+            ""
+        }
     );
     experiment::write_stats(&a.out)?;
     let r = experiment::report(&a.out)?;
@@ -66,7 +85,12 @@ pub fn report(dir: &std::path::Path) -> Result<()> {
     for w in &r.warnings {
         eprintln!("warning: {w}");
     }
-    println!("{} ({} tables, {} figures)", r.path.display(), r.tables.len(), r.figures.len());
+    println!(
+        "{} ({} tables, {} figures)",
+        r.path.display(),
+        r.tables.len(),
+        r.figures.len()
+    );
     Ok(())
 }
 
@@ -83,10 +107,16 @@ struct Probes {
     icmp: JoinHandle<Result<Series>>,
     app: Option<JoinHandle<Result<Series>>>,
     sgi: Option<JoinHandle<Result<Series>>>,
-    ue: Option<(tokio::sync::oneshot::Sender<()>, JoinHandle<Result<ran::Report>>)>,
+    ue: Option<(
+        tokio::sync::oneshot::Sender<()>,
+        JoinHandle<Result<ran::Report>>,
+    )>,
 }
 
-fn on_host<T: Send + 'static>(host: &str, f: impl FnOnce() -> Result<T> + Send + 'static) -> JoinHandle<Result<T>> {
+fn on_host<T: Send + 'static>(
+    host: &str,
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> JoinHandle<Result<T>> {
     let ns = lab::net::host_ns(host);
     std::thread::spawn(move || {
         lab::net::enter_netns(&ns)?;
@@ -138,13 +168,30 @@ impl LabExecutor {
         let exe = std::env::current_exe()?;
         match nf_of(case.function) {
             None => {
-                a.run(&runtime::ContainerSpec::new("testsvc", exe, vec!["testsvc".into()], TESTSVC_IP, prefix, &case.flavor)?)?;
+                a.run(&runtime::ContainerSpec::new(
+                    "testsvc",
+                    exe,
+                    vec!["testsvc".into()],
+                    TESTSVC_IP,
+                    prefix,
+                    &case.flavor,
+                )?)?;
             }
             Some(target) => {
                 for f in [Nf::Hss, Nf::Spgw, Nf::Mme] {
                     // Only the function under test gets the case's flavor.
-                    let flavor = if f == target { case.flavor.as_str() } else { runtime::flavor::DEFAULT_FLAVOR };
-                    a.run(&nf::container(f, &nf::default_config(f)?, &nf::default_subscribers_csv(), prefix, flavor)?)?;
+                    let flavor = if f == target {
+                        case.flavor.as_str()
+                    } else {
+                        runtime::flavor::DEFAULT_FLAVOR
+                    };
+                    a.run(&nf::container(
+                        f,
+                        &nf::default_config(f)?,
+                        &nf::default_subscribers_csv(),
+                        prefix,
+                        flavor,
+                    )?)?;
                 }
             }
         }
@@ -165,15 +212,29 @@ impl LabExecutor {
         if case.load_percent == 0 {
             return Ok(());
         }
-        let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64;
+        let cpus = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1) as f64;
         for (i, n) in NODES.iter().enumerate() {
-            let from_src = matches!(case.load_where, LoadWhere::Source | LoadWhere::Both) && Some(*n) == self.source();
-            let at_dst = matches!(case.load_where, LoadWhere::Destination | LoadWhere::Both) && Some(*n) != self.source();
+            let from_src = matches!(case.load_where, LoadWhere::Source | LoadWhere::Both)
+                && Some(*n) == self.source();
+            let at_dst = matches!(case.load_where, LoadWhere::Destination | LoadWhere::Both)
+                && Some(*n) != self.source();
             if !(from_src || at_dst) {
                 continue;
             }
-            let mut cs = runtime::ContainerSpec::new("load", std::env::current_exe()?, vec!["burn".into()], LOAD_IPS[i], self.spec.prefix_len, "tiny")?;
-            cs.flavor = runtime::Flavor { cpus: cpus * f64::from(case.load_percent) / 100.0, memory_mb: 64 };
+            let mut cs = runtime::ContainerSpec::new(
+                "load",
+                std::env::current_exe()?,
+                vec!["burn".into()],
+                LOAD_IPS[i],
+                self.spec.prefix_len,
+                "tiny",
+            )?;
+            cs.flavor = runtime::Flavor {
+                cpus: cpus * f64::from(case.load_percent) / 100.0,
+                memory_mb: 64,
+            };
             cs.flavor_name = format!("load-{}%", case.load_percent);
             self.client(n)?.run(&cs)?;
         }
@@ -197,7 +258,13 @@ impl LabExecutor {
         let (ip, app_target) = match nf_of(case.function) {
             None => (TESTSVC_IP, None),
             Some(f) => {
-                let c = nf::container(f, &nf::default_config(f)?, "", self.spec.prefix_len, "medium")?;
+                let c = nf::container(
+                    f,
+                    &nf::default_config(f)?,
+                    "",
+                    self.spec.prefix_len,
+                    "medium",
+                )?;
                 (c.service_ip, Some(f))
             }
         };
@@ -207,17 +274,28 @@ impl LabExecutor {
         let app = match app_target {
             // The counter service: one TCP connection, a request per period.
             None => Some(on_host("ran", move || {
-                Ok(measure::probe::tcp(SocketAddr::from((ip, 7000)), PROBE, &|| s.load(Ordering::Relaxed))?.gaps)
+                Ok(
+                    measure::probe::tcp(SocketAddr::from((ip, 7000)), PROBE, &|| {
+                        s.load(Ordering::Relaxed)
+                    })?
+                    .gaps,
+                )
             })),
-            Some(Nf::Hss) => Some(on_host("ran", move || measure::app::diameter_watchdog(SocketAddr::from((ip, 3868)), PROBE, &s))),
-            Some(Nf::Spgw) => Some(on_host("ran", move || measure::app::gtpu_echo(ip, PROBE, &s))),
+            Some(Nf::Hss) => Some(on_host("ran", move || {
+                measure::app::diameter_watchdog(SocketAddr::from((ip, 3868)), PROBE, &s)
+            })),
+            Some(Nf::Spgw) => Some(on_host("ran", move || {
+                measure::app::gtpu_echo(ip, PROBE, &s)
+            })),
             // The MME's application probe is the eNB's S1AP round trip (CP_S1-MME).
             Some(Nf::Mme) => None,
         };
         let sgi = match app_target {
             Some(Nf::Spgw) => {
                 let s = stop.clone();
-                Some(on_host("pdn", move || measure::wire::sniff(ip, 1, Duration::from_millis(20), &s)))
+                Some(on_host("pdn", move || {
+                    measure::wire::sniff(ip, 1, Duration::from_millis(20), &s)
+                }))
             }
             _ => None,
         };
@@ -225,11 +303,22 @@ impl LabExecutor {
             Some(_) => Some(self.start_ue()?),
             None => None,
         };
-        Ok(Probes { stop, icmp, app, sgi, ue })
+        Ok(Probes {
+            stop,
+            icmp,
+            app,
+            sgi,
+            ue,
+        })
     }
 
     /// One UE attached through the EPC, pinging the pdn host and probing S1AP every 10 ms.
-    fn start_ue(&self) -> Result<(tokio::sync::oneshot::Sender<()>, JoinHandle<Result<ran::Report>>)> {
+    fn start_ue(
+        &self,
+    ) -> Result<(
+        tokio::sync::oneshot::Sender<()>,
+        JoinHandle<Result<ran::Report>>,
+    )> {
         let subscribers = lab::paths::host_run_dir("ran").join("subscribers.csv");
         std::fs::write(&subscribers, nf::default_subscribers_csv())?;
         let cfg = ran::Config {
@@ -245,8 +334,16 @@ impl LabExecutor {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let (ptx, mut prx) = tokio::sync::watch::channel(ran::Progress::default());
         let h = on_host("ran", move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            rt.block_on(ran::run_with_progress(cfg, async { let _ = rx.await; }, ptx))
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(ran::run_with_progress(
+                cfg,
+                async {
+                    let _ = rx.await;
+                },
+                ptx,
+            ))
         });
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         loop {
@@ -273,7 +370,12 @@ impl Executor for LabExecutor {
     fn cpu_model(&self) -> String {
         std::fs::read_to_string("/proc/cpuinfo")
             .ok()
-            .and_then(|c| c.lines().find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())))
+            .and_then(|c| {
+                c.lines().find_map(|l| {
+                    l.strip_prefix("model name")
+                        .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+                })
+            })
             .unwrap_or_else(|| "unknown".into())
     }
 
@@ -319,7 +421,12 @@ impl Executor for LabExecutor {
             }
             if let Some(ue) = ue {
                 let w = ue?.recovery.within(a, b);
-                r.dp_gtp_ms = longest(&w.dp_gtp.into_iter().flat_map(|(_, o)| o).collect::<Vec<_>>());
+                r.dp_gtp_ms = longest(
+                    &w.dp_gtp
+                        .into_iter()
+                        .flat_map(|(_, o)| o)
+                        .collect::<Vec<_>>(),
+                );
                 r.cp_s1mme_ms = longest(&w.cp_s1_mme);
                 if case.function == Function::Mme {
                     r.app_downtime_ms = r.cp_s1mme_ms;
@@ -338,7 +445,9 @@ impl Executor for LabExecutor {
 
 /// `corehop burn`: keeps every CPU it may use busy (the CPU-load generator).
 pub fn burn() -> ! {
-    let n = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let n = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     for _ in 1..n {
         std::thread::spawn(|| loop {
             std::hint::spin_loop();
