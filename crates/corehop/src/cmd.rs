@@ -366,8 +366,11 @@ pub fn standby(name: &str, to: &str, json: bool) -> Result<()> {
 pub fn recover(name: &str, on: &str, round: &str, json: bool) -> Result<()> {
     let spec = lab::current()?;
     spec.host(on)?;
-    print_migration(
-        &migrate::recover(&spec, &lab::token()?, name, on, round)?,
-        json,
-    )
+    match migrate::recover(&spec, &lab::token()?, name, on, round)? {
+        Some(r) => print_migration(&r, json),
+        None => {
+            eprintln!("{name} already runs on {on}: nothing to recover");
+            Ok(())
+        }
+    }
 }

@@ -232,8 +232,9 @@ fn source_agent_killed_mid_checkpoint() {
     });
     let e = fails(&["migrate", "svc", "--to", "node-b"]);
     assert!(killer.join().unwrap(), "the checkpoint was caught");
-    // The dump went on without the agent: the function is frozen in its image on node-a,
-    // and the error says how to bring it back.
+    // The controller cannot know whether the dump finished without its agent (here runc
+    // loses its parent's pipe and CRIU aborts, leaving the function running): the error
+    // says how to bring it back, and `recover` finds whichever state it is in.
     assert!(
         e.contains("failed in phase checkpoint") && e.contains("ROLLBACK FAILED"),
         "{e}"

@@ -144,10 +144,21 @@ pub fn standby(spec: &LabSpec, token: &[u8], name: &str, to: &str) -> Result<Rep
 /// Brings `name` back on `on` from its last standby checkpoint, after its host died. A
 /// function with a tunnel list gets the newest one from the tunnel master.
 /// `round` picks the image: a standby checkpoint, or the image a failed migration left.
-pub fn recover(spec: &LabSpec, token: &[u8], name: &str, on: &str, round: &str) -> Result<Report> {
+/// `None` when the function already runs there (e.g. a dump that was cut short left it
+/// running): there is nothing to recover.
+pub fn recover(
+    spec: &LabSpec,
+    token: &[u8],
+    name: &str,
+    on: &str,
+    round: &str,
+) -> Result<Option<Report>> {
     let mut dst = agent::Client::connect(lab::agent_addr(spec, on)?, token)?;
     dst.require_criu()?;
     let info = dst.inspect(name)?.info;
+    if info.state == "running" {
+        return Ok(None);
+    }
     if info.state != "checkpointed" {
         bail!("{name} on {on} is {}, not checkpointed (make a standby checkpoint with `corehop checkpoint {name} --to {on}`)", info.state);
     }
@@ -158,7 +169,7 @@ pub fn recover(spec: &LabSpec, token: &[u8], name: &str, on: &str, round: &str) 
     let mut phases = phase::Phases::default();
     phases.0.push(("network".into(), plugged.ms));
     phases.0.push(("restore".into(), restored.ms));
-    Ok(Report {
+    Ok(Some(Report {
         name: name.into(),
         method: "recover".into(),
         from: String::new(),
@@ -174,5 +185,5 @@ pub fn recover(spec: &LabSpec, token: &[u8], name: &str, on: &str, round: &str) 
         round_bytes: None,
         last_page_ms: None,
         qemu_downtime_ms: None,
-    })
+    }))
 }

@@ -243,7 +243,7 @@ impl Migration {
                     Ok(()) => e.context(format!("{} is running again on {}", self.name, self.from)),
                     Err(r) => e.context(format!(
                         "ROLLBACK FAILED, {name} may be down: {r:#}; its frozen image is on {from}: \
-                         once {from}'s agent answers again, `corehop recover {name} --on {from}{round}` resumes it",
+                         once {from}'s agent answers again, `corehop recover {name} --on {from}{round}` resumes it (or finds it still running)",
                         name = self.name,
                         from = self.from,
                         round = self
