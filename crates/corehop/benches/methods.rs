@@ -2,7 +2,7 @@
 //! migrations each (default 3; `COREHOP_BENCH_RUNS=N` or a number argument), back and forth
 //! between node-a and node-b, then a table of mean downtime, total migration time and bytes
 //! moved, with each method's ratio to VM PreCopy measured in the same run. Needs root, the
-//! lab's setup (`make setup`, `scripts/setup-vm.sh`) and no other lab running:
+//! lab's setup (`make setup`, `scripts/setup-vm.sh`); it waits for lab tests to finish:
 //! `cargo bench -p corehop --bench methods`.
 use std::process::Command;
 
@@ -58,6 +58,13 @@ fn run() -> Result<(), String> {
         .unwrap_or(3);
     if runs == 0 {
         return Err("the number of runs must be at least 1".into());
+    }
+    // The lab is machine-wide: wait for the tests (which hold this lock) to finish.
+    let lock = std::fs::File::create("/run/lock/corehop-lab-tests.lock")
+        .map_err(|e| format!("cannot open the lab lock: {e}"))?;
+    // SAFETY: flock on an fd we own; released when `lock` closes at the end.
+    if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) } != 0 {
+        return Err("cannot lock the lab".into());
     }
     corehop(&["lab", "down"])?;
     corehop(&["lab", "up"])?;

@@ -190,7 +190,10 @@ fn testsvc_container_moves_with_each_container_method() {
         &["checkpoint", "transfer", "network", "restore"],
     );
     assert!(sc.get("round_bytes").is_none(), "one round, no list: {sc}");
-    eprintln!("probe: {pr}");
+    eprintln!(
+        "probe: {} requests, max gap {} ms",
+        pr["sent"], pr["max_gap_ms"]
+    );
 }
 
 #[test]
@@ -217,7 +220,8 @@ fn testsvc_vm_moves_with_vm_pre_copy() {
     assert_eq!(vm["state"], "running", "{vm}");
     wait_answering(SVC, Duration::from_secs(60));
 
-    let p = probe(SVC, 6.0);
+    // Long enough to cover pre_live (an image build and a QEMU start at the destination).
+    let p = probe(SVC, 12.0);
     std::thread::sleep(Duration::from_millis(800));
     // Container methods are refused for a VM, and it keeps serving.
     let e = fails(&["migrate", "vsvc", "--to", "node-b", "--method", "pre-copy"]);
@@ -238,7 +242,10 @@ fn testsvc_vm_moves_with_vm_pre_copy() {
     );
     // The source QEMU is gone; `lab down` (the guard) ends the destination's.
     assert_eq!(containers().len(), 1);
-    eprintln!("probe: {pr}");
+    eprintln!(
+        "probe: {} requests, max gap {} ms",
+        pr["sent"], pr["max_gap_ms"]
+    );
 }
 
 fn tunnels() -> serde_json::Value {
