@@ -14,8 +14,11 @@ build:
 demo: setup build
 	$(BIN) demo
 
+# Every test: unit, wire-format (tshark), lab integration (root), then a short pass of
+# every fuzz target from its committed corpus.
 test: setup
 	$(CARGO) test --workspace
+	bash scripts/fuzz-short.sh
 
 lint:
 	$(CARGO) fmt --all -- --check

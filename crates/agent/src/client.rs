@@ -13,8 +13,8 @@ pub struct Client {
     pub addr: SocketAddr,
 }
 
-/// How long a send may make no progress at all.
-const STALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a transfer may make no progress at all.
+pub const STALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Long operations (a checkpoint of a big function, a transfer on a slow link) get this long.
 const OP_TIMEOUT: Duration = Duration::from_secs(600);
@@ -32,6 +32,9 @@ impl Client {
         // A peer that stops taking data (link cut mid-transfer) fails the call instead of
         // hanging it; a slow but live link keeps draining the socket buffer.
         stream.set_write_timeout(Some(STALL_TIMEOUT))?;
+        // Data the kernel has queued but the peer never acknowledges fails the connection
+        // too (a cut link), not only a send that blocks.
+        socket2::SockRef::from(&stream).set_tcp_user_timeout(Some(STALL_TIMEOUT))?;
         Ok(Client { stream, addr })
     }
 

@@ -18,6 +18,9 @@ use std::time::{Duration, Instant};
 
 mod vms;
 
+/// An authenticated caller that sends nothing for this long is dropped.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(900);
+
 /// The largest image a peer may send us; anything bigger is refused before reading.
 pub const MAX_IMAGE_BYTES: u64 = 16 << 30;
 
@@ -119,7 +122,7 @@ impl Agent {
             return Ok(());
         }
         // An idle authenticated caller is dropped after this long.
-        s.set_read_timeout(Some(Duration::from_secs(900)))?;
+        s.set_read_timeout(Some(IDLE_TIMEOUT))?;
         loop {
             let req: Request = match wire::read_frame(&mut s) {
                 Ok(r) => r,
@@ -504,9 +507,13 @@ impl Agent {
         if size > MAX_IMAGE_BYTES {
             bail!("refusing an image of {size} bytes (limit {MAX_IMAGE_BYTES})");
         }
-        // Read the body first, whatever happens next, so the connection stays in step.
+        // Read the body first, whatever happens next, so the connection stays in step; a
+        // sender that goes silent (link cut) fails the transfer instead of hanging it.
         let mut data = Vec::with_capacity(size as usize);
-        s.take(size).read_to_end(&mut data)?;
+        s.set_read_timeout(Some(crate::client::STALL_TIMEOUT))?;
+        let read = s.take(size).read_to_end(&mut data);
+        s.set_read_timeout(Some(IDLE_TIMEOUT))?;
+        read.context("the image stopped arriving")?;
         if data.len() as u64 != size {
             bail!(
                 "image of {name:?} truncated: {} of {size} bytes arrived",
