@@ -4,8 +4,9 @@
 //! to node-b in turn, with a table of migration time, phases, downtime, UE service
 //! recovery (DP_GTP, DP_SGi, CP_S1-MME) and data moved.
 use crate::nf::{self, Nf};
+use crate::session::{join, on_host, UeSession};
 use anyhow::{bail, Context, Result};
-use measure::gaps::Series;
+use measure::gaps::longest;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -39,23 +40,6 @@ pub fn run(json: bool) -> Result<()> {
 
 fn step(s: &str) {
     eprintln!("==> {s}");
-}
-
-/// Runs `f` on a thread inside a lab host's network namespace.
-fn on_host<T: Send + 'static>(
-    host: &str,
-    f: impl FnOnce() -> Result<T> + Send + 'static,
-) -> std::thread::JoinHandle<Result<T>> {
-    let ns = lab::net::host_ns(host);
-    std::thread::spawn(move || {
-        lab::net::enter_netns(&ns)?;
-        f()
-    })
-}
-
-fn join<T>(h: std::thread::JoinHandle<Result<T>>) -> Result<T> {
-    h.join()
-        .map_err(|_| anyhow::anyhow!("probe thread panicked"))?
 }
 
 fn testsvc(
@@ -143,51 +127,9 @@ fn epc(spec: &lab::spec::LabSpec, token: &[u8]) -> Result<Vec<Row>> {
     });
 
     step("one UE attaches from host `ran` and pings the pdn host every 10 ms through GTP-U");
-    let subscribers = lab::paths::host_run_dir("ran").join("subscribers.csv");
-    std::fs::write(&subscribers, nf::default_subscribers_csv())?;
-    let cfg = ran::Config {
-        s1u_address: spec.host("ran")?.addr,
-        ues: 1,
-        subscribers,
-        ping_target: spec.host("pdn")?.addr,
-        ping_interval_ms: 10,
-        cp_probe_interval_ms: 10,
-        duration_ms: None,
-        ..Default::default()
-    };
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let (prog_tx, mut prog_rx) = tokio::sync::watch::channel(ran::Progress::default());
-    let ran = on_host("ran", move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        rt.block_on(ran::run_with_progress(
-            cfg,
-            async {
-                let _ = stop_rx.await;
-            },
-            prog_tx,
-        ))
-    });
-    let attached = (|| {
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            let p = prog_rx.borrow_and_update().clone();
-            if p.attach_phase_over() {
-                return if p.attached == p.ues {
-                    Ok(())
-                } else {
-                    Err(anyhow::anyhow!("the UE did not attach"))
-                };
-            }
-            if std::time::Instant::now() > deadline || ran.is_finished() {
-                bail!("the UE did not attach within 20 s");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    })();
+    let ue = UeSession::start(spec);
     let mut reports = vec![];
-    if attached.is_ok() {
+    if let Ok(_) = &ue {
         std::thread::sleep(Duration::from_secs(1));
         for f in ["hss", "mme", "spgw"] {
             step(&format!(
@@ -203,11 +145,9 @@ fn epc(spec: &lab::spec::LabSpec, token: &[u8]) -> Result<Vec<Row>> {
             std::thread::sleep(Duration::from_millis(RECOVERY_GRACE_MS));
         }
     }
-    let _ = stop_tx.send(());
     stop.store(true, Ordering::Relaxed);
-    let ue = join(ran)?;
     let sgi = join(sgi)?;
-    attached?;
+    let ue = ue?.finish()?;
     if reports.len() < 3 {
         bail!("not every function migrated");
     }
@@ -225,25 +165,19 @@ fn epc(spec: &lab::spec::LabSpec, token: &[u8]) -> Result<Vec<Row>> {
         .map(|r| {
             let (from, to) = (r.frozen_unix_ms, r.resumed_unix_ms + RECOVERY_GRACE_MS);
             let w = ue.recovery.within(from, to);
-            let longest =
-                |v: &[measure::gaps::Outage]| v.iter().map(|o| o.duration_ms).reduce(f64::max);
             Row {
                 dp_gtp_ms: longest(
                     &w.dp_gtp
-                        .iter()
-                        .flat_map(|(_, o)| o.clone())
+                        .into_iter()
+                        .flat_map(|(_, o)| o)
                         .collect::<Vec<_>>(),
                 ),
-                dp_sgi_ms: longest(&overlapping(&sgi, from, to)),
+                dp_sgi_ms: longest(&sgi.overlapping(from, to)),
                 cp_s1_mme_ms: longest(&w.cp_s1_mme),
                 migration: r,
             }
         })
         .collect())
-}
-
-fn overlapping(s: &Series, from: u64, to: u64) -> Vec<measure::gaps::Outage> {
-    s.overlapping(from, to)
 }
 
 fn ms(v: Option<f64>) -> String {

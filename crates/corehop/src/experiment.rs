@@ -5,10 +5,11 @@
 //! migrates the function to the other node and turns what the probes saw during the
 //! migration into the run's KPIs.
 use crate::nf::{self, Nf};
-use anyhow::{bail, Context, Result};
+use crate::session::{join, on_host, UeSession};
+use anyhow::{Context, Result};
 use clap::Args;
 use experiment::{Case, Executor, Function, LoadWhere, Record};
-use measure::gaps::{Outage, Series};
+use measure::gaps::{longest, Series};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -107,25 +108,7 @@ struct Probes {
     icmp: JoinHandle<Result<Series>>,
     app: Option<JoinHandle<Result<Series>>>,
     sgi: Option<JoinHandle<Result<Series>>>,
-    ue: Option<(
-        tokio::sync::oneshot::Sender<()>,
-        JoinHandle<Result<ran::Report>>,
-    )>,
-}
-
-fn on_host<T: Send + 'static>(
-    host: &str,
-    f: impl FnOnce() -> Result<T> + Send + 'static,
-) -> JoinHandle<Result<T>> {
-    let ns = lab::net::host_ns(host);
-    std::thread::spawn(move || {
-        lab::net::enter_netns(&ns)?;
-        f()
-    })
-}
-
-fn join<T>(h: JoinHandle<Result<T>>) -> Result<T> {
-    h.join().map_err(|_| anyhow::anyhow!("a probe panicked"))?
+    ue: Option<UeSession>,
 }
 
 fn nf_of(f: Function) -> Option<Nf> {
@@ -300,7 +283,7 @@ impl LabExecutor {
             _ => None,
         };
         let ue = match app_target {
-            Some(_) => Some(self.start_ue()?),
+            Some(_) => Some(UeSession::start(&self.spec)?),
             None => None,
         };
         Ok(Probes {
@@ -311,59 +294,6 @@ impl LabExecutor {
             ue,
         })
     }
-
-    /// One UE attached through the EPC, pinging the pdn host and probing S1AP every 10 ms.
-    fn start_ue(
-        &self,
-    ) -> Result<(
-        tokio::sync::oneshot::Sender<()>,
-        JoinHandle<Result<ran::Report>>,
-    )> {
-        let subscribers = lab::paths::host_run_dir("ran").join("subscribers.csv");
-        std::fs::write(&subscribers, nf::default_subscribers_csv())?;
-        let cfg = ran::Config {
-            s1u_address: self.spec.host("ran")?.addr,
-            ues: 1,
-            subscribers,
-            ping_target: self.spec.host("pdn")?.addr,
-            ping_interval_ms: 10,
-            cp_probe_interval_ms: 10,
-            duration_ms: None,
-            ..Default::default()
-        };
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let (ptx, mut prx) = tokio::sync::watch::channel(ran::Progress::default());
-        let h = on_host("ran", move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            rt.block_on(ran::run_with_progress(
-                cfg,
-                async {
-                    let _ = rx.await;
-                },
-                ptx,
-            ))
-        });
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            let p = prx.borrow_and_update().clone();
-            if p.attach_phase_over() && p.attached == p.ues {
-                return Ok((tx, h));
-            }
-            if p.attach_phase_over() || h.is_finished() || std::time::Instant::now() > deadline {
-                let _ = tx.send(());
-                let r = join(h);
-                bail!("the UE did not attach: {:?}", r.map(|r| r.attach_failures));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-/// Longest outage of `s` overlapping `[from, to]`, if any beyond its threshold.
-fn longest(outages: &[Outage]) -> Option<f64> {
-    outages.iter().map(|o| o.duration_ms).reduce(f64::max)
 }
 
 impl Executor for LabExecutor {
@@ -397,10 +327,7 @@ impl Executor for LabExecutor {
                 std::thread::sleep(Duration::from_millis(GRACE_MS));
             }
             p.stop.store(true, Ordering::Relaxed);
-            let ue = p.ue.map(|(tx, h)| {
-                let _ = tx.send(());
-                join(h)
-            });
+            let ue = p.ue.map(UeSession::finish);
             let icmp = join(p.icmp);
             let app = p.app.map(join);
             let sgi = p.sgi.map(join);

@@ -4,6 +4,7 @@ mod demo;
 mod epc;
 mod experiment;
 mod nf;
+mod session;
 mod testsvc;
 
 use anyhow::Result;

@@ -171,3 +171,7 @@ impl GapTracker {
     }
 }
 
+/// The longest of `outages`, in ms (`None` when there is none).
+pub fn longest(outages: &[Outage]) -> Option<f64> {
+    outages.iter().map(|o| o.duration_ms).reduce(f64::max)
+}
