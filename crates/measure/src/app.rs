@@ -12,8 +12,13 @@ use std::time::{Duration, Instant};
 
 /// Keeps one S6a connection to a Diameter server (capabilities exchanged once) and sends a
 /// DWR every `interval` until `stop`; the connection must survive the server's migration.
-pub fn diameter_watchdog(target: SocketAddr, interval: Duration, stop: &AtomicBool) -> Result<Series> {
-    let mut s = TcpStream::connect_timeout(&target, Duration::from_secs(2)).with_context(|| format!("cannot reach {target}"))?;
+pub fn diameter_watchdog(
+    target: SocketAddr,
+    interval: Duration,
+    stop: &AtomicBool,
+) -> Result<Series> {
+    let mut s = TcpStream::connect_timeout(&target, Duration::from_secs(2))
+        .with_context(|| format!("cannot reach {target}"))?;
     s.set_nodelay(true)?;
     let id = Identity {
         origin_host: "probe.corehop.lab".into(),
@@ -24,7 +29,11 @@ pub fn diameter_watchdog(target: SocketAddr, interval: Duration, stop: &AtomicBo
     };
     let mut framer = Framer::new();
     let mut buf = [0u8; 4096];
-    let mut exchange = |s: &mut TcpStream, mut req: proto_diameter::Message, hbh: u32, wait: Duration| -> Result<bool> {
+    let mut exchange = |s: &mut TcpStream,
+                        mut req: proto_diameter::Message,
+                        hbh: u32,
+                        wait: Duration|
+     -> Result<bool> {
         req.hop_by_hop = hbh;
         req.end_to_end = hbh;
         s.write_all(&req.encode())?;
@@ -35,12 +44,20 @@ pub fn diameter_watchdog(target: SocketAddr, interval: Duration, stop: &AtomicBo
                     return Ok(true);
                 }
             }
-            let Some(left) = deadline.checked_duration_since(Instant::now()) else { return Ok(false) };
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                return Ok(false);
+            };
             s.set_read_timeout(Some(left.max(Duration::from_micros(100))))?;
             match s.read(&mut buf) {
                 Ok(0) => bail!("{target} closed the Diameter connection"),
                 Ok(n) => framer.push(&buf[..n]),
-                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut | std::io::ErrorKind::Interrupted) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock
+                            | std::io::ErrorKind::TimedOut
+                            | std::io::ErrorKind::Interrupted
+                    ) => {}
                 Err(e) => return Err(e.into()),
             }
         }
@@ -55,7 +72,12 @@ pub fn diameter_watchdog(target: SocketAddr, interval: Duration, stop: &AtomicBo
         let tick = Instant::now();
         hbh = hbh.wrapping_add(1);
         // Answers to earlier, late DWRs are matched by id and skipped.
-        if exchange(&mut s, base::dwr(&id), hbh, interval.max(Duration::from_millis(1)))? {
+        if exchange(
+            &mut s,
+            base::dwr(&id),
+            hbh,
+            interval.max(Duration::from_millis(1)),
+        )? {
             gaps.ok(Instant::now());
         }
         if let Some(rest) = interval.checked_sub(tick.elapsed()) {
@@ -81,7 +103,8 @@ pub fn gtpu_echo(target: Ipv4Addr, interval: Duration, stop: &AtomicBool) -> Res
             s.set_read_timeout(Some(rest.max(Duration::from_micros(50))))?;
             match s.recv(&mut buf) {
                 Ok(n) => {
-                    if matches!(proto_gtpu::decode(&buf[..n]), Ok(proto_gtpu::Gtpu::EchoResponse { seq: r, .. }) if r == seq) {
+                    if matches!(proto_gtpu::decode(&buf[..n]), Ok(proto_gtpu::Gtpu::EchoResponse { seq: r, .. }) if r == seq)
+                    {
                         gaps.ok(Instant::now());
                     }
                 }

@@ -54,7 +54,10 @@ impl Counter {
     }
 
     fn answer(&mut self, text: &str) -> Result<()> {
-        let counter: u64 = text.trim().parse().with_context(|| format!("the service answered {text:?}, not a counter"))?;
+        let counter: u64 = text
+            .trim()
+            .parse()
+            .with_context(|| format!("the service answered {text:?}, not a counter"))?;
         // The first answer closes the virtual gap from the start; it is not an outage.
         if self.answered == 0 {
             self.tracker = GapTracker::new(self.clock, Instant::now(), self.tracker.threshold());

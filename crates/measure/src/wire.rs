@@ -22,7 +22,8 @@ pub struct PingReport {
 /// Pings `target` every `interval` until `stop` is set, through the kernel's ICMP datagram
 /// socket (no raw socket needed, the kernel matches replies to us).
 pub fn ping(target: Ipv4Addr, interval: Duration, stop: &AtomicBool) -> Result<PingReport> {
-    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::ICMPV4)).context("cannot open an ICMP socket")?;
+    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::ICMPV4))
+        .context("cannot open an ICMP socket")?;
     s.connect(&SocketAddrV4::new(target, 0).into())?;
     let clock = Clock::new();
     let mut gaps = GapTracker::new(clock, clock.start(), interval * 2);
@@ -43,7 +44,10 @@ pub fn ping(target: Ipv4Addr, interval: Duration, stop: &AtomicBool) -> Result<P
             match s.recv(&mut buf) {
                 Ok(n) if n >= 8 => {
                     // SAFETY: recv initialised the first n bytes.
-                    let b: Vec<u8> = buf[..n].iter().map(|x| unsafe { x.assume_init() }).collect();
+                    let b: Vec<u8> = buf[..n]
+                        .iter()
+                        .map(|x| unsafe { x.assume_init() })
+                        .collect();
                     if b[0] == 0 && u16::from_be_bytes([b[6], b[7]]) == seq {
                         answered += 1;
                         gaps.ok(Instant::now());
@@ -53,11 +57,19 @@ pub fn ping(target: Ipv4Addr, interval: Duration, stop: &AtomicBool) -> Result<P
             }
         }
     }
-    Ok(PingReport { target, sent, answered, gaps: gaps.finish(Instant::now()) })
+    Ok(PingReport {
+        target,
+        sent,
+        answered,
+        gaps: gaps.finish(Instant::now()),
+    })
 }
 
 fn checksum(b: &[u8]) -> u16 {
-    let mut sum: u32 = b.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]))).sum();
+    let mut sum: u32 = b
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum();
     while sum > 0xffff {
         sum = (sum & 0xffff) + (sum >> 16);
     }
@@ -68,8 +80,12 @@ fn checksum(b: &[u8]) -> u16 {
 /// interfaces until `stop` is set; the gaps between them are the outages of that flow.
 pub fn sniff(src: Ipv4Addr, proto: u8, threshold: Duration, stop: &AtomicBool) -> Result<Series> {
     const ETH_P_IP: u16 = 0x0800;
-    let s = Socket::new(Domain::PACKET, Type::DGRAM, Some(Protocol::from(i32::from(ETH_P_IP.to_be()))))
-        .context("cannot open a packet socket")?;
+    let s = Socket::new(
+        Domain::PACKET,
+        Type::DGRAM,
+        Some(Protocol::from(i32::from(ETH_P_IP.to_be()))),
+    )
+    .context("cannot open a packet socket")?;
     s.set_read_timeout(Some(Duration::from_millis(50)))?;
     let clock = Clock::new();
     let mut gaps = GapTracker::new(clock, clock.start(), threshold);
@@ -80,7 +96,10 @@ pub fn sniff(src: Ipv4Addr, proto: u8, threshold: Duration, stop: &AtomicBool) -
             continue;
         }
         // SAFETY: recv initialised the first n bytes.
-        let h: Vec<u8> = buf[..20].iter().map(|x| unsafe { x.assume_init() }).collect();
+        let h: Vec<u8> = buf[..20]
+            .iter()
+            .map(|x| unsafe { x.assume_init() })
+            .collect();
         if h[0] >> 4 == 4 && h[9] == proto && Ipv4Addr::new(h[12], h[13], h[14], h[15]) == src {
             gaps.ok(Instant::now());
         }
