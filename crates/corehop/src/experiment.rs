@@ -10,6 +10,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use experiment::{Case, Executor, Function, LoadWhere, Record};
 use measure::gaps::{longest, Series};
+use runtime::bundle::Runtime;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -99,7 +100,7 @@ struct LabExecutor {
     spec: lab::spec::LabSpec,
     token: Vec<u8>,
     /// The function currently deployed: (function, flavor, host).
-    placed: Option<(Function, String, String)>,
+    placed: Option<(Function, String, Runtime, String)>,
 }
 
 /// Probes running while a function migrates; each returns its series when stopped.
@@ -140,8 +141,14 @@ impl LabExecutor {
     /// Deploys the case's function(s) with its flavor on node-a unless already there. EPC
     /// functions bring the rest of the EPC along (the UE needs all three).
     fn deploy(&mut self, case: &Case) -> Result<String> {
-        if let Some((f, fl, host)) = &self.placed {
-            if *f == case.function && *fl == case.flavor {
+        // The VM method migrates the function as a VM (vCPUs and RAM from the flavor).
+        let rt = if case.method == experiment::Method::VmPreCopy {
+            Runtime::Vm
+        } else {
+            Runtime::Container
+        };
+        if let Some((f, fl, r, host)) = &self.placed {
+            if *f == case.function && *fl == case.flavor && *r == rt {
                 return Ok(host.clone());
             }
         }
@@ -151,14 +158,16 @@ impl LabExecutor {
         let exe = std::env::current_exe()?;
         match nf_of(case.function) {
             None => {
-                a.run(&runtime::ContainerSpec::new(
+                let mut cs = runtime::ContainerSpec::new(
                     "testsvc",
                     exe,
                     vec!["testsvc".into()],
                     TESTSVC_IP,
                     prefix,
                     &case.flavor,
-                )?)?;
+                )?;
+                cs.runtime = rt;
+                a.run(&cs)?;
             }
             Some(target) => {
                 for f in [Nf::Hss, Nf::Spgw, Nf::Mme] {
@@ -168,17 +177,21 @@ impl LabExecutor {
                     } else {
                         runtime::flavor::DEFAULT_FLAVOR
                     };
-                    a.run(&nf::container(
+                    let mut cs = nf::container(
                         f,
                         &nf::default_config(f)?,
                         &nf::default_subscribers_csv(),
                         prefix,
                         flavor,
-                    )?)?;
+                    )?;
+                    if f == target {
+                        cs.runtime = rt;
+                    }
+                    a.run(&cs)?;
                 }
             }
         }
-        self.placed = Some((case.function, case.flavor.clone(), "node-a".into()));
+        self.placed = Some((case.function, case.flavor.clone(), rt, "node-a".into()));
         Ok("node-a".into())
     }
 
@@ -233,7 +246,7 @@ impl LabExecutor {
     }
 
     fn source(&self) -> Option<&str> {
-        self.placed.as_ref().map(|(_, _, h)| h.as_str())
+        self.placed.as_ref().map(|(_, _, _, h)| h.as_str())
     }
 
     fn start_probes(&self, case: &Case) -> Result<Probes> {
@@ -332,7 +345,7 @@ impl Executor for LabExecutor {
             let app = p.app.map(join);
             let sgi = p.sgi.map(join);
             let m = m?;
-            self.placed.as_mut().unwrap().2 = to.clone();
+            self.placed.as_mut().unwrap().3 = to.clone();
             let (a, b) = (m.frozen_unix_ms, m.resumed_unix_ms + GRACE_MS);
             let mut r = Record::new(case, run_index);
             r.phases = m.phases.0.iter().cloned().collect();

@@ -175,3 +175,41 @@ impl GapTracker {
 pub fn longest(outages: &[Outage]) -> Option<f64> {
     outages.iter().map(|o| o.duration_ms).reduce(f64::max)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gaps_between_successes_and_open_tail() {
+        let clock = Clock::new();
+        let t0 = clock.start();
+        let ms = Duration::from_millis;
+        let mut g = GapTracker::new(clock, t0, ms(30));
+        g.ok(t0 + ms(10));
+        g.ok(t0 + ms(20));
+        g.ok(t0 + ms(120)); // 100 ms outage from 20 to 120
+        g.ok(t0 + ms(130));
+        let s = g.finish(t0 + ms(200)); // 70 ms tail, not recovered
+        let l = s.longest.unwrap();
+        assert_eq!((l.start_ms, l.end_ms, l.duration_ms), (20.0, 120.0, 100.0));
+        assert!(l.recovered);
+        assert_eq!(l.end_unix_ms - l.start_unix_ms, 100);
+        assert_eq!(s.outages.len(), 2);
+        assert!(!s.outages[1].recovered);
+        assert_eq!(s.outages[1].duration_ms, 70.0);
+        let start = clock.start_unix_ms();
+        assert_eq!(s.overlapping(start + 50, start + 60).len(), 1);
+        assert_eq!(s.overlapping(start + 125, start + 128).len(), 0);
+    }
+
+    #[test]
+    fn never_answered_is_one_unrecovered_outage() {
+        let clock = Clock::new();
+        let t0 = clock.start();
+        let g = GapTracker::new(clock, t0, Duration::from_millis(5));
+        let s = g.finish(t0 + Duration::from_millis(50));
+        assert_eq!(s.outages.len(), 1);
+        assert!(!s.longest.unwrap().recovered);
+    }
+}
