@@ -192,7 +192,63 @@ impl LabExecutor {
             }
         }
         self.placed = Some((case.function, case.flavor.clone(), rt, "node-a".into()));
+        self.await_ready(case.function, rt)?;
         Ok("node-a".into())
+    }
+
+    /// Waits until the function is reachable from the `ran` host, by TCP where it listens
+    /// on TCP: a container takes a moment to listen, a VM's guest seconds to boot (TCG).
+    fn await_ready(&self, f: Function, rt: Runtime) -> Result<()> {
+        let (ip, tcp) = match nf_of(f) {
+            None => (TESTSVC_IP, Some(7000)),
+            Some(nf) => {
+                let c = nf::container(
+                    nf,
+                    &nf::default_config(nf)?,
+                    "",
+                    self.spec.prefix_len,
+                    "medium",
+                )?;
+                (c.service_ip, (nf == Nf::Hss).then_some(3868))
+            }
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        let ready = move || -> bool {
+            match tcp {
+                Some(port) => std::net::TcpStream::connect_timeout(
+                    &SocketAddr::from((ip, port)),
+                    Duration::from_secs(1),
+                )
+                .is_ok(),
+                None => {
+                    let stop = AtomicBool::new(false);
+                    std::thread::scope(|sc| {
+                        let h =
+                            sc.spawn(|| measure::wire::ping(ip, Duration::from_millis(200), &stop));
+                        std::thread::sleep(Duration::from_millis(500));
+                        stop.store(true, Ordering::Relaxed);
+                        h.join()
+                            .ok()
+                            .and_then(|r| r.ok())
+                            .is_some_and(|r| r.answered > 0)
+                    })
+                }
+            }
+        };
+        join(on_host("ran", move || {
+            while !ready() {
+                if std::time::Instant::now() > deadline {
+                    anyhow::bail!("the function did not come up within 120 s");
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Ok(())
+        }))?;
+        // A VM's function that does not listen on TCP gets time to start after its NIC is up.
+        if tcp.is_none() && rt == Runtime::Vm {
+            std::thread::sleep(Duration::from_secs(3));
+        }
+        Ok(())
     }
 
     fn set_rates(&self, rate: &str) -> Result<()> {
