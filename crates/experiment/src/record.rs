@@ -227,12 +227,12 @@ pub fn canonical_phase(name: &str) -> String {
         "network" | "networkmove" => "Tn",
         "restore" => "Tr",
         "predump" => "Tpd",
-        "predumptransfer" => "Tpdt",
+        "predumptransfer" | "pretransfer" => "Tpdt",
         "dump" => "Td",
         "dumptransfer" => "Tdt",
         "prelive" => "Tpre",
         "live" => "Tl",
-        "postlive" => "Tpost",
+        "postlive" | "post" => "Tpost",
         _ => return base.to_string(),
     };
     sym.to_string()

@@ -34,6 +34,10 @@ impl Agent {
             &initrd,
         );
         vs.pid_dir = Some(paths::pid_dir(&self.cfg.host));
+        // The flavor sizes the VM as it sizes a container's cgroup: whole vCPUs, and the
+        // guest's RAM (which must also hold the initramfs-based root filesystem).
+        vs.vcpus = spec.flavor.cpus.ceil().max(1.0) as u32;
+        vs.memory_mb = spec.flavor.memory_mb.max(256);
         Ok(vs)
     }
 
