@@ -177,7 +177,17 @@ fn host_up(spec: &LabSpec, h: &spec::HostSpec) -> Result<()> {
     )?;
     // Probes ping through the kernel's ICMP datagram sockets, which a new namespace
     // allows to no group by default.
-    run("ip", &["netns", "exec", &ns, "sysctl", "-qw", "net.ipv4.ping_group_range=0 2147483647"])?;
+    run(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &ns,
+            "sysctl",
+            "-qw",
+            "net.ipv4.ping_group_range=0 2147483647",
+        ],
+    )?;
     // The NIC is shaped in both directions: host egress on its uplink, ingress on the
     // fabric port (a bridge port's egress), as a real NIC limits both.
     set_host_rate(&h.name, h.rate.as_deref())?;

@@ -153,7 +153,21 @@ impl Runc {
         work: &Path,
         o: &CheckpointOpts,
     ) -> Result<()> {
+        use std::os::unix::process::CommandExt;
         let mut c = self.checkpoint_cmd(id, images, work, o);
+        // If the agent dies mid-dump, runc dies with it and CRIU, losing runc, aborts and
+        // thaws the function: it is then simply still running at the source. A dump that
+        // went on alone would finish later and take the function away behind the
+        // controller's back, after it had already been told the outcome was unknown.
+        // SAFETY: prctl is async-signal-safe and affects only the child.
+        unsafe {
+            c.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
         self.run_cmd(&mut c, "checkpoint")
             .map_err(|e| criu_error(e, work, "dump.log"))
     }

@@ -263,7 +263,9 @@ impl Spgw {
                 info!(tunnels = n, file = %path.display(), "tunnel list synchronised");
                 self.write_tunnels_file();
             }
-            Err(e) => error!(file = %path.display(), error = %e, "tunnel list rejected; keeping current sessions"),
+            Err(e) => {
+                error!(file = %path.display(), error = %e, "tunnel list rejected; keeping current sessions")
+            }
         }
     }
 
