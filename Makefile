@@ -11,8 +11,12 @@ setup:
 build:
 	$(CARGO) build --release --bin corehop
 
+# The main job, then the quick experiment plan (resumable: results/quick is reused) and its
+# report; the lab is removed at the end.
 demo: setup build
 	$(BIN) demo
+	$(BIN) lab up
+	$(BIN) experiment plans/quick.toml --out results/quick; status=$$?; $(BIN) lab down; exit $$status
 
 # Every test: unit, wire-format (tshark), lab integration (root), then a short pass of
 # every fuzz target from its committed corpus.
