@@ -32,6 +32,10 @@ pub struct Config {
     pub criu: PathBuf,
     /// The tunnel master (global proactive GTP Tunnel List Handler), if the lab runs one.
     pub master: Option<SocketAddr>,
+    /// What this (emulated) host offers VMs: memory in MiB and CPU models, when it offers
+    /// less than the machine it runs on.
+    pub memory_mb: Option<u64>,
+    pub cpu_models: Option<Vec<String>>,
 }
 
 struct Agent {

@@ -54,6 +54,8 @@ fn agent(tag: &str) -> Agent {
         token: TOKEN.to_vec(),
         criu: "/bin/false".into(),
         master: None,
+        memory_mb: None,
+        cpu_models: None,
     };
     std::thread::spawn(move || agent::server::serve(cfg));
     for _ in 0..100 {

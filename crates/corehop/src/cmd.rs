@@ -101,6 +101,12 @@ pub struct AgentArgs {
     /// Address of the tunnel master (global proactive GTP Tunnel List Handler).
     #[arg(long)]
     master: Option<SocketAddr>,
+    /// Memory (MiB) this host offers VMs, if less than the machine's.
+    #[arg(long)]
+    memory_mb: Option<u64>,
+    /// CPU models this host supports (repeat the flag), if not every model QEMU knows.
+    #[arg(long = "cpu-model")]
+    cpu_models: Vec<String>,
 }
 
 pub fn agent(a: AgentArgs) -> Result<()> {
@@ -118,6 +124,8 @@ pub fn agent(a: AgentArgs) -> Result<()> {
         token,
         criu: a.criu,
         master: a.master,
+        memory_mb: a.memory_mb,
+        cpu_models: (!a.cpu_models.is_empty()).then_some(a.cpu_models),
     })
 }
 

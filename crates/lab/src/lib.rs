@@ -250,22 +250,25 @@ fn start_agent(h: &spec::HostSpec, exe: &Path, master: SocketAddr) -> Result<()>
     }
     let log = log_file(&paths::host_run_dir(&h.name).join("agent.log"))?;
     let listen = format!("{}:{}", h.addr, AGENT_PORT);
-    let child = spawn_detached(
-        std::process::Command::new(exe)
-            .args([
-                "agent",
-                "--host",
-                &h.name,
-                "--netns",
-                &net::host_ns(&h.name),
-                "--listen",
-                &listen,
-            ])
-            .args(["--master", &master.to_string(), "--token-file"])
-            .arg(paths::token_file())
-            .stdout(log.try_clone()?)
-            .stderr(log),
-    )?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args([
+        "agent",
+        "--host",
+        &h.name,
+        "--netns",
+        &net::host_ns(&h.name),
+        "--listen",
+        &listen,
+    ])
+    .args(["--master", &master.to_string(), "--token-file"])
+    .arg(paths::token_file());
+    if let Some(m) = h.memory_mb {
+        cmd.args(["--memory-mb", &m.to_string()]);
+    }
+    for model in h.cpu_models.iter().flatten() {
+        cmd.args(["--cpu-model", model]);
+    }
+    let child = spawn_detached(cmd.stdout(log.try_clone()?).stderr(log))?;
     std::fs::write(pidfile, child.to_string())?;
     Ok(())
 }

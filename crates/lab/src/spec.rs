@@ -28,6 +28,13 @@ pub struct HostSpec {
     /// Link rate of the host's NIC in tc syntax ("1gbit", "100mbit"); unshaped when absent.
     #[serde(default)]
     pub rate: Option<String>,
+    /// Memory this emulated host offers to VMs (MiB); the machine's when absent.
+    #[serde(default)]
+    pub memory_mb: Option<u64>,
+    /// CPU models this emulated host's processors support (QEMU names); every model its
+    /// QEMU knows when absent. Lets one machine emulate hosts of different CPU families.
+    #[serde(default)]
+    pub cpu_models: Option<Vec<String>>,
 }
 
 fn default_prefix() -> u8 {
@@ -43,6 +50,8 @@ impl Default for LabSpec {
             name: name.into(),
             addr: Ipv4Addr::new(10, 77, 0, last),
             rate: None,
+            memory_mb: None,
+            cpu_models: None,
         };
         LabSpec {
             prefix_len: default_prefix(),

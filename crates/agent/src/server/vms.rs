@@ -113,7 +113,15 @@ impl Agent {
         let uri = vm.incoming_uri().unwrap_or_default().to_string();
         vm.detach();
         let caps = match caps {
-            Ok(c) => c,
+            Ok(mut c) => {
+                if let Some(mb) = self.cfg.memory_mb {
+                    c.mem_available = c.mem_available.min(mb * 1024 * 1024);
+                }
+                if let Some(models) = &self.cfg.cpu_models {
+                    c.cpu_models.retain(|d| models.contains(&d.name));
+                }
+                c
+            }
             Err(e) => {
                 let _ = self.remove(&spec.name);
                 bail!("cannot probe this host's QEMU: {e}");
