@@ -142,7 +142,7 @@ pub fn parse_rate_bits(rate: &str) -> Result<u64> {
         .trim()
         .parse()
         .with_context(|| format!("rate {rate:?} is not a number"))?;
-    if !(n > 0.0) {
+    if n.is_nan() || n <= 0.0 {
         bail!("rate {rate:?} must be positive");
     }
     Ok((n * mult as f64) as u64)
