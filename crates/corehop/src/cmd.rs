@@ -194,7 +194,12 @@ pub fn run(a: RunArgs, json: bool) -> Result<()> {
     if all_containers(&spec)?.iter().any(|c| c.name == cs.name) {
         bail!("a container named {:?} already exists in the lab", cs.name);
     }
-    let info = client(&spec, &a.host)?.run(&cs)?;
+    start(&spec, &a.host, &cs, json)
+}
+
+/// Starts a container or VM on `host` and says where it runs.
+pub fn start(spec: &LabSpec, host: &str, cs: &runtime::ContainerSpec, json: bool) -> Result<()> {
+    let info = client(spec, host)?.run(cs)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&info)?);
     } else {

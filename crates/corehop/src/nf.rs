@@ -85,16 +85,7 @@ pub fn cmd(c: NfCmd, json: bool) -> Result<()> {
             let spec = lab::current()?;
             let mut cs = container(nf, &text, &subs, spec.prefix_len, &flavor)?;
             cs.runtime = runtime;
-            let info = crate::cmd::client(&spec, &host)?.run(&cs)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&info)?);
-            } else {
-                println!(
-                    "{} running on {} at {}",
-                    info.name, info.host, info.service_ip
-                );
-            }
-            Ok(())
+            crate::cmd::start(&spec, &host, &cs, json)
         }
     }
 }

@@ -251,17 +251,13 @@ pub fn lock(ns: &str) -> Result<()> {
 }
 
 pub fn unlock(ns: &str) {
+    delete_nft_table(ns, "inet", "corehop_lock");
+}
+
+/// Removes an nftables table from namespace `ns`; gone already is fine.
+pub fn delete_nft_table(ns: &str, family: &str, table: &str) {
     run_quiet(
         "ip",
-        &[
-            "netns",
-            "exec",
-            ns,
-            "nft",
-            "delete",
-            "table",
-            "inet",
-            "corehop_lock",
-        ],
+        &["netns", "exec", ns, "nft", "delete", "table", family, table],
     );
 }

@@ -57,19 +57,7 @@ pub fn init(ns: &str, sgi: &SgiSpec) -> Result<()> {
          add rule ip corehop_sgi post iifname \"{}\" oifname \"eth0\" masquerade",
         sgi.name
     );
-    run_quiet(
-        "ip",
-        &[
-            "netns",
-            "exec",
-            ns,
-            "nft",
-            "delete",
-            "table",
-            "ip",
-            "corehop_sgi",
-        ],
-    );
+    lab::net::delete_nft_table(ns, "ip", "corehop_sgi");
     in_netns(ns, "nft", &[&rules]).with_context(|| format!("cannot set up SGi NAT for {net}"))?;
     Ok(())
 }
