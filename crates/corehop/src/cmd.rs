@@ -292,6 +292,7 @@ pub struct MigrateArgs {
 }
 
 pub fn migrate(a: MigrateArgs, json: bool) -> Result<()> {
+    lab::spec::validate_name(&a.name, "container")?;
     let spec = lab::current()?;
     spec.host(&a.to)?;
     let method: migrate::Method = match &a.method {

@@ -99,7 +99,10 @@ fn a_thousand_ues_stay_attached_while_spgw_and_mme_migrate() {
     // Seen: 0 of 1000 on one run, 33 of 1000 on another (debug SPGW in a 1-CPU cgroup at
     // 1,000 pps, about a third of all pings lost under that load). A migration that broke
     // the data plane would leave most UEs without pings.
-    assert!(unrecovered * 20 <= UES, "{unrecovered} of {UES} UEs lost their pings for good");
+    assert!(
+        unrecovered * 20 <= UES,
+        "{unrecovered} of {UES} UEs lost their pings for good"
+    );
     let (sent, got): (u64, u64) = ues.iter().fold((0, 0), |(s, g), u| {
         (
             s + u["pings_sent"].as_u64().unwrap(),

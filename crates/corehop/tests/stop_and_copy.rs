@@ -149,7 +149,7 @@ fn bad_requests_fail_clearly_and_leave_the_source_running() {
     };
 
     let e = fails(&["migrate", "nosuch", "--to", "node-b"]);
-    assert!(e.contains("no running container named \"nosuch\""), "{e}");
+    assert!(e.contains("no function named \"nosuch\""), "{e}");
     let e = fails(&["migrate", "svc", "--to", "node-z"]);
     assert!(e.contains("unknown host \"node-z\""), "{e}");
     let e = fails(&["migrate", "svc", "--to", "node-a"]);
