@@ -16,8 +16,7 @@ fn ran(args: &[&str]) -> serde_json::Value {
 /// from the real eNB traffic).
 fn send_garbage() {
     std::thread::spawn(|| {
-        let f = std::fs::File::open("/run/netns/ch-pdn").unwrap();
-        nix_setns(&f);
+        lab::net::enter_netns("ch-pdn").unwrap();
         let junk: Vec<Vec<u8>> = vec![
             vec![0xff; 40],
             vec![0x30, 0x01, 0x00, 0x08, 1, 2, 3, 4],
@@ -40,15 +39,6 @@ fn send_garbage() {
     })
     .join()
     .unwrap();
-}
-
-fn nix_setns(f: &std::fs::File) {
-    use std::os::fd::AsRawFd;
-    extern "C" {
-        fn setns(fd: i32, nstype: i32) -> i32;
-    }
-    // SAFETY: a valid namespace fd; changes only this thread's network namespace.
-    assert_eq!(unsafe { setns(f.as_raw_fd(), 0x4000_0000) }, 0, "setns");
 }
 
 #[test]

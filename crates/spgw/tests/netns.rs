@@ -10,9 +10,7 @@
 //! without any new signalling, which is what a migration needs.
 
 use std::cell::RefCell;
-use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::rc::Rc;
@@ -66,13 +64,10 @@ impl Netns {
     /// Runs `f` on a thread that has entered the namespace (sockets and TUN
     /// devices it creates live there), on a current_thread runtime like the CLI's.
     fn run<F: std::future::Future<Output = ()>>(&self, f: impl FnOnce() -> F + Send) {
-        let path = format!("/run/netns/{}", self.0);
+        let ns = &self.0;
         std::thread::scope(|s| {
             let h = s.spawn(move || {
-                let fd = File::open(&path).expect("netns file");
-                // SAFETY: setns on this thread only, with a valid netns fd.
-                let r = unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) };
-                assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
+                lab::net::enter_netns(ns).expect("setns");
                 tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()

@@ -8,10 +8,8 @@
 
 #![allow(dead_code)]
 
-use std::fs::File;
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -60,13 +58,10 @@ impl Netns {
 
     /// Runs `f` on a thread inside the namespace, on a current_thread runtime.
     pub fn run<T: Send, F: Future<Output = T>>(&self, f: impl FnOnce() -> F + Send) -> T {
-        let path = format!("/run/netns/{}", self.0);
+        let ns = &self.0;
         std::thread::scope(|s| {
             let h = s.spawn(move || {
-                let fd = File::open(&path).expect("netns file");
-                // SAFETY: setns on this thread only, with a valid netns fd.
-                let r = unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) };
-                assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
+                lab::net::enter_netns(ns).expect("setns");
                 tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
@@ -189,14 +184,11 @@ impl NfThread {
     where
         F: Future<Output = anyhow::Result<()>> + 'static,
     {
-        let path = format!("/run/netns/{}", ns.0);
+        let ns = ns.0.clone();
         let (htx, hrx) = std::sync::mpsc::channel();
         let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let join = std::thread::spawn(move || {
-            let fd = File::open(&path).expect("netns file");
-            // SAFETY: setns on this thread only, with a valid netns fd.
-            let r = unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
+            lab::net::enter_netns(&ns).expect("setns");
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
