@@ -7,17 +7,22 @@
 #                      boots it directly, which under TCG saves the ~8 s the guest spends
 #                      un-xz-ing itself; absent (vmlinux.none) if the kernel has no PVH
 #   config             its build config (for reference)
-#   modules/*.ko       virtio-net and virtio-pci with their dependencies, which Debian
-#                      builds as modules; the initramfs loads them before eth0 is set up
+#   modules/*.ko       virtio-net and virtio-pci, tun and nf_tables NAT (the SPGW's SGi)
+#                      with their dependencies, which Debian builds as modules; the
+#                      initramfs loads them before eth0 is set up
 #   modules/load.order the .ko names in load order (dependencies first), one a line
+#   modules/wanted     the WANT_MODULES this was made for
 #   kernel.pkg         the package this came from; when it names apt's current candidate
-#                      nothing is done (quick and idempotent)
+#                      and modules/wanted matches WANT_MODULES nothing is done (quick
+#                      and idempotent)
 # Run as root. Needs apt, dpkg-deb and modinfo (kmod).
 set -euo pipefail
 
 VMDIR=${COREHOP_VM_DIR:-/var/cache/corehop/vm}
-# The guest needs its NIC (virtio-net on virtio-pci); everything else it uses is built in.
-WANT_MODULES=(virtio_pci virtio_net)
+# The guest needs its NIC (virtio-net on virtio-pci) and, for the SPGW's SGi, TUN and
+# nf_tables masquerade (nf_nat and nf_conntrack come in as dependencies); everything else
+# it uses is built in. Changing this list redoes the folder (see modules/wanted).
+WANT_MODULES=(virtio_pci virtio_net tun nf_tables nft_chain_nat nft_masq)
 
 log() { printf 'setup-vm: %s\n' "$*"; }
 die() { printf 'setup-vm: %s\n' "$*" >&2; exit 1; }
@@ -43,7 +48,8 @@ fi
 
 if [ -s "$VMDIR/vmlinuz" ] && [ -s "$VMDIR/modules/load.order" ] &&
    { [ -s "$VMDIR/vmlinux" ] || [ -e "$VMDIR/vmlinux.none" ]; } &&
-   [ "$(cat "$VMDIR/kernel.pkg" 2>/dev/null)" = "$pkg" ]; then
+   [ "$(cat "$VMDIR/kernel.pkg" 2>/dev/null)" = "$pkg" ] &&
+   [ "$(cat "$VMDIR/modules/wanted" 2>/dev/null)" = "${WANT_MODULES[*]}" ]; then
   log "guest kernel $pkg already in $VMDIR"
   exit 0
 fi
@@ -121,6 +127,7 @@ add_module() {
 }
 for m in "${WANT_MODULES[@]}"; do add_module "$m"; done
 printf '%s\n' "${order[@]}" >"$stage/modules/load.order"
+echo "${WANT_MODULES[*]}" >"$stage/modules/wanted"
 echo "$kver" >"$stage/kernel.version"
 echo "$pkg" >"$stage/kernel.pkg"
 
