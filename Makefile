@@ -21,7 +21,7 @@ demo: setup build
 # Every test: unit, wire-format (tshark), lab integration (root), then a short pass of
 # every fuzz target from its committed corpus.
 test: setup
-	$(CARGO) test --workspace
+	$(CARGO) test --workspace --no-fail-fast
 	bash scripts/fuzz-short.sh
 
 lint:
