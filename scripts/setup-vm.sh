@@ -15,7 +15,7 @@
 #   kernel.pkg         the package this came from; when it names apt's current candidate
 #                      and modules/wanted matches WANT_MODULES nothing is done (quick
 #                      and idempotent)
-# Run as root. Needs apt, dpkg-deb and modinfo (kmod).
+# Run as root. Needs apt, dpkg-deb, modinfo and depmod (kmod).
 set -euo pipefail
 
 VMDIR=${COREHOP_VM_DIR:-/var/cache/corehop/vm}
@@ -23,12 +23,15 @@ VMDIR=${COREHOP_VM_DIR:-/var/cache/corehop/vm}
 # nf_tables masquerade (nf_nat and nf_conntrack come in as dependencies); everything else
 # it uses is built in. Changing this list redoes the folder (see modules/wanted).
 WANT_MODULES=(virtio_pci virtio_net tun nf_tables nft_chain_nat nft_masq)
+# What modules/wanted records: the list and how it is resolved (bump the revision when
+# the resolution changes, so existing folders are redone).
+WANTED="rev2 ${WANT_MODULES[*]}"
 
 log() { printf 'setup-vm: %s\n' "$*"; }
 die() { printf 'setup-vm: %s\n' "$*" >&2; exit 1; }
 
 [ "$(id -u)" = 0 ] || die "run as root (apt-get download and writing $VMDIR need it)"
-for t in apt-get apt-cache dpkg-deb modinfo; do
+for t in apt-get apt-cache dpkg-deb modinfo depmod; do
   command -v "$t" >/dev/null || die "$t is missing (install apt, dpkg and kmod)"
 done
 
@@ -49,7 +52,7 @@ fi
 if [ -s "$VMDIR/vmlinuz" ] && [ -s "$VMDIR/modules/load.order" ] &&
    { [ -s "$VMDIR/vmlinux" ] || [ -e "$VMDIR/vmlinux.none" ]; } &&
    [ "$(cat "$VMDIR/kernel.pkg" 2>/dev/null)" = "$pkg" ] &&
-   [ "$(cat "$VMDIR/modules/wanted" 2>/dev/null)" = "${WANT_MODULES[*]}" ]; then
+   [ "$(cat "$VMDIR/modules/wanted" 2>/dev/null)" = "$WANTED" ]; then
   log "guest kernel $pkg already in $VMDIR"
   exit 0
 fi
@@ -108,7 +111,25 @@ find_ko() {
   return 1
 }
 
-# Depth-first over `modinfo -F depends`, so each module comes after what it needs.
+# A soft dependency may name an alias (libcrc32c wants "crc32c", which crc32c_generic and
+# crc32c_intel provide): the generic one, as the guest's CPU model may lack the extensions
+# an accelerated one needs.
+resolve_alias() {
+  local n=$1 cands
+  if find_ko "$n" >/dev/null || grep -qE "/(${n}|${n//_/-})\.ko\$" "$mods/modules.builtin"; then
+    echo "$n"; return 0
+  fi
+  # The package ships no modules.alias (depmod writes it on install): make it here.
+  [ -s "$mods/modules.alias" ] || depmod -b "$work/root" "$kver" ||
+    die "depmod could not index the modules of $pkg"
+  cands=$(awk -v a="$n" '$1 == "alias" && $2 == a { print $3 }' "$mods/modules.alias")
+  [ -n "$cands" ] || die "no module provides $n in $pkg"
+  { grep '_generic$' <<<"$cands" || head -n1 <<<"$cands"; } | head -n1
+}
+
+# Depth-first over `modinfo -F depends` and the "pre:" soft dependencies (modules whose
+# init fails without them, e.g. libcrc32c without a crc32c), so each module comes after
+# what it needs.
 declare -A seen=()
 order=()
 add_module() {
@@ -122,12 +143,17 @@ add_module() {
   for dep in $(modinfo -F depends "$f" | tr ',' ' '); do
     add_module "$dep"
   done
+  for dep in $(modinfo -F softdep "$f" | sed -n 's/.*pre:\(.*\)/\1/p' | sed 's/post:.*//'); do
+    local m
+    m=$(resolve_alias "$dep") || exit 1
+    add_module "$m"
+  done
   cp "$f" "$stage/modules/"
   order+=("$(basename "$f")")
 }
 for m in "${WANT_MODULES[@]}"; do add_module "$m"; done
 printf '%s\n' "${order[@]}" >"$stage/modules/load.order"
-echo "${WANT_MODULES[*]}" >"$stage/modules/wanted"
+echo "$WANTED" >"$stage/modules/wanted"
 echo "$kver" >"$stage/kernel.version"
 echo "$pkg" >"$stage/kernel.pkg"
 

@@ -42,8 +42,8 @@ pub enum NfCmd {
         subscribers: Option<PathBuf>,
         #[arg(long, default_value = runtime::flavor::DEFAULT_FLAVOR)]
         flavor: String,
-        /// container (runc) or vm (QEMU; HSS and MME only: the SPGW's SGi needs TUN and
-        /// NAT the guest image lacks).
+        /// container (runc) or vm (QEMU; the SPGW's guest sets up its own SGi TUN, forwarding
+        /// and NAT).
         #[arg(long, default_value = "container")]
         runtime: runtime::bundle::Runtime,
     },

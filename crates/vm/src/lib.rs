@@ -14,7 +14,7 @@ pub mod machine;
 pub mod migrate;
 pub mod qmp;
 
-pub use image::{guest_kernel, vm_dir, Image};
+pub use image::{guest_kernel, vm_dir, GuestSetup, Image};
 pub use machine::{kvm_works, Accel, Vm, VmSpec};
 pub use migrate::{
     live_migrate, mem_available, migrate, migrate_with, pre_live_checks, HostCaps, MigrateOptions,

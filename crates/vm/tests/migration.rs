@@ -259,7 +259,14 @@ fn vm_live_migration_keeps_tcp_connection_and_state() {
 
     let (program, args, files) = service(&tmp.0);
     let t = Instant::now();
-    let img = Image::build(&program, &args, &files, &tmp.0.join("initrd.gz")).unwrap();
+    let img = Image::build(
+        &program,
+        &args,
+        &files,
+        &vm::image::GuestSetup::default(),
+        &tmp.0.join("initrd.gz"),
+    )
+    .unwrap();
     println!(
         "image: {} ({} KiB, {} files) built in {:.2?}",
         img.path.display(),

@@ -10,6 +10,36 @@ use vm::{HostCaps, MigrateOptions, MigrationStats, Vm, VmSpec};
 /// Port of this host's fabric address where an incoming VM listens for its state.
 const INCOMING_PORT: u16 = 7073;
 
+/// The GTP Module Initializer inside the guest: the same forwarding and NAT the agent sets
+/// up in a container's namespace, run by the guest's init before the function (which
+/// creates its SGi TUN device from its own config; the guest kernel has the tun and
+/// nf_tables modules from setup-vm.sh). `nft` comes from this host with its libraries.
+fn guest_setup(spec: &ContainerSpec) -> Result<vm::GuestSetup> {
+    let Some(sgi) = &spec.sgi else {
+        return Ok(vm::GuestSetup::default());
+    };
+    let nft = ["/usr/sbin/nft", "/sbin/nft"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+        .context("the SPGW's VM needs nft for its SGi NAT: install nftables (scripts/setup.sh)")?;
+    let commands = sgi.forwarding_and_nat()?;
+    Ok(vm::GuestSetup {
+        programs: vec![nft],
+        commands,
+    })
+}
+
+/// What a VM keeps of a function's spec. Its tunnel list is in guest RAM and moves with
+/// the VM, so there is no file the host could hand over or report (the container's local
+/// reactive handler); the TUN fd needs no release around a freeze either.
+fn vm_view(spec: &ContainerSpec) -> ContainerSpec {
+    let mut s = spec.clone();
+    s.tunnel_list = None;
+    s.checkpoint_signals = None;
+    s
+}
+
 impl Agent {
     /// The VM of `spec`, its initramfs built into `dir` (program, args and files as the
     /// container would have them).
@@ -24,8 +54,14 @@ impl Agent {
             files.push((host.to_string_lossy().into_owned(), inside.clone()));
         }
         let initrd = vmdir.join("initrd.img");
-        vm::Image::build(&spec.program, &spec.args, &files, &initrd)
-            .with_context(|| format!("cannot build the VM image of {}", spec.name))?;
+        vm::Image::build(
+            &spec.program,
+            &spec.args,
+            &files,
+            &guest_setup(spec)?,
+            &initrd,
+        )
+        .with_context(|| format!("cannot build the VM image of {}", spec.name))?;
         let mut vs = VmSpec::new(
             &spec.name,
             spec.service_ip,
@@ -44,9 +80,7 @@ impl Agent {
     /// Writes the function's folder and boots its VM (or, with `incoming`, a VM waiting for
     /// a migration's state there instead of booting).
     fn start_vm(&self, spec: &ContainerSpec, incoming: Option<SocketAddr>) -> Result<Vm> {
-        if spec.sgi.is_some() || spec.tun {
-            bail!("{} needs an SGi TUN device and NAT, which the VM guest cannot provide: its kernel has tun and nf_tables only as modules the image does not carry, and it has no nft; run it as a container", spec.name);
-        }
+        let spec = &vm_view(spec);
         let dir = self.dir(&spec.name)?;
         if dir.join("spec.json").exists() {
             bail!(
