@@ -156,17 +156,27 @@ impl DataPlane {
     }
 
     /// Sends one echo request per pinging UE every `interval` until the task is dropped.
+    /// The UEs are spread over the interval in 10 ms slots (by TEID): real UEs are not in
+    /// step, and a thousand pings in one burst would overflow the SGW's and our own socket
+    /// buffers, measuring the burst instead of the network.
     pub async fn ping_loop(self, interval: Duration) {
-        let mut tick = tokio::time::interval(interval);
+        const SLOT: Duration = Duration::from_millis(10);
+        let slots = (interval.as_millis() / SLOT.as_millis()).max(1) as u32;
+        let mut tick = tokio::time::interval(interval / slots);
         // After a stall (e.g. the CPU busy) do not burst the missed pings.
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut batch = Vec::new();
+        let mut slot = 0u32;
         loop {
             tick.tick().await;
             let now = Instant::now();
             {
                 let mut s = self.lock();
-                for t in s.tunnels.values_mut().filter(|t| t.pinging) {
+                for (_, t) in s
+                    .tunnels
+                    .iter_mut()
+                    .filter(|(teid, t)| t.pinging && *teid % slots == slot)
+                {
                     let seq = t.next_seq;
                     t.next_seq = seq.wrapping_add(1);
                     let pkt = match icmp::echo_request(
@@ -189,6 +199,7 @@ impl DataPlane {
                     batch.push((pkt, t.sgw));
                 }
             }
+            slot = (slot + 1) % slots;
             for (pkt, to) in batch.drain(..) {
                 if let Err(e) = self.sock.send_to(&pkt, to).await {
                     // Unreachable SGW (migrating): the ping is lost, which is the measurement.
