@@ -12,6 +12,9 @@
 #                      initramfs loads them before eth0 is set up
 #   modules/load.order the .ko names in load order (dependencies first), one a line
 #   modules/wanted     the WANT_MODULES this was made for
+#   qemu-ga            QEMU's guest agent from Debian's `qemu-guest-agent` (also only
+#                      downloaded): the guest runs it on its second serial port, so the
+#                      host can read a file inside the guest (e.g. the SPGW's tunnel list)
 #   kernel.pkg         the package this came from; when it names apt's current candidate
 #                      and modules/wanted matches WANT_MODULES nothing is done (quick
 #                      and idempotent)
@@ -52,7 +55,7 @@ fi
 if [ -s "$VMDIR/vmlinuz" ] && [ -s "$VMDIR/modules/load.order" ] &&
    { [ -s "$VMDIR/vmlinux" ] || [ -e "$VMDIR/vmlinux.none" ]; } &&
    [ "$(cat "$VMDIR/kernel.pkg" 2>/dev/null)" = "$pkg" ] &&
-   [ "$(cat "$VMDIR/modules/wanted" 2>/dev/null)" = "$WANTED" ]; then
+   [ "$(cat "$VMDIR/modules/wanted" 2>/dev/null)" = "$WANTED" ] && [ -x "$VMDIR/qemu-ga" ]; then
   log "guest kernel $pkg already in $VMDIR"
   exit 0
 fi
@@ -70,6 +73,13 @@ fi
 deb=$(ls "$work"/*.deb)
 log "extracting $(basename "$deb")"
 dpkg-deb -x "$deb" "$work/root"
+# The guest agent's libraries (glib, ...) are QEMU's own dependencies, so this host has
+# them; the image copies them from here as ldd lists them.
+mkdir "$work/ga" && chown _apt "$work/ga" 2>/dev/null || true
+(cd "$work/ga" && apt-get download -qq qemu-guest-agent) ||
+  die "apt-get download qemu-guest-agent failed"
+dpkg-deb -x "$(ls "$work"/ga/*.deb)" "$work/ga/root"
+[ -x "$work/ga/root/usr/sbin/qemu-ga" ] || die "qemu-guest-agent holds no /usr/sbin/qemu-ga"
 
 kver=$(ls "$work/root/lib/modules" | head -n1)
 [ -n "$kver" ] || die "$pkg holds no /lib/modules"
@@ -83,6 +93,7 @@ stage="$work/out"
 mkdir -p "$stage/modules"
 cp "$work/root/boot/vmlinuz-$kver" "$stage/vmlinuz"
 cp "$config" "$stage/config"
+cp "$work/ga/root/usr/sbin/qemu-ga" "$stage/qemu-ga"
 
 # The uncompressed kernel: the xz stream inside the bzImage (what the kernel's own
 # scripts/extract-vmlinux does). xz stops with an error at the bzImage's trailing bytes

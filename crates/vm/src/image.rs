@@ -206,6 +206,19 @@ impl Image {
             bail!("empty guest setup command in {c:?}");
         }
 
+        // QEMU's guest agent, so the host can read files inside the guest.
+        let ga = vm_dir().join("qemu-ga");
+        if !ga.is_file() {
+            bail!(
+                "no guest agent at {}: run scripts/setup-vm.sh (as root) first",
+                ga.display()
+            );
+        }
+        add_host_file(&mut t, &ga, Path::new(GUEST_AGENT), None)?;
+        for lib in shared_libs(&ga)? {
+            add_host_file(&mut t, &lib, &lib, None)?;
+        }
+
         let program_data = stripped(program, out)?;
         t.file("/bin/app", 0o755, program_data);
         for lib in shared_libs(program)? {
@@ -376,6 +389,9 @@ fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
+/// Where the guest agent lives in the guest.
+const GUEST_AGENT: &str = "/usr/sbin/qemu-ga";
+
 /// Prefix of the console line `/init` prints when a setup command failed.
 pub const SETUP_FAILED: &str = "corehop-vm: setup failed:";
 
@@ -437,6 +453,8 @@ else
   arping -U -c 1 -I eth0 "${{ip%/*}}" >/dev/null 2>&1 &
   log "eth0 $ip $mac up"
 fi
+# QEMU's guest agent on the second serial port (the host's guest_agent socket).
+{ga} -m isa-serial -p /dev/ttyS1 -f /run/qemu-ga.pid -t /run -d -l /dev/console || log "qemu-ga did not start"
 {steps}log "starting /bin/app (guest uptime $(cut -d' ' -f1 /proc/uptime) s)"
 /bin/app {argv}
 rc=$?
@@ -449,6 +467,7 @@ poweroff -f
         gw = CMDLINE_GW,
         argv = argv.join(" "),
         steps = steps,
+        ga = GUEST_AGENT,
     )
 }
 

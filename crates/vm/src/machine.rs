@@ -343,8 +343,10 @@ impl Vm {
         std::fs::create_dir_all(run_dir)
             .with_context(|| format!("cannot create {}", run_dir.display()))?;
         let qmp_path = run_dir.join("qmp.sock");
+        let ga_path = crate::guest_agent::socket(run_dir);
         let console = run_dir.join("console.log");
         let _ = std::fs::remove_file(&qmp_path);
+        let _ = std::fs::remove_file(&ga_path);
         let _ = std::fs::remove_file(&console);
         let _ = std::fs::remove_file(run_dir.join("incoming.uri"));
         for p in [&qmp_path, &console] {
@@ -404,6 +406,9 @@ impl Vm {
             .args(["-monitor", "none"])
             .arg("-serial")
             .arg(format!("file:{}", console.display()))
+            // ttyS1: the guest agent's channel (crate::guest_agent).
+            .arg("-serial")
+            .arg(format!("unix:{},server=on,wait=off", ga_path.display()))
             .arg("-qmp")
             .arg(format!("unix:{},server=on,wait=off", qmp_path.display()))
             .arg("-kernel")
@@ -537,6 +542,11 @@ impl Vm {
 
     pub fn run_dir(&self) -> &Path {
         &self.run_dir
+    }
+
+    /// The socket of the guest agent's serial port (see [`crate::guest_agent`]).
+    pub fn guest_agent_socket(&self) -> PathBuf {
+        crate::guest_agent::socket(&self.run_dir)
     }
 
     pub fn console_log(&self) -> PathBuf {

@@ -240,12 +240,26 @@ pub fn containers() -> Vec<serde_json::Value> {
     json(&ok(&["ps", "--json"])).as_array().unwrap().clone()
 }
 
-/// Reads a file inside a running container (through /proc/PID/root).
+/// Reads a file inside a running container (through /proc/PID/root) or VM (through its
+/// guest agent, whose socket is in the VM's run dir on its host).
 pub fn container_file(name: &str, path: &str) -> String {
     let c = containers()
         .into_iter()
         .find(|c| c["name"] == name)
         .unwrap_or_else(|| panic!("no {name}"));
+    if c["runtime"] == "vm" {
+        let run = lab::paths::host_state_dir(c["host"].as_str().unwrap())
+            .join("containers")
+            .join(name)
+            .join("vm/run");
+        let bytes = vm::guest_agent::read_file(
+            &vm::guest_agent::socket(&run),
+            path,
+            std::time::Duration::from_secs(10),
+        )
+        .unwrap_or_else(|e| panic!("{name}:{path}: {e:#}"));
+        return String::from_utf8(bytes).unwrap();
+    }
     let pid = c["pid"]
         .as_i64()
         .unwrap_or_else(|| panic!("{name} not running: {c}"));
