@@ -39,12 +39,8 @@ pub struct Config {
     pub default_apn: String,
     /// T3412 (periodic TAU) as a GPRS timer octet (0x49 = 54 min).
     pub t3412: u8,
-    /// SCTP tuning (see proto-sctp): RTO in ms, HEARTBEAT interval in ms (0 = off).
-    pub sctp_rto_initial_ms: u64,
-    pub sctp_rto_min_ms: u64,
-    pub sctp_rto_max_ms: u64,
-    pub sctp_heartbeat_interval_ms: u64,
-    pub sctp_max_missed_heartbeats: u32,
+    /// SCTP tuning (the `[sctp]` table, see proto-sctp).
+    pub sctp: proto_sctp::SctpTuning,
     /// S11 request timeout (T3) in ms and retransmissions (N3), TS 29.274 §7.6.
     pub s11_t3_ms: u64,
     pub s11_n3: u32,
@@ -76,11 +72,7 @@ impl Default for Config {
             diameter_watchdog_s: 6,
             default_apn: "internet".into(),
             t3412: 0x49,
-            sctp_rto_initial_ms: 200,
-            sctp_rto_min_ms: 100,
-            sctp_rto_max_ms: 400,
-            sctp_heartbeat_interval_ms: 2000,
-            sctp_max_missed_heartbeats: 5,
+            sctp: Default::default(),
             s11_t3_ms: 1000,
             s11_n3: 3,
             s1_pcap: None,
@@ -108,9 +100,7 @@ impl Config {
         if self.tacs.is_empty() || self.tacs.len() > 16 {
             anyhow::bail!("tacs: give 1 to 16 tracking area codes");
         }
-        if self.sctp_rto_min_ms == 0 || self.sctp_rto_initial_ms == 0 {
-            anyhow::bail!("sctp_rto_min_ms / sctp_rto_initial_ms must be > 0");
-        }
+        self.sctp.validate().map_err(anyhow::Error::msg)?;
         if self.s11_t3_ms == 0 {
             anyhow::bail!("s11_t3_ms must be > 0");
         }
@@ -123,15 +113,10 @@ impl Config {
             .map_err(|e| anyhow::anyhow!("mcc = {:?}, mnc = {:?}: {e}", self.mcc, self.mnc))
     }
 
-    pub fn sctp(&self) -> proto_sctp::SctpConfig {
+    pub fn sctp_config(&self) -> proto_sctp::SctpConfig {
         proto_sctp::SctpConfig {
-            rto_initial_ms: self.sctp_rto_initial_ms,
-            rto_min_ms: self.sctp_rto_min_ms,
-            rto_max_ms: self.sctp_rto_max_ms,
-            heartbeat_interval_ms: self.sctp_heartbeat_interval_ms,
-            max_missed_heartbeats: self.sctp_max_missed_heartbeats,
             pcap: self.s1_pcap.clone(),
-            ..Default::default()
+            ..self.sctp.config()
         }
     }
 }
@@ -145,9 +130,9 @@ mod tests {
         let c = Config::from_toml("").unwrap();
         assert_eq!(c, Config::default());
         assert_eq!(c.plmn().unwrap(), [0x00, 0xf1, 0x10]);
-        let c = Config::from_toml("hss = \"127.0.0.1:3868\"\nsctp_rto_min_ms = 50").unwrap();
+        let c = Config::from_toml("hss = \"127.0.0.1:3868\"\n[sctp]\nrto_min_ms = 50").unwrap();
         assert_eq!(c.hss.port(), 3868);
-        assert_eq!(c.sctp().rto_min_ms, 50);
+        assert_eq!(c.sctp_config().rto_min_ms, 50);
         assert!(Config::from_toml("nonsense = 1").is_err());
         assert!(Config::from_toml("mcc = \"1x1\"").is_err());
         assert!(Config::from_toml("tacs = []").is_err());

@@ -129,7 +129,7 @@ pub fn write_state(path: &Path, ues: &[UeView]) -> anyhow::Result<()> {
 /// Runs the MME until the future is dropped.
 pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let mut core = MmeCore::new(cfg.clone())?;
-    let mut sctp = SctpServer::bind(cfg.s1_bind, cfg.sctp())
+    let mut sctp = SctpServer::bind(cfg.s1_bind, cfg.sctp_config())
         .await
         .with_context(|| format!("cannot bind S1-MME (SCTP over UDP) on {}", cfg.s1_bind))?;
     let sctp_tx = sctp.sender();

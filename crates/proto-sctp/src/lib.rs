@@ -28,7 +28,8 @@ pub mod udp;
 pub mod wire;
 
 pub use stack::{
-    AssocId, SctpConfig, SctpError, SctpEvent, SctpMessage, SctpStack, PPID_S1AP, SCTP_PORT_S1AP,
+    AssocId, SctpConfig, SctpError, SctpEvent, SctpMessage, SctpStack, SctpTuning, PPID_S1AP,
+    SCTP_PORT_S1AP,
 };
 #[cfg(feature = "udp")]
 pub use udp::{SctpClient, SctpSender, SctpServer, SCTP_UDP_PORT};

@@ -65,6 +65,54 @@ impl Default for SctpConfig {
     }
 }
 
+/// The tunables an operator sets in a function's config file (the `[sctp]` table of the
+/// MME's and the eNB's TOML); the rest of [`SctpConfig`] is fixed by S1AP or per run.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SctpTuning {
+    pub rto_initial_ms: u64,
+    pub rto_min_ms: u64,
+    pub rto_max_ms: u64,
+    /// HEARTBEAT interval in ms while the path is idle; 0 disables path monitoring.
+    pub heartbeat_interval_ms: u64,
+    pub max_missed_heartbeats: u32,
+}
+
+impl Default for SctpTuning {
+    fn default() -> Self {
+        let d = SctpConfig::default();
+        SctpTuning {
+            rto_initial_ms: d.rto_initial_ms,
+            rto_min_ms: d.rto_min_ms,
+            rto_max_ms: d.rto_max_ms,
+            heartbeat_interval_ms: d.heartbeat_interval_ms,
+            max_missed_heartbeats: d.max_missed_heartbeats,
+        }
+    }
+}
+
+impl SctpTuning {
+    /// Rejects values the stack cannot work with, naming the field.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.rto_min_ms == 0 || self.rto_initial_ms == 0 {
+            return Err("sctp.rto_min_ms and sctp.rto_initial_ms must be > 0".into());
+        }
+        Ok(())
+    }
+
+    /// The S1AP endpoint configuration with these tunables.
+    pub fn config(&self) -> SctpConfig {
+        SctpConfig {
+            rto_initial_ms: self.rto_initial_ms,
+            rto_min_ms: self.rto_min_ms,
+            rto_max_ms: self.rto_max_ms,
+            heartbeat_interval_ms: self.heartbeat_interval_ms,
+            max_missed_heartbeats: self.max_missed_heartbeats,
+            ..SctpConfig::default()
+        }
+    }
+}
+
 impl SctpConfig {
     fn transport(&self) -> Arc<TransportConfig> {
         Arc::new(

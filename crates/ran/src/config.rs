@@ -53,12 +53,8 @@ pub struct Config {
     pub attach_timeout_ms: u64,
     /// Time for one UE's detach (Detach Request → UE Context Release), ms.
     pub detach_timeout_ms: u64,
-    /// SCTP tuning, as the MME's (see proto-sctp): RTO in ms, HEARTBEAT interval in ms.
-    pub sctp_rto_initial_ms: u64,
-    pub sctp_rto_min_ms: u64,
-    pub sctp_rto_max_ms: u64,
-    pub sctp_heartbeat_interval_ms: u64,
-    pub sctp_max_missed_heartbeats: u32,
+    /// SCTP tuning (the `[sctp]` table, see proto-sctp).
+    pub sctp: proto_sctp::SctpTuning,
     /// Time to bring up the association and finish S1 Setup, ms.
     pub s1_setup_timeout_ms: u64,
 }
@@ -94,11 +90,7 @@ impl Default for Config {
             attach_concurrency: 16,
             attach_timeout_ms: 10_000,
             detach_timeout_ms: 5_000,
-            sctp_rto_initial_ms: 200,
-            sctp_rto_min_ms: 100,
-            sctp_rto_max_ms: 400,
-            sctp_heartbeat_interval_ms: 2000,
-            sctp_max_missed_heartbeats: 5,
+            sctp: Default::default(),
             s1_setup_timeout_ms: 10_000,
         }
     }
@@ -140,10 +132,7 @@ impl Config {
             self.attach_concurrency > 0,
             "attach_concurrency must be at least 1"
         );
-        anyhow::ensure!(
-            self.sctp_rto_min_ms > 0 && self.sctp_rto_initial_ms > 0,
-            "sctp_rto_min_ms / sctp_rto_initial_ms must be > 0"
-        );
+        self.sctp.validate().map_err(anyhow::Error::msg)?;
         anyhow::ensure!(!self.apn.is_empty(), "apn must not be empty");
         Ok(())
     }
@@ -154,14 +143,9 @@ impl Config {
             .map_err(|e| anyhow::anyhow!("mcc = {:?}, mnc = {:?}: {e}", self.mcc, self.mnc))
     }
 
-    pub fn sctp(&self) -> proto_sctp::SctpConfig {
+    pub fn sctp_config(&self) -> proto_sctp::SctpConfig {
         proto_sctp::SctpConfig {
-            rto_initial_ms: self.sctp_rto_initial_ms,
-            rto_min_ms: self.sctp_rto_min_ms,
-            rto_max_ms: self.sctp_rto_max_ms,
-            heartbeat_interval_ms: self.sctp_heartbeat_interval_ms,
-            max_missed_heartbeats: self.sctp_max_missed_heartbeats,
-            ..Default::default()
+            ..self.sctp.config()
         }
     }
 

@@ -130,7 +130,7 @@ impl S1 {
     pub async fn connect(&self, cfg: &Config) -> anyhow::Result<SctpClient> {
         let local = std::net::SocketAddr::new(cfg.bind, 0);
         let timeout = Config::ms(cfg.s1_setup_timeout_ms);
-        let mut client = SctpClient::connect(local, cfg.mme, cfg.sctp(), timeout)
+        let mut client = SctpClient::connect(local, cfg.mme, cfg.sctp_config(), timeout)
             .await
             .with_context(|| format!("no S1-MME association with the MME at {}", cfg.mme))?;
         let setup = S1ap::S1SetupRequest(S1SetupRequest {

@@ -138,8 +138,11 @@ fn lost_association_is_re_established_with_a_new_s1_setup() {
         let cfg = ran::Config {
             cp_probe_interval_ms: 20,
             // Path failure after ~3 silent 100 ms HEARTBEAT intervals.
-            sctp_heartbeat_interval_ms: 100,
-            sctp_max_missed_heartbeats: 3,
+            sctp: proto_sctp::SctpTuning {
+                heartbeat_interval_ms: 100,
+                max_missed_heartbeats: 3,
+                ..Default::default()
+            },
             detach_timeout_ms: 1000,
             ..ran_config(1)
         };
