@@ -212,6 +212,10 @@ impl LabExecutor {
                 (c.service_ip, (nf == Nf::Hss).then_some(3868))
             }
         };
+        // The SPGW answers GTP-U Echo once its user plane runs: for a VM, after its guest
+        // set up the SGi NAT and started it, which a ping (answered as soon as the
+        // guest's NIC is up) would not tell.
+        let gtpu = nf_of(f) == Some(Nf::Spgw);
         let deadline = std::time::Instant::now() + Duration::from_secs(120);
         let ready = move || -> bool {
             match tcp {
@@ -220,6 +224,8 @@ impl LabExecutor {
                     Duration::from_secs(1),
                 )
                 .is_ok(),
+                None if gtpu => measure::app::gtpu_echo_answered(ip, Duration::from_millis(500))
+                    .unwrap_or(false),
                 None => {
                     let stop = AtomicBool::new(false);
                     std::thread::scope(|sc| {
@@ -245,7 +251,7 @@ impl LabExecutor {
             Ok(())
         }))?;
         // A VM's function that does not listen on TCP gets time to start after its NIC is up.
-        if tcp.is_none() && rt == Runtime::Vm {
+        if tcp.is_none() && !gtpu && rt == Runtime::Vm {
             std::thread::sleep(Duration::from_secs(3));
         }
         Ok(())

@@ -87,6 +87,31 @@ pub fn diameter_watchdog(
     Ok(gaps.finish(Instant::now()))
 }
 
+/// Whether `target` answers one GTP-U Echo Request on port 2152 within `within`: the
+/// SPGW's user plane is up (for a VM: its guest booted and the function started).
+pub fn gtpu_echo_answered(target: Ipv4Addr, within: Duration) -> Result<bool> {
+    let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
+    s.connect(SocketAddr::new(IpAddr::V4(target), proto_gtpu::GTPU_PORT))?;
+    let seq = 1;
+    s.send(&proto_gtpu::Gtpu::EchoRequest { seq }.encode()?)?;
+    let t = Instant::now();
+    let mut buf = [0u8; 512];
+    while let Some(rest) = within.checked_sub(t.elapsed()) {
+        s.set_read_timeout(Some(rest.max(Duration::from_micros(50))))?;
+        match s.recv(&mut buf) {
+            Ok(n) => {
+                if matches!(proto_gtpu::decode(&buf[..n]), Ok(proto_gtpu::Gtpu::EchoResponse { seq: r, .. }) if r == seq)
+                {
+                    return Ok(true);
+                }
+            }
+            // Timeout, or ICMP port unreachable while nothing listens yet.
+            Err(_) => return Ok(false),
+        }
+    }
+    Ok(false)
+}
+
 /// GTP-U Echo Request every `interval` to `target` (port 2152) until `stop`.
 pub fn gtpu_echo(target: Ipv4Addr, interval: Duration, stop: &AtomicBool) -> Result<Series> {
     let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
