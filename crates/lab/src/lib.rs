@@ -164,6 +164,8 @@ fn host_up(spec: &LabSpec, h: &spec::HostSpec) -> Result<()> {
         ],
     )?;
     run("ip", &["-n", &ns, "link", "set", net::HOST_BRIDGE, "up"])?;
+    // Forwarding for the functions' traffic; and probes ping through the kernel's ICMP
+    // datagram sockets, which a new namespace allows to no group by default.
     run(
         "ip",
         &[
@@ -173,18 +175,6 @@ fn host_up(spec: &LabSpec, h: &spec::HostSpec) -> Result<()> {
             "sysctl",
             "-qw",
             "net.ipv4.ip_forward=1",
-        ],
-    )?;
-    // Probes ping through the kernel's ICMP datagram sockets, which a new namespace
-    // allows to no group by default.
-    run(
-        "ip",
-        &[
-            "netns",
-            "exec",
-            &ns,
-            "sysctl",
-            "-qw",
             "net.ipv4.ping_group_range=0 2147483647",
         ],
     )?;
