@@ -130,3 +130,87 @@ fn rand_u16() -> u16 {
         .unwrap_or_default();
     (t.subsec_nanos() ^ (t.subsec_nanos() >> 16)) as u16
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixListener;
+
+    /// Answers as qemu-ga does: the sync reply after a 0xFF, then one reply a command.
+    fn agent(dir: &Path, replies: Vec<&'static str>) -> PathBuf {
+        let sock = dir.join("qga.sock");
+        let l = UnixListener::bind(&sock).unwrap();
+        std::thread::spawn(move || {
+            let (s, _) = l.accept().unwrap();
+            let mut r = BufReader::new(s.try_clone().unwrap());
+            let mut w = s;
+            let mut line = Vec::new();
+            r.read_until(b'\n', &mut line).unwrap();
+            let sync: Value = serde_json::from_slice(line.strip_prefix(&[0xff]).unwrap()).unwrap();
+            // A stale line from an earlier client comes first, as on a serial port.
+            writeln!(w, "{{\"return\": 1}}").unwrap();
+            w.write_all(&[0xff]).unwrap();
+            writeln!(w, "{{\"return\": {}}}", sync["arguments"]["id"]).unwrap();
+            for reply in replies {
+                line.clear();
+                if r.read_until(b'\n', &mut line).unwrap() == 0 {
+                    return;
+                }
+                writeln!(w, "{reply}").unwrap();
+            }
+        });
+        sock
+    }
+
+    fn tmp(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("ga-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn a_file_is_read_in_chunks_until_eof() {
+        let d = tmp("read");
+        let sock = agent(
+            &d,
+            vec![
+                r#"{"return": 1000}"#,
+                r#"{"return": {"count": 3, "buf-b64": "WzFd", "eof": false}}"#,
+                r#"{"return": {"count": 2, "buf-b64": "Cg==", "eof": true}}"#,
+                r#"{"return": {}}"#,
+            ],
+        );
+        let got = read_file(&sock, "/run/x.json", Duration::from_secs(5)).unwrap();
+        assert_eq!(got, b"[1]\n");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn errors_and_junk_are_errors_not_panics() {
+        let d = tmp("err");
+        let sock = agent(
+            &d,
+            vec![r#"{"error": {"class": "GenericError", "desc": "No such file"}}"#],
+        );
+        let e = read_file(&sock, "/nope", Duration::from_secs(5)).unwrap_err();
+        assert!(format!("{e:#}").contains("No such file"), "{e:#}");
+        let d2 = tmp("junk");
+        let sock = agent(&d2, vec![r#"{"return": "not a handle"}"#]);
+        assert!(read_file(&sock, "/x", Duration::from_secs(5)).is_err());
+        let d3 = tmp("b64");
+        let sock = agent(
+            &d3,
+            vec![
+                r#"{"return": 7}"#,
+                r#"{"return": {"buf-b64": "!!", "eof": true}}"#,
+                r#"{"return": {}}"#,
+            ],
+        );
+        assert!(read_file(&sock, "/x", Duration::from_secs(5)).is_err());
+        assert!(read_file(&d.join("none.sock"), "/x", Duration::from_secs(1)).is_err());
+        let _ = std::fs::remove_dir_all(&d);
+        let _ = std::fs::remove_dir_all(&d2);
+        let _ = std::fs::remove_dir_all(&d3);
+    }
+}
