@@ -13,19 +13,6 @@ fn count(pcap: &std::path::Path, filter: &str) -> usize {
 }
 
 /// The MME's UE contexts without the NAS counts (they advance with every probe).
-fn mme_contexts() -> serde_json::Value {
-    let mut v = json(&container_file("mme", "/run/corehop/mme-ues.json"));
-    for ue in v.as_array_mut().unwrap() {
-        let o = ue.as_object_mut().unwrap();
-        o.retain(|k, _| !k.contains("count"));
-    }
-    v
-}
-
-fn tunnels() -> serde_json::Value {
-    json(&container_file("spgw", "/run/corehop/tunnels.json"))
-}
-
 fn sqn_of(imsi: &str) -> u64 {
     let subs = json(&ok(&["hss", "list", "--json"]));
     subs.as_array()
@@ -77,7 +64,7 @@ fn each_function_migrates_with_the_ue_attached() {
         "50",
     ]);
     std::thread::sleep(Duration::from_secs(3));
-    let tunnels_before = tunnels();
+    let tunnels_before = spgw_tunnels();
     let contexts_before = mme_contexts();
     let sqn_before = sqn_of("001010000000001");
     assert_eq!(
@@ -94,7 +81,7 @@ fn each_function_migrates_with_the_ue_attached() {
         std::thread::sleep(Duration::from_secs(2));
     }
     assert_eq!(
-        tunnels(),
+        spgw_tunnels(),
         tunnels_before,
         "tunnel list identical after the migrations"
     );
@@ -218,7 +205,7 @@ fn spgw_restored_after_host_death_gets_newer_tunnels_from_the_master() {
         "20",
     ]);
     std::thread::sleep(Duration::from_secs(3));
-    let before = tunnels();
+    let before = spgw_tunnels();
     assert_eq!(before.as_array().unwrap().len(), 2, "{before}");
 
     ok(&["lab", "fail", "node-a"]);
@@ -226,7 +213,7 @@ fn spgw_restored_after_host_death_gets_newer_tunnels_from_the_master() {
     ok(&["recover", "spgw", "--on", "node-b"]);
     assert_eq!(host_of("spgw"), "node-b");
     assert_eq!(
-        tunnels(),
+        spgw_tunnels(),
         before,
         "the tunnel created after the checkpoint came back from the master"
     );

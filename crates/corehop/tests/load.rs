@@ -52,7 +52,7 @@ fn a_thousand_ues_stay_attached_while_spgw_and_mme_migrate() {
         std::thread::sleep(Duration::from_millis(500));
     }
     std::thread::sleep(Duration::from_secs(3));
-    let tunnels = container_file("spgw", "/run/corehop/tunnels.json");
+    let tunnels = spgw_tunnels();
     let contexts = count("mme", "/run/corehop/mme-ues.json");
     assert_eq!(contexts, UES);
     eprintln!("before: {}; {}", usage("spgw"), usage("mme"));
@@ -65,11 +65,7 @@ fn a_thousand_ues_stay_attached_while_spgw_and_mme_migrate() {
         );
         std::thread::sleep(Duration::from_secs(3));
     }
-    assert_eq!(
-        container_file("spgw", "/run/corehop/tunnels.json"),
-        tunnels,
-        "no tunnel lost or changed"
-    );
+    assert_eq!(spgw_tunnels(), tunnels, "no tunnel lost or changed");
     assert_eq!(
         count("mme", "/run/corehop/mme-ues.json"),
         UES,

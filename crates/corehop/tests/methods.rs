@@ -248,20 +248,6 @@ fn testsvc_vm_moves_with_vm_pre_copy() {
     );
 }
 
-fn tunnels() -> serde_json::Value {
-    json(&container_file("spgw", "/run/corehop/tunnels.json"))
-}
-
-fn mme_contexts() -> serde_json::Value {
-    let mut v = json(&container_file("mme", "/run/corehop/mme-ues.json"));
-    for ue in v.as_array_mut().unwrap() {
-        ue.as_object_mut()
-            .unwrap()
-            .retain(|k, _| !k.contains("count"));
-    }
-    v
-}
-
 /// The UE stayed attached on one association and its pings came back after every outage.
 fn assert_ue_kept(r: &serde_json::Value) {
     let outages = r["recovery"]["dp_gtp"][0]["outages"].as_array().unwrap();
@@ -292,7 +278,7 @@ fn epc_moves_with(method: &str) {
         "50",
     ]);
     std::thread::sleep(Duration::from_secs(3));
-    let tunnels_before = tunnels();
+    let tunnels_before = spgw_tunnels();
     let contexts_before = mme_contexts();
     assert_eq!(contexts_before[0]["state"], "Attached", "{contexts_before}");
     let mut reports = vec![];
@@ -304,7 +290,7 @@ fn epc_moves_with(method: &str) {
         reports.push((nf, r));
         std::thread::sleep(Duration::from_millis(1200));
     }
-    assert_eq!(tunnels(), tunnels_before, "tunnel list identical");
+    assert_eq!(spgw_tunnels(), tunnels_before, "tunnel list identical");
     assert_eq!(mme_contexts(), contexts_before, "UE contexts intact");
     let r = ran.finish();
     assert_ue_kept(&r);
@@ -385,13 +371,17 @@ fn spgw_moves_as_a_vm_with_the_ue_pinging_the_pdn() {
         "50",
     ]);
     std::thread::sleep(Duration::from_secs(3));
-    let before = tunnels();
+    let before = spgw_tunnels();
     assert_eq!(before.as_array().map(Vec::len), Some(1), "{before}");
     let r = json(&ok(&["migrate", "spgw", "--to", "node-b", "--json"]));
     assert_eq!(r["method"], "vm-pre-copy", "{r}");
     assert_eq!(host_of("spgw"), "node-b");
     assert_eq!(containers().len(), 3, "the source VM is gone");
-    assert_eq!(tunnels(), before, "tunnel list identical (guest RAM moved)");
+    assert_eq!(
+        spgw_tunnels(),
+        before,
+        "tunnel list identical (guest RAM moved)"
+    );
     let ran = ran.finish();
     assert_ue_kept(&ran);
     let ue = &ran["ues"][0];

@@ -17,29 +17,9 @@ fn host_of(name: &str) -> String {
         .unwrap_or_default()
 }
 
-/// One TCP request from the ran host; the counter must keep growing (state alive).
+/// The service's counter; it must keep growing (state alive).
 fn counter() -> u64 {
-    let out = on_host(
-        "ran",
-        &[
-            "probe",
-            "tcp",
-            &format!("{SVC}:7000"),
-            "--duration",
-            "0.05",
-            "--json",
-        ],
-    )
-    .output()
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "service not answering: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    json(&String::from_utf8_lossy(&out.stdout))["last_counter"]
-        .as_u64()
-        .unwrap()
+    svc_counter(SVC).expect("the service answers")
 }
 
 #[test]

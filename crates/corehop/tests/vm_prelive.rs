@@ -36,26 +36,6 @@ fn restart_agent_unlimited(host: &str, addr: &str) -> std::process::Child {
     child
 }
 
-fn counter() -> Option<u64> {
-    let out = on_host(
-        "ran",
-        &[
-            "probe",
-            "tcp",
-            &format!("{SVC}:7000"),
-            "--duration",
-            "0.05",
-            "--json",
-        ],
-    )
-    .output()
-    .ok()?;
-    out.status
-        .success()
-        .then(|| json(&String::from_utf8_lossy(&out.stdout))["last_counter"].as_u64())
-        .flatten()
-}
-
 #[test]
 fn pre_live_checks_refuse_a_destination_that_cannot_take_the_vm() {
     let tmp = TempDir::new("prelive");
@@ -85,14 +65,14 @@ fn pre_live_checks_refuse_a_destination_that_cannot_take_the_vm() {
     ]);
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut last = loop {
-        if let Some(c) = counter() {
+        if let Some(c) = svc_counter(SVC) {
             break c;
         }
         assert!(Instant::now() < deadline, "the VM did not come up");
         std::thread::sleep(Duration::from_millis(500));
     };
     let mut still_serving = |what: &str| {
-        let now = counter().unwrap_or_else(|| panic!("the VM stopped serving after {what}"));
+        let now = svc_counter(SVC).unwrap_or_else(|| panic!("the VM stopped serving after {what}"));
         assert!(now > last, "after {what}: {now} <= {last}");
         last = now;
         let c = containers();
@@ -120,7 +100,7 @@ fn pre_live_checks_refuse_a_destination_that_cannot_take_the_vm() {
     assert_eq!(r["method"], "vm-pre-copy", "{r}");
     let r = json(&ok(&["migrate", "vsvc", "--to", "node-c", "--json"]));
     assert_eq!(r["to"], "node-c", "{r}");
-    let now = counter().expect("the VM serves at node-c");
+    let now = svc_counter(SVC).expect("the VM serves at node-c");
     assert!(now > last);
     for a in [&mut b, &mut c] {
         let _ = a.kill();

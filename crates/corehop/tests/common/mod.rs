@@ -274,3 +274,41 @@ pub fn host_of(name: &str) -> String {
         .map(|c| c["host"].as_str().unwrap().to_string())
         .unwrap_or_default()
 }
+
+/// One TCP request to the test service at `ip` from the ran host: its counter, or `None`
+/// when it does not answer.
+pub fn svc_counter(ip: &str) -> Option<u64> {
+    let out = on_host(
+        "ran",
+        &[
+            "probe",
+            "tcp",
+            &format!("{ip}:7000"),
+            "--duration",
+            "0.05",
+            "--json",
+        ],
+    )
+    .output()
+    .ok()?;
+    out.status
+        .success()
+        .then(|| json(&String::from_utf8_lossy(&out.stdout))["last_counter"].as_u64())
+        .flatten()
+}
+
+/// The SPGW's tunnel list as it writes it.
+pub fn spgw_tunnels() -> serde_json::Value {
+    json(&container_file("spgw", "/run/corehop/tunnels.json"))
+}
+
+/// The MME's UE contexts without their NAS counts (which move with every message).
+pub fn mme_contexts() -> serde_json::Value {
+    let mut v = json(&container_file("mme", "/run/corehop/mme-ues.json"));
+    for ue in v.as_array_mut().unwrap() {
+        ue.as_object_mut()
+            .unwrap()
+            .retain(|k, _| !k.contains("count"));
+    }
+    v
+}
