@@ -11,6 +11,9 @@
 #                      with their dependencies, which Debian builds as modules; the
 #                      initramfs loads them before eth0 is set up
 #   modules/load.order the .ko names in load order (dependencies first), one a line
+#   modules/lab.order  more .ko names (not in load.order) a guest that is itself a corehop
+#                      lab host loads after them: bridge and veth for the lab's hosts, the
+#                      socket-diag modules `criu check` needs (crates/vm/src/labhost.rs)
 #   modules/wanted     the WANT_MODULES this was made for
 #   qemu-ga            QEMU's guest agent from Debian's `qemu-guest-agent` (also only
 #                      downloaded): the guest runs it on its second serial port, so the
@@ -26,9 +29,14 @@ VMDIR=${COREHOP_VM_DIR:-/var/cache/corehop/vm}
 # nf_tables masquerade (nf_nat and nf_conntrack come in as dependencies); everything else
 # it uses is built in. Changing this list redoes the folder (see modules/wanted).
 WANT_MODULES=(virtio_pci virtio_net tun nf_tables nft_chain_nat nft_masq)
-# What modules/wanted records: the list and how it is resolved (bump the revision when
+# A guest that runs a lab itself (containers with runc and CRIU inside the VM, e.g. to use
+# the guest kernel's soft-dirty tracking for real CRIU pre-dumps): the lab's bridges and
+# veths, and the sock_diag modules CRIU reads sockets through (Debian builds them as
+# modules; `criu check` fails without them).
+LAB_MODULES=(bridge veth inet_diag tcp_diag udp_diag raw_diag unix_diag netlink_diag af_packet_diag)
+# What modules/wanted records: the lists and how they are resolved (bump the revision when
 # the resolution changes, so existing folders are redone).
-WANTED="rev2 ${WANT_MODULES[*]}"
+WANTED="rev3 ${WANT_MODULES[*]} lab: ${LAB_MODULES[*]}"
 
 log() { printf 'setup-vm: %s\n' "$*"; }
 die() { printf 'setup-vm: %s\n' "$*" >&2; exit 1; }
@@ -53,6 +61,7 @@ if [ -z "$pkg" ]; then
 fi
 
 if [ -s "$VMDIR/vmlinuz" ] && [ -s "$VMDIR/modules/load.order" ] &&
+   [ -s "$VMDIR/modules/lab.order" ] &&
    { [ -s "$VMDIR/vmlinux" ] || [ -e "$VMDIR/vmlinux.none" ]; } &&
    [ "$(cat "$VMDIR/kernel.pkg" 2>/dev/null)" = "$pkg" ] &&
    [ "$(cat "$VMDIR/modules/wanted" 2>/dev/null)" = "$WANTED" ] && [ -x "$VMDIR/qemu-ga" ]; then
@@ -164,6 +173,10 @@ add_module() {
 }
 for m in "${WANT_MODULES[@]}"; do add_module "$m"; done
 printf '%s\n' "${order[@]}" >"$stage/modules/load.order"
+# The lab list goes on from there: what load.order has already is not repeated.
+base=${#order[@]}
+for m in "${LAB_MODULES[@]}"; do add_module "$m"; done
+printf '%s\n' "${order[@]:$base}" >"$stage/modules/lab.order"
 echo "$WANTED" >"$stage/modules/wanted"
 echo "$kver" >"$stage/kernel.version"
 echo "$pkg" >"$stage/kernel.pkg"
