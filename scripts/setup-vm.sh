@@ -13,7 +13,8 @@
 #   modules/load.order the .ko names in load order (dependencies first), one a line
 #   modules/lab.order  more .ko names (not in load.order) a guest that is itself a corehop
 #                      lab host loads after them: bridge and veth for the lab's hosts, the
-#                      socket-diag modules `criu check` needs (crates/vm/src/labhost.rs)
+#                      socket-diag modules `criu check` needs, ctnetlink and the
+#                      xtables matches CRIU dumps and locks with (crates/vm/src/labhost.rs)
 #   modules/wanted     the WANT_MODULES this was made for
 #   qemu-ga            QEMU's guest agent from Debian's `qemu-guest-agent` (also only
 #                      downloaded): the guest runs it on its second serial port, so the
@@ -31,9 +32,12 @@ VMDIR=${COREHOP_VM_DIR:-/var/cache/corehop/vm}
 WANT_MODULES=(virtio_pci virtio_net tun nf_tables nft_chain_nat nft_masq)
 # A guest that runs a lab itself (containers with runc and CRIU inside the VM, e.g. to use
 # the guest kernel's soft-dirty tracking for real CRIU pre-dumps): the lab's bridges and
-# veths, and the sock_diag modules CRIU reads sockets through (Debian builds them as
-# modules; `criu check` fails without them).
-LAB_MODULES=(bridge veth inet_diag tcp_diag udp_diag raw_diag unix_diag netlink_diag af_packet_diag)
+# veths, the sock_diag modules CRIU reads sockets through (Debian builds them as modules;
+# `criu check` fails without them), ctnetlink (CRIU dumps a namespace's conntrack table;
+# without it nfnetlink answers EINVAL), and the xtables matches iptables-nft needs for the
+# rules CRIU locks a dumped container's TCP connections with (`-m mark`).
+LAB_MODULES=(bridge veth inet_diag tcp_diag udp_diag raw_diag unix_diag netlink_diag af_packet_diag
+  nf_conntrack_netlink nft_compat xt_mark xt_tcpudp)
 # What modules/wanted records: the lists and how they are resolved (bump the revision when
 # the resolution changes, so existing folders are redone).
 WANTED="rev3 ${WANT_MODULES[*]} lab: ${LAB_MODULES[*]}"
