@@ -67,6 +67,12 @@ pub struct GuestSetup {
     /// command are on the console and the VM powers off, rather than running a function
     /// that lacks what it needs.
     pub commands: Vec<Vec<String>>,
+    /// Move the root to a tmpfs before anything else: the initramfs root cannot be
+    /// pivoted away from, and runc and CRIU pivot_root into every container they start.
+    pub tmpfs_root: bool,
+    /// More module lists of setup-vm.sh's folder (e.g. `lab.order`) loaded after
+    /// `load.order`, in order.
+    pub module_lists: Vec<String>,
 }
 
 /// A built initramfs.
@@ -196,8 +202,10 @@ impl Image {
             if !p.is_absolute() {
                 bail!("guest program {} must be an absolute path", p.display());
             }
-            add_host_file(&mut t, p, p, None)
-                .with_context(|| format!("the guest needs {}", p.display()))?;
+            // Stripped like the function: a debug build's line tables are guest RAM.
+            let data =
+                stripped(p, out).with_context(|| format!("the guest needs {}", p.display()))?;
+            t.file(&p.to_string_lossy(), 0o755, data);
             for lib in shared_libs(p)? {
                 add_host_file(&mut t, &lib, &lib, None)?;
             }
@@ -226,25 +234,33 @@ impl Image {
         }
 
         let mods = vm_dir().join("modules");
-        let order = std::fs::read_to_string(mods.join("load.order")).with_context(|| {
-            format!(
-                "no kernel module list in {}: run scripts/setup-vm.sh (as root) first",
-                mods.display()
-            )
-        })?;
         let mut load = String::new();
-        for m in order.lines().map(str::trim).filter(|m| !m.is_empty()) {
-            if m.contains('/') {
+        for list in
+            std::iter::once("load.order").chain(setup.module_lists.iter().map(String::as_str))
+        {
+            if list.contains('/') {
                 bail!(
-                    "{}: bad module name {m:?}",
-                    mods.join("load.order").display()
+                    "module list {list:?} must be a file name in {}",
+                    mods.display()
                 );
             }
-            let data = std::fs::read(mods.join(m))
-                .with_context(|| format!("module {m} listed but missing in {}", mods.display()))?;
-            t.file(&format!("/lib/modules/{m}"), 0o644, data);
-            load.push_str(m);
-            load.push('\n');
+            let order = std::fs::read_to_string(mods.join(list)).with_context(|| {
+                format!(
+                    "no kernel module list {list} in {}: run scripts/setup-vm.sh (as root) first",
+                    mods.display()
+                )
+            })?;
+            for m in order.lines().map(str::trim).filter(|m| !m.is_empty()) {
+                if m.contains('/') {
+                    bail!("{}: bad module name {m:?}", mods.join(list).display());
+                }
+                let data = std::fs::read(mods.join(m)).with_context(|| {
+                    format!("module {m} listed but missing in {}", mods.display())
+                })?;
+                t.file(&format!("/lib/modules/{m}"), 0o644, data);
+                load.push_str(m);
+                load.push('\n');
+            }
         }
         t.file("/lib/modules/load.order", 0o644, load.into_bytes());
 
@@ -254,11 +270,7 @@ impl Image {
             }
             add_host_file(&mut t, Path::new(src), Path::new(dst), None)?;
         }
-        t.file(
-            "/init",
-            0o755,
-            init_script(args, &setup.commands).into_bytes(),
-        );
+        t.file("/init", 0o755, init_script(args, setup).into_bytes());
 
         let files: Vec<String> = t
             .entries
@@ -395,10 +407,22 @@ const GUEST_AGENT: &str = "/usr/sbin/qemu-ga";
 /// Prefix of the console line `/init` prints when a setup command failed.
 pub const SETUP_FAILED: &str = "corehop-vm: setup failed:";
 
-fn init_script(args: &[String], setup: &[Vec<String>]) -> String {
+/// The start of `/init` when [`GuestSetup::tmpfs_root`]: copy the initramfs into a tmpfs
+/// and start over from there. switch_root empties the initramfs (its RAM is freed) and
+/// execs `/init` again, which the environment variable tells to go on.
+const TMPFS_ROOT: &str = r#"if [ -z "$COREHOP_TMPFS_ROOT" ]; then
+  /bin/busybox mkdir /newroot
+  /bin/busybox mount -t tmpfs -o mode=755 tmpfs /newroot
+  for d in /*; do [ "$d" = /newroot ] || /bin/busybox cp -a "$d" /newroot/; done
+  export COREHOP_TMPFS_ROOT=1
+  exec /bin/busybox switch_root /newroot /init
+fi
+"#;
+
+fn init_script(args: &[String], setup: &GuestSetup) -> String {
     let argv: Vec<String> = args.iter().map(|a| sh_quote(a)).collect();
     let mut steps = String::new();
-    for cmd in setup {
+    for cmd in &setup.commands {
         let line = cmd
             .iter()
             .map(|w| sh_quote(w))
@@ -415,7 +439,7 @@ fn init_script(args: &[String], setup: &[Vec<String>]) -> String {
 # corehop VM init (generated by crates/vm). Runs as PID 1: mounts, NIC modules, eth0 from
 # the kernel command line, then the program. Nothing is respawned: when the program exits
 # the VM powers off, so its end is visible to whoever started QEMU.
-/bin/busybox --install -s
+{tmpfs_root}/bin/busybox --install -s
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 log() {{ echo "corehop-vm: $*"; }}
 mount -t proc proc /proc
@@ -468,6 +492,7 @@ poweroff -f
         argv = argv.join(" "),
         steps = steps,
         ga = GUEST_AGENT,
+        tmpfs_root = if setup.tmpfs_root { TMPFS_ROOT } else { "" },
     )
 }
 
@@ -575,7 +600,10 @@ mod tests {
     fn args_are_quoted_for_the_shell() {
         assert_eq!(sh_quote("a b"), "'a b'");
         assert_eq!(sh_quote("it's"), r"'it'\''s'");
-        let s = init_script(&["--tcp".into(), "0.0.0.0:7000".into(), "$(x)".into()], &[]);
+        let s = init_script(
+            &["--tcp".into(), "0.0.0.0:7000".into(), "$(x)".into()],
+            &GuestSetup::default(),
+        );
         assert!(s.contains("/bin/app '--tcp' '0.0.0.0:7000' '$(x)'"));
     }
 
@@ -583,10 +611,13 @@ mod tests {
     fn setup_commands_run_before_the_program_and_stop_the_boot_on_failure() {
         let s = init_script(
             &[],
-            &[vec![
-                "nft".into(),
-                "add table ip t; add rule x \"y\"".into(),
-            ]],
+            &GuestSetup {
+                commands: vec![vec![
+                    "nft".into(),
+                    "add table ip t; add rule x \"y\"".into(),
+                ]],
+                ..Default::default()
+            },
         );
         let step = s
             .find("if ! 'nft' 'add table ip t; add rule x \"y\"'; then")
@@ -594,5 +625,22 @@ mod tests {
         assert!(step < s.find("/bin/app ").unwrap());
         assert!(s[step..].contains("poweroff -f\nfi"));
         assert!(s.contains(SETUP_FAILED));
+    }
+
+    #[test]
+    fn a_tmpfs_root_is_switched_to_before_anything_else() {
+        assert!(!init_script(&[], &GuestSetup::default()).contains("switch_root"));
+        let s = init_script(
+            &[],
+            &GuestSetup {
+                tmpfs_root: true,
+                ..Default::default()
+            },
+        );
+        let switch = s
+            .find("exec /bin/busybox switch_root /newroot /init")
+            .expect(&s);
+        assert!(switch < s.find("/bin/busybox --install").unwrap());
+        assert!(s[..switch].contains("if [ -z \"$COREHOP_TMPFS_ROOT\" ]"));
     }
 }

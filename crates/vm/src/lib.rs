@@ -5,6 +5,7 @@
 //! - [`Image::build`]: the initramfs.
 //! - [`Vm::start`], [`Vm::start_incoming`]: QEMU on a tap in the caller's network namespace.
 //! - [`qmp::Qmp`]: the QMP client.
+//! - [`labhost::lab_host_setup`]: a guest that runs a corehop lab itself (runc, CRIU).
 //! - [`guest_agent::read_file`]: a file inside a running guest, through QEMU's guest agent.
 //! - [`pre_live_checks`], [`migrate`], [`live_migrate`]: the migration, timed as the
 //!   paper's Tvm = Tpre + Tl + Tpost.
@@ -12,6 +13,7 @@
 //! Setup: `scripts/setup-vm.sh` fetches the guest kernel and its NIC modules.
 pub mod guest_agent;
 pub mod image;
+pub mod labhost;
 pub mod machine;
 pub mod migrate;
 pub mod qmp;

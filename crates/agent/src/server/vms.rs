@@ -27,6 +27,7 @@ fn guest_setup(spec: &ContainerSpec) -> Result<vm::GuestSetup> {
     Ok(vm::GuestSetup {
         programs: vec![nft],
         commands,
+        ..Default::default()
     })
 }
 
