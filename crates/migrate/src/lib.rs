@@ -3,7 +3,7 @@ pub mod phase;
 
 use anyhow::{bail, Result};
 use lab::spec::LabSpec;
-pub use phase::{Dump, Migration, Report};
+pub use phase::{Dump, Migration, Report, PRE_COPY_CRIU, PRE_COPY_DELTA};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
@@ -85,6 +85,11 @@ pub fn migrate(
         // elsewhere the agents send only the changed blocks of a full leave-running dump.
         Method::PreCopy => {
             let tracked = m.dirty_tracking;
+            m.pre_copy = Some(if tracked {
+                PRE_COPY_CRIU
+            } else {
+                PRE_COPY_DELTA
+            });
             let (first, last, base) = if tracked {
                 (
                     Dump::PreDump { parent: None },
@@ -183,6 +188,8 @@ pub fn recover(
         frozen_unix_ms: started,
         resumed_unix_ms: phase::unix_ms(),
         round_bytes: None,
+        pre_copy: None,
+        dump_bytes: None,
         last_page_ms: None,
         qemu_downtime_ms: None,
     }))

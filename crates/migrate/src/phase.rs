@@ -67,6 +67,15 @@ pub struct Report {
     /// Bytes each image round put on the wire, in order, when there was more than one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub round_bytes: Option<Vec<u64>>,
+    /// Container PreCopy: how its rounds were made, [`PRE_COPY_CRIU`] or
+    /// [`PRE_COPY_DELTA`] (which one depends on the source kernel's dirty-page tracking).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pre_copy: Option<String>,
+    /// Bytes of each checkpoint round's images at the source, in order, when there was more
+    /// than one (a CRIU pre-dump round holds memory only; a final dump on a pre-dump parent
+    /// only the pages dirtied since).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dump_bytes: Option<Vec<u64>>,
     /// PostCopy: from the resume at the destination until its last page arrived.
     #[serde(skip_serializing_if = "Option::is_none", serialize_with = "ser_opt_ms")]
     pub last_page_ms: Option<f64>,
@@ -82,6 +91,13 @@ fn ser_opt_ms<S: Serializer>(v: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
         None => s.serialize_none(),
     }
 }
+
+/// [`Report::pre_copy`] when the rounds were CRIU pre-dumps (kernel dirty-page tracking):
+/// the final dump writes only the pages dirtied since the pre-dump.
+pub const PRE_COPY_CRIU: &str = "criu-pre-dump";
+/// [`Report::pre_copy`] without dirty-page tracking: a full leave-running dump first, then
+/// only the 4 KiB blocks of the final dump that differ from it go on the wire.
+pub const PRE_COPY_DELTA: &str = "leave-running-dump+delta";
 
 /// How a checkpoint treats the function.
 #[derive(Debug, Clone, Copy)]
@@ -121,6 +137,9 @@ pub struct Migration {
     pub dirty_tracking: bool,
     phases: Phases,
     round_bytes: Vec<u64>,
+    dump_bytes: Vec<u64>,
+    /// Set by the method: see [`Report::pre_copy`].
+    pub pre_copy: Option<&'static str>,
     last_page_ms: Option<f64>,
     qemu_downtime_ms: Option<f64>,
     prepare_ms: f64,
@@ -213,6 +232,8 @@ impl Migration {
             dirty_tracking,
             phases: Phases::default(),
             round_bytes: Vec::new(),
+            dump_bytes: Vec::new(),
+            pre_copy: None,
             last_page_ms: None,
             qemu_downtime_ms: None,
             prepare_ms: t.elapsed().as_secs_f64() * 1e3,
@@ -281,6 +302,7 @@ impl Migration {
         if !leave_running {
             self.source_stopped = Some((round.into(), lazy_port.is_none()));
         }
+        self.dump_bytes.push(st.bytes);
         Ok(st.bytes)
     }
 
@@ -401,6 +423,8 @@ impl Migration {
             phases: self.phases,
             image_bytes: self.round_bytes.iter().sum(),
             round_bytes: (self.round_bytes.len() > 1).then_some(self.round_bytes),
+            dump_bytes: (self.dump_bytes.len() > 1).then_some(self.dump_bytes),
+            pre_copy: self.pre_copy.map(str::to_string),
             last_page_ms: self.last_page_ms,
             qemu_downtime_ms: self.qemu_downtime_ms,
             prepare_ms: self.prepare_ms,
