@@ -322,7 +322,7 @@ pub struct ProbeArgs {
     target: SocketAddr,
     #[arg(long, default_value_t = 10)]
     interval_ms: u64,
-    /// Seconds to probe for.
+    /// Seconds to probe for; SIGINT or SIGTERM ends the probe sooner, with its report.
     #[arg(long, default_value_t = 10.0)]
     duration: f64,
 }
@@ -335,9 +335,17 @@ pub fn probe(a: ProbeArgs, json: bool) -> Result<()> {
         Duration::from_millis(a.interval_ms.max(1)),
         Duration::from_secs_f64(a.duration),
     );
+    // A caller that cannot know how long what it watches takes (a migration) stops the
+    // probe when it is over.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone())?;
+    }
+    let until = measure::probe::after(d);
+    let done = || until() || stop.load(std::sync::atomic::Ordering::SeqCst);
     let r = match a.proto.as_str() {
-        "tcp" => measure::probe::tcp(a.target, i, &measure::probe::after(d))?,
-        "udp" => measure::probe::udp(a.target, i, &measure::probe::after(d))?,
+        "tcp" => measure::probe::tcp(a.target, i, &done)?,
+        "udp" => measure::probe::udp(a.target, i, &done)?,
         p => bail!("unknown probe {p:?}: use tcp or udp"),
     };
     if json {
@@ -358,8 +366,14 @@ fn print_migration(r: &migrate::Report, json: bool) -> Result<()> {
         println!("{}", serde_json::to_string(r)?);
     } else {
         crate::demo::print_report(r);
+        if let Some(how) = &r.pre_copy {
+            println!("  pre-copy rounds: {how}");
+        }
+        if let Some(rounds) = &r.dump_bytes {
+            println!("  image bytes per round: {rounds:?}");
+        }
         if let Some(rounds) = &r.round_bytes {
-            println!("  bytes per round: {rounds:?}");
+            println!("  bytes sent per round: {rounds:?}");
         }
         if let Some(ms) = r.last_page_ms {
             println!("  last page {ms:.1} ms after the resume");
