@@ -70,23 +70,7 @@ fn check_report(r: &serde_json::Value, method: &str, phases: &[&str], down: &[&s
 
 fn wait_answering(ip: &str, within: Duration) {
     let t = Instant::now();
-    loop {
-        let out = on_host(
-            "ran",
-            &[
-                "probe",
-                "tcp",
-                &format!("{ip}:7000"),
-                "--duration",
-                "0.05",
-                "--json",
-            ],
-        )
-        .output()
-        .unwrap();
-        if out.status.success() && json(&String::from_utf8_lossy(&out.stdout))["answered"] != 0 {
-            return;
-        }
+    while svc_counter(ip).is_none() {
         assert!(t.elapsed() < within, "{ip} not answering after {within:?}");
         std::thread::sleep(Duration::from_millis(300));
     }
