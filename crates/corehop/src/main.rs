@@ -85,13 +85,20 @@ enum Cmd {
 }
 
 fn main() {
+    let cli = Cli::parse();
+    // An experiment's progress bar owns the terminal: the in-process UE's per-run attach
+    // and detach lines would bury it (RUST_LOG brings them back).
+    let default_level = match cli.cmd {
+        Cmd::Experiment(_) => "warn",
+        _ => "info",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| default_level.into()),
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     if let Err(e) = run(cli) {
         eprintln!("error: {e:#}");
         std::process::exit(1);
