@@ -237,24 +237,21 @@ pub fn enter_netns(ns: &str) -> Result<()> {
     Ok(())
 }
 
-/// Cuts `ns`'s eth0 off both ways (IP and ARP) until [`unlock`]. A migration target is
-/// plugged before its restore; without the inbound drop, a peer's retransmission landing in
-/// between would meet no socket, draw a RST and kill the connection being migrated. The
-/// outbound drop matters when the restore is abandoned (its agent died, the function went
-/// back to its source): the orphaned copy must not answer ARP for the service IP, pulling
-/// the fabric's traffic to itself, nor send a FIN or RST when it is fenced.
+/// Cuts `ns`'s eth0 off for IP, both ways, until [`unlock`]. A migration target is plugged
+/// before its restore; without the inbound drop, a peer's retransmission landing in between
+/// would meet no socket, draw a RST and kill the connection being migrated. The outbound
+/// drop matters when the restore is abandoned (its agent died, the function went back to
+/// its source): the orphaned copy must send nothing, no retransmission and no FIN or RST
+/// when it is fenced. ARP stays open: with it dropped too, peers' neighbour probes went
+/// unanswered during the restore and every restored function answered about 0.9 s later
+/// (measured: DP_GTP 1386 ms against 470–510 ms with ARP open, for a 0.5 s downtime).
 pub fn lock(ns: &str) -> Result<()> {
     unlock(ns);
     let rules = "add table inet corehop_lock; \
         add chain inet corehop_lock input { type filter hook prerouting priority -400; }; \
         add rule inet corehop_lock input iifname \"eth0\" drop; \
         add chain inet corehop_lock output { type filter hook output priority -400; }; \
-        add rule inet corehop_lock output oifname \"eth0\" drop; \
-        add table arp corehop_lock; \
-        add chain arp corehop_lock input { type filter hook input priority 0; }; \
-        add rule arp corehop_lock input iifname \"eth0\" drop; \
-        add chain arp corehop_lock output { type filter hook output priority 0; }; \
-        add rule arp corehop_lock output oifname \"eth0\" drop";
+        add rule inet corehop_lock output oifname \"eth0\" drop";
     in_netns(ns, "nft", &[rules])
         .map(|_| ())
         .with_context(|| format!("cannot lock {ns}"))
@@ -262,7 +259,6 @@ pub fn lock(ns: &str) -> Result<()> {
 
 pub fn unlock(ns: &str) {
     delete_nft_table(ns, "inet", "corehop_lock");
-    delete_nft_table(ns, "arp", "corehop_lock");
 }
 
 /// Removes an nftables table from namespace `ns`; gone already is fine.
