@@ -242,8 +242,8 @@ pub fn enter_netns(ns: &str) -> Result<()> {
 /// would meet no socket, draw a RST and kill the connection being migrated. The outbound
 /// drop matters when the restore is abandoned (its agent died, the function went back to
 /// its source): the orphaned copy must send nothing, no retransmission and no FIN or RST
-/// when it is fenced. ARP stays open: with it dropped too, peers' neighbour probes went
-/// unanswered during the restore and every restored function answered about 0.9 s later
+/// when it is fenced. ARP stays open: with it dropped too, every restored function answered
+/// about 0.9 s late, probably because peers' ARP probes went unanswered during the restore
 /// (measured: DP_GTP 1386 ms against 470–510 ms with ARP open, for a 0.5 s downtime).
 pub fn lock(ns: &str) -> Result<()> {
     unlock(ns);
