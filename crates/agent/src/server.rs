@@ -719,9 +719,9 @@ impl Agent {
                 tracing::warn!(
                     "{name}: its restore here was interrupted; removing it (the source has it)"
                 );
-                // Still locked unless it died just after its restore: lock again so that
-                // killing it sends no FIN or RST to the peers the source now serves.
-                let _ = net::lock(&self.netns(&name));
+                // Off the fabric before it is killed: its FIN or RST would reach the peers
+                // the source now serves and end their connections.
+                net::unplug(&self.cfg.host, &port(&name));
                 if let Err(err) = self.remove(&name) {
                     tracing::error!("{name}: cannot remove the interrupted restore: {err:#}");
                 }
