@@ -23,7 +23,8 @@ pub enum Request {
     Prepare {
         spec: ContainerSpec,
     },
-    /// Dump the container into image round `round`.
+    /// Dump the container into image round `round`. A final or lazy dump first takes the
+    /// container's link down; it stays down (the source's network lock) unless the dump fails.
     Checkpoint {
         name: String,
         round: String,
@@ -57,21 +58,27 @@ pub enum Request {
         #[serde(default)]
         round_sha256: Option<String>,
     },
-    /// Attach the container's netns to this host's bridge with its service IP and MAC.
+    /// Bring the container's link on this host's bridge up (it was plugged, down, when the
+    /// host was prepared) and announce its service IP and MAC.
     Plug {
         name: String,
     },
-    /// Detach it (the service IP leaves this host).
+    /// Take its link down (the service IP leaves this host).
     Unplug {
         name: String,
     },
-    /// Restore the container from image round `round`; with `lazy_from`, its memory comes
-    /// afterwards, on demand, from the page server there (PostCopy).
+    /// Restore the container from image round `round`, then bring its link up; with
+    /// `lazy_from`, its memory comes afterwards, on demand, from the page server there
+    /// (PostCopy).
     Restore {
         name: String,
         round: String,
         #[serde(default)]
         lazy_from: Option<SocketAddr>,
+        /// A recovery from an image that may be older than the function's last state: what
+        /// changed since is handed over (the SPGW's tunnel list, from the tunnel master).
+        #[serde(default)]
+        recovery: bool,
     },
     /// Wait until a lazily restored container has all its memory; answers [`OpStats`] whose
     /// `ms` counts from the end of the restore to the last page.
@@ -142,10 +149,83 @@ pub struct ContainerInfo {
 }
 
 /// What an operation cost, timed by the agent that did it.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct OpStats {
     pub ms: f64,
     pub bytes: u64,
+    /// The steps inside it, in order: the parts of a migration's frozen window.
+    #[serde(default)]
+    pub steps: Vec<(Step, f64)>,
+    /// CRIU's own figures of a dump or a restore (its `stats-dump` / `stats-restore`).
+    #[serde(default)]
+    pub criu_dump: Option<runtime::criu_stats::DumpStats>,
+    #[serde(default)]
+    pub criu_restore: Option<runtime::criu_stats::RestoreStats>,
+    /// A leave-running dump: how long the function was frozen for it.
+    #[serde(default)]
+    pub frozen_ms: Option<f64>,
+}
+
+/// A step an agent times inside an operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    /// Source, before a final dump: the function's link taken down. It is the network lock:
+    /// once CRIU has dumped the sockets, a peer's packet meeting none would draw a RST.
+    Lock,
+    /// The cgroup freezer, until every task is frozen.
+    Freeze,
+    /// Function hooks before the freeze (the SPGW lets go of its TUN fd).
+    BeforeFreeze,
+    /// Function hooks while frozen, before the dump (the SPGW's tunnel list recorded).
+    BeforeDump,
+    /// `runc checkpoint`: CRIU's dump and image write, and runc around it.
+    Dump,
+    /// After a leave-running (or failed) dump: thawed, and what the hooks let go taken back.
+    Thaw,
+    /// `runc restore`: CRIU's restore, and runc around it.
+    Restore,
+    /// Destination: the function's link up (the end of the network lock).
+    LinkUp,
+    /// The gratuitous ARP that moves the service MAC on the fabric.
+    Announce,
+    /// Hooks after the restore: the SGi conntrack flush, the tunnel list handed over, the
+    /// TUN re-attached, the flavor's CPU quota set again.
+    AfterRestore,
+}
+
+impl Step {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Step::Lock => "lock",
+            Step::Freeze => "freeze",
+            Step::BeforeFreeze => "before_freeze",
+            Step::BeforeDump => "before_dump",
+            Step::Dump => "dump",
+            Step::Thaw => "thaw",
+            Step::Restore => "restore",
+            Step::LinkUp => "link_up",
+            Step::Announce => "announce",
+            Step::AfterRestore => "after_restore",
+        }
+    }
+}
+
+/// Times the steps of one operation.
+#[derive(Debug, Default)]
+pub struct Steps(pub Vec<(Step, f64)>);
+
+impl Steps {
+    pub fn time<T>(
+        &mut self,
+        step: Step,
+        f: impl FnOnce() -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        let t = std::time::Instant::now();
+        let r = f();
+        self.0.push((step, t.elapsed().as_secs_f64() * 1e3));
+        r
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

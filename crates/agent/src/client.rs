@@ -123,11 +123,13 @@ impl Client {
         name: &str,
         round: &str,
         lazy_from: Option<SocketAddr>,
+        recovery: bool,
     ) -> Result<OpStats> {
         self.call(&Request::Restore {
             name: name.into(),
             round: round.into(),
             lazy_from,
+            recovery,
         })
     }
     pub fn vm_incoming(&mut self, spec: &ContainerSpec) -> Result<VmIncoming> {

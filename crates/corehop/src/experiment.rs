@@ -408,9 +408,21 @@ impl Executor for LabExecutor {
             let sgi = p.sgi.map(join);
             let m = m?;
             self.placed.as_mut().unwrap().3 = to.clone();
-            let (a, b) = (m.frozen_unix_ms, m.resumed_unix_ms + GRACE_MS);
+            // Every freeze counts: the window opens at the first round's.
+            let (a, b) = (m.first_frozen_unix_ms, m.resumed_unix_ms + GRACE_MS);
             let mut r = Record::new(case, run_index);
-            r.phases = m.phases.0.iter().cloned().collect();
+            r.phases = m
+                .phases
+                .0
+                .iter()
+                .map(|(p, v)| (p.as_str().to_string(), *v))
+                .collect();
+            r.frozen_ms = Some(m.frozen_ms);
+            r.longest_freeze_ms = Some(m.longest_freeze_ms);
+            r.window = m
+                .window
+                .as_ref()
+                .map(|w| serde_json::to_value(w).unwrap_or_default());
             r.total_ms = m.total_ms;
             r.downtime_ms = m.downtime_ms;
             r.image_bytes = m.image_bytes;

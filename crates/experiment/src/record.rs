@@ -33,6 +33,16 @@ pub struct Record {
     pub total_ms: f64,
     /// Downtime as the migration itself measured it (source stopped → destination serving).
     pub downtime_ms: f64,
+    /// Every freeze of the function added (PreCopy's leave-running round too), and the
+    /// longest one.
+    #[serde(default)]
+    pub frozen_ms: Option<f64>,
+    #[serde(default)]
+    pub longest_freeze_ms: Option<f64>,
+    /// Container migrations: the frozen window's breakdown (parts, CRIU's figures,
+    /// processes started), as the migration reported it.
+    #[serde(default)]
+    pub window: Option<serde_json::Value>,
     /// Downtime seen by an ICMP ping of the function's service IP (how the paper measures it).
     #[serde(default)]
     pub icmp_downtime_ms: Option<f64>,
@@ -71,6 +81,9 @@ impl Record {
             phases: BTreeMap::new(),
             total_ms: 0.0,
             downtime_ms: 0.0,
+            frozen_ms: None,
+            longest_freeze_ms: None,
+            window: None,
             icmp_downtime_ms: None,
             app_downtime_ms: None,
             dp_gtp_ms: None,

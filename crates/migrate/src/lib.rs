@@ -3,7 +3,9 @@ pub mod phase;
 
 use anyhow::{bail, Result};
 use lab::spec::LabSpec;
-pub use phase::{Dump, Migration, Report, PRE_COPY_CRIU, PRE_COPY_DELTA};
+pub use phase::{
+    Dump, Migration, Operation, Part, Phase, Report, Window, PRE_COPY_CRIU, PRE_COPY_DELTA,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
@@ -43,7 +45,7 @@ impl Method {
             Method::StopAndCopy => "stop-and-copy",
             Method::PreCopy => "pre-copy",
             Method::PostCopy => "post-copy",
-            Method::VmPreCopy => phase::VM_PRE_COPY,
+            Method::VmPreCopy => "vm-pre-copy",
         }
     }
 
@@ -60,7 +62,11 @@ impl Method {
 /// Port of the source agent's address where CRIU serves a PostCopy's memory.
 pub const PAGE_SERVER_PORT: u16 = 7072;
 
-/// Migrates the container `name` to host `to` with `method`.
+/// Migrates the container `name` to host `to` with `method`. In every container method the
+/// network move (Tn) is two link flips done by the agents: the source's link goes down just
+/// before the final dump (it is also the network lock) and the destination's, plugged down
+/// when it was prepared, comes up as soon as the restore is done; the report carves both out
+/// of the phases that contain them.
 pub fn migrate(
     spec: &LabSpec,
     token: &[u8],
@@ -68,21 +74,21 @@ pub fn migrate(
     to: &str,
     method: Method,
 ) -> Result<Report> {
-    let mut m = Migration::begin(spec, token, name, to, method.as_str())?;
+    let mut m = Migration::begin(spec, token, name, to, Operation::Migration(method))?;
     match method {
         // Tcm = Tc + Tt + Tn + Tr; the function is down for all of it.
         Method::StopAndCopy => {
-            m.phase("checkpoint", |m| {
+            m.phase(Phase::Checkpoint, |m| {
                 m.checkpoint("final", Dump::Final { parent: None })
             })?;
-            m.phase("transfer", |m| m.transfer("final", None))?;
-            m.phase("network", |m| m.network_move())?;
-            m.phase("restore", |m| m.restore("final", None))?;
+            m.phase(Phase::Transfer, |m| m.transfer("final", None))?;
+            m.phase(Phase::Restore, |m| m.restore("final", None))?;
         }
         // Tpcm = Tpd + Tpdt + Td + Tdt + Tn + Tr; down only from Td on. The first round is
         // shipped while the function serves; the final one carries only what changed since:
         // CRIU leaves the pre-dumped pages out where the kernel tracks dirty memory, and
-        // elsewhere the agents send only the changed blocks of a full leave-running dump.
+        // elsewhere the agents send only the changed blocks of a full leave-running dump
+        // (whose freeze the report counts in `frozen_ms`).
         Method::PreCopy => {
             let tracked = m.dirty_tracking;
             m.pre_copy = Some(if tracked {
@@ -105,28 +111,29 @@ pub fn migrate(
                     Some("pre"),
                 )
             };
-            m.phase("pre_dump", |m| m.checkpoint("pre", first))?;
-            m.phase("pre_transfer", |m| m.transfer("pre", None))?;
-            m.phase("dump", |m| m.checkpoint("final", last))?;
-            m.phase("dump_transfer", |m| m.transfer("final", base))?;
-            m.phase("network", |m| m.network_move())?;
-            m.phase("restore", |m| m.restore("final", None))?;
+            m.phase(Phase::PreDump, |m| m.checkpoint("pre", first))?;
+            m.phase(Phase::PreTransfer, |m| m.transfer("pre", None))?;
+            m.phase(Phase::Dump, |m| m.checkpoint("final", last))?;
+            m.phase(Phase::DumpTransfer, |m| m.transfer("final", base))?;
+            m.phase(Phase::Restore, |m| m.restore("final", None))?;
         }
         // Down for Tc + Tt + Tn + Tr with only the non-memory images shipped; the memory
         // follows after the resume, pulled from the source's page server.
         Method::PostCopy => {
             let port = PAGE_SERVER_PORT;
-            m.phase("checkpoint", |m| m.checkpoint("final", Dump::Lazy { port }))?;
-            m.phase("transfer", |m| m.transfer("final", None))?;
-            m.phase("network", |m| m.network_move())?;
-            m.phase("restore", |m| m.restore("final", Some(port)))?;
+            m.phase(Phase::Checkpoint, |m| {
+                m.checkpoint("final", Dump::Lazy { port })
+            })?;
+            m.phase(Phase::Transfer, |m| m.transfer("final", None))?;
+            m.phase(Phase::Restore, |m| m.restore("final", Some(port)))?;
             m.await_pages()?;
         }
         // Tvm = Tpre + Tl + Tpost; down from QEMU's last round until the destination runs.
+        // The destination's QEMU was started when it was prepared, as a container's bundle is.
         Method::VmPreCopy => {
-            let uri = m.phase("pre_live", |m| m.vm_pre_live())?;
-            m.phase("live", |m| m.vm_live(&uri))?;
-            m.phase("post", |m| m.vm_post())?;
+            let uri = m.phase(Phase::PreLive, |m| m.vm_pre_live())?;
+            m.phase(Phase::Live, |m| m.vm_live(&uri))?;
+            m.phase(Phase::Post, |m| m.vm_post())?;
         }
     }
     m.finish()
@@ -138,11 +145,11 @@ pub const STANDBY_ROUND: &str = "standby";
 /// Ships a leave-running checkpoint of `name` to `to`, where [`recover`] can restore it if
 /// the function's host dies. The function keeps serving.
 pub fn standby(spec: &LabSpec, token: &[u8], name: &str, to: &str) -> Result<Report> {
-    let mut m = Migration::begin(spec, token, name, to, "standby")?;
-    m.phase("checkpoint", |m| {
+    let mut m = Migration::begin(spec, token, name, to, Operation::Standby)?;
+    m.phase(Phase::Checkpoint, |m| {
         m.checkpoint(STANDBY_ROUND, Dump::LeaveRunning)
     })?;
-    m.phase("transfer", |m| m.transfer(STANDBY_ROUND, None))?;
+    m.phase(Phase::Transfer, |m| m.transfer(STANDBY_ROUND, None))?;
     m.finish_standby()
 }
 
@@ -169,22 +176,34 @@ pub fn recover(
     }
     let t = std::time::Instant::now();
     let started = phase::unix_ms();
-    let plugged = dst.plug(name)?;
-    let restored = dst.restore(name, round, None)?;
+    // The restore brings the function's link up itself once it runs.
+    let restored = dst.restore(name, round, None, true)?;
+    let link_up: f64 = restored
+        .steps
+        .iter()
+        .filter(|(s, _)| matches!(s, agent::api::Step::LinkUp | agent::api::Step::Announce))
+        .map(|(_, ms)| ms)
+        .sum();
     let mut phases = phase::Phases::default();
-    phases.0.push(("network".into(), plugged.ms));
-    phases.0.push(("restore".into(), restored.ms));
+    phases.0.push((Phase::Network, link_up));
+    phases.0.push((Phase::Restore, restored.ms - link_up));
+    let downtime_ms = t.elapsed().as_secs_f64() * 1e3;
     Ok(Some(Report {
         name: name.into(),
-        method: "recover".into(),
+        method: Operation::Recover,
         from: String::new(),
         to: on.into(),
         total_ms: t.elapsed().as_secs_f64() * 1e3,
         // The controller cannot know when the host died: this is the part it caused.
-        downtime_ms: t.elapsed().as_secs_f64() * 1e3,
+        downtime_ms,
         phases,
         image_bytes: 0,
         prepare_ms: 0.0,
+        prepare_in_total: false,
+        frozen_ms: downtime_ms,
+        longest_freeze_ms: downtime_ms,
+        first_frozen_unix_ms: started,
+        window: None,
         frozen_unix_ms: started,
         resumed_unix_ms: phase::unix_ms(),
         round_bytes: None,

@@ -1,7 +1,7 @@
 //! The phase model every migration method is composed from. A [`Migration`] locates the
 //! function, checks both ends, prepares the destination, then runs named, timed phases;
 //! when a phase fails after the source stopped, it puts the function back at the source.
-use agent::api::Inspect;
+use agent::api::{Inspect, OpStats, Step};
 use agent::Client;
 use anyhow::{bail, Context, Result};
 use lab::spec::LabSpec;
@@ -10,19 +10,97 @@ use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 use std::net::SocketAddr;
 
-/// The method name of VM PreCopy, the one method for functions running as VMs.
-pub const VM_PRE_COPY: &str = "vm-pre-copy";
+use crate::Method;
 use std::time::Instant;
+
+/// The paper's phases, as the methods compose them (its symbol in brackets).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Tc: the (final) dump at the source.
+    Checkpoint,
+    /// Tt: its images to the destination.
+    Transfer,
+    /// Tn: the service IP and MAC moved (link flips, timed inside the agents).
+    Network,
+    /// Tr: the restore at the destination.
+    Restore,
+    /// Tpd, Tpdt: PreCopy's first round, dumped and shipped while the function serves.
+    PreDump,
+    PreTransfer,
+    /// Td, Tdt: PreCopy's final round.
+    Dump,
+    DumpTransfer,
+    /// Tpre, Tl, Tpost: VM PreCopy's pre-live checks, QEMU's live copy, the wait until the
+    /// destination runs.
+    PreLive,
+    Live,
+    Post,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Checkpoint => "checkpoint",
+            Phase::Transfer => "transfer",
+            Phase::Network => "network",
+            Phase::Restore => "restore",
+            Phase::PreDump => "pre_dump",
+            Phase::PreTransfer => "pre_transfer",
+            Phase::Dump => "dump",
+            Phase::DumpTransfer => "dump_transfer",
+            Phase::PreLive => "pre_live",
+            Phase::Live => "live",
+            Phase::Post => "post",
+        }
+    }
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a report is of: a migration by one of the methods, a standby checkpoint, or a
+/// recovery from one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    Migration(Method),
+    Standby,
+    Recover,
+}
+
+impl Operation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Migration(m) => m.as_str(),
+            Operation::Standby => "standby",
+            Operation::Recover => "recover",
+        }
+    }
+}
+
+impl std::fmt::Display for Operation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for Operation {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
 
 /// Phase durations in the order they ran, serialized as `{"<phase>_ms": ms, ...}`.
 #[derive(Debug, Clone, Default)]
-pub struct Phases(pub Vec<(String, f64)>);
+pub struct Phases(pub Vec<(Phase, f64)>);
 
 impl Serialize for Phases {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut m = s.serialize_map(Some(self.0.len()))?;
         for (k, v) in &self.0 {
-            m.serialize_entry(&format!("{k}_ms"), &round3(*v))?;
+            m.serialize_entry(&format!("{}_ms", k.as_str()), &round3(*v))?;
         }
         m.end()
     }
@@ -30,8 +108,57 @@ impl Serialize for Phases {
 
 impl Phases {
     pub fn get(&self, name: &str) -> Option<f64> {
-        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| *v)
+        self.0
+            .iter()
+            .find(|(k, _)| k.as_str() == name)
+            .map(|(_, v)| *v)
     }
+}
+
+/// One part of a container migration's frozen window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// A step an agent timed (freeze, dump, restore, link flips, hooks).
+    Agent(Step),
+    /// The images on the wire, source agent to destination agent.
+    Transfer,
+    /// The rest: the controller's round trips and the agents' bookkeeping around the steps.
+    Controller,
+}
+
+impl Part {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Part::Agent(s) => s.as_str(),
+            Part::Transfer => "transfer",
+            Part::Controller => "controller",
+        }
+    }
+}
+
+/// Where a container migration's downtime went, from the freeze at the source until the
+/// function served again at the destination: every part that took time, CRIU's own figures,
+/// and every program started meanwhile (anywhere on the machine).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Window {
+    #[serde(serialize_with = "ser_parts")]
+    pub parts: Vec<(Part, f64)>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub criu_dump: Option<runtime::criu_stats::DumpStats>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub criu_restore: Option<runtime::criu_stats::RestoreStats>,
+    /// Programs exec'd on the machine inside the window (None: the recorder could not run).
+    pub processes_started: Option<usize>,
+    /// Their names, in order.
+    pub programs: Vec<String>,
+}
+
+fn ser_parts<S: Serializer>(v: &[(Part, f64)], s: S) -> Result<S::Ok, S::Error> {
+    let mut m = s.serialize_map(Some(v.len()))?;
+    for (k, ms) in v {
+        m.serialize_entry(&format!("{}_ms", k.as_str()), &round3(*ms))?;
+    }
+    m.end()
 }
 
 fn round3(v: f64) -> f64 {
@@ -45,7 +172,7 @@ fn ser_ms<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub name: String,
-    pub method: String,
+    pub method: Operation,
     pub from: String,
     pub to: String,
     /// Sum of the phases: the migration time of the paper's formulas.
@@ -57,9 +184,23 @@ pub struct Report {
     pub phases: Phases,
     /// Checkpoint image bytes sent to the destination, all rounds.
     pub image_bytes: u64,
-    /// Destination preparation (bundle, netns) before the migration proper.
+    /// Destination preparation (bundle, netns and plugged veth for a container; the waiting
+    /// QEMU for a VM) before the migration proper.
     #[serde(serialize_with = "ser_ms")]
     pub prepare_ms: f64,
+    /// Whether `total_ms` counts `prepare_ms`: never, for containers and VMs alike.
+    pub prepare_in_total: bool,
+    /// Every freeze of the function added: the downtime, plus each leave-running dump's
+    /// freeze (PreCopy's first round where the kernel has no dirty-page tracking).
+    #[serde(serialize_with = "ser_ms")]
+    pub frozen_ms: f64,
+    #[serde(serialize_with = "ser_ms")]
+    pub longest_freeze_ms: f64,
+    /// When the first freeze of any round began (UNIX ms): outage windows start here.
+    pub first_frozen_unix_ms: u64,
+    /// Container migrations: where the downtime went.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window: Option<Window>,
     /// Wall-clock (UNIX ms) when the function stopped serving and when it served again,
     /// to match the outages probes and UEs saw against this migration.
     pub frozen_unix_ms: u64,
@@ -123,7 +264,7 @@ pub fn unix_ms() -> u64 {
 
 pub struct Migration {
     pub name: String,
-    pub method: String,
+    pub method: Operation,
     pub from: String,
     pub to: String,
     pub src: Client,
@@ -135,7 +276,13 @@ pub struct Migration {
     pub inspect: Inspect,
     /// The source can pre-dump (kernel dirty-page tracking).
     pub dirty_tracking: bool,
+    /// VM PreCopy: the QEMU waiting at the destination (started when it was prepared).
+    vm_incoming: Option<agent::api::VmIncoming>,
     phases: Phases,
+    /// Time the running phase spent in link flips (timed by the agents): it is Tn, not
+    /// part of that phase.
+    carved_ms: f64,
+    network_ms: f64,
     round_bytes: Vec<u64>,
     dump_bytes: Vec<u64>,
     /// Set by the method: see [`Report::pre_copy`].
@@ -144,14 +291,20 @@ pub struct Migration {
     qemu_downtime_ms: Option<f64>,
     prepare_ms: f64,
     frozen_at: Option<(Instant, u64)>,
+    /// Each leave-running dump's freeze: when it began (UNIX ms) and how long it lasted.
+    leave_running_freezes: Vec<(u64, f64)>,
     /// When the function served again at the destination (PostCopy goes on pulling memory
     /// after that, which is no downtime).
     resumed_at: Option<(Instant, u64)>,
+    /// The steps the agents timed inside the frozen window, and CRIU's figures.
+    window_steps: Vec<(Part, f64)>,
+    criu_dump: Option<runtime::criu_stats::DumpStats>,
+    criu_restore: Option<runtime::criu_stats::RestoreStats>,
+    /// Every program started on this machine while the migration ran.
+    execs: Option<measure::execs::ExecRecorder>,
     /// What a rollback must undo: the round the source stopped in, and whether its memory
     /// is in that round (not after a lazy dump).
     source_stopped: Option<(String, bool)>,
-    source_unplugged: bool,
-    dest_plugged: bool,
     /// QEMU completed: the source VM is stopped for good unless we resume it.
     vm_source_stopped: bool,
 }
@@ -187,7 +340,13 @@ pub fn locate(spec: &LabSpec, token: &[u8], name: &str) -> Result<(String, Clien
 impl Migration {
     /// Pre-checks and destination preparation. Nothing at the source changes here, so a
     /// failure leaves the function running untouched.
-    pub fn begin(spec: &LabSpec, token: &[u8], name: &str, to: &str, method: &str) -> Result<Self> {
+    pub fn begin(
+        spec: &LabSpec,
+        token: &[u8],
+        name: &str,
+        to: &str,
+        method: Operation,
+    ) -> Result<Self> {
         let dst_addr = lab::agent_addr(spec, to)?;
         let (from, mut src) = locate(spec, token, name)?;
         if from == to {
@@ -197,30 +356,46 @@ impl Migration {
             Client::connect(dst_addr, token).with_context(|| format!("destination {to}"))?;
         let inspect = src.inspect(name)?;
         let is_vm = inspect.spec.runtime == Runtime::Vm;
-        match (is_vm, method == VM_PRE_COPY) {
-            (true, false) => bail!("{name} runs as a VM on {from}: {method} moves containers; use --method {VM_PRE_COPY} (the default for a VM)"),
-            (false, true) => bail!("{name} is a container on {from}: {VM_PRE_COPY} moves VMs; use stop-and-copy, pre-copy or post-copy"),
+        let vm_method = method == Operation::Migration(Method::VmPreCopy);
+        let vm = Method::VmPreCopy.as_str();
+        match (is_vm, vm_method) {
+            (true, false) => bail!("{name} runs as a VM on {from}: {method} moves containers; use --method {vm} (the default for a VM)"),
+            (false, true) => bail!("{name} is a container on {from}: {vm} moves VMs; use stop-and-copy, pre-copy or post-copy"),
             _ => {}
         }
+        let execs = match measure::execs::ExecRecorder::start() {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::warn!("cannot count the processes started during the migration: {e:#}");
+                None
+            }
+        };
         let t = Instant::now();
-        // A VM needs no CRIU and no bundle: its destination QEMU is started in pre_live.
-        let dirty_tracking = !is_vm
-            && {
-                let h = src.require_criu().context("source cannot checkpoint")?;
-                dst.require_criu().context("destination cannot restore")?;
-                let digest = dst
-                    .prepare(&inspect.spec)
-                    .with_context(|| format!("cannot prepare {name} on {to}"))?;
-                if digest != inspect.rootfs_digest {
-                    let _ = dst.remove(name);
-                    bail!("rootfs of {name} on {to} differs from {from} ({digest} vs {}); refusing to restore on a mismatched rootfs",
-                      inspect.rootfs_digest);
-                }
-                h.dirty_tracking
-            };
+        let mut vm_incoming = None;
+        let dirty_tracking = if is_vm {
+            // A QEMU waiting for the state at the destination: VM PreCopy's preparation.
+            let incoming = dst.vm_incoming(&inspect.spec);
+            if incoming.is_err() {
+                let _ = dst.remove(name);
+            }
+            vm_incoming = Some(incoming.with_context(|| format!("cannot prepare {name} on {to}"))?);
+            false
+        } else {
+            let h = src.require_criu().context("source cannot checkpoint")?;
+            dst.require_criu().context("destination cannot restore")?;
+            let digest = dst
+                .prepare(&inspect.spec)
+                .with_context(|| format!("cannot prepare {name} on {to}"))?;
+            if digest != inspect.rootfs_digest {
+                let _ = dst.remove(name);
+                bail!("rootfs of {name} on {to} differs from {from} ({digest} vs {}); refusing to restore on a mismatched rootfs",
+                  inspect.rootfs_digest);
+            }
+            h.dirty_tracking
+        };
         Ok(Migration {
             name: name.into(),
-            method: method.into(),
+            method,
             from,
             to: to.into(),
             src,
@@ -230,7 +405,10 @@ impl Migration {
             dst_addr,
             inspect,
             dirty_tracking,
+            vm_incoming,
             phases: Phases::default(),
+            carved_ms: 0.0,
+            network_ms: 0.0,
             round_bytes: Vec::new(),
             dump_bytes: Vec::new(),
             pre_copy: None,
@@ -238,26 +416,31 @@ impl Migration {
             qemu_downtime_ms: None,
             prepare_ms: t.elapsed().as_secs_f64() * 1e3,
             frozen_at: None,
+            leave_running_freezes: Vec::new(),
             resumed_at: None,
+            window_steps: Vec::new(),
+            criu_dump: None,
+            criu_restore: None,
+            execs,
             source_stopped: None,
-            source_unplugged: false,
-            dest_plugged: false,
             vm_source_stopped: false,
         })
     }
 
-    /// Runs one named phase; its wall time (as the controller sees it) is recorded. On
-    /// failure the migration is rolled back and the error names the phase.
-    pub fn phase<T>(&mut self, name: &str, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+    /// Runs one phase; its wall time (as the controller sees it, less the link flips inside
+    /// it, which are Tn) is recorded. On failure the migration is rolled back and the error
+    /// names the phase.
+    pub fn phase<T>(&mut self, phase: Phase, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
         let t = Instant::now();
+        self.carved_ms = 0.0;
         match f(self) {
             Ok(v) => {
-                self.phases
-                    .0
-                    .push((name.into(), t.elapsed().as_secs_f64() * 1e3));
+                let ms = t.elapsed().as_secs_f64() * 1e3 - self.carved_ms;
+                self.phases.0.push((phase, ms));
                 Ok(v)
             }
             Err(e) => {
+                let name = phase.as_str();
                 let rollback = self.rollback();
                 let e = e.context(format!("migration of {} failed in phase {name}", self.name));
                 Err(match rollback {
@@ -280,8 +463,24 @@ impl Migration {
         }
     }
 
+    /// Tn: the agents' link flips inside the running phase, moved out of it.
+    fn carve_network(&mut self, st: &OpStats) {
+        for (step, ms) in &st.steps {
+            if matches!(step, Step::Lock | Step::LinkUp | Step::Announce) {
+                self.carved_ms += ms;
+                self.network_ms += ms;
+            }
+        }
+    }
+
+    /// The agent's steps of an operation inside the frozen window.
+    fn in_window(&mut self, st: &OpStats) {
+        self.window_steps
+            .extend(st.steps.iter().map(|(s, ms)| (Part::Agent(*s), *ms)));
+    }
+
     /// Dumps the function into image round `round`; a final or lazy dump is where
-    /// downtime starts.
+    /// downtime starts (and the source agent takes its link down first).
     pub fn checkpoint(&mut self, round: &str, how: Dump) -> Result<u64> {
         let (leave_running, parent, pre_dump, lazy_port) = match how {
             Dump::LeaveRunning => (true, None, false, None),
@@ -296,11 +495,18 @@ impl Migration {
             }
         }
         let name = self.name.clone();
+        let started = unix_ms();
         let st = self
             .src
             .checkpoint(&name, round, leave_running, parent, pre_dump, lazy_port)?;
+        if let Some(f) = st.frozen_ms {
+            self.leave_running_freezes.push((started, f));
+        }
         if !leave_running {
             self.source_stopped = Some((round.into(), lazy_port.is_none()));
+            self.carve_network(&st);
+            self.in_window(&st);
+            self.criu_dump = st.criu_dump.clone();
         }
         self.dump_bytes.push(st.bytes);
         Ok(st.bytes)
@@ -311,27 +517,24 @@ impl Migration {
     pub fn transfer(&mut self, round: &str, base: Option<&str>) -> Result<u64> {
         let name = self.name.clone();
         let st = self.src.push(&name, round, self.dst_addr, base)?;
+        if self.frozen_at.is_some() {
+            self.window_steps.push((Part::Transfer, st.ms));
+        }
         self.round_bytes.push(st.bytes);
         Ok(st.bytes)
     }
 
-    /// Moves the service IP and MAC: off the source's bridge, onto the destination's.
-    pub fn network_move(&mut self) -> Result<()> {
-        let name = self.name.clone();
-        self.src.unplug(&name)?;
-        self.source_unplugged = true;
-        self.dst.plug(&name)?;
-        self.dest_plugged = true;
-        Ok(())
-    }
-
-    /// Restores at the destination; with `lazy_port`, memory then comes on demand from the
-    /// source's page server on that port.
+    /// Restores at the destination, which then brings the function's link up (the rest of
+    /// the network move); with `lazy_port`, memory then comes on demand from the source's
+    /// page server on that port.
     pub fn restore(&mut self, round: &str, lazy_port: Option<u16>) -> Result<()> {
         let name = self.name.clone();
         let from = lazy_port.map(|p| SocketAddr::new(self.src.addr.ip(), p));
-        self.dst.restore(&name, round, from)?;
+        let st = self.dst.restore(&name, round, from, false)?;
         self.resumed_at = Some((Instant::now(), unix_ms()));
+        self.carve_network(&st);
+        self.in_window(&st);
+        self.criu_restore = st.criu_restore.clone();
         Ok(())
     }
 
@@ -350,10 +553,13 @@ impl Migration {
         Ok(())
     }
 
-    /// VM PreCopy's Tpre: a QEMU waiting at the destination, and Table 2's checks of the
-    /// source VM against what that host offers. Returns where the destination listens.
+    /// VM PreCopy's Tpre: Table 2's checks of the source VM against what the destination
+    /// (whose QEMU waits since `begin`) offers. Returns where the destination listens.
     pub fn vm_pre_live(&mut self) -> Result<String> {
-        let incoming = self.dst.vm_incoming(&self.inspect.spec)?;
+        let incoming = self
+            .vm_incoming
+            .clone()
+            .context("no QEMU was prepared at the destination")?;
         let name = self.name.clone();
         self.src
             .vm_check(&name, &incoming.caps)
@@ -413,6 +619,40 @@ impl Migration {
                 );
             }
         }
+        // Tn happened inside the dump and the restore: it goes before the restore, where
+        // the paper's formulas put it.
+        if self.network_ms > 0.0 {
+            let at = self
+                .phases
+                .0
+                .iter()
+                .position(|(p, _)| *p == Phase::Restore)
+                .unwrap_or(self.phases.0.len());
+            self.phases.0.insert(at, (Phase::Network, self.network_ms));
+        }
+        let window = match (&self.frozen_at, self.inspect.spec.runtime) {
+            (Some((t, _)), Runtime::Container) => {
+                let mut parts = std::mem::take(&mut self.window_steps);
+                let accounted: f64 = parts.iter().map(|(_, v)| v).sum();
+                parts.push((Part::Controller, (downtime_ms - accounted).max(0.0)));
+                let execs = self.execs.as_ref().map(|r| r.between(*t, resumed));
+                Some(Window {
+                    parts,
+                    criu_dump: self.criu_dump.take(),
+                    criu_restore: self.criu_restore.take(),
+                    processes_started: execs.as_ref().map(Vec::len),
+                    programs: execs.into_iter().flatten().map(|e| e.comm).collect(),
+                })
+            }
+            _ => None,
+        };
+        let freezes = self.leave_running_freezes.iter().map(|(_, f)| *f);
+        let frozen_ms = downtime_ms + freezes.clone().sum::<f64>();
+        let longest_freeze_ms = freezes.fold(downtime_ms, f64::max);
+        let first_frozen_unix_ms = self
+            .leave_running_freezes
+            .first()
+            .map_or(frozen_unix_ms, |(u, _)| (*u).min(frozen_unix_ms));
         Ok(Report {
             total_ms: self.phases.0.iter().map(|(_, v)| v).sum(),
             name: self.name,
@@ -428,28 +668,28 @@ impl Migration {
             last_page_ms: self.last_page_ms,
             qemu_downtime_ms: self.qemu_downtime_ms,
             prepare_ms: self.prepare_ms,
+            prepare_in_total: false,
+            frozen_ms,
+            longest_freeze_ms,
+            first_frozen_unix_ms,
+            window,
             frozen_unix_ms,
             resumed_unix_ms,
         })
     }
 
-    /// Table 1's recovery: undo the network move, restore the source from its own frozen
-    /// image, drop whatever the destination received.
+    /// Table 1's recovery: drop whatever the destination received (its link goes with it),
+    /// restore the source from its own frozen image (which brings its link up again), or
+    /// resume the source VM.
     fn rollback(&mut self) -> Result<()> {
         let name = self.name.clone();
-        if self.dest_plugged {
-            let _ = self.dst.unplug(&name);
-        }
         let _ = self.dst.remove(&name);
-        if self.source_unplugged {
-            self.src.plug(&name)?;
-        }
         if self.vm_source_stopped {
             self.src.vm_resume(&name)?;
         }
         match self.source_stopped.clone() {
             Some((round, true)) => {
-                self.src.restore(&name, &round, None)?;
+                self.src.restore(&name, &round, None, false)?;
             }
             // The source's memory is held by its page server, not in any image: nothing to
             // restore it from once that server is gone.
@@ -466,14 +706,15 @@ impl Migration {
     }
 
     /// The final dump's answer never came (the source agent died or the link broke): ask
-    /// the source afresh whether the function still runs or now lives in its image.
+    /// the source afresh whether the function still runs or now lives in its image. Still
+    /// running, its link may have been taken down for the dump: it comes up again.
     fn settle_unknown_dump(&mut self, name: &str, round: &str) -> Result<()> {
         let mut src = Client::connect(self.src.addr, &self.token).context(
             "cannot tell whether the function was dumped: the source agent does not answer",
         )?;
         match src.inspect(name)?.info.state.as_str() {
-            "running" => Ok(()),
-            "checkpointed" => src.restore(name, round, None).map(|_| ()),
+            "running" => src.plug(name).map(|_| ()),
+            "checkpointed" | "stopped" => src.restore(name, round, None, false).map(|_| ()),
             other => bail!("{name} is {other} on {}", self.from),
         }
     }

@@ -202,6 +202,7 @@ impl Agent {
                 return Ok(OpStats {
                     ms: ms(t),
                     bytes: 0,
+                    ..Default::default()
                 });
             }
             if Instant::now() > deadline {

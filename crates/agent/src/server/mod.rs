@@ -1,0 +1,359 @@
+//! The agent daemon: one per host, serving the API on the host's fabric address.
+use crate::api::*;
+use crate::client::Client;
+use crate::{delta, wire};
+use anyhow::{bail, Context, Result};
+use lab::{net, paths, spec::validate_name};
+use runtime::bundle::Runtime;
+use runtime::bundle::TunnelListSpec;
+use runtime::runc::{criu_error, CheckpointOpts, Runc};
+use runtime::ContainerSpec;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+mod checkpoint;
+mod fence;
+mod hooks;
+mod lazy;
+mod network;
+mod prepare;
+mod restore;
+mod transfer;
+mod tunnels;
+mod vms;
+
+/// An authenticated caller that sends nothing for this long is dropped.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(900);
+
+/// The largest image a peer may send us; anything bigger is refused before reading.
+pub const MAX_IMAGE_BYTES: u64 = 16 << 30;
+
+pub struct Config {
+    pub host: String,
+    pub listen: SocketAddr,
+    pub state: PathBuf,
+    pub token: Vec<u8>,
+    pub criu: PathBuf,
+    /// The tunnel master (global proactive GTP Tunnel List Handler), if the lab runs one.
+    pub master: Option<SocketAddr>,
+    /// What this (emulated) host offers VMs: memory in MiB and CPU models, when it offers
+    /// less than the machine it runs on.
+    pub memory_mb: Option<u64>,
+    pub cpu_models: Option<Vec<String>>,
+}
+
+struct Agent {
+    cfg: Config,
+    runc: Runc,
+    hello: Hello,
+    /// Serialises changes to containers on this host.
+    busy: Mutex<()>,
+    /// PostCopy in flight, by container name.
+    lazy: Mutex<HashMap<String, Lazy>>,
+}
+
+/// One end of a PostCopy whose memory is still moving.
+enum Lazy {
+    /// Source: runc (and CRIU's page server) serving the frozen function's pages.
+    Serving(std::process::Child),
+    /// Destination: when the restore ended; set by the thread reaping `criu lazy-pages`
+    /// when the last page is in (or the daemon failed, with why).
+    Pulling {
+        restored: Instant,
+        done: Arc<Mutex<Option<PagesIn>>>,
+    },
+}
+
+/// When the last page arrived, or why the pull failed.
+type PagesIn = (Instant, Result<(), String>);
+
+pub fn serve(cfg: Config) -> Result<()> {
+    validate_name(&cfg.host, "host")?;
+    std::fs::create_dir_all(cfg.state.join("containers"))?;
+    let hello = match runtime::runc::criu_check(&cfg.criu) {
+        Ok(v) => Hello {
+            host: cfg.host.clone(),
+            criu: Some(v),
+            criu_error: None,
+            dirty_tracking: runtime::runc::criu_has_dirty_tracking(&cfg.criu),
+        },
+        Err(e) => Hello {
+            host: cfg.host.clone(),
+            criu: None,
+            criu_error: Some(format!("{e:#}")),
+            dirty_tracking: false,
+        },
+    };
+    tracing::info!(host = %cfg.host, criu = ?hello.criu, criu_error = ?hello.criu_error, "agent starting on {}", cfg.listen);
+    let runc = Runc {
+        root: paths::runc_root(&cfg.host),
+        criu: cfg.criu.clone(),
+    };
+    std::fs::create_dir_all(&runc.root)?;
+    let listener = TcpListener::bind(cfg.listen)
+        .with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    let agent = Arc::new(Agent {
+        cfg,
+        runc,
+        hello,
+        busy: Mutex::new(()),
+        lazy: Mutex::new(HashMap::new()),
+    });
+    agent.fence_interrupted_restores();
+    if agent.cfg.master.is_some() {
+        let a = agent.clone();
+        std::thread::spawn(move || a.watch_tunnel_lists());
+    }
+    for conn in listener.incoming() {
+        let Ok(stream) = conn else { continue };
+        let agent = agent.clone();
+        std::thread::spawn(move || {
+            let peer = stream
+                .peer_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_default();
+            if let Err(e) = agent.connection(stream) {
+                tracing::warn!(%peer, "connection ended: {e:#}");
+            }
+        });
+    }
+    Ok(())
+}
+
+impl Agent {
+    fn connection(&self, mut s: TcpStream) -> Result<()> {
+        let peer = s.peer_addr()?;
+        s.set_nodelay(true)?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        if let Err(e) = wire::accept(&mut s, &self.cfg.token) {
+            tracing::warn!(%peer, "refused: {e:#}");
+            return Ok(());
+        }
+        // An idle authenticated caller is dropped after this long.
+        s.set_read_timeout(Some(IDLE_TIMEOUT))?;
+        loop {
+            let req: Request = match wire::read_frame(&mut s) {
+                Ok(r) => r,
+                Err(e) if e.to_string() == "connection closed" => return Ok(()),
+                Err(e) => {
+                    tracing::warn!(%peer, "refused request: {e:#}");
+                    let _ = wire::write_frame(
+                        &mut s,
+                        &Response::Err {
+                            message: format!("{e:#}"),
+                        },
+                    );
+                    return Ok(());
+                }
+            };
+            let op = serde_json::to_value(&req)
+                .ok()
+                .and_then(|v| v["op"].as_str().map(str::to_string));
+            let answer = match self.handle(req, &mut s) {
+                Ok(body) => Response::Ok { body },
+                Err(e) => {
+                    tracing::warn!(%peer, op = ?op, "request failed: {e:#}");
+                    Response::Err {
+                        message: format!("{}: {e:#}", self.cfg.host),
+                    }
+                }
+            };
+            wire::write_frame(&mut s, &answer)?;
+        }
+    }
+
+    fn handle(&self, req: Request, s: &mut TcpStream) -> Result<serde_json::Value> {
+        use serde_json::to_value as v;
+        Ok(match req {
+            Request::Hello => v(&self.hello)?,
+            Request::Ps => v(self.ps()?)?,
+            Request::Inspect { name } => v(self.inspect(&name)?)?,
+            Request::Run { spec } => {
+                let _g = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+                v(self.run(spec)?)?
+            }
+            Request::Prepare { spec } => {
+                let _g = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+                v(self.prepare(&spec)?)?
+            }
+            Request::Remove { name } => {
+                let _g = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+                v(self.remove(&name)?)?
+            }
+            Request::Checkpoint {
+                name,
+                round,
+                leave_running,
+                parent,
+                pre_dump,
+                lazy_port,
+            } => {
+                let _g = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(p) = &parent {
+                    validate_name(p, "image round")?;
+                }
+                let opts = CheckpointOpts {
+                    leave_running,
+                    pre_dump,
+                    // CRIU resolves the parent relative to the image dir.
+                    parent: parent.map(|p| PathBuf::from("..").join(p)),
+                    lazy_pages: lazy_port.map(|p| format!("{}:{p}", self.cfg.listen.ip())),
+                };
+                v(self.checkpoint(&name, &round, opts)?)?
+            }
+            Request::Push {
+                name,
+                round,
+                to,
+                base,
+            } => v(self.push(&name, &round, to, base.as_deref())?)?,
+            Request::Receive {
+                name,
+                round,
+                size,
+                sha256,
+                base,
+                round_sha256,
+            } => {
+                let delta = match (base, round_sha256) {
+                    (Some(b), Some(r)) => Some((b, r)),
+                    (None, None) => None,
+                    _ => bail!("a delta needs both its base round and the round's sha256"),
+                };
+                v(self.receive(&name, &round, size, &sha256, delta, s)?)?
+            }
+            Request::Plug { name } => v(timed(|| self.plug(&name))?)?,
+            Request::Unplug { name } => v(timed(|| self.link(&name, false))?)?,
+            Request::Restore {
+                name,
+                round,
+                lazy_from,
+                recovery,
+            } => {
+                let _g = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+                v(self.restore(&name, &round, lazy_from, recovery)?)?
+            }
+            Request::AwaitPages { name } => v(self.await_pages(&name)?)?,
+            Request::VmIncoming { spec } => {
+                let _g = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+                v(self.vm_incoming(&spec)?)?
+            }
+            Request::VmCheck { name, caps } => v(self.vm_check(&name, &caps)?)?,
+            Request::VmMigrate { name, uri } => v(self.vm_migrate(&name, &uri)?)?,
+            Request::VmAwait { name } => v(self.vm_await(&name)?)?,
+            Request::VmResume { name } => v(self.vm_resume(&name)?)?,
+        })
+    }
+
+    fn dir(&self, name: &str) -> Result<PathBuf> {
+        validate_name(name, "container")?;
+        Ok(self.cfg.state.join("containers").join(name))
+    }
+
+    fn netns(&self, name: &str) -> String {
+        format!("{}c-{}-{}", net::PREFIX, self.cfg.host, name)
+    }
+
+    /// The container's directory and spec; an error names the container and host.
+    fn existing(&self, name: &str) -> Result<(PathBuf, ContainerSpec)> {
+        let dir = self.dir(name)?;
+        let spec = std::fs::read(dir.join("spec.json"))
+            .map_err(|_| anyhow::anyhow!("no container {name:?} on host {}", self.cfg.host))?;
+        Ok((dir, serde_json::from_slice(&spec)?))
+    }
+
+    fn info(&self, name: &str, spec: &ContainerSpec, dir: &Path) -> ContainerInfo {
+        let (state, pid) = match spec.runtime {
+            Runtime::Vm => self.vm_state(dir),
+            Runtime::Container => match self.runc.state(name) {
+                Some(s) => (s.status, Some(s.pid)),
+                None if has_images(dir) => ("checkpointed".into(), None),
+                None => ("prepared".into(), None),
+            },
+        };
+        ContainerInfo {
+            name: name.into(),
+            host: self.cfg.host.clone(),
+            service_ip: spec.service_ip,
+            flavor: spec.flavor_name.clone(),
+            state,
+            pid,
+            runtime: spec.runtime,
+        }
+    }
+
+    fn ps(&self) -> Result<Vec<ContainerInfo>> {
+        let mut out = Vec::new();
+        let mut names: Vec<String> = std::fs::read_dir(self.cfg.state.join("containers"))?
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect();
+        names.sort();
+        for name in names {
+            if let Ok((dir, spec)) = self.existing(&name) {
+                out.push(self.info(&name, &spec, &dir));
+            }
+        }
+        Ok(out)
+    }
+
+    fn inspect(&self, name: &str) -> Result<Inspect> {
+        let (dir, spec) = self.existing(name)?;
+        let rootfs_digest = std::fs::read_to_string(dir.join("rootfs.digest")).unwrap_or_default();
+        Ok(Inspect {
+            info: self.info(name, &spec, &dir),
+            spec,
+            rootfs_digest,
+        })
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Host end of a container's veth, inside the host namespace.
+fn port(name: &str) -> String {
+    format!("c-{name}")
+}
+
+fn round_dir(dir: &Path, round: &str) -> Result<PathBuf> {
+    validate_name(round, "image round")?;
+    Ok(dir.join("images").join(round))
+}
+
+fn has_images(dir: &Path) -> bool {
+    std::fs::read_dir(dir.join("images"))
+        .map(|mut d| d.next().is_some())
+        .unwrap_or(false)
+}
+
+fn timed(f: impl FnOnce() -> Result<()>) -> Result<OpStats> {
+    let t = Instant::now();
+    f()?;
+    Ok(OpStats {
+        ms: ms(t),
+        ..Default::default()
+    })
+}
+
+fn ms(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e3
+}
+
+pub fn dir_size(p: &Path) -> u64 {
+    std::fs::read_dir(p)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_size(&e.path()),
+            _ => e.metadata().map(|m| m.len()).unwrap_or(0),
+        })
+        .sum()
+}

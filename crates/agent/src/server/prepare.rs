@@ -1,0 +1,86 @@
+//! Preparing a host for a function: its network namespace, its veth on the host bridge (link
+//! down until the function serves here) and its bundle; starting it; removing it.
+use super::*;
+
+impl Agent {
+    pub(super) fn prepare(&self, spec: &ContainerSpec) -> Result<String> {
+        if spec.runtime == Runtime::Vm {
+            bail!(
+                "{} is a VM: it moves by QEMU migration, not by a container restore",
+                spec.name
+            );
+        }
+        let dir = self.dir(&spec.name)?;
+        if self.runc.state(&spec.name).is_some() {
+            bail!(
+                "container {:?} already runs on host {}",
+                spec.name,
+                self.cfg.host
+            );
+        }
+        std::fs::create_dir_all(&dir)?;
+        let ns = self.netns(&spec.name);
+        net::add_netns(&ns)?;
+        self.attach(&spec.name, spec)?;
+        if let Some(sgi) = &spec.sgi {
+            runtime::sgi::init(&ns, sgi)?;
+        }
+        let cgroup = format!("{}/{}", paths::cgroup_parent(&self.cfg.host), spec.name);
+        let digest = runtime::bundle::build(
+            spec,
+            &dir.join("bundle"),
+            &Path::new("/run/netns").join(&ns),
+            &cgroup,
+        )?;
+        std::fs::write(dir.join("rootfs.digest"), &digest)?;
+        std::fs::write(dir.join("spec.json"), serde_json::to_vec_pretty(spec)?)?;
+        Ok(digest)
+    }
+
+    pub(super) fn run(&self, spec: ContainerSpec) -> Result<ContainerInfo> {
+        if self.dir(&spec.name)?.join("spec.json").exists() {
+            bail!(
+                "a container named {:?} already exists on host {}",
+                spec.name,
+                self.cfg.host
+            );
+        }
+        if spec.runtime == Runtime::Vm {
+            self.run_vm(&spec)?;
+            let (dir, spec) = self.existing(&spec.name)?;
+            return Ok(self.info(&spec.name, &spec, &dir));
+        }
+        let started = (|| {
+            self.prepare(&spec)?;
+            let dir = self.dir(&spec.name)?;
+            self.runc
+                .run(&spec.name, &dir.join("bundle"), &dir.join("log"))?;
+            self.plug(&spec.name)?;
+            self.apply_quota(&spec.name, &spec);
+            Ok(())
+        })();
+        if let Err(e) = started {
+            let _ = self.remove(&spec.name);
+            return Err(e);
+        }
+        let (dir, spec) = self.existing(&spec.name)?;
+        Ok(self.info(&spec.name, &spec, &dir))
+    }
+
+    pub(super) fn remove(&self, name: &str) -> Result<()> {
+        let dir = self.dir(name)?;
+        if let Ok((_, spec)) = self.existing(name) {
+            if spec.runtime == Runtime::Vm {
+                self.remove_vm(&dir);
+            }
+        }
+        self.end_lazy(name);
+        self.runc.delete(name);
+        net::unplug(&self.cfg.host, &port(name));
+        net::del_netns(&self.netns(name));
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)?;
+        }
+        Ok(())
+    }
+}
