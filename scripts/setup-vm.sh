@@ -37,7 +37,7 @@ WANT_MODULES=(virtio_pci virtio_net tun nf_tables nft_chain_nat nft_masq)
 # without it nfnetlink answers EINVAL), and the xtables matches iptables-nft needs for the
 # rules CRIU locks a dumped container's TCP connections with (`-m mark`).
 LAB_MODULES=(bridge veth inet_diag tcp_diag udp_diag raw_diag unix_diag netlink_diag af_packet_diag
-  nf_conntrack_netlink nft_compat xt_mark xt_tcpudp)
+  nf_conntrack_netlink nft_compat xt_mark xt_tcpudp nfnetlink_queue xt_NFQUEUE)
 # What modules/wanted records: the lists and how they are resolved (bump the revision when
 # the resolution changes, so existing folders are redone).
 WANTED="rev3 ${WANT_MODULES[*]} lab: ${LAB_MODULES[*]}"

@@ -164,6 +164,9 @@ pub struct OpStats {
     /// A leave-running dump: how long the function was frozen for it.
     #[serde(default)]
     pub frozen_ms: Option<f64>,
+    /// A restore: packets that arrived while the function moved, held and then delivered.
+    #[serde(default)]
+    pub held_packets: Option<u64>,
 }
 
 /// A step an agent times inside an operation.
@@ -173,24 +176,29 @@ pub enum Step {
     /// Source, before a final dump: the function's link taken down. It is the network lock:
     /// once CRIU has dumped the sockets, a peer's packet meeting none would draw a RST.
     Lock,
-    /// The cgroup freezer, until every task is frozen.
-    Freeze,
     /// Function hooks before the freeze (the SPGW lets go of its TUN fd).
     BeforeFreeze,
-    /// Function hooks while frozen, before the dump (the SPGW's tunnel list recorded).
+    /// Function hooks once CRIU has stopped the tasks, before it dumps them (the SPGW's
+    /// tunnel list recorded).
     BeforeDump,
-    /// `runc checkpoint`: CRIU's dump and image write, and runc around it.
+    /// CRIU's dump: it stops the tasks (ptrace), dumps and writes the images.
     Dump,
     /// After a leave-running (or failed) dump: thawed, and what the hooks let go taken back.
     Thaw,
-    /// `runc restore`: CRIU's restore, and runc around it.
+    /// CRIU's restore, less the steps done at its `network-unlock` notification.
     Restore,
-    /// Destination: the function's link up (the end of the network lock).
+    /// At `network-unlock` (sockets restored, tasks not yet running): the SGi conntrack
+    /// flushed, a recovery's tunnel list handed over, the TUN re-attach signal queued.
+    BeforeResume,
+    /// Destination, at CRIU's `network-unlock`: what arrived since the MAC moved, held
+    /// in the kernel (NFQUEUE), handed to the restored sockets.
+    Release,
+    /// The function's link up (a destination brings it up when the MAC moves; a
+    /// recovery when its sockets are restored).
     LinkUp,
     /// The gratuitous ARP that moves the service MAC on the fabric.
     Announce,
-    /// Hooks after the restore: the SGi conntrack flush, the tunnel list handed over, the
-    /// TUN re-attached, the flavor's CPU quota set again.
+    /// After the restore: the flavor's CPU quota set again, a handed tunnel list adopted.
     AfterRestore,
 }
 
@@ -198,12 +206,13 @@ impl Step {
     pub fn as_str(self) -> &'static str {
         match self {
             Step::Lock => "lock",
-            Step::Freeze => "freeze",
             Step::BeforeFreeze => "before_freeze",
             Step::BeforeDump => "before_dump",
             Step::Dump => "dump",
             Step::Thaw => "thaw",
             Step::Restore => "restore",
+            Step::BeforeResume => "before_resume",
+            Step::Release => "release",
             Step::LinkUp => "link_up",
             Step::Announce => "announce",
             Step::AfterRestore => "after_restore",

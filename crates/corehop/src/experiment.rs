@@ -81,6 +81,63 @@ pub fn run(a: ExperimentArgs) -> Result<()> {
     Ok(())
 }
 
+#[derive(Args)]
+pub struct BenchArgs {
+    /// The benchmark plan.
+    #[arg(long, default_value = "plans/bench.toml")]
+    plan: PathBuf,
+    /// Runs per case (default: the plan's, ten).
+    #[arg(long)]
+    runs: Option<u32>,
+    /// Results folder: raw records, the report, and `bench.md` (the table with the
+    /// machine's description). An interrupted benchmark resumes where it stopped.
+    #[arg(long, default_value = "results/bench")]
+    out: PathBuf,
+}
+
+/// `corehop bench`: the downtime benchmark in one lab session of its own (lab down, up, the
+/// plan's runs interleaved round by round, lab down), then its table.
+pub fn bench(a: BenchArgs) -> Result<()> {
+    let exe = std::env::current_exe()?;
+    let spec = lab::spec::LabSpec::default();
+    lab::down()?;
+    lab::up(&spec, &exe)?;
+    let ran = run(ExperimentArgs {
+        plan: a.plan,
+        runs: a.runs,
+        out: a.out.clone(),
+        retry_failed: false,
+    });
+    let down = lab::down();
+    ran?;
+    down?;
+    let records = experiment::load_records(&a.out)?;
+    let table = experiment::bench::table(&records);
+    let text = format!(
+        "# Downtime benchmark\n\n{}\n\np50 / p95 over the runs of each function and method, interleaved round by round in one lab session; ratios are p50 against VM PreCopy of the same function from the same session. Data moved: checkpoint images (containers) or QEMU's migration stream (VM). Processes: programs exec'd on the machine inside the container's frozen window.\n\n{table}",
+        machine()
+    );
+    std::fs::write(a.out.join("bench.md"), &text)?;
+    println!("{text}");
+    Ok(())
+}
+
+/// CPU model, core count, kernel, and whether the VM baseline ran on KVM or TCG.
+fn machine() -> String {
+    let cpu = LabExecutor::host_cpu_model();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let accel = match vm::image::guest_kernel() {
+        Ok(k) if vm::kvm_works(&k) => "KVM",
+        Ok(_) => "TCG (no working KVM)",
+        Err(_) => "unknown (no guest kernel)",
+    };
+    format!(
+        "Machine: {cpu}, {cores} cores, Linux {}, VMs on {accel}.",
+        kernel.trim()
+    )
+}
+
 pub fn report(dir: &std::path::Path) -> Result<()> {
     experiment::write_stats(dir)?;
     let r = experiment::report(dir)?;
@@ -371,8 +428,8 @@ impl LabExecutor {
     }
 }
 
-impl Executor for LabExecutor {
-    fn cpu_model(&self) -> String {
+impl LabExecutor {
+    fn host_cpu_model() -> String {
         std::fs::read_to_string("/proc/cpuinfo")
             .ok()
             .and_then(|c| {
@@ -382,6 +439,12 @@ impl Executor for LabExecutor {
                 })
             })
             .unwrap_or_else(|| "unknown".into())
+    }
+}
+
+impl Executor for LabExecutor {
+    fn cpu_model(&self) -> String {
+        Self::host_cpu_model()
     }
 
     fn run(&mut self, case: &Case, run_index: u32) -> Result<Record> {

@@ -73,6 +73,10 @@ enum Cmd {
     Ran(epc::RanArgs),
     /// Run an experiment plan (function x method x parameter, N runs), resumable.
     Experiment(experiment::ExperimentArgs),
+    /// The downtime benchmark: HSS, MME, SPGW x every method, interleaved in one lab
+    /// session, then p50/p95 of downtime, app-probe outage and UE recovery, with ratios to VM
+    /// PreCopy.
+    Bench(experiment::BenchArgs),
     /// Statistics, tables and figures of an experiment's results folder.
     Report { dir: std::path::PathBuf },
     /// Keep the CPUs busy (the CPU-load generator the experiments run in a cgroup).
@@ -89,7 +93,7 @@ fn main() {
     // An experiment's progress bar owns the terminal: the in-process UE's per-run attach
     // and detach lines would bury it (RUST_LOG brings them back).
     let default_level = match cli.cmd {
-        Cmd::Experiment(_) => "warn",
+        Cmd::Experiment(_) | Cmd::Bench(_) => "warn",
         _ => "info",
     };
     tracing_subscriber::fmt()
@@ -119,6 +123,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Probe(a) => cmd::probe(a, json),
         Cmd::Demo => demo::run(json),
         Cmd::Experiment(a) => experiment::run(a),
+        Cmd::Bench(a) => experiment::bench(a),
         Cmd::Report { dir } => experiment::report(&dir),
         Cmd::Burn => experiment::burn(),
         Cmd::Checkpoint { name, to } => cmd::standby(&name, &to, json),

@@ -10,6 +10,7 @@
 //! - `runs.csv`: the same records as a table (rebuilt from runs.jsonl at each start);
 //! - `stats.csv`, `stats.json`: per (case, KPI) n, mean, std, 95% CI, CV ([`stats`]);
 //! - `report.md` and `figures/*.png|svg` ([`report()`]).
+pub mod bench;
 pub mod plan;
 pub mod plot;
 pub mod record;

@@ -1,5 +1,6 @@
 //! The lab: hosts emulated as network namespaces on one fabric bridge, each with its own
 //! NIC rate, state folders and agent. On real machines only the agent part is used.
+pub mod hold;
 pub mod net;
 pub mod nl;
 pub mod paths;

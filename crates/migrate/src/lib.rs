@@ -1,4 +1,5 @@
 //! Live migration: one phase model, each method a short composition of its phases.
+pub mod agents;
 pub mod phase;
 
 use anyhow::{bail, Result};
@@ -74,7 +75,12 @@ pub fn migrate(
     to: &str,
     method: Method,
 ) -> Result<Report> {
-    let mut m = Migration::begin(spec, token, name, to, Operation::Migration(method))?;
+    let m = Migration::begin(spec, token, name, to, Operation::Migration(method))?;
+    run(m, method)
+}
+
+/// The phases of `method`, on a migration begun (checked and prepared).
+pub fn run(mut m: Migration, method: Method) -> Result<Report> {
     match method {
         // Tcm = Tc + Tt + Tn + Tr; the function is down for all of it.
         Method::StopAndCopy => {
@@ -138,6 +144,9 @@ pub fn migrate(
     }
     m.finish()
 }
+
+#[cfg(test)]
+mod rollback_tests;
 
 /// Image round of standby checkpoints.
 pub const STANDBY_ROUND: &str = "standby";

@@ -1,6 +1,7 @@
 //! The phase model every migration method is composed from. A [`Migration`] locates the
 //! function, checks both ends, prepares the destination, then runs named, timed phases;
 //! when a phase fails after the source stopped, it puts the function back at the source.
+use crate::agents::{AgentCalls, Remote};
 use agent::api::{Inspect, OpStats, Step};
 use agent::Client;
 use anyhow::{bail, Context, Result};
@@ -118,7 +119,10 @@ impl Phases {
 /// One part of a container migration's frozen window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Part {
-    /// A step an agent timed (freeze, dump, restore, link flips, hooks).
+    /// The MAC moved: the source's link down, the destination's up and announced (timed
+    /// by the controller, round trips included).
+    Network,
+    /// A step an agent timed (freeze, dump, restore, hooks).
     Agent(Step),
     /// The images on the wire, source agent to destination agent.
     Transfer,
@@ -129,6 +133,7 @@ pub enum Part {
 impl Part {
     pub fn as_str(self) -> &'static str {
         match self {
+            Part::Network => "network",
             Part::Agent(s) => s.as_str(),
             Part::Transfer => "transfer",
             Part::Controller => "controller",
@@ -147,6 +152,10 @@ pub struct Window {
     pub criu_dump: Option<runtime::criu_stats::DumpStats>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub criu_restore: Option<runtime::criu_stats::RestoreStats>,
+    /// Packets that reached the destination while the function moved, held there and
+    /// delivered to the restored sockets (none lost).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held_packets: Option<u64>,
     /// Programs exec'd on the machine inside the window (None: the recorder could not run).
     pub processes_started: Option<usize>,
     /// Their names, in order.
@@ -267,11 +276,10 @@ pub struct Migration {
     pub method: Operation,
     pub from: String,
     pub to: String,
-    pub src: Client,
-    token: Vec<u8>,
+    src: Box<dyn AgentCalls>,
     /// A final dump was asked for: if its answer never came, whether it happened is unknown.
     dump_asked: Option<String>,
-    pub dst: Client,
+    dst: Box<dyn AgentCalls>,
     pub dst_addr: SocketAddr,
     pub inspect: Inspect,
     /// The source can pre-dump (kernel dirty-page tracking).
@@ -300,11 +308,14 @@ pub struct Migration {
     window_steps: Vec<(Part, f64)>,
     criu_dump: Option<runtime::criu_stats::DumpStats>,
     criu_restore: Option<runtime::criu_stats::RestoreStats>,
+    held_packets: Option<u64>,
     /// Every program started on this machine while the migration ran.
     execs: Option<measure::execs::ExecRecorder>,
     /// What a rollback must undo: the round the source stopped in, and whether its memory
     /// is in that round (not after a lazy dump).
     source_stopped: Option<(String, bool)>,
+    /// The source's link was taken down for the final dump.
+    source_unplugged: bool,
     /// QEMU completed: the source VM is stopped for good unless we resume it.
     vm_source_stopped: bool,
 }
@@ -393,19 +404,47 @@ impl Migration {
             }
             h.dirty_tracking
         };
-        Ok(Migration {
+        let src = Box::new(Remote {
+            client: src,
+            token: token.to_vec(),
+        });
+        let dst = Box::new(Remote {
+            client: dst,
+            token: token.to_vec(),
+        });
+        let mut m = Migration::with_agents(src, dst, dst_addr, name, &from, to, method, inspect);
+        m.dirty_tracking = dirty_tracking;
+        m.vm_incoming = vm_incoming;
+        m.prepare_ms = t.elapsed().as_secs_f64() * 1e3;
+        m.execs = execs;
+        Ok(m)
+    }
+
+    /// A migration over these agents, with nothing done yet (after [`Migration::begin`]'s
+    /// checks and preparation; tests script the agents).
+    #[allow(clippy::too_many_arguments)]
+    pub fn with_agents(
+        src: Box<dyn AgentCalls>,
+        dst: Box<dyn AgentCalls>,
+        dst_addr: SocketAddr,
+        name: &str,
+        from: &str,
+        to: &str,
+        method: Operation,
+        inspect: Inspect,
+    ) -> Migration {
+        Migration {
             name: name.into(),
             method,
-            from,
+            from: from.into(),
             to: to.into(),
             src,
-            token: token.to_vec(),
             dump_asked: None,
             dst,
             dst_addr,
             inspect,
-            dirty_tracking,
-            vm_incoming,
+            dirty_tracking: false,
+            vm_incoming: None,
             phases: Phases::default(),
             carved_ms: 0.0,
             network_ms: 0.0,
@@ -414,17 +453,24 @@ impl Migration {
             pre_copy: None,
             last_page_ms: None,
             qemu_downtime_ms: None,
-            prepare_ms: t.elapsed().as_secs_f64() * 1e3,
+            prepare_ms: 0.0,
             frozen_at: None,
             leave_running_freezes: Vec::new(),
             resumed_at: None,
             window_steps: Vec::new(),
             criu_dump: None,
             criu_restore: None,
-            execs,
+            held_packets: None,
+            execs: None,
             source_stopped: None,
+            source_unplugged: false,
             vm_source_stopped: false,
-        })
+        }
+    }
+
+    /// The QEMU waiting at the destination (set by [`Migration::begin`] for a VM).
+    pub fn set_vm_incoming(&mut self, incoming: agent::api::VmIncoming) {
+        self.vm_incoming = Some(incoming);
     }
 
     /// Runs one phase; its wall time (as the controller sees it, less the link flips inside
@@ -463,10 +509,14 @@ impl Migration {
         }
     }
 
-    /// Tn: the agents' link flips inside the running phase, moved out of it.
+    /// Tn: the agents' link flips inside the running phase, moved out of it (a link
+    /// already down or up costs the agent a no-op, counted too).
     fn carve_network(&mut self, st: &OpStats) {
         for (step, ms) in &st.steps {
-            if matches!(step, Step::Lock | Step::LinkUp | Step::Announce) {
+            if matches!(
+                step,
+                Step::Lock | Step::LinkUp | Step::Announce | Step::Release
+            ) {
                 self.carved_ms += ms;
                 self.network_ms += ms;
             }
@@ -488,13 +538,24 @@ impl Migration {
             Dump::Final { parent } => (false, parent, false, None),
             Dump::Lazy { port } => (false, None, false, Some(port)),
         };
+        let name = self.name.clone();
         if !leave_running {
             self.frozen_at = Some((Instant::now(), unix_ms()));
+            // Tn: the source's link goes down (the network lock) and the destination's
+            // comes up and announces the MAC; what reaches the destination from here on is
+            // held there until its sockets are restored, so no packet is lost.
+            let t = Instant::now();
+            self.src.unplug(&name)?;
+            self.source_unplugged = true;
+            self.dst.plug(&name)?;
+            let ms = t.elapsed().as_secs_f64() * 1e3;
+            self.carved_ms += ms;
+            self.network_ms += ms;
+            self.window_steps.push((Part::Network, ms));
             if lazy_port.is_none() {
                 self.dump_asked = Some(round.into());
             }
         }
-        let name = self.name.clone();
         let started = unix_ms();
         let st = self
             .src
@@ -529,12 +590,13 @@ impl Migration {
     /// page server on that port.
     pub fn restore(&mut self, round: &str, lazy_port: Option<u16>) -> Result<()> {
         let name = self.name.clone();
-        let from = lazy_port.map(|p| SocketAddr::new(self.src.addr.ip(), p));
+        let from = lazy_port.map(|p| SocketAddr::new(self.src.addr().ip(), p));
         let st = self.dst.restore(&name, round, from, false)?;
         self.resumed_at = Some((Instant::now(), unix_ms()));
         self.carve_network(&st);
         self.in_window(&st);
         self.criu_restore = st.criu_restore.clone();
+        self.held_packets = st.held_packets;
         Ok(())
     }
 
@@ -640,6 +702,7 @@ impl Migration {
                     parts,
                     criu_dump: self.criu_dump.take(),
                     criu_restore: self.criu_restore.take(),
+                    held_packets: self.held_packets,
                     processes_started: execs.as_ref().map(Vec::len),
                     programs: execs.into_iter().flatten().map(|e| e.comm).collect(),
                 })
@@ -684,6 +747,10 @@ impl Migration {
     fn rollback(&mut self) -> Result<()> {
         let name = self.name.clone();
         let _ = self.dst.remove(&name);
+        if self.source_unplugged && self.source_stopped.is_none() && self.dump_asked.is_none() {
+            // Down for a dump that never started: up again.
+            self.src.plug(&name)?;
+        }
         if self.vm_source_stopped {
             self.src.vm_resume(&name)?;
         }
@@ -709,7 +776,7 @@ impl Migration {
     /// the source afresh whether the function still runs or now lives in its image. Still
     /// running, its link may have been taken down for the dump: it comes up again.
     fn settle_unknown_dump(&mut self, name: &str, round: &str) -> Result<()> {
-        let mut src = Client::connect(self.src.addr, &self.token).context(
+        let mut src = self.src.reconnect().context(
             "cannot tell whether the function was dumped: the source agent does not answer",
         )?;
         match src.inspect(name)?.info.state.as_str() {

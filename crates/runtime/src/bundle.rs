@@ -133,14 +133,38 @@ pub const WRITABLE_PATH: &str = "/run";
 /// Conventional writable folders, symlinks into [`WRITABLE_PATH`] in the rootfs.
 pub const LINKED_TO_WRITABLE: &[&str] = &["/tmp", "/var"];
 
-/// CRIU options for this container, read by CRIU through runc (`org.criu.config`).
-/// - The agent locks the function's network itself, by keeping its link down while it is
-///   dumped or restored, so CRIU's own lock (iptables-restore runs in the frozen window,
-///   ~75 ms measured) is skipped.
-/// - The host's cgroup mounts serve as CRIU's cgroup yard (its layout, one folder per
-///   controller and `unified`, is the one CRIU expects): otherwise CRIU mounts every
-///   controller afresh on each dump and restore (~12 ms measured).
-pub const CRIU_CONF: &str = "# written by corehop\nnetwork-lock skip\ncgroup-yard /sys/fs/cgroup\n";
+/// Paths runc masks (a bind mount of /dev/null each). No /sys/firmware: runc masks a folder
+/// with a tmpfs, one more for CRIU to tar.
+const MASKED_PATHS: &[&str] = &["/proc/kcore", "/proc/keys", "/proc/timer_list"];
+
+/// Device nodes runc gives every container, and /dev/net/tun where asked.
+fn device_paths(spec: &ContainerSpec) -> Vec<String> {
+    let mut d: Vec<String> = [
+        "/dev/null",
+        "/dev/zero",
+        "/dev/full",
+        "/dev/random",
+        "/dev/urandom",
+        "/dev/tty",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
+    if spec.tun {
+        d.push("/dev/net/tun".into());
+    }
+    d
+}
+
+/// What CRIU must know of the container built in `bundle` with namespace `netns`.
+pub fn layout(spec: &ContainerSpec, bundle: &Path, netns: &Path) -> crate::containers::Layout {
+    crate::containers::Layout {
+        rootfs: bundle.join("rootfs"),
+        netns: netns.to_path_buf(),
+        masked: MASKED_PATHS.iter().map(|m| m.to_string()).collect(),
+        devices: device_paths(spec),
+    }
+}
 
 const DEFAULT_CAPS: &[&str] = &[
     "CAP_CHOWN",
@@ -193,9 +217,7 @@ pub fn build(spec: &ContainerSpec, dir: &Path, netns: &Path, cgroup: &str) -> Re
         std::fs::create_dir_all(p.parent().unwrap_or(&rootfs))?;
         std::fs::write(&p, content)?;
     }
-    let criu_conf = dir.join("criu.conf");
-    std::fs::write(&criu_conf, CRIU_CONF)?;
-    let config = config_json(spec, netns, cgroup, &criu_conf);
+    let config = config_json(spec, netns, cgroup);
     std::fs::write(dir.join("config.json"), serde_json::to_vec_pretty(&config)?)?;
     digest(&rootfs)
 }
@@ -275,12 +297,7 @@ fn collect(base: &Path, dir: &Path, out: &mut Vec<String>) -> Result<()> {
     Ok(())
 }
 
-fn config_json(
-    spec: &ContainerSpec,
-    netns: &Path,
-    cgroup: &str,
-    criu_conf: &Path,
-) -> serde_json::Value {
+fn config_json(spec: &ContainerSpec, netns: &Path, cgroup: &str) -> serde_json::Value {
     let mut caps: Vec<String> = DEFAULT_CAPS.iter().map(|c| c.to_string()).collect();
     caps.extend(spec.caps.iter().cloned());
     let mut args = vec![PROGRAM_PATH.to_string()];
@@ -323,7 +340,6 @@ fn config_json(
         },
         "root": {"path": "rootfs", "readonly": true},
         "hostname": spec.name,
-        "annotations": {"org.criu.config": criu_conf},
         "mounts": mounts,
         "linux": {
             "cgroupsPath": cgroup,
@@ -338,8 +354,7 @@ fn config_json(
                 {"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"},
                 {"type": "network", "path": netns}
             ],
-            // No /sys/firmware: runc masks a folder with a tmpfs, one more for CRIU to tar.
-            "maskedPaths": ["/proc/kcore", "/proc/keys", "/proc/timer_list"],
+            "maskedPaths": MASKED_PATHS,
             "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
         }
     })

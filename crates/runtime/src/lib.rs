@@ -1,5 +1,8 @@
-//! How functions run on a host: OCI bundles run by runc, checkpointed and restored by CRIU.
+//! How functions run on a host: OCI bundles started by runc, checkpointed and restored by
+//! CRIU over its RPC.
 pub mod bundle;
+pub mod containers;
+pub mod criu_rpc;
 pub mod criu_stats;
 pub mod flavor;
 pub mod runc;

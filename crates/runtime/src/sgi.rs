@@ -101,16 +101,6 @@ pub fn init(ns: &str, sgi: &SgiSpec) -> Result<()> {
     Ok(())
 }
 
-/// After a restore: the restored namespace holds conntrack entries of the UE flows (seen
-/// here with CRIU 4.2 through runc) without their NAT bindings, so packets matching them
-/// would leave un-masqueraded and their replies never come back. Flushing makes the next
-/// packet of each flow a new connection that the masquerade rule binds again.
-pub fn after_restore(ns: &str) -> Result<()> {
-    in_netns(ns, "conntrack", &["-F"])
-        .map(|_| ())
-        .context("cannot flush conntrack after restore")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,6 +22,9 @@ const TOOLS: &[&str] = &[
     "ldd",
     "iptables-restore",
     "ip6tables-restore",
+    // The NFQUEUE rule that holds a migration target's packets until its restore.
+    "iptables",
+    "ip6tables",
 ];
 
 /// cgroup v1 hierarchies mounted one controller each, as on the lab machines (cgroupfs, no

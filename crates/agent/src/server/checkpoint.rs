@@ -1,6 +1,9 @@
 //! Dumping a function into an image round. Before a final dump the agent takes the
-//! function's link down (the network lock) and lifts its CPU quota; then it freezes it with
-//! the cgroup freezer, runs the function's hooks and has CRIU dump it through runc.
+//! function's link down (the network lock) and lifts its CPU quota; then CRIU (started
+//! beforehand) seizes its tasks with ptrace and dumps them, and the function's hooks run
+//! while they are stopped. No cgroup freezer: CRIU's sleeps in 100 ms steps while a v1
+//! freezer reads FREEZING, and a cgroup frozen by the agent is restored frozen (CRIU dumps
+//! freezer.state).
 use super::*;
 
 impl Agent {
@@ -26,54 +29,75 @@ impl Agent {
         if stays_stopped {
             steps.time(Step::Lock, || self.link(name, false))?;
             // CRIU's parasite code runs inside the function's tasks, under its CPU quota.
-            if let Err(e) = self.runc.set_cpu_quota(name, spec.flavor.cfs().0, None) {
+            if let Err(e) = self
+                .containers
+                .set_cpu_quota(name, spec.flavor.cfs().0, None)
+            {
                 tracing::warn!("{name}: cannot lift the CPU quota for the dump: {e:#}");
             }
         }
-        let dumped = (|| -> Result<Instant> {
+        let dumped = (|| -> Result<()> {
             steps.time(Step::BeforeFreeze, || self.before_freeze(name, &spec))?;
-            steps.time(Step::Freeze, || self.runc.freeze(name))?;
-            let frozen = Instant::now();
-            steps.time(Step::BeforeDump, || self.while_frozen(name, &spec, &images))?;
-            steps.time(Step::Dump, || {
-                if opts.lazy_pages.is_some() {
-                    let child = self.runc.checkpoint_lazy(name, &images, &work, &opts)?;
-                    lock(&self.lazy).insert(name.into(), Lazy::Serving(child));
+            let swrk = self.take_dump_swrk(name)?;
+            let layout = self.layout(name, &dir, &spec);
+            let mut frozen_hooks = 0.0;
+            let dump_started = Instant::now();
+            let dumped = self.containers.checkpoint(
+                name,
+                &layout,
+                RoundDirs {
+                    images: &images,
+                    work: &work,
+                },
+                &opts,
+                swrk,
+                // CRIU has seized (stopped) every task and not dumped anything yet.
+                |script| {
+                    if script == "network-lock" {
+                        let t = Instant::now();
+                        self.while_frozen(name, &spec, &images)?;
+                        frozen_hooks = ms(t);
+                    }
                     Ok(())
-                } else {
-                    self.runc.checkpoint(name, &images, &work, &opts)
-                }
-            })?;
-            Ok(frozen)
+                },
+            );
+            steps.0.push((Step::Dump, ms(dump_started) - frozen_hooks));
+            steps.0.push((Step::BeforeDump, frozen_hooks));
+            if let Some((thread, pid)) = dumped? {
+                lock(&self.lazy).insert(name.into(), Lazy::Serving(thread, pid));
+            }
+            Ok(())
         })();
         // The function keeps running at the source after a leave-running dump or a failed
-        // one: thaw it (CRIU leaves a cgroup it found frozen frozen) and give back what the
-        // hooks took.
-        let mut frozen_ms = None;
+        // one (CRIU lets go of the tasks it seized): give back what the hooks took.
         if dumped.is_err() || opts.leave_running {
             steps.time(Step::Thaw, || {
-                let thawed = self.runc.thaw(name);
-                if let Ok(at) = &dumped {
-                    frozen_ms = Some(ms(*at));
-                }
                 self.after_thaw(name, &spec);
-                thawed
+                Ok(())
             })?;
             if stays_stopped {
                 self.plug(name)?;
                 self.apply_quota(name, &spec);
             }
+            self.warm_dump(name);
         }
         dumped?;
+        let criu_dump = runtime::criu_stats::read_dump(&work)
+            .map_err(|e| tracing::warn!("{name}: {e:#}"))
+            .ok();
+        // CRIU's own measure of how long the tasks were stopped.
+        let frozen_ms = opts
+            .leave_running
+            .then(|| criu_dump.as_ref().map(|d| d.frozen_ms + d.freezing_ms))
+            .flatten();
         Ok(OpStats {
             ms: ms(t),
             bytes: dir_size(&images),
             steps: steps.0,
-            criu_dump: runtime::criu_stats::read_dump(&work)
-                .map_err(|e| tracing::warn!("{name}: {e:#}"))
-                .ok(),
+            criu_dump,
             criu_restore: None,
             frozen_ms,
+            held_packets: None,
         })
     }
 
@@ -81,7 +105,7 @@ impl Agent {
     /// 0.5-CPU quota throttles CRIU's restorer mid-way.
     pub(super) fn apply_quota(&self, name: &str, spec: &ContainerSpec) {
         let (period, quota) = spec.flavor.cfs();
-        if let Err(e) = self.runc.set_cpu_quota(name, period, Some(quota)) {
+        if let Err(e) = self.containers.set_cpu_quota(name, period, Some(quota)) {
             tracing::warn!("{name}: cannot set its CPU quota: {e:#}");
         }
     }

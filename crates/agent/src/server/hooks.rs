@@ -15,11 +15,11 @@ impl Agent {
             return Ok(());
         };
         let pid = self
-            .runc
+            .containers
             .state(name)
             .map(|s| s.pid)
             .with_context(|| format!("{name} is not running"))?;
-        self.runc.kill(name, release)?;
+        self.containers.kill(name, release)?;
         let deadline = Instant::now() + Duration::from_secs(3);
         // The fd table has no change notification; the function closes it within a few ms.
         while holds_tun(pid) {
@@ -42,7 +42,7 @@ impl Agent {
         let Some(tl) = &spec.tunnel_list else {
             return Ok(());
         };
-        let pid = self.runc.state(name).map(|s| s.pid).unwrap_or(0);
+        let pid = self.containers.state(name).map(|s| s.pid).unwrap_or(0);
         match std::fs::read(TunnelListSpec::host_path(pid, &tl.file)) {
             Ok(b) => std::fs::write(images.join(TUNNELS_META), b)?,
             Err(e) => tracing::warn!("{name}: no tunnel list to record: {e}"),
@@ -50,39 +50,51 @@ impl Agent {
         Ok(())
     }
 
-    /// After a restore (or a leave-running dump, or a failed one): the function takes back
-    /// its TUN device (the second checkpoint signal). On a recovery from an older image it
-    /// is first handed the current tunnel list, which it adopts on that signal; a migrated
-    /// function's restored memory already holds the list it had at the freeze.
-    pub(super) fn after_restore(
+    /// At CRIU's `network-unlock` of a restore: the sockets exist, the tasks `pid` has
+    /// not run yet. The SGi namespace's conntrack is flushed (CRIU restores the UE flows'
+    /// entries without their NAT bindings: packets matching them would leave
+    /// un-masqueraded; flushed, each flow is NATed afresh). On a recovery from an older
+    /// image the current tunnel list is handed over (a migrated function's restored memory
+    /// already holds the list it had at the freeze). The re-attach signal is queued, so
+    /// the function takes its TUN device back first thing. Returns the list handed over.
+    pub(super) fn before_resume(
         &self,
         name: &str,
         spec: &ContainerSpec,
         images: &Path,
+        pid: i64,
         recovery: bool,
-    ) -> Result<()> {
+    ) -> Result<Option<serde_json::Value>> {
         if let Some(sgi) = &spec.sgi {
-            // The restored namespace holds conntrack entries of the UE flows (seen with
-            // CRIU 4.2 through runc) without their NAT bindings: packets matching them would
-            // leave un-masqueraded. Flushed, the next packet of each flow is NATed afresh.
             lab::nl::flush_conntrack(&self.netns(name))
                 .with_context(|| format!("cannot flush conntrack for {}", sgi.name))?;
         }
         let handed = match (&spec.tunnel_list, recovery) {
-            (Some(tl), true) => self.hand_tunnel_list(name, tl, images)?,
+            (Some(tl), true) => self.hand_tunnel_list(name, tl, images, pid)?,
             _ => None,
         };
-        self.after_thaw(name, spec);
+        if let Some((_, reattach)) = &spec.checkpoint_signals {
+            runtime::containers::signal_pid(pid, reattach)?;
+        }
+        Ok(handed)
+    }
+
+    /// After the restore: waits (briefly) until a handed tunnel list is adopted.
+    pub(super) fn after_resume(
+        &self,
+        name: &str,
+        spec: &ContainerSpec,
+        handed: Option<serde_json::Value>,
+    ) {
         if let (Some(tl), Some(list)) = (&spec.tunnel_list, handed) {
             self.await_tunnel_list(name, tl, &list);
         }
-        Ok(())
     }
 
     /// The function runs again where it was dumped: it takes back what it let go.
     pub(super) fn after_thaw(&self, name: &str, spec: &ContainerSpec) {
         if let Some((_, reattach)) = &spec.checkpoint_signals {
-            if let Err(e) = self.runc.kill(name, reattach) {
+            if let Err(e) = self.containers.kill(name, reattach) {
                 tracing::warn!("could not tell {name} to re-attach: {e:#}");
             }
         }
@@ -95,6 +107,7 @@ impl Agent {
         name: &str,
         tl: &TunnelListSpec,
         images: &Path,
+        pid: i64,
     ) -> Result<Option<serde_json::Value>> {
         let from_master =
             self.cfg
@@ -118,11 +131,6 @@ impl Agent {
                 Err(_) => return Ok(None),
             },
         };
-        let pid = self
-            .runc
-            .state(name)
-            .map(|s| s.pid)
-            .context("restored function is not running")?;
         std::fs::write(
             TunnelListSpec::host_path(pid, &tl.sync_file),
             serde_json::to_vec(&list)?,
@@ -136,7 +144,7 @@ impl Agent {
 
     /// Waits (briefly) until the function's own list equals the one it was handed.
     fn await_tunnel_list(&self, name: &str, tl: &TunnelListSpec, want: &serde_json::Value) {
-        let Some(pid) = self.runc.state(name).map(|s| s.pid) else {
+        let Some(pid) = self.containers.state(name).map(|s| s.pid) else {
             return;
         };
         let path = TunnelListSpec::host_path(pid, &tl.file);

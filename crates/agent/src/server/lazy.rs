@@ -36,13 +36,18 @@ impl Agent {
     /// a moment to finish serving (the destination may still be pulling), then is stopped.
     pub(super) fn end_lazy(&self, name: &str) {
         match lock(&self.lazy).remove(name) {
-            Some(Lazy::Serving(mut child)) => {
+            Some(Lazy::Serving(thread, criu)) => {
                 let deadline = Instant::now() + Duration::from_secs(5);
-                while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                while !thread.is_finished() && Instant::now() < deadline {
                     std::thread::sleep(Duration::from_millis(5));
                 }
-                let _ = child.kill();
-                let _ = child.wait();
+                if !thread.is_finished() {
+                    // SAFETY: kill(2) of the CRIU this agent started for the dump.
+                    unsafe { libc::kill(criu as i32, libc::SIGKILL) };
+                }
+                if let Ok(Err(e)) = thread.join() {
+                    tracing::warn!("{name}: CRIU's page server ended with: {e:#}");
+                }
             }
             Some(Lazy::Pulling { .. }) | None => {}
         }

@@ -6,7 +6,8 @@ use anyhow::{bail, Context, Result};
 use lab::{net, paths, spec::validate_name};
 use runtime::bundle::Runtime;
 use runtime::bundle::TunnelListSpec;
-use runtime::runc::{criu_error, CheckpointOpts, Runc};
+use runtime::containers::{CheckpointOpts, Containers, Layout, RoundDirs};
+use runtime::runc::{criu_error, Runc};
 use runtime::ContainerSpec;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -26,6 +27,7 @@ mod restore;
 mod transfer;
 mod tunnels;
 mod vms;
+mod warm;
 
 /// An authenticated caller that sends nothing for this long is dropped.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(900);
@@ -49,18 +51,36 @@ pub struct Config {
 
 struct Agent {
     cfg: Config,
+    /// Starts functions.
     runc: Runc,
+    /// Freezes, dumps, restores and removes them.
+    containers: Containers,
     hello: Hello,
     /// Serialises changes to containers on this host.
     busy: Mutex<()>,
     /// PostCopy in flight, by container name.
     lazy: Mutex<HashMap<String, Lazy>>,
+    /// What was started ahead of a dump or a restore, by container name.
+    warm: Arc<Mutex<HashMap<String, Warm>>>,
+}
+
+/// Started outside the frozen window, used inside it.
+#[derive(Default)]
+struct Warm {
+    /// A `criu swrk` for the next dump of a running function.
+    dump: Option<runtime::criu_rpc::Swrk>,
+    /// A `criu swrk` holding a prepared function's namespace and stdio, for its restore.
+    restore: Option<runtime::containers::WarmRestore>,
+    /// A prepared function's inbound packets, held from the moment its MAC moves here
+    /// until its sockets are restored.
+    hold: Option<lab::hold::Hold>,
 }
 
 /// One end of a PostCopy whose memory is still moving.
 enum Lazy {
-    /// Source: runc (and CRIU's page server) serving the frozen function's pages.
-    Serving(std::process::Child),
+    /// Source: CRIU's page server serving the frozen function's pages, in this thread
+    /// until the dump's answer comes; CRIU's pid to stop it.
+    Serving(std::thread::JoinHandle<Result<()>>, u32),
     /// Destination: when the restore ended; set by the thread reaping `criu lazy-pages`
     /// when the last page is in (or the daemon failed, with why).
     Pulling {
@@ -92,17 +112,23 @@ pub fn serve(cfg: Config) -> Result<()> {
     tracing::info!(host = %cfg.host, criu = ?hello.criu, criu_error = ?hello.criu_error, "agent starting on {}", cfg.listen);
     let runc = Runc {
         root: paths::runc_root(&cfg.host),
-        criu: cfg.criu.clone(),
     };
     std::fs::create_dir_all(&runc.root)?;
+    let containers = Containers {
+        root: runc.root.clone(),
+        criu: cfg.criu.clone(),
+        cgroup_parent: paths::cgroup_parent(&cfg.host),
+    };
     let listener = TcpListener::bind(cfg.listen)
         .with_context(|| format!("cannot listen on {}", cfg.listen))?;
     let agent = Arc::new(Agent {
         cfg,
         runc,
+        containers,
         hello,
         busy: Mutex::new(()),
         lazy: Mutex::new(HashMap::new()),
+        warm: Arc::new(Mutex::new(HashMap::new())),
     });
     agent.fence_interrupted_restores();
     if agent.cfg.master.is_some() {
@@ -179,7 +205,7 @@ impl Agent {
             }
             Request::Prepare { spec } => {
                 let _g = self.busy.lock().unwrap_or_else(|p| p.into_inner());
-                v(self.prepare(&spec)?)?
+                v(self.prepare_target(&spec)?)?
             }
             Request::Remove { name } => {
                 let _g = self.busy.lock().unwrap_or_else(|p| p.into_inner());
@@ -202,7 +228,7 @@ impl Agent {
                     pre_dump,
                     // CRIU resolves the parent relative to the image dir.
                     parent: parent.map(|p| PathBuf::from("..").join(p)),
-                    lazy_pages: lazy_port.map(|p| format!("{}:{p}", self.cfg.listen.ip())),
+                    lazy_pages: lazy_port.map(|p| SocketAddr::new(self.cfg.listen.ip(), p)),
                 };
                 v(self.checkpoint(&name, &round, opts)?)?
             }
@@ -259,6 +285,15 @@ impl Agent {
         format!("{}c-{}-{}", net::PREFIX, self.cfg.host, name)
     }
 
+    /// What CRIU must know of `name`'s layout on this host.
+    fn layout(&self, name: &str, dir: &Path, spec: &ContainerSpec) -> Layout {
+        runtime::bundle::layout(spec, &dir.join("bundle"), &self.netns_path(name))
+    }
+
+    fn netns_path(&self, name: &str) -> PathBuf {
+        Path::new("/run/netns").join(self.netns(name))
+    }
+
     /// The container's directory and spec; an error names the container and host.
     fn existing(&self, name: &str) -> Result<(PathBuf, ContainerSpec)> {
         let dir = self.dir(name)?;
@@ -270,7 +305,10 @@ impl Agent {
     fn info(&self, name: &str, spec: &ContainerSpec, dir: &Path) -> ContainerInfo {
         let (state, pid) = match spec.runtime {
             Runtime::Vm => self.vm_state(dir),
-            Runtime::Container => match self.runc.state(name) {
+            Runtime::Container => match self.containers.state(name) {
+                Some(s) if s.status == "stopped" && has_images(dir) => {
+                    ("checkpointed".into(), None)
+                }
                 Some(s) => (s.status, Some(s.pid)),
                 None if has_images(dir) => ("checkpointed".into(), None),
                 None => ("prepared".into(), None),

@@ -35,9 +35,23 @@ impl Agent {
         net::gratuitous_arp(&self.netns(name), spec.service_ip)
     }
 
-    /// Link up and announced: the function serves from this host.
+    /// Link up and announced: the function serves from this host, or (a migration target)
+    /// what arrives for it is held until its restore. A target without a hold stays down:
+    /// a peer's packet would meet no socket and draw a RST; its link comes up at the
+    /// restore's `network-unlock`.
     pub(super) fn plug(&self, name: &str) -> Result<()> {
         let (_, spec) = self.existing(name)?;
+        let runs = self
+            .containers
+            .state(name)
+            .is_some_and(|s| s.status != "stopped");
+        let held = lock(&self.warm).get(name).is_some_and(|w| w.hold.is_some());
+        if !runs && !held {
+            tracing::warn!(
+                "{name}: nothing holds its packets here yet; its link stays down until its restore"
+            );
+            return Ok(());
+        }
         self.link(name, true)?;
         self.announce(name, &spec)
     }

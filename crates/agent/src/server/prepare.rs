@@ -11,13 +11,21 @@ impl Agent {
             );
         }
         let dir = self.dir(&spec.name)?;
-        if self.runc.state(&spec.name).is_some() {
+        if self
+            .containers
+            .state(&spec.name)
+            .is_some_and(|s| s.status != "stopped")
+        {
             bail!(
                 "container {:?} already runs on host {}",
                 spec.name,
                 self.cfg.host
             );
         }
+        // Whatever an earlier attempt left (CRIU restores cgroup properties only into
+        // cgroups it creates).
+        self.discard_warm(&spec.name);
+        self.containers.delete(&spec.name);
         std::fs::create_dir_all(&dir)?;
         let ns = self.netns(&spec.name);
         net::add_netns(&ns)?;
@@ -34,6 +42,20 @@ impl Agent {
         )?;
         std::fs::write(dir.join("rootfs.digest"), &digest)?;
         std::fs::write(dir.join("spec.json"), serde_json::to_vec_pretty(spec)?)?;
+        Ok(digest)
+    }
+
+    /// A migration target: prepared, with the CRIU of its restore started.
+    pub(super) fn prepare_target(&self, spec: &ContainerSpec) -> Result<String> {
+        let digest = self.prepare(spec)?;
+        self.containers.prepare_cgroup_parents()?;
+        self.warm_restore(&spec.name, &self.dir(&spec.name)?)?;
+        if let Err(e) = self.hold(&spec.name) {
+            tracing::warn!(
+                "{}: cannot hold its packets during the move (they will be dropped instead): {e:#}",
+                spec.name
+            );
+        }
         Ok(digest)
     }
 
@@ -57,6 +79,7 @@ impl Agent {
                 .run(&spec.name, &dir.join("bundle"), &dir.join("log"))?;
             self.plug(&spec.name)?;
             self.apply_quota(&spec.name, &spec);
+            self.warm_dump(&spec.name);
             Ok(())
         })();
         if let Err(e) = started {
@@ -75,7 +98,8 @@ impl Agent {
             }
         }
         self.end_lazy(name);
-        self.runc.delete(name);
+        self.discard_warm(name);
+        self.containers.delete(name);
         net::unplug(&self.cfg.host, &port(name));
         net::del_netns(&self.netns(name));
         if dir.exists() {

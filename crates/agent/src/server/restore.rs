@@ -1,5 +1,5 @@
-//! Restoring a function from an image round: CRIU through runc, its link kept down (the
-//! network lock) until the restore is done, then brought up, then the resume hooks.
+//! Restoring a function from an image round with the CRIU started when the host was
+//! prepared; its link comes up at CRIU's `network-unlock`, then the resume hooks run.
 use super::*;
 
 impl Agent {
@@ -20,7 +20,11 @@ impl Agent {
                 self.cfg.host
             );
         }
-        if self.runc.state(name).is_some_and(|s| s.status != "stopped") {
+        if self
+            .containers
+            .state(name)
+            .is_some_and(|s| s.status != "stopped")
+        {
             bail!("container {name:?} already runs on host {}", self.cfg.host);
         }
         let work = dir.join("work").join(format!("restore-{round}"));
@@ -31,16 +35,51 @@ impl Agent {
         std::fs::write(dir.join(fence::RESTORING), round)?;
         let t = Instant::now();
         let mut steps = Steps::default();
-        steps.time(Step::Restore, || {
-            self.criu_restore(name, &dir, &images, &work, lazy_from)
-        })?;
-        steps.time(Step::LinkUp, || self.link(name, true))?;
-        steps.time(Step::Announce, || self.announce(name, &spec))?;
+        let warm = self.take_restore(name, &dir)?;
+        let layout = self.layout(name, &dir, &spec);
+        // The network opens at CRIU's `network-unlock`: the sockets exist, the tasks have
+        // not run yet, so neither a peer's packet nor the function's first reply is lost.
+        let mut opened: Vec<(Step, f64)> = Vec::new();
+        let (mut held, mut handed, mut restored_pid) = (None, None, 0);
+        let restored = Instant::now();
+        let r = self.criu_restore(
+            name,
+            &layout,
+            &images,
+            &work,
+            lazy_from,
+            warm,
+            |script, pid| {
+                match script {
+                    "post-restore" => restored_pid = pid as i64,
+                    "network-unlock" => {
+                        let mut s = Steps::default();
+                        handed = s.time(Step::BeforeResume, || {
+                            self.before_resume(name, &spec, &images, restored_pid, recovery)
+                        })?;
+                        held = s.time(Step::Release, || self.release(name))?;
+                        s.time(Step::LinkUp, || self.link(name, true))?;
+                        s.time(Step::Announce, || self.announce(name, &spec))?;
+                        opened = s.0;
+                    }
+                    _ => {}
+                }
+                Ok(())
+            },
+        );
+        let inside: f64 = opened.iter().map(|(_, v)| v).sum();
+        steps.0.push((Step::Restore, ms(restored) - inside));
+        steps.0.extend(opened.iter().copied());
+        r?;
+        if opened.is_empty() {
+            bail!("CRIU restored {name} without its network-unlock notification");
+        }
         steps.time(Step::AfterRestore, || {
-            self.after_restore(name, &spec, &images, recovery)?;
+            self.after_resume(name, &spec, handed);
             self.apply_quota(name, &spec);
             Ok(())
         })?;
+        self.warm_dump(name);
         std::fs::remove_file(dir.join(fence::RESTORING))?;
         Ok(OpStats {
             ms: ms(t),
@@ -51,36 +90,36 @@ impl Agent {
                 .map_err(|e| tracing::warn!("{name}: {e:#}"))
                 .ok(),
             frozen_ms: None,
+            held_packets: held,
         })
     }
 
-    /// `runc restore`; with `lazy_from`, CRIU's lazy-pages daemon first, left pulling the
+    /// CRIU's restore; with `lazy_from`, CRIU's lazy-pages daemon first, left pulling the
     /// memory once the function runs.
+    #[allow(clippy::too_many_arguments)]
     fn criu_restore(
         &self,
         name: &str,
-        dir: &Path,
+        layout: &Layout,
         images: &Path,
         work: &Path,
         lazy_from: Option<SocketAddr>,
+        warm: runtime::containers::WarmRestore,
+        mut on_notify: impl FnMut(&str, i32) -> Result<()>,
     ) -> Result<()> {
-        // runc refuses to restore over the state of a container that stopped here.
-        if self.runc.state(name).is_some() {
-            self.runc.delete(name);
-        }
         let daemon = lazy_from
-            .map(|from| runtime::runc::lazy_pages_daemon(&self.runc.criu, from, images, work))
+            .map(|from| runtime::runc::lazy_pages_daemon(&self.containers.criu, from, images, work))
             .transpose()?;
-        let restored = self.runc.restore(
+        let restored = self.containers.restore(
             name,
-            &dir.join("bundle"),
-            images,
-            work,
-            &dir.join("log"),
+            layout,
+            RoundDirs { images, work },
             daemon.is_some(),
+            warm,
+            &mut on_notify,
         );
         let Some(mut daemon) = daemon else {
-            return restored;
+            return restored.map(|_| ());
         };
         if let Err(e) = restored {
             let _ = daemon.kill();
