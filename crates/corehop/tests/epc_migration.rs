@@ -34,7 +34,8 @@ fn each_function_migrates_with_the_ue_attached() {
         Capture::start(Some("ch-node-b"), "br0", &tmp.0.join("node-b.pcap")),
     ];
     start_epc("node-a");
-    // The rootfs is read-only; what a function writes lives on tmpfs and moves with it.
+    // The rootfs is read-only; what a function writes lives in its one writable folder
+    // (/run, /var and /tmp point there), which moves with it.
     let hss_pid = containers().iter().find(|c| c["name"] == "hss").unwrap()["pid"]
         .as_i64()
         .unwrap();
@@ -47,11 +48,12 @@ fn each_function_migrates_with_the_ue_attached() {
         "{mounts}"
     );
     assert!(
-        mounts
-            .lines()
-            .any(|l| l.split(' ').nth(4) == Some("/var") && l.contains(" - tmpfs ")),
+        mounts.lines().any(|l| l.split(' ').nth(4) == Some("/run")
+            && l.split(' ').nth(5).unwrap().starts_with("rw")),
         "{mounts}"
     );
+    let var = std::fs::read_link(format!("/proc/{hss_pid}/root/var")).unwrap();
+    assert_eq!(var, std::path::Path::new("run"));
 
     let ran = Ran::start(&[
         "--ues",

@@ -52,23 +52,20 @@ fn start_svc() -> Child {
     c
 }
 
-/// Waits until a process whose command line contains all of `words` runs, then calls `f`.
-fn when_running(
-    words: &'static [&'static str],
+/// Waits until `path` exists, then calls `f`: CRIU (started ahead by the agent) creates its
+/// log the moment it takes a dump or restore request.
+fn when_exists(
+    path: &'static str,
     f: impl FnOnce() + Send + 'static,
 ) -> std::thread::JoinHandle<bool> {
     std::thread::spawn(move || {
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
-            for p in std::fs::read_dir("/proc").unwrap().flatten() {
-                let cmd = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
-                let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-                if words.iter().all(|w| cmd.contains(w)) {
-                    f();
-                    return true;
-                }
+            if std::path::Path::new(path).exists() {
+                f();
+                return true;
             }
-            std::thread::sleep(Duration::from_millis(1));
+            std::thread::sleep(Duration::from_micros(200));
         }
         false
     })
@@ -161,14 +158,11 @@ fn network_cut_during_the_transfer() {
     let watcher = std::thread::spawn(move || {
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
-            let list = Command::new("runc")
-                .args(["--root", "/run/corehop/hosts/node-a/runc", "list", "-q"])
-                .output()
-                .unwrap();
-            if !String::from_utf8_lossy(&list.stdout)
-                .lines()
-                .any(|l| l == "svc")
-            {
+            let log = std::fs::read_to_string(
+                "/var/lib/corehop/hosts/node-a/containers/svc/work/final/dump.log",
+            )
+            .unwrap_or_default();
+            if log.contains("Dumping finished successfully") {
                 Command::new("ip")
                     .args(["link", "set", "chh-node-b", "down"])
                     .status()
@@ -201,9 +195,10 @@ fn network_cut_during_the_transfer() {
 fn destination_agent_killed_mid_restore() {
     let _lab = Lab::up();
     let c = start_svc();
-    let killer = when_running(&["runc", "hosts/node-b/runc", "restore"], || {
-        kill_agent("node-b")
-    });
+    let killer = when_exists(
+        "/var/lib/corehop/hosts/node-b/containers/svc/work/restore-final/restore.log",
+        || kill_agent("node-b"),
+    );
     let e = fails(&["migrate", "svc", "--to", "node-b"]);
     assert!(killer.join().unwrap(), "the restore was caught");
     assert!(
@@ -227,14 +222,16 @@ fn destination_agent_killed_mid_restore() {
 fn source_agent_killed_mid_checkpoint() {
     let _lab = Lab::up();
     let c = start_svc();
-    let killer = when_running(&["runc", "hosts/node-a/runc", "checkpoint"], || {
-        kill_agent("node-a")
-    });
+    let killer = when_exists(
+        "/var/lib/corehop/hosts/node-a/containers/svc/work/final/dump.log",
+        || kill_agent("node-a"),
+    );
     let e = fails(&["migrate", "svc", "--to", "node-b"]);
     assert!(killer.join().unwrap(), "the checkpoint was caught");
-    // The controller cannot know whether the dump finished without its agent (here runc
-    // loses its parent's pipe and CRIU aborts, leaving the function running): the error
-    // says how to bring it back, and `recover` finds whichever state it is in.
+    // The controller cannot know whether the dump finished without its agent (here CRIU's
+    // next notification finds no agent and CRIU aborts, leaving the function running with
+    // its link down): the error says how to bring it back, and `recover` finds whichever
+    // state it is in and makes it reachable.
     assert!(
         e.contains("failed in phase checkpoint") && e.contains("ROLLBACK FAILED"),
         "{e}"

@@ -105,7 +105,15 @@ pub fn tcp(target: SocketAddr, interval: Duration, done: &dyn Fn() -> bool) -> R
         let r = BufReader::new(s.try_clone()?);
         Ok((s, r))
     };
-    let (mut w, mut r) = connect()?;
+    // A service started a moment ago may not listen yet: the first connection may retry.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let (mut w, mut r) = loop {
+        match connect() {
+            Ok(c) => break c,
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => return Err(e),
+        }
+    };
     let mut line = String::new();
     while !done() {
         let tick = Instant::now();

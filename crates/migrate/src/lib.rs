@@ -178,6 +178,8 @@ pub fn recover(
     dst.require_criu()?;
     let info = dst.inspect(name)?.info;
     if info.state == "running" {
+        // A dump cut short leaves it running, its link maybe still down for the dump.
+        dst.plug(name)?;
         return Ok(None);
     }
     if info.state != "checkpointed" {

@@ -233,21 +233,39 @@ pub async fn run(
     };
     let mut buf = vec![0u8; 16 * 1024];
     loop {
-        // Connect, still taking (and expiring) requests meanwhile.
+        // Connect, still taking (and expiring) requests meanwhile. The connect attempt and
+        // the pause between attempts are kept across requests: dropping them at each one
+        // (as a plain select! in this loop would) never lets a busy MME connect.
         let stream = loop {
-            tokio::select! {
-                r = tokio::time::timeout(Duration::from_secs(3), TcpStream::connect(c.cfg.hss)) => match r {
-                    Ok(Ok(s)) => break s,
-                    Ok(Err(e)) => debug!(hss = %c.cfg.hss, "S6a connect failed: {e}"),
-                    Err(_) => debug!(hss = %c.cfg.hss, "S6a connect timed out"),
-                },
-                req = rx.recv() => match req {
-                    Some(r) => c.submit(r, Instant::now()),
-                    None => return,
-                },
+            let connect =
+                tokio::time::timeout(Duration::from_secs(3), TcpStream::connect(c.cfg.hss));
+            tokio::pin!(connect);
+            let outcome = loop {
+                tokio::select! {
+                    r = &mut connect => break r,
+                    req = rx.recv() => match req {
+                        Some(r) => c.submit(r, Instant::now()),
+                        None => return,
+                    },
+                }
+            };
+            match outcome {
+                Ok(Ok(s)) => break s,
+                Ok(Err(e)) => debug!(hss = %c.cfg.hss, "S6a connect failed: {e}"),
+                Err(_) => debug!(hss = %c.cfg.hss, "S6a connect timed out"),
             }
             c.expire_waiting(Instant::now());
-            tokio::time::sleep(RECONNECT).await;
+            let pause = tokio::time::sleep(RECONNECT);
+            tokio::pin!(pause);
+            loop {
+                tokio::select! {
+                    _ = &mut pause => break,
+                    req = rx.recv() => match req {
+                        Some(r) => c.submit(r, Instant::now()),
+                        None => return,
+                    },
+                }
+            }
         };
         let _ = stream.set_nodelay(true);
         let (mut rd, mut wr) = stream.into_split();

@@ -125,13 +125,21 @@ impl ContainerSpec {
     }
 }
 
-/// The one writable path, a tmpfs: the rootfs itself stays read-only, so its size and
-/// content are identical on every host and a restore never meets a rootfs mismatch. CRIU
-/// dumps and restores each tmpfs with a `tar | gzip` pair of processes inside the frozen
-/// window (~4 ms each way, measured), so there is one, and [`LINKED_TO_WRITABLE`] point into it.
+/// The one writable path: the rootfs itself stays read-only, so its size and content are
+/// identical on every host and a restore never meets a rootfs mismatch. It is a bind mount
+/// of the bundle's [`WRITABLE_DIR`], which the agent snapshots in-process while CRIU holds
+/// the tasks stopped and ships with the images: CRIU would dump a tmpfs with a `tar | gzip`
+/// pair of processes inside the frozen window, and restore it with another (~5 ms each,
+/// measured). [`LINKED_TO_WRITABLE`] point into it.
 pub const WRITABLE_PATH: &str = "/run";
 /// Conventional writable folders, symlinks into [`WRITABLE_PATH`] in the rootfs.
 pub const LINKED_TO_WRITABLE: &[&str] = &["/tmp", "/var"];
+/// The bundle's folder behind [`WRITABLE_PATH`].
+pub const WRITABLE_DIR: &str = "writable";
+/// The bundle's folder bound at /dev, its device nodes made when the bundle is built, the
+/// same on every host: runc would mount a tmpfs there, which CRIU dumps and restores with
+/// a `tar | gzip` pair each way (~5 ms each, measured).
+pub const DEV_DIR: &str = "dev";
 
 /// Paths runc masks (a bind mount of /dev/null each). No /sys/firmware: runc masks a folder
 /// with a tmpfs, one more for CRIU to tar.
@@ -160,6 +168,8 @@ fn device_paths(spec: &ContainerSpec) -> Vec<String> {
 pub fn layout(spec: &ContainerSpec, bundle: &Path, netns: &Path) -> crate::containers::Layout {
     crate::containers::Layout {
         rootfs: bundle.join("rootfs"),
+        writable: (WRITABLE_PATH.to_string(), bundle.join(WRITABLE_DIR)),
+        dev: bundle.join(DEV_DIR),
         netns: netns.to_path_buf(),
         masked: MASKED_PATHS.iter().map(|m| m.to_string()).collect(),
         devices: device_paths(spec),
@@ -185,9 +195,13 @@ const DEFAULT_CAPS: &[&str] = &[
 pub fn build(spec: &ContainerSpec, dir: &Path, netns: &Path, cgroup: &str) -> Result<String> {
     lab::spec::validate_name(&spec.name, "container")?;
     let rootfs = dir.join("rootfs");
-    if rootfs.exists() {
-        std::fs::remove_dir_all(&rootfs)?;
+    for d in [&rootfs, &dir.join(WRITABLE_DIR), &dir.join(DEV_DIR)] {
+        if d.exists() {
+            std::fs::remove_dir_all(d)?;
+        }
     }
+    std::fs::create_dir_all(dir.join(WRITABLE_DIR))?;
+    make_dev(spec, &dir.join(DEV_DIR))?;
     for d in ["proc", "dev", "sys", "etc", "bin", &WRITABLE_PATH[1..]] {
         std::fs::create_dir_all(rootfs.join(d))?;
     }
@@ -217,7 +231,7 @@ pub fn build(spec: &ContainerSpec, dir: &Path, netns: &Path, cgroup: &str) -> Re
         std::fs::create_dir_all(p.parent().unwrap_or(&rootfs))?;
         std::fs::write(&p, content)?;
     }
-    let config = config_json(spec, netns, cgroup);
+    let config = config_json(spec, netns, cgroup, dir);
     std::fs::write(dir.join("config.json"), serde_json::to_vec_pretty(&config)?)?;
     digest(&rootfs)
 }
@@ -297,7 +311,62 @@ fn collect(base: &Path, dir: &Path, out: &mut Vec<String>) -> Result<()> {
     Ok(())
 }
 
-fn config_json(spec: &ContainerSpec, netns: &Path, cgroup: &str) -> serde_json::Value {
+/// /dev as runc would fill it (its default devices, /dev/net/tun where asked, the
+/// symlinks), in a folder of the bundle.
+fn make_dev(spec: &ContainerSpec, dev: &Path) -> Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    std::fs::create_dir_all(dev.join("pts"))?;
+    let mut nodes = vec![
+        ("null", 1, 3),
+        ("zero", 1, 5),
+        ("full", 1, 7),
+        ("random", 1, 8),
+        ("urandom", 1, 9),
+        ("tty", 5, 0),
+    ];
+    if spec.tun {
+        std::fs::create_dir_all(dev.join("net"))?;
+        nodes.push(("net/tun", 10, 200));
+    }
+    for (name, major, minor) in nodes {
+        let p = std::ffi::CString::new(dev.join(name).as_os_str().as_bytes())?;
+        // SAFETY: mknod(2) with a valid path; a character device, mode 0666.
+        if unsafe {
+            libc::mknod(
+                p.as_ptr(),
+                libc::S_IFCHR | 0o666,
+                libc::makedev(major, minor),
+            )
+        } != 0
+        {
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("cannot create /dev/{name}"));
+        }
+        // Not narrowed by the umask.
+        std::fs::set_permissions(
+            dev.join(name),
+            std::os::unix::fs::PermissionsExt::from_mode(0o666),
+        )?;
+    }
+    for (link, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+        ("ptmx", "pts/ptmx"),
+    ] {
+        std::os::unix::fs::symlink(target, dev.join(link))?;
+    }
+    Ok(())
+}
+
+fn config_json(
+    spec: &ContainerSpec,
+    netns: &Path,
+    cgroup: &str,
+    bundle: &Path,
+) -> serde_json::Value {
+    let writable = bundle.join(WRITABLE_DIR);
     let mut caps: Vec<String> = DEFAULT_CAPS.iter().map(|c| c.to_string()).collect();
     caps.extend(spec.caps.iter().cloned());
     let mut args = vec![PROGRAM_PATH.to_string()];
@@ -306,16 +375,16 @@ fn config_json(spec: &ContainerSpec, netns: &Path, cgroup: &str) -> serde_json::
     env.extend(spec.env.iter().cloned());
     let mut mounts = vec![
         json!({"destination": "/proc", "type": "proc", "source": "proc"}),
-        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
-               "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
+        json!({"destination": "/dev", "type": "bind", "source": bundle.join(DEV_DIR),
+               "options": ["rbind", "rw", "nosuid"]}),
         json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts",
                "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]}),
         json!({"destination": "/sys", "type": "sysfs", "source": "sysfs",
                "options": ["nosuid", "noexec", "nodev", "ro"]}),
     ];
     mounts.push(
-        json!({"destination": WRITABLE_PATH, "type": "tmpfs", "source": "tmpfs",
-                       "options": ["nosuid", "nodev", "mode=1777", "size=262144k"]}),
+        json!({"destination": WRITABLE_PATH, "type": "bind", "source": writable,
+                       "options": ["rbind", "rw", "nosuid", "nodev"]}),
     );
     let mut devices = vec![json!({"allow": false, "access": "rwm"})];
     let mut dev_nodes = vec![];

@@ -171,8 +171,9 @@ pub struct Swrk {
 }
 
 /// Standard streams of the `criu swrk` process: a restore hands them to the restored tasks
-/// whose stdio was a pipe (`inherit_fd` keys `pipe:[...]` → fds 1 and 2).
+/// whose stdio was a pipe (`inherit_fd` keys `pipe:[...]` → fds 0, 1 and 2).
 pub struct SwrkStdio {
+    pub stdin: Stdio,
     pub stdout: Stdio,
     pub stderr: Stdio,
 }
@@ -198,10 +199,13 @@ impl Swrk {
         // SAFETY: both fds were just created and are owned here.
         let (ours, theirs) = unsafe { (OwnedFd::from_raw_fd(sv[0]), OwnedFd::from_raw_fd(sv[1])) };
         let mut c = Command::new(criu);
-        c.args(["swrk", &SWRK_FD.to_string()]).stdin(Stdio::null());
+        c.args(["swrk", &SWRK_FD.to_string()]);
         match stdio {
-            Some(s) => c.stdout(s.stdout).stderr(s.stderr),
-            None => c.stdout(Stdio::null()).stderr(Stdio::null()),
+            Some(s) => c.stdin(s.stdin).stdout(s.stdout).stderr(s.stderr),
+            None => c
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
         };
         if pass.len() > 15 {
             bail!("criu swrk gets at most 15 inherited files");

@@ -28,7 +28,7 @@ impl Runc {
     fn spawn_logged(&self, mut c: Command, log: &Path, what: &str) -> Result<()> {
         let (writer, first) = log_pipe(log)?;
         let mut child = c
-            .stdin(Stdio::null())
+            .stdin(empty_stdin()?)
             .stdout(writer.try_clone()?)
             .stderr(writer)
             .spawn()
@@ -46,6 +46,14 @@ impl Runc {
         }
         Ok(())
     }
+}
+
+/// A pipe's read end at EOF, as a function's stdin: the host's /dev/null would be a file
+/// on a mount the container does not have, which CRIU cannot dump; a pipe it carries
+/// (a restore hands the restored tasks a new one).
+pub fn empty_stdin() -> Result<std::io::PipeReader> {
+    let (r, _w) = std::io::pipe()?;
+    Ok(r)
 }
 
 /// A pipe whose read end a thread copies into `log` (appended) until every write end is
