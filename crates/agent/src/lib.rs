@@ -1,9 +1,7 @@
-//! The corehop agent: one per host, and the client the controller uses to drive it.
-pub mod api;
-pub mod client;
+//! The corehop agent daemon: one per host (its API, wire types and client are in
+//! crates/agent-api, re-exported here for the daemon's own use).
 pub mod delta;
 pub mod master;
 pub mod server;
-pub mod wire;
 
-pub use client::Client;
+pub use agent_api::{api, client, wire, Client};

@@ -1,7 +1,7 @@
 //! The agent calls a migration makes, as a trait: the controller drives real agents over
-//! their API ([`agent::Client`]), and the rollback table (the paper's Table 1) is tested
+//! their API ([`agent_api::Client`]), and the rollback table (the paper's Table 1) is tested
 //! against a scripted agent, without a lab.
-use agent::api::{Inspect, OpStats};
+use agent_api::api::{Inspect, OpStats};
 use anyhow::Result;
 use std::net::SocketAddr;
 
@@ -45,7 +45,7 @@ pub trait AgentCalls {
 
 /// A real agent, over its authenticated API.
 pub struct Remote {
-    pub client: agent::Client,
+    pub client: agent_api::Client,
     pub token: Vec<u8>,
 }
 
@@ -55,7 +55,7 @@ impl AgentCalls for Remote {
     }
     fn reconnect(&self) -> Result<Box<dyn AgentCalls>> {
         Ok(Box::new(Remote {
-            client: agent::Client::connect(self.client.addr, &self.token)?,
+            client: agent_api::Client::connect(self.client.addr, &self.token)?,
             token: self.token.clone(),
         }))
     }

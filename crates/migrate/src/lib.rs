@@ -174,7 +174,7 @@ pub fn recover(
     on: &str,
     round: &str,
 ) -> Result<Option<Report>> {
-    let mut dst = agent::Client::connect(lab::agent_addr(spec, on)?, token)?;
+    let mut dst = agent_api::Client::connect(lab::agent_addr(spec, on)?, token)?;
     dst.require_criu()?;
     let info = dst.inspect(name)?.info;
     if info.state == "running" {
@@ -192,7 +192,12 @@ pub fn recover(
     let link_up: f64 = restored
         .steps
         .iter()
-        .filter(|(s, _)| matches!(s, agent::api::Step::LinkUp | agent::api::Step::Announce))
+        .filter(|(s, _)| {
+            matches!(
+                s,
+                agent_api::api::Step::LinkUp | agent_api::api::Step::Announce
+            )
+        })
         .map(|(_, ms)| ms)
         .sum();
     let mut phases = phase::Phases::default();

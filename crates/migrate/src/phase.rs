@@ -2,8 +2,8 @@
 //! function, checks both ends, prepares the destination, then runs named, timed phases;
 //! when a phase fails after the source stopped, it puts the function back at the source.
 use crate::agents::{AgentCalls, Remote};
-use agent::api::{Inspect, OpStats, Step};
-use agent::Client;
+use agent_api::api::{Inspect, OpStats, Step};
+use agent_api::Client;
 use anyhow::{bail, Context, Result};
 use lab::spec::LabSpec;
 use runtime::bundle::Runtime;
@@ -285,7 +285,7 @@ pub struct Migration {
     /// The source can pre-dump (kernel dirty-page tracking).
     pub dirty_tracking: bool,
     /// VM PreCopy: the QEMU waiting at the destination (started when it was prepared).
-    vm_incoming: Option<agent::api::VmIncoming>,
+    vm_incoming: Option<agent_api::api::VmIncoming>,
     phases: Phases,
     /// Time the running phase spent in link flips (timed by the agents): it is Tn, not
     /// part of that phase.
@@ -469,7 +469,7 @@ impl Migration {
     }
 
     /// The QEMU waiting at the destination (set by [`Migration::begin`] for a VM).
-    pub fn set_vm_incoming(&mut self, incoming: agent::api::VmIncoming) {
+    pub fn set_vm_incoming(&mut self, incoming: agent_api::api::VmIncoming) {
         self.vm_incoming = Some(incoming);
     }
 

@@ -3,7 +3,7 @@
 //! calls that undo what was done.
 use crate::agents::AgentCalls;
 use crate::{run, Method, Migration, Operation};
-use agent::api::{ContainerInfo, Inspect, OpStats};
+use agent_api::api::{ContainerInfo, Inspect, OpStats};
 use anyhow::{bail, Result};
 use std::cell::RefCell;
 use std::net::SocketAddr;
@@ -151,7 +151,7 @@ fn migrate_failing(
         inspect(),
     );
     if method == Method::VmPreCopy {
-        m.set_vm_incoming(agent::api::VmIncoming {
+        m.set_vm_incoming(agent_api::api::VmIncoming {
             caps: vm::HostCaps::default(),
             uri: "tcp:127.0.0.1:3".into(),
         });

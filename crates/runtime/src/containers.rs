@@ -323,7 +323,8 @@ impl Containers {
             work_dir_fd: Some(work_dir.as_raw_fd()),
             pid: Some(pid as i32),
             leave_running: Some(o.leave_running),
-            track_mem: o.pre_dump.then_some(true),
+            // A pre-dump starts tracking dirty pages; a dump on a parent reads what changed.
+            track_mem: (o.pre_dump || o.parent.is_some()).then_some(true),
             parent_img: o.parent.as_ref().map(|p| p.display().to_string()),
             lazy_pages: o.lazy_pages.map(|_| true),
             ps: o.lazy_pages.map(|a| criu_rpc::PageServerInfo {

@@ -46,7 +46,7 @@ pub enum Request {
         base: Option<String>,
     },
     /// Agent to agent: a tar of an image round follows, `size` bytes with this sha256; with
-    /// `base`, a delta against that round instead (see [`crate::delta`]), and the rebuilt
+    /// `base`, a delta against that round instead (see the daemon's `delta` module), and the rebuilt
     /// round must hash to `round_sha256`.
     Receive {
         name: String,
