@@ -125,17 +125,18 @@ impl ContainerSpec {
     }
 }
 
-/// The one writable path: the rootfs itself stays read-only, so its size and content are
-/// identical on every host and a restore never meets a rootfs mismatch. It is a bind mount
-/// of the bundle's [`WRITABLE_DIR`], which the agent snapshots in-process while CRIU holds
-/// the tasks stopped and ships with the images: CRIU would dump a tmpfs with a `tar | gzip`
-/// pair of processes inside the frozen window, and restore it with another (~5 ms each,
-/// measured). [`LINKED_TO_WRITABLE`] point into it.
+/// The one writable path, a tmpfs: the rootfs itself stays read-only, so its size and
+/// content are identical on every host and a restore never meets a rootfs mismatch. CRIU
+/// dumps and restores a tmpfs with a `tar | gzip` pair of processes each way (~5 ms each,
+/// measured), so there is one, and [`LINKED_TO_WRITABLE`] point into it. It stays a tmpfs
+/// that CRIU carries: a folder the agent shipped itself was tried and measured 10 ms
+/// faster, but its files come back with other inode numbers, and SQLite (the HSS's
+/// database) then refuses every write (SQLITE_READONLY_DBMOVED: it compares the path's
+/// inode with the one it opened); a fresh tmpfs that CRIU refills in order numbers them
+/// as they were.
 pub const WRITABLE_PATH: &str = "/run";
 /// Conventional writable folders, symlinks into [`WRITABLE_PATH`] in the rootfs.
 pub const LINKED_TO_WRITABLE: &[&str] = &["/tmp", "/var"];
-/// The bundle's folder behind [`WRITABLE_PATH`].
-pub const WRITABLE_DIR: &str = "writable";
 /// The bundle's folder bound at /dev, its device nodes made when the bundle is built, the
 /// same on every host: runc would mount a tmpfs there, which CRIU dumps and restores with
 /// a `tar | gzip` pair each way (~5 ms each, measured).
@@ -168,7 +169,6 @@ fn device_paths(spec: &ContainerSpec) -> Vec<String> {
 pub fn layout(spec: &ContainerSpec, bundle: &Path, netns: &Path) -> crate::containers::Layout {
     crate::containers::Layout {
         rootfs: bundle.join("rootfs"),
-        writable: (WRITABLE_PATH.to_string(), bundle.join(WRITABLE_DIR)),
         dev: bundle.join(DEV_DIR),
         netns: netns.to_path_buf(),
         masked: MASKED_PATHS.iter().map(|m| m.to_string()).collect(),
@@ -195,12 +195,11 @@ const DEFAULT_CAPS: &[&str] = &[
 pub fn build(spec: &ContainerSpec, dir: &Path, netns: &Path, cgroup: &str) -> Result<String> {
     lab::spec::validate_name(&spec.name, "container")?;
     let rootfs = dir.join("rootfs");
-    for d in [&rootfs, &dir.join(WRITABLE_DIR), &dir.join(DEV_DIR)] {
+    for d in [&rootfs, &dir.join(DEV_DIR)] {
         if d.exists() {
             std::fs::remove_dir_all(d)?;
         }
     }
-    std::fs::create_dir_all(dir.join(WRITABLE_DIR))?;
     make_dev(spec, &dir.join(DEV_DIR))?;
     for d in ["proc", "dev", "sys", "etc", "bin", &WRITABLE_PATH[1..]] {
         std::fs::create_dir_all(rootfs.join(d))?;
@@ -366,7 +365,6 @@ fn config_json(
     cgroup: &str,
     bundle: &Path,
 ) -> serde_json::Value {
-    let writable = bundle.join(WRITABLE_DIR);
     let mut caps: Vec<String> = DEFAULT_CAPS.iter().map(|c| c.to_string()).collect();
     caps.extend(spec.caps.iter().cloned());
     let mut args = vec![PROGRAM_PATH.to_string()];
@@ -383,8 +381,8 @@ fn config_json(
                "options": ["nosuid", "noexec", "nodev", "ro"]}),
     ];
     mounts.push(
-        json!({"destination": WRITABLE_PATH, "type": "bind", "source": writable,
-                       "options": ["rbind", "rw", "nosuid", "nodev"]}),
+        json!({"destination": WRITABLE_PATH, "type": "tmpfs", "source": "tmpfs",
+                       "options": ["nosuid", "nodev", "mode=1777", "size=262144k"]}),
     );
     let mut devices = vec![json!({"allow": false, "access": "rwm"})];
     let mut dev_nodes = vec![];

@@ -43,9 +43,6 @@ pub struct CheckpointOpts {
 /// (external: it is the host's to create), and the mounts runc made from host files.
 pub struct Layout {
     pub rootfs: PathBuf,
-    /// The writable path inside and the host folder bound there: an external mount to
-    /// CRIU, its content shipped with the images by the agent.
-    pub writable: (String, PathBuf),
     /// The host folder bound at /dev (made alike on every host, so never shipped).
     pub dev: PathBuf,
     pub netns: PathBuf,
@@ -65,10 +62,6 @@ pub struct RoundDirs<'a> {
 const NETNS_KEY: &str = "extRootNetNS";
 /// runc's record of the container's stdio at dump time, which a restore needs.
 const DESCRIPTORS: &str = "descriptors.json";
-/// The writable folder's content in an image round, taken while CRIU holds the tasks.
-const WRITABLE_TAR: &str = "writable.tar";
-/// CRIU's key for the writable folder (an external bind mount).
-const WRITABLE_KEY: &str = "writable";
 /// CRIU's key for /dev (an external bind mount).
 const DEV_KEY: &str = "dev";
 /// The agent's state of a container it restored (runc has none for it).
@@ -301,23 +294,9 @@ impl Containers {
             val: d.clone(),
         }));
         ext_mnt.push(ExtMountMap {
-            key: layout.writable.0.clone(),
-            val: WRITABLE_KEY.into(),
-        });
-        ext_mnt.push(ExtMountMap {
             key: "/dev".into(),
             val: DEV_KEY.into(),
         });
-        let writable = layout.writable.1.clone();
-        let tar_at = images.join(WRITABLE_TAR);
-        // The writable folder goes with the images, read while CRIU holds the tasks
-        // stopped (at its `network-lock`: seized, nothing dumped yet).
-        let mut notify = move |script: &str| -> Result<()> {
-            if script == "network-lock" {
-                snapshot(&writable, &tar_at)?;
-            }
-            notify(script)
-        };
         let opts = CriuOpts {
             images_dir: Some(images.display().to_string()),
             work_dir_fd: Some(work_dir.as_raw_fd()),
@@ -450,11 +429,6 @@ impl Containers {
             key: d.clone(),
             val: d.clone(),
         }));
-        unpack(&images.join(WRITABLE_TAR), &layout.writable.1)?;
-        ext_mnt.push(ExtMountMap {
-            key: WRITABLE_KEY.into(),
-            val: layout.writable.1.display().to_string(),
-        });
         ext_mnt.push(ExtMountMap {
             key: DEV_KEY.into(),
             val: layout.dev.display().to_string(),
@@ -557,29 +531,6 @@ fn cgroup_yard() -> Option<String> {
         all_there.then(|| "/sys/fs/cgroup".to_string())
     })
     .clone()
-}
-
-/// The writable folder's content into a tar (in-process: no process may start here).
-fn snapshot(dir: &Path, tar_at: &Path) -> Result<()> {
-    let mut t = tar::Builder::new(std::io::BufWriter::new(std::fs::File::create(tar_at)?));
-    t.follow_symlinks(false);
-    t.append_dir_all(".", dir)
-        .with_context(|| format!("cannot snapshot {}", dir.display()))?;
-    t.into_inner()?.into_inner().map_err(|e| e.into_error())?;
-    Ok(())
-}
-
-/// The writable folder as the round recorded it; emptied first.
-fn unpack(tar_at: &Path, dir: &Path) -> Result<()> {
-    let f = std::fs::File::open(tar_at)
-        .with_context(|| format!("the image round lacks {}", tar_at.display()))?;
-    let _ = std::fs::remove_dir_all(dir);
-    std::fs::create_dir_all(dir)?;
-    let mut a = tar::Archive::new(f);
-    a.set_preserve_permissions(true);
-    a.set_preserve_mtime(true);
-    a.unpack(dir)
-        .with_context(|| format!("cannot unpack {} into {}", tar_at.display(), dir.display()))
 }
 
 /// The stdio targets of the container's init, as runc records them for a restore.

@@ -75,9 +75,12 @@ impl Agent {
         let started = (|| {
             self.prepare(&spec)?;
             let dir = self.dir(&spec.name)?;
+            // On the fabric before it starts: a function that connects at once (the MME to
+            // its HSS) would otherwise send its first SYN into a link that is down.
+            self.link(&spec.name, true)?;
+            self.announce(&spec.name, &spec)?;
             self.runc
                 .run(&spec.name, &dir.join("bundle"), &dir.join("log"))?;
-            self.plug(&spec.name)?;
             self.apply_quota(&spec.name, &spec);
             self.warm_dump(&spec.name);
             Ok(())
