@@ -67,7 +67,7 @@ fn testsvc(
         )
     });
     std::thread::sleep(Duration::from_secs(1));
-    step("live migration of testsvc node-a -> node-b, stop-and-copy (CRIU through runc)");
+    step("live migration of testsvc node-a -> node-b, stop-and-copy (CRIU over its RPC)");
     let r = migrate::migrate(
         spec,
         token,
