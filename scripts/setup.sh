@@ -101,5 +101,6 @@ sysctl -qw net.ipv4.ip_forward=1
 # host's whole conntrack hash table, once for entries and once for expectations: ~10 ms each
 # inside the frozen window with the 262144 buckets these 24 GiB machines get by default.
 # A lab host tracks a few hundred flows; 16384 buckets keep the chains short for ~65k.
-sysctl -qw net.netfilter.nf_conntrack_buckets=16384
+sysctl -qw net.netfilter.nf_conntrack_buckets=16384 ||
+  log "warning: cannot size the conntrack table (nf_conntrack not loaded?); CRIU dumps will be slower"
 log "ok: $("$PREFIX/sbin/criu" --version | head -n1), $(runc --version | head -n1), tshark $(tshark --version 2>/dev/null | head -n1 | awk '{print $3}')"
