@@ -82,6 +82,10 @@ enum Cmd {
     /// Keep the CPUs busy (the CPU-load generator the experiments run in a cgroup).
     #[command(hide = true)]
     Burn,
+    /// Hold a prepared function's inbound packets (the agent starts one per migration
+    /// target): "ready" once held; "release" on stdin delivers them.
+    #[command(hide = true)]
+    Hold { netns: String, queue: u16 },
     /// The main job: lab up, a stateful function migrated live with a client attached, phases.
     Demo,
     /// Probe a counter service at a fixed rate and report gaps, reconnects and state.
@@ -126,6 +130,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Bench(a) => experiment::bench(a),
         Cmd::Report { dir } => experiment::report(&dir),
         Cmd::Burn => experiment::burn(),
+        Cmd::Hold { netns, queue } => lab::hold::serve(&netns, queue),
         Cmd::Checkpoint { name, to } => cmd::standby(&name, &to, json),
         Cmd::Recover { name, on, round } => cmd::recover(&name, &on, &round, json),
         Cmd::Nf(c) => nf::cmd(c, json),

@@ -73,7 +73,7 @@ struct Warm {
     restore: Option<runtime::containers::WarmRestore>,
     /// A prepared function's inbound packets, held from the moment its MAC moves here
     /// until its sockets are restored.
-    hold: Option<lab::hold::Hold>,
+    hold: Option<warm::HoldProcess>,
 }
 
 /// One end of a PostCopy whose memory is still moving.

@@ -6,6 +6,22 @@ use super::*;
 /// The NFQUEUE queue number of a prepared function's hold (one per namespace).
 const HOLD_QUEUE: u16 = 0;
 
+/// A `corehop hold` process and its answers.
+pub(super) struct HoldProcess {
+    child: std::process::Child,
+    out: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl Drop for HoldProcess {
+    /// A hold not released (the migration was abandoned): what it held is dropped.
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 impl Agent {
     /// Starts the CRIU of `name`'s next dump (after a run, a restore, a leave-running dump:
     /// the function is running, so this is outside any frozen window).
@@ -72,23 +88,51 @@ impl Agent {
     /// Holds what arrives for a prepared `name` (NFQUEUE queue 0 of its namespace; the rule
     /// lets packets pass when nothing holds them).
     pub(super) fn hold(&self, name: &str) -> Result<()> {
+        use std::io::BufRead;
         let ns = self.netns(name);
         lab::hold::install_rule(&ns, runtime::sgi::SERVICE_IF, HOLD_QUEUE)?;
-        let h = lab::hold::Hold::start(&ns, HOLD_QUEUE)?;
+        // A process of its own (`corehop hold`), which outlives this agent: see
+        // `lab::hold::serve`.
+        let mut child = std::process::Command::new(std::env::current_exe()?)
+            .args(["hold", &ns, &HOLD_QUEUE.to_string()])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .context("cannot start the packet hold")?;
+        let mut out = std::io::BufReader::new(child.stdout.take().context("no hold stdout")?);
+        let mut line = String::new();
+        out.read_line(&mut line)?;
+        if line.trim() != "ready" {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("the packet hold did not start");
+        }
+        let h = HoldProcess { child, out };
         lock(&self.warm).entry(name.into()).or_default().hold = Some(h);
         Ok(())
     }
 
     /// Hands what was held for `name` to its (now restored) sockets; `None` if nothing held.
     pub(super) fn release(&self, name: &str) -> Result<Option<u64>> {
-        let Some(h) = lock(&self.warm).get_mut(name).and_then(|w| w.hold.take()) else {
+        use std::io::{BufRead, Write};
+        let Some(mut h) = lock(&self.warm).get_mut(name).and_then(|w| w.hold.take()) else {
             return Ok(None);
         };
-        let st = h.release()?;
-        if st.overrun {
+        let stdin = h.child.stdin.as_mut().context("no hold stdin")?;
+        stdin.write_all(b"release\n")?;
+        let mut line = String::new();
+        h.out.read_line(&mut line)?;
+        let mut words = line.split_whitespace().skip(1);
+        let packets = words
+            .next()
+            .and_then(|p| p.parse().ok())
+            .context("the hold answered nothing")?;
+        if words.next() == Some("true") {
             tracing::warn!("{name}: the hold overflowed; some packets passed before the restore");
         }
-        Ok(Some(st.packets as u64))
+        let _ = h.child.wait();
+        Ok(Some(packets))
     }
 
     /// Stops whatever was started ahead for `name`.
