@@ -601,6 +601,37 @@ fn packet_id(body: &[u8]) -> Option<u32> {
     None
 }
 
+/// A hold in a process of its own, so that it outlives the agent that started it: if the
+/// agent dies while a migration's packets are held, they stay held (dropped at worst),
+/// never handed to a namespace without the function's sockets, which would answer them
+/// with resets; the fence that removes the namespace ends this process. Protocol on stdio:
+/// prints `ready`; on `release`, delivers what it held, prints `released PACKETS OVERRUN`
+/// and exits; at EOF (the agent is gone) it keeps holding.
+pub fn serve(netns: &str, queue: u16) -> Result<()> {
+    use std::io::{BufRead, Write};
+    // In the namespace itself, so that removing the namespace finds and ends it.
+    crate::net::enter_netns(netns)?;
+    let hold = Hold::start(netns, queue)?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "ready")?;
+    out.flush()?;
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if std::io::stdin().lock().read_line(&mut line)? == 0 {
+            loop {
+                std::thread::park();
+            }
+        }
+        if line.trim() == "release" {
+            let st = hold.release()?;
+            writeln!(out, "released {} {}", st.packets, st.overrun)?;
+            out.flush()?;
+            return Ok(());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -918,36 +949,5 @@ mod tests {
             }
         });
         assert_eq!(answers, vec![(9, libc::ENOENT)]);
-    }
-}
-
-/// A hold in a process of its own, so that it outlives the agent that started it: if the
-/// agent dies while a migration's packets are held, they stay held (dropped at worst),
-/// never handed to a namespace without the function's sockets, which would answer them
-/// with resets; the fence that removes the namespace ends this process. Protocol on stdio:
-/// prints `ready`; on `release`, delivers what it held, prints `released PACKETS OVERRUN`
-/// and exits; at EOF (the agent is gone) it keeps holding.
-pub fn serve(netns: &str, queue: u16) -> Result<()> {
-    use std::io::{BufRead, Write};
-    // In the namespace itself, so that removing the namespace finds and ends it.
-    crate::net::enter_netns(netns)?;
-    let hold = Hold::start(netns, queue)?;
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "ready")?;
-    out.flush()?;
-    let mut line = String::new();
-    loop {
-        line.clear();
-        if std::io::stdin().lock().read_line(&mut line)? == 0 {
-            loop {
-                std::thread::park();
-            }
-        }
-        if line.trim() == "release" {
-            let st = hold.release()?;
-            writeln!(out, "released {} {}", st.packets, st.overrun)?;
-            out.flush()?;
-            return Ok(());
-        }
     }
 }
