@@ -60,7 +60,7 @@ fn each_function_migrates_with_the_ue_attached() {
         "--ues",
         "1",
         "--duration",
-        "22",
+        "600",
         "--ping-interval-ms",
         "20",
         "--cp-probe-ms",
@@ -191,7 +191,14 @@ fn spgw_restored_after_host_death_gets_newer_tunnels_from_the_master() {
     ok(&["nf", "start", "mme", "--host", "node-b"]);
     ok(&["nf", "start", "spgw", "--host", "node-a"]);
 
-    let ue1 = Ran::start(&["--ues", "1", "--duration", "25", "--ping-interval-ms", "20"]);
+    let ue1 = Ran::start(&[
+        "--ues",
+        "1",
+        "--duration",
+        "600",
+        "--ping-interval-ms",
+        "20",
+    ]);
     std::thread::sleep(Duration::from_secs(2));
     // The last checkpoint knows UE 1 only.
     ok(&["checkpoint", "spgw", "--to", "node-b"]);
@@ -203,7 +210,7 @@ fn spgw_restored_after_host_death_gets_newer_tunnels_from_the_master() {
         "--ues",
         "1",
         "--duration",
-        "18",
+        "600",
         "--ping-interval-ms",
         "20",
     ]);

@@ -36,7 +36,7 @@ fn a_thousand_ues_stay_attached_while_spgw_and_mme_migrate() {
         "--ues",
         &UES.to_string(),
         "--duration",
-        "45",
+        "600",
         "--ping-interval-ms",
         "1000",
         "--cp-probe-ms",

@@ -253,9 +253,8 @@ fn epc_moves_with(method: &str) {
     let ran = Ran::start(&[
         "--ues",
         "1",
-        // Outlasts the three migrations (each with its destination preparation).
         "--duration",
-        "40",
+        "600",
         "--ping-interval-ms",
         "20",
         "--cp-probe-ms",
@@ -346,9 +345,8 @@ fn spgw_moves_as_a_vm_with_the_ue_pinging_the_pdn() {
     let ran = Ran::start(&[
         "--ues",
         "1",
-        // Outlasts the migration (which starts a QEMU at the destination first).
         "--duration",
-        "25",
+        "600",
         "--ping-interval-ms",
         "20",
         "--cp-probe-ms",
@@ -407,9 +405,8 @@ fn hss_and_mme_move_as_vms_with_the_ue_attached() {
     let ran = Ran::start(&[
         "--ues",
         "1",
-        // Outlasts both migrations (each starts a QEMU at the destination first).
         "--duration",
-        "30",
+        "600",
         "--ping-interval-ms",
         "20",
         "--cp-probe-ms",

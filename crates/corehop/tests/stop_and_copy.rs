@@ -205,11 +205,16 @@ fn bad_requests_fail_clearly_and_leave_the_source_running() {
 #[test]
 fn lab_down_leaves_nothing_behind_and_is_idempotent() {
     let lab = Lab::up();
+    // One container restored by CRIU (runc does not know it) and one started by runc.
     ok(&["run", "svc", "--host", "node-a", "--", BIN, "testsvc"]);
+    ok(&["migrate", "svc", "--to", "node-b"]);
+    ok(&["run", "svc2", "--host", "node-a", "--", BIN, "testsvc"]);
     ok(&["lab", "rate", "node-a", "100mbit"]);
     let st = json(&ok(&["lab", "status", "--json"]));
     assert_eq!(st[0]["rate"], "100Mbit", "{st}");
-    drop(lab);
+    // Twice, and with the lab's lock still held: dropping `lab` would let the next test
+    // start its lab while this one looks for leftovers.
+    ok(&["lab", "down"]);
     ok(&["lab", "down"]);
     let links = String::from_utf8_lossy(
         &std::process::Command::new("ip")
@@ -258,4 +263,5 @@ fn lab_down_leaves_nothing_behind_and_is_idempotent() {
     )
     .to_string();
     assert!(procs.trim().is_empty(), "processes left: {procs}");
+    drop(lab);
 }

@@ -390,12 +390,24 @@ pub fn down() -> Result<()> {
     Ok(())
 }
 
-/// Kills every process with a pid file in `dir`.
+/// Kills every process with a pid file in `dir` and waits (up to 5 s) until each is gone:
+/// an agent still alive after `down` would hold its port against the next lab's.
 fn kill_pids(dir: &Path) {
-    for pidfile in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        if let Some(pid) = pid_of(&pidfile.path()) {
-            run_quiet("kill", &["-9", &pid.to_string()]);
+    let pidfiles: Vec<_> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    for f in &pidfiles {
+        if let Some(pid) = pid_of(f).filter(|&p| p > 0) {
+            // SAFETY: kill(2) of a pid the lab recorded.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
         }
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while pidfiles.iter().any(|f| pid_alive(f)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 

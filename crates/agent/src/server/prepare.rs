@@ -100,6 +100,10 @@ impl Agent {
                 self.remove_vm(&dir);
             }
         }
+        // The link goes down before the hold ends: what the hold let through into a
+        // namespace without the function's sockets would draw resets that end its peers'
+        // connections (the function may be back at its source by now).
+        let _ = self.link(name, false);
         self.end_lazy(name);
         self.discard_warm(name);
         self.containers.delete(name);

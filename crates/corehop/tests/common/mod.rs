@@ -228,7 +228,11 @@ impl Ran {
         Ran(child)
     }
 
+    /// Ends the run (SIGINT: every UE detaches) and returns its report. A test's
+    /// `--duration` is only a cap, so that a slow machine's migrations cannot outlast it.
     pub fn finish(self) -> serde_json::Value {
+        // SAFETY: kill(2) of our own child.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGINT) };
         let out = self.0.wait_with_output().unwrap();
         assert!(out.status.success(), "ran failed");
         json(&String::from_utf8_lossy(&out.stdout))
