@@ -103,4 +103,13 @@ sysctl -qw net.ipv4.ip_forward=1
 # A lab host tracks a few hundred flows; 16384 buckets keep the chains short for ~65k.
 sysctl -qw net.netfilter.nf_conntrack_buckets=16384 ||
   log "warning: cannot size the conntrack table (nf_conntrack not loaded?); CRIU dumps will be slower"
+# A restore moves the function's tasks into its cgroups; on a cgroup v2 hierarchy the first
+# move waits for an RCU grace period (~10 ms of the frozen window, measured) unless the
+# hierarchy favours dynamic changes (Linux 6.0+; forks and exits cost a little more).
+# A remount resets the flags it does not name (nsdelegate, ...): the current ones are kept.
+awk '$3 == "cgroup2" {print $2, $4}' /proc/mounts | while read -r cg2 cg2_opts; do
+  case ",$cg2_opts," in *,favordynmods,*) continue ;; esac
+  mount -o "remount,$cg2_opts,favordynmods" "$cg2" ||
+    log "warning: cannot remount $cg2 with favordynmods; restores will be ~10 ms slower"
+done
 log "ok: $("$PREFIX/sbin/criu" --version | head -n1), $(runc --version | head -n1), tshark $(tshark --version 2>/dev/null | head -n1 | awk '{print $3}')"
