@@ -279,6 +279,12 @@ fn epc_moves_with(method: &str) {
     assert_ue_kept(&r);
     assert!(r["cp_probe"]["answered"].as_u64().unwrap() > 100, "{r}");
     for (nf, rep) in &reports {
+        // Nothing but CRIU (PostCopy's lazy-pages daemon) starts in the frozen window.
+        let programs = rep["window"]["programs"].as_array().unwrap();
+        assert!(
+            programs.iter().all(|p| p == "criu"),
+            "{nf}: processes started in the frozen window: {programs:?}"
+        );
         eprintln!(
             "{nf} {}: phases {} downtime {} ms, bytes {} per round {} last page {}",
             rep["method"],

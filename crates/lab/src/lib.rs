@@ -198,7 +198,10 @@ fn host_up(spec: &LabSpec, h: &spec::HostSpec) -> Result<()> {
     )
     .is_err()
     {
-        tracing::warn!("{}: no per-namespace socket hash tables on this kernel", h.name);
+        tracing::warn!(
+            "{}: no per-namespace socket hash tables on this kernel",
+            h.name
+        );
     }
     // The NIC is shaped in both directions: host egress on its uplink, ingress on the
     // fabric port (a bridge port's egress), as a real NIC limits both.

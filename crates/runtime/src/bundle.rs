@@ -125,15 +125,10 @@ impl ContainerSpec {
     }
 }
 
-/// The one writable path, a tmpfs: the rootfs itself stays read-only, so its size and
-/// content are identical on every host and a restore never meets a rootfs mismatch. CRIU
-/// dumps and restores a tmpfs with a `tar | gzip` pair of processes each way (~5 ms each,
-/// measured), so there is one, and [`LINKED_TO_WRITABLE`] point into it. It stays a tmpfs
-/// that CRIU carries: a folder the agent shipped itself was tried and measured 10 ms
-/// faster, but its files come back with other inode numbers, and SQLite (the HSS's
-/// database) then refuses every write (SQLITE_READONLY_DBMOVED: it compares the path's
-/// inode with the one it opened); a fresh tmpfs that CRIU refills in order numbers them
-/// as they were.
+/// The one writable path: the rootfs itself stays read-only, so its size and content are
+/// identical on every host and a restore never meets a rootfs mismatch. It is a tmpfs the
+/// agent mounts on the host (the bundle's [`WRITABLE_DIR`]) and carries itself, see
+/// [`crate::writable`]; [`LINKED_TO_WRITABLE`] point into it.
 pub const WRITABLE_PATH: &str = "/run";
 /// Conventional writable folders, symlinks into [`WRITABLE_PATH`] in the rootfs.
 pub const LINKED_TO_WRITABLE: &[&str] = &["/tmp", "/var"];
@@ -141,6 +136,8 @@ pub const LINKED_TO_WRITABLE: &[&str] = &["/tmp", "/var"];
 /// same on every host: runc would mount a tmpfs there, which CRIU dumps and restores with
 /// a `tar | gzip` pair each way (~5 ms each, measured).
 pub const DEV_DIR: &str = "dev";
+/// The bundle's folder bound at [`WRITABLE_PATH`], a tmpfs of the host's.
+pub const WRITABLE_DIR: &str = "writable";
 
 /// Paths runc masks (a bind mount of /dev/null each). No /sys/firmware: runc masks a folder
 /// with a tmpfs, one more for CRIU to tar.
@@ -170,6 +167,7 @@ pub fn layout(spec: &ContainerSpec, bundle: &Path, netns: &Path) -> crate::conta
     crate::containers::Layout {
         rootfs: bundle.join("rootfs"),
         dev: bundle.join(DEV_DIR),
+        writable: bundle.join(WRITABLE_DIR),
         netns: netns.to_path_buf(),
         masked: MASKED_PATHS.iter().map(|m| m.to_string()).collect(),
         devices: device_paths(spec),
@@ -381,8 +379,8 @@ fn config_json(
                "options": ["nosuid", "noexec", "nodev", "ro"]}),
     ];
     mounts.push(
-        json!({"destination": WRITABLE_PATH, "type": "tmpfs", "source": "tmpfs",
-                       "options": ["nosuid", "nodev", "mode=1777", "size=262144k"]}),
+        json!({"destination": WRITABLE_PATH, "type": "bind", "source": bundle.join(WRITABLE_DIR),
+               "options": ["rbind", "rw", "nosuid", "nodev"]}),
     );
     let mut devices = vec![json!({"allow": false, "access": "rwm"})];
     let mut dev_nodes = vec![];

@@ -45,6 +45,8 @@ pub struct Layout {
     pub rootfs: PathBuf,
     /// The host folder bound at /dev (made alike on every host, so never shipped).
     pub dev: PathBuf,
+    /// The host's tmpfs bound at /run, carried by the agent ([`crate::writable`]).
+    pub writable: PathBuf,
     pub netns: PathBuf,
     /// runc masks these with bind mounts of /dev/null.
     pub masked: Vec<String>,
@@ -64,6 +66,8 @@ const NETNS_KEY: &str = "extRootNetNS";
 const DESCRIPTORS: &str = "descriptors.json";
 /// CRIU's key for /dev (an external bind mount).
 const DEV_KEY: &str = "dev";
+/// CRIU's key for the writable folder (an external bind mount of the host's tmpfs).
+const WRITABLE_KEY: &str = "writable";
 /// The agent's state of a container it restored (runc has none for it).
 const RESTORED: &str = "restored.json";
 
@@ -78,6 +82,50 @@ struct Restored {
 struct RuncState {
     init_process_pid: i64,
     init_process_start: u64,
+}
+
+/// Which end of a migration CRIU's options are for.
+#[derive(Clone, Copy, PartialEq)]
+enum Side {
+    Dump,
+    Restore,
+}
+
+impl Layout {
+    /// The mounts runc made from host files, external to CRIU: on a dump each mount point
+    /// and the key it is saved under, on a restore each key and the host path to bind.
+    fn external_mounts(&self, side: Side) -> Vec<ExtMountMap> {
+        let null = "/dev/null".to_string();
+        let mut m: Vec<(String, String, String)> = self
+            .masked
+            .iter()
+            .map(|p| (p.clone(), null.clone(), null.clone()))
+            .collect();
+        m.extend(
+            self.devices
+                .iter()
+                .map(|d| (d.clone(), d.clone(), d.clone())),
+        );
+        for (point, key, host) in [
+            ("/dev", DEV_KEY, &self.dev),
+            (crate::bundle::WRITABLE_PATH, WRITABLE_KEY, &self.writable),
+        ] {
+            m.push((point.into(), key.into(), host.display().to_string()));
+        }
+        let mut out: Vec<ExtMountMap> = m
+            .into_iter()
+            .map(|(point, key, host)| match side {
+                Side::Dump => ExtMountMap {
+                    key: point,
+                    val: key,
+                },
+                Side::Restore => ExtMountMap { key, val: host },
+            })
+            .collect();
+        // The masked paths share their key.
+        out.dedup_by(|a, b| a.key == b.key && a.val == b.val);
+        out
+    }
 }
 
 /// A `criu swrk` started for one container ahead of its restore: it holds the container's
@@ -269,7 +317,7 @@ impl Containers {
         dirs: RoundDirs,
         o: &CheckpointOpts,
         swrk: Swrk,
-        mut notify: impl FnMut(&str) -> Result<()>,
+        mut on_notify: impl FnMut(&str) -> Result<()>,
     ) -> Result<Option<(std::thread::JoinHandle<Result<()>>, u32)>> {
         let RoundDirs { images, work } = dirs;
         let pid = self
@@ -277,26 +325,28 @@ impl Containers {
             .with_context(|| format!("{id} is not running"))?
             .pid;
         write_descriptors(pid, images)?;
+        let procs = self.cgroup(id, "freezer").join("cgroup.procs");
+        let mut notify = |script: &str| -> Result<()> {
+            if script == "network-lock" {
+                // Every task is stopped, nothing dumped yet: the folder matches the memory.
+                let pids: Vec<i32> = std::fs::read_to_string(&procs)
+                    .unwrap_or_default()
+                    .split_whitespace()
+                    .filter_map(|p| p.parse().ok())
+                    .collect();
+                crate::writable::save(
+                    &layout.writable,
+                    &pids,
+                    &images.join(crate::writable::IMAGE),
+                )
+                .context("cannot save the writable folder")?;
+            }
+            on_notify(script)
+        };
         let work_dir = std::fs::File::open(work)?;
         let netns_ino = std::fs::metadata(&layout.netns)
             .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
             .with_context(|| format!("no network namespace {}", layout.netns.display()))?;
-        let mut ext_mnt: Vec<ExtMountMap> = layout
-            .masked
-            .iter()
-            .map(|m| ExtMountMap {
-                key: m.to_string(),
-                val: "/dev/null".into(),
-            })
-            .collect();
-        ext_mnt.extend(layout.devices.iter().map(|d| ExtMountMap {
-            key: d.clone(),
-            val: d.clone(),
-        }));
-        ext_mnt.push(ExtMountMap {
-            key: "/dev".into(),
-            val: DEV_KEY.into(),
-        });
         let opts = CriuOpts {
             images_dir: Some(images.display().to_string()),
             work_dir_fd: Some(work_dir.as_raw_fd()),
@@ -313,7 +363,7 @@ impl Containers {
             root: Some(layout.rootfs.display().to_string()),
             external: vec![format!("net[{netns_ino}]:{NETNS_KEY}")],
             empty_ns: Some(libc::CLONE_NEWNET as u32),
-            ext_mnt,
+            ext_mnt: layout.external_mounts(Side::Dump),
             ..common_opts("dump.log")
         };
         let req = CriuReq {
@@ -421,18 +471,6 @@ impl Containers {
                 });
             }
         }
-        let mut ext_mnt = vec![ExtMountMap {
-            key: "/dev/null".into(),
-            val: "/dev/null".into(),
-        }];
-        ext_mnt.extend(layout.devices.iter().map(|d| ExtMountMap {
-            key: d.clone(),
-            val: d.clone(),
-        }));
-        ext_mnt.push(ExtMountMap {
-            key: DEV_KEY.into(),
-            val: layout.dev.display().to_string(),
-        });
         let opts = CriuOpts {
             images_dir: Some(images.display().to_string()),
             work_dir_fd: Some(work_dir.as_raw_fd()),
@@ -441,7 +479,7 @@ impl Containers {
             rst_sibling: Some(true),
             empty_ns: Some(libc::CLONE_NEWNET as u32),
             inherit_fd,
-            ext_mnt,
+            ext_mnt: layout.external_mounts(Side::Restore),
             lazy_pages: lazy.then_some(true),
             cg_root: vec![criu_rpc::CgroupRoot {
                 ctrl: None,
@@ -458,9 +496,12 @@ impl Containers {
             mut swrk,
             root_mount,
         } = warm;
-        let resp = swrk
-            .call(&req, notify)
-            .map_err(|e| crate::runc::criu_error(e, work, "restore.log"));
+        let resp = crate::writable::restore(&images.join(crate::writable::IMAGE), &layout.writable)
+            .context("cannot restore the writable folder")
+            .and_then(|()| {
+                swrk.call(&req, notify)
+                    .map_err(|e| crate::runc::criu_error(e, work, "restore.log"))
+            });
         unmount(&root_mount);
         let resp = resp?;
         let pid = resp

@@ -40,6 +40,8 @@ impl Agent {
             &Path::new("/run/netns").join(&ns),
             &cgroup,
         )?;
+        // The function's writable folder: empty for a start, untouched for a restore.
+        runtime::writable::mount_fresh(&writable_dir(&dir))?;
         std::fs::write(dir.join("rootfs.digest"), &digest)?;
         std::fs::write(dir.join("spec.json"), serde_json::to_vec_pretty(spec)?)?;
         Ok(digest)
@@ -109,9 +111,15 @@ impl Agent {
         self.containers.delete(name);
         net::unplug(&self.cfg.host, &port(name));
         net::del_netns(&self.netns(name));
+        runtime::containers::unmount(&writable_dir(&dir));
         if dir.exists() {
             std::fs::remove_dir_all(&dir)?;
         }
         Ok(())
     }
+}
+
+/// The host's tmpfs that is the function's writable folder.
+fn writable_dir(dir: &Path) -> PathBuf {
+    dir.join("bundle").join(runtime::bundle::WRITABLE_DIR)
 }
