@@ -56,16 +56,7 @@ fn each_function_migrates_with_the_ue_attached() {
     let var = std::fs::read_link(format!("/proc/{hss_pid}/root/var")).unwrap();
     assert_eq!(var, std::path::Path::new("run"));
 
-    let ran = Ran::start(&[
-        "--ues",
-        "1",
-        "--duration",
-        "600",
-        "--ping-interval-ms",
-        "20",
-        "--cp-probe-ms",
-        "50",
-    ]);
+    let ran = Ran::one_ue(&["--cp-probe-ms", "50"]);
     std::thread::sleep(Duration::from_secs(3));
     let tunnels_before = spgw_tunnels();
     let contexts_before = mme_contexts();
@@ -191,29 +182,11 @@ fn spgw_restored_after_host_death_gets_newer_tunnels_from_the_master() {
     ok(&["nf", "start", "mme", "--host", "node-b"]);
     ok(&["nf", "start", "spgw", "--host", "node-a"]);
 
-    let ue1 = Ran::start(&[
-        "--ues",
-        "1",
-        "--duration",
-        "600",
-        "--ping-interval-ms",
-        "20",
-    ]);
+    let ue1 = Ran::one_ue(&[]);
     std::thread::sleep(Duration::from_secs(2));
     // The last checkpoint knows UE 1 only.
     ok(&["checkpoint", "spgw", "--to", "node-b"]);
-    let ue2 = Ran::start(&[
-        "--host",
-        "ran2",
-        "--first",
-        "1",
-        "--ues",
-        "1",
-        "--duration",
-        "600",
-        "--ping-interval-ms",
-        "20",
-    ]);
+    let ue2 = Ran::one_ue(&["--host", "ran2", "--first", "1"]);
     std::thread::sleep(Duration::from_secs(3));
     let before = spgw_tunnels();
     assert_eq!(before.as_array().unwrap().len(), 2, "{before}");

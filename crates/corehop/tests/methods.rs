@@ -250,16 +250,7 @@ fn assert_ue_kept(r: &serde_json::Value) {
 fn epc_moves_with(method: &str) {
     let _lab = Lab::up();
     start_epc("node-a");
-    let ran = Ran::start(&[
-        "--ues",
-        "1",
-        "--duration",
-        "600",
-        "--ping-interval-ms",
-        "20",
-        "--cp-probe-ms",
-        "50",
-    ]);
+    let ran = Ran::one_ue(&["--cp-probe-ms", "50"]);
     std::thread::sleep(Duration::from_secs(3));
     let tunnels_before = spgw_tunnels();
     let contexts_before = mme_contexts();
@@ -348,16 +339,7 @@ fn spgw_moves_as_a_vm_with_the_ue_pinging_the_pdn() {
         .unwrap();
     let route = String::from_utf8_lossy(&route.stdout);
     assert!(!route.contains("via 10.77.1.30"), "{route}");
-    let ran = Ran::start(&[
-        "--ues",
-        "1",
-        "--duration",
-        "600",
-        "--ping-interval-ms",
-        "20",
-        "--cp-probe-ms",
-        "50",
-    ]);
+    let ran = Ran::one_ue(&["--cp-probe-ms", "50"]);
     std::thread::sleep(Duration::from_secs(3));
     let before = spgw_tunnels();
     assert_eq!(before.as_array().map(Vec::len), Some(1), "{before}");
@@ -408,16 +390,7 @@ fn hss_and_mme_move_as_vms_with_the_ue_attached() {
     ok(&["nf", "start", "spgw", "--host", "node-a"]);
     ok(&["nf", "start", "mme", "--host", "node-a", "--runtime", "vm"]);
     await_attach();
-    let ran = Ran::start(&[
-        "--ues",
-        "1",
-        "--duration",
-        "600",
-        "--ping-interval-ms",
-        "20",
-        "--cp-probe-ms",
-        "50",
-    ]);
+    let ran = Ran::one_ue(&["--cp-probe-ms", "50"]);
     std::thread::sleep(Duration::from_secs(3));
     let mut reports = vec![];
     for nf in ["mme", "hss"] {

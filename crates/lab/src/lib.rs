@@ -168,14 +168,9 @@ fn host_up(spec: &LabSpec, h: &spec::HostSpec) -> Result<()> {
     run("ip", &["-n", &ns, "link", "set", net::HOST_BRIDGE, "up"])?;
     // Forwarding for the functions' traffic; and probes ping through the kernel's ICMP
     // datagram sockets, which a new namespace allows to no group by default.
-    run(
-        "ip",
+    sysctl_in(
+        &ns,
         &[
-            "netns",
-            "exec",
-            &ns,
-            "sysctl",
-            "-qw",
             "net.ipv4.ip_forward=1",
             "net.ipv4.ping_group_range=0 2147483647",
         ],
@@ -184,14 +179,9 @@ fn host_up(spec: &LabSpec, h: &spec::HostSpec) -> Result<()> {
     // function: CRIU's socket collection walks the whole table of every socket family in
     // the frozen window (the host-wide 262144 TCP buckets of these machines: ~4 ms per
     // dump, measured). Older kernels lack the knobs (5.19 and 6.2); a dump is slower there.
-    if run(
-        "ip",
+    if sysctl_in(
+        &ns,
         &[
-            "netns",
-            "exec",
-            &ns,
-            "sysctl",
-            "-qw",
             "net.ipv4.tcp_child_ehash_entries=1024",
             "net.ipv4.udp_child_hash_entries=1024",
         ],
@@ -411,6 +401,13 @@ pub fn down() -> Result<()> {
     let _ = std::fs::remove_dir_all(MASTER_DIR);
     let _ = std::fs::remove_file(paths::lab_file());
     Ok(())
+}
+
+/// Sets `settings` (`key=value`) in namespace `ns`.
+fn sysctl_in(ns: &str, settings: &[&str]) -> Result<()> {
+    let mut args = vec!["netns", "exec", ns, "sysctl", "-qw"];
+    args.extend_from_slice(settings);
+    run("ip", &args).map(|_| ())
 }
 
 /// Kills every process with a pid file in `dir` and waits (up to 5 s) until each is gone:

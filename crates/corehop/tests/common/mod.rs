@@ -228,6 +228,20 @@ impl Ran {
         Ran(child)
     }
 
+    /// One UE pinging the pdn host every 20 ms until [`Ran::finish`], plus `extra` options.
+    pub fn one_ue(extra: &[&str]) -> Ran {
+        let mut args = vec![
+            "--ues",
+            "1",
+            "--duration",
+            "600",
+            "--ping-interval-ms",
+            "20",
+        ];
+        args.extend_from_slice(extra);
+        Ran::start(&args)
+    }
+
     /// Ends the run (SIGINT: every UE detaches) and returns its report. A test's
     /// `--duration` is only a cap, so that a slow machine's migrations cannot outlast it.
     pub fn finish(self) -> serde_json::Value {
