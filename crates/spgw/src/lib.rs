@@ -9,14 +9,15 @@
 //! - SGi: TUN device `sgi0` (NAT towards the PDN is done by corehop's runtime).
 //!
 //! Live migration with CRIU cannot checkpoint a TUN fd, so the device can be
-//! released and re-attached at runtime: SIGUSR1 closes the TUN fd (SGi traffic
-//! stops, S11/S1-U sockets stay), SIGUSR2 re-attaches `sgi0` (or creates it) and
-//! resumes. The tunnel list is written as JSON on every change (`tunnels_file`)
+//! released and re-attached at runtime: SIGUSR1 closes the TUN fd (S11/S1-U sockets
+//! stay; uplink packets are parked in memory), SIGUSR2 re-attaches `sgi0` (or creates
+//! it), writes the parked packets and resumes. The tunnel list is written as JSON on every change (`tunnels_file`)
 //! and can seed a new instance (`restore_tunnels_from`): the GTP Tunnel List Handler.
 
 mod core;
 mod tun;
 
+use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,6 +33,10 @@ use tracing::{debug, error, info, warn};
 
 pub use crate::core::{Core, CoreConfig, IpPool, S11Outcome, S1uAction, Tunnel};
 pub use crate::tun::{Tun, TunSetup};
+
+/// Uplink packets kept while the SGi TUN is released (a few seconds of a busy cell's
+/// uplink at most; beyond, they are dropped).
+const MAX_PARKED: usize = 4096;
 
 /// SPGW configuration (TOML). Defaults are the lab's (docs/conventions.md).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -317,6 +322,11 @@ impl Spgw {
         let mut s11_buf = vec![0u8; 65536];
         let mut s1u_buf = vec![0u8; 65536];
         let mut sgi_buf = vec![0u8; 65536];
+        // Uplink packets that arrive while the TUN is released: from SIGUSR1 before a dump
+        // to the re-attach after the restore (they move with the process's memory), and
+        // those the destination held during the move, which the select below may serve
+        // before the queued SIGUSR2. Written once the TUN is back.
+        let mut parked: VecDeque<Vec<u8>> = VecDeque::new();
         loop {
             let ctl = tokio::select! {
                 r = s11.recv_from(&mut s11_buf) => {
@@ -328,7 +338,9 @@ impl Spgw {
                 }
                 r = s1u.recv_from(&mut s1u_buf) => {
                     match r {
-                        Ok((n, from)) => self.on_s1u(&s1u, tun.as_ref(), &s1u_buf[..n], from).await,
+                        Ok((n, from)) => {
+                            self.on_s1u(&s1u, tun.as_ref(), &mut parked, &s1u_buf[..n], from).await
+                        }
                         Err(e) => recv_error("S1-U", e).await,
                     }
                     None
@@ -356,6 +368,17 @@ impl Spgw {
                     if tun.is_none() {
                         tun = self.open_tun();
                     }
+                    if let Some(t) = tun.as_ref().filter(|_| !parked.is_empty()) {
+                        info!(
+                            packets = parked.len(),
+                            "uplink packets parked while the SGi TUN was released, delivered"
+                        );
+                        for p in parked.drain(..) {
+                            if let Err(e) = t.send(&p) {
+                                debug!(error = %e, "parked uplink packet dropped at SGi");
+                            }
+                        }
+                    }
                 }
                 None => {}
             }
@@ -374,7 +397,14 @@ impl Spgw {
         }
     }
 
-    async fn on_s1u(&self, sock: &UdpSocket, tun: Option<&Tun>, buf: &[u8], from: SocketAddr) {
+    async fn on_s1u(
+        &self,
+        sock: &UdpSocket,
+        tun: Option<&Tun>,
+        parked: &mut VecDeque<Vec<u8>>,
+        buf: &[u8],
+        from: SocketAddr,
+    ) {
         let action = self.core().handle_s1u(buf, from);
         match action {
             S1uAction::ToSgi(pkt) => match tun {
@@ -383,7 +413,8 @@ impl Spgw {
                         debug!(error = %e, "uplink packet dropped at SGi");
                     }
                 }
-                None => debug!("uplink packet dropped: SGi TUN released"),
+                None if parked.len() < MAX_PARKED => parked.push_back(pkt.to_vec()),
+                None => debug!("uplink packet dropped: SGi TUN released, parking full"),
             },
             S1uAction::Reply(bytes, to) => {
                 if let Err(e) = sock.send_to(&bytes, to).await {
