@@ -212,18 +212,22 @@ impl Containers {
         signal_pid(st.pid, signal).with_context(|| format!("cannot signal {id}"))
     }
 
+    /// The container's processes (its freezer cgroup's members); none when it has none.
+    fn tasks(&self, id: &str) -> Vec<i32> {
+        std::fs::read_to_string(self.cgroup(id, "freezer").join("cgroup.procs"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect()
+    }
+
     /// Kills every task of the container, removes its cgroups and its state (runc's or
     /// the agent's): what `runc delete -f` does, for restored containers too. Gone already
     /// is fine.
     pub fn delete(&self, id: &str) {
-        let procs = self.cgroup(id, "freezer").join("cgroup.procs");
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         loop {
-            let pids: Vec<i32> = std::fs::read_to_string(&procs)
-                .unwrap_or_default()
-                .split_whitespace()
-                .filter_map(|p| p.parse().ok())
-                .collect();
+            let pids = self.tasks(id);
             if pids.is_empty() || std::time::Instant::now() > deadline {
                 break;
             }
@@ -325,18 +329,12 @@ impl Containers {
             .with_context(|| format!("{id} is not running"))?
             .pid;
         write_descriptors(pid, images)?;
-        let procs = self.cgroup(id, "freezer").join("cgroup.procs");
         let mut notify = |script: &str| -> Result<()> {
             if script == "network-lock" {
                 // Every task is stopped, nothing dumped yet: the folder matches the memory.
-                let pids: Vec<i32> = std::fs::read_to_string(&procs)
-                    .unwrap_or_default()
-                    .split_whitespace()
-                    .filter_map(|p| p.parse().ok())
-                    .collect();
                 crate::writable::save(
                     &layout.writable,
-                    &pids,
+                    &self.tasks(id),
                     &images.join(crate::writable::IMAGE),
                 )
                 .context("cannot save the writable folder")?;

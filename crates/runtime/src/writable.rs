@@ -253,14 +253,27 @@ fn use_up_numbers(root: &Path, want: u64, next: &mut u64) -> Result<()> {
     Ok(())
 }
 
+/// Sets the modification time by path (utimensat): opening a FIFO to set it would block
+/// until a writer came.
 fn set_mtime(path: &Path, secs: u64) -> Result<()> {
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
-    std::fs::File::options()
-        .write(false)
-        .read(true)
-        .open(path)
-        .and_then(|f| f.set_modified(t))
-        .with_context(|| format!("cannot set the time of {}", path.display()))
+    use std::os::unix::ffi::OsStrExt;
+    let p = std::ffi::CString::new(path.as_os_str().as_bytes())?;
+    let times = [
+        libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        },
+        libc::timespec {
+            tv_sec: secs as libc::time_t,
+            tv_nsec: 0,
+        },
+    ];
+    // SAFETY: utimensat(2) with a valid C string and two timespecs.
+    if unsafe { libc::utimensat(libc::AT_FDCWD, p.as_ptr(), times.as_ptr(), 0) } != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("cannot set the time of {}", path.display()));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -320,6 +333,9 @@ mod tests {
         .unwrap();
         std::os::unix::fs::symlink("lib/corehop/hss.db", s.join("db")).unwrap();
         std::fs::hard_link(s.join("tunnels.json"), s.join("tunnels.bak")).unwrap();
+        let fifo = std::ffi::CString::new(s.join("events").as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: mkfifo(3) with a valid C string.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o640) }, 0);
         let db_ino = db.metadata().unwrap().ino();
 
         let image = s.join("../").join(format!("{}.tar", rand_u32()));
@@ -350,6 +366,10 @@ mod tests {
             std::fs::read_link(d.join("db")).unwrap(),
             Path::new("lib/corehop/hss.db")
         );
+        use std::os::unix::fs::FileTypeExt;
+        let events = std::fs::symlink_metadata(d.join("events")).unwrap();
+        assert!(events.file_type().is_fifo());
+        assert_eq!(events.permissions().mode() & 0o777, 0o640);
         assert!(!d.join(SKIP_NAME).exists());
     }
 
