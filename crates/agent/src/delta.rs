@@ -36,24 +36,41 @@ fn files(dir: &Path) -> Result<Vec<String>> {
 }
 
 /// sha256 over a round: each file's name, length and content in name order, so two dirs
-/// with the same files hash the same wherever they were written.
-pub fn digest(dir: &Path) -> Result<String> {
-    let mut h = Sha256::new();
-    for name in files(dir)? {
-        let data = std::fs::read(dir.join(&name))?;
-        h.update((name.len() as u64).to_be_bytes());
-        h.update(name.as_bytes());
-        h.update((data.len() as u64).to_be_bytes());
-        h.update(&data);
+/// with the same files hash the same wherever they were written. Fed while the files are
+/// in memory anyway (encoding, rebuilding): reading the round again costs ~0.8 ms per MB.
+#[derive(Default)]
+struct RoundDigest(Sha256);
+
+impl RoundDigest {
+    fn add(&mut self, name: &str, data: &[u8]) {
+        self.0.update((name.len() as u64).to_be_bytes());
+        self.0.update(name.as_bytes());
+        self.0.update((data.len() as u64).to_be_bytes());
+        self.0.update(data);
     }
-    Ok(hex::encode(h.finalize()))
+    fn finish(self) -> String {
+        hex::encode(self.0.finalize())
+    }
 }
 
-/// The delta of round `dir` against the earlier round `base` (both local to the sender).
-pub fn encode(dir: &Path, base: &Path) -> Result<Vec<u8>> {
+/// The digest of round `dir` as [`encode`] and [`apply`] compute it.
+#[cfg(test)]
+fn digest(dir: &Path) -> Result<String> {
+    let mut h = RoundDigest::default();
+    for name in files(dir)? {
+        h.add(&name, &std::fs::read(dir.join(&name))?);
+    }
+    Ok(h.finish())
+}
+
+/// The delta of round `dir` against the earlier round `base` (both local to the sender),
+/// and the digest of `dir`.
+pub fn encode(dir: &Path, base: &Path) -> Result<(Vec<u8>, String)> {
     let mut out = Vec::new();
+    let mut digest = RoundDigest::default();
     for name in files(dir)? {
         let data = std::fs::read(dir.join(&name))?;
+        digest.add(&name, &data);
         let old = std::fs::read(base.join(&name)).ok();
         let changed: Vec<usize> = (0..data.len().div_ceil(BLOCK))
             .filter(|&i| {
@@ -73,7 +90,7 @@ pub fn encode(dir: &Path, base: &Path) -> Result<Vec<u8>> {
             out.extend_from_slice(&data[i * BLOCK..data.len().min((i + 1) * BLOCK)]);
         }
     }
-    Ok(out)
+    Ok((out, digest.finish()))
 }
 
 struct Reader<'a>(&'a [u8]);
@@ -92,9 +109,11 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Rebuilds the round a delta describes into `out` (empty), from the earlier round `base`.
-pub fn apply(delta: &[u8], base: &Path, out: &Path, max_file: u64) -> Result<()> {
+/// Rebuilds the round a delta describes into `out` (empty), from the earlier round `base`;
+/// returns the digest of what it wrote.
+pub fn apply(delta: &[u8], base: &Path, out: &Path, max_file: u64) -> Result<String> {
     let mut r = Reader(delta);
+    let mut digest = RoundDigest::default();
     while !r.0.is_empty() {
         let name_len = u16::from_be_bytes(r.be()?) as usize;
         let name = std::str::from_utf8(r.take(name_len)?).context("file name is not UTF-8")?;
@@ -123,9 +142,10 @@ pub fn apply(delta: &[u8], base: &Path, out: &Path, max_file: u64) -> Result<()>
             let end = len.min(start + BLOCK);
             data[start..end].copy_from_slice(r.take(end - start)?);
         }
+        digest.add(name, &data);
         std::fs::write(out.join(name), &data)?;
     }
-    Ok(())
+    Ok(digest.finish())
 }
 
 #[cfg(test)]
@@ -164,7 +184,8 @@ mod tests {
                 ("short.img", vec![2; 100]),
             ],
         );
-        let delta = encode(&new, &base).unwrap();
+        let (delta, sent_digest) = encode(&new, &base).unwrap();
+        assert_eq!(sent_digest, digest(&new).unwrap());
         // Block 3 and the grown tail block, the new file, a short header per file.
         assert!(
             delta.len() < 2 * BLOCK + 5000 + 200,
@@ -172,8 +193,8 @@ mod tests {
             delta.len()
         );
         let out = dir("out", &[]);
-        apply(&delta, &base, &out, 1 << 30).unwrap();
-        assert_eq!(digest(&out).unwrap(), digest(&new).unwrap());
+        assert_eq!(apply(&delta, &base, &out, 1 << 30).unwrap(), sent_digest);
+        assert_eq!(digest(&out).unwrap(), sent_digest);
         assert!(!out.join("gone.img").exists());
         for d in [base, new, out] {
             std::fs::remove_dir_all(d).unwrap();

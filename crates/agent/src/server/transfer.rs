@@ -21,10 +21,10 @@ impl Agent {
         // The earlier round sits here exactly as the destination rebuilt it (checked by
         // digest when it arrived), so comparing against our copy finds what it lacks.
         let (data, round_sha256) = match base {
-            Some(b) => (
-                delta::encode(&images, &round_dir(&dir, b)?)?,
-                Some(delta::digest(&images)?),
-            ),
+            Some(b) => {
+                let (data, digest) = delta::encode(&images, &round_dir(&dir, b)?)?;
+                (data, Some(digest))
+            }
             None => {
                 let mut tar = tar::Builder::new(Vec::new());
                 // A pre-dump's `parent` link must arrive as a link, not as a second copy.
@@ -90,9 +90,8 @@ impl Agent {
         std::fs::create_dir_all(&tmp)?;
         match delta {
             Some((base, round_sha256)) => {
-                delta::apply(&data, &round_dir(&dir, &base)?, &tmp, MAX_IMAGE_BYTES)
+                let got = delta::apply(&data, &round_dir(&dir, &base)?, &tmp, MAX_IMAGE_BYTES)
                     .with_context(|| format!("cannot rebuild round {round:?} of {name:?}"))?;
-                let got = delta::digest(&tmp)?;
                 if got != round_sha256 {
                     let _ = std::fs::remove_dir_all(&tmp);
                     bail!("round {round:?} of {name:?} rebuilt from {base:?} does not match the source's (sha256 {got} != {round_sha256}); not restoring it");
