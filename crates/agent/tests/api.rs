@@ -17,6 +17,8 @@ struct Agent {
 
 impl Drop for Agent {
     fn drop(&mut self) {
+        // The agent keeps its functions' folders on a tmpfs of its own.
+        runtime::containers::unmount(&self.state.join("containers"));
         let _ = std::fs::remove_dir_all(&self.state);
         // The agent's runc root lives under the lab's run folder.
         let _ = std::fs::remove_dir_all(lab::paths::host_run_dir(&self.host));
@@ -34,8 +36,6 @@ fn agent(tag: &str) -> Agent {
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let state = std::env::temp_dir().join(format!("corehop-agent-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&state);
-    let ctr = state.join("containers/svc");
-    std::fs::create_dir_all(&ctr).unwrap();
     let spec = runtime::ContainerSpec::new(
         "svc",
         "/bin/true".into(),
@@ -45,7 +45,6 @@ fn agent(tag: &str) -> Agent {
         "small",
     )
     .unwrap();
-    std::fs::write(ctr.join("spec.json"), serde_json::to_vec(&spec).unwrap()).unwrap();
     let host = format!("test{}", tag.len());
     let cfg = agent::server::Config {
         host: host.clone(),
@@ -64,6 +63,10 @@ fn agent(tag: &str) -> Agent {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+    // Once the agent serves, its folder of functions is mounted.
+    let ctr = state.join("containers/svc");
+    std::fs::create_dir_all(&ctr).unwrap();
+    std::fs::write(ctr.join("spec.json"), serde_json::to_vec(&spec).unwrap()).unwrap();
     Agent { addr, state, host }
 }
 

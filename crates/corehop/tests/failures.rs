@@ -4,6 +4,7 @@
 //! and a retry that succeeds once the fault is gone.
 mod common;
 use common::*;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -158,11 +159,10 @@ fn network_cut_during_the_transfer() {
     let watcher = std::thread::spawn(move || {
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
-            let log = std::fs::read_to_string(
-                "/var/lib/corehop/hosts/node-a/containers/svc/work/final/dump.log",
-            )
-            .unwrap_or_default();
-            if log.contains("Dumping finished successfully") {
+            // CRIU writes its statistics once the dump is done.
+            if Path::new("/var/lib/corehop/hosts/node-a/containers/svc/work/final/stats-dump")
+                .exists()
+            {
                 Command::new("ip")
                     .args(["link", "set", "chh-node-b", "down"])
                     .status()

@@ -349,7 +349,11 @@ pub fn fail_host(spec: &LabSpec, host: &str) -> Result<()> {
     {
         net::del_netns(&ns);
     }
-    let _ = std::fs::remove_dir_all(paths::host_state_dir(host));
+    // Its mounts first (the agent's tmpfs of functions, a prepared restore's bind of the
+    // shared rootfs): removing the folder must not reach through them.
+    let state = paths::host_state_dir(host);
+    unmount_under(&[&format!("{}/", state.display())]);
+    let _ = std::fs::remove_dir_all(state);
     run("ip", &["link", "set", &net::host_port(host), "down"])?;
     Ok(())
 }

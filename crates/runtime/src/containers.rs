@@ -381,7 +381,7 @@ impl Containers {
                 // A pre-dump's CRIU waits for a next round; there is none.
                 drop(swrk);
             } else {
-                swrk.finish()?;
+                swrk.finish_in_background();
             }
             return Ok(None);
         }
@@ -506,7 +506,7 @@ impl Containers {
             .restore
             .map(|r| r.pid as i64)
             .context("CRIU's restore answer has no pid")?;
-        swrk.finish()?;
+        swrk.finish_in_background();
         let start =
             proc_start_time(pid).with_context(|| format!("restored {id} exited at once"))?;
         std::fs::create_dir_all(self.dir(id))?;
@@ -534,7 +534,7 @@ impl WarmRestore {
 fn common_opts(log: &str) -> CriuOpts {
     CriuOpts {
         images_dir_fd: -1,
-        log_level: Some(4),
+        log_level: Some(criu_log_level()),
         log_file: Some(log.into()),
         tcp_established: Some(true),
         file_locks: Some(true),
@@ -549,6 +549,20 @@ fn common_opts(log: &str) -> CriuOpts {
         network_lock: Some(criu_rpc::NETWORK_LOCK_SKIP),
         ..Default::default()
     }
+}
+
+/// CRIU writes each log line with its own write(2), inside the frozen window: at level 4
+/// (debug) that is ~1000 lines per dump. Errors and warnings (2) by default;
+/// `COREHOP_CRIU_LOG_LEVEL` (0-4) in the agent's environment for more.
+fn criu_log_level() -> i32 {
+    static LEVEL: std::sync::OnceLock<i32> = std::sync::OnceLock::new();
+    *LEVEL.get_or_init(|| {
+        std::env::var("COREHOP_CRIU_LOG_LEVEL")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|l| (0..=4).contains(l))
+            .unwrap_or(2)
+    })
 }
 
 /// The host's cgroup mounts as CRIU's cgroup yard, where they are laid out as CRIU expects
@@ -619,6 +633,38 @@ fn bind_mount(from: &Path, to: &Path) -> Result<()> {
 }
 
 /// Detaches a mount; not mounted is fine.
+/// Mounts a tmpfs with `options` at `at` (made if missing).
+pub fn mount_tmpfs(at: &Path, options: &str) -> Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    std::fs::create_dir_all(at)?;
+    let target = std::ffi::CString::new(at.as_os_str().as_bytes())?;
+    let opts = std::ffi::CString::new(options)?;
+    // SAFETY: mount(2) with valid C strings.
+    if unsafe {
+        libc::mount(
+            c"tmpfs".as_ptr(),
+            target.as_ptr(),
+            c"tmpfs".as_ptr(),
+            libc::MS_NOSUID | libc::MS_NODEV,
+            opts.as_ptr().cast(),
+        )
+    } != 0
+    {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("cannot mount a tmpfs on {}", at.display()));
+    }
+    Ok(())
+}
+
+/// Whether `at` is the root of a filesystem of its own (another device than its parent's).
+pub fn is_mount_point(at: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let (Ok(m), Some(Ok(p))) = (std::fs::metadata(at), at.parent().map(std::fs::metadata)) else {
+        return false;
+    };
+    m.dev() != p.dev()
+}
+
 pub fn unmount(at: &Path) {
     use std::os::unix::ffi::OsStrExt;
     if let Ok(p) = std::ffi::CString::new(at.as_os_str().as_bytes()) {

@@ -317,6 +317,17 @@ impl Swrk {
         }
     }
 
+    /// Lets CRIU exit after its answer while the caller goes on; a thread reaps it. Waiting
+    /// for the exit (~0.6 ms: CRIU unmaps what it read and wrote) held the frozen window
+    /// open on both sides.
+    pub fn finish_in_background(self) {
+        std::thread::spawn(move || {
+            if let Err(e) = self.finish() {
+                tracing::warn!("after its answer: {e:#}");
+            }
+        });
+    }
+
     /// Waits for CRIU to exit after its answer (a dump's or a restore's CRIU exits then).
     pub fn finish(mut self) -> Result<()> {
         // SAFETY: shutting down our own socket tells CRIU nothing more comes.

@@ -26,34 +26,14 @@ const SKIP_NAME: &str = ".corehop-skip";
 
 /// Mounts an empty tmpfs at `at` (whatever was mounted there is detached).
 pub fn mount_fresh(at: &Path) -> Result<()> {
-    use std::os::unix::ffi::OsStrExt;
     crate::containers::unmount(at);
-    std::fs::create_dir_all(at)?;
-    let target = std::ffi::CString::new(at.as_os_str().as_bytes())?;
-    let opts = std::ffi::CString::new(OPTIONS)?;
-    // SAFETY: mount(2) with valid C strings.
-    if unsafe {
-        libc::mount(
-            c"tmpfs".as_ptr(),
-            target.as_ptr(),
-            c"tmpfs".as_ptr(),
-            libc::MS_NOSUID | libc::MS_NODEV,
-            opts.as_ptr().cast(),
-        )
-    } != 0
-    {
-        return Err(std::io::Error::last_os_error())
-            .with_context(|| format!("cannot mount a tmpfs on {}", at.display()));
-    }
-    Ok(())
+    crate::containers::mount_tmpfs(at, OPTIONS)
 }
 
 /// A tmpfs mounted at `at` (its own device) that holds nothing yet.
 fn is_fresh(at: &Path) -> bool {
-    let (Ok(m), Some(Ok(p))) = (std::fs::metadata(at), at.parent().map(std::fs::metadata)) else {
-        return false;
-    };
-    m.dev() != p.dev() && std::fs::read_dir(at).is_ok_and(|mut d| d.next().is_none())
+    crate::containers::is_mount_point(at)
+        && std::fs::read_dir(at).is_ok_and(|mut d| d.next().is_none())
 }
 
 /// Saves the folder at `root` into `image`, with the function's tasks `pids` stopped (their

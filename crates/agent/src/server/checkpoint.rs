@@ -79,7 +79,6 @@ impl Agent {
                 self.plug(name)?;
                 self.apply_quota(name, &spec);
             }
-            self.warm_dump(name);
         }
         dumped?;
         let criu_dump = runtime::criu_stats::read_dump(&work)

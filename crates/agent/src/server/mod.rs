@@ -94,7 +94,13 @@ type PagesIn = (Instant, Result<(), String>);
 
 pub fn serve(cfg: Config) -> Result<()> {
     validate_name(&cfg.host, "host")?;
-    std::fs::create_dir_all(cfg.state.join("containers"))?;
+    // The functions' folders (image rounds, CRIU's work files) live in memory: CRIU writes
+    // the images inside the frozen window and the destination rebuilds and reads them
+    // there, ~1.5 ms more per MB on the disk's ext4 (measured). Kept across agent restarts.
+    let store = cfg.state.join("containers");
+    if !runtime::containers::is_mount_point(&store) {
+        runtime::containers::mount_tmpfs(&store, "mode=0700")?;
+    }
     let hello = match runtime::runc::criu_check(&cfg.criu) {
         Ok(v) => Hello {
             host: cfg.host.clone(),
@@ -180,7 +186,8 @@ impl Agent {
             let op = serde_json::to_value(&req)
                 .ok()
                 .and_then(|v| v["op"].as_str().map(str::to_string));
-            let answer = match self.handle(req, &mut s) {
+            let mut rearm = None;
+            let answer = match self.handle(req, &mut s, &mut rearm) {
                 Ok(body) => Response::Ok { body },
                 Err(e) => {
                     tracing::warn!(%peer, op = ?op, "request failed: {e:#}");
@@ -190,10 +197,21 @@ impl Agent {
                 }
             };
             wire::write_frame(&mut s, &answer)?;
+            if let Some(name) = rearm {
+                self.warm_dump(&name);
+            }
         }
     }
 
-    fn handle(&self, req: Request, s: &mut TcpStream) -> Result<serde_json::Value> {
+    /// `rearm`: a function that runs here after this request, whose next dump's CRIU is
+    /// started once the answer is out (a process start must not delay the answer, nor
+    /// land in the frozen window the caller is measuring).
+    fn handle(
+        &self,
+        req: Request,
+        s: &mut TcpStream,
+        rearm: &mut Option<String>,
+    ) -> Result<serde_json::Value> {
         use serde_json::to_value as v;
         Ok(match req {
             Request::Hello => v(&self.hello)?,
@@ -201,7 +219,10 @@ impl Agent {
             Request::Inspect { name } => v(self.inspect(&name)?)?,
             Request::Run { spec } => {
                 let _g = self.busy.lock().unwrap_or_else(|p| p.into_inner());
-                v(self.run(spec)?)?
+                let name = (spec.runtime == Runtime::Container).then(|| spec.name.clone());
+                let info = self.run(spec)?;
+                *rearm = name;
+                v(info)?
             }
             Request::Prepare { spec } => {
                 let _g = self.busy.lock().unwrap_or_else(|p| p.into_inner());
@@ -230,7 +251,12 @@ impl Agent {
                     parent: parent.map(|p| PathBuf::from("..").join(p)),
                     lazy_pages: lazy_port.map(|p| SocketAddr::new(self.cfg.listen.ip(), p)),
                 };
-                v(self.checkpoint(&name, &round, opts)?)?
+                let dumped = self.checkpoint(&name, &round, opts);
+                // The function still runs here after a leave-running dump or a failed one.
+                if leave_running || dumped.is_err() {
+                    *rearm = Some(name);
+                }
+                v(dumped?)?
             }
             Request::Push {
                 name,
@@ -262,7 +288,9 @@ impl Agent {
                 recovery,
             } => {
                 let _g = self.busy.lock().unwrap_or_else(|p| p.into_inner());
-                v(self.restore(&name, &round, lazy_from, recovery)?)?
+                let restored = self.restore(&name, &round, lazy_from, recovery)?;
+                *rearm = Some(name);
+                v(restored)?
             }
             Request::AwaitPages { name } => v(self.await_pages(&name)?)?,
             Request::VmIncoming { spec } => {

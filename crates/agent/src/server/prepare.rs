@@ -84,7 +84,6 @@ impl Agent {
             self.runc
                 .run(&spec.name, &dir.join("bundle"), &dir.join("log"))?;
             self.apply_quota(&spec.name, &spec);
-            self.warm_dump(&spec.name);
             Ok(())
         })();
         if let Err(e) = started {

@@ -79,7 +79,6 @@ impl Agent {
             self.apply_quota(name, &spec);
             Ok(())
         })?;
-        self.warm_dump(name);
         std::fs::remove_file(dir.join(fence::RESTORING))?;
         Ok(OpStats {
             ms: ms(t),

@@ -24,16 +24,12 @@ impl Drop for HoldProcess {
 
 impl Agent {
     /// Starts the CRIU of `name`'s next dump (after a run, a restore, a leave-running dump:
-    /// the function is running, so this is outside any frozen window).
-    /// Started from a thread of its own: the answer to the restore that resumed the
-    /// function must not wait for a process start.
+    /// the function is running, so this is outside any frozen window; see `handle`).
     pub(super) fn warm_dump(&self, name: &str) {
-        let (containers, warm, name) =
-            (self.containers.clone(), self.warm.clone(), name.to_string());
-        std::thread::spawn(move || match containers.warm_dump() {
-            Ok(s) => lock(&warm).entry(name).or_default().dump = Some(s),
+        match self.containers.warm_dump() {
+            Ok(s) => lock(&self.warm).entry(name.into()).or_default().dump = Some(s),
             Err(e) => tracing::warn!("{name}: cannot start CRIU for its next dump: {e:#}"),
-        });
+        }
     }
 
     /// The CRIU for a dump of `name`: the warm one, or (if none) one started now.
