@@ -13,8 +13,7 @@ pub struct Client {
     pub addr: SocketAddr,
 }
 
-/// How long a transfer may make no progress at all.
-pub const STALL_TIMEOUT: Duration = Duration::from_secs(10);
+pub use crate::wire::STALL_TIMEOUT;
 
 /// Long operations (a checkpoint of a big function, a transfer on a slow link) get this long.
 const OP_TIMEOUT: Duration = Duration::from_secs(600);
@@ -25,16 +24,13 @@ impl Client {
             TcpStream::connect_timeout(&addr, Duration::from_secs(1)).with_context(|| {
                 format!("agent at {addr} is not reachable (is the lab up and its agent running?)")
             })?;
-        stream.set_nodelay(true)?;
+        wire::bound_silence(&stream)?;
         stream.set_read_timeout(Some(Duration::from_secs(5)))?;
         wire::connect(&mut stream, token).with_context(|| format!("agent at {addr} refused us"))?;
         stream.set_read_timeout(Some(OP_TIMEOUT))?;
         // A peer that stops taking data (link cut mid-transfer) fails the call instead of
         // hanging it; a slow but live link keeps draining the socket buffer.
         stream.set_write_timeout(Some(STALL_TIMEOUT))?;
-        // Data the kernel has queued but the peer never acknowledges fails the connection
-        // too (a cut link), not only a send that blocks.
-        socket2::SockRef::from(&stream).set_tcp_user_timeout(Some(STALL_TIMEOUT))?;
         Ok(Client { stream, addr })
     }
 

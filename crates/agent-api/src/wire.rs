@@ -6,23 +6,46 @@ use rand::RngCore;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use sha2::Sha256;
 use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
 
 /// Frames carry requests and answers, never bulk data: a small bound stops a hostile peer
 /// from making us allocate.
 pub const MAX_FRAME: usize = 1 << 20;
 const PROTOCOL: &str = "corehop-agent/1";
 
+/// How long a peer may leave data or keepalive probes unacknowledged, or a transfer make
+/// no progress at all, before the connection fails.
+pub const STALL_TIMEOUT: Duration = Duration::from_secs(10);
+
 pub fn write_frame<T: Serialize>(w: &mut impl Write, msg: &T) -> Result<()> {
-    let body = serde_json::to_vec(msg)?;
-    if body.len() > MAX_FRAME {
-        bail!(
-            "frame of {} bytes exceeds the {MAX_FRAME} byte limit",
-            body.len()
-        );
+    // Length and body in one write: one segment per frame with TCP_NODELAY.
+    let mut frame = vec![0u8; 4];
+    serde_json::to_writer(&mut frame, msg)?;
+    let len = frame.len() - 4;
+    if len > MAX_FRAME {
+        bail!("frame of {len} bytes exceeds the {MAX_FRAME} byte limit");
     }
-    w.write_all(&(body.len() as u32).to_be_bytes())?;
-    w.write_all(&body)?;
+    frame[..4].copy_from_slice(&(len as u32).to_be_bytes());
+    w.write_all(&frame)?;
     w.flush()?;
+    Ok(())
+}
+
+/// Both ends of an agent connection: a peer that vanishes (a cut link keeps its answer in
+/// its send queue) fails the connection within `STALL_TIMEOUT` of silence. No read deadline
+/// could tell that from a long operation; keepalive probes can, since a live peer's kernel
+/// answers them however long its agent works.
+pub fn bound_silence(s: &TcpStream) -> Result<()> {
+    s.set_nodelay(true)?;
+    let sock = socket2::SockRef::from(s);
+    sock.set_tcp_keepalive(
+        &socket2::TcpKeepalive::new()
+            .with_time(Duration::from_secs(1))
+            .with_interval(Duration::from_secs(1)),
+    )?;
+    // Unacknowledged data and unanswered probes alike (tcp(7)).
+    sock.set_tcp_user_timeout(Some(STALL_TIMEOUT))?;
     Ok(())
 }
 

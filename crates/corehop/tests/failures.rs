@@ -149,6 +149,44 @@ fn rootfs_mismatch_is_refused_before_the_source_stops() {
 }
 
 #[test]
+fn destination_link_cut_while_it_is_prepared() {
+    let _lab = Lab::up();
+    let c = start_svc();
+    // 0.05 s in, the destination is being prepared: its answer sits in its send queue, and
+    // only the connections' bound on a silent peer ends the controller's wait.
+    let cutter = std::thread::spawn(|| {
+        std::thread::sleep(Duration::from_millis(50));
+        link("chh-node-b", "down");
+    });
+    let t = Instant::now();
+    let e = fails(&[
+        "migrate",
+        "svc",
+        "--to",
+        "node-b",
+        "--method",
+        "stop-and-copy",
+    ]);
+    let took = t.elapsed();
+    cutter.join().unwrap();
+    link("chh-node-b", "up");
+    assert!(took < Duration::from_secs(15), "took {took:?}: {e}");
+    assert!(e.contains("node-b"), "{e}");
+    svc_runs_on("node-a");
+    ok(&["migrate", "svc", "--to", "node-b"]);
+    svc_runs_on("node-b");
+    client_kept_state(c);
+}
+
+fn link(dev: &str, state: &str) {
+    assert!(Command::new("ip")
+        .args(["link", "set", dev, state])
+        .status()
+        .unwrap()
+        .success());
+}
+
+#[test]
 fn network_cut_during_the_transfer() {
     let _lab = Lab::up();
     let c = start_svc();

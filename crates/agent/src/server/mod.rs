@@ -160,7 +160,7 @@ pub fn serve(cfg: Config) -> Result<()> {
 impl Agent {
     fn connection(&self, mut s: TcpStream) -> Result<()> {
         let peer = s.peer_addr()?;
-        s.set_nodelay(true)?;
+        wire::bound_silence(&s)?;
         s.set_read_timeout(Some(Duration::from_secs(5)))?;
         if let Err(e) = wire::accept(&mut s, &self.cfg.token) {
             tracing::warn!(%peer, "refused: {e:#}");
