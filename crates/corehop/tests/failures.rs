@@ -159,14 +159,7 @@ fn destination_link_cut_while_it_is_prepared() {
         link("chh-node-b", "down");
     });
     let t = Instant::now();
-    let e = fails(&[
-        "migrate",
-        "svc",
-        "--to",
-        "node-b",
-        "--method",
-        "stop-and-copy",
-    ]);
+    let e = fails(&["migrate", "svc", "--to", "node-b"]);
     let took = t.elapsed();
     cutter.join().unwrap();
     link("chh-node-b", "up");
