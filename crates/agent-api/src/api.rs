@@ -85,6 +85,11 @@ pub enum Request {
     AwaitPages {
         name: String,
     },
+    /// Source of a PostCopy whose memory no destination took: CRIU's page server is told
+    /// to give up, so CRIU lets the frozen tasks run again here, with their link back up.
+    ResumeLazy {
+        name: String,
+    },
     /// VM migration target: start a QEMU for `spec` waiting for the source's state; answers
     /// [`VmIncoming`].
     VmIncoming {

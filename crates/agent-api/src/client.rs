@@ -152,6 +152,9 @@ impl Client {
     pub fn await_pages(&mut self, name: &str) -> Result<OpStats> {
         self.call(&Request::AwaitPages { name: name.into() })
     }
+    pub fn resume_lazy(&mut self, name: &str) -> Result<()> {
+        self.call(&Request::ResumeLazy { name: name.into() })
+    }
 
     /// Fails unless the host can checkpoint and restore.
     pub fn require_criu(&mut self) -> Result<Hello> {

@@ -37,6 +37,7 @@ pub trait AgentCalls {
     ) -> Result<OpStats>;
     fn remove(&mut self, name: &str) -> Result<()>;
     fn await_pages(&mut self, name: &str) -> Result<OpStats>;
+    fn resume_lazy(&mut self, name: &str) -> Result<()>;
     fn vm_check(&mut self, name: &str, caps: &vm::HostCaps) -> Result<()>;
     fn vm_migrate(&mut self, name: &str, uri: &str) -> Result<vm::MigrationStats>;
     fn vm_await(&mut self, name: &str) -> Result<OpStats>;
@@ -103,6 +104,9 @@ impl AgentCalls for Remote {
     }
     fn await_pages(&mut self, name: &str) -> Result<OpStats> {
         self.client.await_pages(name)
+    }
+    fn resume_lazy(&mut self, name: &str) -> Result<()> {
+        self.client.resume_lazy(name)
     }
     fn vm_check(&mut self, name: &str, caps: &vm::HostCaps) -> Result<()> {
         self.client.vm_check(name, caps)

@@ -5,7 +5,8 @@ pub mod phase;
 use anyhow::{bail, Result};
 use lab::spec::LabSpec;
 pub use phase::{
-    Dump, Migration, Operation, Part, Phase, Report, Window, PRE_COPY_CRIU, PRE_COPY_DELTA,
+    Boundary, Dump, Migration, Observer, Operation, Part, Phase, Report, Window, PRE_COPY_CRIU,
+    PRE_COPY_DELTA,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,7 +76,19 @@ pub fn migrate(
     to: &str,
     method: Method,
 ) -> Result<Report> {
-    let m = Migration::begin(spec, token, name, to, Operation::Migration(method))?;
+    migrate_observed(spec, token, name, to, method, Box::new(|_| {}))
+}
+
+/// [`migrate`], telling `before` of each step as it starts.
+pub fn migrate_observed(
+    spec: &LabSpec,
+    token: &[u8],
+    name: &str,
+    to: &str,
+    method: Method,
+    before: Observer,
+) -> Result<Report> {
+    let m = Migration::begin(spec, token, name, to, Operation::Migration(method), before)?;
     run(m, method)
 }
 
@@ -154,7 +167,7 @@ pub const STANDBY_ROUND: &str = "standby";
 /// Ships a leave-running checkpoint of `name` to `to`, where [`recover`] can restore it if
 /// the function's host dies. The function keeps serving.
 pub fn standby(spec: &LabSpec, token: &[u8], name: &str, to: &str) -> Result<Report> {
-    let mut m = Migration::begin(spec, token, name, to, Operation::Standby)?;
+    let mut m = Migration::begin(spec, token, name, to, Operation::Standby, Box::new(|_| {}))?;
     m.phase(Phase::Checkpoint, |m| {
         m.checkpoint(STANDBY_ROUND, Dump::LeaveRunning)
     })?;

@@ -62,6 +62,26 @@ impl std::fmt::Display for Phase {
     }
 }
 
+/// A point where the controller starts a step: the destination's preparation, then each
+/// phase. The fault harness injects its faults there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Boundary {
+    Prepare,
+    Phase(Phase),
+}
+
+impl Boundary {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Boundary::Prepare => "prepare",
+            Boundary::Phase(p) => p.as_str(),
+        }
+    }
+}
+
+/// Called at each [`Boundary`] before the controller starts that step.
+pub type Observer = Box<dyn FnMut(Boundary) + Send>;
+
 /// What a report is of: a migration by one of the methods, a standby checkpoint, or a
 /// recovery from one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -309,6 +329,8 @@ pub struct Migration {
     criu_dump: Option<runtime::criu_stats::DumpStats>,
     criu_restore: Option<runtime::criu_stats::RestoreStats>,
     held_packets: Option<u64>,
+    /// Told of each step before it starts.
+    before: Observer,
     /// Every program started on this machine while the migration ran.
     execs: Option<measure::execs::ExecRecorder>,
     /// What a rollback must undo: the round the source stopped in, and whether its memory
@@ -357,6 +379,7 @@ impl Migration {
         name: &str,
         to: &str,
         method: Operation,
+        mut before: Observer,
     ) -> Result<Self> {
         let dst_addr = lab::agent_addr(spec, to)?;
         let (from, mut src) = locate(spec, token, name)?;
@@ -381,6 +404,7 @@ impl Migration {
                 None
             }
         };
+        before(Boundary::Prepare);
         let t = Instant::now();
         let mut vm_incoming = None;
         let dirty_tracking = if is_vm {
@@ -417,6 +441,7 @@ impl Migration {
         m.vm_incoming = vm_incoming;
         m.prepare_ms = t.elapsed().as_secs_f64() * 1e3;
         m.execs = execs;
+        m.before = before;
         Ok(m)
     }
 
@@ -465,6 +490,7 @@ impl Migration {
             source_stopped: None,
             source_unplugged: false,
             vm_source_stopped: false,
+            before: Box::new(|_| {}),
         }
     }
 
@@ -477,6 +503,7 @@ impl Migration {
     /// it, which are Tn) is recorded. On failure the migration is rolled back and the error
     /// names the phase.
     pub fn phase<T>(&mut self, phase: Phase, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        (self.before)(Boundary::Phase(phase));
         let t = Instant::now();
         self.carved_ms = 0.0;
         match f(self) {
@@ -491,6 +518,12 @@ impl Migration {
                 let e = e.context(format!("migration of {} failed in phase {name}", self.name));
                 Err(match rollback {
                     Ok(()) => e.context(format!("{} is running again on {}", self.name, self.from)),
+                    // No image holds a lazy dump's memory: no `recover` to offer.
+                    Err(r) if matches!(self.source_stopped, Some((_, false))) => e.context(format!(
+                        "ROLLBACK FAILED, {name} may be down: {r:#}; its memory is in its frozen tasks on {from}, which CRIU's page server holds (PostCopy), and in no image",
+                        name = self.name,
+                        from = self.from,
+                    )),
                     Err(r) => e.context(format!(
                         "ROLLBACK FAILED, {name} may be down: {r:#}; its frozen image is on {from}: \
                          once {from}'s agent answers again, `corehop recover {name} --on {from}{round}` resumes it (or finds it still running)",
@@ -758,11 +791,9 @@ impl Migration {
             Some((round, true)) => {
                 self.src.restore(&name, &round, None, false)?;
             }
-            // The source's memory is held by its page server, not in any image: nothing to
-            // restore it from once that server is gone.
-            Some((_, false)) => bail!(
-                "{name} was dumped lazily (PostCopy): its memory was only in the source's page server, so it cannot be restored there"
-            ),
+            // The memory is still in the source's frozen tasks, which CRIU's page server
+            // reads from: told to give up, CRIU lets them run again.
+            Some((_, false)) => self.src.resume_lazy(&name)?,
             None => {
                 if let Some(round) = self.dump_asked.clone() {
                     self.settle_unknown_dump(&name, &round)?;

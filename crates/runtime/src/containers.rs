@@ -187,6 +187,13 @@ impl Containers {
         self.cgroup(id, "freezer").join("freezer.state")
     }
 
+    /// Freezes the container's cgroup (v1 freezer): without waiting for FROZEN, since a
+    /// task CRIU holds stopped counts as frozen only once it would run.
+    pub fn freeze(&self, id: &str) -> Result<()> {
+        std::fs::write(self.freezer_file(id), "FROZEN")
+            .with_context(|| format!("cannot freeze {id}"))
+    }
+
     /// Thaws a frozen cgroup (a container frozen by anything else: `delete` needs its tasks
     /// to run to die).
     pub fn thaw(&self, id: &str) -> Result<()> {
@@ -219,6 +226,92 @@ impl Containers {
             .split_whitespace()
             .filter_map(|p| p.parse().ok())
             .collect()
+    }
+
+    /// Whether a CRIU process is ptrace-attached to any of the container's tasks.
+    pub fn traced_by_criu(&self, id: &str) -> bool {
+        self.tasks(id).into_iter().any(|pid| {
+            let tracer = std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .ok()
+                .and_then(|s| {
+                    s.lines()
+                        .find_map(|l| l.strip_prefix("TracerPid:"))
+                        .and_then(|v| v.trim().parse::<u32>().ok())
+                })
+                .unwrap_or(0);
+            tracer != 0
+                && std::fs::read_to_string(format!("/proc/{tracer}/comm"))
+                    .is_ok_and(|c| c.trim() == "criu")
+        })
+    }
+
+    /// Takes the container's TCP sockets out of repair mode; returns how many. CRIU puts
+    /// every socket it dumps with `--tcp-established` in repair mode and takes them out
+    /// again only on its error path: a lazy (PostCopy) dump whose page server gave up
+    /// lets the tasks go with their sockets still in repair, dead to their peers (the
+    /// caller keeps them frozen meanwhile). Done as CRIU does it, on each socket borrowed
+    /// with pidfd_getfd(2).
+    pub fn end_tcp_repair(&self, id: &str) -> usize {
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        let mut n = 0;
+        for pid in self.tasks(id) {
+            // SAFETY: pidfd_open(2) returns a new fd or -1.
+            let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as i32;
+            if pidfd < 0 {
+                continue;
+            }
+            // SAFETY: just opened, owned here.
+            let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+            let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+                .into_iter()
+                .flatten();
+            for e in fds.flatten() {
+                let is_socket = std::fs::read_link(e.path())
+                    .is_ok_and(|l| l.to_string_lossy().starts_with("socket:"));
+                let Some(fd) = e.file_name().to_str().and_then(|f| f.parse::<i32>().ok()) else {
+                    continue;
+                };
+                if !is_socket {
+                    continue;
+                }
+                // SAFETY: pidfd_getfd(2) returns a new fd (a dup of the task's) or -1.
+                let s = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) }
+                    as i32;
+                if s < 0 {
+                    continue;
+                }
+                // SAFETY: just created, owned here.
+                let s = unsafe { OwnedFd::from_raw_fd(s) };
+                let mut proto: libc::c_int = 0;
+                let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+                let off: libc::c_int = 0;
+                // SAFETY: get/setsockopt on an fd we own, with buffers of the right size.
+                let tcp = unsafe {
+                    libc::getsockopt(
+                        s.as_raw_fd(),
+                        libc::SOL_SOCKET,
+                        libc::SO_PROTOCOL,
+                        (&mut proto as *mut libc::c_int).cast(),
+                        &mut len,
+                    )
+                } == 0
+                    && proto == libc::IPPROTO_TCP;
+                if tcp
+                    && unsafe {
+                        libc::setsockopt(
+                            s.as_raw_fd(),
+                            libc::IPPROTO_TCP,
+                            libc::TCP_REPAIR,
+                            (&off as *const libc::c_int).cast(),
+                            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                        )
+                    } == 0
+                {
+                    n += 1;
+                }
+            }
+        }
+        n
     }
 
     /// Kills every task of the container, removes its cgroups and its state (runc's or
@@ -524,6 +617,10 @@ impl Containers {
 }
 
 impl WarmRestore {
+    pub fn alive(&self) -> bool {
+        self.swrk.alive()
+    }
+
     /// An unused warm restore: its CRIU is stopped (on drop) and the root unmounted.
     pub fn discard(self) {
         unmount(&self.root_mount);

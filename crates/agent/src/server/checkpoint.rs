@@ -63,8 +63,10 @@ impl Agent {
             );
             steps.0.push((Step::Dump, ms(dump_started) - frozen_hooks));
             steps.0.push((Step::BeforeDump, frozen_hooks));
-            if let Some((thread, pid)) = dumped? {
-                lock(&self.lazy).insert(name.into(), Lazy::Serving(thread, pid));
+            if let (Some((thread, pid)), Some(at)) = (dumped?, opts.lazy_pages) {
+                // For a successor, should this agent die while CRIU holds the function.
+                std::fs::write(dir.join(lazy::PAGE_SERVER), at.to_string())?;
+                lock(&self.lazy).insert(name.into(), Lazy::Serving(thread, pid, at));
             }
             Ok(())
         })();

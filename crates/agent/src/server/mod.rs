@@ -79,8 +79,8 @@ struct Warm {
 /// One end of a PostCopy whose memory is still moving.
 enum Lazy {
     /// Source: CRIU's page server serving the frozen function's pages, in this thread
-    /// until the dump's answer comes; CRIU's pid to stop it.
-    Serving(std::thread::JoinHandle<Result<()>>, u32),
+    /// until the dump's answer comes; CRIU's pid to stop it, and where it listens.
+    Serving(std::thread::JoinHandle<Result<()>>, u32, SocketAddr),
     /// Destination: when the restore ended; set by the thread reaping `criu lazy-pages`
     /// when the last page is in (or the daemon failed, with why).
     Pulling {
@@ -136,7 +136,7 @@ pub fn serve(cfg: Config) -> Result<()> {
         lazy: Mutex::new(HashMap::new()),
         warm: Arc::new(Mutex::new(HashMap::new())),
     });
-    agent.fence_interrupted_restores();
+    agent.fence();
     if agent.cfg.master.is_some() {
         let a = agent.clone();
         std::thread::spawn(move || a.watch_tunnel_lists());
@@ -293,6 +293,12 @@ impl Agent {
                 v(restored)?
             }
             Request::AwaitPages { name } => v(self.await_pages(&name)?)?,
+            Request::ResumeLazy { name } => {
+                let _g = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+                self.resume_lazy(&name)?;
+                *rearm = Some(name);
+                v(())?
+            }
             Request::VmIncoming { spec } => {
                 let _g = self.busy.lock().unwrap_or_else(|p| p.into_inner());
                 v(self.vm_incoming(&spec)?)?

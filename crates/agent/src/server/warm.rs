@@ -32,9 +32,10 @@ impl Agent {
         }
     }
 
-    /// The CRIU for a dump of `name`: the warm one, or (if none) one started now.
+    /// The CRIU for a dump of `name`: the warm one, or (if none, or it died) one started now.
     pub(super) fn take_dump_swrk(&self, name: &str) -> Result<runtime::criu_rpc::Swrk> {
-        match lock(&self.warm).get_mut(name).and_then(|w| w.dump.take()) {
+        let warm = lock(&self.warm).get_mut(name).and_then(|w| w.dump.take());
+        match warm.filter(|s| s.alive()) {
             Some(s) => Ok(s),
             None => self.containers.warm_dump(),
         }
@@ -62,11 +63,15 @@ impl Agent {
         name: &str,
         dir: &Path,
     ) -> Result<runtime::containers::WarmRestore> {
-        match lock(&self.warm)
+        let warm = lock(&self.warm)
             .get_mut(name)
-            .and_then(|w| w.restore.take())
-        {
-            Some(w) => Ok(w),
+            .and_then(|w| w.restore.take());
+        match warm {
+            Some(w) if w.alive() => Ok(w),
+            Some(w) => {
+                w.discard();
+                self.new_restore(name, dir)
+            }
             None => self.new_restore(name, dir),
         }
     }
