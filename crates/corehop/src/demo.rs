@@ -101,16 +101,7 @@ struct Row {
 
 fn epc(spec: &lab::spec::LabSpec, token: &[u8]) -> Result<Vec<Row>> {
     step("EPC: HSS, SPGW, MME as containers on node-a");
-    let mut a = agent::Client::connect(lab::agent_addr(spec, "node-a")?, token)?;
-    for f in [Nf::Hss, Nf::Spgw, Nf::Mme] {
-        a.run(&nf::container(
-            f,
-            &nf::default_config(f)?,
-            &nf::default_subscribers_csv(),
-            spec.prefix_len,
-            runtime::flavor::DEFAULT_FLAVOR,
-        )?)?;
-    }
+    nf::start_epc(spec, token, "node-a", runtime::flavor::DEFAULT_FLAVOR)?;
     let stop = Arc::new(AtomicBool::new(false));
     let st = stop.clone();
     let spgw_ip = nf::container(

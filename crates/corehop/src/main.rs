@@ -3,8 +3,10 @@ mod cmd;
 mod demo;
 mod epc;
 mod experiment;
+mod faults;
 mod nf;
 mod session;
+mod soak;
 mod testsvc;
 
 use anyhow::Result;
@@ -77,6 +79,12 @@ enum Cmd {
     /// session, then p50/p95 of downtime, app-probe outage and UE recovery, with ratios to VM
     /// PreCopy.
     Bench(experiment::BenchArgs),
+    /// The fault matrix: every fault injected at every step boundary of every method, in a
+    /// lab session of its own; each cell checked (bounded, serving once, client kept, retry).
+    Faults(faults::FaultsArgs),
+    /// Soak: many back-and-forth migrations of the SPGW or the MME with many UEs attached;
+    /// tunnels and contexts kept, every agent's memory and open files flat.
+    Soak(soak::SoakArgs),
     /// Statistics, tables and figures of an experiment's results folder.
     Report { dir: std::path::PathBuf },
     /// Keep the CPUs busy (the CPU-load generator the experiments run in a cgroup).
@@ -97,7 +105,7 @@ fn main() {
     // An experiment's progress bar owns the terminal: the in-process UE's per-run attach
     // and detach lines would bury it (RUST_LOG brings them back).
     let default_level = match cli.cmd {
-        Cmd::Experiment(_) | Cmd::Bench(_) => "warn",
+        Cmd::Experiment(_) | Cmd::Bench(_) | Cmd::Faults(_) | Cmd::Soak(_) => "warn",
         _ => "info",
     };
     tracing_subscriber::fmt()
@@ -128,6 +136,8 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Demo => demo::run(json),
         Cmd::Experiment(a) => experiment::run(a),
         Cmd::Bench(a) => experiment::bench(a),
+        Cmd::Faults(a) => faults::run(a),
+        Cmd::Soak(a) => soak::run(a),
         Cmd::Report { dir } => experiment::report(&dir),
         Cmd::Burn => experiment::burn(),
         Cmd::Hold { netns, queue } => lab::hold::serve(&netns, queue),

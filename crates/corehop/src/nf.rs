@@ -102,6 +102,22 @@ pub fn default_config(nf: Nf) -> Result<String> {
 }
 
 /// The HSS's 1000 test USIMs (IMSI 001010000000001..), which the RAN emulator also uses.
+/// HSS, SPGW and MME started on `host` with their default configs, in the order each
+/// needs the one before.
+pub fn start_epc(spec: &lab::spec::LabSpec, token: &[u8], host: &str, flavor: &str) -> Result<()> {
+    let mut a = agent::Client::connect(lab::agent_addr(spec, host)?, token)?;
+    for f in [Nf::Hss, Nf::Spgw, Nf::Mme] {
+        a.run(&container(
+            f,
+            &default_config(f)?,
+            &default_subscribers_csv(),
+            spec.prefix_len,
+            flavor,
+        )?)?;
+    }
+    Ok(())
+}
+
 pub fn default_subscribers_csv() -> String {
     hss::store::to_csv(&hss::default_subscribers(1000))
 }

@@ -31,15 +31,26 @@ pub struct UeSession {
 impl UeSession {
     /// Returns once the UE is attached.
     pub fn start(spec: &lab::spec::LabSpec) -> Result<UeSession> {
+        UeSession::start_many(spec, 1, 10, Duration::from_secs(20))
+    }
+
+    /// `ues` UEs pinging every `ping_ms` (the S1AP probe every 100 ms with more than one);
+    /// returns once all are attached, or fails after `within`.
+    pub fn start_many(
+        spec: &lab::spec::LabSpec,
+        ues: usize,
+        ping_ms: u64,
+        within: Duration,
+    ) -> Result<UeSession> {
         let subscribers = lab::paths::host_run_dir("ran").join("subscribers.csv");
         std::fs::write(&subscribers, crate::nf::default_subscribers_csv())?;
         let cfg = ran::Config {
             s1u_address: spec.host("ran")?.addr,
-            ues: 1,
+            ues,
             subscribers,
             ping_target: spec.host("pdn")?.addr,
-            ping_interval_ms: 10,
-            cp_probe_interval_ms: 10,
+            ping_interval_ms: ping_ms,
+            cp_probe_interval_ms: if ues == 1 { 10 } else { 100 },
             duration_ms: None,
             ..Default::default()
         };
@@ -58,7 +69,7 @@ impl UeSession {
             ))
         });
         let session = UeSession { stop, ran };
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + within;
         loop {
             let p = prx.borrow_and_update().clone();
             if p.attach_phase_over() && p.attached == p.ues {
@@ -66,7 +77,7 @@ impl UeSession {
             }
             if p.attach_phase_over() || session.ran.is_finished() || Instant::now() > deadline {
                 let r = session.finish();
-                bail!("the UE did not attach: {:?}", r.map(|r| r.attach_failures));
+                bail!("the UEs did not attach: {:?}", r.map(|r| r.attach_failures));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
