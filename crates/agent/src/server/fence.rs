@@ -8,6 +8,15 @@ pub(super) const RESTORING: &str = "restoring";
 
 impl Agent {
     pub(super) fn fence(&self) {
+        // Off the fabric first, whatever does not run here (a migration target, prepared
+        // or holding its images): once its hold ends, a packet reaching such a namespace
+        // would draw a reset from a namespace without sockets.
+        for c in self.ps().unwrap_or_default() {
+            let restoring = self.dir(&c.name).is_ok_and(|d| d.join(RESTORING).exists());
+            if c.state != "running" || restoring {
+                let _ = self.link(&c.name, false);
+            }
+        }
         self.end_orphan_holds();
         self.fence_interrupted_restores();
         self.remove_stale_targets();
