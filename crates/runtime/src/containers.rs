@@ -621,6 +621,10 @@ impl WarmRestore {
         self.swrk.alive()
     }
 
+    pub fn pid(&self) -> u32 {
+        self.swrk.pid()
+    }
+
     /// An unused warm restore: its CRIU is stopped (on drop) and the root unmounted.
     pub fn discard(self) {
         unmount(&self.root_mount);

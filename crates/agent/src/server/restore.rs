@@ -106,38 +106,54 @@ impl Agent {
         warm: runtime::containers::WarmRestore,
         mut on_notify: impl FnMut(&str, i32) -> Result<()>,
     ) -> Result<()> {
-        let daemon = lazy_from
-            .map(|from| runtime::runc::lazy_pages_daemon(&self.containers.criu, from, images, work))
-            .transpose()?;
-        let restored = self.containers.restore(
-            name,
-            layout,
-            RoundDirs { images, work },
-            daemon.is_some(),
-            warm,
-            &mut on_notify,
-        );
-        let Some(mut daemon) = daemon else {
+        let Some(from) = lazy_from else {
+            let restored = self.containers.restore(
+                name,
+                layout,
+                RoundDirs { images, work },
+                false,
+                warm,
+                &mut on_notify,
+            );
             return restored.map(|_| ());
         };
-        if let Err(e) = restored {
-            let _ = daemon.kill();
-            let _ = daemon.wait();
-            return Err(e);
-        }
+        let mut daemon =
+            runtime::runc::lazy_pages_daemon(&self.containers.criu, from, images, work)?;
+        let daemon_pid = daemon.id() as i32;
+        let criu_pid = warm.pid() as i32;
+        // A daemon that fails (the source's page server is gone) leaves CRIU's restore
+        // waiting for it forever: the restore is ended with it.
+        let restoring = Arc::new(std::sync::atomic::AtomicBool::new(true));
         let done = Arc::new(Mutex::new(None));
-        let d = done.clone();
-        let work = work.to_path_buf();
+        let (d, r, w) = (done.clone(), restoring.clone(), work.to_path_buf());
         std::thread::spawn(move || {
             let outcome = match daemon.wait() {
                 Ok(st) if st.success() => Ok(()),
                 st => {
+                    if r.load(std::sync::atomic::Ordering::SeqCst) {
+                        // SAFETY: kill(2) of the CRIU this agent started for the restore.
+                        unsafe { libc::kill(criu_pid, libc::SIGKILL) };
+                    }
                     let e = anyhow::anyhow!("criu lazy-pages failed ({st:?})");
-                    Err(format!("{:#}", criu_error(e, &work, "lazy-pages.log")))
+                    Err(format!("{:#}", criu_error(e, &w, "lazy-pages.log")))
                 }
             };
             *lock(&d) = Some((Instant::now(), outcome));
         });
+        let restored = self.containers.restore(
+            name,
+            layout,
+            RoundDirs { images, work },
+            true,
+            warm,
+            &mut on_notify,
+        );
+        restoring.store(false, std::sync::atomic::Ordering::SeqCst);
+        if let Err(e) = restored {
+            // SAFETY: kill(2) of the lazy-pages daemon started above (reaped by its thread).
+            unsafe { libc::kill(daemon_pid, libc::SIGKILL) };
+            return Err(e);
+        }
         lock(&self.lazy).insert(
             name.into(),
             Lazy::Pulling {
