@@ -9,9 +9,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 const HOSTS: [&str; 2] = ["node-a", "node-b"];
-/// An agent's resident memory may grow this much from the first migration to the last
-/// (allocator noise) before it counts as a leak.
+/// An agent's resident memory may grow this much over the second half of the soak before
+/// it counts as a leak (the first migrations warm up its allocator arenas and threads:
+/// 15 → 34 MiB over the first 100 in a 200-migration SPGW soak, then +0.5 MiB).
 const RSS_SLACK_KB: u64 = 4096;
+/// Open descriptors vary with the connections in flight when they are counted.
+const FD_SLACK: u64 = 4;
 
 #[derive(clap::Args)]
 pub struct SoakArgs {
@@ -108,17 +111,18 @@ pub fn run(a: SoakArgs) -> Result<()> {
         steps.first().context("no migration")?,
         steps.last().unwrap(),
     );
+    let half = &steps[steps.len() / 2];
     for (i, h) in HOSTS.iter().enumerate() {
-        if last.agent_fds[i] > first.agent_fds[i] {
+        if last.agent_fds[i] > first.agent_fds[i] + FD_SLACK {
             problems.push(format!(
                 "{h}'s agent holds {} file descriptors after the last migration, {} after the first",
                 last.agent_fds[i], first.agent_fds[i]
             ));
         }
-        if last.agent_rss_kb[i] > first.agent_rss_kb[i] + RSS_SLACK_KB {
+        if last.agent_rss_kb[i] > half.agent_rss_kb[i] + RSS_SLACK_KB {
             problems.push(format!(
-                "{h}'s agent grew from {} to {} KiB",
-                first.agent_rss_kb[i], last.agent_rss_kb[i]
+                "{h}'s agent grew from {} to {} KiB over the second half",
+                half.agent_rss_kb[i], last.agent_rss_kb[i]
             ));
         }
     }
@@ -134,7 +138,7 @@ pub fn run(a: SoakArgs) -> Result<()> {
          - tunnels: {tb} before, {ta} after (same list: {same}); UE contexts in the MME: {cb} before, {ca} after\n\
          - attach failures: {af}; S1 Setups: {s1}; pings answered: {pr} of {ps}\n\
          - downtime p50 {p50:.1} ms, p95 {p95:.1} ms, max {max:.1} ms\n\
-         - agent node-a: RSS {ra0} → {ra1} KiB, fds {fa0} → {fa1}; agent node-b: RSS {rb0} → {rb1} KiB, fds {fb0} → {fb1} (after the first migration → after the last; every step in `{f}.jsonl`)\n\n{verdict}\n",
+         - agent node-a: RSS {ra0} → {ra1} KiB, fds {fa0} → {fa1}; agent node-b: RSS {rb0} → {rb1} KiB, fds {fb0} → {fb1} (after the first migration → after the last; growth is judged over the second half; every step in `{f}.jsonl`)\n\n{verdict}\n",
         f = nf.name(),
         n = steps.len(),
         m = method.as_str(),
