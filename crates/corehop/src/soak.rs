@@ -88,8 +88,22 @@ pub fn run(a: SoakArgs) -> Result<()> {
 
     let mut problems = Vec::new();
     if after.0 != before.0 {
+        let changed: Vec<String> = before
+            .0
+            .iter()
+            .filter(|t| !after.0.contains(t))
+            .take(3)
+            .map(|t| t.to_string())
+            .collect();
+        let now: Vec<String> = after
+            .0
+            .iter()
+            .filter(|t| !before.0.contains(t))
+            .take(3)
+            .map(|t| t.to_string())
+            .collect();
         problems.push(format!(
-            "tunnel list changed: {} tunnels before, {} after",
+            "tunnel list changed: {} tunnels before, {} after; gone (first 3): {changed:?}; new: {now:?}",
             before.0.len(),
             after.0.len()
         ));
