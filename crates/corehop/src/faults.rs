@@ -100,37 +100,20 @@ fn cut_link(host: &str) -> Result<()> {
 }
 
 fn set_link(host: &str, state: &str) -> Result<()> {
-    let dev = lab::net::host_port(host);
-    let st = std::process::Command::new("ip")
-        .args(["link", "set", &dev, state])
-        .status()?;
-    if !st.success() {
-        bail!("ip link set {dev} {state} failed");
-    }
-    Ok(())
+    lab::nl::set_link_up(None, &lab::net::host_port(host), state == "up")
 }
 
 fn kill_agent(host: &str) -> Result<()> {
-    let f = lab::paths::pid_dir(host).join("agent.pid");
-    let pid: i32 = std::fs::read_to_string(&f)
-        .with_context(|| format!("no agent pid in {}", f.display()))?
-        .trim()
-        .parse()?;
+    let pid = lab::agent_pid(host).with_context(|| format!("no agent pid for {host}"))?;
     // SAFETY: kill(2) on the pid the lab recorded for this agent.
     unsafe { libc::kill(pid, libc::SIGKILL) };
     Ok(())
 }
 
 fn pids_named(comm: &str) -> Vec<i32> {
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == comm)
-        })
-        .collect()
+    lab::pids_where(|pid| {
+        std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == comm)
+    })
 }
 
 fn disk_full_dir(host: &str, name: &str) -> PathBuf {

@@ -88,20 +88,16 @@ pub fn run(a: SoakArgs) -> Result<()> {
 
     let mut problems = Vec::new();
     if after.0 != before.0 {
-        let changed: Vec<String> = before
-            .0
-            .iter()
-            .filter(|t| !after.0.contains(t))
-            .take(3)
-            .map(|t| t.to_string())
-            .collect();
-        let now: Vec<String> = after
-            .0
-            .iter()
-            .filter(|t| !before.0.contains(t))
-            .take(3)
-            .map(|t| t.to_string())
-            .collect();
+        // The first few tunnels of `a` that `b` lacks.
+        let missing = |a: &[serde_json::Value], b: &[serde_json::Value]| -> Vec<String> {
+            a.iter()
+                .filter(|t| !b.contains(t))
+                .take(3)
+                .map(|t| t.to_string())
+                .collect()
+        };
+        let changed = missing(&before.0, &after.0);
+        let now = missing(&after.0, &before.0);
         problems.push(format!(
             "tunnel list changed: {} tunnels before, {} after; gone (first 3): {changed:?}; new: {now:?}",
             before.0.len(),
@@ -203,10 +199,7 @@ fn agents() -> ([u64; 2], [u64; 2]) {
     let mut rss = [0; 2];
     let mut fds = [0; 2];
     for (i, h) in HOSTS.iter().enumerate() {
-        let Some(pid) = std::fs::read_to_string(lab::paths::pid_dir(h).join("agent.pid"))
-            .ok()
-            .and_then(|p| p.trim().parse::<u32>().ok())
-        else {
+        let Some(pid) = lab::agent_pid(h) else {
             continue;
         };
         rss[i] = std::fs::read_to_string(format!("/proc/{pid}/status"))

@@ -249,7 +249,7 @@ fn log_file(path: &Path) -> Result<std::fs::File> {
 }
 
 fn start_agent(h: &spec::HostSpec, exe: &Path, master: SocketAddr) -> Result<()> {
-    let pidfile = paths::pid_dir(&h.name).join("agent.pid");
+    let pidfile = paths::agent_pidfile(&h.name);
     if pid_alive(&pidfile) {
         return Ok(());
     }
@@ -299,6 +299,22 @@ pub fn spawn_detached(cmd: &mut std::process::Command) -> Result<u32> {
 
 fn pid_of(pidfile: &Path) -> Option<i32> {
     std::fs::read_to_string(pidfile).ok()?.trim().parse().ok()
+}
+
+/// The pid the lab recorded for `host`'s agent (it may have died since).
+pub fn agent_pid(host: &str) -> Option<i32> {
+    pid_of(&paths::agent_pidfile(host))
+}
+
+/// Every process on the machine for which `pred(pid)` holds.
+pub fn pids_where(pred: impl Fn(i32) -> bool) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| pred(pid))
+        .collect()
 }
 
 /// Alive means running: a zombie whose parent has not reaped it yet counts as dead.
@@ -484,7 +500,7 @@ pub fn status(spec: &LabSpec) -> Vec<HostStatus> {
     spec.hosts
         .iter()
         .map(|h| {
-            let pidfile = paths::pid_dir(&h.name).join("agent.pid");
+            let pidfile = paths::agent_pidfile(&h.name);
             HostStatus {
                 name: h.name.clone(),
                 addr: h.addr,

@@ -26,6 +26,10 @@ pub fn runc_root(host: &str) -> PathBuf {
 pub fn pid_dir(host: &str) -> PathBuf {
     host_run_dir(host).join("pids")
 }
+/// The pid file of a host's agent.
+pub fn agent_pidfile(host: &str) -> PathBuf {
+    pid_dir(host).join("agent.pid")
+}
 /// cgroup path (under every controller) of a host's containers.
 pub fn cgroup_parent(host: &str) -> String {
     format!("/corehop/{host}")

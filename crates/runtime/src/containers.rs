@@ -252,7 +252,7 @@ impl Containers {
     /// caller keeps them frozen meanwhile). Done as CRIU does it, on each socket borrowed
     /// with pidfd_getfd(2).
     pub fn end_tcp_repair(&self, id: &str) -> usize {
-        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        use std::os::fd::{FromRawFd, OwnedFd};
         let mut n = 0;
         for pid in self.tasks(id) {
             // SAFETY: pidfd_open(2) returns a new fd or -1.
@@ -265,51 +265,15 @@ impl Containers {
             let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
                 .into_iter()
                 .flatten();
-            for e in fds.flatten() {
-                let is_socket = std::fs::read_link(e.path())
-                    .is_ok_and(|l| l.to_string_lossy().starts_with("socket:"));
-                let Some(fd) = e.file_name().to_str().and_then(|f| f.parse::<i32>().ok()) else {
-                    continue;
-                };
-                if !is_socket {
-                    continue;
-                }
-                // SAFETY: pidfd_getfd(2) returns a new fd (a dup of the task's) or -1.
-                let s = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) }
-                    as i32;
-                if s < 0 {
-                    continue;
-                }
-                // SAFETY: just created, owned here.
-                let s = unsafe { OwnedFd::from_raw_fd(s) };
-                let mut proto: libc::c_int = 0;
-                let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-                let off: libc::c_int = 0;
-                // SAFETY: get/setsockopt on an fd we own, with buffers of the right size.
-                let tcp = unsafe {
-                    libc::getsockopt(
-                        s.as_raw_fd(),
-                        libc::SOL_SOCKET,
-                        libc::SO_PROTOCOL,
-                        (&mut proto as *mut libc::c_int).cast(),
-                        &mut len,
-                    )
-                } == 0
-                    && proto == libc::IPPROTO_TCP;
-                if tcp
-                    && unsafe {
-                        libc::setsockopt(
-                            s.as_raw_fd(),
-                            libc::IPPROTO_TCP,
-                            libc::TCP_REPAIR,
-                            (&off as *const libc::c_int).cast(),
-                            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-                        )
-                    } == 0
-                {
-                    n += 1;
-                }
-            }
+            n += fds
+                .flatten()
+                .filter(|e| {
+                    std::fs::read_link(e.path())
+                        .is_ok_and(|l| l.to_string_lossy().starts_with("socket:"))
+                })
+                .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+                .filter(|&fd| tcp_repair_off(&pidfd, fd))
+                .count();
         }
         n
     }
@@ -617,7 +581,7 @@ impl Containers {
 }
 
 impl WarmRestore {
-    pub fn alive(&self) -> bool {
+    pub fn alive(&mut self) -> bool {
         self.swrk.alive()
     }
 
@@ -734,6 +698,39 @@ fn bind_mount(from: &Path, to: &Path) -> Result<()> {
 }
 
 /// Detaches a mount; not mounted is fine.
+/// Takes socket `fd` of the task behind `pidfd` out of TCP repair mode; false when it is
+/// no TCP socket or the kernel refuses (a listener cannot be in repair mode).
+fn tcp_repair_off(pidfd: &std::os::fd::OwnedFd, fd: i32) -> bool {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    // SAFETY: pidfd_getfd(2) returns a new fd (a dup of the task's) or -1.
+    let s = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) } as i32;
+    if s < 0 {
+        return false;
+    }
+    // SAFETY: just created, owned here.
+    let s = unsafe { OwnedFd::from_raw_fd(s) };
+    let int = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    let (mut proto, mut len, off): (libc::c_int, _, libc::c_int) = (0, int, 0);
+    // SAFETY: get/setsockopt on an fd we own, with buffers of the right size.
+    unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PROTOCOL,
+            (&mut proto as *mut libc::c_int).cast(),
+            &mut len,
+        ) == 0
+            && proto == libc::IPPROTO_TCP
+            && libc::setsockopt(
+                s.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_REPAIR,
+                (&off as *const libc::c_int).cast(),
+                int,
+            ) == 0
+    }
+}
+
 /// Mounts a tmpfs with `options` at `at` (made if missing).
 pub fn mount_tmpfs(at: &Path, options: &str) -> Result<()> {
     use std::os::unix::ffi::OsStrExt;

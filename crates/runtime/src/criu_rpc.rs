@@ -244,13 +244,8 @@ impl Swrk {
     }
 
     /// Whether this CRIU still runs (a warm one may have been killed while it waited).
-    pub fn alive(&self) -> bool {
-        // Our own child: its /proc entry stays (as a zombie) until it is reaped.
-        std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).is_ok_and(|st| {
-            st.rsplit(')')
-                .next()
-                .is_some_and(|r| !r.trim_start().starts_with('Z'))
-        })
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     pub fn pid(&self) -> u32 {

@@ -51,25 +51,19 @@ impl Agent {
     /// namespace forever (a client's packets, once that link is up again).
     fn end_orphan_holds(&self) {
         let ours = self.netns("");
-        let holds = std::fs::read_dir("/proc")
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter(|e| {
-                std::fs::read(e.path().join("cmdline")).is_ok_and(|c| {
-                    let args: Vec<&[u8]> = c.split(|&b| b == 0).collect();
-                    args.get(1) == Some(&&b"hold"[..])
-                        && args
-                            .get(2)
-                            .is_some_and(|ns| ns.starts_with(ours.as_bytes()))
-                })
-            });
-        for e in holds {
-            if let Some(pid) = e.file_name().to_str().and_then(|p| p.parse::<i32>().ok()) {
-                tracing::warn!("ending the packet hold (pid {pid}) a previous agent left");
-                // SAFETY: kill(2) on a pid just read from /proc.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
+        let holds = lab::pids_where(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                let args: Vec<&[u8]> = c.split(|&b| b == 0).collect();
+                args.get(1) == Some(&&b"hold"[..])
+                    && args
+                        .get(2)
+                        .is_some_and(|ns| ns.starts_with(ours.as_bytes()))
+            })
+        });
+        for pid in holds {
+            tracing::warn!("ending the packet hold (pid {pid}) a previous agent left");
+            // SAFETY: kill(2) on a pid just read from /proc.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
         }
     }
 

@@ -35,10 +35,12 @@ impl Agent {
     /// The CRIU for a dump of `name`: the warm one, or (if none, or it died) one started now.
     pub(super) fn take_dump_swrk(&self, name: &str) -> Result<runtime::criu_rpc::Swrk> {
         let warm = lock(&self.warm).get_mut(name).and_then(|w| w.dump.take());
-        match warm.filter(|s| s.alive()) {
-            Some(s) => Ok(s),
-            None => self.containers.warm_dump(),
+        if let Some(mut s) = warm {
+            if s.alive() {
+                return Ok(s);
+            }
         }
+        self.containers.warm_dump()
     }
 
     /// A prepared `name`: its CRIU for the restore, holding the namespace, a log pipe and
@@ -66,14 +68,13 @@ impl Agent {
         let warm = lock(&self.warm)
             .get_mut(name)
             .and_then(|w| w.restore.take());
-        match warm {
-            Some(w) if w.alive() => Ok(w),
-            Some(w) => {
-                w.discard();
-                self.new_restore(name, dir)
+        if let Some(mut w) = warm {
+            if w.alive() {
+                return Ok(w);
             }
-            None => self.new_restore(name, dir),
+            w.discard();
         }
+        self.new_restore(name, dir)
     }
 
     fn new_restore(&self, name: &str, dir: &Path) -> Result<runtime::containers::WarmRestore> {
