@@ -1,37 +1,32 @@
 //! The agent protocol: `wire::read_frame` (4-byte length + JSON) into `api::Request`,
-//! and the server side of the handshake (`wire::accept`) against a scripted peer.
+//! and what a caller can send before it is trusted, against a lab's real keys.
 //!
 //! The first input byte selects the mode:
 //! - even: the rest is a byte stream of frames read as `Request`s until an error;
 //!   every request that deserializes must serialize and deserialize to the same JSON;
-//! - odd: the rest is what a client sends during `accept` (its proof frame), with the
-//!   lab token fixed: a forged proof must be refused, never accepted or panicking.
+//! - odd: the rest is what a client sends an agent's TLS server (mutual TLS, the lab's
+//!   CA): no fixed input can finish the handshake, since it is bound to the server's fresh
+//!   random; and the same bytes as an image signature must not pass for agent `a`'s.
 #![no_main]
-use agent::api::Request;
+use agent::api::{image_claim, Request};
+use agent::tls::{verify_agent, Credentials, Signature};
 use agent::wire;
 use libfuzzer_sys::fuzz_target;
-use std::io::{Read, Write};
+use std::sync::OnceLock;
 
-/// A stream that reads from the fuzz input and swallows what is written.
-struct Scripted<'a> {
-    input: &'a [u8],
-    written: usize,
-}
-
-impl Read for Scripted<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.input.read(buf)
-    }
-}
-
-impl Write for Scripted<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.written += buf.len();
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
+/// A lab's keys, made once per fuzzing process.
+fn keys() -> &'static (Credentials, Vec<u8>) {
+    static KEYS: OnceLock<(Credentials, Vec<u8>)> = OnceLock::new();
+    KEYS.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("corehop-fuzz-keys-{}", std::process::id()));
+        let lo = std::net::Ipv4Addr::LOCALHOST.into();
+        lab::pki::ensure(&dir, &[("a", lo)], lo).expect("keys");
+        let f = lab::pki::files_in(&dir, "a");
+        let creds = Credentials::load(&f).expect("credentials");
+        let pem = std::fs::read(&f.cert).expect("certificate");
+        let _ = std::fs::remove_dir_all(&dir);
+        (creds, pem)
+    })
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -56,12 +51,28 @@ fuzz_target!(|data: &[u8]| {
             }
         }
     } else {
-        let mut s = Scripted {
-            input: rest,
-            written: 0,
-        };
-        let r = wire::accept(&mut s, b"0123456789abcdef0123456789abcdef");
-        // The proof covers a fresh random nonce: no fixed input can pass.
-        assert!(r.is_err(), "a scripted client passed authentication");
+        let (creds, pem) = keys();
+        let mut conn = creds.server_connection().expect("server connection");
+        let mut input = rest;
+        while !input.is_empty() {
+            match conn.read_tls(&mut input) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    if conn.process_new_packets().is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        assert!(conn.is_handshaking(), "a scripted client finished the handshake");
+        let cert = rustls_pki_types::pem::PemObject::from_pem_slice(pem).expect("pem");
+        let claim = image_claim("svc", "final", rest.len() as u64, "00", None, None);
+        for scheme in [0x0403u16, 0x0807, u16::from_be_bytes([mode, mode])] {
+            let sig = Signature {
+                scheme,
+                bytes: hex::encode(rest),
+            };
+            assert!(verify_agent(&cert, "a", &claim, &sig).is_err(), "a forged signature passed");
+        }
     }
 });

@@ -45,9 +45,32 @@ pub enum Request {
         #[serde(default)]
         base: Option<String>,
     },
+    /// Source of a migration, before anything else: record `journal` here and lease the
+    /// function's migration to this connection. Refused while another controller's lease
+    /// lives, or while the journal of an interrupted migration waits for `--resume`.
+    BeginMigration {
+        name: String,
+        journal: Journal,
+    },
+    /// After a controller died: wait for what this host still does for `name`, then answer
+    /// its migration's [`Journal`] (none if no migration of it began here), leased to this
+    /// connection from now on.
+    TakeOver {
+        name: String,
+    },
+    /// The migration of `name` is settled (done or rolled back): its journal goes.
+    EndMigration {
+        name: String,
+    },
+    /// Open the connection to the agent at `to` that image rounds will be pushed over, so
+    /// that none waits for a handshake inside the frozen window.
+    Dial {
+        to: SocketAddr,
+    },
     /// Agent to agent: a tar of an image round follows, `size` bytes with this sha256; with
     /// `base`, a delta against that round instead (see the daemon's `delta` module), and the rebuilt
-    /// round must hash to `round_sha256`.
+    /// round must hash to `round_sha256`. Only agent `from` may send it, signing
+    /// [`image_claim`] of these fields with its key.
     Receive {
         name: String,
         round: String,
@@ -57,6 +80,8 @@ pub enum Request {
         base: Option<String>,
         #[serde(default)]
         round_sha256: Option<String>,
+        from: String,
+        signature: crate::tls::Signature,
     },
     /// Bring the container's link on this host's bridge up (it was plugged, down, when the
     /// host was prepared) and announce its service IP and MAC.
@@ -113,6 +138,42 @@ pub enum Request {
     VmResume {
         name: String,
     },
+}
+
+/// A migration as its source records it for whoever must settle it if its controller dies.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Journal {
+    /// Destination host.
+    pub to: String,
+    /// The method's name (as `corehop migrate --method` takes it).
+    pub method: String,
+    /// Who leads it: `pid@machine` of the controller.
+    pub controller: String,
+    pub started_unix_ms: u64,
+}
+
+/// What the source of an image signs: everything the destination checks the image by.
+pub fn image_claim(
+    name: &str,
+    round: &str,
+    size: u64,
+    sha256: &str,
+    base: Option<&str>,
+    round_sha256: Option<&str>,
+) -> Vec<u8> {
+    // A JSON array keeps the fields apart whatever they hold.
+    serde_json::json!([
+        "corehop-image/1",
+        name,
+        round,
+        size,
+        sha256,
+        base,
+        round_sha256
+    ])
+    .to_string()
+    .into_bytes()
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -1,5 +1,6 @@
 //! The controller's (and peer agents') side of the agent API.
 use crate::api::*;
+use crate::tls::{ClientStream, Credentials};
 use crate::wire;
 use anyhow::{anyhow, bail, Context, Result};
 use runtime::ContainerSpec;
@@ -9,7 +10,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 pub struct Client {
-    stream: TcpStream,
+    stream: ClientStream,
     pub addr: SocketAddr,
 }
 
@@ -19,19 +20,25 @@ pub use crate::wire::STALL_TIMEOUT;
 const OP_TIMEOUT: Duration = Duration::from_secs(600);
 
 impl Client {
-    pub fn connect(addr: SocketAddr, token: &[u8]) -> Result<Self> {
-        let mut stream =
-            TcpStream::connect_timeout(&addr, Duration::from_secs(1)).with_context(|| {
-                format!("agent at {addr} is not reachable (is the lab up and its agent running?)")
-            })?;
-        wire::bound_silence(&stream)?;
-        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-        wire::connect(&mut stream, token).with_context(|| format!("agent at {addr} refused us"))?;
-        stream.set_read_timeout(Some(OP_TIMEOUT))?;
+    pub fn connect(addr: SocketAddr, creds: &Credentials) -> Result<Self> {
+        let tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).with_context(|| {
+            format!("agent at {addr} is not reachable (is the lab up and its agent running?)")
+        })?;
+        wire::bound_silence(&tcp)?;
+        let stream = creds
+            .connect(tcp, addr)
+            .with_context(|| format!("agent at {addr} refused us"))?;
+        stream.sock.set_read_timeout(Some(OP_TIMEOUT))?;
         // A peer that stops taking data (link cut mid-transfer) fails the call instead of
         // hanging it; a slow but live link keeps draining the socket buffer.
-        stream.set_write_timeout(Some(STALL_TIMEOUT))?;
+        stream.sock.set_write_timeout(Some(STALL_TIMEOUT))?;
         Ok(Client { stream, addr })
+    }
+
+    /// Whether the connection can still carry a call: the peer has neither closed it nor
+    /// sent anything unasked (an alert).
+    pub fn is_open(&self) -> bool {
+        wire::waiting(&self.stream.sock) == wire::Waiting::Nothing
     }
 
     pub fn call<T: DeserializeOwned>(&mut self, req: &impl serde::Serialize) -> Result<T> {
@@ -54,6 +61,7 @@ impl Client {
     pub fn call_with_body<T: DeserializeOwned>(&mut self, req: &Request, data: &[u8]) -> Result<T> {
         wire::write_frame(&mut self.stream, req)?;
         self.stream.write_all(data)?;
+        self.stream.flush()?;
         self.answer()
     }
 
@@ -107,6 +115,21 @@ impl Client {
             to,
             base: base.map(str::to_string),
         })
+    }
+    pub fn begin_migration(&mut self, name: &str, journal: &Journal) -> Result<()> {
+        self.call(&Request::BeginMigration {
+            name: name.into(),
+            journal: journal.clone(),
+        })
+    }
+    pub fn take_over(&mut self, name: &str) -> Result<Option<Journal>> {
+        self.call(&Request::TakeOver { name: name.into() })
+    }
+    pub fn end_migration(&mut self, name: &str) -> Result<()> {
+        self.call(&Request::EndMigration { name: name.into() })
+    }
+    pub fn dial(&mut self, to: SocketAddr) -> Result<()> {
+        self.call(&Request::Dial { to })
     }
     pub fn plug(&mut self, name: &str) -> Result<OpStats> {
         self.call(&Request::Plug { name: name.into() })

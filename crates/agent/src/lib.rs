@@ -4,4 +4,4 @@ pub mod delta;
 pub mod master;
 pub mod server;
 
-pub use agent_api::{api, client, wire, Client};
+pub use agent_api::{api, client, tls, wire, Client};

@@ -3,6 +3,7 @@
 //! whenever it changes; a restore asks for the newest one, so an SPGW restored from an
 //! older checkpoint, or onto another host after its host died, gets every tunnel. The
 //! lists are kept on disk too, so a restarted master still knows them.
+use crate::tls::Credentials;
 use crate::wire;
 use crate::Client;
 use anyhow::{Context, Result};
@@ -37,18 +38,18 @@ pub struct Entry {
 
 pub struct Master {
     dir: PathBuf,
-    token: Vec<u8>,
+    tls: Credentials,
     lock: Mutex<()>,
 }
 
-pub fn serve(listen: SocketAddr, dir: PathBuf, token: Vec<u8>) -> Result<()> {
+pub fn serve(listen: SocketAddr, dir: PathBuf, tls: Credentials) -> Result<()> {
     std::fs::create_dir_all(&dir)?;
     let listener =
         TcpListener::bind(listen).with_context(|| format!("cannot listen on {listen}"))?;
     tracing::info!("tunnel master on {listen}, lists in {}", dir.display());
     let m = Arc::new(Master {
         dir,
-        token,
+        tls,
         lock: Mutex::new(()),
     });
     for conn in listener.incoming().flatten() {
@@ -64,10 +65,9 @@ pub fn serve(listen: SocketAddr, dir: PathBuf, token: Vec<u8>) -> Result<()> {
 }
 
 impl Master {
-    fn connection(&self, mut s: TcpStream) -> Result<()> {
-        s.set_read_timeout(Some(Duration::from_secs(5)))?;
-        wire::accept(&mut s, &self.token)?;
-        s.set_read_timeout(Some(Duration::from_secs(900)))?;
+    fn connection(&self, tcp: TcpStream) -> Result<()> {
+        let mut s = self.tls.accept(tcp)?;
+        s.sock.set_read_timeout(Some(Duration::from_secs(900)))?;
         loop {
             let req: MasterRequest = match wire::read_frame(&mut s) {
                 Ok(r) => r,
@@ -122,20 +122,20 @@ impl Master {
 /// The agents' side of the master.
 pub fn put(
     master: SocketAddr,
-    token: &[u8],
+    tls: &Credentials,
     function: &str,
     host: &str,
     tunnels: serde_json::Value,
 ) -> Result<()> {
-    Client::connect(master, token)?.call::<()>(&MasterRequest::Put {
+    Client::connect(master, tls)?.call::<()>(&MasterRequest::Put {
         function: function.into(),
         host: host.into(),
         tunnels,
     })
 }
 
-pub fn get(master: SocketAddr, token: &[u8], function: &str) -> Result<Option<Entry>> {
-    Client::connect(master, token)?.call(&MasterRequest::Get {
+pub fn get(master: SocketAddr, tls: &Credentials, function: &str) -> Result<Option<Entry>> {
+    Client::connect(master, tls)?.call(&MasterRequest::Get {
         function: function.into(),
     })
 }

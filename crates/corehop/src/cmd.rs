@@ -1,4 +1,5 @@
 //! The subcommands' bodies: parse, call the library crates, print tables or JSON.
+use agent::tls::Credentials;
 use agent::Client;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
@@ -80,6 +81,30 @@ fn print_status(spec: &LabSpec, json: bool) -> Result<()> {
     Ok(())
 }
 
+/// A daemon's keys (`lab up` makes the lab's; on real machines, the operator's PEM files).
+#[derive(Args)]
+pub struct TlsArgs {
+    /// The CA whose certificates every peer must hold.
+    #[arg(long)]
+    ca: PathBuf,
+    /// This daemon's certificate (chain), for its fabric address.
+    #[arg(long)]
+    cert: PathBuf,
+    /// Its private key.
+    #[arg(long)]
+    key: PathBuf,
+}
+
+impl TlsArgs {
+    fn load(&self) -> Result<Credentials> {
+        Credentials::load(&lab::pki::Files {
+            ca: self.ca.clone(),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+        })
+    }
+}
+
 #[derive(Args)]
 pub struct AgentArgs {
     #[arg(long)]
@@ -87,8 +112,8 @@ pub struct AgentArgs {
     /// Address to serve the API on (the host's fabric address).
     #[arg(long)]
     listen: SocketAddr,
-    #[arg(long)]
-    token_file: PathBuf,
+    #[command(flatten)]
+    tls: TlsArgs,
     /// Network namespace to serve from (the lab's host namespace).
     #[arg(long)]
     netns: Option<String>,
@@ -113,7 +138,7 @@ pub fn agent(a: AgentArgs) -> Result<()> {
     if let Some(ns) = &a.netns {
         lab::net::enter_netns(ns)?;
     }
-    let token = lab::read_token(&a.token_file)?;
+    let tls = a.tls.load()?;
     let state = a
         .state
         .unwrap_or_else(|| lab::paths::host_state_dir(&a.host));
@@ -121,7 +146,7 @@ pub fn agent(a: AgentArgs) -> Result<()> {
         host: a.host,
         listen: a.listen,
         state,
-        token,
+        tls,
         criu: a.criu,
         master: a.master,
         memory_mb: a.memory_mb,
@@ -133,19 +158,19 @@ pub fn agent(a: AgentArgs) -> Result<()> {
 pub struct MasterArgs {
     #[arg(long)]
     listen: SocketAddr,
-    #[arg(long)]
-    token_file: PathBuf,
+    #[command(flatten)]
+    tls: TlsArgs,
     /// Folder keeping the lists (default /var/lib/corehop/master).
     #[arg(long, default_value = lab::MASTER_DIR)]
     dir: PathBuf,
 }
 
 pub fn tunnel_master(a: MasterArgs) -> Result<()> {
-    agent::master::serve(a.listen, a.dir, lab::read_token(&a.token_file)?)
+    agent::master::serve(a.listen, a.dir, a.tls.load()?)
 }
 
 pub fn client(spec: &LabSpec, host: &str) -> Result<Client> {
-    Client::connect(lab::agent_addr(spec, host)?, &lab::token()?)
+    Client::connect(lab::agent_addr(spec, host)?, &Credentials::controller()?)
 }
 
 #[derive(Args)]
@@ -226,10 +251,10 @@ fn resolve_program(p: &str) -> Result<PathBuf> {
 /// Containers of every host whose agent answers; a host that does not is reported on
 /// stderr and skipped, so one dead agent does not hide the rest of the lab.
 fn all_containers(spec: &LabSpec) -> Result<Vec<agent::api::ContainerInfo>> {
-    let token = lab::token()?;
+    let creds = Credentials::controller()?;
     let mut out = Vec::new();
     for h in &spec.hosts {
-        match Client::connect(lab::agent_addr(spec, &h.name)?, &token).and_then(|mut c| c.ps()) {
+        match Client::connect(lab::agent_addr(spec, &h.name)?, &creds).and_then(|mut c| c.ps()) {
             Ok(list) => out.extend(list),
             Err(e) => eprintln!("warning: host {} skipped: {e:#}", h.name),
         }
@@ -283,18 +308,35 @@ pub fn rm(name: &str) -> Result<()> {
 #[derive(Args)]
 pub struct MigrateArgs {
     name: String,
-    #[arg(long)]
-    to: String,
+    #[arg(long, required_unless_present = "resume")]
+    to: Option<String>,
     /// stop-and-copy, pre-copy or post-copy for a container; vm-pre-copy for a VM.
     /// Default: stop-and-copy for a container, vm-pre-copy for a VM.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "resume")]
     method: Option<String>,
+    /// Settle a migration of NAME whose controller died: finish it if the function already
+    /// runs at its destination, else roll it back to its source.
+    #[arg(long, conflicts_with = "to")]
+    resume: bool,
 }
 
 pub fn migrate(a: MigrateArgs, json: bool) -> Result<()> {
     lab::spec::validate_name(&a.name, "container")?;
     let spec = lab::current()?;
-    spec.host(&a.to)?;
+    let creds = Credentials::controller()?;
+    let Some(to) = a.to else {
+        let r = migrate::resume(&spec, &creds, &a.name)?;
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({ "name": a.name, "resumed": r.to_string() })
+            );
+        } else {
+            println!("{}: {r}", a.name);
+        }
+        return Ok(());
+    };
+    spec.host(&to)?;
     let method: migrate::Method = match &a.method {
         Some(m) => m.parse()?,
         None => {
@@ -311,7 +353,13 @@ pub fn migrate(a: MigrateArgs, json: bool) -> Result<()> {
             migrate::Method::default_for(runtime)
         }
     };
-    let r = migrate::migrate(&spec, &lab::token()?, &a.name, &a.to, method)?;
+    // Each step as it starts: what a user watching a long migration (or a harness that
+    // kills the controller at a step) needs.
+    let name = a.name.clone();
+    let steps = Box::new(move |b: migrate::Boundary| {
+        tracing::info!("{name}: step {} begins", b.as_str());
+    });
+    let r = migrate::migrate_observed(&spec, &creds, &a.name, &to, method, steps)?;
     print_migration(&r, json)
 }
 
@@ -388,13 +436,16 @@ fn print_migration(r: &migrate::Report, json: bool) -> Result<()> {
 pub fn standby(name: &str, to: &str, json: bool) -> Result<()> {
     let spec = lab::current()?;
     spec.host(to)?;
-    print_migration(&migrate::standby(&spec, &lab::token()?, name, to)?, json)
+    print_migration(
+        &migrate::standby(&spec, &Credentials::controller()?, name, to)?,
+        json,
+    )
 }
 
 pub fn recover(name: &str, on: &str, round: &str, json: bool) -> Result<()> {
     let spec = lab::current()?;
     spec.host(on)?;
-    match migrate::recover(&spec, &lab::token()?, name, on, round)? {
+    match migrate::recover(&spec, &Credentials::controller()?, name, on, round)? {
         Some(r) => print_migration(&r, json),
         None => {
             eprintln!("{name} already runs on {on}: nothing to recover");

@@ -5,6 +5,7 @@
 //! recovery (DP_GTP, DP_SGi, CP_S1-MME) and data moved.
 use crate::nf::{self, Nf};
 use crate::session::{join, on_host, UeSession};
+use agent::tls::Credentials;
 use anyhow::{bail, Context, Result};
 use measure::gaps::longest;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -23,9 +24,9 @@ pub fn run(json: bool) -> Result<()> {
     lab::down()?;
     lab::up(&spec, &exe)?;
     let result = (|| {
-        let token = lab::token()?;
-        let svc = testsvc(&spec, &token, &exe)?;
-        let epc = epc(&spec, &token)?;
+        let creds = Credentials::controller()?;
+        let svc = testsvc(&spec, &creds, &exe)?;
+        let epc = epc(&spec, &creds)?;
         if json {
             println!("{}", serde_json::json!({"testsvc": svc, "epc": epc}));
         } else {
@@ -44,7 +45,7 @@ fn step(s: &str) {
 
 fn testsvc(
     spec: &lab::spec::LabSpec,
-    token: &[u8],
+    creds: &Credentials,
     exe: &std::path::Path,
 ) -> Result<serde_json::Value> {
     step("testsvc (a TCP/UDP counter) as a container on node-a");
@@ -56,7 +57,7 @@ fn testsvc(
         spec.prefix_len,
         runtime::flavor::DEFAULT_FLAVOR,
     )?;
-    agent::Client::connect(lab::agent_addr(spec, "node-a")?, token)?.run(&cs)?;
+    agent::Client::connect(lab::agent_addr(spec, "node-a")?, creds)?.run(&cs)?;
     step("a client on host `ran` holds one TCP connection, a request every 10 ms");
     let target = SocketAddr::from((SVC_IP, 7000));
     let probe = on_host("ran", move || {
@@ -70,7 +71,7 @@ fn testsvc(
     step("live migration of testsvc node-a -> node-b, stop-and-copy (CRIU over its RPC)");
     let r = migrate::migrate(
         spec,
-        token,
+        creds,
         "testsvc",
         "node-b",
         migrate::Method::StopAndCopy,
@@ -85,7 +86,7 @@ fn testsvc(
     if p.reconnects > 0 || !p.counter_consecutive {
         bail!("the client's connection or the service's state did not survive");
     }
-    agent::Client::connect(lab::agent_addr(spec, "node-b")?, token)?.remove("testsvc")?;
+    agent::Client::connect(lab::agent_addr(spec, "node-b")?, creds)?.remove("testsvc")?;
     Ok(serde_json::json!({"migration": r, "client": p}))
 }
 
@@ -99,9 +100,9 @@ struct Row {
     cp_s1_mme_ms: Option<f64>,
 }
 
-fn epc(spec: &lab::spec::LabSpec, token: &[u8]) -> Result<Vec<Row>> {
+fn epc(spec: &lab::spec::LabSpec, creds: &Credentials) -> Result<Vec<Row>> {
     step("EPC: HSS, SPGW, MME as containers on node-a");
-    nf::start_epc(spec, token, "node-a", runtime::flavor::DEFAULT_FLAVOR)?;
+    nf::start_epc(spec, creds, "node-a", runtime::flavor::DEFAULT_FLAVOR)?;
     let stop = Arc::new(AtomicBool::new(false));
     let st = stop.clone();
     let spgw_ip = nf::container(
@@ -126,7 +127,7 @@ fn epc(spec: &lab::spec::LabSpec, token: &[u8]) -> Result<Vec<Row>> {
             step(&format!(
                 "live migration of {f} node-a -> node-b, stop-and-copy, UE attached"
             ));
-            match migrate::migrate(spec, token, f, "node-b", migrate::Method::StopAndCopy) {
+            match migrate::migrate(spec, creds, f, "node-b", migrate::Method::StopAndCopy) {
                 Ok(r) => reports.push(r),
                 Err(e) => {
                     eprintln!("error: {e:#}");

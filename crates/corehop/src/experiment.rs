@@ -6,6 +6,7 @@
 //! migration into the run's KPIs.
 use crate::nf::{self, Nf};
 use crate::session::{join, on_host, UeSession};
+use agent::tls::Credentials;
 use anyhow::{Context, Result};
 use clap::Args;
 use experiment::{Case, Executor, Function, LoadWhere, Record};
@@ -51,7 +52,7 @@ pub fn run(a: ExperimentArgs) -> Result<()> {
     }
     let mut ex = LabExecutor {
         spec,
-        token: lab::token()?,
+        creds: Credentials::controller()?,
         placed: None,
     };
     let opts = experiment::RunOptions {
@@ -155,7 +156,7 @@ pub fn report(dir: &std::path::Path) -> Result<()> {
 
 struct LabExecutor {
     spec: lab::spec::LabSpec,
-    token: Vec<u8>,
+    creds: Credentials,
     /// The function currently deployed: (function, flavor, host).
     placed: Option<(Function, String, Runtime, String)>,
 }
@@ -180,7 +181,7 @@ fn nf_of(f: Function) -> Option<Nf> {
 
 impl LabExecutor {
     fn client(&self, host: &str) -> Result<agent::Client> {
-        agent::Client::connect(lab::agent_addr(&self.spec, host)?, &self.token)
+        agent::Client::connect(lab::agent_addr(&self.spec, host)?, &self.creds)
     }
 
     /// Removes whatever the executor deployed.
@@ -460,7 +461,7 @@ impl Executor for LabExecutor {
         let probes = self.start_probes(case);
         let result = probes.and_then(|p| {
             std::thread::sleep(Duration::from_millis(500));
-            let m = migrate::migrate(&self.spec, &self.token, name, &to, method);
+            let m = migrate::migrate(&self.spec, &self.creds, name, &to, method);
             if m.is_ok() {
                 std::thread::sleep(Duration::from_millis(GRACE_MS));
             }

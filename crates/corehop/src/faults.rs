@@ -5,6 +5,7 @@
 //! `recover` ran where the error asked for it) the function serves at exactly one place,
 //! that the client's TCP connection and counter survived, and that a retry succeeds.
 use crate::session::{join, on_host};
+use agent::tls::Credentials;
 use anyhow::{bail, Context, Result};
 use migrate::{Boundary, Method};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -201,15 +202,15 @@ pub fn run(a: FaultsArgs) -> Result<()> {
                 Method::VmPreCopy => &VM_SVC,
                 _ => &CONTAINER_SVC,
             };
-            let token = lab::token()?;
-            start(&spec, &token, &exe, svc)?;
+            let creds = Credentials::controller()?;
+            start(&spec, &creds, &exe, svc)?;
             // A clean migration names the method's boundaries (and warms both hosts).
             let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
             let s = seen.clone();
-            let to = other(&where_it_serves(&spec, &token, svc.name)?)?;
+            let to = other(&where_it_serves(&spec, &creds, svc.name)?)?;
             migrate::migrate_observed(
                 &spec,
-                &token,
+                &creds,
                 svc.name,
                 to,
                 method,
@@ -222,8 +223,16 @@ pub fn run(a: FaultsArgs) -> Result<()> {
                 .filter(|b| a.at.is_empty() || a.at.iter().any(|x| x == b.as_str()))
             {
                 for &fault in &faults {
-                    // A hung cell starts the lab afresh, with a new token.
-                    let c = cell(&spec, &lab::token()?, &exe, svc, method, at, fault)?;
+                    // A hung cell starts the lab afresh, with new keys.
+                    let c = cell(
+                        &spec,
+                        &Credentials::controller()?,
+                        &exe,
+                        svc,
+                        method,
+                        at,
+                        fault,
+                    )?;
                     eprintln!(
                         "{:<14} {:<14} {:<18} {}",
                         method.as_str(),
@@ -234,7 +243,7 @@ pub fn run(a: FaultsArgs) -> Result<()> {
                     cells.push(c);
                 }
             }
-            remove(&spec, &lab::token()?, svc.name);
+            remove(&spec, &Credentials::controller()?, svc.name);
         }
         Ok::<_, anyhow::Error>(cells)
     })();
@@ -315,14 +324,14 @@ fn matrix(cells: &[Cell]) -> String {
 #[allow(clippy::too_many_arguments)]
 fn cell(
     spec: &lab::spec::LabSpec,
-    token: &[u8],
+    creds: &Credentials,
     exe: &Path,
     svc: &Service,
     method: Method,
     at: Boundary,
     fault: Fault,
 ) -> Result<Cell> {
-    let from = where_it_serves(spec, token, svc.name)?;
+    let from = where_it_serves(spec, creds, svc.name)?;
     let to = other(&from)?;
     let stop = Arc::new(AtomicBool::new(false));
     let client = client(svc, stop.clone());
@@ -330,7 +339,7 @@ fn cell(
     let injected = Arc::new(std::sync::Mutex::new(None::<Instant>));
     let (tx, rx) = std::sync::mpsc::channel();
     {
-        let (spec, token, name, inj) = (spec.clone(), token.to_vec(), svc.name, injected.clone());
+        let (spec, creds, name, inj) = (spec.clone(), creds.clone(), svc.name, injected.clone());
         let from = from.clone();
         std::thread::spawn(move || {
             let observer = Box::new(move |b: Boundary| {
@@ -341,7 +350,7 @@ fn cell(
                     *inj.lock().unwrap() = Some(Instant::now());
                 }
             });
-            let r = migrate::migrate_observed(&spec, &token, name, to, method, observer);
+            let r = migrate::migrate_observed(&spec, &creds, name, to, method, observer);
             let _ = tx.send(r.map(|_| ()).map_err(|e| format!("{e:#}")));
         });
     }
@@ -359,7 +368,7 @@ fn cell(
         stop.store(true, Ordering::SeqCst);
         lab::down()?;
         lab::up(spec, exe)?;
-        start(spec, &lab::token()?, exe, svc)?;
+        start(spec, &Credentials::controller()?, exe, svc)?;
         return Ok(Cell {
             method: method.as_str(),
             at: at.as_str(),
@@ -384,19 +393,19 @@ fn cell(
     }
     let recovered = match error.as_deref().and_then(recover_advice) {
         Some((host, round)) => {
-            if let Err(e) = migrate::recover(spec, token, svc.name, &host, &round) {
+            if let Err(e) = migrate::recover(spec, creds, svc.name, &host, &round) {
                 failed.push(format!("recover on {host} failed: {e:#}"));
             }
             true
         }
         None => false,
     };
-    let serves_on = serving_hosts(spec, token, svc.name);
+    let serves_on = serving_hosts(spec, creds, svc.name);
     if serves_on.len() != 1 {
         failed.push(format!("serves on {serves_on:?}"));
     }
     let retry = match serves_on.first() {
-        Some(h) => migrate::migrate(spec, token, svc.name, other(h)?, method)
+        Some(h) => migrate::migrate(spec, creds, svc.name, other(h)?, method)
             .map(|_| ())
             .map_err(|e| format!("{e:#}")),
         None => Err("nowhere to retry from".into()),
@@ -476,12 +485,12 @@ fn other(host: &str) -> Result<&'static str> {
     }
 }
 
-fn serving_hosts(spec: &lab::spec::LabSpec, token: &[u8], name: &str) -> Vec<String> {
+fn serving_hosts(spec: &lab::spec::LabSpec, creds: &Credentials, name: &str) -> Vec<String> {
     HOSTS
         .iter()
         .filter(|h| {
             lab::agent_addr(spec, h)
-                .and_then(|a| agent::Client::connect(a, token))
+                .and_then(|a| agent::Client::connect(a, creds))
                 .and_then(|mut c| c.ps())
                 .is_ok_and(|ps| ps.iter().any(|i| i.name == name && i.state == "running"))
         })
@@ -489,14 +498,14 @@ fn serving_hosts(spec: &lab::spec::LabSpec, token: &[u8], name: &str) -> Vec<Str
         .collect()
 }
 
-fn where_it_serves(spec: &lab::spec::LabSpec, token: &[u8], name: &str) -> Result<String> {
-    match serving_hosts(spec, token, name).as_slice() {
+fn where_it_serves(spec: &lab::spec::LabSpec, creds: &Credentials, name: &str) -> Result<String> {
+    match serving_hosts(spec, creds, name).as_slice() {
         [h] => Ok(h.clone()),
         hs => bail!("{name} serves on {hs:?}, not on exactly one host"),
     }
 }
 
-fn start(spec: &lab::spec::LabSpec, token: &[u8], exe: &Path, svc: &Service) -> Result<()> {
+fn start(spec: &lab::spec::LabSpec, creds: &Credentials, exe: &Path, svc: &Service) -> Result<()> {
     let mut cs = runtime::ContainerSpec::new(
         svc.name,
         exe.to_path_buf(),
@@ -506,13 +515,13 @@ fn start(spec: &lab::spec::LabSpec, token: &[u8], exe: &Path, svc: &Service) -> 
         runtime::flavor::DEFAULT_FLAVOR,
     )?;
     cs.runtime = svc.runtime;
-    agent::Client::connect(lab::agent_addr(spec, "node-a")?, token)?.run(&cs)?;
+    agent::Client::connect(lab::agent_addr(spec, "node-a")?, creds)?.run(&cs)?;
     Ok(())
 }
 
-fn remove(spec: &lab::spec::LabSpec, token: &[u8], name: &str) {
+fn remove(spec: &lab::spec::LabSpec, creds: &Credentials, name: &str) {
     for h in HOSTS {
-        if let Ok(mut c) = lab::agent_addr(spec, h).and_then(|a| agent::Client::connect(a, token)) {
+        if let Ok(mut c) = lab::agent_addr(spec, h).and_then(|a| agent::Client::connect(a, creds)) {
             let _ = c.remove(name);
         }
     }

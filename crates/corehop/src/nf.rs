@@ -1,5 +1,6 @@
 //! `corehop nf`: the EPC functions as containers on lab hosts, and `nf run`, what runs inside
 //! them. Each function gets its config as a TOML file in its read-only rootfs.
+use agent::tls::Credentials;
 use anyhow::{bail, Context, Result};
 use clap::{Subcommand, ValueEnum};
 use std::net::Ipv4Addr;
@@ -104,8 +105,13 @@ pub fn default_config(nf: Nf) -> Result<String> {
 /// The HSS's 1000 test USIMs (IMSI 001010000000001..), which the RAN emulator also uses.
 /// HSS, SPGW and MME started on `host` with their default configs, in the order each
 /// needs the one before.
-pub fn start_epc(spec: &lab::spec::LabSpec, token: &[u8], host: &str, flavor: &str) -> Result<()> {
-    let mut a = agent::Client::connect(lab::agent_addr(spec, host)?, token)?;
+pub fn start_epc(
+    spec: &lab::spec::LabSpec,
+    creds: &Credentials,
+    host: &str,
+    flavor: &str,
+) -> Result<()> {
+    let mut a = agent::Client::connect(lab::agent_addr(spec, host)?, creds)?;
     for f in [Nf::Hss, Nf::Spgw, Nf::Mme] {
         a.run(&container(
             f,

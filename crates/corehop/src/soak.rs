@@ -4,6 +4,7 @@
 //! at the first (both reported, migration by migration).
 use crate::nf::{self, Nf};
 use crate::session::UeSession;
+use agent::tls::Credentials;
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -55,16 +56,16 @@ pub fn run(a: SoakArgs) -> Result<()> {
     lab::down()?;
     lab::up(&spec, &exe)?;
     let soaked = (|| {
-        let token = lab::token()?;
-        nf::start_epc(&spec, &token, "node-a", runtime::flavor::DEFAULT_FLAVOR)?;
+        let creds = Credentials::controller()?;
+        nf::start_epc(&spec, &creds, "node-a", runtime::flavor::DEFAULT_FLAVOR)?;
         let ues = UeSession::start_many(&spec, a.ues, 1000, Duration::from_secs(300))
             .with_context(|| format!("{} UEs did not attach", a.ues))?;
         let result = (|| {
-            let before = (tunnels(&spec, &token)?, contexts(&spec, &token)?);
+            let before = (tunnels(&spec, &creds)?, contexts(&spec, &creds)?);
             let mut steps = Vec::new();
             for n in 1..=a.migrations {
                 let to = HOSTS[n % 2];
-                let r = migrate::migrate(&spec, &token, nf.name(), to, method)
+                let r = migrate::migrate(&spec, &creds, nf.name(), to, method)
                     .with_context(|| format!("migration {n} of {} failed", nf.name()))?;
                 let (agent_rss_kb, agent_fds) = agents();
                 steps.push(Step {
@@ -75,7 +76,7 @@ pub fn run(a: SoakArgs) -> Result<()> {
                     agent_fds,
                 });
             }
-            let after = (tunnels(&spec, &token)?, contexts(&spec, &token)?);
+            let after = (tunnels(&spec, &creds)?, contexts(&spec, &creds)?);
             Ok::<_, anyhow::Error>((before, after, steps))
         })();
         let report = ues.finish()?;
@@ -218,12 +219,12 @@ fn agents() -> ([u64; 2], [u64; 2]) {
 /// A file of a running container, through its root as its init process sees it.
 fn container_file(
     spec: &lab::spec::LabSpec,
-    token: &[u8],
+    creds: &Credentials,
     name: &str,
     path: &str,
 ) -> Result<Vec<u8>> {
     for h in HOSTS {
-        let ps = agent::Client::connect(lab::agent_addr(spec, h)?, token)?.ps()?;
+        let ps = agent::Client::connect(lab::agent_addr(spec, h)?, creds)?.ps()?;
         if let Some(pid) = ps
             .iter()
             .find(|i| i.name == name && i.state == "running")
@@ -237,15 +238,15 @@ fn container_file(
 }
 
 /// The SPGW's tunnel list, as it keeps it (sorted, so that order does not count).
-fn tunnels(spec: &lab::spec::LabSpec, token: &[u8]) -> Result<Vec<serde_json::Value>> {
-    let raw = container_file(spec, token, "spgw", "/run/corehop/tunnels.json")?;
+fn tunnels(spec: &lab::spec::LabSpec, creds: &Credentials) -> Result<Vec<serde_json::Value>> {
+    let raw = container_file(spec, creds, "spgw", "/run/corehop/tunnels.json")?;
     let mut list: Vec<serde_json::Value> = serde_json::from_slice(&raw)?;
     list.sort_by_key(|t| t.to_string());
     Ok(list)
 }
 
 /// How many UE contexts the MME holds.
-fn contexts(spec: &lab::spec::LabSpec, token: &[u8]) -> Result<usize> {
-    let raw = container_file(spec, token, "mme", "/run/corehop/mme-ues.json")?;
+fn contexts(spec: &lab::spec::LabSpec, creds: &Credentials) -> Result<usize> {
+    let raw = container_file(spec, creds, "mme", "/run/corehop/mme-ues.json")?;
     Ok(serde_json::from_slice::<Vec<serde_json::Value>>(&raw)?.len())
 }

@@ -278,3 +278,101 @@ fn source_agent_killed_mid_checkpoint() {
     svc_runs_on("node-b");
     client_kept_state(c);
 }
+
+/// Starts `corehop migrate svc` with `method` and returns it once it logs that `step`
+/// begins: the controller to stop or kill there.
+fn controller_at(to: &str, method: &str, step: &str) -> Child {
+    use std::io::BufRead;
+    let mut c = Command::new(BIN)
+        .args(["migrate", "svc", "--to", to, "--method", method])
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let want = format!("svc: step {step} begins");
+    let stderr = std::io::BufReader::new(c.stderr.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    // Drained to the end, so that the controller never blocks on its log.
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            if line.contains(&want) {
+                let _ = tx.send(());
+            }
+        }
+    });
+    if rx.recv_timeout(Duration::from_secs(30)).is_err() {
+        let _ = c.kill();
+        let _ = c.wait();
+        panic!("the controller ended before step {step}");
+    }
+    c
+}
+
+fn signal(c: &Child, sig: &str) {
+    assert!(Command::new("kill")
+        .args([sig, &c.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+}
+
+/// A controller killed at any step of a migration leaves its journal at the source, and
+/// `migrate --resume` settles it, finished or rolled back, with the client's connection
+/// intact; while a controller lives (here stopped), a second one is refused.
+#[test]
+fn a_killed_controller_is_settled_by_resume_and_a_second_one_is_refused() {
+    let _lab = Lab::up();
+    let c = start_svc();
+    let mut at = "node-a";
+    let mut first = controller_at("node-b", "stop-and-copy", "prepare");
+    signal(&first, "-STOP");
+    let e = fails(&["migrate", "svc", "--to", "node-b"]);
+    assert!(
+        e.contains("svc is being migrated to node-b (stop-and-copy) by another controller"),
+        "{e}"
+    );
+    let e = fails(&["migrate", "svc", "--resume"]);
+    assert!(e.contains("still alive"), "{e}");
+    signal(&first, "-KILL");
+    first.wait().unwrap();
+    let steps: &[(&str, &[&str])] = &[
+        (
+            "stop-and-copy",
+            &["prepare", "checkpoint", "transfer", "restore"],
+        ),
+        ("pre-copy", &["pre_dump", "dump", "dump_transfer"]),
+        ("post-copy", &["checkpoint", "restore"]),
+    ];
+    let mut settled = vec![];
+    for (method, steps) in steps {
+        for step in *steps {
+            // The first kill was at stop-and-copy's prepare, already done above.
+            let to = if at == "node-a" { "node-b" } else { "node-a" };
+            if (*method, *step) != ("stop-and-copy", "prepare") {
+                let mut ctl = controller_at(to, method, step);
+                signal(&ctl, "-KILL");
+                ctl.wait().unwrap();
+            }
+            let out = ok(&["migrate", "svc", "--resume"]);
+            if out.contains("finished") {
+                at = to;
+            } else {
+                assert!(
+                    out.contains(&format!("rolled back: it runs on {at}")),
+                    "{out}"
+                );
+            }
+            svc_runs_on(at);
+            settled.push(format!("{method} {step}: {}", out.trim()));
+            // Settled: no journal left, and a new migration is not refused.
+            let e = fails(&["migrate", "svc", "--resume"]);
+            assert!(e.contains("no interrupted migration"), "{e}");
+        }
+    }
+    eprintln!("{}", settled.join("\n"));
+    let to = if at == "node-a" { "node-b" } else { "node-a" };
+    ok(&["migrate", "svc", "--to", to]);
+    svc_runs_on(to);
+    client_kept_state(c);
+}

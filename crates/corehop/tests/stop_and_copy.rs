@@ -140,18 +140,30 @@ fn bad_requests_fail_clearly_and_leave_the_source_running() {
     assert!(e.contains("invalid container name"), "{e}");
     still_running("bad arguments");
 
-    // Wrong token: every agent refuses us.
-    let token = std::fs::read_to_string("/run/corehop/lab.token").unwrap();
-    std::fs::write("/run/corehop/lab.token", "f".repeat(64)).unwrap();
+    // Keys of another lab: every agent refuses us.
+    let tls = std::path::Path::new("/run/corehop/tls");
+    let other = std::env::temp_dir().join(format!("corehop-other-lab-{}", std::process::id()));
+    let lo = std::net::Ipv4Addr::LOCALHOST.into();
+    lab::pki::ensure(&other, &[], lo).unwrap();
+    let ours: Vec<_> = ["controller.pem", "controller.key"]
+        .iter()
+        .map(|f| std::fs::read(tls.join(f)).unwrap())
+        .collect();
+    for f in ["controller.pem", "controller.key"] {
+        std::fs::copy(other.join(f), tls.join(f)).unwrap();
+    }
     let e = fails(&["migrate", "svc", "--to", "node-b"]);
-    std::fs::write("/run/corehop/lab.token", &token).unwrap();
-    assert!(e.contains("refused"), "{e}");
+    for (f, data) in ["controller.pem", "controller.key"].iter().zip(&ours) {
+        std::fs::write(tls.join(f), data).unwrap();
+    }
+    let _ = std::fs::remove_dir_all(&other);
+    assert!(e.contains("refused us"), "{e}");
     assert!(
-        std::fs::read_to_string("/run/corehop/hosts/node-b/agent.log")
+        std::fs::read_to_string("/run/corehop/hosts/node-a/agent.log")
             .unwrap()
-            .contains("wrong lab token")
+            .contains("refused: TLS handshake failed")
     );
-    still_running("a wrong token");
+    still_running("a stranger's keys");
 
     // Destination agent down.
     let pidfile = "/run/corehop/hosts/node-b/pids/agent.pid";
@@ -180,8 +192,12 @@ fn bad_requests_fail_clearly_and_leave_the_source_running() {
             "10.77.0.12:7070",
         ])
         .args([
-            "--token-file",
-            "/run/corehop/lab.token",
+            "--ca",
+            "/run/corehop/tls/ca.pem",
+            "--cert",
+            "/run/corehop/tls/node-b.pem",
+            "--key",
+            "/run/corehop/tls/node-b.key",
             "--criu",
             "/bin/false",
         ])

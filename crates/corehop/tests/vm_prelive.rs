@@ -27,7 +27,9 @@ fn restart_agent_unlimited(host: &str, addr: &str) -> std::process::Child {
             "--listen",
             &format!("{addr}:7070"),
         ])
-        .args(["--token-file", "/run/corehop/lab.token"])
+        .args(["--ca", "/run/corehop/tls/ca.pem"])
+        .args(["--cert", &format!("/run/corehop/tls/{host}.pem")])
+        .args(["--key", &format!("/run/corehop/tls/{host}.key")])
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();

@@ -4,6 +4,7 @@ pub mod hold;
 pub mod net;
 pub mod nl;
 pub mod paths;
+pub mod pki;
 pub mod sh;
 pub mod spec;
 
@@ -22,24 +23,6 @@ pub fn current() -> Result<LabSpec> {
     serde_json::from_str(&text).context("the lab state file is corrupt: run `corehop lab down`")
 }
 
-/// The lab's shared secret; agents accept only callers that prove they hold it.
-pub fn token() -> Result<Vec<u8>> {
-    read_token(&paths::token_file())
-}
-
-pub fn read_token(path: &Path) -> Result<Vec<u8>> {
-    let t = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read the lab token {}", path.display()))?;
-    let t = t.trim();
-    if t.len() < 32 {
-        bail!(
-            "the lab token in {} is too short (32+ characters)",
-            path.display()
-        );
-    }
-    Ok(t.as_bytes().to_vec())
-}
-
 pub fn agent_addr(spec: &LabSpec, host: &str) -> Result<SocketAddr> {
     Ok(SocketAddr::from((spec.host(host)?.addr, AGENT_PORT)))
 }
@@ -54,12 +37,12 @@ pub fn up(spec: &LabSpec, exe: &Path) -> Result<()> {
         }
     }
     std::fs::create_dir_all(paths::RUN_DIR)?;
-    if !paths::token_file().exists() {
-        use rand::RngCore;
-        let mut b = [0u8; 32];
-        rand::thread_rng().fill_bytes(&mut b);
-        write_private(&paths::token_file(), hex::encode(b).as_bytes())?;
-    }
+    let hosts: Vec<_> = spec
+        .hosts
+        .iter()
+        .map(|h| (h.name.as_str(), h.addr.into()))
+        .collect();
+    pki::ensure(&pki::dir(), &hosts, spec.controller.into())?;
     std::fs::write(paths::lab_file(), serde_json::to_vec_pretty(spec)?)?;
 
     let br = net::FABRIC_BRIDGE;
@@ -227,18 +210,22 @@ fn start_master(listen: SocketAddr, exe: &Path) -> Result<()> {
     let log = log_file(&Path::new(paths::RUN_DIR).join("master.log"))?;
     let child = spawn_detached(
         std::process::Command::new(exe)
-            .args([
-                "tunnel-master",
-                "--listen",
-                &listen.to_string(),
-                "--token-file",
-            ])
-            .arg(paths::token_file())
+            .args(["tunnel-master", "--listen", &listen.to_string()])
+            .args(tls_args(pki::MASTER))
             .stdout(log.try_clone()?)
             .stderr(log),
     )?;
     std::fs::write(pidfile, child.to_string())?;
     wait_port(listen, Duration::from_secs(10)).context("the tunnel master did not start")
+}
+
+/// The `--ca`, `--cert` and `--key` arguments of a daemon that is `who`.
+fn tls_args(who: &str) -> Vec<std::ffi::OsString> {
+    let f = pki::files_in(&pki::dir(), who);
+    [("--ca", f.ca), ("--cert", f.cert), ("--key", f.key)]
+        .into_iter()
+        .flat_map(|(flag, path)| [flag.into(), path.into_os_string()])
+        .collect()
 }
 
 fn log_file(path: &Path) -> Result<std::fs::File> {
@@ -265,8 +252,8 @@ fn start_agent(h: &spec::HostSpec, exe: &Path, master: SocketAddr) -> Result<()>
         "--listen",
         &listen,
     ])
-    .args(["--master", &master.to_string(), "--token-file"])
-    .arg(paths::token_file());
+    .args(["--master", &master.to_string()])
+    .args(tls_args(&h.name));
     if let Some(m) = h.memory_mb {
         cmd.args(["--memory-mb", &m.to_string()]);
     }
@@ -340,7 +327,7 @@ fn wait_port(addr: SocketAddr, within: Duration) -> Result<()> {
     }
 }
 
-fn write_private(path: &Path, data: &[u8]) -> Result<()> {
+pub(crate) fn write_private(path: &Path, data: &[u8]) -> Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
         .create(true)
@@ -417,6 +404,8 @@ pub fn down() -> Result<()> {
     remove_cgroups();
     let _ = std::fs::remove_dir_all(&hosts_dir);
     let _ = std::fs::remove_dir_all(paths::STATE_DIR);
+    // A new lab gets new keys (an operator's, in COREHOP_TLS_DIR, are not ours to remove).
+    let _ = std::fs::remove_dir_all(Path::new(paths::RUN_DIR).join("tls"));
     let _ = std::fs::remove_dir_all(paths::lab_pid_dir());
     let _ = std::fs::remove_dir_all(MASTER_DIR);
     let _ = std::fs::remove_file(paths::lab_file());

@@ -1,16 +1,13 @@
 //! Where the lab keeps things. Hosts share no folders: each has its own state and run dirs.
 use std::path::PathBuf;
 
-/// Volatile lab state: the spec in use, the token, per-host run dirs.
+/// Volatile lab state: the spec in use, the keys (`pki`), per-host run dirs.
 pub const RUN_DIR: &str = "/run/corehop";
 /// Persistent per-host state (bundles, checkpoint images).
 pub const STATE_DIR: &str = "/var/lib/corehop/hosts";
 
 pub fn lab_file() -> PathBuf {
     PathBuf::from(RUN_DIR).join("lab.json")
-}
-pub fn token_file() -> PathBuf {
-    PathBuf::from(RUN_DIR).join("lab.token")
 }
 pub fn host_run_dir(host: &str) -> PathBuf {
     PathBuf::from(RUN_DIR).join("hosts").join(host)

@@ -2,6 +2,7 @@
 //! their API ([`agent_api::Client`]), and the rollback table (the paper's Table 1) is tested
 //! against a scripted agent, without a lab.
 use agent_api::api::{Inspect, OpStats};
+use agent_api::tls::Credentials;
 use anyhow::Result;
 use std::net::SocketAddr;
 
@@ -36,6 +37,8 @@ pub trait AgentCalls {
         recovery: bool,
     ) -> Result<OpStats>;
     fn remove(&mut self, name: &str) -> Result<()>;
+    /// The migration is settled: the source's journal of it goes.
+    fn end_migration(&mut self, name: &str) -> Result<()>;
     fn await_pages(&mut self, name: &str) -> Result<OpStats>;
     fn resume_lazy(&mut self, name: &str) -> Result<()>;
     fn vm_check(&mut self, name: &str, caps: &vm::HostCaps) -> Result<()>;
@@ -47,7 +50,7 @@ pub trait AgentCalls {
 /// A real agent, over its authenticated API.
 pub struct Remote {
     pub client: agent_api::Client,
-    pub token: Vec<u8>,
+    pub creds: Credentials,
 }
 
 impl AgentCalls for Remote {
@@ -56,8 +59,8 @@ impl AgentCalls for Remote {
     }
     fn reconnect(&self) -> Result<Box<dyn AgentCalls>> {
         Ok(Box::new(Remote {
-            client: agent_api::Client::connect(self.client.addr, &self.token)?,
-            token: self.token.clone(),
+            client: agent_api::Client::connect(self.client.addr, &self.creds)?,
+            creds: self.creds.clone(),
         }))
     }
     fn inspect(&mut self, name: &str) -> Result<Inspect> {
@@ -101,6 +104,9 @@ impl AgentCalls for Remote {
     }
     fn remove(&mut self, name: &str) -> Result<()> {
         self.client.remove(name)
+    }
+    fn end_migration(&mut self, name: &str) -> Result<()> {
+        self.client.end_migration(name)
     }
     fn await_pages(&mut self, name: &str) -> Result<OpStats> {
         self.client.await_pages(name)

@@ -1,13 +1,16 @@
 //! Live migration: one phase model, each method a short composition of its phases.
 pub mod agents;
 pub mod phase;
+pub mod resume;
 
+use agent_api::tls::Credentials;
 use anyhow::{bail, Result};
 use lab::spec::LabSpec;
 pub use phase::{
     Boundary, Dump, Migration, Observer, Operation, Part, Phase, Report, Window, PRE_COPY_CRIU,
     PRE_COPY_DELTA,
 };
+pub use resume::{resume, Resumed};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
@@ -71,24 +74,24 @@ pub const PAGE_SERVER_PORT: u16 = 7072;
 /// of the phases that contain them.
 pub fn migrate(
     spec: &LabSpec,
-    token: &[u8],
+    creds: &Credentials,
     name: &str,
     to: &str,
     method: Method,
 ) -> Result<Report> {
-    migrate_observed(spec, token, name, to, method, Box::new(|_| {}))
+    migrate_observed(spec, creds, name, to, method, Box::new(|_| {}))
 }
 
 /// [`migrate`], telling `before` of each step as it starts.
 pub fn migrate_observed(
     spec: &LabSpec,
-    token: &[u8],
+    creds: &Credentials,
     name: &str,
     to: &str,
     method: Method,
     before: Observer,
 ) -> Result<Report> {
-    let m = Migration::begin(spec, token, name, to, Operation::Migration(method), before)?;
+    let m = Migration::begin(spec, creds, name, to, Operation::Migration(method), before)?;
     run(m, method)
 }
 
@@ -166,8 +169,8 @@ pub const STANDBY_ROUND: &str = "standby";
 
 /// Ships a leave-running checkpoint of `name` to `to`, where [`recover`] can restore it if
 /// the function's host dies. The function keeps serving.
-pub fn standby(spec: &LabSpec, token: &[u8], name: &str, to: &str) -> Result<Report> {
-    let mut m = Migration::begin(spec, token, name, to, Operation::Standby, Box::new(|_| {}))?;
+pub fn standby(spec: &LabSpec, creds: &Credentials, name: &str, to: &str) -> Result<Report> {
+    let mut m = Migration::begin(spec, creds, name, to, Operation::Standby, Box::new(|_| {}))?;
     m.phase(Phase::Checkpoint, |m| {
         m.checkpoint(STANDBY_ROUND, Dump::LeaveRunning)
     })?;
@@ -182,17 +185,20 @@ pub fn standby(spec: &LabSpec, token: &[u8], name: &str, to: &str) -> Result<Rep
 /// running): there is nothing to recover.
 pub fn recover(
     spec: &LabSpec,
-    token: &[u8],
+    creds: &Credentials,
     name: &str,
     on: &str,
     round: &str,
 ) -> Result<Option<Report>> {
-    let mut dst = agent_api::Client::connect(lab::agent_addr(spec, on)?, token)?;
+    let mut dst = agent_api::Client::connect(lab::agent_addr(spec, on)?, creds)?;
     dst.require_criu()?;
+    // Refused while a live controller migrates it; settles the journal of one that died.
+    dst.take_over(name)?;
     let info = dst.inspect(name)?.info;
     if info.state == "running" {
         // A dump cut short leaves it running, its link maybe still down for the dump.
         dst.plug(name)?;
+        dst.end_migration(name)?;
         return Ok(None);
     }
     if info.state != "checkpointed" {
@@ -202,6 +208,7 @@ pub fn recover(
     let started = phase::unix_ms();
     // The restore brings the function's link up itself once it runs.
     let restored = dst.restore(name, round, None, true)?;
+    dst.end_migration(name)?;
     let link_up: f64 = restored
         .steps
         .iter()

@@ -3,6 +3,7 @@
 //! when a phase fails after the source stopped, it puts the function back at the source.
 use crate::agents::{AgentCalls, Remote};
 use agent_api::api::{Inspect, OpStats, Step};
+use agent_api::tls::Credentials;
 use agent_api::Client;
 use anyhow::{bail, Context, Result};
 use lab::spec::LabSpec;
@@ -296,10 +297,10 @@ pub struct Migration {
     pub method: Operation,
     pub from: String,
     pub to: String,
-    src: Box<dyn AgentCalls>,
+    pub(crate) src: Box<dyn AgentCalls>,
     /// A final dump was asked for: if its answer never came, whether it happened is unknown.
     dump_asked: Option<String>,
-    dst: Box<dyn AgentCalls>,
+    pub(crate) dst: Box<dyn AgentCalls>,
     pub dst_addr: SocketAddr,
     pub inspect: Inspect,
     /// The source can pre-dump (kernel dirty-page tracking).
@@ -342,12 +343,52 @@ pub struct Migration {
     vm_source_stopped: bool,
 }
 
+/// The destination made ready for `inspect`'s function: a QEMU waiting for a VM's state,
+/// or an unplugged bundle on the same rootfs for a container, with the source's connection
+/// to it open. Answers whether the source tracks dirty memory, and the waiting QEMU.
+fn prepare(
+    src: &mut Client,
+    dst: &mut Client,
+    inspect: &Inspect,
+    from: &str,
+    to: &str,
+    dst_addr: SocketAddr,
+) -> Result<(bool, Option<agent_api::api::VmIncoming>)> {
+    let name = &inspect.spec.name;
+    let prepared = if inspect.spec.runtime == Runtime::Vm {
+        dst.vm_incoming(&inspect.spec).map(|i| (false, Some(i)))
+    } else {
+        let h = src.require_criu().context("source cannot checkpoint")?;
+        dst.require_criu().context("destination cannot restore")?;
+        dst.prepare(&inspect.spec).and_then(|digest| {
+            if digest != inspect.rootfs_digest {
+                bail!("rootfs of {name} on {to} differs from {from} ({digest} vs {}); refusing to restore on a mismatched rootfs",
+                    inspect.rootfs_digest);
+            }
+            // The images' connection is opened (TLS handshake and all) now, not in the freeze.
+            src.dial(dst_addr)
+                .with_context(|| format!("{from} cannot reach {to}'s agent"))?;
+            Ok((h.dirty_tracking, None))
+        })
+    };
+    if prepared.is_err() {
+        let _ = dst.remove(name);
+    }
+    prepared.with_context(|| format!("cannot prepare {name} on {to}"))
+}
+
+/// Who leads a migration, for the journal: `pid@machine`.
+fn controller_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!("pid {}@{}", std::process::id(), host.trim())
+}
+
 /// Finds which host runs `name`, asking every agent of the lab.
-pub fn locate(spec: &LabSpec, token: &[u8], name: &str) -> Result<(String, Client)> {
+pub fn locate(spec: &LabSpec, creds: &Credentials, name: &str) -> Result<(String, Client)> {
     lab::spec::validate_name(name, "container")?;
     let mut unreachable = Vec::new();
     for h in &spec.hosts {
-        let mut c = match Client::connect(lab::agent_addr(spec, &h.name)?, token) {
+        let mut c = match Client::connect(lab::agent_addr(spec, &h.name)?, creds) {
             Ok(c) => c,
             Err(e) => {
                 unreachable.push(format!("{}: {e:#}", h.name));
@@ -375,19 +416,19 @@ impl Migration {
     /// failure leaves the function running untouched.
     pub fn begin(
         spec: &LabSpec,
-        token: &[u8],
+        creds: &Credentials,
         name: &str,
         to: &str,
         method: Operation,
         mut before: Observer,
     ) -> Result<Self> {
         let dst_addr = lab::agent_addr(spec, to)?;
-        let (from, mut src) = locate(spec, token, name)?;
+        let (from, mut src) = locate(spec, creds, name)?;
         if from == to {
             bail!("{name} already runs on {to}; pick another destination");
         }
         let mut dst =
-            Client::connect(dst_addr, token).with_context(|| format!("destination {to}"))?;
+            Client::connect(dst_addr, creds).with_context(|| format!("destination {to}"))?;
         let inspect = src.inspect(name)?;
         let is_vm = inspect.spec.runtime == Runtime::Vm;
         let vm_method = method == Operation::Migration(Method::VmPreCopy);
@@ -404,37 +445,34 @@ impl Migration {
                 None
             }
         };
+        // Refused if another controller migrates it, or left a journal for `--resume`.
+        src.begin_migration(
+            name,
+            &agent_api::api::Journal {
+                to: to.into(),
+                method: method.as_str().into(),
+                controller: controller_id(),
+                started_unix_ms: unix_ms(),
+            },
+        )?;
         before(Boundary::Prepare);
         let t = Instant::now();
-        let mut vm_incoming = None;
-        let dirty_tracking = if is_vm {
-            // A QEMU waiting for the state at the destination: VM PreCopy's preparation.
-            let incoming = dst.vm_incoming(&inspect.spec);
-            if incoming.is_err() {
-                let _ = dst.remove(name);
+        let prepared = prepare(&mut src, &mut dst, &inspect, &from, to, dst_addr);
+        let (dirty_tracking, vm_incoming) = match prepared {
+            Ok(p) => p,
+            Err(e) => {
+                // Nothing changed at the source: its journal goes too.
+                let _ = src.end_migration(name);
+                return Err(e);
             }
-            vm_incoming = Some(incoming.with_context(|| format!("cannot prepare {name} on {to}"))?);
-            false
-        } else {
-            let h = src.require_criu().context("source cannot checkpoint")?;
-            dst.require_criu().context("destination cannot restore")?;
-            let digest = dst
-                .prepare(&inspect.spec)
-                .with_context(|| format!("cannot prepare {name} on {to}"))?;
-            if digest != inspect.rootfs_digest {
-                let _ = dst.remove(name);
-                bail!("rootfs of {name} on {to} differs from {from} ({digest} vs {}); refusing to restore on a mismatched rootfs",
-                  inspect.rootfs_digest);
-            }
-            h.dirty_tracking
         };
         let src = Box::new(Remote {
             client: src,
-            token: token.to_vec(),
+            creds: creds.clone(),
         });
         let dst = Box::new(Remote {
             client: dst,
-            token: token.to_vec(),
+            creds: creds.clone(),
         });
         let mut m = Migration::with_agents(src, dst, dst_addr, name, &from, to, method, inspect);
         m.dirty_tracking = dirty_tracking;
@@ -514,7 +552,13 @@ impl Migration {
             }
             Err(e) => {
                 let name = phase.as_str();
-                let rollback = self.rollback();
+                // Settled: no journal is left for `--resume`. A failed rollback keeps it.
+                let rollback = self.rollback().map(|()| {
+                    let name = self.name.clone();
+                    if let Err(e) = self.src.end_migration(&name) {
+                        tracing::warn!("{name} rolled back, but its journal stays: {e:#}");
+                    }
+                });
                 let e = e.context(format!("migration of {} failed in phase {name}", self.name));
                 Err(match rollback {
                     Ok(()) => e.context(format!("{} is running again on {}", self.name, self.from)),
@@ -705,14 +749,18 @@ impl Migration {
             .frozen_at
             .map(|(t, u)| (resumed.duration_since(t).as_secs_f64() * 1e3, u))
             .unwrap_or((0.0, resumed_unix_ms));
-        if forget_source {
-            if let Err(e) = self.src.remove(&self.name) {
-                tracing::warn!(
-                    "{} migrated, but cleaning it up on {} failed: {e:#}",
-                    self.name,
-                    self.from
-                );
-            }
+        // Forgetting the function at the source drops its journal with it.
+        let cleanup = if forget_source {
+            self.src.remove(&self.name)
+        } else {
+            self.src.end_migration(&self.name)
+        };
+        if let Err(e) = cleanup {
+            tracing::warn!(
+                "{} is settled, but cleaning up on {} failed: {e:#}",
+                self.name,
+                self.from
+            );
         }
         // Tn happened inside the dump and the restore: it goes before the restore, where
         // the paper's formulas put it.
@@ -772,6 +820,28 @@ impl Migration {
             frozen_unix_ms,
             resumed_unix_ms,
         })
+    }
+
+    /// A migration whose controller died before it was settled, rolled back from what its
+    /// source says now (`src_state`) instead of from what this controller did.
+    pub(crate) fn roll_back_interrupted(&mut self, src_state: &str) -> Result<()> {
+        let name = self.name.clone();
+        match (self.method, src_state) {
+            (Operation::Migration(Method::VmPreCopy), "running") => {}
+            (Operation::Migration(Method::VmPreCopy), _) => self.vm_source_stopped = true,
+            // Frozen for a lazy dump (CRIU lets it go) or not dumped yet (its link may be
+            // down for the dump).
+            (Operation::Migration(Method::PostCopy), "running") => {
+                if let Err(e) = self.src.resume_lazy(&name) {
+                    tracing::info!("{name}: no lazy dump to undo ({e:#})");
+                    self.source_unplugged = true;
+                }
+            }
+            (_, "running") => self.source_unplugged = true,
+            // Dumped: every container method's last round is `final`.
+            _ => self.source_stopped = Some(("final".into(), true)),
+        }
+        self.rollback()
     }
 
     /// Table 1's recovery: drop whatever the destination received (its link goes with it),

@@ -81,6 +81,9 @@ impl AgentCalls for Scripted {
     fn remove(&mut self, _: &str) -> Result<()> {
         self.call("remove").map(|_| ())
     }
+    fn end_migration(&mut self, _: &str) -> Result<()> {
+        self.call("end_migration").map(|_| ())
+    }
     fn await_pages(&mut self, _: &str) -> Result<OpStats> {
         self.call("await_pages")
     }
@@ -127,13 +130,9 @@ fn inspect() -> Inspect {
     }
 }
 
-/// Runs `method` with `fail` failing (e.g. `src.push(final)`); returns the calls made after
-/// the failing one (the rollback) and whether the migration failed.
-fn migrate_failing(
-    method: Method,
-    fail: Option<&str>,
-    src_state: &'static str,
-) -> (Vec<String>, bool) {
+/// A migration of "fn" from "a" to "b" by `method` over scripted agents whose source
+/// has it `src_state`, `fail` failing; and the log of their calls.
+fn scripted(method: Method, fail: Option<&str>, src_state: &'static str) -> (Migration, Log) {
     let log: Log = Rc::default();
     let agent = |side| {
         Box::new(Scripted {
@@ -143,7 +142,9 @@ fn migrate_failing(
             state: src_state,
         })
     };
-    let mut m = Migration::with_agents(
+    let mut i = inspect();
+    i.info.state = src_state.into();
+    let m = Migration::with_agents(
         agent("src"),
         agent("dst"),
         "127.0.0.1:2".parse().unwrap(),
@@ -151,8 +152,19 @@ fn migrate_failing(
         "a",
         "b",
         Operation::Migration(method),
-        inspect(),
+        i,
     );
+    (m, log)
+}
+
+/// Runs `method` with `fail` failing (e.g. `src.push(final)`); returns the calls made after
+/// the failing one (the rollback) and whether the migration failed.
+fn migrate_failing(
+    method: Method,
+    fail: Option<&str>,
+    src_state: &'static str,
+) -> (Vec<String>, bool) {
+    let (mut m, log) = scripted(method, fail, src_state);
     if method == Method::VmPreCopy {
         m.set_vm_incoming(agent_api::api::VmIncoming {
             caps: vm::HostCaps::default(),
@@ -271,6 +283,78 @@ fn table_1_rollbacks() {
     for (method, fail, state, want) in cases {
         let (calls, failed) = migrate_failing(*method, Some(fail), state);
         assert!(failed, "{method:?} {fail}: the migration must fail");
-        assert_eq!(calls, *want, "{method:?}, failing {fail}");
+        // A settled migration leaves no journal for `--resume`.
+        let want = [*want, &["src.end_migration"]].concat();
+        assert_eq!(calls, want, "{method:?}, failing {fail}");
+    }
+}
+
+/// A migration whose controller died, taken over: the source's state and whether the
+/// destination runs the function decide, and the calls are those that settle it.
+#[test]
+fn interrupted_migrations_settle_from_what_the_agents_hold() {
+    use crate::resume::{settle, Resumed};
+    use Method::*;
+    let cases: &[(Method, &str, bool, &[&str], &str)] = &[
+        // Killed before the dump, or while the function still served (pre-copy rounds).
+        (
+            StopAndCopy,
+            "running",
+            false,
+            &["dst.remove", "src.plug"],
+            "a",
+        ),
+        (PreCopy, "running", false, &["dst.remove", "src.plug"], "a"),
+        // Killed after the dump: back from the source's own image.
+        (
+            StopAndCopy,
+            "checkpointed",
+            false,
+            &["dst.remove", "src.restore(final)"],
+            "a",
+        ),
+        // Killed once the destination restored it: finished there.
+        (PreCopy, "checkpointed", true, &["src.remove"], "b"),
+        (StopAndCopy, "checkpointed", true, &["src.remove"], "b"),
+        (
+            PostCopy,
+            "running",
+            true,
+            &["dst.await_pages", "src.remove"],
+            "b",
+        ),
+        // A lazy dump's frozen tasks are let go.
+        (
+            PostCopy,
+            "running",
+            false,
+            &["src.resume_lazy", "dst.remove"],
+            "a",
+        ),
+        (VmPreCopy, "running", false, &["dst.remove"], "a"),
+        (
+            VmPreCopy,
+            "postmigrate",
+            false,
+            &["dst.remove", "src.vm_resume"],
+            "a",
+        ),
+    ];
+    for (method, src_state, at_dst, want, on) in cases {
+        let (m, log) = scripted(*method, None, src_state);
+        let r = settle(m, *at_dst).unwrap();
+        let mut want = want.to_vec();
+        let expect = if *on == "a" {
+            want.push("src.end_migration");
+            Resumed::RolledBack { on: "a".into() }
+        } else {
+            Resumed::Finished { on: "b".into() }
+        };
+        assert_eq!(
+            *log.borrow(),
+            want,
+            "{method:?}, source {src_state}, at destination: {at_dst}"
+        );
+        assert_eq!(r, expect);
     }
 }

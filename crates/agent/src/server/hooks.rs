@@ -112,7 +112,7 @@ impl Agent {
         let from_master =
             self.cfg
                 .master
-                .and_then(|m| match crate::master::get(m, &self.cfg.token, name) {
+                .and_then(|m| match crate::master::get(m, &self.cfg.tls, name) {
                     Ok(e) => e.map(|e| e.tunnels),
                     Err(e) => {
                         tracing::warn!(

@@ -1,6 +1,7 @@
 //! The agent daemon: one per host, serving the API on the host's fabric address.
 use crate::api::*;
 use crate::client::Client;
+use crate::tls::{self, Credentials, ServerStream};
 use crate::{delta, wire};
 use anyhow::{bail, Context, Result};
 use lab::{net, paths, spec::validate_name};
@@ -20,6 +21,7 @@ use std::time::{Duration, Instant};
 mod checkpoint;
 mod fence;
 mod hooks;
+mod journal;
 mod lazy;
 mod network;
 mod prepare;
@@ -39,7 +41,8 @@ pub struct Config {
     pub host: String,
     pub listen: SocketAddr,
     pub state: PathBuf,
-    pub token: Vec<u8>,
+    /// This agent's keys: it serves with them and signs the images it sends.
+    pub tls: Credentials,
     pub criu: PathBuf,
     /// The tunnel master (global proactive GTP Tunnel List Handler), if the lab runs one.
     pub master: Option<SocketAddr>,
@@ -62,7 +65,20 @@ struct Agent {
     lazy: Mutex<HashMap<String, Lazy>>,
     /// What was started ahead of a dump or a restore, by container name.
     warm: Arc<Mutex<HashMap<String, Warm>>>,
+    /// Open connections to peer agents, by address: an image round sent inside the frozen
+    /// window must not wait for a TLS handshake.
+    peers: Mutex<HashMap<SocketAddr, Client>>,
+    /// Connections still in their handshake: junk callers cannot take more than
+    /// `MAX_HANDSHAKING` threads.
+    handshaking: std::sync::atomic::AtomicUsize,
+    /// Migrations led from here, by function: the connection of the controller leading it.
+    leases: Mutex<HashMap<String, journal::Lease>>,
+    /// Numbers connections, for `leases`.
+    connections: std::sync::atomic::AtomicU64,
 }
+
+/// Callers in their TLS handshake at once; a flood beyond it is dropped at accept.
+const MAX_HANDSHAKING: usize = 256;
 
 /// Started outside the frozen window, used inside it.
 #[derive(Default)]
@@ -135,6 +151,10 @@ pub fn serve(cfg: Config) -> Result<()> {
         busy: Mutex::new(()),
         lazy: Mutex::new(HashMap::new()),
         warm: Arc::new(Mutex::new(HashMap::new())),
+        peers: Mutex::new(HashMap::new()),
+        handshaking: Default::default(),
+        leases: Mutex::new(HashMap::new()),
+        connections: Default::default(),
     });
     agent.fence();
     if agent.cfg.master.is_some() {
@@ -144,6 +164,11 @@ pub fn serve(cfg: Config) -> Result<()> {
     for conn in listener.incoming() {
         let Ok(stream) = conn else { continue };
         let agent = agent.clone();
+        use std::sync::atomic::Ordering::SeqCst;
+        if agent.handshaking.fetch_add(1, SeqCst) >= MAX_HANDSHAKING {
+            agent.handshaking.fetch_sub(1, SeqCst);
+            continue;
+        }
         std::thread::spawn(move || {
             let peer = stream
                 .peer_addr()
@@ -158,24 +183,38 @@ pub fn serve(cfg: Config) -> Result<()> {
 }
 
 impl Agent {
-    fn connection(&self, mut s: TcpStream) -> Result<()> {
-        let peer = s.peer_addr()?;
-        wire::bound_silence(&s)?;
-        s.set_read_timeout(Some(Duration::from_secs(5)))?;
-        if let Err(e) = wire::accept(&mut s, &self.cfg.token) {
-            tracing::warn!(%peer, "refused: {e:#}");
-            return Ok(());
-        }
+    fn connection(&self, tcp: TcpStream) -> Result<()> {
+        let peer = tcp.peer_addr();
+        let s = wire::bound_silence(&tcp).and_then(|_| self.cfg.tls.accept(tcp));
+        self.handshaking
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        let (peer, mut s) = match (peer, s) {
+            (Ok(peer), Ok(s)) => (peer, s),
+            (peer, Err(e)) => {
+                tracing::warn!(peer = ?peer.ok(), "refused: {e:#}");
+                return Ok(());
+            }
+            (Err(e), _) => return Err(e.into()),
+        };
         // An idle authenticated caller is dropped after this long.
-        s.set_read_timeout(Some(IDLE_TIMEOUT))?;
+        s.sock.set_read_timeout(Some(IDLE_TIMEOUT))?;
+        let conn = self
+            .connections
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let served = self.serve_calls(peer, &mut s, conn);
+        self.release_leases(conn);
+        served
+    }
+
+    fn serve_calls(&self, peer: SocketAddr, s: &mut ServerStream, conn: u64) -> Result<()> {
         loop {
-            let req: Request = match wire::read_frame(&mut s) {
+            let req: Request = match wire::read_frame(s) {
                 Ok(r) => r,
                 Err(e) if e.to_string() == "connection closed" => return Ok(()),
                 Err(e) => {
                     tracing::warn!(%peer, "refused request: {e:#}");
                     let _ = wire::write_frame(
-                        &mut s,
+                        s,
                         &Response::Err {
                             message: format!("{e:#}"),
                         },
@@ -187,7 +226,7 @@ impl Agent {
                 .ok()
                 .and_then(|v| v["op"].as_str().map(str::to_string));
             let mut rearm = None;
-            let answer = match self.handle(req, &mut s, &mut rearm) {
+            let answer = match self.handle(req, s, conn, &mut rearm) {
                 Ok(body) => Response::Ok { body },
                 Err(e) => {
                     tracing::warn!(%peer, op = ?op, "request failed: {e:#}");
@@ -196,7 +235,7 @@ impl Agent {
                     }
                 }
             };
-            wire::write_frame(&mut s, &answer)?;
+            wire::write_frame(s, &answer)?;
             if let Some(name) = rearm {
                 self.warm_dump(&name);
             }
@@ -209,7 +248,8 @@ impl Agent {
     fn handle(
         &self,
         req: Request,
-        s: &mut TcpStream,
+        s: &mut ServerStream,
+        conn: u64,
         rearm: &mut Option<String>,
     ) -> Result<serde_json::Value> {
         use serde_json::to_value as v;
@@ -271,14 +311,22 @@ impl Agent {
                 sha256,
                 base,
                 round_sha256,
+                from,
+                signature,
             } => {
                 let delta = match (base, round_sha256) {
                     (Some(b), Some(r)) => Some((b, r)),
                     (None, None) => None,
                     _ => bail!("a delta needs both its base round and the round's sha256"),
                 };
-                v(self.receive(&name, &round, size, &sha256, delta, s)?)?
+                v(self.receive(&name, &round, size, &sha256, delta, &from, &signature, s)?)?
             }
+            Request::Dial { to } => v(self.dial(to)?)?,
+            Request::BeginMigration { name, journal } => {
+                v(self.begin_migration(&name, &journal, journal::Lease::new(conn, s)?)?)?
+            }
+            Request::TakeOver { name } => v(self.take_over(&name, journal::Lease::new(conn, s)?)?)?,
+            Request::EndMigration { name } => v(self.end_migration(&name, conn)?)?,
             Request::Plug { name } => v(timed(|| self.plug(&name))?)?,
             Request::Unplug { name } => v(timed(|| self.link(&name, false))?)?,
             Request::Restore {

@@ -107,6 +107,7 @@ impl Agent {
         let _ = self.link(name, false);
         self.end_lazy(name);
         self.discard_warm(name);
+        lock(&self.leases).remove(name);
         self.containers.delete(name);
         net::unplug(&self.cfg.host, &port(name));
         net::del_netns(&self.netns(name));

@@ -2,6 +2,21 @@
 use super::*;
 
 impl Agent {
+    /// A connection to the agent at `to`: the one an earlier call left, if it is still open.
+    fn peer(&self, to: SocketAddr) -> Result<Client> {
+        match lock(&self.peers).remove(&to) {
+            Some(c) if c.is_open() => Ok(c),
+            _ => Client::connect(to, &self.cfg.tls),
+        }
+    }
+
+    /// Opens (or checks) the connection to `to` that the next [`Agent::push`] there uses.
+    pub(super) fn dial(&self, to: SocketAddr) -> Result<()> {
+        let c = self.peer(to)?;
+        lock(&self.peers).insert(to, c);
+        Ok(())
+    }
+
     pub(super) fn push(
         &self,
         name: &str,
@@ -34,19 +49,22 @@ impl Agent {
             }
         };
         let sha = hex::encode(Sha256::digest(&data));
-        let mut peer = Client::connect(to, &self.cfg.token)?;
-        peer.call_with_body::<()>(
-            &Request::Receive {
-                name: name.into(),
-                round: round.into(),
-                size: data.len() as u64,
-                sha256: sha,
-                base: base.map(str::to_string),
-                round_sha256,
-            },
-            &data,
-        )
-        .with_context(|| format!("transfer of {name:?} to {to} failed"))?;
+        let size = data.len() as u64;
+        let claim = image_claim(name, round, size, &sha, base, round_sha256.as_deref());
+        let req = Request::Receive {
+            name: name.into(),
+            round: round.into(),
+            size,
+            sha256: sha,
+            base: base.map(str::to_string),
+            round_sha256,
+            from: self.cfg.host.clone(),
+            signature: self.cfg.tls.sign(&claim)?,
+        };
+        let mut peer = self.peer(to)?;
+        peer.call_with_body::<()>(&req, &data)
+            .with_context(|| format!("transfer of {name:?} to {to} failed"))?;
+        lock(&self.peers).insert(to, peer);
         Ok(OpStats {
             ms: ms(t),
             bytes: data.len() as u64,
@@ -54,6 +72,8 @@ impl Agent {
         })
     }
 
+    /// `delta`: the base round and the rebuilt round's sha256.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn receive(
         &self,
         name: &str,
@@ -61,17 +81,31 @@ impl Agent {
         size: u64,
         sha256: &str,
         delta: Option<(String, String)>,
-        s: &mut TcpStream,
+        from: &str,
+        signature: &tls::Signature,
+        s: &mut ServerStream,
     ) -> Result<()> {
         if size > MAX_IMAGE_BYTES {
             bail!("refusing an image of {size} bytes (limit {MAX_IMAGE_BYTES})");
         }
+        // Before a byte of it is read: only the agent that dumped it may send it.
+        let claim = image_claim(
+            name,
+            round,
+            size,
+            sha256,
+            delta.as_ref().map(|d| d.0.as_str()),
+            delta.as_ref().map(|d| d.1.as_str()),
+        );
+        tls::verify_agent(&tls::peer(&s.conn)?, from, &claim, signature)
+            .with_context(|| format!("refusing the image of {name:?}"))?;
         // Read the body first, whatever happens next, so the connection stays in step; a
         // sender that goes silent (link cut) fails the transfer instead of hanging it.
         let mut data = Vec::with_capacity(size as usize);
-        s.set_read_timeout(Some(crate::client::STALL_TIMEOUT))?;
+        s.sock
+            .set_read_timeout(Some(crate::client::STALL_TIMEOUT))?;
         let read = s.take(size).read_to_end(&mut data);
-        s.set_read_timeout(Some(IDLE_TIMEOUT))?;
+        s.sock.set_read_timeout(Some(IDLE_TIMEOUT))?;
         read.context("the image stopped arriving")?;
         if data.len() as u64 != size {
             bail!(

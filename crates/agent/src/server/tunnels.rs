@@ -39,8 +39,7 @@ impl Agent {
                 else {
                     continue;
                 };
-                match crate::master::put(master, &self.cfg.token, &c.name, &self.cfg.host, tunnels)
-                {
+                match crate::master::put(master, &self.cfg.tls, &c.name, &self.cfg.host, tunnels) {
                     Ok(()) => {
                         seen.insert(c.name, stamp);
                     }
