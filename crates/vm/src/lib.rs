@@ -21,6 +21,6 @@ pub mod qmp;
 pub use image::{guest_kernel, vm_dir, GuestSetup, Image};
 pub use machine::{kvm_works, Accel, Vm, VmSpec};
 pub use migrate::{
-    live_migrate, mem_available, migrate, migrate_with, pre_live_checks, HostCaps, MigrateOptions,
-    MigrationError, MigrationStats, PreLiveError, MEMORY_MARGIN_MB,
+    live_migrate, mem_available, migrate, migrate_with, pre_live_checks, run_arrived, HostCaps,
+    MigrateOptions, MigrationError, MigrationStats, PreLiveError, INCOMING_PORT, MEMORY_MARGIN_MB,
 };

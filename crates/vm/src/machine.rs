@@ -303,7 +303,8 @@ impl Vm {
 
     /// Starts a migration target: the same machine, waiting on `listen` for the state of
     /// a source VM (`-incoming defer`, then `migrate-incoming`, so migration parameters
-    /// could be set before it listens).
+    /// could be set before it listens). Once the state is in, it stays paused until its
+    /// owner starts it ([`crate::run_arrived`]).
     pub fn start_incoming(spec: &VmSpec, run_dir: &Path, listen: SocketAddr) -> Result<Vm> {
         let uri = format!("tcp:{}:{}", listen.ip(), listen.port());
         let mut vm = Vm::launch(spec, run_dir, Some(uri.clone()))?;
@@ -425,7 +426,9 @@ impl Vm {
                 spec.mac()
             ));
         if incoming.is_some() {
-            cmd.args(["-incoming", "defer"]);
+            // -S: a target that ran by itself once the state is in would serve beside a
+            // source that a rollback resumed (its owner died before it could answer).
+            cmd.args(["-incoming", "defer", "-S"]);
         }
         tracing::debug!("exec: {:?}", cmd);
         // The exact command, so a VM can be rerun by hand when debugging.

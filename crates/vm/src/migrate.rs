@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 /// Memory a destination must have beyond the guest's RAM: QEMU itself, its TCG
 /// translation cache and the page cache the host needs to stay healthy.
 pub const MEMORY_MARGIN_MB: u64 = 128;
+/// Port of a host's fabric address where an agent's incoming VM listens for its state
+/// (known to whoever must tell that stream on the wire, as the fault matrix does).
+pub const INCOMING_PORT: u16 = 7073;
 
 /// What a destination host offers an incoming VM, as the pre-live phase sees it. A plain
 /// value: probe it from the destination ([`HostCaps::probe`]), send it over the agent
@@ -415,25 +418,7 @@ pub fn live_migrate(
     };
     let mut s = migrate_with(src, &uri, opts)?;
     let done = Instant::now();
-    let until = done + Duration::from_secs(30);
-    loop {
-        match dst.status() {
-            Ok(st) if st.running => break,
-            Ok(st) if Instant::now() > until => {
-                return Err(MigrationError::NoResume {
-                    vm: s.vm,
-                    detail: format!("still {} after 30 s", st.status),
-                })
-            }
-            Err(e) => {
-                return Err(MigrationError::NoResume {
-                    vm: s.vm,
-                    detail: e.to_string(),
-                })
-            }
-            _ => std::thread::sleep(opts.poll),
-        }
-    }
+    run_arrived(dst, opts.poll, Duration::from_secs(30))?;
     let resume = done.elapsed();
     s.checks_ms = ms(checks);
     s.resume_ms = Some(ms(resume));
@@ -441,6 +426,36 @@ pub fn live_migrate(
     s.post_ms += ms(resume);
     s.vm_ms = s.pre_ms + s.live_ms + s.post_ms;
     Ok(s)
+}
+
+/// Starts the incoming VM `dst` once all of the source's state is in: QEMU leaves a target
+/// paused then ([`Vm::start_incoming`]). Polls every `poll`, for at most `within`.
+pub fn run_arrived(dst: &mut Vm, poll: Duration, within: Duration) -> Result<(), MigrationError> {
+    let until = Instant::now() + within;
+    let no_resume = |dst: &Vm, detail: String| MigrationError::NoResume {
+        vm: dst.spec.name.clone(),
+        detail,
+    };
+    loop {
+        let st = dst.status().map_err(|e| no_resume(dst, e.to_string()))?;
+        match st.status.as_str() {
+            _ if st.running => return Ok(()),
+            "paused" => {
+                return dst
+                    .qmp()
+                    .cont()
+                    .map_err(|e| no_resume(dst, format!("cannot start it: {e}")))
+            }
+            "inmigrate" if Instant::now() <= until => std::thread::sleep(poll),
+            "inmigrate" => {
+                return Err(no_resume(
+                    dst,
+                    format!("still inmigrate after {} s", within.as_secs()),
+                ))
+            }
+            other => return Err(no_resume(dst, format!("it is {other}, not arriving"))),
+        }
+    }
 }
 
 fn ms(d: Duration) -> f64 {

@@ -5,10 +5,7 @@
 //! with its image in `vm/initrd.img` and QEMU's run dir `vm/run`; its pid file also goes
 //! to the host's pid dir so `lab down` ends it.
 use super::*;
-use vm::{HostCaps, MigrateOptions, MigrationStats, Vm, VmSpec};
-
-/// Port of this host's fabric address where an incoming VM listens for its state.
-const INCOMING_PORT: u16 = 7073;
+use vm::{HostCaps, MigrateOptions, MigrationStats, Vm, VmSpec, INCOMING_PORT};
 
 /// The GTP Module Initializer inside the guest: the same forwarding and NAT the agent sets
 /// up in a container's namespace, run by the guest's init before the function (which
@@ -30,6 +27,11 @@ fn guest_setup(spec: &ContainerSpec) -> Result<vm::GuestSetup> {
         ..Default::default()
     })
 }
+
+/// Marks an incoming VM whose migration this host has not confirmed (its QEMU started it
+/// in [`Agent::vm_await`]): until then it is a target, "prepared", which a successor of a
+/// dead agent removes (the controller resumed the source meanwhile).
+const INCOMING: &str = "vm/incoming";
 
 /// What a VM keeps of a function's spec. Its tunnel list is in guest RAM and moves with
 /// the VM, so there is no file the host could hand over or report (the container's local
@@ -118,9 +120,11 @@ impl Agent {
         Vm::attach(&vs, &dir.join("vm/run"))
     }
 
-    /// QEMU's run state (running, inmigrate, postmigrate, paused...) and pid, or stopped.
+    /// QEMU's run state (running, postmigrate, paused...) and pid, prepared for a target
+    /// not confirmed yet, or stopped.
     pub(super) fn vm_state(&self, dir: &Path) -> (String, Option<i64>) {
         match self.attach_vm(dir) {
+            Ok(vm) if dir.join(INCOMING).exists() => ("prepared".into(), Some(vm.pid() as i64)),
             Ok(mut vm) => {
                 let pid = vm.pid() as i64;
                 let state = vm
@@ -142,8 +146,21 @@ impl Agent {
     /// Migration target: a QEMU waiting on this host's fabric address for the source's
     /// state, and what this host offers it (for the source's pre-live checks).
     pub(super) fn vm_incoming(&self, spec: &ContainerSpec) -> Result<VmIncoming> {
+        // What an earlier migration left here gives way, as a container's leftovers do at
+        // its preparation: a source whose VM moved away while its agent was down (QEMU
+        // stopped in postmigrate) would refuse the way back. One that runs here is refused.
+        if let Ok((dir, s)) = self.existing(&spec.name) {
+            if self.info(&spec.name, &s, &dir).state != "running" {
+                self.remove(&spec.name)?;
+            }
+        }
         let listen = SocketAddr::new(self.cfg.listen.ip(), INCOMING_PORT);
         let mut vm = self.start_vm(spec, Some(listen))?;
+        if let Err(e) = std::fs::write(self.dir(&spec.name)?.join(INCOMING), b"") {
+            let _ = vm.quit();
+            let _ = self.remove(&spec.name);
+            bail!("cannot mark {} as a migration target: {e}", spec.name);
+        }
         let caps = HostCaps::of_vm(&self.cfg.host, &mut vm);
         let uri = vm.incoming_uri().unwrap_or_default().to_string();
         vm.detach();
@@ -190,25 +207,18 @@ impl Agent {
         Ok(())
     }
 
-    /// Waits until the incoming VM `name` runs (QEMU resumes it when the state is in).
+    /// Starts the incoming VM `name` once its state is in: the migration is confirmed here.
     pub(super) fn vm_await(&self, name: &str) -> Result<OpStats> {
         let (dir, _) = self.existing(name)?;
         let mut vm = self.attach_vm(&dir)?;
         let t = Instant::now();
-        let deadline = t + Duration::from_secs(30);
-        loop {
-            let st = vm.status()?;
-            if st.running {
-                return Ok(OpStats {
-                    ms: ms(t),
-                    bytes: 0,
-                    ..Default::default()
-                });
-            }
-            if Instant::now() > deadline {
-                bail!("VM {name} still {} 30 s after its state arrived", st.status);
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        vm::run_arrived(&mut vm, Duration::from_millis(1), Duration::from_secs(30))?;
+        std::fs::remove_file(dir.join(INCOMING))
+            .with_context(|| format!("VM {name} runs, but stays marked as a target"))?;
+        Ok(OpStats {
+            ms: ms(t),
+            bytes: 0,
+            ..Default::default()
+        })
     }
 }
