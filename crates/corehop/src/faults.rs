@@ -21,6 +21,17 @@ const LINK_OUTAGE: Duration = Duration::from_secs(3);
 /// Past this, a migration that has not returned is declared hung and the matrix stops.
 const GIVE_UP: Duration = Duration::from_secs(180);
 const HOSTS: [&str; 2] = ["node-a", "node-b"];
+/// A started function answers within this long (a VM boots its guest first).
+const SERVICE_BOOT: Duration = Duration::from_secs(60);
+/// The destination's memory while `dst-oom` holds: far below what a restored function or
+/// an incoming VM needs.
+const OOM_LIMIT_BYTES: u64 = 1 << 20;
+/// `image-corrupt` alters TCP segments of at least this many bytes (an image's, never a
+/// request's), this far into their payload (past any request header sharing the segment).
+const MANGLE_MIN_LEN: u32 = 4000;
+const MANGLE_AT_BYTE: u32 = 2000;
+/// The nftables table `image-corrupt` adds in the destination's namespace.
+const MANGLE_TABLE: &str = "corehop_fault";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
@@ -28,8 +39,11 @@ pub enum Fault {
     SrcLinkCut,
     DstAgentKilled,
     SrcAgentKilled,
+    /// CRIU's processes, or the destination's QEMU for the VM method.
     CriuKilled,
     DstDiskFull,
+    DstOom,
+    ImageCorrupt,
 }
 
 const FAULTS: &[Fault] = &[
@@ -39,6 +53,8 @@ const FAULTS: &[Fault] = &[
     Fault::SrcAgentKilled,
     Fault::CriuKilled,
     Fault::DstDiskFull,
+    Fault::DstOom,
+    Fault::ImageCorrupt,
 ];
 
 impl Fault {
@@ -50,16 +66,46 @@ impl Fault {
             Fault::SrcAgentKilled => "src-agent-killed",
             Fault::CriuKilled => "criu-killed",
             Fault::DstDiskFull => "dst-disk-full",
+            Fault::DstOom => "dst-oom",
+            Fault::ImageCorrupt => "image-corrupt",
         }
     }
 
-    /// Applied on the controller's thread, just before it starts the step.
-    fn inject(self, name: &str, from: &str, to: &str) -> Result<()> {
+    /// The fault's name in a method's row: a VM has no CRIU, its QEMU is killed instead.
+    fn label(self, method: Method) -> &'static str {
+        match (self, method) {
+            (Fault::CriuKilled, Method::VmPreCopy) => "qemu-killed",
+            _ => self.as_str(),
+        }
+    }
+
+    /// Applied on the controller's thread, just before it starts the step. What must wait
+    /// for the destination's QEMU (started by the preparation) is done by a thread of its
+    /// own, which reports into `problems`.
+    fn inject(
+        self,
+        method: Method,
+        name: &str,
+        from: &str,
+        to: &str,
+        problems: &Problems,
+    ) -> Result<()> {
+        let vm = method == Method::VmPreCopy;
         match self {
             Fault::DstLinkCut => cut_link(to),
             Fault::SrcLinkCut => cut_link(from),
             Fault::DstAgentKilled => kill_agent(to),
             Fault::SrcAgentKilled => kill_agent(from),
+            Fault::CriuKilled if vm => {
+                on_dst_qemu(to, name, problems, |pid| {
+                    // SAFETY: kill(2) on the pid of a process checked to be QEMU.
+                    if unsafe { libc::kill(pid, libc::SIGKILL) } != 0 {
+                        bail!("kill {pid}: {}", std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+                Ok(())
+            }
             Fault::CriuKilled => {
                 for pid in pids_named("criu") {
                     // SAFETY: kill(2) on a pid read from /proc.
@@ -72,8 +118,203 @@ impl Fault {
                 std::fs::create_dir_all(&images)?;
                 runtime::containers::mount_tmpfs(&images, "size=64k")
             }
+            Fault::DstOom => {
+                let cg = MemCg::of(to);
+                cg.limit(&OOM_LIMIT_BYTES.to_string())?;
+                if vm {
+                    // QEMU runs in no cgroup of the host's: the fault moves it into one.
+                    let leaf = cg.qemu_leaf();
+                    on_dst_qemu(to, name, problems, move |pid| {
+                        std::fs::create_dir_all(&leaf)?;
+                        std::fs::write(leaf.join("cgroup.procs"), pid.to_string()).with_context(
+                            || format!("cannot move QEMU {pid} into {}", leaf.display()),
+                        )
+                    });
+                }
+                Ok(())
+            }
+            Fault::ImageCorrupt => {
+                let port = if vm {
+                    vm::INCOMING_PORT
+                } else {
+                    lab::spec::AGENT_PORT
+                };
+                mangle(to, port)
+            }
         }
     }
+}
+
+/// What went wrong injecting a fault, out of the controller's thread.
+type Problems = Arc<std::sync::Mutex<Vec<String>>>;
+
+/// Calls `f` with the pid of the destination's QEMU for `name` once it runs (the VM's pid
+/// file in the host's pid dir, checked to be QEMU's), or gives up after [`BOUND`].
+fn on_dst_qemu(
+    to: &str,
+    name: &str,
+    problems: &Problems,
+    f: impl FnOnce(i32) -> Result<()> + Send + 'static,
+) {
+    let pidfile = lab::paths::pid_dir(to).join(format!("vm-{name}.pid"));
+    let problems = problems.clone();
+    std::thread::spawn(move || {
+        let until = Instant::now() + BOUND;
+        let pid = loop {
+            let pid = std::fs::read_to_string(&pidfile)
+                .ok()
+                .and_then(|p| p.trim().parse::<i32>().ok())
+                .filter(|p| {
+                    std::fs::read_to_string(format!("/proc/{p}/comm"))
+                        .is_ok_and(|c| c.starts_with("qemu"))
+                });
+            if let Some(pid) = pid {
+                break pid;
+            }
+            if Instant::now() > until {
+                problems.lock().unwrap().push(format!(
+                    "no QEMU in {} within {} s",
+                    pidfile.display(),
+                    BOUND.as_secs()
+                ));
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        if let Err(e) = f(pid) {
+            problems.lock().unwrap().push(format!("{e:#}"));
+        }
+    });
+}
+
+/// The memory cgroup of a host's functions (`lab::paths::cgroup_parent`), on a cgroup v2
+/// hierarchy or v1's memory controller.
+struct MemCg {
+    dir: PathBuf,
+    /// The hierarchy's root, where a moved QEMU goes back to.
+    root: PathBuf,
+    v2: bool,
+}
+
+impl MemCg {
+    fn of(host: &str) -> MemCg {
+        let rel = lab::paths::cgroup_parent(host);
+        let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+        let root = if v2 {
+            PathBuf::from("/sys/fs/cgroup")
+        } else {
+            PathBuf::from("/sys/fs/cgroup/memory")
+        };
+        MemCg {
+            dir: root.join(rel.trim_start_matches('/')),
+            root,
+            v2,
+        }
+    }
+
+    /// Sets the limit of everything under the host's cgroup.
+    fn limit(&self, bytes: &str) -> Result<()> {
+        let file = self.dir.join(if self.v2 {
+            "memory.max"
+        } else {
+            "memory.limit_in_bytes"
+        });
+        std::fs::create_dir_all(&self.dir)?;
+        std::fs::write(&file, bytes)
+            .with_context(|| format!("cannot write {bytes} to {}", file.display()))
+    }
+
+    /// A leaf for the destination's QEMU (cgroup v2 allows no process in a cgroup whose
+    /// children have controllers).
+    fn qemu_leaf(&self) -> PathBuf {
+        self.dir.join("fault-oom")
+    }
+
+    /// Lifts the limit and takes a moved QEMU back out.
+    fn heal(&self) -> Result<()> {
+        if !self.dir.is_dir() {
+            return Ok(());
+        }
+        let leaf = self.qemu_leaf();
+        if leaf.is_dir() {
+            for pid in std::fs::read_to_string(leaf.join("cgroup.procs"))?.lines() {
+                // It may have ended since it was listed.
+                let _ = std::fs::write(self.root.join("cgroup.procs"), pid);
+            }
+            std::fs::remove_dir(&leaf)
+                .with_context(|| format!("cannot remove {}", leaf.display()))?;
+        }
+        self.limit(if self.v2 { "max" } else { "-1" })
+    }
+}
+
+/// OOM kills on the machine so far. The kernel's own count: cgroup v1 counts a kill only in
+/// the victim's cgroup (the function's, gone once the migration rolled back), and the lab
+/// has the machine to itself.
+fn oom_kills() -> u64 {
+    std::fs::read_to_string("/proc/vmstat")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("oom_kill ")?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Runs `nft` in `host`'s namespace with `script` as its input.
+fn nft(host: &str, script: &str) -> Result<String> {
+    use std::io::Write;
+    let mut child = std::process::Command::new("ip")
+        .args(["netns", "exec", &lab::net::host_ns(host), "nft", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("cannot run nft (install nftables)")?;
+    child
+        .stdin
+        .take()
+        .context("nft has no stdin")?
+        .write_all(script.as_bytes())?;
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!(
+            "nft in {host}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Alters four bytes of every large TCP segment arriving at `host` for `port`, before the
+/// receiving socket: nft writes `@ih` with the L4-checksum flag, so the kernel fixes the TCP
+/// checksum up (and a veth's segments carry a partial one that is not verified), and no
+/// segment is dropped and retransmitted intact (measured: every segment altered, no
+/// checksum errors or retransmissions).
+fn mangle(host: &str, port: u16) -> Result<()> {
+    nft(
+        host,
+        &format!(
+            "table inet {MANGLE_TABLE} {{\n chain in {{\n  type filter hook prerouting priority -300;\n  tcp dport {port} meta length >= {MANGLE_MIN_LEN} counter @ih,{},32 set 0xdeadbeef\n }}\n}}\n",
+            MANGLE_AT_BYTE * 8
+        ),
+    )?;
+    Ok(())
+}
+
+/// Segments the `image-corrupt` rule in `host`'s namespace has altered, if it is there.
+fn mangled(host: &str) -> Option<u64> {
+    let out = nft(host, &format!("list table inet {MANGLE_TABLE}\n")).ok()?;
+    let rest = &out[out.find("counter packets ")? + "counter packets ".len()..];
+    rest.split_whitespace().next()?.parse().ok()
+}
+
+/// Removes the `image-corrupt` rule (adding the table first makes the removal succeed
+/// whether or not it was there).
+fn unmangle(host: &str) -> Result<()> {
+    nft(
+        host,
+        &format!("table inet {MANGLE_TABLE}\ndelete table inet {MANGLE_TABLE}\n"),
+    )?;
+    Ok(())
 }
 
 impl std::str::FromStr for Fault {
@@ -82,7 +323,7 @@ impl std::str::FromStr for Fault {
         FAULTS
             .iter()
             .copied()
-            .find(|f| f.as_str() == s)
+            .find(|f| f.as_str() == s || f.label(Method::VmPreCopy) == s)
             .with_context(|| {
                 let all: Vec<_> = FAULTS.iter().map(|f| f.as_str()).collect();
                 format!("unknown fault {s:?}; available: {}", all.join(", "))
@@ -147,12 +388,19 @@ struct Cell {
     method: &'static str,
     at: &'static str,
     fault: &'static str,
+    /// Orders the matrix's columns.
+    #[serde(skip)]
+    kind: Fault,
     /// How the migration call ended: migrated, or its error.
     error: Option<String>,
     /// From the fault's injection until the controller returned.
     settle_s: f64,
     /// `corehop recover` ran, as the error asked.
     recovered: bool,
+    /// OOM kills on the machine during the cell.
+    oom_kills: u64,
+    /// Segments `image-corrupt` altered.
+    mangled_segments: Option<u64>,
     /// Hosts where the function serves once healed.
     serves_on: Vec<String>,
     client_reconnects: u64,
@@ -237,7 +485,7 @@ pub fn run(a: FaultsArgs) -> Result<()> {
                         "{:<14} {:<14} {:<18} {}",
                         method.as_str(),
                         at.as_str(),
-                        fault.as_str(),
+                        fault.label(method),
                         verdict(&c)
                     );
                     cells.push(c);
@@ -273,11 +521,25 @@ fn verdict(c: &Cell) -> String {
         (Some(_), true) => "recovered".to_string(),
         (Some(_), false) => "rolled back".to_string(),
     };
+    // What the fault did, where it is not plain to see.
+    let mut did = Vec::new();
+    let s = |n: u64| if n == 1 { "" } else { "s" };
+    if c.oom_kills > 0 {
+        did.push(format!("{} OOM kill{}", c.oom_kills, s(c.oom_kills)));
+    }
+    if let Some(n) = c.mangled_segments {
+        did.push(format!("{n} segment{} altered", s(n)));
+    }
+    let did = if did.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", did.join(", "))
+    };
     if c.failed.is_empty() {
-        format!("ok, {how} in {:.1} s", c.settle_s)
+        format!("ok, {how} in {:.1} s{did}", c.settle_s)
     } else {
         format!(
-            "FAILED ({how}, {:.1} s): {}",
+            "FAILED ({how}, {:.1} s{did}): {}",
             c.settle_s,
             c.failed.join("; ")
         )
@@ -294,9 +556,10 @@ fn matrix(cells: &[Cell]) -> String {
     methods.dedup();
     for m in methods {
         let rows: Vec<&Cell> = cells.iter().filter(|c| c.method == m).collect();
-        let mut faults: Vec<&str> = rows.iter().map(|c| c.fault).collect();
-        faults.sort_by_key(|f| FAULTS.iter().position(|x| x.as_str() == *f));
-        faults.dedup();
+        let mut columns: Vec<(Fault, &str)> = rows.iter().map(|c| (c.kind, c.fault)).collect();
+        columns.sort_by_key(|(k, _)| FAULTS.iter().position(|x| x == k));
+        columns.dedup();
+        let faults: Vec<&str> = columns.iter().map(|(_, label)| *label).collect();
         let mut ats: Vec<&str> = rows.iter().map(|c| c.at).collect();
         ats.dedup();
         out.push_str(&format!(
@@ -333,19 +596,22 @@ fn cell(
 ) -> Result<Cell> {
     let from = where_it_serves(spec, creds, svc.name)?;
     let to = other(&from)?;
+    let _unfault = Unfault;
+    let oom_kills_before = oom_kills();
     let stop = Arc::new(AtomicBool::new(false));
     let client = client(svc, stop.clone());
     std::thread::sleep(Duration::from_millis(300));
     let injected = Arc::new(std::sync::Mutex::new(None::<Instant>));
+    let problems = Problems::default();
     let (tx, rx) = std::sync::mpsc::channel();
     {
         let (spec, creds, name, inj) = (spec.clone(), creds.clone(), svc.name, injected.clone());
-        let from = from.clone();
+        let (from, problems) = (from.clone(), problems.clone());
         std::thread::spawn(move || {
             let observer = Box::new(move |b: Boundary| {
                 if b == at {
-                    if let Err(e) = fault.inject(name, &from, to) {
-                        tracing::warn!("cannot inject {}: {e:#}", fault.as_str());
+                    if let Err(e) = fault.inject(method, name, &from, to, &problems) {
+                        problems.lock().unwrap().push(format!("{e:#}"));
                     }
                     *inj.lock().unwrap() = Some(Instant::now());
                 }
@@ -362,32 +628,52 @@ fn cell(
         .map_or(t, |i| i)
         .elapsed()
         .as_secs_f64();
+    // What the fault did, read before it is undone.
+    let oom_kills = oom_kills().saturating_sub(oom_kills_before);
+    let mangled_segments = (fault == Fault::ImageCorrupt)
+        .then(|| mangled(to))
+        .flatten();
+    let mut failed: Vec<String> = problems
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|p| format!("cannot inject: {p}"))
+        .collect();
+    unfault()?;
     let Ok(error) = ended.map(|r| r.err()) else {
         // A hung controller: the cell fails, and the lab starts afresh for the next one
         // (the hung call ends with an error once its agents are gone).
         stop.store(true, Ordering::SeqCst);
+        failed.push(format!(
+            "HUNG: the controller had not returned after {} s (the lab was started afresh)",
+            GIVE_UP.as_secs()
+        ));
         lab::down()?;
         lab::up(spec, exe)?;
         start(spec, &Credentials::controller()?, exe, svc)?;
         return Ok(Cell {
             method: method.as_str(),
             at: at.as_str(),
-            fault: fault.as_str(),
+            fault: fault.label(method),
+            kind: fault,
             error: None,
             settle_s,
             recovered: false,
+            oom_kills,
+            mangled_segments,
             serves_on: vec![],
             client_reconnects: 0,
             client_counter_consecutive: false,
             retry: Err("not tried".into()),
-            failed: vec![format!(
-                "HUNG: the controller had not returned after {} s (the lab was started afresh)",
-                GIVE_UP.as_secs()
-            )],
+            failed,
         });
     };
     heal(spec, exe, svc.name)?;
-    let mut failed = Vec::new();
+    if let (Some(n @ 1..), None) = (mangled_segments, &error) {
+        failed.push(format!(
+            "{n} segments were altered in transit, yet the migration succeeded"
+        ));
+    }
     if settle_s > BOUND.as_secs_f64() {
         failed.push(format!("settled after {settle_s:.1} s"));
     }
@@ -430,16 +716,41 @@ fn cell(
     Ok(Cell {
         method: method.as_str(),
         at: at.as_str(),
-        fault: fault.as_str(),
+        fault: fault.label(method),
+        kind: fault,
         error,
         settle_s,
         recovered,
+        oom_kills,
+        mangled_segments,
         serves_on,
         client_reconnects,
         client_counter_consecutive,
         retry,
         failed,
     })
+}
+
+/// Lifts the faults that would outlive a cell (the destination's memory limit, the
+/// mangling rule) however the cell ends, also by an error or a panic.
+struct Unfault;
+
+impl Drop for Unfault {
+    fn drop(&mut self) {
+        if let Err(e) = unfault() {
+            tracing::warn!("cannot undo a fault: {e:#}");
+        }
+    }
+}
+
+fn unfault() -> Result<()> {
+    for h in HOSTS {
+        MemCg::of(h).heal()?;
+        if lab::net::netns_exists(&lab::net::host_ns(h)) {
+            unmangle(h)?;
+        }
+    }
+    Ok(())
 }
 
 /// Undoes the fault: links up, dead agents restarted, the full disk gone.
@@ -516,7 +827,22 @@ fn start(spec: &lab::spec::LabSpec, creds: &Credentials, exe: &Path, svc: &Servi
     )?;
     cs.runtime = svc.runtime;
     agent::Client::connect(lab::agent_addr(spec, "node-a")?, creds)?.run(&cs)?;
-    Ok(())
+    // A VM's guest boots for seconds after its QEMU started: the cells' clients would find
+    // nobody listening yet.
+    let target = SocketAddr::from((svc.ip, 7000));
+    join(on_host("ran", move || {
+        let until = Instant::now() + SERVICE_BOOT;
+        loop {
+            match std::net::TcpStream::connect_timeout(&target, Duration::from_secs(1)) {
+                Ok(_) => return Ok(()),
+                Err(e) if Instant::now() > until => bail!(
+                    "{target} does not answer {} s after its start: {e}",
+                    SERVICE_BOOT.as_secs()
+                ),
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+    }))
 }
 
 fn remove(spec: &lab::spec::LabSpec, creds: &Credentials, name: &str) {

@@ -1,5 +1,6 @@
 //! A sample of the fault matrix (`corehop faults`; its full run is benchmark-style, with its
-//! last output in results/faults): two faults at two step boundaries of Stop-and-Copy.
+//! last output in results/faults): four faults at two step boundaries of Stop-and-Copy, the
+//! destination's memory and an image altered in transit among them.
 mod common;
 use common::*;
 
@@ -19,6 +20,10 @@ fn a_sample_of_the_fault_matrix_settles() {
         "dst-link-cut",
         "--fault",
         "src-agent-killed",
+        "--fault",
+        "dst-oom",
+        "--fault",
+        "image-corrupt",
         "--out",
         out.to_str().unwrap(),
     ]);
@@ -29,5 +34,9 @@ fn a_sample_of_the_fault_matrix_settles() {
         "{matrix}\n{}",
         String::from_utf8_lossy(&r.stderr)
     );
-    assert!(matrix.contains("4 cells, 0 failed"), "{matrix}");
+    assert!(matrix.contains("8 cells, 0 failed"), "{matrix}");
+    // Both faults took effect where they could: the restore was OOM-killed, and the image
+    // (sent after the preparation) was altered and refused.
+    assert!(matrix.contains("OOM kill"), "{matrix}");
+    assert!(matrix.contains(" altered)"), "{matrix}");
 }
