@@ -47,7 +47,8 @@ pub enum Request {
     },
     /// Source of a migration, before anything else: record `journal` here and lease the
     /// function's migration to this connection. Refused while another controller's lease
-    /// lives, or while the journal of an interrupted migration waits for `--resume`.
+    /// lives; answers the journal of an interrupted migration, if one waits to be settled
+    /// (nothing begun), else null.
     BeginMigration {
         name: String,
         journal: Journal,

@@ -116,7 +116,8 @@ impl Client {
             base: base.map(str::to_string),
         })
     }
-    pub fn begin_migration(&mut self, name: &str, journal: &Journal) -> Result<()> {
+    /// `Some`: not begun, an interrupted migration's journal waits to be settled.
+    pub fn begin_migration(&mut self, name: &str, journal: &Journal) -> Result<Option<Journal>> {
         self.call(&Request::BeginMigration {
             name: name.into(),
             journal: journal.clone(),

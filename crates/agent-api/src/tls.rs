@@ -136,8 +136,14 @@ where
     D: rustls::SideData,
 {
     let old = s.sock.read_timeout()?;
-    s.sock.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
+    // One deadline for the whole handshake: a caller trickling bytes cannot stretch it.
+    let deadline = std::time::Instant::now() + HANDSHAKE_TIMEOUT;
     while s.conn.is_handshaking() {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            bail!("TLS handshake failed: not done within {HANDSHAKE_TIMEOUT:?}");
+        }
+        s.sock.set_read_timeout(Some(left))?;
         s.conn
             .complete_io(&mut s.sock)
             .context("TLS handshake failed")?;

@@ -44,6 +44,8 @@ pub enum Fault {
     DstDiskFull,
     DstOom,
     ImageCorrupt,
+    /// The controller's process, killed as it starts the step; `migrate --resume` settles.
+    ControllerKilled,
 }
 
 const FAULTS: &[Fault] = &[
@@ -55,6 +57,7 @@ const FAULTS: &[Fault] = &[
     Fault::DstDiskFull,
     Fault::DstOom,
     Fault::ImageCorrupt,
+    Fault::ControllerKilled,
 ];
 
 impl Fault {
@@ -68,6 +71,7 @@ impl Fault {
             Fault::DstDiskFull => "dst-disk-full",
             Fault::DstOom => "dst-oom",
             Fault::ImageCorrupt => "image-corrupt",
+            Fault::ControllerKilled => "controller-killed",
         }
     }
 
@@ -141,6 +145,8 @@ impl Fault {
                 };
                 mangle(to, port)
             }
+            // The controller is a process of its own: see `killed_controller`.
+            Fault::ControllerKilled => Ok(()),
         }
     }
 }
@@ -548,7 +554,7 @@ fn verdict(c: &Cell) -> String {
 
 fn matrix(cells: &[Cell]) -> String {
     let mut out = format!(
-        "# Fault matrix\n\nEach fault injected as the controller starts the step; a cell passes when the controller returned within {} s, the function serves at exactly one place once the fault is healed (a cut link comes back after {} s; a killed agent is restarted by `lab up`; `corehop recover` runs where the error asks for it), the client's TCP connection and counter survived, and a retry succeeded.\n",
+        "# Fault matrix\n\nEach fault injected as the controller starts the step; a cell passes when the controller returned within {} s, the function serves at exactly one place once the fault is healed (a cut link comes back after {} s; a killed agent is restarted by `lab up`; `corehop recover` runs where the error asks for it; a killed controller is followed by `corehop migrate --resume`), the client's TCP connection and counter survived, and a retry succeeded.\n",
         BOUND.as_secs(),
         LINK_OUTAGE.as_secs()
     );
@@ -607,7 +613,13 @@ fn cell(
     {
         let (spec, creds, name, inj) = (spec.clone(), creds.clone(), svc.name, injected.clone());
         let (from, problems) = (from.clone(), problems.clone());
+        let exe = exe.to_path_buf();
         std::thread::spawn(move || {
+            if fault == Fault::ControllerKilled {
+                let r = killed_controller(&exe, &spec, &creds, name, to, method, at, &inj);
+                let _ = tx.send(r.map_err(|e| format!("{e:#}")));
+                return;
+            }
             let observer = Box::new(move |b: Boundary| {
                 if b == at {
                     if let Err(e) = fault.inject(method, name, &from, to, &problems) {
@@ -729,6 +741,51 @@ fn cell(
         retry,
         failed,
     })
+}
+
+/// `corehop migrate` as a process of its own, SIGKILLed once it logs that step `at`
+/// begins (`injected` is then), followed by `corehop migrate --resume`'s work. Answers an
+/// error when the resume rolled the migration back, as a controller's failure would.
+#[allow(clippy::too_many_arguments)]
+fn killed_controller(
+    exe: &Path,
+    spec: &lab::spec::LabSpec,
+    creds: &Credentials,
+    name: &str,
+    to: &str,
+    method: Method,
+    at: Boundary,
+    injected: &std::sync::Mutex<Option<Instant>>,
+) -> Result<()> {
+    use std::io::BufRead;
+    let mut c = std::process::Command::new(exe)
+        .args(["migrate", name, "--to", to, "--method", method.as_str()])
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let want = format!("{name}: step {} begins", at.as_str());
+    let stderr = std::io::BufReader::new(c.stderr.take().context("no stderr")?);
+    let (tx, rx) = std::sync::mpsc::channel();
+    // Read to its end: the controller never blocks on its log.
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            if line.contains(&want) {
+                let _ = tx.send(());
+            }
+        }
+    });
+    let reached = rx.recv_timeout(GIVE_UP);
+    let _ = c.kill();
+    let _ = c.wait();
+    *injected.lock().unwrap() = Some(Instant::now());
+    if reached.is_err() {
+        bail!("the controller ended before step {}", at.as_str());
+    }
+    match migrate::resume(spec, creds, name)? {
+        migrate::Resumed::Finished { .. } => Ok(()),
+        r => bail!("controller killed; --resume {r}"),
+    }
 }
 
 /// Lifts the faults that would outlive a cell (the destination's memory limit, the

@@ -157,6 +157,25 @@ fn each_function_migrates_with_the_ue_attached() {
         0,
         "S6a TCP never reset"
     );
+    // The images crossed the fabric sealed: agent connections carry TLS records only, and
+    // neither UE 1's K (in the HSS's memory) nor an image file's name is in the capture.
+    assert!(count(&pcaps[0], "tcp.port == 7070 && tls.app_data") > 10);
+    assert_eq!(
+        count(&pcaps[0], "tcp.port == 7070 && tcp.len > 0 && !tls"),
+        0,
+        "agent bytes outside TLS records"
+    );
+    let raw = std::fs::read(&pcaps[0]).unwrap();
+    let k1: [u8; 16] = [
+        0x46, 0x5b, 0x5c, 0xe8, 0xb1, 0x99, 0xb4, 0x9f, 0xaa, 0x5f, 0x0a, 0x2e, 0, 0, 0, 1,
+    ];
+    for secret in [&k1[..], b"inventory.img", b"pages-1.img"] {
+        assert!(
+            !raw.windows(secret.len()).any(|w| w == secret),
+            "{:?} readable on the fabric",
+            String::from_utf8_lossy(secret)
+        );
+    }
     for (nf, rep) in ["spgw", "mme", "hss"].iter().zip(&reports) {
         eprintln!("{nf}: {rep}");
     }

@@ -445,16 +445,27 @@ impl Migration {
                 None
             }
         };
-        // Refused if another controller migrates it, or left a journal for `--resume`.
-        src.begin_migration(
-            name,
-            &agent_api::api::Journal {
-                to: to.into(),
-                method: method.as_str().into(),
-                controller: controller_id(),
-                started_unix_ms: unix_ms(),
-            },
-        )?;
+        // Refused if another controller migrates it.
+        let journal = agent_api::api::Journal {
+            to: to.into(),
+            method: method.as_str().into(),
+            controller: controller_id(),
+            started_unix_ms: unix_ms(),
+        };
+        if let Some(j) = src.begin_migration(name, &journal)? {
+            // A controller died (or lost its source agent) before it settled a migration
+            // of this function: settled first, as `--resume` would, then begun afresh.
+            tracing::warn!(
+                "{name}: a migration to {} ({}) by {} was interrupted; settling it first",
+                j.to,
+                j.method,
+                j.controller
+            );
+            drop((src, dst));
+            let r = crate::resume(spec, creds, name)?;
+            tracing::warn!("{name}: {r}");
+            return Self::begin(spec, creds, name, to, method, before);
+        }
         before(Boundary::Prepare);
         let t = Instant::now();
         let prepared = prepare(&mut src, &mut dst, &inspect, &from, to, dst_addr);

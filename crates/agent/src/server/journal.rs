@@ -29,12 +29,14 @@ impl Lease {
 }
 
 impl Agent {
+    /// Answers the journal of an interrupted migration instead, if one waits here: it must
+    /// be settled first.
     pub(super) fn begin_migration(
         &self,
         name: &str,
         journal: &Journal,
         lease: Lease,
-    ) -> Result<()> {
+    ) -> Result<Option<Journal>> {
         let (dir, _) = self.existing(name)?;
         let mut leases = lock(&self.leases);
         if let Some(j) = read(&dir)? {
@@ -44,16 +46,13 @@ impl Agent {
                     j.to, j.method, j.controller, j.started_unix_ms
                 );
             }
-            bail!(
-                "a migration of {name} to {} ({}) was interrupted: its controller ({}) is gone; `corehop migrate --resume {name}` finishes or rolls it back",
-                j.to, j.method, j.controller
-            );
+            return Ok(Some(j));
         }
         let tmp = dir.join(format!(".{JOURNAL}"));
         std::fs::write(&tmp, serde_json::to_vec(journal)?)?;
         std::fs::rename(&tmp, dir.join(JOURNAL))?;
         leases.insert(name.into(), lease);
-        Ok(())
+        Ok(None)
     }
 
     /// The journal of `name`'s interrupted migration, if this host has one, leased to

@@ -157,7 +157,7 @@ impl Drop for Capture {
 }
 
 /// tshark over a capture with the lab's decode settings: SCTP over UDP 9899 carries S1AP,
-/// and NAS is ciphered with EEA2 (tshark would otherwise dissect ciphertext as plain NAS).
+/// agent connections are TLS, and NAS is ciphered with EEA2 (tshark would otherwise dissect ciphertext as plain NAS).
 pub fn tshark(pcap: &std::path::Path, args: &[&str]) -> String {
     let out = Command::new("tshark")
         .arg("-r")
@@ -165,6 +165,11 @@ pub fn tshark(pcap: &std::path::Path, args: &[&str]) -> String {
         .args([
             "-d",
             "udp.port==9899,sctp",
+            // The agents' API and the tunnel master's.
+            "-d",
+            "tcp.port==7070,tls",
+            "-d",
+            "tcp.port==7071,tls",
             "-o",
             "nas-eps.null_decipher:FALSE",
         ])
