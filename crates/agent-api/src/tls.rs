@@ -191,8 +191,11 @@ pub fn verify_agent(
         .map_err(|_| anyhow::anyhow!("the sender's certificate is not agent {host:?}'s"))?;
     let bytes = hex::decode(&sig.bytes).context("signature is not hex")?;
     let scheme = SignatureScheme::from(sig.scheme);
-    let algs = provider()
-        .signature_verification_algorithms
+    // Made once: a destination checks a signature per image round, in the frozen window.
+    static ALGS: std::sync::OnceLock<rustls::crypto::WebPkiSupportedAlgorithms> =
+        std::sync::OnceLock::new();
+    let algs = ALGS
+        .get_or_init(|| provider().signature_verification_algorithms)
         .mapping
         .iter()
         .find(|(s, _)| *s == scheme)

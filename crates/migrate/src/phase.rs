@@ -438,13 +438,6 @@ impl Migration {
             (false, true) => bail!("{name} is a container on {from}: {vm} moves VMs; use stop-and-copy, pre-copy or post-copy"),
             _ => {}
         }
-        let execs = match measure::execs::ExecRecorder::start() {
-            Ok(r) => Some(r),
-            Err(e) => {
-                tracing::warn!("cannot count the processes started during the migration: {e:#}");
-                None
-            }
-        };
         // Refused if another controller migrates it.
         let journal = agent_api::api::Journal {
             to: to.into(),
@@ -466,6 +459,13 @@ impl Migration {
             tracing::warn!("{name}: {r}");
             return Self::begin(spec, creds, name, to, method, before);
         }
+        let execs = match measure::execs::ExecRecorder::start() {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::warn!("cannot count the processes started during the migration: {e:#}");
+                None
+            }
+        };
         before(Boundary::Prepare);
         let t = Instant::now();
         let prepared = prepare(&mut src, &mut dst, &inspect, &from, to, dst_addr);

@@ -28,6 +28,13 @@ impl Lease {
     }
 }
 
+/// Whether `name`'s migration is leased to a live controller other than connection `conn`.
+fn held_by_another(leases: &HashMap<String, Lease>, name: &str, conn: u64) -> bool {
+    leases
+        .get(name)
+        .is_some_and(|l| l.conn != conn && l.alive())
+}
+
 impl Agent {
     /// Answers the journal of an interrupted migration instead, if one waits here: it must
     /// be settled first.
@@ -40,7 +47,7 @@ impl Agent {
         let (dir, _) = self.existing(name)?;
         let mut leases = lock(&self.leases);
         if let Some(j) = read(&dir)? {
-            if leases.get(name).is_some_and(Lease::alive) {
+            if held_by_another(&leases, name, lease.conn) {
                 bail!(
                     "{name} is being migrated to {} ({}) by another controller ({}) since {}; wait for it to end",
                     j.to, j.method, j.controller, j.started_unix_ms
@@ -66,10 +73,7 @@ impl Agent {
         let mut leases = lock(&self.leases);
         let journal = read(&dir)?;
         if let Some(j) = &journal {
-            if leases
-                .get(name)
-                .is_some_and(|l| l.conn != lease.conn && l.alive())
-            {
+            if held_by_another(&leases, name, lease.conn) {
                 bail!(
                     "{name} is being migrated to {} by a controller that is still alive ({})",
                     j.to,
@@ -85,10 +89,7 @@ impl Agent {
     /// once that controller is gone.
     pub(super) fn end_migration(&self, name: &str, conn: u64) -> Result<()> {
         let mut leases = lock(&self.leases);
-        if leases
-            .get(name)
-            .is_some_and(|l| l.conn != conn && l.alive())
-        {
+        if held_by_another(&leases, name, conn) {
             bail!("the migration of {name} belongs to another controller");
         }
         leases.remove(name);
