@@ -47,9 +47,20 @@ impl Client {
     }
 
     fn answer<T: DeserializeOwned>(&mut self) -> Result<T> {
-        match wire::read_frame(&mut self.stream)
-            .with_context(|| format!("agent at {} did not answer", self.addr))?
-        {
+        let frame = wire::read_frame(&mut self.stream).map_err(|e| {
+            // TLS 1.3 ends the client's handshake before the server has checked its
+            // certificate: a refusal arrives as an alert on the first answer.
+            let alert = e
+                .chain()
+                .filter_map(|c| c.downcast_ref::<std::io::Error>())
+                .filter_map(|io| io.get_ref()?.downcast_ref::<rustls::Error>())
+                .any(|t| matches!(t, rustls::Error::AlertReceived(_)));
+            match alert {
+                true => e.context(format!("agent at {} refused us", self.addr)),
+                false => e.context(format!("agent at {} did not answer", self.addr)),
+            }
+        })?;
+        match frame {
             Response::Ok { body } => {
                 serde_json::from_value(body).context("unexpected answer from agent")
             }
