@@ -120,6 +120,8 @@ pub enum Request {
     /// [`VmIncoming`].
     VmIncoming {
         spec: ContainerSpec,
+        /// The source host: only its certificate may send the state.
+        from: String,
     },
     /// Pre-live checks (Table 2) of the VM `name` here against a destination's offer.
     VmCheck {
@@ -130,6 +132,8 @@ pub enum Request {
     VmMigrate {
         name: String,
         uri: String,
+        /// The destination host, whose certificate the stream's TLS must meet.
+        to: String,
     },
     /// Wait until the incoming VM `name` runs.
     VmAwait {

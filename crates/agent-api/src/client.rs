@@ -163,8 +163,11 @@ impl Client {
             recovery,
         })
     }
-    pub fn vm_incoming(&mut self, spec: &ContainerSpec) -> Result<VmIncoming> {
-        self.call(&Request::VmIncoming { spec: spec.clone() })
+    pub fn vm_incoming(&mut self, spec: &ContainerSpec, from: &str) -> Result<VmIncoming> {
+        self.call(&Request::VmIncoming {
+            spec: spec.clone(),
+            from: from.into(),
+        })
     }
     pub fn vm_check(&mut self, name: &str, caps: &vm::HostCaps) -> Result<()> {
         self.call(&Request::VmCheck {
@@ -172,10 +175,11 @@ impl Client {
             caps: caps.clone(),
         })
     }
-    pub fn vm_migrate(&mut self, name: &str, uri: &str) -> Result<vm::MigrationStats> {
+    pub fn vm_migrate(&mut self, name: &str, uri: &str, to: &str) -> Result<vm::MigrationStats> {
         self.call(&Request::VmMigrate {
             name: name.into(),
             uri: uri.into(),
+            to: to.into(),
         })
     }
     pub fn vm_await(&mut self, name: &str) -> Result<OpStats> {

@@ -23,6 +23,8 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// One party's keys, ready to connect and to serve.
 #[derive(Clone)]
 pub struct Credentials {
+    /// Where they were read from, for QEMU, which reads its own (crate vm's `StreamTls`).
+    files: lab::pki::Files,
     client: Arc<ClientConfig>,
     server: Arc<ServerConfig>,
     key: Arc<dyn SigningKey>,
@@ -85,10 +87,15 @@ impl Credentials {
             .with_single_cert(chain, key)
             .context("the certificate does not match the key")?;
         Ok(Credentials {
+            files: f.clone(),
             client: Arc::new(client),
             server: Arc::new(server),
             key: signer,
         })
+    }
+
+    pub fn files(&self) -> &lab::pki::Files {
+        &self.files
     }
 
     /// `who`'s keys in the lab's folder (a host's name, the controller or the master).

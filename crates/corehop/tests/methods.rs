@@ -213,7 +213,10 @@ fn testsvc_vm_moves_with_vm_pre_copy() {
         e.contains("runs as a VM") && e.contains("vm-pre-copy"),
         "{e}"
     );
+    let tmp = TempDir::new("vm-mig");
+    let fabric = Capture::start(None, "chfab0", &tmp.0.join("fabric.pcap"));
     let r = json(&ok(&["migrate", "vsvc", "--to", "node-b", "--json"]));
+    let fabric = fabric.stop();
     let pr = probe_result(p);
     assert_eq!(host_of("vsvc"), "node-b");
     assert_kept(&pr);
@@ -224,6 +227,33 @@ fn testsvc_vm_moves_with_vm_pre_copy() {
         r["image_bytes"].as_u64().unwrap() > 1 << 20,
         "guest RAM moved: {r}"
     );
+    // The guest's RAM crossed the fabric sealed: QEMU's stream began with a TLS ClientHello,
+    // and neither its header (magic and version) nor a RAM block's name is in the capture.
+    let hellos = tshark(
+        &fabric,
+        &[
+            "-Y",
+            "tcp.dstport == 7073 && tls.handshake.type == 1",
+            "-T",
+            "fields",
+            "-e",
+            "tcp.stream",
+        ],
+    );
+    assert_eq!(
+        hellos.lines().count(),
+        1,
+        "one TLS stream to QEMU: {hellos}"
+    );
+    let raw = std::fs::read(&fabric).unwrap();
+    assert!(raw.len() > 1 << 20, "the capture holds the stream");
+    for clear in [&b"QEVM\0\0\0\x03"[..], b"pc.ram"] {
+        assert!(
+            !raw.windows(clear.len()).any(|w| w == clear),
+            "{:?} readable on the fabric",
+            String::from_utf8_lossy(clear)
+        );
+    }
     // The source QEMU is gone; `lab down` (the guard) ends the destination's.
     assert_eq!(containers().len(), 1);
     eprintln!(

@@ -277,11 +277,15 @@ pub fn spawn_detached(cmd: &mut std::process::Command) -> Result<u32> {
             Ok(())
         });
     }
-    let child = cmd
+    let mut child = cmd
         .stdin(std::process::Stdio::null())
         .spawn()
         .context("cannot spawn process")?;
-    Ok(child.id())
+    let pid = child.id();
+    // Reaped when it ends: a long-lived caller (the fault harness restarting agents) would
+    // keep each one that ended as a zombie, which reads as alive in /proc.
+    std::thread::spawn(move || child.wait());
+    Ok(pid)
 }
 
 fn pid_of(pidfile: &Path) -> Option<i32> {

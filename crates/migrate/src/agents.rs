@@ -42,7 +42,7 @@ pub trait AgentCalls {
     fn await_pages(&mut self, name: &str) -> Result<OpStats>;
     fn resume_lazy(&mut self, name: &str) -> Result<()>;
     fn vm_check(&mut self, name: &str, caps: &vm::HostCaps) -> Result<()>;
-    fn vm_migrate(&mut self, name: &str, uri: &str) -> Result<vm::MigrationStats>;
+    fn vm_migrate(&mut self, name: &str, uri: &str, to: &str) -> Result<vm::MigrationStats>;
     fn vm_await(&mut self, name: &str) -> Result<OpStats>;
     fn vm_resume(&mut self, name: &str) -> Result<()>;
 }
@@ -117,8 +117,8 @@ impl AgentCalls for Remote {
     fn vm_check(&mut self, name: &str, caps: &vm::HostCaps) -> Result<()> {
         self.client.vm_check(name, caps)
     }
-    fn vm_migrate(&mut self, name: &str, uri: &str) -> Result<vm::MigrationStats> {
-        self.client.vm_migrate(name, uri)
+    fn vm_migrate(&mut self, name: &str, uri: &str, to: &str) -> Result<vm::MigrationStats> {
+        self.client.vm_migrate(name, uri, to)
     }
     fn vm_await(&mut self, name: &str) -> Result<OpStats> {
         self.client.vm_await(name)

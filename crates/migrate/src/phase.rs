@@ -356,7 +356,8 @@ fn prepare(
 ) -> Result<(bool, Option<agent_api::api::VmIncoming>)> {
     let name = &inspect.spec.name;
     let prepared = if inspect.spec.runtime == Runtime::Vm {
-        dst.vm_incoming(&inspect.spec).map(|i| (false, Some(i)))
+        dst.vm_incoming(&inspect.spec, from)
+            .map(|i| (false, Some(i)))
     } else {
         let h = src.require_criu().context("source cannot checkpoint")?;
         dst.require_criu().context("destination cannot restore")?;
@@ -721,7 +722,8 @@ impl Migration {
     /// stopped for QEMU's last round, which is where the downtime began.
     pub fn vm_live(&mut self, uri: &str) -> Result<()> {
         let name = self.name.clone();
-        let st = self.src.vm_migrate(&name, uri)?;
+        let to = self.to.clone();
+        let st = self.src.vm_migrate(&name, uri, &to)?;
         let qemu = st.downtime_ms as f64;
         let ago = std::time::Duration::from_secs_f64(qemu / 1e3);
         self.frozen_at = Some((

@@ -93,7 +93,7 @@ impl AgentCalls for Scripted {
     fn vm_check(&mut self, _: &str, _: &vm::HostCaps) -> Result<()> {
         self.call("vm_check").map(|_| ())
     }
-    fn vm_migrate(&mut self, _: &str, _: &str) -> Result<vm::MigrationStats> {
+    fn vm_migrate(&mut self, _: &str, _: &str, _: &str) -> Result<vm::MigrationStats> {
         self.call("vm_migrate")?;
         Ok(vm::MigrationStats::default())
     }

@@ -7,6 +7,7 @@
 //! - [`qmp::Qmp`]: the QMP client.
 //! - [`labhost::lab_host_setup`]: a guest that runs a corehop lab itself (runc, CRIU).
 //! - [`guest_agent::read_file`]: a file inside a running guest, through QEMU's guest agent.
+//! - [`StreamTls`]: mutual TLS on the migration stream, with the agents' keys.
 //! - [`pre_live_checks`], [`migrate`], [`live_migrate`]: the migration, timed as the
 //!   paper's Tvm = Tpre + Tl + Tpost.
 //!
@@ -17,6 +18,7 @@ pub mod labhost;
 pub mod machine;
 pub mod migrate;
 pub mod qmp;
+pub mod tls;
 
 pub use image::{guest_kernel, vm_dir, GuestSetup, Image};
 pub use machine::{kvm_works, Accel, Vm, VmSpec};
@@ -24,3 +26,4 @@ pub use migrate::{
     live_migrate, mem_available, migrate, migrate_with, pre_live_checks, run_arrived, HostCaps,
     MigrateOptions, MigrationError, MigrationStats, PreLiveError, INCOMING_PORT, MEMORY_MARGIN_MB,
 };
+pub use tls::StreamTls;

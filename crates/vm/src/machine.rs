@@ -304,11 +304,21 @@ impl Vm {
     /// Starts a migration target: the same machine, waiting on `listen` for the state of
     /// a source VM (`-incoming defer`, then `migrate-incoming`, so migration parameters
     /// could be set before it listens). Once the state is in, it stays paused until its
-    /// owner starts it ([`crate::run_arrived`]).
-    pub fn start_incoming(spec: &VmSpec, run_dir: &Path, listen: SocketAddr) -> Result<Vm> {
+    /// owner starts it ([`crate::run_arrived`]). With `tls`, the stream must be mutual TLS
+    /// from the source host it names.
+    pub fn start_incoming(
+        spec: &VmSpec,
+        run_dir: &Path,
+        listen: SocketAddr,
+        tls: Option<&crate::StreamTls>,
+    ) -> Result<Vm> {
         let uri = format!("tcp:{}:{}", listen.ip(), listen.port());
         let mut vm = Vm::launch(spec, run_dir, Some(uri.clone()))?;
         let _ = std::fs::write(run_dir.join("incoming.uri"), &uri);
+        if let Some(tls) = tls {
+            crate::tls::destination(&mut vm.qmp, run_dir, tls)
+                .with_context(|| format!("VM {}: cannot secure its migration", spec.name))?;
+        }
         vm.qmp
             .migrate_incoming(&uri)
             .with_context(|| format!("VM {}: cannot listen for migration on {uri}", spec.name))?;
@@ -642,8 +652,12 @@ impl Vm {
     /// Leaves QEMU running and its pid files in place (whoever owns the host, e.g.
     /// `lab down`, ends it, or a later [`Vm::attach`]); returns the pid.
     pub fn detach(mut self) -> u32 {
-        // With no child, Drop only closes the QMP connection.
-        self.child = None;
+        // Reaped by a thread of its own when it ends: a parent that lives on (an agent)
+        // would otherwise keep every QEMU that ended as a zombie. With no child, Drop only
+        // closes the QMP connection.
+        if let Some(mut c) = self.child.take() {
+            std::thread::spawn(move || c.wait());
+        }
         self.pid
     }
 

@@ -206,6 +206,8 @@ pub struct MigrateOptions {
     pub timeout: Duration,
     /// `query-migrate` period.
     pub poll: Duration,
+    /// Mutual TLS to the destination (which must expect it).
+    pub tls: Option<crate::StreamTls>,
 }
 
 impl Default for MigrateOptions {
@@ -216,6 +218,7 @@ impl Default for MigrateOptions {
             capabilities: Vec::new(),
             timeout: Duration::from_secs(300),
             poll: Duration::from_millis(10),
+            tls: None,
         }
     }
 }
@@ -319,6 +322,15 @@ pub fn migrate_with(
     opts: &MigrateOptions,
 ) -> Result<MigrationStats, MigrationError> {
     let vm = src.spec.name.clone();
+    let run_dir = src.run_dir().to_path_buf();
+    if let Err(e) = crate::tls::source(src.qmp(), &run_dir, opts.tls.as_ref()) {
+        return Err(MigrationError::Failed {
+            vm,
+            uri: dst_uri.into(),
+            desc: format!("{e:#}"),
+            source_status: source_after_failure(src.qmp()),
+        });
+    }
     let qerr = |e: QmpError| MigrationError::Qmp(e, vm.clone());
     let q = src.qmp();
     q.migrate_set_parameters(&MigrationParameters {

@@ -353,6 +353,16 @@ impl Qmp {
         self.execute("migrate_cancel", None).map(|_| ())
     }
 
+    /// Makes a QOM object (`qom-type`, `id` and its properties in `props`).
+    pub fn object_add(&mut self, props: Value) -> Result<()> {
+        self.execute("object-add", Some(props)).map(|_| ())
+    }
+
+    pub fn object_del(&mut self, id: &str) -> Result<()> {
+        self.execute("object-del", Some(json!({ "id": id })))
+            .map(|_| ())
+    }
+
     /// Resumes a stopped guest.
     pub fn cont(&mut self) -> Result<()> {
         self.execute("cont", None).map(|_| ())

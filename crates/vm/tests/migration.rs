@@ -5,7 +5,9 @@
 //! live-migrated to a QEMU in vmt-b. The connection must keep answering with the counter
 //! going on, and the VM migrates back the same way. Before that: a migration to nowhere
 //! and one whose link is cut fail with the source still running, and the pre-live checks
-//! reject destinations without enough memory or without the CPU model. The measured numbers are printed (`cargo test -p vm -- --nocapture`).
+//! reject destinations without enough memory or without the CPU model, and a TLS destination
+//! refuses a source in clear and one of another host. The way there is TLS, the way back
+//! clear. The measured numbers are printed (`cargo test -p vm -- --nocapture`).
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -344,6 +346,7 @@ fn vm_live_migration_keeps_tcp_connection_and_state() {
                 &dst_spec,
                 &tmp.0.join("b0"),
                 SocketAddr::from((HOST_B, 4443)),
+                None,
             )
         })
         .unwrap();
@@ -385,10 +388,48 @@ fn vm_live_migration_keeps_tcp_connection_and_state() {
     assert_eq!(e.source_status(), Some("running"));
     assert!(src.status().unwrap().running);
 
+    // The stream is mutual TLS with the agents' kind of keys: a destination refuses a
+    // source in clear and one that is not the host it was told of, and the source runs on.
+    let keys = tmp.0.join("tls");
+    lab::pki::ensure(
+        &keys,
+        &[(NS_A, HOST_A.into()), (NS_B, HOST_B.into())],
+        HOST_A.into(),
+    )
+    .unwrap();
+    let tls = |who: &str, peer: &str| vm::StreamTls {
+        keys: lab::pki::files_in(&keys, who),
+        peer: peer.into(),
+    };
+    for (port, expects, sends) in [(4446, NS_A, None), (4447, "vmt-x", Some(tls(NS_A, NS_B)))] {
+        let refusing = in_ns(NS_B, || {
+            Vm::start_incoming(
+                &dst_spec,
+                &tmp.0.join(format!("b{port}")),
+                SocketAddr::from((HOST_B, port)),
+                Some(&tls(NS_B, expects)),
+            )
+        })
+        .unwrap();
+        let opts = MigrateOptions {
+            tls: sends.clone(),
+            timeout: Duration::from_secs(20),
+            ..MigrateOptions::default()
+        };
+        let uri = refusing.incoming_uri().unwrap().to_string();
+        let e = vm::migrate_with(&mut src, &uri, &opts).unwrap_err();
+        println!(
+            "TLS destination expecting {expects}, source with TLS {}: {e}",
+            sends.is_some()
+        );
+        assert!(matches!(e, MigrationError::Failed { .. }), "{e:?}");
+        assert_eq!(e.source_status(), Some("running"));
+    }
+
     // The destination: the same machine, waiting for the state in vmt-b.
     let listen = SocketAddr::from((HOST_B, 4444));
     let mut dst = in_ns(NS_B, || {
-        Vm::start_incoming(&dst_spec, &tmp.0.join("b"), listen)
+        Vm::start_incoming(&dst_spec, &tmp.0.join("b"), listen, Some(&tls(NS_B, NS_A)))
     })
     .unwrap();
     assert_eq!(dst.status().unwrap().status, "inmigrate");
@@ -449,9 +490,10 @@ fn vm_live_migration_keeps_tcp_connection_and_state() {
     assert!(src.status().unwrap().running);
     assert_eq!(dst.status().unwrap().status, "inmigrate");
 
-    // The live migration.
+    // The live migration, sealed.
     let opts = MigrateOptions {
         max_bandwidth: 512 << 20,
+        tls: Some(tls(NS_A, NS_B)),
         ..MigrateOptions::default()
     };
     let stats = vm::live_migrate(&mut src, &mut dst, &caps, &opts).unwrap();
@@ -471,7 +513,7 @@ fn vm_live_migration_keeps_tcp_connection_and_state() {
     src.quit().unwrap();
     assert!(!pid_file.exists(), "quit removes the pid file");
 
-    // And back to vmt-a, with less bandwidth: a migrated VM moves like any other.
+    // And back to vmt-a in clear, with less bandwidth: a migrated VM moves like any other.
     std::thread::sleep(Duration::from_millis(500));
     let back_spec = VmSpec {
         pid_dir: Some(tmp.0.join("pids-a")),
@@ -479,7 +521,7 @@ fn vm_live_migration_keeps_tcp_connection_and_state() {
     };
     let back_listen = SocketAddr::from((HOST_A, 4445));
     let mut back = in_ns(NS_A, || {
-        Vm::start_incoming(&back_spec, &tmp.0.join("a-back"), back_listen)
+        Vm::start_incoming(&back_spec, &tmp.0.join("a-back"), back_listen, None)
     })
     .unwrap();
     let caps_a = HostCaps::of_vm(NS_A, &mut back).unwrap();

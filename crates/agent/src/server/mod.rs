@@ -347,12 +347,12 @@ impl Agent {
                 *rearm = Some(name);
                 v(())?
             }
-            Request::VmIncoming { spec } => {
+            Request::VmIncoming { spec, from } => {
                 let _g = self.busy.lock().unwrap_or_else(|p| p.into_inner());
-                v(self.vm_incoming(&spec)?)?
+                v(self.vm_incoming(&spec, &from)?)?
             }
             Request::VmCheck { name, caps } => v(self.vm_check(&name, &caps)?)?,
-            Request::VmMigrate { name, uri } => v(self.vm_migrate(&name, &uri)?)?,
+            Request::VmMigrate { name, uri, to } => v(self.vm_migrate(&name, &uri, &to)?)?,
             Request::VmAwait { name } => v(self.vm_await(&name)?)?,
             Request::VmResume { name } => v(self.vm_resume(&name)?)?,
         })

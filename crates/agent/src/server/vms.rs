@@ -5,7 +5,7 @@
 //! with its image in `vm/initrd.img` and QEMU's run dir `vm/run`; its pid file also goes
 //! to the host's pid dir so `lab down` ends it.
 use super::*;
-use vm::{HostCaps, MigrateOptions, MigrationStats, Vm, VmSpec, INCOMING_PORT};
+use vm::{HostCaps, MigrateOptions, MigrationStats, StreamTls, Vm, VmSpec, INCOMING_PORT};
 
 /// The GTP Module Initializer inside the guest: the same forwarding and NAT the agent sets
 /// up in a container's namespace, run by the guest's init before the function (which
@@ -81,8 +81,8 @@ impl Agent {
     }
 
     /// Writes the function's folder and boots its VM (or, with `incoming`, a VM waiting for
-    /// a migration's state there instead of booting).
-    fn start_vm(&self, spec: &ContainerSpec, incoming: Option<SocketAddr>) -> Result<Vm> {
+    /// a migration's state there instead of booting, from the host named with it).
+    fn start_vm(&self, spec: &ContainerSpec, incoming: Option<(SocketAddr, &str)>) -> Result<Vm> {
         let spec = &vm_view(spec);
         let dir = self.dir(&spec.name)?;
         if dir.join("spec.json").exists() {
@@ -99,7 +99,9 @@ impl Agent {
             std::fs::write(dir.join("vm/vmspec.json"), serde_json::to_vec_pretty(&vs)?)?;
             let run = dir.join("vm/run");
             match incoming {
-                Some(listen) => Vm::start_incoming(&vs, &run, listen),
+                Some((listen, from)) => {
+                    Vm::start_incoming(&vs, &run, listen, Some(&self.stream_tls(from)))
+                }
                 None => Vm::start(&vs, &run),
             }
         })();
@@ -145,7 +147,7 @@ impl Agent {
 
     /// Migration target: a QEMU waiting on this host's fabric address for the source's
     /// state, and what this host offers it (for the source's pre-live checks).
-    pub(super) fn vm_incoming(&self, spec: &ContainerSpec) -> Result<VmIncoming> {
+    pub(super) fn vm_incoming(&self, spec: &ContainerSpec, from: &str) -> Result<VmIncoming> {
         // What an earlier migration left here gives way, as a container's leftovers do at
         // its preparation: a source whose VM moved away while its agent was down (QEMU
         // stopped in postmigrate) would refuse the way back. One that runs here is refused.
@@ -155,7 +157,7 @@ impl Agent {
             }
         }
         let listen = SocketAddr::new(self.cfg.listen.ip(), INCOMING_PORT);
-        let mut vm = self.start_vm(spec, Some(listen))?;
+        let mut vm = self.start_vm(spec, Some((listen, from)))?;
         if let Err(e) = std::fs::write(self.dir(&spec.name)?.join(INCOMING), b"") {
             let _ = vm.quit();
             let _ = self.remove(&spec.name);
@@ -192,10 +194,23 @@ impl Agent {
 
     /// QEMU pre-copy of `name` to `uri`; on failure QEMU leaves (or we put) the source VM
     /// running, and the error says in which state it is.
-    pub(super) fn vm_migrate(&self, name: &str, uri: &str) -> Result<MigrationStats> {
+    pub(super) fn vm_migrate(&self, name: &str, uri: &str, to: &str) -> Result<MigrationStats> {
         let (dir, _) = self.existing(name)?;
         let mut vm = self.attach_vm(&dir)?;
-        Ok(vm::migrate_with(&mut vm, uri, &MigrateOptions::default())?)
+        let opts = MigrateOptions {
+            tls: Some(self.stream_tls(to)),
+            ..MigrateOptions::default()
+        };
+        Ok(vm::migrate_with(&mut vm, uri, &opts)?)
+    }
+
+    /// QEMU's stream to or from `peer` sealed with this agent's keys, as its own
+    /// connections are.
+    fn stream_tls(&self, peer: &str) -> StreamTls {
+        StreamTls {
+            keys: self.cfg.tls.files().clone(),
+            peer: peer.into(),
+        }
     }
 
     pub(super) fn vm_resume(&self, name: &str) -> Result<()> {

@@ -143,10 +143,13 @@ impl Capture {
     }
 
     fn finish(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
+        // Once: a second kill after stop() would find no such process.
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = Command::new("kill")
+                .args(["-INT", &self.child.id().to_string()])
+                .status();
+            let _ = self.child.wait();
+        }
     }
 }
 
@@ -170,6 +173,9 @@ pub fn tshark(pcap: &std::path::Path, args: &[&str]) -> String {
             "tcp.port==7070,tls",
             "-d",
             "tcp.port==7071,tls",
+            // QEMU's migration stream (vm::INCOMING_PORT).
+            "-d",
+            "tcp.port==7073,tls",
             "-o",
             "nas-eps.null_decipher:FALSE",
         ])
