@@ -110,6 +110,13 @@ type PagesIn = (Instant, Result<(), String>);
 
 pub fn serve(cfg: Config) -> Result<()> {
     validate_name(&cfg.host, "host")?;
+    // Two malloc arenas: glibc gives a thread per connection an arena of its own (up to 8
+    // per core), each keeping what it freed, and the agent's RSS rose in steps of ~7 MiB
+    // to 60 MiB over a 200-migration MME soak; with two it stays at 28 MiB and flat.
+    // SAFETY: mallopt changes a malloc setting and touches no memory of ours.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
     // The functions' folders (image rounds, CRIU's work files) live in memory: CRIU writes
     // the images inside the frozen window and the destination rebuilds and reads them
     // there, ~1.5 ms more per MB on the disk's ext4 (measured). Kept across agent restarts.
