@@ -19,10 +19,14 @@ use proto_nas::{
 };
 use proto_s1ap::{self as s1ap, causes, Ecgi, S1ap, Tai};
 use proto_sctp::AssocId;
-use serde::Serialize;
 use tracing::{debug, info, warn};
 
 use crate::Config;
+
+mod context;
+
+use context::{Enb, Subscription, Ue, Vector};
+pub use context::{EnbView, UeState, UeView};
 
 /// EPS bearer id of the default bearer.
 const DEFAULT_EBI: u8 = 5;
@@ -51,103 +55,6 @@ pub enum Action {
         teid: u32,
         msg: gtp::Message,
     },
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub enum UeState {
-    WaitAuthInfo,
-    WaitAuthResponse,
-    WaitSecurityModeComplete,
-    WaitUpdateLocation,
-    WaitCreateSession,
-    WaitContextSetup,
-    WaitAttachComplete,
-    Attached,
-    /// EMM-REGISTERED, ECM-IDLE (S1 released by the eNB).
-    Idle,
-    Detaching,
-    /// UE Context Release Command sent; the context goes when the eNB completes.
-    Releasing,
-}
-
-#[derive(Debug, Clone)]
-struct Vector {
-    rand: [u8; 16],
-    xres: Vec<u8>,
-    kasme: [u8; 32],
-}
-
-#[derive(Debug, Clone)]
-struct Subscription {
-    msisdn: Option<String>,
-    apn: String,
-    qci: u8,
-    arp_priority: u8,
-    ambr_ul: u32,
-    ambr_dl: u32,
-}
-
-#[derive(Debug)]
-struct Ue {
-    mme_ue_id: u32,
-    enb_ue_id: Option<u32>,
-    assoc: Option<AssocId>,
-    imsi: String,
-    guti: Guti,
-    state: UeState,
-    ue_net_cap: Vec<u8>,
-    pdn: PdnConnectivity,
-    tai: Tai,
-    ecgi: Ecgi,
-    vector: Option<Vector>,
-    ksi: u8,
-    sec: Option<NasSecurity>,
-    sub: Option<Subscription>,
-    mme_s11_teid: u32,
-    sgw_s11_teid: Option<u32>,
-    ue_ip: Option<Ipv4Addr>,
-    sgw_s1u: Option<(Ipv4Addr, u32)>,
-    enb_s1u: Option<(Ipv4Addr, u32)>,
-    bearer_active: bool,
-    /// Remove the context once the eNB confirms the release.
-    remove_on_release: bool,
-}
-
-/// One UE context as the JSON state dump shows it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct UeView {
-    pub imsi: String,
-    pub guti: String,
-    pub m_tmsi: u32,
-    pub mme_ue_s1ap_id: u32,
-    pub enb_ue_s1ap_id: Option<u32>,
-    pub enb: Option<String>,
-    pub state: UeState,
-    pub ue_ip: Option<Ipv4Addr>,
-    pub apn: Option<String>,
-    pub mme_s11_teid: u32,
-    pub sgw_s11_teid: Option<u32>,
-    pub sgw_s1u_teid: Option<u32>,
-    pub sgw_s1u_addr: Option<Ipv4Addr>,
-    pub enb_s1u_teid: Option<u32>,
-    pub enb_s1u_addr: Option<Ipv4Addr>,
-    pub bearer_active: bool,
-    pub ul_nas_count: Option<u32>,
-    pub dl_nas_count: Option<u32>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct EnbView {
-    pub peer: SocketAddr,
-    pub enb_id: Option<u32>,
-    pub name: Option<String>,
-}
-
-#[derive(Debug)]
-struct Enb {
-    peer: SocketAddr,
-    enb_id: Option<u32>,
-    name: Option<String>,
 }
 
 pub struct MmeCore {
@@ -190,54 +97,6 @@ impl MmeCore {
     /// Whether UE state changed since the last call (the JSON dump must be rewritten).
     pub fn take_changed(&mut self) -> bool {
         std::mem::take(&mut self.changed)
-    }
-
-    pub fn enbs(&self) -> Vec<EnbView> {
-        self.enbs
-            .values()
-            .map(|e| EnbView {
-                peer: e.peer,
-                enb_id: e.enb_id,
-                name: e.name.clone(),
-            })
-            .collect()
-    }
-
-    pub fn ues(&self) -> Vec<UeView> {
-        self.ues
-            .values()
-            .map(|u| UeView {
-                imsi: u.imsi.clone(),
-                guti: format!(
-                    "{:02x}{:02x}{:02x}-{:04x}-{:02x}-{:08x}",
-                    u.guti.plmn[0],
-                    u.guti.plmn[1],
-                    u.guti.plmn[2],
-                    u.guti.mme_group_id,
-                    u.guti.mme_code,
-                    u.guti.m_tmsi
-                ),
-                m_tmsi: u.guti.m_tmsi,
-                mme_ue_s1ap_id: u.mme_ue_id,
-                enb_ue_s1ap_id: u.enb_ue_id,
-                enb: u
-                    .assoc
-                    .and_then(|a| self.enbs.get(&a))
-                    .map(|e| e.peer.to_string()),
-                state: u.state,
-                ue_ip: u.ue_ip,
-                apn: u.sub.as_ref().map(|s| s.apn.clone()),
-                mme_s11_teid: u.mme_s11_teid,
-                sgw_s11_teid: u.sgw_s11_teid,
-                sgw_s1u_teid: u.sgw_s1u.map(|x| x.1),
-                sgw_s1u_addr: u.sgw_s1u.map(|x| x.0),
-                enb_s1u_teid: u.enb_s1u.map(|x| x.1),
-                enb_s1u_addr: u.enb_s1u.map(|x| x.0),
-                bearer_active: u.bearer_active,
-                ul_nas_count: u.sec.as_ref().and_then(|s| s.count(Direction::Uplink)),
-                dl_nas_count: u.sec.as_ref().and_then(|s| s.count(Direction::Downlink)),
-            })
-            .collect()
     }
 
     // ---- S1AP side -------------------------------------------------------------
