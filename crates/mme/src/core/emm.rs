@@ -193,8 +193,8 @@ impl MmeCore {
         );
     }
 
-    /// Sends a NAS message to the UE, protected (integrity + ciphering) once a
-    /// security context is in use.
+    /// Sends a NAS message to the UE, protected with `sht` once a security context is
+    /// in use (see [`protect`]).
     fn send_nas(&mut self, ue: u32, plain: proto_nas::Result<Vec<u8>>, sht: SecurityHeader) {
         let Some(u) = self.ues.get_mut(&ue) else {
             return;
@@ -203,12 +203,7 @@ impl MmeCore {
             warn!(ue, "no S1 connection to send NAS on");
             return;
         };
-        let pdu = plain.and_then(|p| match (&mut u.sec, sht) {
-            (_, SecurityHeader::Plain) => Ok(p),
-            (Some(sec), sht) => sec.protect(&p, sht, Direction::Downlink),
-            (None, _) => Ok(p),
-        });
-        match pdu {
+        match protect(u.sec.as_mut(), plain, sht) {
             Ok(nas) => self.send(
                 assoc,
                 &S1ap::DownlinkNasTransport {
@@ -224,12 +219,11 @@ impl MmeCore {
     /// Attach fails after the context exists: ATTACH REJECT, release, forget the UE.
     pub(super) fn reject(&mut self, ue: u32, cause: u8) {
         info!(ue, cause, "attach reject");
-        let sht = if self.ues.get(&ue).is_some_and(|u| u.sec.is_some()) {
-            SecurityHeader::IntegrityCiphered
-        } else {
-            SecurityHeader::Plain
-        };
-        self.send_nas(ue, msg::attach_reject(cause), sht);
+        self.send_nas(
+            ue,
+            msg::attach_reject(cause),
+            SecurityHeader::IntegrityCiphered,
+        );
         self.delete_session_and_release(ue);
     }
 
@@ -383,12 +377,7 @@ impl MmeCore {
     fn on_detach(&mut self, ue: u32, switch_off: bool) {
         info!(ue, switch_off, "detach request");
         if !switch_off {
-            let sht = if self.ues.get(&ue).is_some_and(|u| u.sec.is_some()) {
-                SecurityHeader::IntegrityCiphered
-            } else {
-                SecurityHeader::Plain
-            };
-            self.send_nas(ue, msg::detach_accept(), sht);
+            self.send_nas(ue, msg::detach_accept(), SecurityHeader::IntegrityCiphered);
         }
         let Some(u) = self.ues.get_mut(&ue) else {
             return;
@@ -406,4 +395,20 @@ impl MmeCore {
 /// (UE network capability: bit 8 = algorithm 0, bit 7 = algorithm 1, ...).
 fn select_alg(octet: u8, preferred: &[u8]) -> Option<u8> {
     preferred.iter().copied().find(|a| octet & (0x80 >> a) != 0)
+}
+
+/// A downlink NAS message as it goes out: protected with `sht` when the UE has a
+/// security context, plain before it has one (an early ATTACH REJECT, a detach
+/// without authentication) or when `sht` is `Plain`.
+pub(super) fn protect(
+    sec: Option<&mut NasSecurity>,
+    plain: proto_nas::Result<Vec<u8>>,
+    sht: SecurityHeader,
+) -> proto_nas::Result<Vec<u8>> {
+    plain.and_then(|p| match (sec, sht) {
+        (Some(sec), sht) if sht != SecurityHeader::Plain => {
+            sec.protect(&p, sht, Direction::Downlink)
+        }
+        _ => Ok(p),
+    })
 }

@@ -10,6 +10,7 @@ use proto_sctp::AssocId;
 use tracing::{debug, info, warn};
 
 use super::context::{Enb, UeState};
+use super::emm::protect;
 use super::esm::DEFAULT_EBI;
 use super::s11::modify_bearer_request;
 use super::{Action, MmeCore};
@@ -276,12 +277,7 @@ impl MmeCore {
         let (Some(assoc), Some(enb_ue_id)) = (u.assoc, u.enb_ue_id) else {
             return;
         };
-        let nas = match accept.and_then(|p| {
-            u.sec
-                .as_mut()
-                .map(|s| s.protect(&p, SecurityHeader::IntegrityCiphered, Direction::Downlink))
-                .unwrap_or(Ok(p))
-        }) {
+        let nas = match protect(u.sec.as_mut(), accept, SecurityHeader::IntegrityCiphered) {
             Ok(n) => n,
             Err(e) => {
                 warn!(ue, "cannot build ATTACH ACCEPT: {e}");
