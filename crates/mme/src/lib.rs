@@ -8,15 +8,17 @@
 //! All state lives in this process (the association, UE contexts with NAS security
 //! contexts and COUNTs, TEIDs): a CRIU checkpoint of the process carries it. The UE
 //! contexts are also written as JSON to `state_file` on every change.
+//!
+//! The protocol logic is `core`, without I/O (one file per concern); `s6a` and `s11`
+//! are the transports toward the HSS and the SPGW, and `serve` wires them together.
 
 pub mod config;
 pub mod core;
+mod s11;
 pub mod s6a;
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use bytes::Bytes;
@@ -27,6 +29,7 @@ use tracing::{debug, info, warn};
 
 pub use crate::config::Config;
 pub use crate::core::{Action, EnbView, MmeCore, UeState, UeView};
+use crate::s11::S11;
 use crate::s6a::{S6aAnswer, S6aConfig, S6aRequest};
 
 /// Aborts a spawned task when dropped, so dropping `serve` stops everything.
@@ -35,82 +38,6 @@ struct AbortOnDrop(tokio::task::JoinHandle<()>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
-    }
-}
-
-/// One S11 transaction waiting for its response (TS 29.274 §7.6: T3/N3).
-struct S11Pending {
-    ue: u32,
-    bytes: Vec<u8>,
-    tries: u32,
-    deadline: Instant,
-}
-
-struct S11 {
-    sock: UdpSocket,
-    peer: SocketAddr,
-    next_seq: u32,
-    pending: HashMap<u32, S11Pending>,
-    t3: Duration,
-    n3: u32,
-}
-
-impl S11 {
-    async fn send(&mut self, ue: u32, teid: u32, msg: proto_gtpv2c::Message) -> Result<(), String> {
-        // Sequence numbers are 24 bits.
-        let seq = self.next_seq;
-        self.next_seq = (self.next_seq + 1) & 0x00ff_ffff;
-        let bytes = proto_gtpv2c::Gtpv2 {
-            teid: Some(teid),
-            seq,
-            msg,
-        }
-        .encode()
-        .map_err(|e| e.to_string())?;
-        if let Err(e) = self.sock.send_to(&bytes, self.peer).await {
-            warn!(peer = %self.peer, "S11 send failed: {e}");
-        }
-        self.pending.insert(
-            seq,
-            S11Pending {
-                ue,
-                bytes,
-                tries: 1,
-                deadline: Instant::now() + self.t3,
-            },
-        );
-        Ok(())
-    }
-
-    fn next_deadline(&self) -> Option<Instant> {
-        self.pending.values().map(|p| p.deadline).min()
-    }
-
-    /// Retransmits due requests; returns the UEs whose request ran out of tries.
-    async fn on_timer(&mut self) -> Vec<u32> {
-        let now = Instant::now();
-        let mut failed = Vec::new();
-        let due: Vec<u32> = self
-            .pending
-            .iter()
-            .filter(|(_, p)| p.deadline <= now)
-            .map(|(s, _)| *s)
-            .collect();
-        for seq in due {
-            let Some(p) = self.pending.get_mut(&seq) else {
-                continue;
-            };
-            if p.tries > self.n3 {
-                failed.push(p.ue);
-                self.pending.remove(&seq);
-                continue;
-            }
-            p.tries += 1;
-            p.deadline = now + self.t3;
-            debug!(seq, ue = p.ue, "S11 retransmission");
-            let _ = self.sock.send_to(&p.bytes, self.peer).await;
-        }
-        failed
     }
 }
 
@@ -136,14 +63,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let sock = UdpSocket::bind(cfg.s11_bind)
         .await
         .with_context(|| format!("cannot bind S11 on {}", cfg.s11_bind))?;
-    let mut s11 = S11 {
-        sock,
-        peer: cfg.spgw_s11,
-        next_seq: 1,
-        pending: HashMap::new(),
-        t3: Duration::from_millis(cfg.s11_t3_ms),
-        n3: cfg.s11_n3,
-    };
+    let mut s11 = S11::new(sock, &cfg);
     let (s6a_tx, s6a_rx) = mpsc::unbounded_channel();
     let (ans_tx, mut ans_rx) = mpsc::unbounded_channel();
     let _s6a = AbortOnDrop(tokio::spawn(s6a::run(
@@ -199,7 +119,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
                 Some(S6aAnswer::Ula { ue, result }) => core.on_ula(ue, result),
             },
             r = s11.sock.recv_from(&mut buf) => match r {
-                Ok((n, from)) => on_s11_datagram(&mut s11, &mut core, &buf[..n], from).await,
+                Ok((n, from)) => s11.on_datagram(&mut core, &buf[..n], from).await,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     debug!("S11 receive error: {e}");
@@ -236,35 +156,5 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         if core.take_changed() {
             dump(&core);
         }
-    }
-}
-
-async fn on_s11_datagram(s11: &mut S11, core: &mut MmeCore, data: &[u8], from: SocketAddr) {
-    let m = match proto_gtpv2c::decode(data) {
-        Ok(m) => m,
-        Err(e) => {
-            warn!(%from, "dropping malformed GTPv2-C datagram: {e}");
-            return;
-        }
-    };
-    match m.msg {
-        proto_gtpv2c::Message::EchoRequest(_) => {
-            let resp = proto_gtpv2c::Gtpv2 {
-                teid: None,
-                seq: m.seq,
-                msg: proto_gtpv2c::Message::EchoResponse(proto_gtpv2c::Echo { recovery: 0 }),
-            };
-            if let Ok(b) = resp.encode() {
-                let _ = s11.sock.send_to(&b, from).await;
-            }
-        }
-        msg if !msg.is_request() => match s11.pending.remove(&m.seq) {
-            Some(p) => core.on_s11(p.ue, Ok(msg)),
-            None => debug!(
-                seq = m.seq,
-                "S11 response to no pending request (duplicate?)"
-            ),
-        },
-        other => warn!(%from, "unexpected S11 request {}", other.name()),
     }
 }

@@ -1,0 +1,158 @@
+//! The MME's state: the eNBs it has an association with, the UE contexts (ids, NAS
+//! security, subscription, TEIDs) and the views of both the JSON state dump shows.
+
+use std::net::{Ipv4Addr, SocketAddr};
+
+use proto_nas::{Direction, Guti, NasSecurity, PdnConnectivity};
+use proto_s1ap::{Ecgi, Tai};
+use proto_sctp::AssocId;
+use serde::Serialize;
+
+use super::MmeCore;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum UeState {
+    WaitAuthInfo,
+    WaitAuthResponse,
+    WaitSecurityModeComplete,
+    WaitUpdateLocation,
+    WaitCreateSession,
+    WaitContextSetup,
+    WaitAttachComplete,
+    Attached,
+    /// EMM-REGISTERED, ECM-IDLE (S1 released by the eNB).
+    Idle,
+    Detaching,
+    /// UE Context Release Command sent; the context goes when the eNB completes.
+    Releasing,
+}
+
+#[derive(Debug, Clone)]
+pub(super) struct Vector {
+    pub(super) rand: [u8; 16],
+    pub(super) xres: Vec<u8>,
+    pub(super) kasme: [u8; 32],
+}
+
+#[derive(Debug, Clone)]
+pub(super) struct Subscription {
+    pub(super) msisdn: Option<String>,
+    pub(super) apn: String,
+    pub(super) qci: u8,
+    pub(super) arp_priority: u8,
+    pub(super) ambr_ul: u32,
+    pub(super) ambr_dl: u32,
+}
+
+#[derive(Debug)]
+pub(super) struct Ue {
+    pub(super) mme_ue_id: u32,
+    pub(super) enb_ue_id: Option<u32>,
+    pub(super) assoc: Option<AssocId>,
+    pub(super) imsi: String,
+    pub(super) guti: Guti,
+    pub(super) state: UeState,
+    pub(super) ue_net_cap: Vec<u8>,
+    pub(super) pdn: PdnConnectivity,
+    pub(super) tai: Tai,
+    pub(super) ecgi: Ecgi,
+    pub(super) vector: Option<Vector>,
+    pub(super) ksi: u8,
+    pub(super) sec: Option<NasSecurity>,
+    pub(super) sub: Option<Subscription>,
+    pub(super) mme_s11_teid: u32,
+    pub(super) sgw_s11_teid: Option<u32>,
+    pub(super) ue_ip: Option<Ipv4Addr>,
+    pub(super) sgw_s1u: Option<(Ipv4Addr, u32)>,
+    pub(super) enb_s1u: Option<(Ipv4Addr, u32)>,
+    pub(super) bearer_active: bool,
+    /// Remove the context once the eNB confirms the release.
+    pub(super) remove_on_release: bool,
+}
+
+/// One UE context as the JSON state dump shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UeView {
+    pub imsi: String,
+    pub guti: String,
+    pub m_tmsi: u32,
+    pub mme_ue_s1ap_id: u32,
+    pub enb_ue_s1ap_id: Option<u32>,
+    pub enb: Option<String>,
+    pub state: UeState,
+    pub ue_ip: Option<Ipv4Addr>,
+    pub apn: Option<String>,
+    pub mme_s11_teid: u32,
+    pub sgw_s11_teid: Option<u32>,
+    pub sgw_s1u_teid: Option<u32>,
+    pub sgw_s1u_addr: Option<Ipv4Addr>,
+    pub enb_s1u_teid: Option<u32>,
+    pub enb_s1u_addr: Option<Ipv4Addr>,
+    pub bearer_active: bool,
+    pub ul_nas_count: Option<u32>,
+    pub dl_nas_count: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EnbView {
+    pub peer: SocketAddr,
+    pub enb_id: Option<u32>,
+    pub name: Option<String>,
+}
+
+#[derive(Debug)]
+pub(super) struct Enb {
+    pub(super) peer: SocketAddr,
+    pub(super) enb_id: Option<u32>,
+    pub(super) name: Option<String>,
+}
+
+impl MmeCore {
+    pub fn enbs(&self) -> Vec<EnbView> {
+        self.enbs
+            .values()
+            .map(|e| EnbView {
+                peer: e.peer,
+                enb_id: e.enb_id,
+                name: e.name.clone(),
+            })
+            .collect()
+    }
+
+    pub fn ues(&self) -> Vec<UeView> {
+        self.ues
+            .values()
+            .map(|u| UeView {
+                imsi: u.imsi.clone(),
+                guti: format!(
+                    "{:02x}{:02x}{:02x}-{:04x}-{:02x}-{:08x}",
+                    u.guti.plmn[0],
+                    u.guti.plmn[1],
+                    u.guti.plmn[2],
+                    u.guti.mme_group_id,
+                    u.guti.mme_code,
+                    u.guti.m_tmsi
+                ),
+                m_tmsi: u.guti.m_tmsi,
+                mme_ue_s1ap_id: u.mme_ue_id,
+                enb_ue_s1ap_id: u.enb_ue_id,
+                enb: u
+                    .assoc
+                    .and_then(|a| self.enbs.get(&a))
+                    .map(|e| e.peer.to_string()),
+                state: u.state,
+                ue_ip: u.ue_ip,
+                apn: u.sub.as_ref().map(|s| s.apn.clone()),
+                mme_s11_teid: u.mme_s11_teid,
+                sgw_s11_teid: u.sgw_s11_teid,
+                sgw_s1u_teid: u.sgw_s1u.map(|x| x.1),
+                sgw_s1u_addr: u.sgw_s1u.map(|x| x.0),
+                enb_s1u_teid: u.enb_s1u.map(|x| x.1),
+                enb_s1u_addr: u.enb_s1u.map(|x| x.0),
+                bearer_active: u.bearer_active,
+                ul_nas_count: u.sec.as_ref().and_then(|s| s.count(Direction::Uplink)),
+                dl_nas_count: u.sec.as_ref().and_then(|s| s.count(Direction::Downlink)),
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,93 @@
+//! The MME's logic without I/O: eNBs (S1 Setup), UE contexts and the attach /
+//! detach state machine across S1AP, NAS, S6a and S11.
+//!
+//! Inputs are S1AP PDUs and the answers of the HSS and SPGW; outputs are [`Action`]s
+//! the I/O shell executes. Everything (NAS security contexts with their COUNTs,
+//! TEIDs, ids) lives in this struct, i.e. in process memory, so a CRIU checkpoint of
+//! the MME carries it. A bad PDU or NAS message is logged and dropped; it never
+//! touches other UEs.
+//!
+//! One file per concern over this one shared state, as Open5GS splits its MME:
+//! `context` (the UE and eNB contexts), `s1ap` (the eNB's messages), `emm` (attach,
+//! authentication, security mode, detach), `esm` (the PDN connection and its default
+//! bearer), `s6a` (the HSS's answers) and `s11` (the SPGW's answers and our requests).
+
+use std::collections::BTreeMap;
+
+use proto_gtpv2c as gtp;
+use proto_sctp::AssocId;
+
+use crate::Config;
+
+mod context;
+mod emm;
+mod esm;
+mod s11;
+mod s1ap;
+mod s6a;
+
+use context::{Enb, Ue};
+pub use context::{EnbView, UeState, UeView};
+
+/// What the I/O shell must do. Actions live for one loop turn, so the size of the
+/// S11 variant does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    S1ap {
+        assoc: AssocId,
+        stream: u16,
+        pdu: Vec<u8>,
+    },
+    /// S6a Authentication-Information-Request for `ue` (the MME UE S1AP ID).
+    Air {
+        ue: u32,
+        imsi: String,
+        resync: Option<[u8; 30]>,
+    },
+    /// S6a Update-Location-Request.
+    Ulr { ue: u32, imsi: String },
+    /// S11 request to the SPGW, to the SGW's control TEID `teid` (0 for a new session).
+    S11 {
+        ue: u32,
+        teid: u32,
+        msg: gtp::Message,
+    },
+}
+
+pub struct MmeCore {
+    plmn: [u8; 3],
+    cfg: Config,
+    enbs: BTreeMap<AssocId, Enb>,
+    ues: BTreeMap<u32, Ue>,
+    next_mme_ue_id: u32,
+    next_m_tmsi: u32,
+    actions: Vec<Action>,
+    changed: bool,
+}
+
+impl MmeCore {
+    pub fn new(cfg: Config) -> anyhow::Result<MmeCore> {
+        cfg.validate()?;
+        Ok(MmeCore {
+            plmn: cfg.plmn()?,
+            cfg,
+            enbs: BTreeMap::new(),
+            ues: BTreeMap::new(),
+            next_mme_ue_id: 1,
+            next_m_tmsi: 0xc000_0001,
+            actions: Vec::new(),
+            changed: false,
+        })
+    }
+
+    /// Actions produced since the last call.
+    pub fn take_actions(&mut self) -> Vec<Action> {
+        std::mem::take(&mut self.actions)
+    }
+
+    /// Whether UE state changed since the last call (the JSON dump must be rewritten).
+    pub fn take_changed(&mut self) -> bool {
+        std::mem::take(&mut self.changed)
+    }
+}
