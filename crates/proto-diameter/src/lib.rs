@@ -12,6 +12,7 @@
 pub mod avp;
 pub mod base;
 pub mod codes;
+mod link;
 pub mod peer;
 pub mod s6a;
 
@@ -64,6 +65,17 @@ pub enum Error {
         request: bool,
         expected: &'static str,
     },
+}
+
+impl Error {
+    /// The Result-Code answering a well-framed request whose AVPs failed to parse with this
+    /// error (RFC 6733 7.1.5).
+    pub fn result_code(&self) -> u32 {
+        match self {
+            Error::MissingAvp(_) => codes::DIAMETER_MISSING_AVP,
+            _ => codes::DIAMETER_INVALID_AVP_VALUE,
+        }
+    }
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
