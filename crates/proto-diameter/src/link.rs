@@ -1,8 +1,8 @@
 //! What both ends of a Diameter connection do alike, whoever opened it: reassembling messages
 //! from the byte stream, queueing output, numbering our own requests (RFC 6733 3) and the
 //! watchdog of RFC 3539 (a DWR after Tw of silence; a connection whose DWR stays unanswered
-//! for another Tw is dead). The client and the server peer differ only in the handshake and
-//! in what they accept.
+//! for another Tw is dead). [`ClientPeer`](crate::ClientPeer) and
+//! [`ServerPeer`](crate::ServerPeer) differ only in the handshake and in what they accept.
 
 use crate::base::{self, Identity};
 use crate::codes::CMD_DEVICE_WATCHDOG;
