@@ -143,13 +143,17 @@ impl ServerPeer {
 
     pub fn handle_timeout(&mut self, now: Instant) {
         match self.state {
-            ServerState::WaitCer if now >= self.cer_deadline => {
-                self.close(format!("no CER within {:?}", self.cfg.cer_timeout));
+            ServerState::WaitCer => {
+                if now >= self.cer_deadline {
+                    self.close(format!("no CER within {:?}", self.cfg.cer_timeout));
+                }
             }
-            ServerState::Open if self.link.watchdog_timeout(now, &self.cfg.identity) => {
-                self.close("Diameter watchdog expired: no DWA from client".into());
+            ServerState::Open => {
+                if self.link.watchdog_timeout(now, &self.cfg.identity) {
+                    self.close("Diameter watchdog expired: no DWA from client".into());
+                }
             }
-            _ => {}
+            ServerState::Closed => {}
         }
     }
 
