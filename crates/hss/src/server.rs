@@ -1,25 +1,23 @@
-//! S6a server: accepts many MME connections over TCP, runs the Diameter base protocol
-//! (CER/CEA, DWR/DWA, DPR/DPA) and answers AIR with Milenage vectors and ULR with the
-//! subscription. All Diameter encoding lives in `proto-diameter`; this file is the I/O loop
-//! and the HSS decisions.
+//! S6a server: accepts many MME connections over TCP, each driven by proto-diameter's sans-IO
+//! `ServerPeer` (the base protocol: CER/CEA, DWR/DWA, DPR/DPA), and answers AIR with Milenage
+//! vectors and ULR with the subscription. All Diameter encoding and the base protocol live in
+//! `proto-diameter`; this file is the I/O loop and the HSS decisions.
 
 use crate::store::{Store, Subscriber};
 use crate::Config;
-use proto_diameter::base::{self, Identity, PeerCapabilities, ResultCode};
+use proto_diameter::base::{self, Identity, ResultCode};
 use proto_diameter::codes::*;
 use proto_diameter::s6a::{
     Ambr, ApnConfiguration, Arp, AuthInfoAnswer, AuthInfoRequest, EutranVector, SubscriptionData,
     UpdateLocationAnswer, UpdateLocationRequest,
 };
-use proto_diameter::{Framer, Message};
+use proto_diameter::{Message, ServerConfig, ServerEvent, ServerPeer, ServerState};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
-
-/// How long a new connection may stay silent before its CER.
-const CER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A ready HSS: configuration, identity and the opened subscriber store.
 pub struct Hss {
@@ -86,148 +84,65 @@ impl Hss {
         }
     }
 
+    /// The I/O loop of one connection; the base protocol (CER/CEA, DWR/DWA, DPR/DPA, the CER
+    /// deadline, the watchdog) is proto-diameter's `ServerPeer`, which hands over S6a requests.
     async fn connection(self: Arc<Self>, mut sock: TcpStream, peer: SocketAddr) {
         tracing::info!(%peer, "S6a connection accepted");
-        let mut framer = Framer::new();
-        let mut conn = ConnState::default();
+        let mut dia = ServerPeer::new(ServerConfig::new(self.identity.clone()), Instant::now());
         let mut buf = vec![0u8; 16 * 1024];
         loop {
-            // Until CER arrives a connection gets a deadline, so sockets that never speak
-            // Diameter do not pile up.
-            let read = sock.read(&mut buf);
-            let read = if conn.remote_host.is_none() {
-                match tokio::time::timeout(CER_TIMEOUT, read).await {
-                    Ok(r) => r,
-                    Err(_) => {
-                        tracing::warn!(%peer, "no CER in {CER_TIMEOUT:?}, closing");
-                        return;
+            while let Some(ev) = dia.poll_event() {
+                match ev {
+                    ServerEvent::Open(caps) => {
+                        tracing::info!(%peer, host = %caps.origin_host, realm = %caps.origin_realm, "capabilities exchanged");
+                    }
+                    ServerEvent::Request(m) => {
+                        let answer = self.handle(&m);
+                        dia.answer(answer);
+                    }
+                    ServerEvent::Closed(reason) => {
+                        tracing::info!(%peer, remote = ?remote_host(&dia), %reason, "closing S6a connection");
                     }
                 }
-            } else {
-                read.await
-            };
-            let n = match read {
-                Ok(0) => {
-                    tracing::info!(%peer, remote = ?conn.remote_host, "S6a connection closed by peer");
+            }
+            while let Some(bytes) = dia.poll_transmit() {
+                if let Err(e) = sock.write_all(&bytes).await {
+                    tracing::warn!(%peer, error = %e, "S6a write failed, closing");
                     return;
                 }
-                Ok(n) => n,
-                Err(e) => {
-                    tracing::warn!(%peer, error = %e, "S6a read failed, closing");
-                    return;
-                }
-            };
-            framer.push(&buf[..n]);
-            loop {
-                let msg = match framer.next_message() {
-                    Ok(Some(m)) => m,
-                    Ok(None) => break,
+            }
+            if dia.state() == ServerState::Closed {
+                let _ = sock.shutdown().await;
+                return;
+            }
+            let timeout = dia.poll_timeout().map(tokio::time::Instant::from_std);
+            tokio::select! {
+                read = sock.read(&mut buf) => match read {
+                    Ok(0) => {
+                        tracing::info!(%peer, remote = ?remote_host(&dia), "S6a connection closed by peer");
+                        return;
+                    }
+                    Ok(n) => dia.handle_input(&buf[..n], Instant::now()),
                     Err(e) => {
-                        // The byte stream is out of sync; only this connection is affected.
-                        tracing::warn!(%peer, error = %e, "malformed Diameter input, dropping connection");
+                        tracing::warn!(%peer, error = %e, "S6a read failed, closing");
                         return;
                     }
-                };
-                let (reply, close) = self.handle(&mut conn, msg, peer);
-                if let Some(r) = reply {
-                    if let Err(e) = sock.write_all(&r.encode()).await {
-                        tracing::warn!(%peer, error = %e, "S6a write failed, closing");
-                        return;
-                    }
-                }
-                if close {
-                    tracing::info!(%peer, remote = ?conn.remote_host, "closing S6a connection");
-                    let _ = sock.shutdown().await;
-                    return;
-                }
+                },
+                _ = sleep_until(timeout) => dia.handle_timeout(Instant::now()),
             }
         }
     }
 
-    /// One message in, at most one answer out, and whether to close afterwards.
-    fn handle(
-        &self,
-        conn: &mut ConnState,
-        m: Message,
-        peer: SocketAddr,
-    ) -> (Option<Message>, bool) {
-        let id = &self.identity;
-        if !m.is_request() {
-            // Answers to requests we never send (we do not originate DWR): ignore.
-            tracing::debug!(%peer, cmd = %m.name(), "ignoring Diameter answer");
-            return (None, false);
-        }
-        if m.command_code == CMD_CAPABILITIES_EXCHANGE {
-            return self.on_cer(conn, &m, peer);
-        }
-        if conn.remote_host.is_none() {
-            // RFC 6733 5.3: nothing but CER before the capabilities exchange.
-            tracing::warn!(%peer, cmd = %m.name(), "request before CER, dropping connection");
-            return (None, true);
-        }
-        match (m.application_id, m.command_code) {
-            (_, CMD_DEVICE_WATCHDOG) => (Some(base::dwa(&m, id)), false),
-            (_, CMD_DISCONNECT_PEER) => (Some(base::dpa(&m, id)), true),
-            (APP_S6A, CMD_AUTHENTICATION_INFORMATION) => (Some(self.on_air(&m)), false),
-            (APP_S6A, CMD_UPDATE_LOCATION) => (Some(self.on_ulr(&m)), false),
-            (APP_S6A, _) => {
-                let text = format!("S6a command {} not supported by this HSS", m.command_code);
-                (
-                    Some(base::error_answer(
-                        &m,
-                        id,
-                        DIAMETER_COMMAND_UNSUPPORTED,
-                        &text,
-                    )),
-                    false,
-                )
-            }
-            (app, _) => {
-                let text = format!("application {app} not supported");
-                (
-                    Some(base::error_answer(
-                        &m,
-                        id,
-                        DIAMETER_APPLICATION_UNSUPPORTED,
-                        &text,
-                    )),
-                    false,
-                )
+    /// The answer to one S6a request.
+    fn handle(&self, m: &Message) -> Message {
+        match m.command_code {
+            CMD_AUTHENTICATION_INFORMATION => self.on_air(m),
+            CMD_UPDATE_LOCATION => self.on_ulr(m),
+            other => {
+                let text = format!("S6a command {other} not supported by this HSS");
+                base::error_answer(m, &self.identity, DIAMETER_COMMAND_UNSUPPORTED, &text)
             }
         }
-    }
-
-    fn on_cer(
-        &self,
-        conn: &mut ConnState,
-        m: &Message,
-        peer: SocketAddr,
-    ) -> (Option<Message>, bool) {
-        let caps = match PeerCapabilities::from_message(m) {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(%peer, error = %e, "invalid CER");
-                return (
-                    Some(base::error_answer(
-                        m,
-                        &self.identity,
-                        result_for(&e),
-                        &e.to_string(),
-                    )),
-                    true,
-                );
-            }
-        };
-        if !caps.supports_s6a() {
-            tracing::warn!(%peer, host = %caps.origin_host, "CER without S6a");
-            return (
-                Some(base::cea(m, &self.identity, DIAMETER_NO_COMMON_APPLICATION)),
-                true,
-            );
-        }
-        tracing::info!(%peer, host = %caps.origin_host, realm = %caps.origin_realm, "capabilities exchanged");
-        conn.remote_host = Some(caps.origin_host);
-        (Some(base::cea(m, &self.identity, DIAMETER_SUCCESS)), false)
     }
 
     fn on_air(&self, m: &Message) -> Message {
@@ -395,20 +310,19 @@ impl Hss {
     /// A well-framed request whose AVPs are wrong gets an error answer, not a dropped link.
     fn reject(&self, m: &Message, what: &str, e: &proto_diameter::Error) -> Message {
         tracing::warn!(cmd = what, error = %e, "invalid S6a request");
-        base::error_answer(m, &self.identity, result_for(e), &e.to_string())
+        base::error_answer(m, &self.identity, e.result_code(), &e.to_string())
     }
 }
 
-#[derive(Default)]
-struct ConnState {
-    /// Origin-Host from the peer's CER; `None` until the capabilities exchange.
-    remote_host: Option<String>,
+fn remote_host(dia: &ServerPeer) -> Option<&str> {
+    dia.remote().map(|c| c.origin_host.as_str())
 }
 
-fn result_for(e: &proto_diameter::Error) -> u32 {
-    match e {
-        proto_diameter::Error::MissingAvp(_) => DIAMETER_MISSING_AVP,
-        _ => DIAMETER_INVALID_AVP_VALUE,
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
     }
 }
 

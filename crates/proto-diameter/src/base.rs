@@ -184,9 +184,14 @@ pub fn error_answer(req: &Message, id: &Identity, result_code: u32, text: &str) 
     m.push(Avp::u32(AVP_RESULT_CODE, 0, result_code));
     m.avps.extend(id.origin());
     if !text.is_empty() {
-        m.push(Avp::utf8(AVP_ERROR_MESSAGE, 0, text).optional());
+        m.push(error_message(text));
     }
     m
+}
+
+/// Error-Message: text for humans, so never mandatory (RFC 6733 7.3).
+pub fn error_message(text: &str) -> Avp {
+    Avp::utf8(AVP_ERROR_MESSAGE, 0, text).optional()
 }
 
 /// The outcome of an answer: Result-Code or Experimental-Result (TS 29.272 7.4).

@@ -1,10 +1,13 @@
 //! Sans-IO Diameter for corehop: the RFC 6733 codec (header, AVPs, stream framing), the base
 //! protocol messages (CER/CEA, DWR/DWA, DPR/DPA), typed S6a messages (TS 29.272: AIR/AIA,
-//! ULR/ULA) and a client peer state machine the MME drives from its own I/O loop.
+//! ULR/ULA) and the two peer state machines: the client the MME drives from its own I/O loop,
+//! the server the HSS runs for each connection.
 //!
 //! Why not the `diameter` crate from crates.io: it is not sans-IO (its transport pulls tokio and
 //! native-tls/OpenSSL), keeps its dictionary in a global loaded from XML, and has no S6a
-//! grouped AVPs; what S6a needs from a codec is small enough to own and test here.
+//! grouped AVPs; its `DiameterServer` hands every request, CER and DWR included, to one
+//! callback, so the base protocol of a server would be ours to write anyway. What S6a needs
+//! from a codec and the two peers is small enough to own and test here.
 //!
 //! Nothing in this crate does I/O; decoders return [`Error`] on any malformed input and never
 //! panic.
@@ -12,11 +15,14 @@
 pub mod avp;
 pub mod base;
 pub mod codes;
+mod link;
 pub mod peer;
 pub mod s6a;
+pub mod server;
 
 pub use avp::Avp;
 pub use peer::{ClientPeer, PeerConfig, PeerEvent, PeerState};
+pub use server::{ServerConfig, ServerEvent, ServerPeer, ServerState};
 
 use std::fmt;
 
@@ -64,6 +70,17 @@ pub enum Error {
         request: bool,
         expected: &'static str,
     },
+}
+
+impl Error {
+    /// The Result-Code answering a well-framed request whose AVPs failed to parse with this
+    /// error (RFC 6733 7.1.5).
+    pub fn result_code(&self) -> u32 {
+        match self {
+            Error::MissingAvp(_) => codes::DIAMETER_MISSING_AVP,
+            _ => codes::DIAMETER_INVALID_AVP_VALUE,
+        }
+    }
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -282,6 +299,8 @@ fn be32(b: &[u8]) -> u32 {
     u32::from_be_bytes(a)
 }
 
+#[cfg(test)]
+mod server_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

@@ -18,7 +18,8 @@
 
 use crate::base::{self, Identity, PeerCapabilities, SessionIds};
 use crate::codes::*;
-use crate::{Framer, Message};
+use crate::link::Link;
+use crate::Message;
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -88,7 +89,6 @@ pub enum PeerError {
 #[derive(Debug, Clone, Copy)]
 enum Pending {
     Cer,
-    Dwr,
     Dpr,
     App {
         command_code: u32,
@@ -101,15 +101,9 @@ enum Pending {
 pub struct ClientPeer {
     cfg: PeerConfig,
     state: PeerState,
-    framer: Framer,
-    outbox: VecDeque<Vec<u8>>,
+    link: Link,
     events: VecDeque<PeerEvent>,
-    next_hop_by_hop: u32,
-    next_end_to_end: u32,
     pending: BTreeMap<u32, Pending>,
-    last_rx: Instant,
-    /// When the outstanding DWR was sent.
-    watchdog_sent: Option<Instant>,
     /// CEA / DPA deadline.
     handshake_deadline: Option<Instant>,
     remote: Option<PeerCapabilities>,
@@ -118,20 +112,13 @@ pub struct ClientPeer {
 
 impl ClientPeer {
     pub fn new(cfg: PeerConfig, now: Instant) -> Self {
-        // RFC 6733 3: end-to-end ids start with the low 12 bits of a time value in the high
-        // bits; Origin-State-Id is our restart time, so ids differ across restarts.
         let seed = cfg.identity.origin_state_id;
         let sessions = SessionIds::new(&cfg.identity.origin_host, seed);
         ClientPeer {
             state: PeerState::Closed,
-            framer: Framer::new(),
-            outbox: VecDeque::new(),
+            link: Link::new(seed, cfg.watchdog_interval, now),
             events: VecDeque::new(),
-            next_hop_by_hop: seed.wrapping_mul(2_654_435_761),
-            next_end_to_end: (seed & 0xfff) << 20,
             pending: BTreeMap::new(),
-            last_rx: now,
-            watchdog_sent: None,
             handshake_deadline: None,
             remote: None,
             sessions,
@@ -161,11 +148,8 @@ impl ClientPeer {
     /// which forgets everything about the previous connection.
     pub fn connect(&mut self, now: Instant) {
         self.fail_pending("connection replaced");
-        self.framer = Framer::new();
-        self.outbox.clear();
+        self.link.reset(now);
         self.remote = None;
-        self.watchdog_sent = None;
-        self.last_rx = now;
         let cer = base::cer(&self.cfg.identity);
         self.send(cer, Pending::Cer);
         self.state = PeerState::WaitCea;
@@ -178,19 +162,16 @@ impl ClientPeer {
         if self.state != PeerState::Open {
             return Err(PeerError::NotOpen(self.state));
         }
-        let deadline = now + self.cfg.request_timeout;
-        Ok(self.send(
-            msg,
-            Pending::App {
-                command_code: 0,
-                deadline,
-            },
-        ))
+        let pending = Pending::App {
+            command_code: msg.command_code,
+            deadline: now + self.cfg.request_timeout,
+        };
+        Ok(self.send(msg, pending))
     }
 
     /// Sends an answer to a [`PeerEvent::Request`] (build it with `Message::answer_to`).
     pub fn answer(&mut self, msg: Message) {
-        self.outbox.push_back(msg.encode());
+        self.link.send_answer(msg);
     }
 
     /// Starts an orderly close with DPR; [`PeerEvent::Closed`] follows.
@@ -207,13 +188,12 @@ impl ClientPeer {
     pub fn transport_closed(&mut self) {
         self.state = PeerState::Closed;
         self.handshake_deadline = None;
-        self.watchdog_sent = None;
         self.fail_pending("connection closed");
     }
 
     /// Next bytes to write to the transport.
     pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
-        self.outbox.pop_front()
+        self.link.poll_transmit()
     }
 
     pub fn poll_event(&mut self) -> Option<PeerEvent> {
@@ -225,35 +205,19 @@ impl ClientPeer {
         if self.state == PeerState::Closed {
             return;
         }
-        self.framer.push(data);
-        loop {
-            match self.framer.next_message() {
-                Ok(Some(m)) => {
-                    self.last_rx = now;
-                    self.watchdog_sent = None;
-                    self.on_message(m, now);
-                    if self.state == PeerState::Closed {
-                        return;
-                    }
-                }
+        self.link.push(data);
+        while self.state != PeerState::Closed {
+            match self.link.next_message(now) {
+                Ok(Some(m)) => self.on_message(m),
                 Ok(None) => return,
-                Err(e) => {
-                    self.fail(format!("undecodable data from Diameter server: {e}"));
-                    return;
-                }
+                Err(e) => self.fail(format!("undecodable data from Diameter server: {e}")),
             }
         }
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) should next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let watchdog = match self.state {
-            PeerState::Open => Some(match self.watchdog_sent {
-                Some(sent) => sent + self.cfg.watchdog_interval,
-                None => self.last_rx + self.cfg.watchdog_interval,
-            }),
-            _ => None,
-        };
+        let watchdog = (self.state == PeerState::Open).then(|| self.link.watchdog_deadline());
         let requests = self.pending.values().filter_map(|p| match p {
             Pending::App { deadline, .. } => Some(*deadline),
             _ => None,
@@ -279,18 +243,8 @@ impl ClientPeer {
                 }
             }
         }
-        if self.state == PeerState::Open {
-            match self.watchdog_sent {
-                Some(sent) if now >= sent + self.cfg.watchdog_interval => {
-                    return self.fail("Diameter watchdog expired: no DWA from server".into());
-                }
-                None if now >= self.last_rx + self.cfg.watchdog_interval => {
-                    let dwr = base::dwr(&self.cfg.identity);
-                    self.send(dwr, Pending::Dwr);
-                    self.watchdog_sent = Some(now);
-                }
-                _ => {}
-            }
+        if self.state == PeerState::Open && self.link.watchdog_timeout(now, &self.cfg.identity) {
+            return self.fail("Diameter watchdog expired: no DWA from server".into());
         }
         let expired: Vec<(u32, u32)> = self
             .pending
@@ -313,25 +267,13 @@ impl ClientPeer {
         }
     }
 
-    fn send(&mut self, mut msg: Message, pending: Pending) -> u32 {
-        let hbh = self.next_hop_by_hop;
-        self.next_hop_by_hop = self.next_hop_by_hop.wrapping_add(1);
-        msg.hop_by_hop = hbh;
-        msg.end_to_end = self.next_end_to_end;
-        self.next_end_to_end = self.next_end_to_end.wrapping_add(1);
-        let pending = match pending {
-            Pending::App { deadline, .. } => Pending::App {
-                command_code: msg.command_code,
-                deadline,
-            },
-            other => other,
-        };
+    fn send(&mut self, msg: Message, pending: Pending) -> u32 {
+        let hbh = self.link.send_request(msg);
         self.pending.insert(hbh, pending);
-        self.outbox.push_back(msg.encode());
         hbh
     }
 
-    fn on_message(&mut self, m: Message, now: Instant) {
+    fn on_message(&mut self, m: Message) {
         if m.is_request() {
             return self.on_request(m);
         }
@@ -341,8 +283,7 @@ impl ClientPeer {
             return;
         };
         match pending {
-            Pending::Cer => self.on_cea(&m, now),
-            Pending::Dwr => {}
+            Pending::Cer => self.on_cea(&m),
             Pending::Dpr => {
                 self.transport_closed();
                 self.events.push_back(PeerEvent::Closed);
@@ -354,7 +295,7 @@ impl ClientPeer {
         }
     }
 
-    fn on_cea(&mut self, m: &Message, now: Instant) {
+    fn on_cea(&mut self, m: &Message) {
         self.handshake_deadline = None;
         let caps = match PeerCapabilities::from_message(m) {
             Ok(c) => c,
@@ -370,7 +311,6 @@ impl ClientPeer {
             return self.fail(format!("peer {} does not support S6a", caps.origin_host));
         }
         self.state = PeerState::Open;
-        self.last_rx = now;
         self.remote = Some(caps.clone());
         self.events.push_back(PeerEvent::Open(caps));
     }

@@ -25,7 +25,7 @@ pub(crate) fn hss_id() -> Identity {
     }
 }
 
-fn air() -> AuthInfoRequest {
+pub(crate) fn air() -> AuthInfoRequest {
     AuthInfoRequest {
         session_id: "mme.corehop.lab;1;1".into(),
         origin_host: "mme.corehop.lab".into(),

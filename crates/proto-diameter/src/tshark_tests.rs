@@ -2,6 +2,7 @@
 //! pcap as IPv4/TCP port 3868 segments and `tshark -V` must decode each with the expected
 //! command name, nothing malformed and no expert errors.
 
+use crate::server_tests::server_exchange;
 use crate::tests::{all_messages, error_pairs, user_unknown_pair};
 use crate::Message;
 use etherparse::PacketBuilder;
@@ -92,6 +93,8 @@ fn tshark_decodes_every_message() {
     }
     msgs.extend(user_unknown_pair());
     msgs.extend(error_pairs());
+    // What the server peer itself writes: CEA, DWA, DPA and the CEA refusing a CER without S6a.
+    msgs.extend(server_exchange());
     let file = TempFile(
         std::env::temp_dir().join(format!("corehop-diameter-{}.pcap", std::process::id())),
     );
@@ -116,13 +119,15 @@ fn tshark_decodes_every_message() {
     ])
     .expect("tshark");
     let lines: Vec<&str> = info.lines().collect();
-    let expected = [
+    let base_protocol = [
         "cmd=Capabilities-Exchange Request",
         "cmd=Capabilities-Exchange Answer",
         "cmd=Device-Watchdog Request",
         "cmd=Device-Watchdog Answer",
         "cmd=Disconnect-Peer Request",
         "cmd=Disconnect-Peer Answer",
+    ];
+    let s6a = [
         "cmd=3GPP-Authentication-Information Request",
         "cmd=3GPP-Authentication-Information Answer",
         "cmd=3GPP-Update-Location Request",
@@ -134,6 +139,14 @@ fn tshark_decodes_every_message() {
         "cmd=3GPP-Purge-UE Request",
         "cmd=3GPP-Purge-UE Answer(321) flags=-PE-",
     ];
+    // The server peer's exchange: the base protocol again, then the refused CER.
+    let expected: Vec<&str> = [
+        &base_protocol[..],
+        &s6a,
+        &base_protocol,
+        &base_protocol[..2],
+    ]
+    .concat();
     assert_eq!(
         lines.len(),
         expected.len(),
@@ -155,6 +168,7 @@ fn tshark_decodes_every_message() {
         "Experimental-Result-Code: DIAMETER_ERROR_USER_UNKNOWN (5001)",
         "Result-Code: DIAMETER_MISSING_AVP (5005)",
         "Result-Code: DIAMETER_COMMAND_UNSUPPORTED (3001)",
+        "Result-Code: DIAMETER_NO_COMMON_APPLICATION (5010)",
     ] {
         assert!(
             verbose.contains(avp),
