@@ -69,7 +69,10 @@ async fn start_spgw() -> (SocketAddr, Abort) {
     let task = tokio::spawn(async move {
         let mut buf = vec![0u8; 4096];
         while let Ok((n, from)) = sock.recv_from(&mut buf).await {
-            if let Some(reply) = core.handle_s11(&buf[..n], from).reply {
+            if let Some(reply) = core
+                .handle_s11(&buf[..n], from, std::time::Instant::now())
+                .reply
+            {
                 let _ = sock.send_to(&reply, from).await;
             }
         }

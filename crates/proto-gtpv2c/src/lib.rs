@@ -11,9 +11,13 @@
 //! mandatory IE or any malformed/truncated content is `Err`, never a panic.
 //! Encoding returns `Err` for values that cannot be represented (non-digit IMSI,
 //! APN label over 63 octets, ...).
+//!
+//! [`transaction`] is the reliable delivery of §7.6 over those messages: request
+//! retransmission (T3/N3) and the responder's cache for retransmitted requests.
 
 pub mod ie;
 pub mod pco;
+pub mod transaction;
 
 pub use ie::{
     cause, ie_type, iface, pdn_type, rat_type, Ambr, BearerContext, BearerQos, Ecgi, Fteid, Paa,
@@ -41,6 +45,19 @@ pub mod msg_type {
     pub const DELETE_SESSION_RESPONSE: u8 = 37;
     pub const RELEASE_ACCESS_BEARERS_REQUEST: u8 = 170;
     pub const RELEASE_ACCESS_BEARERS_RESPONSE: u8 = 171;
+
+    /// Whether a message of this type is a request (its peer answers with the same
+    /// sequence number); readable from the header alone.
+    pub fn is_request(msg_type: u8) -> bool {
+        matches!(
+            msg_type,
+            ECHO_REQUEST
+                | CREATE_SESSION_REQUEST
+                | MODIFY_BEARER_REQUEST
+                | DELETE_SESSION_REQUEST
+                | RELEASE_ACCESS_BEARERS_REQUEST
+        )
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -59,6 +76,10 @@ pub enum Error {
     MissingIe(u8),
     #[error("cannot encode: {0}")]
     Encode(&'static str),
+    #[error("GTPv2-C message type {0} where {1} was expected")]
+    Unexpected(u8, &'static str),
+    #[error("{0} GTPv2-C requests already wait for their response")]
+    TooManyPending(usize),
 }
 
 /// The GTPv2-C header (TS 29.274 §5.1).
@@ -174,14 +195,7 @@ impl Message {
 
     /// Whether this is a request (the peer must answer with the same sequence number).
     pub fn is_request(&self) -> bool {
-        matches!(
-            self,
-            Message::EchoRequest(_)
-                | Message::CreateSessionRequest(_)
-                | Message::ModifyBearerRequest(_)
-                | Message::DeleteSessionRequest(_)
-                | Message::ReleaseAccessBearersRequest(_)
-        )
+        msg_type::is_request(self.msg_type())
     }
 
     fn encode_body(&self, out: &mut Vec<u8>) -> Result<(), Error> {

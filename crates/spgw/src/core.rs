@@ -3,13 +3,15 @@
 //! in `lib.rs` only moves bytes between sockets, the TUN device and this type, so
 //! all protocol behaviour is testable without root.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
 
 use proto_gtpu::{icmp::ipv4_destination, icmp::ipv4_source, Gtpu, GTPU_PORT};
+use proto_gtpv2c::transaction::{Incoming, Responder, Timers};
 use proto_gtpv2c::{
     cause, iface, pdn_type, BearerContext, CreateSessionRequest, CreateSessionResponse,
-    DeleteSessionRequest, DeleteSessionResponse, Echo, Fteid, Gtpv2, Message, ModifyBearerRequest,
+    DeleteSessionRequest, DeleteSessionResponse, Echo, Fteid, Message, ModifyBearerRequest,
     ModifyBearerResponse, Paa, ReleaseAccessBearersResponse,
 };
 use serde::{Deserialize, Serialize};
@@ -110,27 +112,23 @@ impl IpPool {
     }
 }
 
-/// Remembers recent responses so a retransmitted request (same peer, same
-/// sequence number) gets the same answer instead of creating a second session
-/// (TS 29.274 §7.6).
-#[derive(Debug, Default, Clone)]
-struct ResponseCache {
-    entries: VecDeque<((SocketAddr, u8, u32), Vec<u8>)>,
-}
+/// How long the MME may retransmit a request: TS 29.274 leaves T3 and N3 to
+/// configuration; corehop's MME retransmits every 1 s up to 3 times, this covers
+/// an MME three times slower.
+const MME_TIMERS: Timers = Timers {
+    t3: Duration::from_secs(3),
+    n3: 3,
+};
 
-const RESPONSE_CACHE_LEN: usize = 256;
+/// Responses kept for retransmitted requests: a burst of attaches within the MME's
+/// window (a few hundred bytes each).
+const S11_RESPONSE_CACHE: usize = 4096;
 
-impl ResponseCache {
-    fn get(&self, key: &(SocketAddr, u8, u32)) -> Option<&Vec<u8>> {
-        self.entries.iter().find(|(k, _)| k == key).map(|(_, v)| v)
-    }
-
-    fn put(&mut self, key: (SocketAddr, u8, u32), v: Vec<u8>) {
-        if self.entries.len() >= RESPONSE_CACHE_LEN {
-            self.entries.pop_front();
-        }
-        self.entries.push_back((key, v));
-    }
+/// A response to an S11 request; the sequence number is the request's, set by the
+/// `Responder`.
+struct Reply {
+    teid: Option<u32>,
+    msg: Message,
 }
 
 /// Result of one S11 datagram.
@@ -163,7 +161,9 @@ pub struct Core {
     by_s1u: HashMap<u32, u32>,
     by_ue: HashMap<Ipv4Addr, u32>,
     next_teid: u32,
-    responses: ResponseCache,
+    /// Answers a retransmitted request (same MME, sequence number and bytes) with the
+    /// response already sent instead of, say, creating a second session (§7.6).
+    responses: Responder,
 }
 
 impl Core {
@@ -174,7 +174,7 @@ impl Core {
             by_s1u: HashMap::new(),
             by_ue: HashMap::new(),
             next_teid: 1,
-            responses: ResponseCache::default(),
+            responses: Responder::new(MME_TIMERS, S11_RESPONSE_CACHE),
         }
     }
 
@@ -250,61 +250,47 @@ impl Core {
 
     // ------------------------------------------------------------ S11
 
-    /// Handles one datagram received on S11 from `from`.
-    pub fn handle_s11(&mut self, buf: &[u8], from: SocketAddr) -> S11Outcome {
-        let h = match proto_gtpv2c::decode_header(buf) {
-            Ok(h) => h,
-            Err(e) => {
-                warn!(%from, error = %e, "dropping malformed GTPv2-C datagram");
-                return S11Outcome::default();
+    /// Handles one datagram received on S11 from `from` at `now`.
+    pub fn handle_s11(&mut self, buf: &[u8], from: SocketAddr, now: Instant) -> S11Outcome {
+        let (id, m) = match self.responses.on_request(now, from, buf) {
+            Ok(Incoming::Fresh(id, m)) => (id, m),
+            Ok(Incoming::Duplicate(r)) => {
+                debug!(%from, "retransmitted request, resending cached response");
+                return S11Outcome {
+                    reply: Some(r.to_vec()),
+                    changed: false,
+                };
             }
-        };
-        let key = (from, h.msg_type, h.seq);
-        if let Some(r) = self.responses.get(&key) {
-            debug!(%from, seq = h.seq, "retransmitted request, resending cached response");
-            return S11Outcome {
-                reply: Some(r.clone()),
-                changed: false,
-            };
-        }
-        let m = match proto_gtpv2c::decode(buf) {
-            Ok(m) => m,
             Err(e) => {
-                warn!(%from, msg_type = h.msg_type, seq = h.seq, error = %e, "dropping malformed GTPv2-C message");
+                warn!(%from, error = %e, "dropping S11 datagram");
                 return S11Outcome::default();
             }
         };
         let teid = m.teid.unwrap_or(0);
         let (resp, changed) = match m.msg {
             Message::EchoRequest(_) => (
-                Gtpv2 {
+                Reply {
                     teid: None,
-                    seq: m.seq,
                     msg: Message::EchoResponse(Echo {
                         recovery: self.cfg.recovery,
                     }),
                 },
                 false,
             ),
-            Message::CreateSessionRequest(r) => self.create_session(m.seq, r),
-            Message::ModifyBearerRequest(r) => self.modify_bearer(teid, m.seq, r),
-            Message::DeleteSessionRequest(r) => self.delete_session(teid, m.seq, r),
-            Message::ReleaseAccessBearersRequest(_) => self.release_access_bearers(teid, m.seq),
+            Message::CreateSessionRequest(r) => self.create_session(r),
+            Message::ModifyBearerRequest(r) => self.modify_bearer(teid, r),
+            Message::DeleteSessionRequest(r) => self.delete_session(teid, r),
+            Message::ReleaseAccessBearersRequest(_) => self.release_access_bearers(teid),
             other => {
                 debug!(%from, msg = other.name(), "ignoring unexpected S11 message");
                 return S11Outcome::default();
             }
         };
-        match resp.encode() {
-            Ok(bytes) => {
-                if h.msg_type != proto_gtpv2c::msg_type::ECHO_REQUEST {
-                    self.responses.put(key, bytes.clone());
-                }
-                S11Outcome {
-                    reply: Some(bytes),
-                    changed,
-                }
-            }
+        match self.responses.respond(now, id, resp.teid, resp.msg) {
+            Ok(bytes) => S11Outcome {
+                reply: Some(bytes.to_vec()),
+                changed,
+            },
             Err(e) => {
                 // Only reachable with values we produced ourselves; keep running.
                 warn!(error = %e, "cannot encode S11 response");
@@ -316,7 +302,7 @@ impl Core {
         }
     }
 
-    fn create_session(&mut self, seq: u32, r: CreateSessionRequest) -> (Gtpv2, bool) {
+    fn create_session(&mut self, r: CreateSessionRequest) -> (Reply, bool) {
         let mme_teid = r.sender_fteid.teid;
         let reject = |c: u8| {
             let resp = CreateSessionResponse {
@@ -324,9 +310,8 @@ impl Core {
                 ..Default::default()
             };
             (
-                Gtpv2 {
+                Reply {
                     teid: Some(mme_teid),
-                    seq,
                     msg: Message::CreateSessionResponse(resp),
                 },
                 false,
@@ -405,20 +390,19 @@ impl Core {
         };
         self.insert(t);
         (
-            Gtpv2 {
+            Reply {
                 teid: Some(mme_teid),
-                seq,
                 msg: Message::CreateSessionResponse(resp),
             },
             true,
         )
     }
 
-    fn modify_bearer(&mut self, teid: u32, seq: u32, r: ModifyBearerRequest) -> (Gtpv2, bool) {
+    fn modify_bearer(&mut self, teid: u32, r: ModifyBearerRequest) -> (Reply, bool) {
         let s1u_addr = self.cfg.s1u_addr;
         let Some(t) = self.sessions.get_mut(&teid) else {
             warn!(teid, "Modify Bearer for unknown TEID");
-            return (context_not_found_mb(seq), false);
+            return (context_not_found_mb(), false);
         };
         if let Some(f) = r.sender_fteid {
             // The MME changed (e.g. it moved): answer the new one from now on.
@@ -467,16 +451,15 @@ impl Core {
             recovery: None,
         };
         (
-            Gtpv2 {
+            Reply {
                 teid: Some(t.mme_s11_teid),
-                seq,
                 msg: Message::ModifyBearerResponse(resp),
             },
             changed,
         )
     }
 
-    fn delete_session(&mut self, teid: u32, seq: u32, r: DeleteSessionRequest) -> (Gtpv2, bool) {
+    fn delete_session(&mut self, teid: u32, r: DeleteSessionRequest) -> (Reply, bool) {
         let ebi_matches = self
             .sessions
             .get(&teid)
@@ -486,9 +469,8 @@ impl Core {
             warn!(teid, "Delete Session for unknown TEID/EBI");
             // TS 29.274 §5.5.2: TEID 0 when the context is not found.
             return (
-                Gtpv2 {
+                Reply {
                     teid: Some(0),
-                    seq,
                     msg: Message::DeleteSessionResponse(DeleteSessionResponse {
                         cause: cause::CONTEXT_NOT_FOUND,
                         recovery: None,
@@ -499,9 +481,8 @@ impl Core {
         };
         info!(imsi = %t.imsi, ue_ip = %t.ue_ip, "session deleted");
         (
-            Gtpv2 {
+            Reply {
                 teid: Some(t.mme_s11_teid),
-                seq,
                 msg: Message::DeleteSessionResponse(DeleteSessionResponse {
                     cause: cause::REQUEST_ACCEPTED,
                     recovery: None,
@@ -513,7 +494,7 @@ impl Core {
 
     /// S1 release (UE goes idle): forget the eNB F-TEID; downlink packets are then
     /// dropped until the next Modify Bearer (no paging/buffering in this core).
-    fn release_access_bearers(&mut self, teid: u32, seq: u32) -> (Gtpv2, bool) {
+    fn release_access_bearers(&mut self, teid: u32) -> (Reply, bool) {
         let (cause, resp_teid, changed) = match self.sessions.get_mut(&teid) {
             Some(t) => {
                 info!(imsi = %t.imsi, "access bearers released");
@@ -531,9 +512,8 @@ impl Core {
             recovery: None,
         });
         (
-            Gtpv2 {
+            Reply {
                 teid: Some(resp_teid),
-                seq,
                 msg,
             },
             changed,
@@ -615,10 +595,9 @@ impl Core {
     }
 }
 
-fn context_not_found_mb(seq: u32) -> Gtpv2 {
-    Gtpv2 {
+fn context_not_found_mb() -> Reply {
+    Reply {
         teid: Some(0),
-        seq,
         msg: Message::ModifyBearerResponse(ModifyBearerResponse {
             cause: cause::CONTEXT_NOT_FOUND,
             msisdn: None,

@@ -22,7 +22,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
@@ -386,7 +386,7 @@ impl Spgw {
     }
 
     async fn on_s11(&self, sock: &UdpSocket, buf: &[u8], from: SocketAddr) {
-        let out = self.core().handle_s11(buf, from);
+        let out = self.core().handle_s11(buf, from, Instant::now());
         if out.changed {
             self.write_tunnels_file();
         }

@@ -1,5 +1,5 @@
 use super::*;
-use proto_gtpv2c::{rat_type, BearerQos};
+use proto_gtpv2c::{rat_type, BearerQos, Gtpv2};
 
 fn core() -> Core {
     Core::new(CoreConfig {
@@ -54,14 +54,19 @@ fn csr(imsi: &str, seq: u32) -> Vec<u8> {
 }
 
 fn reply(c: &mut Core, b: &[u8]) -> Gtpv2 {
-    let out = c.handle_s11(b, MME.parse().unwrap());
+    let out = c.handle_s11(b, MME.parse().unwrap(), Instant::now());
     proto_gtpv2c::decode(&out.reply.expect("a reply")).unwrap()
 }
 
 #[test]
 fn create_modify_delete() {
     let mut c = core();
-    let r = reply(&mut c, &csr("001010000000001", 1));
+    let t0 = Instant::now();
+    let first = c
+        .handle_s11(&csr("001010000000001", 1), MME.parse().unwrap(), t0)
+        .reply
+        .unwrap();
+    let r = proto_gtpv2c::decode(&first).unwrap();
     assert_eq!(r.teid, Some(0x77));
     let Message::CreateSessionResponse(resp) = r.msg else {
         panic!("{r:?}")
@@ -73,12 +78,11 @@ fn create_modify_delete() {
     let s1u = resp.bearer_contexts[0].fteid(0).unwrap().teid;
     assert_ne!(s11, s1u);
     // Retransmission: the same bytes again, no second session.
-    let first = c
-        .responses
-        .get(&(MME.parse().unwrap(), 32, 1))
-        .unwrap()
-        .clone();
-    let again = c.handle_s11(&csr("001010000000001", 1), MME.parse().unwrap());
+    let again = c.handle_s11(
+        &csr("001010000000001", 1),
+        MME.parse().unwrap(),
+        t0 + Duration::from_secs(3),
+    );
     assert_eq!(again.reply.unwrap(), first);
     assert!(!again.changed);
     assert_eq!(c.tunnels().len(), 1);
@@ -222,6 +226,22 @@ fn unknown_teid_gets_error_indication_and_echo_is_answered() {
 }
 
 #[test]
+fn same_sequence_number_other_request_is_not_a_retransmission() {
+    // An MME that restarted numbers from 1 again: its first Create Session Request
+    // (another UE) must get a session of its own, not the cached answer of the old
+    // instance's request 1.
+    let mut c = core();
+    let t0 = Instant::now();
+    let a = reply(&mut c, &csr("001010000000001", 1));
+    let b = c
+        .handle_s11(&csr("001010000000002", 1), MME.parse().unwrap(), t0)
+        .reply
+        .unwrap();
+    assert_ne!(proto_gtpv2c::decode(&b).unwrap(), a);
+    assert_eq!(c.tunnels().len(), 2);
+}
+
+#[test]
 fn garbage_is_dropped() {
     let mut c = core();
     for b in [
@@ -230,7 +250,10 @@ fn garbage_is_dropped() {
         b"garbage!garbage!",
         &[0x48, 32, 0, 8, 0, 0, 0, 0, 0, 0, 1, 0],
     ] {
-        assert!(c.handle_s11(b, MME.parse().unwrap()).reply.is_none());
+        assert!(c
+            .handle_s11(b, MME.parse().unwrap(), Instant::now())
+            .reply
+            .is_none());
         assert_eq!(c.handle_s1u(b, MME.parse().unwrap()), S1uAction::Nothing);
         assert!(c.handle_sgi(b).is_none());
     }
