@@ -7,8 +7,8 @@
 //! has one key-derivation implementation (TS 33.401 Annex A.7).
 
 use oxirush_nas::nas_eps::{
-    CipheringAlgorithm, IntegrityAlgorithm, KNasEnc, KNasInt, NasEpsSecurityHeaderType,
-    NasSecurityContext,
+    CipheringAlgorithm, IntegrityAlgorithm, KNasEnc, KNasInt, NasEpsMessage,
+    NasEpsSecurityHeaderType, NasSecurityContext,
 };
 
 use crate::msg::{self, Nas};
@@ -24,6 +24,9 @@ pub enum SecurityHeader {
     IntegrityCiphered = 2,
     IntegrityNewContext = 3,
     IntegrityCipheredNewContext = 4,
+    /// The short SERVICE REQUEST (TS 24.301 §9.3.1: types 12..=15). Not an envelope
+    /// around a plain message: [`NasSecurity::service_request`] builds it.
+    ServiceRequest = 12,
 }
 
 impl SecurityHeader {
@@ -39,14 +42,15 @@ impl SecurityHeader {
             (7, 2) => Ok(SecurityHeader::IntegrityCiphered),
             (7, 3) => Ok(SecurityHeader::IntegrityNewContext),
             (7, 4) => Ok(SecurityHeader::IntegrityCipheredNewContext),
+            (7, 12..=15) => Ok(SecurityHeader::ServiceRequest),
             (pd, sht) => Err(NasError::Decode(format!(
                 "unsupported NAS protocol discriminator {pd} / security header type {sht}"
             ))),
         }
     }
 
-    fn to_oxirush(self) -> NasEpsSecurityHeaderType {
-        match self {
+    fn to_oxirush(self) -> Result<NasEpsSecurityHeaderType> {
+        Ok(match self {
             SecurityHeader::Plain => NasEpsSecurityHeaderType::PlainNasMessageNotSecurityProtected,
             SecurityHeader::Integrity => NasEpsSecurityHeaderType::IntegrityProtected,
             SecurityHeader::IntegrityCiphered => {
@@ -58,7 +62,13 @@ impl SecurityHeader {
             SecurityHeader::IntegrityCipheredNewContext => {
                 NasEpsSecurityHeaderType::IntegrityProtectedAndCipheredWithNewEpsSecurityContext
             }
-        }
+            SecurityHeader::ServiceRequest => {
+                return Err(NasError::Security(
+                    "a SERVICE REQUEST protects no message: use NasSecurity::service_request"
+                        .into(),
+                ))
+            }
+        })
     }
 }
 
@@ -121,13 +131,26 @@ impl NasSecurity {
             return Ok(plain.to_vec());
         }
         self.ctx
-            .protect_bytes(plain.to_vec(), sht.to_oxirush(), direction)
+            .protect_bytes(plain.to_vec(), sht.to_oxirush()?, direction)
             .map_err(|e| NasError::Security(e.to_string()))
+    }
+
+    /// The UE's short SERVICE REQUEST (TS 24.301 §8.2.25): KSI, the five LSBs of the
+    /// uplink COUNT it uses (and advances) and the short MAC over the first two octets.
+    pub fn service_request(&mut self) -> Result<Vec<u8>> {
+        let m = self
+            .ctx
+            .protect_service_request(self.ksi)
+            .map_err(|e| NasError::Security(e.to_string()))?;
+        msg::encode(NasEpsMessage::ServiceRequest(m))
     }
 
     /// Verifies and deciphers a protected PDU sent in `direction`.
     pub fn unprotect(&mut self, pdu: &[u8], direction: Direction) -> Result<Opened> {
         let header = SecurityHeader::of(pdu)?;
+        if header == SecurityHeader::ServiceRequest {
+            return self.unprotect_service_request(pdu, direction);
+        }
         let v = self
             .ctx
             .unprotect_raw(pdu, direction)
@@ -141,6 +164,33 @@ impl NasSecurity {
             nas,
             header,
             count: Some(v.count.get()),
+            verified: true,
+        })
+    }
+
+    /// The short SERVICE REQUEST: the full uplink COUNT is recovered from its five
+    /// LSBs, the short MAC checked, and the COUNT (for KeNB) returned.
+    fn unprotect_service_request(&mut self, pdu: &[u8], direction: Direction) -> Result<Opened> {
+        if direction != Direction::Uplink {
+            return Err(NasError::Decode("downlink SERVICE REQUEST".into()));
+        }
+        let m = NasEpsMessage::decode_with_direction(pdu, direction)
+            .map_err(|e| NasError::Decode(e.to_string()))?;
+        let NasEpsMessage::ServiceRequest(r) = &m else {
+            return Err(NasError::Decode("not a SERVICE REQUEST".into()));
+        };
+        let count = self
+            .ctx
+            .unprotect_service_request(r)
+            .map_err(|e| match e {
+                oxirush_nas::common::NasError::IntegrityCheckFailed => NasError::IntegrityFailed,
+                other => NasError::Security(other.to_string()),
+            })?;
+        Ok(Opened {
+            plain: pdu.to_vec(),
+            nas: msg::from_message(&m),
+            header: SecurityHeader::ServiceRequest,
+            count: Some(count.get()),
             verified: true,
         })
     }
@@ -173,12 +223,15 @@ pub struct Opened {
 }
 
 /// Opens any NAS PDU received in `direction`: plain ones are decoded; protected ones
-/// are verified with `sec` when there is one; an integrity-only PDU without a context
-/// is decoded unverified; a ciphered PDU without a context is an error.
+/// (and the short SERVICE REQUEST) are verified with `sec` when there is one; an
+/// integrity-only PDU or a SERVICE REQUEST without a context is decoded unverified;
+/// a ciphered PDU without a context is an error.
 pub fn open(pdu: &[u8], sec: Option<&mut NasSecurity>, direction: Direction) -> Result<Opened> {
     let header = SecurityHeader::of(pdu)?;
     match (header, sec) {
-        (SecurityHeader::Plain, _) => Ok(Opened {
+        // Without a context a SERVICE REQUEST is only read: the MME finds the UE (by
+        // the S-TMSI of the S1AP message) and then verifies it with its context.
+        (SecurityHeader::Plain, _) | (SecurityHeader::ServiceRequest, None) => Ok(Opened {
             plain: pdu.to_vec(),
             nas: msg::parse(pdu, direction)?,
             header,
