@@ -740,7 +740,7 @@ pub fn guti_reallocation_command(guti: &Guti, tai_plmn: [u8; 3], tacs: &[u16]) -
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn h(s: &str) -> Vec<u8> {
@@ -841,15 +841,20 @@ mod tests {
         }
     }
 
-    #[test]
-    fn small_messages_round_trip() {
-        let guti = Guti {
-            plmn: [0x00, 0xf1, 0x10],
-            mme_group_id: 1,
-            mme_code: 1,
-            m_tmsi: 7,
-        };
-        let cases: Vec<(Vec<u8>, Direction, Nas)> = vec![
+    pub(crate) const PLMN: [u8; 3] = [0x00, 0xf1, 0x10];
+    pub(crate) const GUTI: Guti = Guti {
+        plmn: PLMN,
+        mme_group_id: 1,
+        mme_code: 1,
+        m_tmsi: 7,
+    };
+
+    /// Every message but the ATTACH REQUEST/ACCEPT and the SERVICE REQUEST (tested on
+    /// their own), plain, with the direction it travels and its typed view.
+    pub(crate) fn samples() -> Vec<(Vec<u8>, Direction, Nas)> {
+        let guti = GUTI;
+        let tai = Tai { plmn: PLMN, tac: 1 };
+        vec![
             (
                 authentication_response(&[1, 2, 3, 4, 5, 6, 7, 8]).unwrap(),
                 Direction::Uplink,
@@ -909,12 +914,263 @@ mod tests {
                 Direction::Downlink,
                 Nas::DetachAccept,
             ),
-        ];
-        for (bytes, dir, want) in cases {
+            (
+                detach_accept().unwrap(),
+                Direction::Uplink,
+                Nas::DetachAccept,
+            ),
+            (
+                network_detach_request(true, None).unwrap(),
+                Direction::Downlink,
+                Nas::NetworkDetachRequest {
+                    reattach_required: true,
+                    cause: None,
+                },
+            ),
+            (
+                network_detach_request(false, Some(crate::cause::EPS_AND_NON_EPS_NOT_ALLOWED))
+                    .unwrap(),
+                Direction::Downlink,
+                Nas::NetworkDetachRequest {
+                    reattach_required: false,
+                    cause: Some(8),
+                },
+            ),
+            (
+                service_reject(crate::cause::UE_IDENTITY_CANNOT_BE_DERIVED).unwrap(),
+                Direction::Downlink,
+                Nas::ServiceReject { cause: 9 },
+            ),
+            (
+                tracking_area_update_request(
+                    UpdateType::TaUpdating,
+                    true,
+                    1,
+                    &guti,
+                    Some(tai),
+                    Some(&[5, 6]),
+                )
+                .unwrap(),
+                Direction::Uplink,
+                Nas::TrackingAreaUpdateRequest {
+                    update_type: UpdateType::TaUpdating,
+                    active: true,
+                    ksi: 1,
+                    old_guti: Some(guti),
+                    last_visited_tai: Some(tai),
+                    bearers: Some(vec![5, 6]),
+                },
+            ),
+            (
+                tracking_area_update_request(UpdateType::Periodic, false, 1, &guti, None, None)
+                    .unwrap(),
+                Direction::Uplink,
+                Nas::TrackingAreaUpdateRequest {
+                    update_type: UpdateType::Periodic,
+                    active: false,
+                    ksi: 1,
+                    old_guti: Some(guti),
+                    last_visited_tai: None,
+                    bearers: None,
+                },
+            ),
+            (
+                tracking_area_update_accept(&TauAcceptParams {
+                    guti: Some(guti),
+                    tai_plmn: PLMN,
+                    tacs: vec![1, 2],
+                    t3412: 0x49,
+                    bearers: Some(vec![5]),
+                })
+                .unwrap(),
+                Direction::Downlink,
+                Nas::TrackingAreaUpdateAccept {
+                    guti: Some(guti),
+                    tai_list: Some(vec![0x01, 0x00, 0xf1, 0x10, 0x00, 0x01, 0x00, 0x02]),
+                    t3412: Some(0x49),
+                    bearers: Some(vec![5]),
+                },
+            ),
+            (
+                tracking_area_update_complete().unwrap(),
+                Direction::Uplink,
+                Nas::TrackingAreaUpdateComplete,
+            ),
+            (
+                tracking_area_update_reject(10).unwrap(),
+                Direction::Downlink,
+                Nas::TrackingAreaUpdateReject { cause: 10 },
+            ),
+            (
+                identity_request().unwrap(),
+                Direction::Downlink,
+                Nas::IdentityRequest { identity_type: 1 },
+            ),
+            (
+                identity_response("001010000000001").unwrap(),
+                Direction::Uplink,
+                Nas::IdentityResponse {
+                    imsi: Some("001010000000001".into()),
+                },
+            ),
+            (
+                guti_reallocation_command(&guti, PLMN, &[1]).unwrap(),
+                Direction::Downlink,
+                Nas::GutiReallocationCommand {
+                    guti,
+                    tai_list: Some(vec![0x00, 0x00, 0xf1, 0x10, 0x00, 0x01]),
+                },
+            ),
+            (
+                guti_reallocation_command(&guti, PLMN, &[]).unwrap(),
+                Direction::Downlink,
+                Nas::GutiReallocationCommand {
+                    guti,
+                    tai_list: None,
+                },
+            ),
+            (
+                guti_reallocation_complete().unwrap(),
+                Direction::Uplink,
+                Nas::GutiReallocationComplete,
+            ),
+            (
+                emm_status(crate::cause::SEMANTICALLY_INCORRECT).unwrap(),
+                Direction::Uplink,
+                Nas::EmmStatus { cause: 95 },
+            ),
+        ]
+    }
+
+    #[test]
+    fn small_messages_round_trip() {
+        for (bytes, dir, want) in samples() {
             assert_eq!(parse(&bytes, dir).unwrap(), want, "{}", hex::encode(&bytes));
         }
         // Attach Reject #8: 07 44 08 (TS 24.301 §8.2.3).
         assert_eq!(attach_reject(8).unwrap(), vec![0x07, 0x44, 0x08]);
+    }
+
+    /// Octets laid out by hand from TS 24.301 §8.2 (message types of Table 9.8.1, IEIs
+    /// of each message's table), for the GUTI 00101/MMEGI 1/MMEC 1/M-TMSI 7 and TAI
+    /// 00101/TAC 1; both ways: the builders give these octets and `parse` reads them.
+    #[test]
+    fn new_messages_known_bytes() {
+        let guti = "0bf600f11000010100000007";
+        let tai_list = "54060000f1100001";
+        let cases: [(String, Vec<u8>, Direction); 14] = [
+            // SERVICE REJECT #9 (§8.2.24).
+            (
+                "074e09".into(),
+                service_reject(9).unwrap(),
+                Direction::Downlink,
+            ),
+            // TAU REQUEST: KSI 1 (high half) | active | TA updating = 0x18, old GUTI
+            // (LV), last visited TAI (IEI 52), EPS bearer context status (IEI 57) with
+            // EBI 5 and 6 (octet 3 bits 6, 7).
+            (
+                format!("074818{guti}5200f110000157026000"),
+                tracking_area_update_request(
+                    UpdateType::TaUpdating,
+                    true,
+                    1,
+                    &GUTI,
+                    Some(Tai { plmn: PLMN, tac: 1 }),
+                    Some(&[5, 6]),
+                )
+                .unwrap(),
+                Direction::Uplink,
+            ),
+            // TAU REQUEST periodic, KSI 1 (octet 0x13).
+            (
+                format!("074813{guti}"),
+                tracking_area_update_request(UpdateType::Periodic, false, 1, &GUTI, None, None)
+                    .unwrap(),
+                Direction::Uplink,
+            ),
+            // TAU ACCEPT: TA updated, T3412 (IEI 5A) 54 min, GUTI (IEI 50), TAI list (IEI
+            // 54, type 0, one TAC).
+            (
+                format!("0749005a4950{guti}{tai_list}"),
+                tracking_area_update_accept(&TauAcceptParams {
+                    guti: Some(GUTI),
+                    tai_plmn: PLMN,
+                    tacs: vec![1],
+                    t3412: 0x49,
+                    bearers: None,
+                })
+                .unwrap(),
+                Direction::Downlink,
+            ),
+            (
+                "074a".into(),
+                tracking_area_update_complete().unwrap(),
+                Direction::Uplink,
+            ),
+            // TAU REJECT #10 implicitly detached.
+            (
+                "074b0a".into(),
+                tracking_area_update_reject(10).unwrap(),
+                Direction::Downlink,
+            ),
+            // IDENTITY REQUEST: identity type 2 = IMSI (spare half octet 0).
+            (
+                "075501".into(),
+                identity_request().unwrap(),
+                Direction::Downlink,
+            ),
+            // IDENTITY RESPONSE: IMSI 001010000000001, odd, as in the ATTACH REQUEST.
+            (
+                "0756080910100000000010".into(),
+                identity_response("001010000000001").unwrap(),
+                Direction::Uplink,
+            ),
+            (
+                format!("0750{guti}{tai_list}"),
+                guti_reallocation_command(&GUTI, PLMN, &[1]).unwrap(),
+                Direction::Downlink,
+            ),
+            (
+                "0751".into(),
+                guti_reallocation_complete().unwrap(),
+                Direction::Uplink,
+            ),
+            // Network DETACH REQUEST: re-attach required; re-attach not required with
+            // EMM cause (IEI 53) #8.
+            (
+                "074501".into(),
+                network_detach_request(true, None).unwrap(),
+                Direction::Downlink,
+            ),
+            (
+                "0745025308".into(),
+                network_detach_request(false, Some(8)).unwrap(),
+                Direction::Downlink,
+            ),
+            // DETACH ACCEPT from the UE.
+            ("0746".into(), detach_accept().unwrap(), Direction::Uplink),
+            (
+                "076061".into(),
+                emm_status(0x61).unwrap(),
+                Direction::Uplink,
+            ),
+        ];
+        for (want, built, dir) in cases {
+            assert_eq!(hex::encode(&built), want);
+            assert!(
+                !matches!(parse(&built, dir).unwrap(), Nas::Other { .. }),
+                "{want}"
+            );
+        }
+        // The short SERVICE REQUEST (§8.2.25): 0xC7, KSI 1 | SN 3, short MAC.
+        assert_eq!(
+            parse(&h("c7230102"), Direction::Uplink).unwrap(),
+            Nas::ServiceRequest {
+                ksi: 1,
+                seq: 3,
+                short_mac: 0x0102
+            }
+        );
     }
 
     #[test]
@@ -929,10 +1185,17 @@ mod tests {
                 .collect();
             let _ = parse(&bytes, Direction::Uplink);
             let _ = parse(&bytes, Direction::Downlink);
-            // Valid headers with random bodies reach the IE decoders.
-            let mut emm = vec![0x07, 0x41];
-            emm.extend_from_slice(&bytes);
-            let _ = parse(&emm, Direction::Uplink);
+            // Valid headers with random bodies reach the IE decoders, for every
+            // message type with IEs, and the short SERVICE REQUEST.
+            for mt in [0x41, 0x45, 0x48, 0x49, 0x4b, 0x4e, 0x50, 0x55, 0x56, 0x60] {
+                let mut emm = vec![0x07, mt];
+                emm.extend_from_slice(&bytes);
+                let _ = parse(&emm, Direction::Uplink);
+                let _ = parse(&emm, Direction::Downlink);
+            }
+            let mut sr = vec![0xc7];
+            sr.extend_from_slice(&bytes);
+            let _ = parse(&sr, Direction::Uplink);
         }
         assert!(parse(&[], Direction::Uplink).is_err());
         assert!(Guti::from_identity(&[0xf6, 1, 2]).is_none());
