@@ -18,6 +18,9 @@ pub mod msg;
 pub mod security;
 pub mod ue;
 
+#[cfg(test)]
+mod tshark_tests;
+
 pub use msg::{Guti, Nas, PdnConnectivity};
 pub use oxirush_nas::nas_eps as eps;
 pub use security::{Direction, NasSecurity, Opened, SecurityHeader};
