@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{NasError, Result};
 
-pub(crate) fn encode(m: NasEpsMessage) -> Result<Vec<u8>> {
+pub(crate) fn enc(m: NasEpsMessage) -> Result<Vec<u8>> {
     m.encode().map_err(|e| NasError::Encode(e.to_string()))
 }
 
@@ -485,13 +485,13 @@ pub fn attach_request(
         NasUeNetworkCapability::new(ue_network_capability.to_vec()),
         esm,
     );
-    encode(NasEpsMessage::new_emm(req))
+    enc(NasEpsMessage::new_emm(req))
 }
 
 pub fn authentication_response(res: &[u8]) -> Result<Vec<u8>> {
     let p = NasAuthenticationResponseParameter::from_res(res)
         .map_err(|e| NasError::Value(e.to_string()))?;
-    encode(NasEpsMessage::new_emm(NasAuthenticationResponse::new(p)))
+    enc(NasEpsMessage::new_emm(NasAuthenticationResponse::new(p)))
 }
 
 /// AUTHENTICATION FAILURE; `auts` only with cause #21 (synch failure).
@@ -502,15 +502,15 @@ pub fn authentication_failure(cause: u8, auts: Option<[u8; 14]>) -> Result<Vec<u
             auts,
         ));
     }
-    encode(NasEpsMessage::new_emm(m))
+    enc(NasEpsMessage::new_emm(m))
 }
 
 pub fn security_mode_complete() -> Result<Vec<u8>> {
-    encode(NasEpsMessage::new_emm(NasSecurityModeComplete::new()))
+    enc(NasEpsMessage::new_emm(NasSecurityModeComplete::new()))
 }
 
 pub fn security_mode_reject(cause: u8) -> Result<Vec<u8>> {
-    encode(NasEpsMessage::new_emm(NasSecurityModeReject::new(
+    enc(NasEpsMessage::new_emm(NasSecurityModeReject::new(
         NasEmmCause::new(cause),
     )))
 }
@@ -520,7 +520,7 @@ pub fn attach_complete(ebi: u8) -> Result<Vec<u8>> {
     let accept = NasEpsMessage::new_esm(NasActivateDefaultEpsBearerContextAccept::new(), ebi, 0);
     let esm = NasEsmMessageContainer::from_esm_message(&accept)
         .map_err(|e| NasError::Encode(e.to_string()))?;
-    encode(NasEpsMessage::new_emm(NasAttachComplete::new(esm)))
+    enc(NasEpsMessage::new_emm(NasAttachComplete::new(esm)))
 }
 
 /// UE-originating DETACH REQUEST (EPS detach) identified by GUTI.
@@ -530,7 +530,7 @@ pub fn detach_request(switch_off: bool, guti: &Guti, ksi: u8) -> Result<Vec<u8>>
         NasKeySetIdentifier::new(ksi & 0x07),
         NasEpsMobileIdentity::new(guti.to_identity()),
     );
-    encode(NasEpsMessage::new_emm(m))
+    enc(NasEpsMessage::new_emm(m))
 }
 
 /// TRACKING AREA UPDATE REQUEST (EPS-only) from a UE known by `old_guti`; `bearers`
@@ -558,21 +558,21 @@ pub fn tracking_area_update_request(
     if let Some(ebis) = bearers {
         m = m.with_eps_bearer_context_status(bearer_status(ebis)?);
     }
-    encode(NasEpsMessage::new_emm(m))
+    enc(NasEpsMessage::new_emm(m))
 }
 
 pub fn tracking_area_update_complete() -> Result<Vec<u8>> {
-    encode(NasEpsMessage::new_emm(NasTrackingAreaUpdateComplete::new()))
+    enc(NasEpsMessage::new_emm(NasTrackingAreaUpdateComplete::new()))
 }
 
 /// IDENTITY RESPONSE with the IMSI.
 pub fn identity_response(imsi: &str) -> Result<Vec<u8>> {
     let id = NasMobileIdentity::from_imsi(imsi).map_err(|e| NasError::Value(e.to_string()))?;
-    encode(NasEpsMessage::new_emm(NasIdentityResponse::new(id)))
+    enc(NasEpsMessage::new_emm(NasIdentityResponse::new(id)))
 }
 
 pub fn guti_reallocation_complete() -> Result<Vec<u8>> {
-    encode(NasEpsMessage::new_emm(NasGutiReallocationComplete::new()))
+    enc(NasEpsMessage::new_emm(NasGutiReallocationComplete::new()))
 }
 
 // ---- either way ----------------------------------------------------------------
@@ -580,12 +580,12 @@ pub fn guti_reallocation_complete() -> Result<Vec<u8>> {
 /// DETACH ACCEPT: the MME's answer to a UE-originating detach, and the UE's to a
 /// network-initiated one (the same message, TS 24.301 §8.2.10).
 pub fn detach_accept() -> Result<Vec<u8>> {
-    encode(NasEpsMessage::new_emm(NasDetachAccept::new()))
+    enc(NasEpsMessage::new_emm(NasDetachAccept::new()))
 }
 
 /// EMM STATUS reporting `cause` (e.g. #97 message type non-existent).
 pub fn emm_status(cause: u8) -> Result<Vec<u8>> {
-    encode(NasEpsMessage::new_emm(NasEmmStatus::new(NasEmmCause::new(
+    enc(NasEpsMessage::new_emm(NasEmmStatus::new(NasEmmCause::new(
         cause,
     ))))
 }
@@ -598,11 +598,11 @@ pub fn authentication_request(ksi: u8, rand: &[u8; 16], autn: &[u8; 16]) -> Resu
         NasAuthenticationParameterRand::from_rand(*rand),
         NasAuthenticationParameterAutn::from_autn(*autn),
     );
-    encode(NasEpsMessage::new_emm(m))
+    enc(NasEpsMessage::new_emm(m))
 }
 
 pub fn authentication_reject() -> Result<Vec<u8>> {
-    encode(NasEpsMessage::new_emm(NasAuthenticationReject::new()))
+    enc(NasEpsMessage::new_emm(NasAuthenticationReject::new()))
 }
 
 /// SECURITY MODE COMMAND selecting `eea`/`eia`, replaying the UE network capability's
@@ -621,7 +621,7 @@ pub fn security_mode_command(
         NasKeySetIdentifier::new(ksi & 0x07),
         replayed,
     );
-    encode(NasEpsMessage::new_emm(m))
+    enc(NasEpsMessage::new_emm(m))
 }
 
 /// ACTIVATE DEFAULT EPS BEARER CONTEXT REQUEST (ESM) of an attach.
@@ -662,11 +662,11 @@ pub fn attach_accept(p: &AttachAcceptParams) -> Result<Vec<u8>> {
         esm,
     )
     .with_guti(NasEpsMobileIdentity::new(p.guti.to_identity()));
-    encode(NasEpsMessage::new_emm(m))
+    enc(NasEpsMessage::new_emm(m))
 }
 
 pub fn attach_reject(cause: u8) -> Result<Vec<u8>> {
-    encode(NasEpsMessage::new_emm(NasAttachReject::new(
+    enc(NasEpsMessage::new_emm(NasAttachReject::new(
         NasEmmCause::new(cause),
     )))
 }
@@ -683,11 +683,11 @@ pub fn network_detach_request(reattach_required: bool, cause: Option<u8>) -> Res
     if let Some(cause) = cause {
         m = m.with_emm_cause(NasEmmCause::new(cause));
     }
-    encode(NasEpsMessage::new_emm(m))
+    enc(NasEpsMessage::new_emm(m))
 }
 
 pub fn service_reject(cause: u8) -> Result<Vec<u8>> {
-    encode(NasEpsMessage::new_emm(NasServiceReject::new(
+    enc(NasEpsMessage::new_emm(NasServiceReject::new(
         NasEmmCause::new(cause),
     )))
 }
@@ -712,11 +712,11 @@ pub fn tracking_area_update_accept(p: &TauAcceptParams) -> Result<Vec<u8>> {
     if let Some(ebis) = &p.bearers {
         m = m.with_eps_bearer_context_status(bearer_status(ebis)?);
     }
-    encode(NasEpsMessage::new_emm(m))
+    enc(NasEpsMessage::new_emm(m))
 }
 
 pub fn tracking_area_update_reject(cause: u8) -> Result<Vec<u8>> {
-    encode(NasEpsMessage::new_emm(NasTrackingAreaUpdateReject::new(
+    enc(NasEpsMessage::new_emm(NasTrackingAreaUpdateReject::new(
         NasEmmCause::new(cause),
     )))
 }
@@ -726,7 +726,7 @@ pub fn tracking_area_update_reject(cause: u8) -> Result<Vec<u8>> {
 pub fn identity_request() -> Result<Vec<u8>> {
     let t = NasIdentityType2::from_identity_type(IdentityType::Imsi)
         .map_err(|e| NasError::Value(e.to_string()))?;
-    encode(NasEpsMessage::new_emm(NasIdentityRequest::new(t)))
+    enc(NasEpsMessage::new_emm(NasIdentityRequest::new(t)))
 }
 
 /// GUTI REALLOCATION COMMAND with a new GUTI and, unless `tacs` is empty, a new TAI
@@ -736,7 +736,7 @@ pub fn guti_reallocation_command(guti: &Guti, tai_plmn: [u8; 3], tacs: &[u16]) -
     if !tacs.is_empty() {
         m = m.with_tai_list(NasTrackingAreaIdentityList::new(tai_list(tai_plmn, tacs)?));
     }
-    encode(NasEpsMessage::new_emm(m))
+    enc(NasEpsMessage::new_emm(m))
 }
 
 #[cfg(test)]

@@ -142,7 +142,7 @@ impl NasSecurity {
             .ctx
             .protect_service_request(self.ksi)
             .map_err(|e| NasError::Security(e.to_string()))?;
-        msg::encode(NasEpsMessage::ServiceRequest(m))
+        msg::enc(NasEpsMessage::ServiceRequest(m))
     }
 
     /// Verifies and deciphers a protected PDU sent in `direction`.
