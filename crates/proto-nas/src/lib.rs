@@ -5,11 +5,14 @@
 //! security header, EIA2 (AES-CMAC), EEA2 (AES-CTR) and NAS COUNT rules of TS 24.301
 //! §4.4.3). This crate adds:
 //! - [`msg`]: typed builders for every message of attach/authentication/security
-//!   mode/detach, and [`msg::parse`] turning a decoded message into [`msg::Nas`], a
-//!   plain enum the state machines can `match` on without knowing oxirush's IE types;
+//!   mode/detach (both ways), service request, tracking area update, identification
+//!   and GUTI reallocation, and [`msg::parse`] turning a decoded message into
+//!   [`msg::Nas`], a plain enum the state machines can `match` on without knowing
+//!   oxirush's IE types;
 //! - [`ue::UeNas`]: the UE side (USIM via `aka`, attach/detach) for the RAN emulator;
 //! - [`security::NasSecurity`]: a NAS security context whose KNASint/KNASenc come from
-//!   crate `aka` (one key-derivation implementation for HSS, MME and UE), plus
+//!   crate `aka` (one key-derivation implementation for HSS, MME and UE) that also
+//!   builds and verifies the short SERVICE REQUEST, plus
 //!   [`security::open`] which handles plain, protected and not-yet-secured messages.
 //!
 //! Every decoder returns `Result`; nothing here panics on input.
@@ -18,7 +21,10 @@ pub mod msg;
 pub mod security;
 pub mod ue;
 
-pub use msg::{Guti, Nas, PdnConnectivity};
+#[cfg(test)]
+mod tshark_tests;
+
+pub use msg::{Guti, Nas, PdnConnectivity, Tai, UpdateType};
 pub use oxirush_nas::nas_eps as eps;
 pub use security::{Direction, NasSecurity, Opened, SecurityHeader};
 pub use ue::{UeEvent, UeNas, Usim};

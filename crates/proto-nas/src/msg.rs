@@ -1,13 +1,16 @@
 //! Builders and a typed view of the EMM/ESM messages of attach, authentication,
-//! security mode and detach (TS 24.301 §8.2, §8.3). Builders return the *plain*
-//! encoded message; [`crate::security`] protects it when a context exists.
+//! security mode, detach (both ways), service request, tracking area update,
+//! identification and GUTI reallocation (TS 24.301 §8.2, §8.3). Builders return the
+//! *plain* encoded message; [`crate::security`] protects it when a context exists.
+//! The short SERVICE REQUEST is the exception: it is its own protection, built by
+//! [`crate::NasSecurity::service_request`].
 
 use oxirush_nas::nas_eps::*;
 use serde::{Deserialize, Serialize};
 
 use crate::{NasError, Result};
 
-fn enc(m: NasEpsMessage) -> Result<Vec<u8>> {
+pub(crate) fn enc(m: NasEpsMessage) -> Result<Vec<u8>> {
     m.encode().map_err(|e| NasError::Encode(e.to_string()))
 }
 
@@ -43,6 +46,40 @@ impl Guti {
             _ => None,
         }
     }
+}
+
+/// Tracking area identity (TS 24.301 §9.9.3.32): PLMN and TAC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Tai {
+    pub plmn: [u8; 3],
+    pub tac: u16,
+}
+
+impl Tai {
+    fn to_octets(self) -> Vec<u8> {
+        let mut v = self.plmn.to_vec();
+        v.extend_from_slice(&self.tac.to_be_bytes());
+        v
+    }
+
+    fn from_octets(v: &[u8]) -> Option<Tai> {
+        match v {
+            [p0, p1, p2, t0, t1] => Some(Tai {
+                plmn: [*p0, *p1, *p2],
+                tac: u16::from_be_bytes([*t0, *t1]),
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// EPS update type of a TRACKING AREA UPDATE REQUEST (TS 24.301 §9.9.3.14). This
+/// lab's UEs are EPS-only: a combined TA/LA update (values 1, 2) and the reserved
+/// values are read as TA updating, which is what an EPS-only MME accepts them as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum UpdateType {
+    TaUpdating,
+    Periodic,
 }
 
 /// The PDN CONNECTIVITY REQUEST carried in an ATTACH REQUEST.
@@ -83,6 +120,20 @@ pub struct AttachAcceptParams {
     pub qci: u8,
     pub apn: String,
     pub ue_ipv4: [u8; 4],
+}
+
+/// What the MME puts in a TRACKING AREA UPDATE ACCEPT.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TauAcceptParams {
+    /// A new GUTI (the UE answers with TRACKING AREA UPDATE COMPLETE), or none.
+    pub guti: Option<Guti>,
+    pub tai_plmn: [u8; 3],
+    pub tacs: Vec<u16>,
+    /// T3412 as the GPRS timer octet (TS 24.008 §10.5.7.3).
+    pub t3412: u8,
+    /// EBIs the MME keeps, when the request carried an EPS bearer context status
+    /// (TS 24.301 §5.5.3.2.4: the UE then releases the others locally).
+    pub bearers: Option<Vec<u8>>,
 }
 
 /// The messages of this crate's procedures, as plain data. `Other` names what is not
@@ -140,7 +191,55 @@ pub enum Nas {
         guti: Option<Guti>,
         imsi: Option<String>,
     },
+    /// Network-initiated DETACH REQUEST (UE terminated).
+    NetworkDetachRequest {
+        reattach_required: bool,
+        cause: Option<u8>,
+    },
+    /// DETACH ACCEPT, either way (the message has no IEs).
     DetachAccept,
+    /// The short SERVICE REQUEST (TS 24.301 §8.2.25): KSI, the five LSBs of the
+    /// uplink NAS COUNT, the two LSBs of the NAS-MAC.
+    ServiceRequest {
+        ksi: u8,
+        seq: u8,
+        short_mac: u16,
+    },
+    ServiceReject {
+        cause: u8,
+    },
+    TrackingAreaUpdateRequest {
+        update_type: UpdateType,
+        /// "Active" flag: the UE asks for its bearers to be set up.
+        active: bool,
+        ksi: u8,
+        old_guti: Option<Guti>,
+        last_visited_tai: Option<Tai>,
+        /// EBIs of the UE's active bearers, when it sent an EPS bearer context status.
+        bearers: Option<Vec<u8>>,
+    },
+    TrackingAreaUpdateAccept {
+        guti: Option<Guti>,
+        tai_list: Option<Vec<u8>>,
+        t3412: Option<u8>,
+        bearers: Option<Vec<u8>>,
+    },
+    TrackingAreaUpdateComplete,
+    TrackingAreaUpdateReject {
+        cause: u8,
+    },
+    IdentityRequest {
+        /// Type of identity (TS 24.008 §10.5.5.9): 1 IMSI, 2 IMEI, 3 IMEISV, 4 TMSI.
+        identity_type: u8,
+    },
+    IdentityResponse {
+        imsi: Option<String>,
+    },
+    GutiReallocationCommand {
+        guti: Guti,
+        tai_list: Option<Vec<u8>>,
+    },
+    GutiReallocationComplete,
     EmmStatus {
         cause: u8,
     },
@@ -149,7 +248,8 @@ pub enum Nas {
     },
 }
 
-/// Decodes a plain (security header type 0) NAS message sent in `direction`.
+/// Decodes a plain (security header type 0) NAS message, or a short SERVICE REQUEST
+/// (read, not verified), sent in `direction`.
 pub fn parse(plain: &[u8], direction: Direction) -> Result<Nas> {
     let m = NasEpsMessage::decode_with_direction(plain, direction)
         .map_err(|e| NasError::Decode(e.to_string()))?;
@@ -168,6 +268,13 @@ pub fn from_message(m: &NasEpsMessage) -> Nas {
     let emm = match m {
         NasEpsMessage::Emm(_, emm) => emm,
         NasEpsMessage::SecurityProtected(_, inner) => return from_message(inner),
+        NasEpsMessage::ServiceRequest(r) => {
+            return Nas::ServiceRequest {
+                ksi: r.ksi_and_sequence_number >> 5,
+                seq: r.ksi_and_sequence_number & 0x1f,
+                short_mac: r.message_authentication_code,
+            }
+        }
         other => {
             return Nas::Other {
                 name: format!("{other}"),
@@ -277,7 +384,61 @@ pub fn from_message(m: &NasEpsMessage) -> Nas {
                 imsi,
             }
         }
+        NasEmmMessage::DetachRequestUeTerminated(r) => Nas::NetworkDetachRequest {
+            reattach_required: r.detach_type.network_detach_kind()
+                == NetworkDetachKind::ReattachRequired,
+            cause: r.emm_cause.as_ref().map(|c| c.cause_raw()),
+        },
         NasEmmMessage::DetachAccept(_) => Nas::DetachAccept,
+        NasEmmMessage::ServiceReject(r) => Nas::ServiceReject {
+            cause: r.emm_cause.cause_raw(),
+        },
+        NasEmmMessage::TrackingAreaUpdateRequest(r) => Nas::TrackingAreaUpdateRequest {
+            update_type: match r.eps_update_type.update_type_raw() {
+                3 => UpdateType::Periodic,
+                _ => UpdateType::TaUpdating,
+            },
+            active: r.eps_update_type.is_active(),
+            ksi: r.nas_key_set_identifier.value & 0x07,
+            old_guti: Guti::from_identity(&r.old_guti.value),
+            last_visited_tai: r
+                .last_visited_registered_tai
+                .as_ref()
+                .and_then(|t| Tai::from_octets(&t.value)),
+            bearers: r
+                .eps_bearer_context_status
+                .as_ref()
+                .map(|b| b.active_bearers()),
+        },
+        NasEmmMessage::TrackingAreaUpdateAccept(r) => Nas::TrackingAreaUpdateAccept {
+            guti: r.guti.as_ref().and_then(|g| Guti::from_identity(&g.value)),
+            tai_list: r.tai_list.as_ref().map(|t| t.value.to_vec()),
+            t3412: r.t3412_value.as_ref().map(|t| t.value),
+            bearers: r
+                .eps_bearer_context_status
+                .as_ref()
+                .map(|b| b.active_bearers()),
+        },
+        NasEmmMessage::TrackingAreaUpdateComplete(_) => Nas::TrackingAreaUpdateComplete,
+        NasEmmMessage::TrackingAreaUpdateReject(r) => Nas::TrackingAreaUpdateReject {
+            cause: r.emm_cause.cause_raw(),
+        },
+        NasEmmMessage::IdentityRequest(r) => Nas::IdentityRequest {
+            identity_type: r.identity_type.identity_type_raw(),
+        },
+        NasEmmMessage::IdentityResponse(r) => Nas::IdentityResponse {
+            imsi: r.mobile_identity.as_imsi().map(|i| i.to_string()),
+        },
+        NasEmmMessage::GutiReallocationCommand(r) => match Guti::from_identity(&r.guti.value) {
+            Some(guti) => Nas::GutiReallocationCommand {
+                guti,
+                tai_list: r.tai_list.as_ref().map(|t| t.value.to_vec()),
+            },
+            None => Nas::Other {
+                name: "GutiReallocationCommand without a GUTI".into(),
+            },
+        },
+        NasEmmMessage::GutiReallocationComplete(_) => Nas::GutiReallocationComplete,
         NasEmmMessage::EmmStatus(r) => Nas::EmmStatus {
             cause: r.emm_cause.cause_raw(),
         },
@@ -372,6 +533,63 @@ pub fn detach_request(switch_off: bool, guti: &Guti, ksi: u8) -> Result<Vec<u8>>
     enc(NasEpsMessage::new_emm(m))
 }
 
+/// TRACKING AREA UPDATE REQUEST (EPS-only) from a UE known by `old_guti`; `bearers`
+/// are the EBIs of its active bearers (EPS bearer context status), if it sends them.
+pub fn tracking_area_update_request(
+    update_type: UpdateType,
+    active: bool,
+    ksi: u8,
+    old_guti: &Guti,
+    last_visited_tai: Option<Tai>,
+    bearers: Option<&[u8]>,
+) -> Result<Vec<u8>> {
+    let kind = match update_type {
+        UpdateType::TaUpdating => oxirush_nas::nas_eps::UpdateType::TaUpdating,
+        UpdateType::Periodic => oxirush_nas::nas_eps::UpdateType::PeriodicUpdating,
+    };
+    let mut m = NasTrackingAreaUpdateRequest::new(
+        NasEpsUpdateType::from_update_type(kind).with_active(active),
+        NasKeySetIdentifier::new(ksi & 0x07),
+        NasEpsMobileIdentity::new(old_guti.to_identity()),
+    );
+    if let Some(tai) = last_visited_tai {
+        m = m.with_last_visited_registered_tai(NasTrackingAreaIdentity::new(tai.to_octets()));
+    }
+    if let Some(ebis) = bearers {
+        m = m.with_eps_bearer_context_status(bearer_status(ebis)?);
+    }
+    enc(NasEpsMessage::new_emm(m))
+}
+
+pub fn tracking_area_update_complete() -> Result<Vec<u8>> {
+    enc(NasEpsMessage::new_emm(NasTrackingAreaUpdateComplete::new()))
+}
+
+/// IDENTITY RESPONSE with the IMSI.
+pub fn identity_response(imsi: &str) -> Result<Vec<u8>> {
+    let id = NasMobileIdentity::from_imsi(imsi).map_err(|e| NasError::Value(e.to_string()))?;
+    enc(NasEpsMessage::new_emm(NasIdentityResponse::new(id)))
+}
+
+pub fn guti_reallocation_complete() -> Result<Vec<u8>> {
+    enc(NasEpsMessage::new_emm(NasGutiReallocationComplete::new()))
+}
+
+// ---- either way ----------------------------------------------------------------
+
+/// DETACH ACCEPT: the MME's answer to a UE-originating detach, and the UE's to a
+/// network-initiated one (the same message, TS 24.301 §8.2.10).
+pub fn detach_accept() -> Result<Vec<u8>> {
+    enc(NasEpsMessage::new_emm(NasDetachAccept::new()))
+}
+
+/// EMM STATUS reporting `cause` (e.g. #97 message type non-existent).
+pub fn emm_status(cause: u8) -> Result<Vec<u8>> {
+    enc(NasEpsMessage::new_emm(NasEmmStatus::new(NasEmmCause::new(
+        cause,
+    ))))
+}
+
 // ---- MME → UE -------------------------------------------------------------------
 
 pub fn authentication_request(ksi: u8, rand: &[u8; 16], autn: &[u8; 16]) -> Result<Vec<u8>> {
@@ -453,12 +671,76 @@ pub fn attach_reject(cause: u8) -> Result<Vec<u8>> {
     )))
 }
 
-pub fn detach_accept() -> Result<Vec<u8>> {
-    enc(NasEpsMessage::new_emm(NasDetachAccept::new()))
+/// Network-initiated DETACH REQUEST (EPS detach); `cause` only with "re-attach not
+/// required" (TS 24.301 §5.5.2.3.1).
+pub fn network_detach_request(reattach_required: bool, cause: Option<u8>) -> Result<Vec<u8>> {
+    let kind = if reattach_required {
+        NetworkDetachKind::ReattachRequired
+    } else {
+        NetworkDetachKind::ReattachNotRequired
+    };
+    let mut m = NasDetachRequestUeTerminated::new(NasDetachType::from_network_detach_kind(kind));
+    if let Some(cause) = cause {
+        m = m.with_emm_cause(NasEmmCause::new(cause));
+    }
+    enc(NasEpsMessage::new_emm(m))
+}
+
+pub fn service_reject(cause: u8) -> Result<Vec<u8>> {
+    enc(NasEpsMessage::new_emm(NasServiceReject::new(
+        NasEmmCause::new(cause),
+    )))
+}
+
+/// EPS bearer context status (TS 24.301 §9.9.2.1) with `ebis` (5..=15) active.
+fn bearer_status(ebis: &[u8]) -> Result<NasEpsBearerContextStatus> {
+    NasEpsBearerContextStatus::from_bearers(ebis).map_err(|e| NasError::Value(e.to_string()))
+}
+
+/// TRACKING AREA UPDATE ACCEPT (EPS update result "TA updated").
+pub fn tracking_area_update_accept(p: &TauAcceptParams) -> Result<Vec<u8>> {
+    let mut m = NasTrackingAreaUpdateAccept::new(NasEpsUpdateResult::from_update_result(
+        UpdateResult::TaUpdated,
+    ))
+    .with_t3412_value(NasT3412Value::new(p.t3412))
+    .with_tai_list(NasTrackingAreaIdentityList::new(tai_list(
+        p.tai_plmn, &p.tacs,
+    )?));
+    if let Some(guti) = &p.guti {
+        m = m.with_guti(NasEpsMobileIdentity::new(guti.to_identity()));
+    }
+    if let Some(ebis) = &p.bearers {
+        m = m.with_eps_bearer_context_status(bearer_status(ebis)?);
+    }
+    enc(NasEpsMessage::new_emm(m))
+}
+
+pub fn tracking_area_update_reject(cause: u8) -> Result<Vec<u8>> {
+    enc(NasEpsMessage::new_emm(NasTrackingAreaUpdateReject::new(
+        NasEmmCause::new(cause),
+    )))
+}
+
+/// IDENTITY REQUEST for the IMSI, the only identity this lab asks for (a GUTI the
+/// MME cannot resolve, TS 24.301 §5.4.4).
+pub fn identity_request() -> Result<Vec<u8>> {
+    let t = NasIdentityType2::from_identity_type(IdentityType::Imsi)
+        .map_err(|e| NasError::Value(e.to_string()))?;
+    enc(NasEpsMessage::new_emm(NasIdentityRequest::new(t)))
+}
+
+/// GUTI REALLOCATION COMMAND with a new GUTI and, unless `tacs` is empty, a new TAI
+/// list of `tai_plmn`.
+pub fn guti_reallocation_command(guti: &Guti, tai_plmn: [u8; 3], tacs: &[u16]) -> Result<Vec<u8>> {
+    let mut m = NasGutiReallocationCommand::new(NasEpsMobileIdentity::new(guti.to_identity()));
+    if !tacs.is_empty() {
+        m = m.with_tai_list(NasTrackingAreaIdentityList::new(tai_list(tai_plmn, tacs)?));
+    }
+    enc(NasEpsMessage::new_emm(m))
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn h(s: &str) -> Vec<u8> {
@@ -559,15 +841,20 @@ mod tests {
         }
     }
 
-    #[test]
-    fn small_messages_round_trip() {
-        let guti = Guti {
-            plmn: [0x00, 0xf1, 0x10],
-            mme_group_id: 1,
-            mme_code: 1,
-            m_tmsi: 7,
-        };
-        let cases: Vec<(Vec<u8>, Direction, Nas)> = vec![
+    pub(crate) const PLMN: [u8; 3] = [0x00, 0xf1, 0x10];
+    pub(crate) const GUTI: Guti = Guti {
+        plmn: PLMN,
+        mme_group_id: 1,
+        mme_code: 1,
+        m_tmsi: 7,
+    };
+
+    /// Every message but the ATTACH REQUEST/ACCEPT and the SERVICE REQUEST (tested on
+    /// their own), plain, with the direction it travels and its typed view.
+    pub(crate) fn samples() -> Vec<(Vec<u8>, Direction, Nas)> {
+        let guti = GUTI;
+        let tai = Tai { plmn: PLMN, tac: 1 };
+        vec![
             (
                 authentication_response(&[1, 2, 3, 4, 5, 6, 7, 8]).unwrap(),
                 Direction::Uplink,
@@ -627,12 +914,263 @@ mod tests {
                 Direction::Downlink,
                 Nas::DetachAccept,
             ),
-        ];
-        for (bytes, dir, want) in cases {
+            (
+                detach_accept().unwrap(),
+                Direction::Uplink,
+                Nas::DetachAccept,
+            ),
+            (
+                network_detach_request(true, None).unwrap(),
+                Direction::Downlink,
+                Nas::NetworkDetachRequest {
+                    reattach_required: true,
+                    cause: None,
+                },
+            ),
+            (
+                network_detach_request(false, Some(crate::cause::EPS_AND_NON_EPS_NOT_ALLOWED))
+                    .unwrap(),
+                Direction::Downlink,
+                Nas::NetworkDetachRequest {
+                    reattach_required: false,
+                    cause: Some(8),
+                },
+            ),
+            (
+                service_reject(crate::cause::UE_IDENTITY_CANNOT_BE_DERIVED).unwrap(),
+                Direction::Downlink,
+                Nas::ServiceReject { cause: 9 },
+            ),
+            (
+                tracking_area_update_request(
+                    UpdateType::TaUpdating,
+                    true,
+                    1,
+                    &guti,
+                    Some(tai),
+                    Some(&[5, 6]),
+                )
+                .unwrap(),
+                Direction::Uplink,
+                Nas::TrackingAreaUpdateRequest {
+                    update_type: UpdateType::TaUpdating,
+                    active: true,
+                    ksi: 1,
+                    old_guti: Some(guti),
+                    last_visited_tai: Some(tai),
+                    bearers: Some(vec![5, 6]),
+                },
+            ),
+            (
+                tracking_area_update_request(UpdateType::Periodic, false, 1, &guti, None, None)
+                    .unwrap(),
+                Direction::Uplink,
+                Nas::TrackingAreaUpdateRequest {
+                    update_type: UpdateType::Periodic,
+                    active: false,
+                    ksi: 1,
+                    old_guti: Some(guti),
+                    last_visited_tai: None,
+                    bearers: None,
+                },
+            ),
+            (
+                tracking_area_update_accept(&TauAcceptParams {
+                    guti: Some(guti),
+                    tai_plmn: PLMN,
+                    tacs: vec![1, 2],
+                    t3412: 0x49,
+                    bearers: Some(vec![5]),
+                })
+                .unwrap(),
+                Direction::Downlink,
+                Nas::TrackingAreaUpdateAccept {
+                    guti: Some(guti),
+                    tai_list: Some(vec![0x01, 0x00, 0xf1, 0x10, 0x00, 0x01, 0x00, 0x02]),
+                    t3412: Some(0x49),
+                    bearers: Some(vec![5]),
+                },
+            ),
+            (
+                tracking_area_update_complete().unwrap(),
+                Direction::Uplink,
+                Nas::TrackingAreaUpdateComplete,
+            ),
+            (
+                tracking_area_update_reject(10).unwrap(),
+                Direction::Downlink,
+                Nas::TrackingAreaUpdateReject { cause: 10 },
+            ),
+            (
+                identity_request().unwrap(),
+                Direction::Downlink,
+                Nas::IdentityRequest { identity_type: 1 },
+            ),
+            (
+                identity_response("001010000000001").unwrap(),
+                Direction::Uplink,
+                Nas::IdentityResponse {
+                    imsi: Some("001010000000001".into()),
+                },
+            ),
+            (
+                guti_reallocation_command(&guti, PLMN, &[1]).unwrap(),
+                Direction::Downlink,
+                Nas::GutiReallocationCommand {
+                    guti,
+                    tai_list: Some(vec![0x00, 0x00, 0xf1, 0x10, 0x00, 0x01]),
+                },
+            ),
+            (
+                guti_reallocation_command(&guti, PLMN, &[]).unwrap(),
+                Direction::Downlink,
+                Nas::GutiReallocationCommand {
+                    guti,
+                    tai_list: None,
+                },
+            ),
+            (
+                guti_reallocation_complete().unwrap(),
+                Direction::Uplink,
+                Nas::GutiReallocationComplete,
+            ),
+            (
+                emm_status(crate::cause::SEMANTICALLY_INCORRECT).unwrap(),
+                Direction::Uplink,
+                Nas::EmmStatus { cause: 95 },
+            ),
+        ]
+    }
+
+    #[test]
+    fn small_messages_round_trip() {
+        for (bytes, dir, want) in samples() {
             assert_eq!(parse(&bytes, dir).unwrap(), want, "{}", hex::encode(&bytes));
         }
         // Attach Reject #8: 07 44 08 (TS 24.301 §8.2.3).
         assert_eq!(attach_reject(8).unwrap(), vec![0x07, 0x44, 0x08]);
+    }
+
+    /// Octets laid out by hand from TS 24.301 §8.2 (message types of Table 9.8.1, IEIs
+    /// of each message's table), for the GUTI 00101/MMEGI 1/MMEC 1/M-TMSI 7 and TAI
+    /// 00101/TAC 1; both ways: the builders give these octets and `parse` reads them.
+    #[test]
+    fn new_messages_known_bytes() {
+        let guti = "0bf600f11000010100000007";
+        let tai_list = "54060000f1100001";
+        let cases: [(String, Vec<u8>, Direction); 14] = [
+            // SERVICE REJECT #9 (§8.2.24).
+            (
+                "074e09".into(),
+                service_reject(9).unwrap(),
+                Direction::Downlink,
+            ),
+            // TAU REQUEST: KSI 1 (high half) | active | TA updating = 0x18, old GUTI
+            // (LV), last visited TAI (IEI 52), EPS bearer context status (IEI 57) with
+            // EBI 5 and 6 (octet 3 bits 6, 7).
+            (
+                format!("074818{guti}5200f110000157026000"),
+                tracking_area_update_request(
+                    UpdateType::TaUpdating,
+                    true,
+                    1,
+                    &GUTI,
+                    Some(Tai { plmn: PLMN, tac: 1 }),
+                    Some(&[5, 6]),
+                )
+                .unwrap(),
+                Direction::Uplink,
+            ),
+            // TAU REQUEST periodic, KSI 1 (octet 0x13).
+            (
+                format!("074813{guti}"),
+                tracking_area_update_request(UpdateType::Periodic, false, 1, &GUTI, None, None)
+                    .unwrap(),
+                Direction::Uplink,
+            ),
+            // TAU ACCEPT: TA updated, T3412 (IEI 5A) 54 min, GUTI (IEI 50), TAI list (IEI
+            // 54, type 0, one TAC).
+            (
+                format!("0749005a4950{guti}{tai_list}"),
+                tracking_area_update_accept(&TauAcceptParams {
+                    guti: Some(GUTI),
+                    tai_plmn: PLMN,
+                    tacs: vec![1],
+                    t3412: 0x49,
+                    bearers: None,
+                })
+                .unwrap(),
+                Direction::Downlink,
+            ),
+            (
+                "074a".into(),
+                tracking_area_update_complete().unwrap(),
+                Direction::Uplink,
+            ),
+            // TAU REJECT #10 implicitly detached.
+            (
+                "074b0a".into(),
+                tracking_area_update_reject(10).unwrap(),
+                Direction::Downlink,
+            ),
+            // IDENTITY REQUEST: identity type 2 = IMSI (spare half octet 0).
+            (
+                "075501".into(),
+                identity_request().unwrap(),
+                Direction::Downlink,
+            ),
+            // IDENTITY RESPONSE: IMSI 001010000000001, odd, as in the ATTACH REQUEST.
+            (
+                "0756080910100000000010".into(),
+                identity_response("001010000000001").unwrap(),
+                Direction::Uplink,
+            ),
+            (
+                format!("0750{guti}{tai_list}"),
+                guti_reallocation_command(&GUTI, PLMN, &[1]).unwrap(),
+                Direction::Downlink,
+            ),
+            (
+                "0751".into(),
+                guti_reallocation_complete().unwrap(),
+                Direction::Uplink,
+            ),
+            // Network DETACH REQUEST: re-attach required; re-attach not required with
+            // EMM cause (IEI 53) #8.
+            (
+                "074501".into(),
+                network_detach_request(true, None).unwrap(),
+                Direction::Downlink,
+            ),
+            (
+                "0745025308".into(),
+                network_detach_request(false, Some(8)).unwrap(),
+                Direction::Downlink,
+            ),
+            // DETACH ACCEPT from the UE.
+            ("0746".into(), detach_accept().unwrap(), Direction::Uplink),
+            (
+                "076061".into(),
+                emm_status(0x61).unwrap(),
+                Direction::Uplink,
+            ),
+        ];
+        for (want, built, dir) in cases {
+            assert_eq!(hex::encode(&built), want);
+            assert!(
+                !matches!(parse(&built, dir).unwrap(), Nas::Other { .. }),
+                "{want}"
+            );
+        }
+        // The short SERVICE REQUEST (§8.2.25): 0xC7, KSI 1 | SN 3, short MAC.
+        assert_eq!(
+            parse(&h("c7230102"), Direction::Uplink).unwrap(),
+            Nas::ServiceRequest {
+                ksi: 1,
+                seq: 3,
+                short_mac: 0x0102
+            }
+        );
     }
 
     #[test]
@@ -647,10 +1185,17 @@ mod tests {
                 .collect();
             let _ = parse(&bytes, Direction::Uplink);
             let _ = parse(&bytes, Direction::Downlink);
-            // Valid headers with random bodies reach the IE decoders.
-            let mut emm = vec![0x07, 0x41];
-            emm.extend_from_slice(&bytes);
-            let _ = parse(&emm, Direction::Uplink);
+            // Valid headers with random bodies reach the IE decoders, for every
+            // message type with IEs, and the short SERVICE REQUEST.
+            for mt in [0x41, 0x45, 0x48, 0x49, 0x4b, 0x4e, 0x50, 0x55, 0x56, 0x60] {
+                let mut emm = vec![0x07, mt];
+                emm.extend_from_slice(&bytes);
+                let _ = parse(&emm, Direction::Uplink);
+                let _ = parse(&emm, Direction::Downlink);
+            }
+            let mut sr = vec![0xc7];
+            sr.extend_from_slice(&bytes);
+            let _ = parse(&sr, Direction::Uplink);
         }
         assert!(parse(&[], Direction::Uplink).is_err());
         assert!(Guti::from_identity(&[0xf6, 1, 2]).is_none());

@@ -7,8 +7,8 @@
 //! has one key-derivation implementation (TS 33.401 Annex A.7).
 
 use oxirush_nas::nas_eps::{
-    CipheringAlgorithm, IntegrityAlgorithm, KNasEnc, KNasInt, NasEpsSecurityHeaderType,
-    NasSecurityContext,
+    CipheringAlgorithm, IntegrityAlgorithm, KNasEnc, KNasInt, NasEpsMessage,
+    NasEpsSecurityHeaderType, NasSecurityContext,
 };
 
 use crate::msg::{self, Nas};
@@ -24,6 +24,9 @@ pub enum SecurityHeader {
     IntegrityCiphered = 2,
     IntegrityNewContext = 3,
     IntegrityCipheredNewContext = 4,
+    /// The short SERVICE REQUEST (TS 24.301 §9.3.1: types 12..=15). Not an envelope
+    /// around a plain message: [`NasSecurity::service_request`] builds it.
+    ServiceRequest = 12,
 }
 
 impl SecurityHeader {
@@ -39,14 +42,15 @@ impl SecurityHeader {
             (7, 2) => Ok(SecurityHeader::IntegrityCiphered),
             (7, 3) => Ok(SecurityHeader::IntegrityNewContext),
             (7, 4) => Ok(SecurityHeader::IntegrityCipheredNewContext),
+            (7, 12..=15) => Ok(SecurityHeader::ServiceRequest),
             (pd, sht) => Err(NasError::Decode(format!(
                 "unsupported NAS protocol discriminator {pd} / security header type {sht}"
             ))),
         }
     }
 
-    fn to_oxirush(self) -> NasEpsSecurityHeaderType {
-        match self {
+    fn to_oxirush(self) -> Result<NasEpsSecurityHeaderType> {
+        Ok(match self {
             SecurityHeader::Plain => NasEpsSecurityHeaderType::PlainNasMessageNotSecurityProtected,
             SecurityHeader::Integrity => NasEpsSecurityHeaderType::IntegrityProtected,
             SecurityHeader::IntegrityCiphered => {
@@ -58,7 +62,13 @@ impl SecurityHeader {
             SecurityHeader::IntegrityCipheredNewContext => {
                 NasEpsSecurityHeaderType::IntegrityProtectedAndCipheredWithNewEpsSecurityContext
             }
-        }
+            SecurityHeader::ServiceRequest => {
+                return Err(NasError::Security(
+                    "a SERVICE REQUEST protects no message: use NasSecurity::service_request"
+                        .into(),
+                ))
+            }
+        })
     }
 }
 
@@ -121,13 +131,26 @@ impl NasSecurity {
             return Ok(plain.to_vec());
         }
         self.ctx
-            .protect_bytes(plain.to_vec(), sht.to_oxirush(), direction)
+            .protect_bytes(plain.to_vec(), sht.to_oxirush()?, direction)
             .map_err(|e| NasError::Security(e.to_string()))
+    }
+
+    /// The UE's short SERVICE REQUEST (TS 24.301 §8.2.25): KSI, the five LSBs of the
+    /// uplink COUNT it uses (and advances) and the short MAC over the first two octets.
+    pub fn service_request(&mut self) -> Result<Vec<u8>> {
+        let m = self
+            .ctx
+            .protect_service_request(self.ksi)
+            .map_err(|e| NasError::Security(e.to_string()))?;
+        msg::enc(NasEpsMessage::ServiceRequest(m))
     }
 
     /// Verifies and deciphers a protected PDU sent in `direction`.
     pub fn unprotect(&mut self, pdu: &[u8], direction: Direction) -> Result<Opened> {
         let header = SecurityHeader::of(pdu)?;
+        if header == SecurityHeader::ServiceRequest {
+            return self.unprotect_service_request(pdu, direction);
+        }
         let v = self
             .ctx
             .unprotect_raw(pdu, direction)
@@ -141,6 +164,30 @@ impl NasSecurity {
             nas,
             header,
             count: Some(v.count.get()),
+            verified: true,
+        })
+    }
+
+    /// The short SERVICE REQUEST: the full uplink COUNT is recovered from its five
+    /// LSBs, the short MAC checked, and the COUNT (for KeNB) returned.
+    fn unprotect_service_request(&mut self, pdu: &[u8], direction: Direction) -> Result<Opened> {
+        if direction != Direction::Uplink {
+            return Err(NasError::Decode("downlink SERVICE REQUEST".into()));
+        }
+        let m = NasEpsMessage::decode_with_direction(pdu, direction)
+            .map_err(|e| NasError::Decode(e.to_string()))?;
+        let NasEpsMessage::ServiceRequest(r) = &m else {
+            return Err(NasError::Decode("not a SERVICE REQUEST".into()));
+        };
+        let count = self.ctx.unprotect_service_request(r).map_err(|e| match e {
+            oxirush_nas::common::NasError::IntegrityCheckFailed => NasError::IntegrityFailed,
+            other => NasError::Security(other.to_string()),
+        })?;
+        Ok(Opened {
+            plain: pdu.to_vec(),
+            nas: msg::from_message(&m),
+            header: SecurityHeader::ServiceRequest,
+            count: Some(count.get()),
             verified: true,
         })
     }
@@ -173,12 +220,15 @@ pub struct Opened {
 }
 
 /// Opens any NAS PDU received in `direction`: plain ones are decoded; protected ones
-/// are verified with `sec` when there is one; an integrity-only PDU without a context
-/// is decoded unverified; a ciphered PDU without a context is an error.
+/// (and the short SERVICE REQUEST) are verified with `sec` when there is one; an
+/// integrity-only PDU or a SERVICE REQUEST without a context is decoded unverified;
+/// a ciphered PDU without a context is an error.
 pub fn open(pdu: &[u8], sec: Option<&mut NasSecurity>, direction: Direction) -> Result<Opened> {
     let header = SecurityHeader::of(pdu)?;
     match (header, sec) {
-        (SecurityHeader::Plain, _) => Ok(Opened {
+        // Without a context a SERVICE REQUEST is only read: the MME finds the UE (by
+        // the S-TMSI of the S1AP message) and then verifies it with its context.
+        (SecurityHeader::Plain, _) | (SecurityHeader::ServiceRequest, None) => Ok(Opened {
             plain: pdu.to_vec(),
             nas: msg::parse(pdu, direction)?,
             header,
@@ -347,5 +397,116 @@ mod tests {
         assert!(open(&[], None, Direction::Uplink).is_err());
         assert!(open(&[0x17, 1, 2], None, Direction::Uplink).is_err());
         assert!(NasSecurity::new([0; 32], 0, 2, 0).is_err(), "EIA0 refused");
+    }
+
+    /// The short SERVICE REQUEST: the UE's COUNT advances, the MME recovers it from
+    /// five bits, and the short MAC is the 16 LSBs of the EIA2 MAC over the first two
+    /// octets (TS 24.301 §9.9.3.28, checked here with the primitive of Annex C.2).
+    #[test]
+    fn service_request_short_mac_and_counts() {
+        let (mut mme, mut ue) = pair();
+        for _ in 0..3 {
+            let m = msg::tracking_area_update_complete().unwrap();
+            let w = ue
+                .protect(&m, SecurityHeader::Integrity, Direction::Uplink)
+                .unwrap();
+            mme.unprotect(&w, Direction::Uplink).unwrap();
+        }
+        let sr = ue.service_request().unwrap();
+        assert_eq!(sr.len(), 4);
+        assert_eq!((sr[0], sr[1]), (0xc7, (1 << 5) | 3), "KSI 1, SN 3");
+        let key = KNasInt::from_slice(&aka::knas_int(&[0x5a; 32], 2)).unwrap();
+        let mac = nia_mac(
+            &key,
+            3,
+            Bearer::new(0).unwrap(),
+            oxirush_security::Direction::Uplink,
+            &sr[..2],
+            oxirush_security::IntegrityAlgorithm::Aes,
+        );
+        assert_eq!(u16::from_be_bytes([sr[2], sr[3]]), mac as u16);
+        assert_eq!(ue.count(Direction::Uplink), Some(4));
+        // Read without a context (the MME looks the UE up first), then verified.
+        let o = open(&sr, None, Direction::Uplink).unwrap();
+        assert_eq!(
+            (o.header, o.verified, o.nas.clone()),
+            (
+                SecurityHeader::ServiceRequest,
+                false,
+                Nas::ServiceRequest {
+                    ksi: 1,
+                    seq: 3,
+                    short_mac: mac as u16
+                }
+            )
+        );
+        let o = open(&sr, Some(&mut mme), Direction::Uplink).unwrap();
+        assert_eq!((o.verified, o.count), (true, Some(3)));
+        assert_eq!(mme.count(Direction::Uplink), Some(4));
+        // Replayed, tampered, downlink, or as a header to protect with: refused.
+        assert!(mme.unprotect(&sr, Direction::Uplink).is_err());
+        let mut bad = ue.service_request().unwrap();
+        bad[3] ^= 1;
+        assert_eq!(
+            mme.unprotect(&bad, Direction::Uplink),
+            Err(NasError::IntegrityFailed)
+        );
+        assert!(mme.unprotect(&sr, Direction::Downlink).is_err());
+        assert!(ue
+            .protect(&sr, SecurityHeader::ServiceRequest, Direction::Uplink)
+            .is_err());
+        assert!(open(&sr[..3], Some(&mut mme), Direction::Uplink).is_err());
+    }
+
+    /// Every message, integrity protected and ciphered in its direction, opens to the
+    /// same typed view as its plain form.
+    #[test]
+    fn every_message_protected_and_ciphered() {
+        let (mut mme, mut ue) = pair();
+        for (plain, dir, want) in msg::tests::samples() {
+            let (tx, rx) = match dir {
+                Direction::Uplink => (&mut ue, &mut mme),
+                Direction::Downlink => (&mut mme, &mut ue),
+            };
+            // oxirush holds the security mode messages to their new-context headers,
+            // and a TRACKING AREA UPDATE REQUEST to integrity only (an initial NAS
+            // message is never ciphered, TS 24.301 §4.4.5).
+            let headers = match want {
+                Nas::TrackingAreaUpdateRequest { .. } => vec![SecurityHeader::Integrity],
+                Nas::SecurityModeCommand { .. } => vec![SecurityHeader::IntegrityNewContext],
+                Nas::SecurityModeComplete => vec![SecurityHeader::IntegrityCipheredNewContext],
+                _ => vec![SecurityHeader::Integrity, SecurityHeader::IntegrityCiphered],
+            };
+            for sht in headers {
+                let wire = tx.protect(&plain, sht, dir).unwrap();
+                let o = open(&wire, Some(rx), dir).unwrap();
+                assert_eq!((o.nas, o.verified, o.header), (want.clone(), true, sht));
+                assert_eq!(o.plain, plain);
+            }
+        }
+    }
+
+    /// Random octets behind a SERVICE REQUEST header or a protected header, opened
+    /// with a context: errors, never a panic, and the context still works.
+    #[test]
+    fn garbage_with_a_context_is_an_error() {
+        let (mut mme, mut ue) = pair();
+        let mut seed = 0x9e37_79b9u32;
+        for len in 0..64usize {
+            for first in [0xc7, 0xf7, 0x17, 0x27, 0x47] {
+                let mut pdu = vec![first];
+                pdu.extend((0..len).map(|_| {
+                    seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                    (seed >> 16) as u8
+                }));
+                assert!(open(&pdu, Some(&mut mme), Direction::Uplink).is_err());
+            }
+        }
+        let sr = ue.service_request().unwrap();
+        assert!(
+            open(&sr, Some(&mut mme), Direction::Uplink)
+                .unwrap()
+                .verified
+        );
     }
 }
