@@ -248,21 +248,21 @@ impl Message {
     fn encode_body(&self, out: &mut Vec<u8>) -> Result<(), Error> {
         match self {
             Message::EchoRequest(m) | Message::EchoResponse(m) => m.encode(out),
+            Message::DeleteSessionResponse(m)
+            | Message::ReleaseAccessBearersResponse(m)
+            | Message::DownlinkDataNotificationAcknowledge(m) => m.encode(out),
             Message::CreateSessionRequest(m) => m.encode(out),
             Message::CreateSessionResponse(m) => m.encode(out),
             Message::ModifyBearerRequest(m) => m.encode(out),
             Message::ModifyBearerResponse(m) => m.encode(out),
             Message::DeleteSessionRequest(m) => m.encode(out),
-            Message::DeleteSessionResponse(m) => m.encode(out),
             Message::DownlinkDataNotificationFailureIndication(m) => m.encode(out),
             Message::CreateBearerRequest(m) => m.encode(out),
             Message::CreateBearerResponse(m) => m.encode(out),
             Message::DeleteBearerRequest(m) => m.encode(out),
             Message::DeleteBearerResponse(m) => m.encode(out),
             Message::ReleaseAccessBearersRequest(m) => m.encode(out),
-            Message::ReleaseAccessBearersResponse(m) => m.encode(out),
             Message::DownlinkDataNotification(m) => m.encode(out),
-            Message::DownlinkDataNotificationAcknowledge(m) => m.encode(out),
         }
     }
 }
@@ -389,20 +389,6 @@ fn put_recovery(out: &mut Vec<u8>, recovery: &Option<u8>) -> Result<(), Error> {
 fn put_ebis(out: &mut Vec<u8>, instance: u8, ebis: &[u8]) -> Result<(), Error> {
     ebis.iter()
         .try_for_each(|e| put_u8(out, ie_type::EBI, instance, e & 0x0f))
-}
-
-/// The mandatory Cause and the optional Recovery: all that several responses carry.
-fn decode_cause_recovery(body: &[u8]) -> Result<(u8, Option<u8>), Error> {
-    let (mut cause, mut rec) = (None, None);
-    each_ie(body, |ie| {
-        match (ie.ty, ie.instance) {
-            (ie_type::CAUSE, 0) => cause = Some(get_cause(&ie)?),
-            (ie_type::RECOVERY, 0) => rec = Some(get_u8(&ie, 0xff)?),
-            _ => {}
-        }
-        Ok(())
-    })?;
-    Ok((cause.ok_or(Error::MissingIe(ie_type::CAUSE))?, rec))
 }
 
 // ---------------------------------------------------------------- Echo
@@ -762,24 +748,39 @@ impl DeleteSessionRequest {
     }
 }
 
-/// Delete Session Response (TS 29.274 §7.2.10.1), S-GW -> MME.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct DeleteSessionResponse {
+/// A Cause and the sender's Recovery: all that is kept of the answers below, one
+/// shape for several messages as [`Echo`] is for both of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CauseRecovery {
     pub cause: u8,
     pub recovery: Option<u8>,
 }
 
-impl DeleteSessionResponse {
+impl CauseRecovery {
     fn encode(&self, out: &mut Vec<u8>) -> Result<(), Error> {
         put_cause(out, self.cause)?;
         put_recovery(out, &self.recovery)
     }
 
     fn decode(body: &[u8]) -> Result<Self, Error> {
-        let (cause, recovery) = decode_cause_recovery(body)?;
-        Ok(DeleteSessionResponse { cause, recovery })
+        let (mut cause, mut recovery) = (None, None);
+        each_ie(body, |ie| {
+            match (ie.ty, ie.instance) {
+                (ie_type::CAUSE, 0) => cause = Some(get_cause(&ie)?),
+                (ie_type::RECOVERY, 0) => recovery = Some(get_u8(&ie, 0xff)?),
+                _ => {}
+            }
+            Ok(())
+        })?;
+        Ok(CauseRecovery {
+            cause: cause.ok_or(Error::MissingIe(ie_type::CAUSE))?,
+            recovery,
+        })
     }
 }
+
+/// Delete Session Response (TS 29.274 §7.2.10.1), S-GW -> MME.
+pub type DeleteSessionResponse = CauseRecovery;
 
 // ---------------------------------------------------------------- Release Access Bearers
 
@@ -802,23 +803,7 @@ impl ReleaseAccessBearersRequest {
 }
 
 /// Release Access Bearers Response (TS 29.274 §7.2.22), S-GW -> MME.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct ReleaseAccessBearersResponse {
-    pub cause: u8,
-    pub recovery: Option<u8>,
-}
-
-impl ReleaseAccessBearersResponse {
-    fn encode(&self, out: &mut Vec<u8>) -> Result<(), Error> {
-        put_cause(out, self.cause)?;
-        put_recovery(out, &self.recovery)
-    }
-
-    fn decode(body: &[u8]) -> Result<Self, Error> {
-        let (cause, recovery) = decode_cause_recovery(body)?;
-        Ok(ReleaseAccessBearersResponse { cause, recovery })
-    }
-}
+pub type ReleaseAccessBearersResponse = CauseRecovery;
 
 // ---------------------------------------------------------------- Downlink Data Notification
 
@@ -861,23 +846,7 @@ impl DownlinkDataNotification {
 
 /// Downlink Data Notification Acknowledge (TS 29.274 §7.2.11.2), MME -> S-GW:
 /// whether the MME pages the UE.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct DownlinkDataNotificationAcknowledge {
-    pub cause: u8,
-    pub recovery: Option<u8>,
-}
-
-impl DownlinkDataNotificationAcknowledge {
-    fn encode(&self, out: &mut Vec<u8>) -> Result<(), Error> {
-        put_cause(out, self.cause)?;
-        put_recovery(out, &self.recovery)
-    }
-
-    fn decode(body: &[u8]) -> Result<Self, Error> {
-        let (cause, recovery) = decode_cause_recovery(body)?;
-        Ok(DownlinkDataNotificationAcknowledge { cause, recovery })
-    }
-}
+pub type DownlinkDataNotificationAcknowledge = CauseRecovery;
 
 /// Downlink Data Notification Failure Indication (TS 29.274 §7.2.11.3), MME -> S-GW:
 /// the paging the acknowledged notification started failed (e.g. "UE not responding"),
@@ -894,7 +863,7 @@ impl DownlinkDataNotificationFailureIndication {
 
     fn decode(body: &[u8]) -> Result<Self, Error> {
         // Recovery is not part of this message; like any other IE it is skipped.
-        let (cause, _) = decode_cause_recovery(body)?;
+        let cause = CauseRecovery::decode(body)?.cause;
         Ok(DownlinkDataNotificationFailureIndication { cause })
     }
 }
