@@ -6,6 +6,7 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
+use crate::tft::Tft;
 use crate::Error;
 
 /// IE type codes (TS 29.274 Table 8.1-1).
@@ -21,6 +22,7 @@ pub mod ie_type {
     pub const PCO: u8 = 78;
     pub const PAA: u8 = 79;
     pub const BEARER_QOS: u8 = 80;
+    pub const BEARER_TFT: u8 = 84;
     pub const RAT_TYPE: u8 = 82;
     pub const SERVING_NETWORK: u8 = 83;
     pub const ULI: u8 = 86;
@@ -30,13 +32,18 @@ pub mod ie_type {
     pub const PDN_TYPE: u8 = 99;
     pub const APN_RESTRICTION: u8 = 127;
     pub const SELECTION_MODE: u8 = 128;
+    pub const ARP: u8 = 155;
 }
 
 /// Cause values (TS 29.274 Table 8.4-1) used by this core.
 pub mod cause {
+    /// In a Downlink Data Notification: an eNB's Error Indication caused it.
+    pub const ERROR_INDICATION_RECEIVED: u8 = 6;
     pub const REQUEST_ACCEPTED: u8 = 16;
     /// Accepted, but with another PDN type than asked (e.g. IPv4 for IPv4v6).
     pub const NEW_PDN_TYPE_NETWORK_PREFERENCE: u8 = 18;
+    /// Accepted, IPv4v6 asked, but only one address type per bearer allowed.
+    pub const NEW_PDN_TYPE_SINGLE_ADDRESS_BEARER_ONLY: u8 = 19;
     pub const CONTEXT_NOT_FOUND: u8 = 64;
     pub const INVALID_MESSAGE_FORMAT: u8 = 65;
     pub const MANDATORY_IE_INCORRECT: u8 = 69;
@@ -45,6 +52,10 @@ pub mod cause {
     pub const NO_RESOURCES_AVAILABLE: u8 = 73;
     pub const ALL_DYNAMIC_ADDRESSES_OCCUPIED: u8 = 84;
     pub const PREFERRED_PDN_TYPE_NOT_SUPPORTED: u8 = 83;
+    /// Paging failed (Downlink Data Notification Failure Indication).
+    pub const UE_NOT_RESPONDING: u8 = 87;
+    /// The MME will not page (Downlink Data Notification Acknowledge).
+    pub const UNABLE_TO_PAGE_UE: u8 = 90;
 
     /// Values 16..=63 are acceptances of some kind (TS 29.274 §8.4).
     pub fn is_accepted(c: u8) -> bool {
@@ -443,7 +454,9 @@ impl Fteid {
 
 // ---------------------------------------------------------------- PAA
 
-/// PDN Address Allocation (TS 29.274 §8.14).
+/// PDN Address Allocation (TS 29.274 §8.14). The IPv6 part is the prefix length
+/// and 16 octets holding the prefix (a /64 on E-UTRAN) and, in its low 64 bits,
+/// the interface identifier the UE gets in NAS; `::` with length 0 in a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Paa {
     Ipv4(Ipv4Addr),
@@ -465,6 +478,9 @@ impl Paa {
                 out.push(pdn_type::IPV4);
                 out.extend_from_slice(&a.octets());
             }
+            Paa::Ipv6 { prefix_len, .. } | Paa::Ipv4v6 { prefix_len, .. } if *prefix_len > 128 => {
+                return Err(Error::Encode("IPv6 prefix length over 128"));
+            }
             Paa::Ipv6 { prefix_len, addr } => {
                 out.push(pdn_type::IPV6);
                 out.push(*prefix_len);
@@ -483,6 +499,9 @@ impl Paa {
     pub(crate) fn decode(ie: &RawIe) -> Result<Paa, Error> {
         let (&t, v) = ie.value.split_first().ok_or(Error::BadIe(ie.ty, "empty"))?;
         let trunc = Error::BadIe(ie.ty, "truncated");
+        if matches!(t & 0x07, pdn_type::IPV6 | pdn_type::IPV4V6) && v.first() > Some(&128) {
+            return Err(Error::BadIe(ie.ty, "IPv6 prefix length over 128"));
+        }
         let v6 = |b: &[u8]| {
             let mut o = [0u8; 16];
             o.copy_from_slice(b);
@@ -519,6 +538,19 @@ impl Paa {
             Paa::Ipv6 { .. } => None,
         }
     }
+
+    /// The IPv6 prefix (with interface identifier) and its length, if any.
+    pub fn ipv6(&self) -> Option<(Ipv6Addr, u8)> {
+        match self {
+            Paa::Ipv6 { prefix_len, addr }
+            | Paa::Ipv4v6 {
+                prefix_len,
+                v6: addr,
+                ..
+            } => Some((*addr, *prefix_len)),
+            Paa::Ipv4(_) => None,
+        }
+    }
 }
 
 // ---------------------------------------------------------------- AMBR, QoS
@@ -543,6 +575,43 @@ impl Ambr {
             uplink_kbps: u32::from_be_bytes([v[0], v[1], v[2], v[3]]),
             downlink_kbps: u32::from_be_bytes([v[4], v[5], v[6], v[7]]),
         })
+    }
+}
+
+/// Allocation/Retention Priority (TS 29.274 §8.86); the same octet opens Bearer QoS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Arp {
+    /// Pre-emption capability: true means the bearer may NOT pre-empt (PCI=1).
+    pub pci: bool,
+    /// Priority level 1..15.
+    pub priority_level: u8,
+    /// Pre-emption vulnerability: true means the bearer may NOT be pre-empted (PVI=1).
+    pub pvi: bool,
+}
+
+impl Arp {
+    fn octet(&self) -> Result<u8, Error> {
+        if self.priority_level > 15 {
+            return Err(Error::Encode("ARP priority level is 4 bits"));
+        }
+        Ok((self.pci as u8) << 6 | self.priority_level << 2 | self.pvi as u8)
+    }
+
+    fn from_octet(b: u8) -> Arp {
+        Arp {
+            pci: b & 0x40 != 0,
+            priority_level: (b >> 2) & 0x0f,
+            pvi: b & 0x01 != 0,
+        }
+    }
+
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) -> Result<(), Error> {
+        out.push(self.octet()?);
+        Ok(())
+    }
+
+    pub(crate) fn decode(ie: &RawIe) -> Result<Arp, Error> {
+        get_u8(ie, 0xff).map(Arp::from_octet)
     }
 }
 
@@ -577,6 +646,15 @@ impl BearerQos {
         }
     }
 
+    /// The bearer's ARP, e.g. for a Downlink Data Notification.
+    pub fn arp(&self) -> Arp {
+        Arp {
+            pci: self.pci,
+            priority_level: self.priority_level,
+            pvi: self.pvi,
+        }
+    }
+
     pub(crate) fn encode(&self, out: &mut Vec<u8>) -> Result<(), Error> {
         const MAX40: u64 = (1 << 40) - 1;
         let rates = [
@@ -585,10 +663,10 @@ impl BearerQos {
             self.gbr_uplink,
             self.gbr_downlink,
         ];
-        if self.priority_level > 15 || rates.iter().any(|&r| r > MAX40) {
-            return Err(Error::Encode("Bearer QoS field out of range"));
+        if rates.iter().any(|&r| r > MAX40) {
+            return Err(Error::Encode("Bearer QoS bit rate over 40 bits"));
         }
-        out.push((self.pci as u8) << 6 | self.priority_level << 2 | self.pvi as u8);
+        out.push(self.arp().octet()?);
         out.push(self.qci);
         for r in rates {
             out.extend_from_slice(&r.to_be_bytes()[3..]);
@@ -603,10 +681,15 @@ impl BearerQos {
             b[3..].copy_from_slice(&v[i..i + 5]);
             u64::from_be_bytes(b)
         };
+        let Arp {
+            pci,
+            priority_level,
+            pvi,
+        } = Arp::from_octet(v[0]);
         Ok(BearerQos {
-            pci: v[0] & 0x40 != 0,
-            priority_level: (v[0] >> 2) & 0x0f,
-            pvi: v[0] & 0x01 != 0,
+            pci,
+            priority_level,
+            pvi,
             qci: v[1],
             mbr_uplink: rate(2),
             mbr_downlink: rate(7),
@@ -636,10 +719,12 @@ pub(crate) fn get_cause(ie: &RawIe) -> Result<u8, Error> {
 
 // ---------------------------------------------------------------- Bearer Context
 
-/// A Bearer Context grouped IE (TS 29.274 §8.28). The same shape serves all four
-/// messages; which F-TEID instance means what is given per message in Tables
+/// A Bearer Context grouped IE (TS 29.274 §8.28). The same shape serves every
+/// message; which F-TEID instance means what is given per message in Tables
 /// 7.2.1-2 (CSReq: instance 0 = S1-U eNB), 7.2.2-2 (CSResp: 0 = S1-U SGW,
-/// 2 = S5/S8-U PGW), 7.2.7-2 (MBReq: 0 = S1-U eNB) and 7.2.8-2 (MBResp: 0 = S1-U SGW).
+/// 2 = S5/S8-U PGW), 7.2.3-2 (CBReq: 0 = S1-U SGW, 1 = S5/S8-U PGW), 7.2.4-2
+/// (CBResp: 0 = S1-U eNB, 1 = S1-U SGW), 7.2.7-2 (MBReq: 0 = S1-U eNB) and
+/// 7.2.8-2 (MBResp: 0 = S1-U SGW).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct BearerContext {
     pub ebi: u8,
@@ -648,6 +733,8 @@ pub struct BearerContext {
     pub fteids: Vec<(u8, Fteid)>,
     pub qos: Option<BearerQos>,
     pub charging_id: Option<u32>,
+    /// The dedicated bearer's packet filters (Create Bearer Request).
+    pub tft: Option<Tft>,
 }
 
 impl BearerContext {
@@ -664,6 +751,9 @@ impl BearerContext {
             put_u8(o, ie_type::EBI, 0, self.ebi & 0x0f)?;
             if let Some(c) = self.cause {
                 put_cause(o, c)?;
+            }
+            if let Some(t) = &self.tft {
+                put_ie(o, ie_type::BEARER_TFT, 0, |o| t.encode(o))?;
             }
             for (inst, f) in &self.fteids {
                 put_ie(o, ie_type::F_TEID, *inst, |o| f.encode(o))?;
@@ -686,6 +776,7 @@ impl BearerContext {
             match sub.ty {
                 ie_type::EBI => ebi = Some(get_u8(&sub, 0x0f)?),
                 ie_type::CAUSE => bc.cause = Some(get_cause(&sub)?),
+                ie_type::BEARER_TFT => bc.tft = Some(Tft::decode(&sub)?),
                 ie_type::F_TEID => bc.fteids.push((sub.instance, Fteid::decode(&sub)?)),
                 ie_type::BEARER_QOS => bc.qos = Some(BearerQos::decode(&sub)?),
                 ie_type::CHARGING_ID => bc.charging_id = Some(get_u32(&sub)?),

@@ -4,8 +4,10 @@
 //! GTPv2 implementation (`gtp-rs` on GitHub) is not published to crates.io (the
 //! crate named `gtp` there is the Go Text Protocol), and what S11 needs here is a
 //! small, panic-free subset: Echo, Create Session, Modify Bearer, Delete
-//! Session and Release Access Bearers, both directions, with the IEs listed in
-//! [`ie`] and the PCO in [`pco`].
+//! Session, Release Access Bearers, Downlink Data Notification (with its
+//! Acknowledge and Failure Indication), Create Bearer and Delete Bearer, both
+//! directions, with the IEs listed in [`ie`], the PCO in [`pco`] and the
+//! dedicated bearers' TFT in [`tft`].
 //!
 //! Decoding: unknown IEs are skipped (TS 29.274 §7.7 error handling), a missing
 //! mandatory IE or any malformed/truncated content is `Err`, never a panic.
@@ -17,13 +19,15 @@
 
 pub mod ie;
 pub mod pco;
+pub mod tft;
 pub mod transaction;
 
 pub use ie::{
-    cause, ie_type, iface, pdn_type, rat_type, Ambr, BearerContext, BearerQos, Ecgi, Fteid, Paa,
-    Plmn, Tai, Uli,
+    cause, ie_type, iface, pdn_type, rat_type, Ambr, Arp, BearerContext, BearerQos, Ecgi, Fteid,
+    Paa, Plmn, Tai, Uli,
 };
 pub use pco::Pco;
+pub use tft::{PacketFilter, Tft};
 
 use ie::{
     get_apn, get_cause, get_tbcd, get_u8, put_apn, put_cause, put_ie, put_tbcd, put_u8, IeIter,
@@ -43,11 +47,22 @@ pub mod msg_type {
     pub const MODIFY_BEARER_RESPONSE: u8 = 35;
     pub const DELETE_SESSION_REQUEST: u8 = 36;
     pub const DELETE_SESSION_RESPONSE: u8 = 37;
+    pub const DOWNLINK_DATA_NOTIFICATION_FAILURE_INDICATION: u8 = 70;
+    pub const CREATE_BEARER_REQUEST: u8 = 95;
+    pub const CREATE_BEARER_RESPONSE: u8 = 96;
+    pub const DELETE_BEARER_REQUEST: u8 = 99;
+    pub const DELETE_BEARER_RESPONSE: u8 = 100;
     pub const RELEASE_ACCESS_BEARERS_REQUEST: u8 = 170;
     pub const RELEASE_ACCESS_BEARERS_RESPONSE: u8 = 171;
+    pub const DOWNLINK_DATA_NOTIFICATION: u8 = 176;
+    pub const DOWNLINK_DATA_NOTIFICATION_ACKNOWLEDGE: u8 = 177;
 
     /// Whether a message of this type is a request (its peer answers with the same
-    /// sequence number); readable from the header alone.
+    /// sequence number); readable from the header alone. The S-GW's requests
+    /// (Downlink Data Notification, Create/Delete Bearer) count as much as the
+    /// MME's. A Downlink Data Notification Failure Indication is not one: nothing
+    /// answers it (Table 6.1-1 gives it no response), it ends the paging the
+    /// acknowledged Downlink Data Notification started.
     pub fn is_request(msg_type: u8) -> bool {
         matches!(
             msg_type,
@@ -55,7 +70,10 @@ pub mod msg_type {
                 | CREATE_SESSION_REQUEST
                 | MODIFY_BEARER_REQUEST
                 | DELETE_SESSION_REQUEST
+                | CREATE_BEARER_REQUEST
+                | DELETE_BEARER_REQUEST
                 | RELEASE_ACCESS_BEARERS_REQUEST
+                | DOWNLINK_DATA_NOTIFICATION
         )
     }
 }
@@ -156,8 +174,15 @@ pub enum Message {
     ModifyBearerResponse(ModifyBearerResponse),
     DeleteSessionRequest(DeleteSessionRequest),
     DeleteSessionResponse(DeleteSessionResponse),
+    DownlinkDataNotificationFailureIndication(DownlinkDataNotificationFailureIndication),
+    CreateBearerRequest(CreateBearerRequest),
+    CreateBearerResponse(CreateBearerResponse),
+    DeleteBearerRequest(DeleteBearerRequest),
+    DeleteBearerResponse(DeleteBearerResponse),
     ReleaseAccessBearersRequest(ReleaseAccessBearersRequest),
     ReleaseAccessBearersResponse(ReleaseAccessBearersResponse),
+    DownlinkDataNotification(DownlinkDataNotification),
+    DownlinkDataNotificationAcknowledge(DownlinkDataNotificationAcknowledge),
 }
 
 impl Message {
@@ -172,8 +197,19 @@ impl Message {
             Message::ModifyBearerResponse(_) => MODIFY_BEARER_RESPONSE,
             Message::DeleteSessionRequest(_) => DELETE_SESSION_REQUEST,
             Message::DeleteSessionResponse(_) => DELETE_SESSION_RESPONSE,
+            Message::DownlinkDataNotificationFailureIndication(_) => {
+                DOWNLINK_DATA_NOTIFICATION_FAILURE_INDICATION
+            }
+            Message::CreateBearerRequest(_) => CREATE_BEARER_REQUEST,
+            Message::CreateBearerResponse(_) => CREATE_BEARER_RESPONSE,
+            Message::DeleteBearerRequest(_) => DELETE_BEARER_REQUEST,
+            Message::DeleteBearerResponse(_) => DELETE_BEARER_RESPONSE,
             Message::ReleaseAccessBearersRequest(_) => RELEASE_ACCESS_BEARERS_REQUEST,
             Message::ReleaseAccessBearersResponse(_) => RELEASE_ACCESS_BEARERS_RESPONSE,
+            Message::DownlinkDataNotification(_) => DOWNLINK_DATA_NOTIFICATION,
+            Message::DownlinkDataNotificationAcknowledge(_) => {
+                DOWNLINK_DATA_NOTIFICATION_ACKNOWLEDGE
+            }
         }
     }
 
@@ -188,8 +224,19 @@ impl Message {
             Message::ModifyBearerResponse(_) => "Modify Bearer Response",
             Message::DeleteSessionRequest(_) => "Delete Session Request",
             Message::DeleteSessionResponse(_) => "Delete Session Response",
+            Message::DownlinkDataNotificationFailureIndication(_) => {
+                "Downlink Data Notification Failure Indication"
+            }
+            Message::CreateBearerRequest(_) => "Create Bearer Request",
+            Message::CreateBearerResponse(_) => "Create Bearer Response",
+            Message::DeleteBearerRequest(_) => "Delete Bearer Request",
+            Message::DeleteBearerResponse(_) => "Delete Bearer Response",
             Message::ReleaseAccessBearersRequest(_) => "Release Access Bearers Request",
             Message::ReleaseAccessBearersResponse(_) => "Release Access Bearers Response",
+            Message::DownlinkDataNotification(_) => "Downlink Data Notification",
+            Message::DownlinkDataNotificationAcknowledge(_) => {
+                "Downlink Data Notification Acknowledgement"
+            }
         }
     }
 
@@ -201,14 +248,21 @@ impl Message {
     fn encode_body(&self, out: &mut Vec<u8>) -> Result<(), Error> {
         match self {
             Message::EchoRequest(m) | Message::EchoResponse(m) => m.encode(out),
+            Message::DeleteSessionResponse(m)
+            | Message::ReleaseAccessBearersResponse(m)
+            | Message::DownlinkDataNotificationAcknowledge(m) => m.encode(out),
             Message::CreateSessionRequest(m) => m.encode(out),
             Message::CreateSessionResponse(m) => m.encode(out),
             Message::ModifyBearerRequest(m) => m.encode(out),
             Message::ModifyBearerResponse(m) => m.encode(out),
             Message::DeleteSessionRequest(m) => m.encode(out),
-            Message::DeleteSessionResponse(m) => m.encode(out),
+            Message::DownlinkDataNotificationFailureIndication(m) => m.encode(out),
+            Message::CreateBearerRequest(m) => m.encode(out),
+            Message::CreateBearerResponse(m) => m.encode(out),
+            Message::DeleteBearerRequest(m) => m.encode(out),
+            Message::DeleteBearerResponse(m) => m.encode(out),
             Message::ReleaseAccessBearersRequest(m) => m.encode(out),
-            Message::ReleaseAccessBearersResponse(m) => m.encode(out),
+            Message::DownlinkDataNotification(m) => m.encode(out),
         }
     }
 }
@@ -237,12 +291,31 @@ pub fn decode(buf: &[u8]) -> Result<Gtpv2, Error> {
         DELETE_SESSION_RESPONSE => {
             Message::DeleteSessionResponse(DeleteSessionResponse::decode(body)?)
         }
+        DOWNLINK_DATA_NOTIFICATION_FAILURE_INDICATION => {
+            Message::DownlinkDataNotificationFailureIndication(
+                DownlinkDataNotificationFailureIndication::decode(body)?,
+            )
+        }
+        CREATE_BEARER_REQUEST => Message::CreateBearerRequest(CreateBearerRequest::decode(body)?),
+        CREATE_BEARER_RESPONSE => {
+            Message::CreateBearerResponse(CreateBearerResponse::decode(body)?)
+        }
+        DELETE_BEARER_REQUEST => Message::DeleteBearerRequest(DeleteBearerRequest::decode(body)?),
+        DELETE_BEARER_RESPONSE => {
+            Message::DeleteBearerResponse(DeleteBearerResponse::decode(body)?)
+        }
         RELEASE_ACCESS_BEARERS_REQUEST => {
             Message::ReleaseAccessBearersRequest(ReleaseAccessBearersRequest::decode(body)?)
         }
         RELEASE_ACCESS_BEARERS_RESPONSE => {
             Message::ReleaseAccessBearersResponse(ReleaseAccessBearersResponse::decode(body)?)
         }
+        DOWNLINK_DATA_NOTIFICATION => {
+            Message::DownlinkDataNotification(DownlinkDataNotification::decode(body)?)
+        }
+        DOWNLINK_DATA_NOTIFICATION_ACKNOWLEDGE => Message::DownlinkDataNotificationAcknowledge(
+            DownlinkDataNotificationAcknowledge::decode(body)?,
+        ),
         other => return Err(Error::UnknownMessageType(other)),
     };
     Ok(Gtpv2 {
@@ -307,6 +380,15 @@ fn put_uli(out: &mut Vec<u8>, u: &Uli) -> Result<(), Error> {
 
 fn put_bearers(out: &mut Vec<u8>, bcs: &[BearerContext]) -> Result<(), Error> {
     bcs.iter().try_for_each(|b| b.encode(out, 0))
+}
+
+fn put_recovery(out: &mut Vec<u8>, recovery: &Option<u8>) -> Result<(), Error> {
+    put_opt(out, recovery, |o, v| put_u8(o, ie_type::RECOVERY, 0, *v))
+}
+
+fn put_ebis(out: &mut Vec<u8>, instance: u8, ebis: &[u8]) -> Result<(), Error> {
+    ebis.iter()
+        .try_for_each(|e| put_u8(out, ie_type::EBI, instance, e & 0x0f))
 }
 
 // ---------------------------------------------------------------- Echo
@@ -405,9 +487,7 @@ impl CreateSessionRequest {
             put_ie(o, ie_type::PCO, 0, |o| p.encode(o))
         })?;
         put_bearers(out, &self.bearer_contexts)?;
-        put_opt(out, &self.recovery, |o, v| {
-            put_u8(o, ie_type::RECOVERY, 0, *v)
-        })
+        put_recovery(out, &self.recovery)
     }
 
     fn decode(body: &[u8]) -> Result<Self, Error> {
@@ -501,9 +581,7 @@ impl CreateSessionResponse {
             put_ie(o, ie_type::PCO, 0, |o| p.encode(o))
         })?;
         put_bearers(out, &self.bearer_contexts)?;
-        put_opt(out, &self.recovery, |o, v| {
-            put_u8(o, ie_type::RECOVERY, 0, *v)
-        })
+        put_recovery(out, &self.recovery)
     }
 
     fn decode(body: &[u8]) -> Result<Self, Error> {
@@ -569,9 +647,7 @@ impl ModifyBearerRequest {
         })?;
         put_opt(out, &self.sender_fteid, |o, f| put_fteid(o, 0, f))?;
         put_bearers(out, &self.bearer_contexts)?;
-        put_opt(out, &self.recovery, |o, v| {
-            put_u8(o, ie_type::RECOVERY, 0, *v)
-        })
+        put_recovery(out, &self.recovery)
     }
 
     fn decode(body: &[u8]) -> Result<Self, Error> {
@@ -610,9 +686,7 @@ impl ModifyBearerResponse {
             put_ie(o, ie_type::MSISDN, 0, |o| put_tbcd(o, v))
         })?;
         put_bearers(out, &self.bearer_contexts)?;
-        put_opt(out, &self.recovery, |o, v| {
-            put_u8(o, ie_type::RECOVERY, 0, *v)
-        })
+        put_recovery(out, &self.recovery)
     }
 
     fn decode(body: &[u8]) -> Result<Self, Error> {
@@ -652,9 +726,7 @@ pub struct DeleteSessionRequest {
 impl DeleteSessionRequest {
     fn encode(&self, out: &mut Vec<u8>) -> Result<(), Error> {
         put_opt(out, &self.cause, |o, c| put_cause(o, *c))?;
-        put_opt(out, &self.linked_ebi, |o, v| {
-            put_u8(o, ie_type::EBI, 0, v & 0x0f)
-        })?;
+        put_ebis(out, 0, self.linked_ebi.as_slice())?;
         put_opt(out, &self.uli, put_uli)?;
         put_opt(out, &self.sender_fteid, |o, f| put_fteid(o, 0, f))
     }
@@ -676,37 +748,39 @@ impl DeleteSessionRequest {
     }
 }
 
-/// Delete Session Response (TS 29.274 §7.2.10.1), S-GW -> MME.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct DeleteSessionResponse {
+/// A Cause and the sender's Recovery: all that is kept of the answers below, one
+/// shape for several messages as [`Echo`] is for both of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CauseRecovery {
     pub cause: u8,
     pub recovery: Option<u8>,
 }
 
-impl DeleteSessionResponse {
+impl CauseRecovery {
     fn encode(&self, out: &mut Vec<u8>) -> Result<(), Error> {
         put_cause(out, self.cause)?;
-        put_opt(out, &self.recovery, |o, v| {
-            put_u8(o, ie_type::RECOVERY, 0, *v)
-        })
+        put_recovery(out, &self.recovery)
     }
 
     fn decode(body: &[u8]) -> Result<Self, Error> {
-        let (mut cause, mut rec) = (None, None);
+        let (mut cause, mut recovery) = (None, None);
         each_ie(body, |ie| {
             match (ie.ty, ie.instance) {
                 (ie_type::CAUSE, 0) => cause = Some(get_cause(&ie)?),
-                (ie_type::RECOVERY, 0) => rec = Some(get_u8(&ie, 0xff)?),
+                (ie_type::RECOVERY, 0) => recovery = Some(get_u8(&ie, 0xff)?),
                 _ => {}
             }
             Ok(())
         })?;
-        Ok(DeleteSessionResponse {
+        Ok(CauseRecovery {
             cause: cause.ok_or(Error::MissingIe(ie_type::CAUSE))?,
-            recovery: rec,
+            recovery,
         })
     }
 }
+
+/// Delete Session Response (TS 29.274 §7.2.10.1), S-GW -> MME.
+pub type DeleteSessionResponse = CauseRecovery;
 
 // ---------------------------------------------------------------- Release Access Bearers
 
@@ -729,25 +803,219 @@ impl ReleaseAccessBearersRequest {
 }
 
 /// Release Access Bearers Response (TS 29.274 §7.2.22), S-GW -> MME.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct ReleaseAccessBearersResponse {
-    pub cause: u8,
-    pub recovery: Option<u8>,
+pub type ReleaseAccessBearersResponse = CauseRecovery;
+
+// ---------------------------------------------------------------- Downlink Data Notification
+
+/// Downlink Data Notification (TS 29.274 §7.2.11.1), S-GW -> MME: downlink data
+/// arrived for a UE in ECM-IDLE (its access bearers released); the MME pages it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DownlinkDataNotification {
+    /// Set only when an eNB's Error Indication triggered the notification.
+    pub cause: Option<u8>,
+    /// The bearers the data arrived on.
+    pub ebis: Vec<u8>,
+    /// The highest priority (lowest level) ARP among them: paging priority.
+    pub arp: Option<Arp>,
 }
 
-impl ReleaseAccessBearersResponse {
+impl DownlinkDataNotification {
     fn encode(&self, out: &mut Vec<u8>) -> Result<(), Error> {
-        put_cause(out, self.cause)?;
-        put_opt(out, &self.recovery, |o, v| {
-            put_u8(o, ie_type::RECOVERY, 0, *v)
+        put_opt(out, &self.cause, |o, c| put_cause(o, *c))?;
+        put_ebis(out, 0, &self.ebis)?;
+        put_opt(out, &self.arp, |o, a| {
+            put_ie(o, ie_type::ARP, 0, |o| a.encode(o))
         })
     }
 
     fn decode(body: &[u8]) -> Result<Self, Error> {
-        let d = DeleteSessionResponse::decode(body)?;
-        Ok(ReleaseAccessBearersResponse {
+        let mut m = DownlinkDataNotification::default();
+        each_ie(body, |ie| {
+            use ie_type::*;
+            match (ie.ty, ie.instance) {
+                (CAUSE, 0) => m.cause = Some(get_cause(&ie)?),
+                (EBI, 0) => m.ebis.push(get_u8(&ie, 0x0f)?),
+                (ARP, 0) => m.arp = Some(Arp::decode(&ie)?),
+                _ => {}
+            }
+            Ok(())
+        })?;
+        Ok(m)
+    }
+}
+
+/// Downlink Data Notification Acknowledge (TS 29.274 §7.2.11.2), MME -> S-GW:
+/// whether the MME pages the UE.
+pub type DownlinkDataNotificationAcknowledge = CauseRecovery;
+
+/// Downlink Data Notification Failure Indication (TS 29.274 §7.2.11.3), MME -> S-GW:
+/// the paging the acknowledged notification started failed (e.g. "UE not responding"),
+/// so the S-GW may drop what it buffered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DownlinkDataNotificationFailureIndication {
+    pub cause: u8,
+}
+
+impl DownlinkDataNotificationFailureIndication {
+    fn encode(&self, out: &mut Vec<u8>) -> Result<(), Error> {
+        put_cause(out, self.cause)
+    }
+
+    fn decode(body: &[u8]) -> Result<Self, Error> {
+        // Recovery is not part of this message; like any other IE it is skipped.
+        let cause = CauseRecovery::decode(body)?.cause;
+        Ok(DownlinkDataNotificationFailureIndication { cause })
+    }
+}
+
+// ---------------------------------------------------------------- Create Bearer
+
+/// Create Bearer Request (TS 29.274 §7.2.3), S-GW -> MME: a dedicated bearer for
+/// the PDN connection of `linked_ebi`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CreateBearerRequest {
+    /// The PDN connection's default bearer.
+    pub linked_ebi: u8,
+    /// Bearers to create: EBI 0 (the MME assigns it), TFT, S1-U SGW F-TEID
+    /// instance 0, Bearer QoS, Charging ID.
+    pub bearer_contexts: Vec<BearerContext>,
+}
+
+impl CreateBearerRequest {
+    fn encode(&self, out: &mut Vec<u8>) -> Result<(), Error> {
+        put_ebis(out, 0, &[self.linked_ebi])?;
+        put_bearers(out, &self.bearer_contexts)
+    }
+
+    fn decode(body: &[u8]) -> Result<Self, Error> {
+        let (mut linked, mut bcs) = (None, Vec::new());
+        each_ie(body, |ie| {
+            use ie_type::*;
+            match (ie.ty, ie.instance) {
+                (EBI, 0) => linked = Some(get_u8(&ie, 0x0f)?),
+                (BEARER_CONTEXT, 0) => bcs.push(BearerContext::decode(&ie)?),
+                _ => {}
+            }
+            Ok(())
+        })?;
+        if bcs.is_empty() {
+            return Err(Error::MissingIe(ie_type::BEARER_CONTEXT));
+        }
+        Ok(CreateBearerRequest {
+            linked_ebi: linked.ok_or(Error::MissingIe(ie_type::EBI))?,
+            bearer_contexts: bcs,
+        })
+    }
+}
+
+/// Create Bearer Response (TS 29.274 §7.2.4), MME -> S-GW.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CreateBearerResponse {
+    pub cause: u8,
+    /// Per bearer: the EBI the MME assigned, Cause, S1-U eNB F-TEID instance 0 and
+    /// S1-U SGW F-TEID instance 1.
+    pub bearer_contexts: Vec<BearerContext>,
+    pub recovery: Option<u8>,
+}
+
+impl CreateBearerResponse {
+    fn encode(&self, out: &mut Vec<u8>) -> Result<(), Error> {
+        put_cause(out, self.cause)?;
+        put_bearers(out, &self.bearer_contexts)?;
+        put_recovery(out, &self.recovery)
+    }
+
+    fn decode(body: &[u8]) -> Result<Self, Error> {
+        let d = DeleteBearerResponse::decode(body)?;
+        if d.bearer_contexts.is_empty() {
+            return Err(Error::MissingIe(ie_type::BEARER_CONTEXT));
+        }
+        // A Linked EBI has no place here; like any unexpected IE it is ignored.
+        Ok(CreateBearerResponse {
             cause: d.cause,
+            bearer_contexts: d.bearer_contexts,
             recovery: d.recovery,
+        })
+    }
+}
+
+// ---------------------------------------------------------------- Delete Bearer
+
+/// Delete Bearer Request (TS 29.274 §7.2.9.2), S-GW -> MME: either dedicated
+/// bearers (`ebis`) or, with `linked_ebi`, the whole PDN connection.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DeleteBearerRequest {
+    /// The default bearer of the PDN connection to release; instance 0.
+    pub linked_ebi: Option<u8>,
+    /// The dedicated bearers to release; EBI instance 1.
+    pub ebis: Vec<u8>,
+    pub cause: Option<u8>,
+}
+
+impl DeleteBearerRequest {
+    fn encode(&self, out: &mut Vec<u8>) -> Result<(), Error> {
+        put_ebis(out, 0, self.linked_ebi.as_slice())?;
+        put_ebis(out, 1, &self.ebis)?;
+        put_opt(out, &self.cause, |o, c| put_cause(o, *c))
+    }
+
+    fn decode(body: &[u8]) -> Result<Self, Error> {
+        let mut m = DeleteBearerRequest::default();
+        each_ie(body, |ie| {
+            use ie_type::*;
+            match (ie.ty, ie.instance) {
+                (EBI, 0) => m.linked_ebi = Some(get_u8(&ie, 0x0f)?),
+                (EBI, 1) => m.ebis.push(get_u8(&ie, 0x0f)?),
+                (CAUSE, 0) => m.cause = Some(get_cause(&ie)?),
+                _ => {}
+            }
+            Ok(())
+        })?;
+        // One of the two says what to delete (Table 7.2.9.2-1).
+        if m.linked_ebi.is_none() && m.ebis.is_empty() {
+            return Err(Error::MissingIe(ie_type::EBI));
+        }
+        Ok(m)
+    }
+}
+
+/// Delete Bearer Response (TS 29.274 §7.2.10.2), MME -> S-GW.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DeleteBearerResponse {
+    pub cause: u8,
+    /// Echoes the request's Linked EBI when the whole PDN connection went.
+    pub linked_ebi: Option<u8>,
+    /// Per dedicated bearer: EBI and Cause.
+    pub bearer_contexts: Vec<BearerContext>,
+    pub recovery: Option<u8>,
+}
+
+impl DeleteBearerResponse {
+    fn encode(&self, out: &mut Vec<u8>) -> Result<(), Error> {
+        put_cause(out, self.cause)?;
+        put_ebis(out, 0, self.linked_ebi.as_slice())?;
+        put_bearers(out, &self.bearer_contexts)?;
+        put_recovery(out, &self.recovery)
+    }
+
+    fn decode(body: &[u8]) -> Result<Self, Error> {
+        let (mut cause, mut linked, mut bcs, mut rec) = (None, None, Vec::new(), None);
+        each_ie(body, |ie| {
+            use ie_type::*;
+            match (ie.ty, ie.instance) {
+                (CAUSE, 0) => cause = Some(get_cause(&ie)?),
+                (EBI, 0) => linked = Some(get_u8(&ie, 0x0f)?),
+                (BEARER_CONTEXT, 0) => bcs.push(BearerContext::decode(&ie)?),
+                (RECOVERY, 0) => rec = Some(get_u8(&ie, 0xff)?),
+                _ => {}
+            }
+            Ok(())
+        })?;
+        Ok(DeleteBearerResponse {
+            cause: cause.ok_or(Error::MissingIe(ie_type::CAUSE))?,
+            linked_ebi: linked,
+            bearer_contexts: bcs,
+            recovery: rec,
         })
     }
 }

@@ -11,6 +11,9 @@ use crate::Error;
 pub mod id {
     /// PPP IP Control Protocol (RFC 1332), DNS via options 129/131 (RFC 1877).
     pub const IPCP: u16 = 0x8021;
+    /// UE->network: "DNS Server IPv6 Address Request" (empty);
+    /// network->UE: "DNS Server IPv6 Address" (16 octets).
+    pub const DNS_IPV6: u16 = 0x0003;
     /// UE->network: "DNS Server IPv4 Address Request" (empty);
     /// network->UE: "DNS Server IPv4 Address" (4 octets).
     pub const DNS_IPV4: u16 = 0x000d;

@@ -1,7 +1,7 @@
 //! Proves the wire format with Wireshark's dissectors: writes a pcap with every
 //! GTPv2-C message (UDP 2123) and the GTP-U messages (UDP 2152), then asserts that
 //! `tshark` decodes each frame as the intended message with nothing malformed and
-//! no expert error.
+//! no expert error, and that the fields hold the values encoded.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
@@ -46,7 +46,8 @@ fn tshark_decodes_every_message() {
     };
     // (protocol column, text expected in the Info column), one per frame
     let mut frames: Vec<(&str, String)> = Vec::new();
-    for m in samples::all() {
+    let gtpc = samples::all();
+    for m in &gtpc {
         let (s, d) = if m.msg.is_request() {
             (mme, sgw)
         } else {
@@ -154,7 +155,136 @@ fn tshark_decodes_every_message() {
         "S1-U eNodeB GTP-U interface",
         "DNS Server IPv4 Address (0x000d)",
         "IPv4 link MTU size: 1400",
+        "DNS Server IPv6 Address Request (0x0003)",
+        "IPv6: 2001:4860:4860::8888",
+        "Packet filter component type identifier: IPv4 remote address type (16)",
     ] {
         assert!(verbose.contains(needle), "{needle} not decoded:\n{verbose}");
+    }
+    check_fields(file, &gtpc);
+}
+
+/// Fields of the GTPv2-C frames as tshark decodes them, one `|`-separated row per
+/// frame, each field's occurrences joined by `,` in wire order.
+const FIELDS: [&str; 17] = [
+    "gtpv2.message_type",
+    "gtpv2.teid",
+    "gtpv2.seq",
+    "gtpv2.cause",
+    "gtpv2.ebi",
+    "gtpv2.arp_pl",
+    "gtpv2.f_teid_interface_type",
+    "gtpv2.f_teid_gre_key",
+    "gtpv2.pdn_type",
+    "gtpv2.pdn_ipv6_len",
+    "gtpv2.pdn_addr_and_prefix.ipv6",
+    "gtpv2.pdn_addr_and_prefix.ipv4",
+    "gtpv2.bearer_qos_label_qci",
+    "gsm_a.gm.sm.tft.op_code",
+    "gsm_a.gm.sm.ip4_address",
+    "gsm_a.gm.sm.tft.protocol_header",
+    "gsm_a.gm.sm.tft.port",
+];
+
+/// (field, value) pairs one frame must show.
+type Expected = &'static [(&'static str, &'static str)];
+
+fn field<'a>(row: &[&'a str], name: &str) -> &'a str {
+    row[FIELDS.iter().position(|f| *f == name).unwrap()]
+}
+
+/// Header fields of every message, and what the messages added for paging, the
+/// dedicated bearer, the handover and IPv6 carry.
+fn check_fields(file: &str, gtpc: &[proto_gtpv2c::Gtpv2]) {
+    let mut args = vec![
+        "-r",
+        file,
+        "-Y",
+        "gtpv2",
+        "-T",
+        "fields",
+        "-E",
+        "separator=|",
+    ];
+    args.extend(["-E", "occurrence=a", "-E", "aggregator=,"]);
+    for f in FIELDS {
+        args.extend(["-e", f]);
+    }
+    let out = tshark(&args);
+    let rows: Vec<Vec<&str>> = out.lines().map(|l| l.split('|').collect()).collect();
+    assert_eq!(rows.len(), gtpc.len(), "{out}");
+    for (row, m) in rows.iter().zip(gtpc) {
+        let teid = m.teid.map_or(String::new(), |t| format!("{t:#010x}"));
+        assert_eq!(
+            field(row, "gtpv2.message_type"),
+            m.msg.msg_type().to_string()
+        );
+        assert_eq!(field(row, "gtpv2.teid"), teid, "{row:?}");
+        assert_eq!(
+            field(row, "gtpv2.seq"),
+            format!("{:#08x}", m.seq),
+            "{row:?}"
+        );
+    }
+    // (message type, sequence number) -> field values; every pair is one sample.
+    #[rustfmt::skip]
+    let want: &[((u8, u32), Expected)] = &[
+        ((171, 5), &[("gtpv2.cause", "16")]),
+        ((176, 0x10), &[("gtpv2.cause", "6"), ("gtpv2.ebi", "5"), ("gtpv2.arp_pl", "8")]),
+        ((177, 0x10), &[("gtpv2.cause", "16")]),
+        ((70, 6), &[("gtpv2.cause", "87")]),
+        ((95, 0x11), &[
+            ("gtpv2.ebi", "5,0"),
+            ("gtpv2.f_teid_interface_type", "1,5"),
+            ("gtpv2.f_teid_gre_key", "0x00000310,0x00000311"),
+            ("gtpv2.bearer_qos_label_qci", "1"),
+            ("gsm_a.gm.sm.tft.op_code", "1"),
+            ("gsm_a.gm.sm.ip4_address", "10.45.0.1"),
+            ("gsm_a.gm.sm.tft.protocol_header", "0x11"),
+            ("gsm_a.gm.sm.tft.port", "5001"),
+        ]),
+        ((96, 0x11), &[
+            ("gtpv2.cause", "16,16"),
+            ("gtpv2.ebi", "6"),
+            ("gtpv2.f_teid_interface_type", "0,1"),
+            ("gtpv2.f_teid_gre_key", "0x00000410,0x00000310"),
+        ]),
+        ((34, 7), &[
+            ("gtpv2.ebi", "5,6"),
+            ("gtpv2.f_teid_interface_type", "10,0,0"),
+            ("gtpv2.f_teid_gre_key", "0x00000101,0x00000420,0x00000421"),
+        ]),
+        ((99, 0x12), &[("gtpv2.ebi", "6")]),
+        ((100, 0x12), &[("gtpv2.cause", "16,16"), ("gtpv2.ebi", "6")]),
+        // The PDN Type IE, then the PAA's own type octet.
+        ((32, 8), &[("gtpv2.pdn_type", "2,2"), ("gtpv2.pdn_ipv6_len", "0")]),
+        ((33, 8), &[
+            ("gtpv2.pdn_type", "2"),
+            ("gtpv2.pdn_ipv6_len", "64"),
+            ("gtpv2.pdn_addr_and_prefix.ipv6", "2001:db8:45:2::2"),
+            ("gtpv2.pdn_addr_and_prefix.ipv4", ""),
+        ]),
+        ((32, 9), &[("gtpv2.pdn_type", "3,3"), ("gtpv2.pdn_addr_and_prefix.ipv4", "0.0.0.0")]),
+        ((33, 9), &[
+            ("gtpv2.pdn_type", "3"),
+            ("gtpv2.pdn_ipv6_len", "64"),
+            ("gtpv2.pdn_addr_and_prefix.ipv6", "2001:db8:45:3::2"),
+            ("gtpv2.pdn_addr_and_prefix.ipv4", "10.45.0.3"),
+        ]),
+    ];
+    for ((ty, seq), fields) in want {
+        let i = gtpc
+            .iter()
+            .position(|m| m.msg.msg_type() == *ty && m.seq == *seq)
+            .unwrap_or_else(|| panic!("no sample of type {ty}, sequence {seq}"));
+        for (name, value) in *fields {
+            assert_eq!(
+                field(&rows[i], name),
+                *value,
+                "{name} of {}: {:?}",
+                gtpc[i].msg.name(),
+                rows[i]
+            );
+        }
     }
 }

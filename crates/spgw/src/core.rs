@@ -385,6 +385,7 @@ impl Core {
                 ],
                 qos: bearer.qos,
                 charging_id: Some(t.sgw_s11_teid),
+                tft: None,
             }],
             recovery: Some(self.cfg.recovery),
         };
