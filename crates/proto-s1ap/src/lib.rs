@@ -592,6 +592,37 @@ fn status_bearers(c: &ENBStatusTransferTransparentContainer<'_>) -> Result<Vec<B
         .collect()
 }
 
+/// The IEs of both status transfers, which have the same ones (TS 36.413 §9.1.5.13-14).
+fn status_transfer_pdu(empty: S1AP_PDU, t: &StatusTransfer) -> Result<S1AP_PDU> {
+    let container = status_container(&t.bearers)?;
+    append(
+        empty,
+        vec![
+            build_s1ap_ie!(REJECT MME_UE_S1AP_ID(t.mme_ue_id))?,
+            build_s1ap_ie!(REJECT eNB_UE_S1AP_ID(t.enb_ue_id))?,
+            build_s1ap_ie!(REJECT eNB_StatusTransfer_TransparentContainer(container))?,
+        ],
+    )
+}
+
+fn status_transfer_of(pdu: &S1AP_PDU) -> Result<StatusTransfer> {
+    let missing = |what: &str| S1apError::Value(format!("status transfer without {what}"));
+    let mme_ue_id = pdu
+        .ie::<ie::MME_UE_S1AP_ID>()
+        .ok_or_else(|| missing("MME UE S1AP ID"))??;
+    let enb_ue_id = pdu
+        .ie::<ie::eNB_UE_S1AP_ID>()
+        .ok_or_else(|| missing("eNB UE S1AP ID"))??;
+    let container = pdu
+        .ie::<ie::eNB_StatusTransfer_TransparentContainer>()
+        .ok_or_else(|| missing("its container"))??;
+    Ok(StatusTransfer {
+        mme_ue_id: mme_ue_id.0,
+        enb_ue_id: enb_ue_id.0,
+        bearers: status_bearers(&container)?,
+    })
+}
+
 /// `pdu` with `extra` IEs after its own: how optional IEs are added, as
 /// `build_s1ap!` takes a fixed list.
 fn append(mut pdu: S1AP_PDU, extra: Vec<ProtocolIEField<'static>>) -> Result<S1AP_PDU> {
@@ -1072,21 +1103,13 @@ pub fn encode(msg: &S1ap) -> Result<Vec<u8>> {
             EUTRAN_CGI(ecgi_ie(*ecgi)),
             TAI(tai_ie(*tai)),
         )?,
-        S1ap::EnbStatusTransfer(t) => build_s1ap!(
-            InitiatingMessage,
-            eNBStatusTransfer,
-            ENBStatusTransfer,
-            MME_UE_S1AP_ID(t.mme_ue_id),
-            eNB_UE_S1AP_ID(t.enb_ue_id),
-            eNB_StatusTransfer_TransparentContainer(status_container(&t.bearers)?),
+        S1ap::EnbStatusTransfer(t) => status_transfer_pdu(
+            build_s1ap!(InitiatingMessage, eNBStatusTransfer, ENBStatusTransfer,)?,
+            t,
         )?,
-        S1ap::MmeStatusTransfer(t) => build_s1ap!(
-            InitiatingMessage,
-            MMEStatusTransfer,
-            MMEStatusTransfer,
-            MME_UE_S1AP_ID(t.mme_ue_id),
-            eNB_UE_S1AP_ID(t.enb_ue_id),
-            eNB_StatusTransfer_TransparentContainer(status_container(&t.bearers)?),
+        S1ap::MmeStatusTransfer(t) => status_transfer_pdu(
+            build_s1ap!(InitiatingMessage, MMEStatusTransfer, MMEStatusTransfer,)?,
+            t,
         )?,
         S1ap::HandoverCancel {
             mme_ue_id,
@@ -1577,30 +1600,10 @@ pub fn decode(bytes: &[u8]) -> Result<S1ap> {
             }
         }
         S1apPduKind::Initiating_eNBStatusTransfer => {
-            extract_s1ap_ies!(pdu, ENBStatusTransfer,
-                req mme_ue_id: u32 = MME_UE_S1AP_ID(id),
-                req enb_ue_id: u32 = eNB_UE_S1AP_ID(id),
-                req bearers: Result<Vec<BearerStatus>> =
-                    eNB_StatusTransfer_TransparentContainer(c) => status_bearers(&c),
-            );
-            S1ap::EnbStatusTransfer(StatusTransfer {
-                mme_ue_id,
-                enb_ue_id,
-                bearers: bearers?,
-            })
+            S1ap::EnbStatusTransfer(status_transfer_of(&pdu)?)
         }
         S1apPduKind::Initiating_MMEStatusTransfer => {
-            extract_s1ap_ies!(pdu, MMEStatusTransfer,
-                req mme_ue_id: u32 = MME_UE_S1AP_ID(id),
-                req enb_ue_id: u32 = eNB_UE_S1AP_ID(id),
-                req bearers: Result<Vec<BearerStatus>> =
-                    eNB_StatusTransfer_TransparentContainer(c) => status_bearers(&c),
-            );
-            S1ap::MmeStatusTransfer(StatusTransfer {
-                mme_ue_id,
-                enb_ue_id,
-                bearers: bearers?,
-            })
+            S1ap::MmeStatusTransfer(status_transfer_of(&pdu)?)
         }
         S1apPduKind::Initiating_HandoverCancel => {
             extract_s1ap_ies!(pdu, HandoverCancel,
