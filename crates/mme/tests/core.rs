@@ -12,7 +12,7 @@ use proto_diameter::s6a::{
     UpdateLocationAnswer,
 };
 use proto_gtpv2c::{self as gtp, BearerContext, Fteid, Paa};
-use proto_s1ap::{self as s1ap, Ecgi, S1ap, Tai};
+use proto_s1ap::{self as s1ap, Ecgi, RRCEstablishmentCause, S1ap, Tai};
 use proto_sctp::AssocId;
 
 const A: AssocId = AssocId(1);
@@ -163,6 +163,8 @@ fn start(c: &mut MmeCore, ue: &TestUe, aia: AuthInfoAnswer) -> (u32, Vec<S1ap>) 
             nas: ue.attach_request(),
             tai: tai(),
             ecgi: ecgi(),
+            s_tmsi: None,
+            rrc_cause: RRCEstablishmentCause::mo_Signalling,
         },
     );
     let acts = c.take_actions();
@@ -415,6 +417,8 @@ fn bad_input_never_harms_other_ues() {
             nas: ue.attach_request(),
             tai: tai(),
             ecgi: ecgi(),
+            s_tmsi: None,
+            rrc_cause: RRCEstablishmentCause::mo_Signalling,
         })
         .unwrap(),
     );

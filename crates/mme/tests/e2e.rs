@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::{Reaction, TestUe, PLMN};
-use proto_s1ap::{self as s1ap, Ecgi, S1ap, Tai};
+use proto_s1ap::{self as s1ap, Ecgi, RRCEstablishmentCause, S1ap, Tai};
 use proto_sctp::{SctpClient, SctpConfig, SctpEvent};
 use tokio::net::UdpSocket;
 
@@ -125,6 +125,8 @@ impl Enb {
             nas: ue.attach_request(),
             tai: tai(),
             ecgi: ecgi(),
+            s_tmsi: None,
+            rrc_cause: RRCEstablishmentCause::mo_Signalling,
         });
         let mut mme_ue_id = 0;
         loop {

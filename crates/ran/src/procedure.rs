@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use proto_nas::msg::Nas;
 use proto_nas::{Direction, SecurityHeader, UeEvent, UeNas, Usim};
-use proto_s1ap::{causes, ErabSetup, InitialContextSetupRequest, S1ap};
+use proto_s1ap::{causes, ErabSetup, InitialContextSetupRequest, RRCEstablishmentCause, S1ap};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::time::{timeout, Duration};
 use tracing::{debug, info, warn};
@@ -176,6 +176,8 @@ impl Ue<'_> {
                 nas: req,
                 tai: self.sh.s1.tai,
                 ecgi: self.sh.s1.ecgi,
+                s_tmsi: None,
+                rrc_cause: RRCEstablishmentCause::mo_Signalling,
             })
             .map_err(|e| Failure::new(FailureKind::Protocol, None, format!("{e:#}")))?;
         // A reject seen; the attach is over once the MME releases the context.

@@ -82,6 +82,7 @@ impl MmeCore {
                 nas,
                 tai,
                 ecgi,
+                ..
             } => self.on_initial_ue(assoc, enb_ue_id, &nas, tai, ecgi),
             S1ap::UplinkNasTransport {
                 mme_ue_id,
