@@ -116,7 +116,9 @@ fn create_modify_delete() {
     // Downlink to the UE goes to the eNB F-TEID.
     let pkt =
         proto_gtpu::icmp::echo_request(Ipv4Addr::new(8, 8, 8, 8), t.ue_ip, 1, 1, b"x").unwrap();
-    let (g, to) = c.handle_sgi(&pkt).unwrap();
+    let SgiAction::ToEnb(g, to) = c.handle_sgi(&pkt, t0) else {
+        panic!()
+    };
     assert_eq!(to, "10.77.0.21:2152".parse().unwrap());
     assert_eq!(
         proto_gtpu::decode(&g).unwrap(),
@@ -152,9 +154,9 @@ fn create_modify_delete() {
         matches!(r.msg, Message::ReleaseAccessBearersResponse(x) if x.cause == cause::REQUEST_ACCEPTED)
     );
     assert_eq!(c.tunnels()[0].enb_teid, None);
-    assert!(c.handle_sgi(&pkt).is_none());
+    assert!(matches!(c.handle_sgi(&pkt, t0), SgiAction::Notify(..)));
     reply(&mut c, &Gtpv2 { seq: 11, ..mbr }.encode().unwrap());
-    assert!(c.handle_sgi(&pkt).is_some());
+    assert!(matches!(c.handle_sgi(&pkt, t0), SgiAction::ToEnb(..)));
 
     let dsr = Gtpv2 {
         teid: Some(s11),
@@ -255,7 +257,7 @@ fn garbage_is_dropped() {
             .reply
             .is_none());
         assert_eq!(c.handle_s1u(b, MME.parse().unwrap()), S1uAction::Nothing);
-        assert!(c.handle_sgi(b).is_none());
+        assert_eq!(c.handle_sgi(b, Instant::now()), SgiAction::Nothing);
     }
 }
 
