@@ -182,8 +182,9 @@ pub(crate) const MAX_BUFFERED_PER_UE: usize = 32;
 /// beyond, the oldest packet of any UE is dropped.
 pub(crate) const MAX_BUFFERED: usize = 4096;
 
-/// Downlink Data Notifications waiting for their Acknowledge: at most one per
-/// buffering UE, so the total buffer bounds them too.
+/// Downlink Data Notifications waiting for their Acknowledge (one per UE being
+/// paged, for at most T3 x (N3 + 1)); beyond, a newly idle UE's downlink is dropped
+/// rather than growing memory.
 const MAX_DDN_PENDING: usize = MAX_BUFFERED;
 
 /// Counters of the idle-mode downlink path, since the SPGW started.
@@ -272,7 +273,6 @@ pub struct Core {
     /// Downlink for idle UEs, by S11 TEID; one exists exactly while a DDN is
     /// outstanding or acknowledged and the eNB not back.
     buffers: BTreeMap<u32, Buffer>,
-    buffered_now: usize,
     next_arrival: u64,
     stats: IdleStats,
 }
@@ -288,7 +288,6 @@ impl Core {
             responses: Responder::new(MME_TIMERS, S11_RESPONSE_CACHE),
             ddns: Requester::new(DDN_TIMERS, MAX_DDN_PENDING),
             buffers: BTreeMap::new(),
-            buffered_now: 0,
             next_arrival: 0,
             stats: IdleStats::default(),
         }
@@ -296,10 +295,7 @@ impl Core {
 
     /// The idle-mode downlink counters.
     pub fn idle_stats(&self) -> IdleStats {
-        IdleStats {
-            buffered_now: self.buffered_now as u64,
-            ..self.stats
-        }
+        self.stats
     }
 
     /// The active tunnels, ordered by S11 TEID.
@@ -793,14 +789,14 @@ impl Core {
         }
         if self.buffers[&s11].packets.len() >= MAX_BUFFERED_PER_UE {
             self.drop_oldest_of(s11);
-        } else if self.buffered_now >= MAX_BUFFERED {
+        } else if self.stats.buffered_now >= MAX_BUFFERED as u64 {
             self.drop_oldest();
         }
         let arrival = self.next_arrival;
         self.next_arrival += 1;
         if let Some(b) = self.buffers.get_mut(&s11) {
             b.packets.push_back((arrival, packet.to_vec()));
-            self.buffered_now += 1;
+            self.stats.buffered_now += 1;
             self.stats.buffered += 1;
         }
         action
@@ -809,7 +805,7 @@ impl Core {
     fn drop_oldest_of(&mut self, s11: u32) {
         if let Some(b) = self.buffers.get_mut(&s11) {
             if b.packets.pop_front().is_some() {
-                self.buffered_now -= 1;
+                self.stats.buffered_now -= 1;
                 self.stats.dropped += 1;
             }
         }
@@ -832,7 +828,7 @@ impl Core {
     fn drop_buffer(&mut self, s11: u32, why: &str) {
         if let Some(b) = self.buffers.remove(&s11) {
             let n = b.packets.len();
-            self.buffered_now -= n;
+            self.stats.buffered_now -= n as u64;
             self.stats.dropped += n as u64;
             info!(teid = s11, packets = n, why, "buffered downlink dropped");
         }
@@ -863,7 +859,7 @@ impl Core {
         let Some(b) = self.buffers.remove(&s11) else {
             return Vec::new();
         };
-        self.buffered_now -= b.packets.len();
+        self.stats.buffered_now -= b.packets.len() as u64;
         let to = SocketAddr::new(IpAddr::V4(addr), GTPU_PORT);
         if !b.packets.is_empty() {
             info!(imsi = %t.imsi, packets = b.packets.len(), "buffered downlink sent to the eNB");
