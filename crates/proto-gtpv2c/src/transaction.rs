@@ -52,7 +52,7 @@ pub enum Timeout<C> {
     },
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Pending<C> {
     peer: SocketAddr,
     context: C,
@@ -62,8 +62,9 @@ struct Pending<C> {
 }
 
 /// The requests this endpoint sent and still waits for, each with the caller's
-/// context `C` (e.g. which UE it is for).
-#[derive(Debug)]
+/// context `C` (e.g. which UE it is for). Clone, so that an owner's state can be
+/// changed all or nothing on a copy.
+#[derive(Debug, Clone)]
 pub struct Requester<C> {
     timers: Timers,
     capacity: usize,

@@ -3,16 +3,17 @@
 //! in `lib.rs` only moves bytes between sockets, the TUN device and this type, so
 //! all protocol behaviour is testable without root.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use proto_gtpu::{icmp::ipv4_destination, icmp::ipv4_source, Gtpu, GTPU_PORT};
-use proto_gtpv2c::transaction::{Incoming, Responder, Timers};
+use proto_gtpv2c::transaction::{Incoming, Requester, Responder, Timeout, Timers};
 use proto_gtpv2c::{
-    cause, iface, pdn_type, BearerContext, CreateSessionRequest, CreateSessionResponse,
-    DeleteSessionRequest, DeleteSessionResponse, Echo, Fteid, Message, ModifyBearerRequest,
-    ModifyBearerResponse, Paa, ReleaseAccessBearersResponse,
+    cause, iface, msg_type, pdn_type, Arp, BearerContext, CreateSessionRequest,
+    CreateSessionResponse, DeleteSessionRequest, DeleteSessionResponse, DownlinkDataNotification,
+    Echo, Fteid, Message, ModifyBearerRequest, ModifyBearerResponse, Paa,
+    ReleaseAccessBearersResponse, GTPC_PORT,
 };
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
@@ -37,6 +38,47 @@ pub struct Tunnel {
     /// The eNB's S1-U TEID and address, known after Modify Bearer.
     pub enb_teid: Option<u32>,
     pub enb_addr: Option<Ipv4Addr>,
+    /// Released by Release Access Bearers (ECM-IDLE): downlink is buffered and the MME
+    /// notified, where before the first Modify Bearer or after an eNB's Error
+    /// Indication it is dropped. Left out of the list while false, so a connected UE's
+    /// entry reads as before.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub idle: bool,
+    /// The default bearer's ARP from Create Session: the paging priority a Downlink
+    /// Data Notification carries (none in lists written before it was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arp: Option<BearerArp>,
+}
+
+/// Allocation/Retention Priority (TS 29.274 §8.86) as the tunnel list keeps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BearerArp {
+    /// 1 (highest) ..= 15.
+    pub priority_level: u8,
+    /// Pre-emption capability indicator: true means the bearer may NOT pre-empt.
+    pub pci: bool,
+    /// Pre-emption vulnerability indicator: true means it may NOT be pre-empted.
+    pub pvi: bool,
+}
+
+impl From<Arp> for BearerArp {
+    fn from(a: Arp) -> Self {
+        BearerArp {
+            priority_level: a.priority_level,
+            pci: a.pci,
+            pvi: a.pvi,
+        }
+    }
+}
+
+impl From<BearerArp> for Arp {
+    fn from(a: BearerArp) -> Self {
+        Arp {
+            pci: a.pci,
+            priority_level: a.priority_level,
+            pvi: a.pvi,
+        }
+    }
 }
 
 /// Addresses and constants the state machine puts into messages.
@@ -124,6 +166,51 @@ const MME_TIMERS: Timers = Timers {
 /// window (a few hundred bytes each).
 const S11_RESPONSE_CACHE: usize = 4096;
 
+/// Our T3/N3 for Downlink Data Notifications: the values corehop's MME uses towards
+/// us, so a lost DDN or Acknowledge costs a second of paging delay, not the page.
+const DDN_TIMERS: Timers = Timers {
+    t3: Duration::from_secs(1),
+    n3: 3,
+};
+
+/// Downlink packets buffered for one idle UE while it is paged: a few round trips of
+/// a TCP window or a ping train (TS 23.401 leaves the amount to the S-GW). Beyond,
+/// its oldest packet is dropped.
+pub(crate) const MAX_BUFFERED_PER_UE: usize = 32;
+
+/// Downlink packets buffered for all idle UEs together (at most ~6 MB at the SGi MTU);
+/// beyond, the oldest packet of any UE is dropped.
+pub(crate) const MAX_BUFFERED: usize = 4096;
+
+/// Downlink Data Notifications waiting for their Acknowledge (one per UE being
+/// paged, for at most T3 x (N3 + 1)); beyond, a newly idle UE's downlink is dropped
+/// rather than growing memory.
+const MAX_DDN_PENDING: usize = MAX_BUFFERED;
+
+/// Counters of the idle-mode downlink path, since the SPGW started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdleStats {
+    /// Downlink packets buffered for an idle UE.
+    pub buffered: u64,
+    /// Buffered (or bufferable) packets dropped: over a bound, the paging refused,
+    /// failed or unanswered, or the session gone.
+    pub dropped: u64,
+    /// Downlink Data Notifications sent (retransmissions not counted).
+    pub ddn_sent: u64,
+    /// Packets buffered now, all UEs.
+    pub buffered_now: u64,
+}
+
+/// The downlink packets of one idle UE, waiting for its eNB's new S1-U F-TEID.
+#[derive(Debug, Clone)]
+struct Buffer {
+    /// Oldest first, each with its arrival number (for the total bound's oldest-first).
+    packets: VecDeque<(u64, Vec<u8>)>,
+    /// The sequence number of the DDN this buffer waits on: an Acknowledge or expiry
+    /// of an older DDN of the same session says nothing about this one.
+    ddn_seq: u32,
+}
+
 /// A response to an S11 request; the sequence number is the request's, set by the
 /// `Responder`.
 struct Reply {
@@ -138,6 +225,9 @@ pub struct S11Outcome {
     pub reply: Option<Vec<u8>>,
     /// Whether the tunnel list changed (the tunnels file must be rewritten).
     pub changed: bool,
+    /// G-PDUs to send on S1-U after the reply, in order: the downlink buffered while
+    /// the UE was idle, now that its eNB is known again.
+    pub downlink: Vec<(Vec<u8>, SocketAddr)>,
 }
 
 /// What to do with one S1-U datagram.
@@ -153,6 +243,20 @@ pub enum S1uAction<'a> {
     Nothing,
 }
 
+/// What to do with one packet read from SGi.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SgiAction {
+    /// A G-PDU to send on S1-U to the UE's eNB.
+    ToEnb(Vec<u8>, SocketAddr),
+    /// The UE is idle: the packet is buffered and this Downlink Data Notification is
+    /// to be sent on S11 to its MME.
+    Notify(Vec<u8>, SocketAddr),
+    /// The UE is idle and already being paged: the packet is buffered.
+    Buffered,
+    /// Dropped: no such UE, no downlink yet, or the paging could not start.
+    Nothing,
+}
+
 #[derive(Debug, Clone)]
 pub struct Core {
     cfg: CoreConfig,
@@ -164,6 +268,13 @@ pub struct Core {
     /// Answers a retransmitted request (same MME, sequence number and bytes) with the
     /// response already sent instead of, say, creating a second session (§7.6).
     responses: Responder,
+    /// Our Downlink Data Notifications to MMEs, each with its session's S11 TEID.
+    ddns: Requester<u32>,
+    /// Downlink for idle UEs, by S11 TEID; one exists exactly while a DDN is
+    /// outstanding or acknowledged and the eNB not back.
+    buffers: BTreeMap<u32, Buffer>,
+    next_arrival: u64,
+    stats: IdleStats,
 }
 
 impl Core {
@@ -175,7 +286,16 @@ impl Core {
             by_ue: HashMap::new(),
             next_teid: 1,
             responses: Responder::new(MME_TIMERS, S11_RESPONSE_CACHE),
+            ddns: Requester::new(DDN_TIMERS, MAX_DDN_PENDING),
+            buffers: BTreeMap::new(),
+            next_arrival: 0,
+            stats: IdleStats::default(),
         }
+    }
+
+    /// The idle-mode downlink counters.
+    pub fn idle_stats(&self) -> IdleStats {
+        self.stats
     }
 
     /// The active tunnels, ordered by S11 TEID.
@@ -219,6 +339,7 @@ impl Core {
         }
         next.restore(tunnels)?;
         next.next_teid = next.next_teid.max(self.next_teid);
+        next.retain_buffers();
         *self = next;
         Ok(())
     }
@@ -252,13 +373,26 @@ impl Core {
 
     /// Handles one datagram received on S11 from `from` at `now`.
     pub fn handle_s11(&mut self, buf: &[u8], from: SocketAddr, now: Instant) -> S11Outcome {
+        // The MME's answers to our DDNs arrive on the same socket as its requests.
+        match proto_gtpv2c::decode_header(buf).map(|h| h.msg_type) {
+            Ok(msg_type::DOWNLINK_DATA_NOTIFICATION_FAILURE_INDICATION) => {
+                self.ddn_failure(buf, from);
+                return S11Outcome::default();
+            }
+            Ok(t) if !msg_type::is_request(t) => {
+                self.ddn_response(buf, from);
+                return S11Outcome::default();
+            }
+            _ => {}
+        }
         let (id, m) = match self.responses.on_request(now, from, buf) {
             Ok(Incoming::Fresh(id, m)) => (id, m),
             Ok(Incoming::Duplicate(r)) => {
                 debug!(%from, "retransmitted request, resending cached response");
+                // A retransmitted Modify Bearer flushed the buffer the first time.
                 return S11Outcome {
                     reply: Some(r.to_vec()),
-                    changed: false,
+                    ..Default::default()
                 };
             }
             Err(e) => {
@@ -267,6 +401,7 @@ impl Core {
             }
         };
         let teid = m.teid.unwrap_or(0);
+        let mut downlink = Vec::new();
         let (resp, changed) = match m.msg {
             Message::EchoRequest(_) => (
                 Reply {
@@ -278,7 +413,11 @@ impl Core {
                 false,
             ),
             Message::CreateSessionRequest(r) => self.create_session(r),
-            Message::ModifyBearerRequest(r) => self.modify_bearer(teid, r),
+            Message::ModifyBearerRequest(r) => {
+                let out = self.modify_bearer(teid, r);
+                downlink = self.flush(teid);
+                out
+            }
             Message::DeleteSessionRequest(r) => self.delete_session(teid, r),
             Message::ReleaseAccessBearersRequest(_) => self.release_access_bearers(teid),
             other => {
@@ -286,19 +425,22 @@ impl Core {
                 return S11Outcome::default();
             }
         };
-        match self.responses.respond(now, id, resp.teid, resp.msg) {
-            Ok(bytes) => S11Outcome {
-                reply: Some(bytes.to_vec()),
-                changed,
-            },
+        if changed {
+            // A deleted or replaced session takes its buffered downlink with it.
+            self.retain_buffers();
+        }
+        let reply = match self.responses.respond(now, id, resp.teid, resp.msg) {
+            Ok(bytes) => Some(bytes.to_vec()),
             Err(e) => {
                 // Only reachable with values we produced ourselves; keep running.
                 warn!(error = %e, "cannot encode S11 response");
-                S11Outcome {
-                    reply: None,
-                    changed,
-                }
+                None
             }
+        };
+        S11Outcome {
+            reply,
+            changed,
+            downlink,
         }
     }
 
@@ -355,6 +497,8 @@ impl Core {
             sgw_s1u_teid: self.alloc_teid(),
             enb_teid: None,
             enb_addr: None,
+            idle: false,
+            arp: bearer.qos.map(|q| q.arp().into()),
         };
         info!(imsi = %t.imsi, %ue_ip, s11 = t.sgw_s11_teid, s1u = t.sgw_s1u_teid, "session created");
         let (s11, s1u) = (self.cfg.s11_addr, self.cfg.s1u_addr);
@@ -424,6 +568,7 @@ impl Core {
                     Some(addr) => {
                         t.enb_teid = Some(enb.teid);
                         t.enb_addr = Some(addr);
+                        t.idle = false;
                         changed = true;
                         info!(imsi = %t.imsi, enb_teid = enb.teid, %addr, "S1-U downlink set");
                         out.cause = Some(cause::REQUEST_ACCEPTED);
@@ -493,14 +638,15 @@ impl Core {
         )
     }
 
-    /// S1 release (UE goes idle): forget the eNB F-TEID; downlink packets are then
-    /// dropped until the next Modify Bearer (no paging/buffering in this core).
+    /// S1 release (UE goes idle, TS 23.401 §5.3.5): forget the eNB F-TEID; downlink
+    /// packets are then buffered and the MME notified until the next Modify Bearer.
     fn release_access_bearers(&mut self, teid: u32) -> (Reply, bool) {
         let (cause, resp_teid, changed) = match self.sessions.get_mut(&teid) {
             Some(t) => {
-                info!(imsi = %t.imsi, "access bearers released");
+                info!(imsi = %t.imsi, "access bearers released, UE idle");
                 t.enb_teid = None;
                 t.enb_addr = None;
+                t.idle = true;
                 (cause::REQUEST_ACCEPTED, t.mme_s11_teid, true)
             }
             None => {
@@ -584,15 +730,215 @@ impl Core {
 
     // ------------------------------------------------------------ SGi
 
-    /// A packet read from the SGi TUN device: the G-PDU and where to send it, if
-    /// the destination is a UE with an established downlink.
-    pub fn handle_sgi(&self, packet: &[u8]) -> Option<(Vec<u8>, SocketAddr)> {
-        let dst = ipv4_destination(packet)?;
-        let t = self.by_ue.get(&dst).and_then(|s| self.sessions.get(s))?;
-        // No paging/buffering here: without an eNB F-TEID the packet is dropped.
-        let (teid, addr) = (t.enb_teid?, t.enb_addr?);
-        let g = proto_gtpu::encode_gpdu(teid, packet).ok()?;
-        Some((g, SocketAddr::new(IpAddr::V4(addr), GTPU_PORT)))
+    /// A packet read from the SGi TUN device at `now`: to the UE's eNB if it has one,
+    /// buffered (and the MME notified) if the UE is idle, dropped otherwise.
+    pub fn handle_sgi(&mut self, packet: &[u8], now: Instant) -> SgiAction {
+        let Some(&s11) = ipv4_destination(packet).and_then(|dst| self.by_ue.get(&dst)) else {
+            return SgiAction::Nothing;
+        };
+        let t = &self.sessions[&s11];
+        if let (Some(teid), Some(addr)) = (t.enb_teid, t.enb_addr) {
+            return match proto_gtpu::encode_gpdu(teid, packet) {
+                Ok(g) => SgiAction::ToEnb(g, SocketAddr::new(IpAddr::V4(addr), GTPU_PORT)),
+                Err(_) => SgiAction::Nothing,
+            };
+        }
+        if !t.idle {
+            return SgiAction::Nothing;
+        }
+        self.buffer(s11, packet, now)
+    }
+
+    /// Buffers a downlink packet of the idle session `s11`; the first one starts its
+    /// paging with a Downlink Data Notification (TS 23.401 §5.3.4.3 step 2).
+    fn buffer(&mut self, s11: u32, packet: &[u8], now: Instant) -> SgiAction {
+        let mut action = SgiAction::Buffered;
+        if !self.buffers.contains_key(&s11) {
+            let t = &self.sessions[&s11];
+            let Some(mme) = t.mme_s11_addr else {
+                warn!(imsi = %t.imsi, "idle UE without an MME address, downlink dropped");
+                self.stats.dropped += 1;
+                return SgiAction::Nothing;
+            };
+            let peer = SocketAddr::new(IpAddr::V4(mme), GTPC_PORT);
+            let ddn = Message::DownlinkDataNotification(DownlinkDataNotification {
+                cause: None,
+                ebis: vec![t.ebi],
+                arp: t.arp.map(Arp::from),
+            });
+            let (imsi, mme_teid) = (t.imsi.clone(), t.mme_s11_teid);
+            match self.ddns.send(now, peer, Some(mme_teid), ddn, s11) {
+                Ok((seq, bytes)) => {
+                    info!(%imsi, seq, "downlink for idle UE, Downlink Data Notification sent");
+                    action = SgiAction::Notify(bytes.to_vec(), peer);
+                    self.stats.ddn_sent += 1;
+                    self.buffers.insert(
+                        s11,
+                        Buffer {
+                            packets: VecDeque::new(),
+                            ddn_seq: seq,
+                        },
+                    );
+                }
+                Err(e) => {
+                    warn!(%imsi, error = %e, "cannot notify the MME, downlink dropped");
+                    self.stats.dropped += 1;
+                    return SgiAction::Nothing;
+                }
+            }
+        }
+        if self.buffers[&s11].packets.len() >= MAX_BUFFERED_PER_UE {
+            self.drop_oldest_of(s11);
+        } else if self.stats.buffered_now >= MAX_BUFFERED as u64 {
+            self.drop_oldest();
+        }
+        let arrival = self.next_arrival;
+        self.next_arrival += 1;
+        if let Some(b) = self.buffers.get_mut(&s11) {
+            b.packets.push_back((arrival, packet.to_vec()));
+            self.stats.buffered_now += 1;
+            self.stats.buffered += 1;
+        }
+        action
+    }
+
+    fn drop_oldest_of(&mut self, s11: u32) {
+        if let Some(b) = self.buffers.get_mut(&s11) {
+            if b.packets.pop_front().is_some() {
+                self.stats.buffered_now -= 1;
+                self.stats.dropped += 1;
+            }
+        }
+    }
+
+    /// Over the total bound: drops the oldest buffered packet of any UE. A scan of the
+    /// buffering UEs, paid only while the buffer is full.
+    fn drop_oldest(&mut self) {
+        let oldest = self
+            .buffers
+            .iter()
+            .filter_map(|(s11, b)| b.packets.front().map(|(arrival, _)| (*arrival, *s11)))
+            .min();
+        if let Some((_, s11)) = oldest {
+            self.drop_oldest_of(s11);
+        }
+    }
+
+    /// Drops a session's buffered downlink (its paging is over without the UE).
+    fn drop_buffer(&mut self, s11: u32, why: &str) {
+        if let Some(b) = self.buffers.remove(&s11) {
+            let n = b.packets.len();
+            self.stats.buffered_now -= n as u64;
+            self.stats.dropped += n as u64;
+            info!(teid = s11, packets = n, why, "buffered downlink dropped");
+        }
+    }
+
+    /// Drops the buffers of sessions that are gone or no longer idle.
+    fn retain_buffers(&mut self) {
+        let orphans: Vec<u32> = self
+            .buffers
+            .keys()
+            .copied()
+            .filter(|s| !self.sessions.get(s).is_some_and(|t| t.idle))
+            .collect();
+        for s11 in orphans {
+            self.drop_buffer(s11, "session deleted or changed");
+        }
+    }
+
+    /// The buffered downlink of session `s11` as G-PDUs to its eNB, oldest first, once
+    /// Modify Bearer gave it an eNB again (TS 23.401 §5.3.4.1 step 17).
+    fn flush(&mut self, s11: u32) -> Vec<(Vec<u8>, SocketAddr)> {
+        let Some(t) = self.sessions.get(&s11) else {
+            return Vec::new();
+        };
+        let (Some(teid), Some(addr)) = (t.enb_teid, t.enb_addr) else {
+            return Vec::new();
+        };
+        let Some(b) = self.buffers.remove(&s11) else {
+            return Vec::new();
+        };
+        self.stats.buffered_now -= b.packets.len() as u64;
+        let to = SocketAddr::new(IpAddr::V4(addr), GTPU_PORT);
+        if !b.packets.is_empty() {
+            info!(imsi = %t.imsi, packets = b.packets.len(), "buffered downlink sent to the eNB");
+        }
+        b.packets
+            .into_iter()
+            .filter_map(|(_, p)| proto_gtpu::encode_gpdu(teid, &p).ok().map(|g| (g, to)))
+            .collect()
+    }
+
+    // ------------------------------------------------------------ DDN
+
+    /// The MME's answer to one of our DDNs: an accepting Acknowledge means it pages
+    /// the UE (keep buffering); any other cause means it will not (drop the buffer).
+    fn ddn_response(&mut self, buf: &[u8], from: SocketAddr) {
+        let (s11, m) = match self.ddns.on_response(from, buf) {
+            Ok(Some(r)) => r,
+            Ok(None) => {
+                debug!(%from, "S11 response to no outstanding request, ignored");
+                return;
+            }
+            Err(e) => {
+                warn!(%from, error = %e, "dropping S11 datagram");
+                return;
+            }
+        };
+        if self.buffers.get(&s11).map(|b| b.ddn_seq) != Some(m.seq) {
+            return;
+        }
+        match m.msg {
+            Message::DownlinkDataNotificationAcknowledge(a) if cause::is_accepted(a.cause) => {
+                debug!(
+                    teid = s11,
+                    "Downlink Data Notification acknowledged, UE paged"
+                );
+            }
+            Message::DownlinkDataNotificationAcknowledge(a) => {
+                self.drop_buffer(s11, &format!("DDN rejected (cause {})", a.cause));
+            }
+            other => {
+                self.drop_buffer(s11, &format!("DDN answered with {}", other.name()));
+            }
+        }
+    }
+
+    /// DDN Failure Indication (TS 29.274 §7.2.11.3): the paging the MME acknowledged
+    /// failed. An initial message without response, so the Responder is not involved.
+    fn ddn_failure(&mut self, buf: &[u8], from: SocketAddr) {
+        match proto_gtpv2c::decode(buf) {
+            Ok(m) => {
+                let s11 = m.teid.unwrap_or(0);
+                if let Message::DownlinkDataNotificationFailureIndication(f) = m.msg {
+                    self.drop_buffer(s11, &format!("paging failed (cause {})", f.cause));
+                }
+            }
+            Err(e) => warn!(%from, error = %e, "dropping S11 datagram"),
+        }
+    }
+
+    /// When `on_timeout` next has something to do (a DDN to retransmit or give up).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.ddns.poll_timeout()
+    }
+
+    /// DDN retransmissions due at `now`, to send on S11; a DDN unanswered after N3
+    /// retransmissions drops its buffer.
+    pub fn on_timeout(&mut self, now: Instant) -> Vec<(Vec<u8>, SocketAddr)> {
+        let mut out = Vec::new();
+        for t in self.ddns.on_timeout(now) {
+            match t {
+                Timeout::Retransmit { peer, bytes, .. } => out.push((bytes, peer)),
+                Timeout::Expired { seq, context, .. } => {
+                    if self.buffers.get(&context).map(|b| b.ddn_seq) == Some(seq) {
+                        self.drop_buffer(context, "DDN unanswered");
+                    }
+                }
+            }
+        }
+        out
     }
 }
 

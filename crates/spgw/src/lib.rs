@@ -2,7 +2,9 @@
 //!
 //! - S11: GTPv2-C server (Echo, Create Session, Modify Bearer, Delete Session,
 //!   Release Access Bearers); DNS servers and MTU are offered in the PCO;
-//!   sessions are keyed by our S11 TEID.
+//!   sessions are keyed by our S11 TEID. For an idle UE (access bearers released)
+//!   downlink is buffered and the MME sent a Downlink Data Notification, retransmitted
+//!   on T3; the next Modify Bearer delivers the buffer to the eNB.
 //! - S1-U: GTP-U on UDP 2152. Uplink G-PDUs go to the SGi TUN device, packets
 //!   read from the TUN go to the UE's eNB F-TEID; Echo is answered; a G-PDU for
 //!   an unknown TEID gets an Error Indication.
@@ -31,7 +33,9 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
-pub use crate::core::{Core, CoreConfig, IpPool, S11Outcome, S1uAction, Tunnel};
+pub use crate::core::{
+    BearerArp, Core, CoreConfig, IdleStats, IpPool, S11Outcome, S1uAction, SgiAction, Tunnel,
+};
 pub use crate::tun::{Tun, TunSetup};
 
 /// Uplink packets kept while the SGi TUN is released (a few seconds of a busy cell's
@@ -221,6 +225,11 @@ impl Spgw {
         let _ = self.shared.ctl_tx.send(Ctl::AttachTun);
     }
 
+    /// Idle-mode downlink counters: packets buffered, dropped, DDNs sent.
+    pub fn idle_stats(&self) -> IdleStats {
+        self.core().idle_stats()
+    }
+
     /// Whether the TUN fd is currently open.
     pub fn tun_attached(&self) -> bool {
         self.shared.tun_attached.load(Ordering::SeqCst)
@@ -328,10 +337,11 @@ impl Spgw {
         // before the queued SIGUSR2. Written once the TUN is back.
         let mut parked: VecDeque<Vec<u8>> = VecDeque::new();
         loop {
+            let ddn_deadline = self.core().poll_timeout();
             let ctl = tokio::select! {
                 r = s11.recv_from(&mut s11_buf) => {
                     match r {
-                        Ok((n, from)) => self.on_s11(&s11, &s11_buf[..n], from).await,
+                        Ok((n, from)) => self.on_s11(&s11, &s1u, &s11_buf[..n], from).await,
                         Err(e) => recv_error("S11", e).await,
                     }
                     None
@@ -347,9 +357,13 @@ impl Spgw {
                 }
                 r = recv_tun(tun.as_ref(), &mut sgi_buf) => {
                     match r {
-                        Ok(n) => self.on_sgi(&s1u, &sgi_buf[..n]).await,
+                        Ok(n) => self.on_sgi(&s11, &s1u, &sgi_buf[..n]).await,
                         Err(e) => recv_error("SGi", e).await,
                     }
+                    None
+                }
+                _ = sleep_until(ddn_deadline) => {
+                    self.on_ddn_timer(&s11).await;
                     None
                 }
                 _ = usr1.recv() => Some(Ctl::ReleaseTun),
@@ -385,7 +399,7 @@ impl Spgw {
         }
     }
 
-    async fn on_s11(&self, sock: &UdpSocket, buf: &[u8], from: SocketAddr) {
+    async fn on_s11(&self, sock: &UdpSocket, s1u: &UdpSocket, buf: &[u8], from: SocketAddr) {
         let out = self.core().handle_s11(buf, from, Instant::now());
         if out.changed {
             self.write_tunnels_file();
@@ -394,6 +408,17 @@ impl Spgw {
             if let Err(e) = sock.send_to(&reply, from).await {
                 warn!(%from, error = %e, "cannot send S11 response");
             }
+        }
+        for (gpdu, to) in out.downlink {
+            send_gpdu(s1u, &gpdu, to).await;
+        }
+    }
+
+    async fn on_ddn_timer(&self, s11: &UdpSocket) {
+        let retransmit = self.core().on_timeout(Instant::now());
+        for (ddn, to) in retransmit {
+            debug!(%to, "Downlink Data Notification retransmitted");
+            send_ddn(s11, &ddn, to).await;
         }
     }
 
@@ -426,16 +451,35 @@ impl Spgw {
         }
     }
 
-    async fn on_sgi(&self, s1u: &UdpSocket, pkt: &[u8]) {
-        let out = self.core().handle_sgi(pkt);
+    async fn on_sgi(&self, s11: &UdpSocket, s1u: &UdpSocket, pkt: &[u8]) {
+        let out = self.core().handle_sgi(pkt, Instant::now());
         match out {
-            Some((gpdu, to)) => {
-                if let Err(e) = s1u.send_to(&gpdu, to).await {
-                    debug!(%to, error = %e, "downlink G-PDU not sent");
-                }
-            }
-            None => debug!("downlink packet without tunnel dropped"),
+            SgiAction::ToEnb(gpdu, to) => send_gpdu(s1u, &gpdu, to).await,
+            SgiAction::Notify(ddn, to) => send_ddn(s11, &ddn, to).await,
+            SgiAction::Buffered => {}
+            SgiAction::Nothing => debug!("downlink packet without tunnel dropped"),
         }
+    }
+}
+
+async fn send_gpdu(s1u: &UdpSocket, gpdu: &[u8], to: SocketAddr) {
+    if let Err(e) = s1u.send_to(gpdu, to).await {
+        debug!(%to, error = %e, "downlink G-PDU not sent");
+    }
+}
+
+/// A send error is only logged: the Requester retransmits on T3 all the same.
+async fn send_ddn(s11: &UdpSocket, ddn: &[u8], to: SocketAddr) {
+    if let Err(e) = s11.send_to(ddn, to).await {
+        warn!(%to, error = %e, "cannot send Downlink Data Notification");
+    }
+}
+
+/// Completes at `deadline`, or never without one.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -23,7 +23,7 @@ use proto_gtpv2c::{
     cause, iface, pdn_type, rat_type, BearerContext, BearerQos, CreateSessionRequest,
     DeleteSessionRequest, Echo, Fteid, Gtpv2, Message, ModifyBearerRequest, Paa,
 };
-use spgw::{Config, Spgw, Tunnel};
+use spgw::{BearerArp, Config, Spgw, Tunnel};
 use tokio::net::UdpSocket;
 use tokio::time::{sleep, timeout, Instant};
 
@@ -402,6 +402,8 @@ fn spgw_end_to_end_in_netns() {
             sgw_s1u_teid: s1u.teid,
             enb_teid: Some(ENB_TEID),
             enb_addr: Some(PEER_IP),
+            idle: false,
+            arp: Some(BearerArp { priority_level: 8, pci: true, pvi: true }),
         };
         assert_eq!(spgw.tunnels(), vec![expected.clone()]);
         assert_eq!(read_tunnels(&file_a), vec![expected]);

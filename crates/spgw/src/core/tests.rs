@@ -116,7 +116,9 @@ fn create_modify_delete() {
     // Downlink to the UE goes to the eNB F-TEID.
     let pkt =
         proto_gtpu::icmp::echo_request(Ipv4Addr::new(8, 8, 8, 8), t.ue_ip, 1, 1, b"x").unwrap();
-    let (g, to) = c.handle_sgi(&pkt).unwrap();
+    let SgiAction::ToEnb(g, to) = c.handle_sgi(&pkt, t0) else {
+        panic!()
+    };
     assert_eq!(to, "10.77.0.21:2152".parse().unwrap());
     assert_eq!(
         proto_gtpu::decode(&g).unwrap(),
@@ -152,9 +154,9 @@ fn create_modify_delete() {
         matches!(r.msg, Message::ReleaseAccessBearersResponse(x) if x.cause == cause::REQUEST_ACCEPTED)
     );
     assert_eq!(c.tunnels()[0].enb_teid, None);
-    assert!(c.handle_sgi(&pkt).is_none());
+    assert!(matches!(c.handle_sgi(&pkt, t0), SgiAction::Notify(..)));
     reply(&mut c, &Gtpv2 { seq: 11, ..mbr }.encode().unwrap());
-    assert!(c.handle_sgi(&pkt).is_some());
+    assert!(matches!(c.handle_sgi(&pkt, t0), SgiAction::ToEnb(..)));
 
     let dsr = Gtpv2 {
         teid: Some(s11),
@@ -255,7 +257,7 @@ fn garbage_is_dropped() {
             .reply
             .is_none());
         assert_eq!(c.handle_s1u(b, MME.parse().unwrap()), S1uAction::Nothing);
-        assert!(c.handle_sgi(b).is_none());
+        assert_eq!(c.handle_sgi(b, Instant::now()), SgiAction::Nothing);
     }
 }
 
@@ -337,4 +339,361 @@ fn pool_exhaustion_and_exclusion() {
     p.release(Ipv4Addr::new(10, 0, 0, 2));
     assert_eq!(p.allocate(), Some(Ipv4Addr::new(10, 0, 0, 2)));
     assert!(!p.reserve(Ipv4Addr::new(10, 0, 0, 3)));
+}
+
+// ------------------------------------------------------------ idle UEs
+
+const ENB: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 21);
+
+fn mbr(s11: u32, seq: u32, enb_teid: u32, enb: Ipv4Addr) -> Vec<u8> {
+    Gtpv2 {
+        teid: Some(s11),
+        seq,
+        msg: Message::ModifyBearerRequest(ModifyBearerRequest {
+            bearer_contexts: vec![BearerContext {
+                ebi: 5,
+                fteids: vec![(0, Fteid::v4(iface::S1U_ENODEB, enb_teid, enb))],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+    }
+    .encode()
+    .unwrap()
+}
+
+fn rab(s11: u32, seq: u32) -> Vec<u8> {
+    Gtpv2 {
+        teid: Some(s11),
+        seq,
+        msg: Message::ReleaseAccessBearersRequest(Default::default()),
+    }
+    .encode()
+    .unwrap()
+}
+
+/// Attaches a UE (Create Session, Modify Bearer with eNB TEID 0x99) and releases its
+/// access bearers; returns its S11 TEID and address.
+fn idle_ue(c: &mut Core, imsi: &str, seq: u32) -> (u32, Ipv4Addr) {
+    let Message::CreateSessionResponse(r) = reply(c, &csr(imsi, seq)).msg else {
+        panic!()
+    };
+    let s11 = r.sender_fteid.unwrap().teid;
+    reply(c, &mbr(s11, seq + 1, 0x99, ENB));
+    let r = reply(c, &rab(s11, seq + 2));
+    assert_eq!(
+        r.msg,
+        Message::ReleaseAccessBearersResponse(ReleaseAccessBearersResponse {
+            cause: cause::REQUEST_ACCEPTED,
+            recovery: None
+        })
+    );
+    assert_eq!(r.teid, Some(0x77));
+    let ue = c
+        .tunnels()
+        .iter()
+        .find(|t| t.sgw_s11_teid == s11)
+        .unwrap()
+        .ue_ip;
+    (s11, ue)
+}
+
+/// A downlink packet to `ue`, told apart from the others by `n`.
+fn down(ue: Ipv4Addr, n: u16) -> Vec<u8> {
+    proto_gtpu::icmp::echo_request(Ipv4Addr::new(8, 8, 8, 8), ue, 1, n, b"down").unwrap()
+}
+
+fn ddn_ack(s11: u32, seq: u32, c: u8) -> Vec<u8> {
+    Gtpv2 {
+        teid: Some(s11),
+        seq,
+        msg: Message::DownlinkDataNotificationAcknowledge(
+            proto_gtpv2c::DownlinkDataNotificationAcknowledge {
+                cause: c,
+                recovery: None,
+            },
+        ),
+    }
+    .encode()
+    .unwrap()
+}
+
+/// The DDN a packet for an idle UE triggered: its decoded form.
+fn notified(a: SgiAction) -> Gtpv2 {
+    let SgiAction::Notify(b, to) = a else {
+        panic!("no DDN: {a:?}")
+    };
+    assert_eq!(to, MME.parse().unwrap());
+    proto_gtpv2c::decode(&b).unwrap()
+}
+
+/// The inner packets of G-PDUs, after checking they go to `teid` at `enb`.
+fn payloads(gpdus: &[(Vec<u8>, SocketAddr)], teid: u32, enb: Ipv4Addr) -> Vec<Vec<u8>> {
+    gpdus
+        .iter()
+        .map(|(g, to)| {
+            assert_eq!(*to, SocketAddr::new(IpAddr::V4(enb), GTPU_PORT));
+            match proto_gtpu::decode(g).unwrap() {
+                Gtpu::GPdu {
+                    teid: t, payload, ..
+                } if t == teid => payload.to_vec(),
+                other => panic!("{other:?}"),
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn release_access_bearers_makes_the_tunnel_idle_in_the_list() {
+    let mut c = core();
+    let (s11, ue) = idle_ue(&mut c, "001010000000001", 1);
+    let t = &c.tunnels()[0];
+    assert_eq!((t.enb_teid, t.enb_addr, t.idle), (None, None, true));
+    assert_eq!((t.sgw_s11_teid, t.ue_ip, t.mme_s11_teid), (s11, ue, 0x77));
+    assert_ne!(t.sgw_s1u_teid, 0);
+    let json: serde_json::Value = serde_json::to_value(c.tunnels()).unwrap();
+    assert_eq!(json[0]["enb_teid"], serde_json::Value::Null);
+    assert_eq!(json[0]["idle"], true);
+    // The list round-trips: a restored SPGW knows the UE is idle.
+    let mut d = core();
+    d.restore(c.tunnels()).unwrap();
+    assert!(matches!(
+        d.handle_sgi(&down(ue, 1), Instant::now()),
+        SgiAction::Notify(..)
+    ));
+    // A connected UE's entry has no idle key: lists read as before.
+    reply(&mut c, &mbr(s11, 20, 0x99, ENB));
+    let json = serde_json::to_value(c.tunnels()).unwrap();
+    assert!(json[0].get("idle").is_none(), "{json}");
+}
+
+#[test]
+fn downlink_for_idle_ue_is_buffered_and_one_ddn_sent() {
+    let mut c = core();
+    let (_, ue) = idle_ue(&mut c, "001010000000001", 1);
+    let now = Instant::now();
+    let ddn = notified(c.handle_sgi(&down(ue, 1), now));
+    assert_eq!(ddn.teid, Some(0x77));
+    let Message::DownlinkDataNotification(n) = ddn.msg else {
+        panic!("{ddn:?}")
+    };
+    assert_eq!(n.ebis, [5]);
+    assert_eq!(n.arp, Some(BearerQos::default_bearer().arp()));
+    assert_eq!(n.cause, None);
+    for i in 2..=4 {
+        assert_eq!(c.handle_sgi(&down(ue, i), now), SgiAction::Buffered);
+    }
+    assert_eq!(
+        c.idle_stats(),
+        IdleStats {
+            buffered: 4,
+            dropped: 0,
+            ddn_sent: 1,
+            buffered_now: 4
+        }
+    );
+    // Before the first Modify Bearer the UE is attaching, not idle: no paging.
+    let Message::CreateSessionResponse(r) = reply(&mut c, &csr("001010000000002", 9)).msg else {
+        panic!()
+    };
+    let attaching = r.paa.unwrap().ipv4().unwrap();
+    assert_eq!(c.handle_sgi(&down(attaching, 1), now), SgiAction::Nothing);
+    assert_eq!(c.idle_stats().ddn_sent, 1);
+}
+
+#[test]
+fn ddn_retransmitted_on_t3_then_given_up_after_n3_dropping_the_buffer() {
+    let mut c = core();
+    let (_, ue) = idle_ue(&mut c, "001010000000001", 1);
+    let t0 = Instant::now();
+    let SgiAction::Notify(first, mme) = c.handle_sgi(&down(ue, 1), t0) else {
+        panic!()
+    };
+    c.handle_sgi(&down(ue, 2), t0);
+    assert!(c.on_timeout(t0 + Duration::from_millis(999)).is_empty());
+    for n in 1..=DDN_TIMERS.n3 {
+        let due = t0 + DDN_TIMERS.t3 * n;
+        assert_eq!(c.poll_timeout(), Some(due));
+        // Byte for byte the first transmission (TS 29.274 §7.6).
+        assert_eq!(c.on_timeout(due), vec![(first.clone(), mme)]);
+    }
+    let last = t0 + DDN_TIMERS.window();
+    assert!(c.on_timeout(last).is_empty());
+    assert_eq!(c.poll_timeout(), None);
+    let s = c.idle_stats();
+    assert_eq!((s.dropped, s.buffered_now, s.ddn_sent), (2, 0, 1));
+    // The UE is still idle: the next packet pages it again.
+    let again = notified(c.handle_sgi(&down(ue, 3), last));
+    assert_ne!(again.seq, proto_gtpv2c::decode(&first).unwrap().seq);
+    assert_eq!(c.idle_stats().ddn_sent, 2);
+}
+
+#[test]
+fn ack_then_modify_bearer_flushes_the_buffer_in_order_to_the_new_fteid() {
+    let mut c = core();
+    let (s11, ue) = idle_ue(&mut c, "001010000000001", 1);
+    let now = Instant::now();
+    let seq = notified(c.handle_sgi(&down(ue, 1), now)).seq;
+    c.handle_sgi(&down(ue, 2), now);
+    let out = c.handle_s11(
+        &ddn_ack(s11, seq, cause::REQUEST_ACCEPTED),
+        MME.parse().unwrap(),
+        now,
+    );
+    assert!(out.reply.is_none() && out.downlink.is_empty() && !out.changed);
+    // Acknowledged: the DDN is no longer retransmitted, the UE is being paged.
+    assert_eq!(c.poll_timeout(), None);
+    assert_eq!(c.handle_sgi(&down(ue, 3), now), SgiAction::Buffered);
+    assert_eq!(c.idle_stats().ddn_sent, 1);
+
+    // Service Request done: the eNB's new F-TEID.
+    let enb2 = Ipv4Addr::new(10, 77, 0, 22);
+    let out = c.handle_s11(&mbr(s11, 50, 0xab, enb2), MME.parse().unwrap(), now);
+    let r = proto_gtpv2c::decode(&out.reply.unwrap()).unwrap();
+    assert!(
+        matches!(r.msg, Message::ModifyBearerResponse(m) if m.cause == cause::REQUEST_ACCEPTED)
+    );
+    assert!(out.changed);
+    assert_eq!(
+        payloads(&out.downlink, 0xab, enb2),
+        [down(ue, 1), down(ue, 2), down(ue, 3)]
+    );
+    assert_eq!(c.idle_stats().buffered_now, 0);
+    assert!(!c.tunnels()[0].idle);
+    // Then normal forwarding.
+    let SgiAction::ToEnb(g, to) = c.handle_sgi(&down(ue, 4), now) else {
+        panic!()
+    };
+    assert_eq!(payloads(&[(g, to)], 0xab, enb2), [down(ue, 4)]);
+    // The Modify Bearer retransmitted: its cached answer, nothing sent twice.
+    let again = c.handle_s11(&mbr(s11, 50, 0xab, enb2), MME.parse().unwrap(), now);
+    assert!(again.reply.is_some() && again.downlink.is_empty());
+}
+
+#[test]
+fn rejected_ddn_failure_indication_or_deleted_session_drop_the_buffer() {
+    let mut c = core();
+    let (s11, ue) = idle_ue(&mut c, "001010000000001", 1);
+    let now = Instant::now();
+    let mme: SocketAddr = MME.parse().unwrap();
+
+    let seq = notified(c.handle_sgi(&down(ue, 1), now)).seq;
+    c.handle_s11(&ddn_ack(s11, seq, cause::UNABLE_TO_PAGE_UE), mme, now);
+    assert_eq!(c.idle_stats().dropped, 1);
+    assert_eq!(c.poll_timeout(), None);
+
+    let seq = notified(c.handle_sgi(&down(ue, 2), now)).seq;
+    c.handle_sgi(&down(ue, 3), now);
+    c.handle_s11(&ddn_ack(s11, seq, cause::REQUEST_ACCEPTED), mme, now);
+    let fail = Gtpv2 {
+        teid: Some(s11),
+        seq: 77,
+        msg: Message::DownlinkDataNotificationFailureIndication(
+            proto_gtpv2c::DownlinkDataNotificationFailureIndication {
+                cause: cause::UE_NOT_RESPONDING,
+            },
+        ),
+    };
+    let out = c.handle_s11(&fail.encode().unwrap(), mme, now);
+    assert!(out.reply.is_none());
+    assert_eq!(
+        (c.idle_stats().dropped, c.idle_stats().buffered_now),
+        (3, 0)
+    );
+
+    notified(c.handle_sgi(&down(ue, 4), now));
+    let dsr = Gtpv2 {
+        teid: Some(s11),
+        seq: 90,
+        msg: Message::DeleteSessionRequest(DeleteSessionRequest::default()),
+    };
+    reply(&mut c, &dsr.encode().unwrap());
+    let s = c.idle_stats();
+    assert_eq!((s.dropped, s.buffered_now, s.ddn_sent), (4, 0, 3));
+    // A late Acknowledge of the deleted session's DDN changes nothing.
+    c.handle_s11(&ddn_ack(s11, seq + 2, cause::REQUEST_ACCEPTED), mme, now);
+    assert_eq!(c.idle_stats(), s);
+}
+
+#[test]
+fn buffer_is_bounded_per_ue_and_in_total_oldest_dropped() {
+    let mut c = core();
+    let now = Instant::now();
+    // One UE: beyond its bound its oldest packets go.
+    let (s11, ue) = idle_ue(&mut c, "001010000000001", 1);
+    let over = 5;
+    for i in 0..(MAX_BUFFERED_PER_UE + over) as u16 {
+        c.handle_sgi(&down(ue, i), now);
+    }
+    let s = c.idle_stats();
+    assert_eq!(
+        (s.dropped, s.buffered_now),
+        (over as u64, MAX_BUFFERED_PER_UE as u64)
+    );
+
+    // Fill the total with more idle UEs, each to its own bound.
+    for k in 1..MAX_BUFFERED / MAX_BUFFERED_PER_UE {
+        let (_, ip) = idle_ue(&mut c, &format!("00101000010{k:04}"), 10 * k as u32 + 10);
+        for i in 0..MAX_BUFFERED_PER_UE as u16 {
+            c.handle_sgi(&down(ip, i), now);
+        }
+    }
+    assert_eq!(c.idle_stats().buffered_now, MAX_BUFFERED as u64);
+    // One more UE's packet: the oldest of all (the first UE's) makes room.
+    let (_, last) = idle_ue(&mut c, "001010000009999", 90_000);
+    notified(c.handle_sgi(&down(last, 0), now));
+    let s = c.idle_stats();
+    assert_eq!(
+        (s.dropped, s.buffered_now),
+        (over as u64 + 1, MAX_BUFFERED as u64)
+    );
+
+    let out = c.handle_s11(&mbr(s11, 99_999, 0x42, ENB), MME.parse().unwrap(), now);
+    let got = payloads(&out.downlink, 0x42, ENB);
+    let want: Vec<Vec<u8>> = (over + 1..MAX_BUFFERED_PER_UE + over)
+        .map(|i| down(ue, i as u16))
+        .collect();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn release_access_bearers_for_unknown_teid() {
+    let mut c = core();
+    let (s11, _) = idle_ue(&mut c, "001010000000001", 1);
+    let before = c.tunnels();
+    let out = c.handle_s11(&rab(s11 + 1000, 40), MME.parse().unwrap(), Instant::now());
+    assert!(!out.changed);
+    let r = proto_gtpv2c::decode(&out.reply.unwrap()).unwrap();
+    // TS 29.274 §5.5.2: TEID 0 when the context is not found.
+    assert_eq!(r.teid, Some(0));
+    assert_eq!(
+        r.msg,
+        Message::ReleaseAccessBearersResponse(ReleaseAccessBearersResponse {
+            cause: cause::CONTEXT_NOT_FOUND,
+            recovery: None
+        })
+    );
+    assert_eq!(c.tunnels(), before);
+}
+
+#[test]
+fn duplicate_release_access_bearers_is_answered_from_the_cache() {
+    let mut c = core();
+    let Message::CreateSessionResponse(r) = reply(&mut c, &csr("001010000000001", 1)).msg else {
+        panic!()
+    };
+    let s11 = r.sender_fteid.unwrap().teid;
+    let now = Instant::now();
+    let mme: SocketAddr = MME.parse().unwrap();
+    c.handle_s11(&mbr(s11, 2, 0x99, ENB), mme, now);
+    let first = c.handle_s11(&rab(s11, 3), mme, now);
+    assert!(first.changed);
+    // The UE came back before the MME's retransmission of the release arrived: the
+    // duplicate gets the same answer and must not release the new eNB end.
+    c.handle_s11(&mbr(s11, 4, 0xab, ENB), mme, now);
+    let dup = c.handle_s11(&rab(s11, 3), mme, now + Duration::from_secs(1));
+    assert_eq!(dup.reply, first.reply);
+    assert!(!dup.changed);
+    let t = &c.tunnels()[0];
+    assert_eq!((t.enb_teid, t.idle), (Some(0xab), false));
 }
