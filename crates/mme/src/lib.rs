@@ -17,7 +17,7 @@
 
 pub mod config;
 pub mod core;
-mod s11;
+pub mod s11;
 pub mod s6a;
 
 use std::path::Path;

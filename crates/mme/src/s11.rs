@@ -23,7 +23,7 @@ pub(crate) struct S11 {
     pub(crate) sock: UdpSocket,
     peer: SocketAddr,
     requests: Requester<u32>,
-    answers: Responder,
+    answers: S11Answers,
     /// Sequence numbers of messages nothing answers (Failure Indication): the
     /// Requester numbers only requests, and a number shared with one of those is
     /// still told apart by the message type.
@@ -32,16 +32,11 @@ pub(crate) struct S11 {
 
 impl S11 {
     pub(crate) fn new(sock: UdpSocket, cfg: &Config) -> S11 {
-        let timers = Timers {
-            t3: Duration::from_millis(cfg.s11_t3_ms),
-            n3: cfg.s11_n3,
-        };
         S11 {
             sock,
             peer: cfg.spgw_s11,
-            requests: Requester::new(timers, MAX_PENDING),
-            // The SPGW's T3/N3 are taken to be ours: its retransmission window.
-            answers: Responder::new(timers, MAX_ANSWERS),
+            requests: Requester::new(timers(cfg), MAX_PENDING),
+            answers: S11Answers::new(cfg),
             next_indication_seq: 1,
         }
     }
@@ -110,17 +105,51 @@ impl S11 {
             }
             return;
         }
-        let now = Instant::now();
-        let (id, m) = match self.answers.on_request(now, from, data) {
+        if let Some(b) = self.answers.on_request(core, Instant::now(), from, data) {
+            let _ = self.sock.send_to(&b, from).await;
+        }
+    }
+}
+
+fn timers(cfg: &Config) -> Timers {
+    Timers {
+        t3: Duration::from_millis(cfg.s11_t3_ms),
+        n3: cfg.s11_n3,
+    }
+}
+
+/// The answers to the SPGW's requests (Echo, Downlink Data Notification), without the
+/// socket: the bytes in, the bytes to send back out. A retransmitted request gets its
+/// cached answer and is not processed again (TS 29.274 §7.6).
+pub struct S11Answers {
+    responder: Responder,
+}
+
+impl S11Answers {
+    pub fn new(cfg: &Config) -> S11Answers {
+        // The SPGW's T3/N3 are taken to be ours: they give its retransmission window.
+        S11Answers {
+            responder: Responder::new(timers(cfg), MAX_ANSWERS),
+        }
+    }
+
+    /// A request datagram from the SPGW at `from`; returns what to send back.
+    pub fn on_request(
+        &mut self,
+        core: &mut MmeCore,
+        now: Instant,
+        from: SocketAddr,
+        data: &[u8],
+    ) -> Option<Vec<u8>> {
+        let (id, m) = match self.responder.on_request(now, from, data) {
             Ok(Incoming::Fresh(id, m)) => (id, m),
-            // A retransmission: the same answer again, the request not processed twice.
-            Ok(Incoming::Duplicate(bytes)) => {
-                let _ = self.sock.send_to(bytes, from).await;
-                return;
+            Ok(Incoming::Duplicate(bytes)) => return Some(bytes.to_vec()),
+            Err(e) => {
+                warn!(%from, "dropping malformed GTPv2-C datagram: {e}");
+                return None;
             }
-            Err(e) => return warn!(%from, "dropping malformed GTPv2-C datagram: {e}"),
         };
-        let answer = match m.msg {
+        let (teid, msg) = match m.msg {
             // Echo is stateless: answered afresh, never cached.
             proto_gtpv2c::Message::EchoRequest(_) => {
                 let resp = proto_gtpv2c::Gtpv2 {
@@ -128,19 +157,15 @@ impl S11 {
                     seq: m.seq,
                     msg: proto_gtpv2c::Message::EchoResponse(proto_gtpv2c::Echo { recovery: 0 }),
                 };
-                if let Ok(b) = resp.encode() {
-                    let _ = self.sock.send_to(&b, from).await;
-                }
-                return;
+                return resp.encode().ok();
             }
-            msg => core.on_s11_request(now, m.teid.unwrap_or(0), msg),
+            msg => core.on_s11_request(now, m.teid.unwrap_or(0), msg)?,
         };
-        if let Some((teid, msg)) = answer {
-            match self.answers.respond(now, id, Some(teid), msg) {
-                Ok(b) => {
-                    let _ = self.sock.send_to(b, from).await;
-                }
-                Err(e) => warn!(%from, "cannot encode S11 answer: {e}"),
+        match self.responder.respond(now, id, Some(teid), msg) {
+            Ok(b) => Some(b.to_vec()),
+            Err(e) => {
+                warn!(%from, "cannot encode S11 answer: {e}");
+                None
             }
         }
     }
