@@ -681,11 +681,7 @@ fn release_to_idle_keeps_the_registration_and_the_tunnel() {
 
 #[test]
 fn service_request_from_idle_reconnects_and_the_nas_count_continues() {
-    let mut c = core();
-    setup(&mut c);
-    let mut ue = TestUe::example(6);
-    let id = attach(&mut c, &mut ue);
-    go_idle(&mut c, id);
+    let (mut c, mut ue, id) = idle_ue(6);
     serve(&mut c, &mut ue, id, 0x78);
     let v = &c.ues()[0];
     assert_eq!(
@@ -742,11 +738,7 @@ fn assert_service_reject(c: &mut MmeCore, ue: &mut TestUe) {
 
 #[test]
 fn service_request_with_a_bad_mac_is_rejected_and_the_context_kept() {
-    let mut c = core();
-    setup(&mut c);
-    let mut ue = TestUe::example(7);
-    let id = attach(&mut c, &mut ue);
-    go_idle(&mut c, id);
+    let (mut c, mut ue, id) = idle_ue(7);
     let mut sr = ue.service_request();
     let last = sr.len() - 1;
     sr[last] ^= 0x01;
@@ -767,11 +759,7 @@ fn service_request_with_a_bad_mac_is_rejected_and_the_context_kept() {
 
 #[test]
 fn service_request_from_an_unknown_s_tmsi_is_rejected() {
-    let mut c = core();
-    setup(&mut c);
-    let mut ue = TestUe::example(8);
-    let id = attach(&mut c, &mut ue);
-    go_idle(&mut c, id);
+    let (mut c, mut ue, _) = idle_ue(8);
     let sr = ue.service_request();
     let mut s_tmsi = s_tmsi_of(&ue);
     s_tmsi.m_tmsi ^= 0x0100;
@@ -799,6 +787,17 @@ fn more_enbs(c: &mut MmeCore) {
         c.on_s1ap(assoc, &s1ap::encode(&setup).unwrap());
     }
     c.take_actions();
+}
+
+/// An attached UE gone idle, with the eNBs of [`more_enbs`] besides A.
+fn idle_ue(n: u32) -> (MmeCore, TestUe, u32) {
+    let mut c = core();
+    setup(&mut c);
+    more_enbs(&mut c);
+    let mut ue = TestUe::example(n);
+    let id = attach(&mut c, &mut ue);
+    go_idle(&mut c, id);
+    (c, ue, id)
 }
 
 fn ddn_bytes(seq: u32, teid: u32) -> Vec<u8> {
@@ -853,13 +852,8 @@ fn pagings(actions: &[Action], ue: &TestUe) -> Vec<AssocId> {
 
 #[test]
 fn downlink_data_pages_the_idle_ue_and_its_service_request_ends_it() {
-    let mut c = core();
-    setup(&mut c);
-    more_enbs(&mut c);
+    let (mut c, mut ue, id) = idle_ue(9);
     let mut s11 = S11Answers::new(&Config::default());
-    let mut ue = TestUe::example(9);
-    let id = attach(&mut c, &mut ue);
-    go_idle(&mut c, id);
     let t0 = Instant::now();
     // The notification goes to our S11 TEID; the answer to the SGW's.
     let ack = ddn(&mut c, &mut s11, t0, 0x101, id);
@@ -886,13 +880,8 @@ fn downlink_data_pages_the_idle_ue_and_its_service_request_ends_it() {
 
 #[test]
 fn paging_is_repeated_on_t3413_then_given_up_with_a_failure_indication() {
-    let mut c = core();
-    setup(&mut c);
-    more_enbs(&mut c);
+    let (mut c, mut ue, id) = idle_ue(10);
     let mut s11 = S11Answers::new(&Config::default());
-    let mut ue = TestUe::example(10);
-    let id = attach(&mut c, &mut ue);
-    go_idle(&mut c, id);
     let t0 = Instant::now();
     ddn(&mut c, &mut s11, t0, 7, id);
     assert_eq!(pagings(&c.take_actions(), &ue).len(), 2);
@@ -933,15 +922,11 @@ fn paging_is_repeated_on_t3413_then_given_up_with_a_failure_indication() {
 
 #[test]
 fn duplicate_ddn_is_answered_from_the_cache_and_pages_once() {
-    let mut c = core();
-    setup(&mut c);
+    let (mut c, ue, id) = idle_ue(11);
     let mut s11 = S11Answers::new(&Config::default());
-    let mut ue = TestUe::example(11);
-    let id = attach(&mut c, &mut ue);
-    go_idle(&mut c, id);
     let t0 = Instant::now();
     let first = ddn(&mut c, &mut s11, t0, 0x33, id);
-    assert_eq!(pagings(&c.take_actions(), &ue), vec![A]);
+    assert_eq!(pagings(&c.take_actions(), &ue), vec![A, B]);
     // The SGW's retransmission (same bytes): the same answer, no second paging.
     let again = ddn(&mut c, &mut s11, t0 + Duration::from_millis(1000), 0x33, id);
     assert_eq!(again, first);
