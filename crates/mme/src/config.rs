@@ -44,6 +44,12 @@ pub struct Config {
     /// S11 request timeout (T3) in ms and retransmissions (N3), TS 29.274 §7.6.
     pub s11_t3_ms: u64,
     pub s11_n3: u32,
+    /// T3413 in ms: how long a paging waits for the UE's SERVICE REQUEST before it is
+    /// sent again (TS 24.301 §10.2: network dependent).
+    pub t3413_ms: u64,
+    /// Pagings sent again after the first before the MME gives up and tells the SGW
+    /// (TS 23.401 §5.3.4.3: the repetition strategy is the operator's).
+    pub paging_retries: u32,
     /// Write all S1-MME datagrams (SCTP over UDP) to this pcap file; `None`: off.
     pub s1_pcap: Option<PathBuf>,
     /// JSON dump of the UE contexts, rewritten on every change; `None` disables it.
@@ -75,6 +81,8 @@ impl Default for Config {
             sctp: Default::default(),
             s11_t3_ms: 1000,
             s11_n3: 3,
+            t3413_ms: 2000,
+            paging_retries: 2,
             s1_pcap: None,
             state_file: Some(PathBuf::from("/run/corehop/mme-ues.json")),
         }
@@ -103,6 +111,9 @@ impl Config {
         self.sctp.validate().map_err(anyhow::Error::msg)?;
         if self.s11_t3_ms == 0 {
             anyhow::bail!("s11_t3_ms must be > 0");
+        }
+        if self.t3413_ms == 0 {
+            anyhow::bail!("t3413_ms must be > 0");
         }
         Ok(())
     }

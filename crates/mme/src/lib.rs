@@ -3,7 +3,10 @@
 //! - S1-MME: S1AP over SCTP over UDP (RFC 6951, port 9899), see `proto-sctp`.
 //! - NAS EMM/ESM: attach (authentication, security mode, default bearer), detach.
 //! - S6a: Diameter client to the HSS (AIR/ULR), one long-lived TCP connection.
-//! - S11: GTPv2-C client to the SPGW (Create Session, Modify Bearer, Delete Session).
+//! - S11: GTPv2-C client to the SPGW (Create Session, Modify Bearer, Delete Session,
+//!   Release Access Bearers), and server of its Downlink Data Notifications.
+//! - ECM-IDLE: S1 release, service request, paging (T3413 kept by the core, the time
+//!   given by this shell).
 //!
 //! All state lives in this process (the association, UE contexts with NAS security
 //! contexts and COUNTs, TEIDs): a CRIU checkpoint of the process carries it. The UE
@@ -14,7 +17,7 @@
 
 pub mod config;
 pub mod core;
-mod s11;
+pub mod s11;
 pub mod s6a;
 
 use std::path::Path;
@@ -28,7 +31,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 pub use crate::config::Config;
-pub use crate::core::{Action, EnbView, MmeCore, UeState, UeView};
+pub use crate::core::{Action, EcmState, EnbView, MmeCore, UeState, UeView};
 use crate::s11::S11;
 use crate::s6a::{S6aAnswer, S6aConfig, S6aRequest};
 
@@ -90,8 +93,11 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     dump(&core);
     let mut buf = vec![0u8; 65536];
     loop {
-        let s11_deadline = s11
-            .next_deadline()
+        // The earlier of S11's retransmissions and the core's timers (T3413).
+        let deadline = [s11.next_deadline(), core.next_deadline()]
+            .into_iter()
+            .flatten()
+            .min()
             .map(tokio::time::Instant::from_std)
             .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
         tokio::select! {
@@ -126,10 +132,11 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }
             },
-            _ = tokio::time::sleep_until(s11_deadline) => {
+            _ = tokio::time::sleep_until(deadline) => {
                 for ue in s11.on_timer().await {
                     core.on_s11(ue, Err("no response from the SPGW".into()));
                 }
+                core.on_timer(std::time::Instant::now());
             }
         }
         // Actions may produce more actions only through new input, so one pass is enough.

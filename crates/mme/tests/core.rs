@@ -3,9 +3,11 @@
 mod common;
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
 
 use common::{Reaction, TestUe, PLMN};
-use mme::{Action, Config, MmeCore, UeState};
+use mme::s11::S11Answers;
+use mme::{Action, Config, EcmState, MmeCore, UeState};
 use proto_diameter::base::ResultCode;
 use proto_diameter::s6a::{
     Ambr, ApnConfiguration, Arp, AuthInfoAnswer, EutranVector, SubscriptionData,
@@ -154,6 +156,27 @@ fn ula() -> UpdateLocationAnswer {
     }
 }
 
+/// The SPGW's session: S11 TEID 0x55, S1-U TEID 0x99, UE address 10.45.0.2.
+fn create_session_response() -> gtp::Message {
+    let sgw_s1u = Fteid::v4(gtp::iface::S1U_SGW, 0x99, Ipv4Addr::new(10, 77, 1, 30));
+    gtp::Message::CreateSessionResponse(gtp::CreateSessionResponse {
+        cause: gtp::cause::REQUEST_ACCEPTED,
+        sender_fteid: Some(Fteid::v4(
+            gtp::iface::S11S4_SGW,
+            0x55,
+            Ipv4Addr::new(10, 77, 1, 30),
+        )),
+        paa: Some(Paa::Ipv4(Ipv4Addr::new(10, 45, 0, 2))),
+        bearer_contexts: vec![BearerContext {
+            ebi: 5,
+            cause: Some(16),
+            fteids: vec![(0, sgw_s1u)],
+            ..Default::default()
+        }],
+        ..Default::default()
+    })
+}
+
 /// Runs an attach up to the AUTHENTICATION REQUEST; returns the MME UE id.
 fn start(c: &mut MmeCore, ue: &TestUe, aia: AuthInfoAnswer) -> (u32, Vec<S1ap>) {
     s1(
@@ -220,28 +243,7 @@ fn full_attach_and_detach() {
     assert_eq!(csr.imsi, ue.imsi);
     assert_eq!(csr.apn, "internet");
     assert_eq!(csr.sender_fteid.teid, id);
-    let sgw_s1u = Fteid::v4(gtp::iface::S1U_SGW, 0x99, Ipv4Addr::new(10, 77, 1, 30));
-    c.on_s11(
-        id,
-        Ok(gtp::Message::CreateSessionResponse(
-            gtp::CreateSessionResponse {
-                cause: gtp::cause::REQUEST_ACCEPTED,
-                sender_fteid: Some(Fteid::v4(
-                    gtp::iface::S11S4_SGW,
-                    0x55,
-                    Ipv4Addr::new(10, 77, 1, 30),
-                )),
-                paa: Some(Paa::Ipv4(Ipv4Addr::new(10, 45, 0, 2))),
-                bearer_contexts: vec![BearerContext {
-                    ebi: 5,
-                    cause: Some(16),
-                    fteids: vec![(0, sgw_s1u)],
-                    ..Default::default()
-                }],
-                ..Default::default()
-            },
-        )),
-    );
+    c.on_s11(id, Ok(create_session_response()));
     // Initial Context Setup with the ATTACH ACCEPT inside.
     let out = sent(&c.take_actions());
     let ics = match &out[..] {
@@ -475,4 +477,508 @@ fn enb_configuration_update_is_acknowledged() {
     );
     c.on_s1ap(A, pdu);
     assert!(sent(&c.take_actions()).is_empty());
+}
+
+// ------------------------------------------------------------------ ECM-IDLE
+
+/// The S1AP messages the core sent, decoded, with the association each went to.
+fn sent_to(actions: &[Action]) -> Vec<(AssocId, S1ap)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::S1ap { assoc, pdu, .. } => Some((*assoc, s1ap::decode(pdu).unwrap())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The S11 messages among `actions`, with the SGW TEID each goes to.
+fn s11_sent(actions: &[Action]) -> Vec<(u32, gtp::Message)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::S11 { teid, msg, .. } => Some((*teid, msg.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn ics_response(id: u32, enb_teid: u32) -> S1ap {
+    S1ap::InitialContextSetupResponse {
+        mme_ue_id: id,
+        enb_ue_id: ENB_UE,
+        erabs: vec![s1ap::ErabSetup {
+            erab_id: 5,
+            enb_addr: Ipv4Addr::new(10, 77, 0, 21),
+            enb_teid,
+        }],
+    }
+}
+
+fn modify_bearer_ok(c: &mut MmeCore, id: u32) {
+    c.on_s11(
+        id,
+        Ok(gtp::Message::ModifyBearerResponse(
+            gtp::ModifyBearerResponse {
+                cause: 16,
+                ..Default::default()
+            },
+        )),
+    );
+}
+
+/// A whole attach; returns the MME UE id (eNB S1-U TEID 0x77, SGW TEID 0x55).
+fn attach(c: &mut MmeCore, ue: &mut TestUe) -> u32 {
+    let (id, out) = start(c, ue, aia_for(ue));
+    let Reaction::Reply(res) = ue.on_downlink(&downlink(&out).1) else {
+        panic!()
+    };
+    s1(c, uplink(id, res));
+    let Reaction::Reply(done) = ue.on_downlink(&downlink(&sent(&c.take_actions())).1) else {
+        panic!()
+    };
+    s1(c, uplink(id, done));
+    c.take_actions();
+    c.on_ula(id, Ok(ula()));
+    c.take_actions();
+    c.on_s11(id, Ok(create_session_response()));
+    let [S1ap::InitialContextSetupRequest(ics)] = &sent(&c.take_actions())[..] else {
+        panic!()
+    };
+    assert!(matches!(
+        ue.on_downlink(ics.erabs[0].nas.as_ref().unwrap()),
+        Reaction::Accepted { .. }
+    ));
+    s1(c, ics_response(id, 0x77));
+    c.take_actions();
+    modify_bearer_ok(c, id);
+    let complete = ue.attach_complete(5);
+    s1(c, uplink(id, complete));
+    assert_eq!(c.ues()[0].state, UeState::Attached);
+    id
+}
+
+/// eNB-initiated release (user inactivity) to ECM-IDLE.
+fn go_idle(c: &mut MmeCore, id: u32) {
+    s1(
+        c,
+        S1ap::UeContextReleaseRequest {
+            mme_ue_id: id,
+            enb_ue_id: ENB_UE,
+            cause: s1ap::causes::user_inactivity(),
+        },
+    );
+    let acts = c.take_actions();
+    assert!(
+        matches!(
+            &s11_sent(&acts)[..],
+            [(0x55, gtp::Message::ReleaseAccessBearersRequest(_))]
+        ),
+        "{acts:?}"
+    );
+    assert!(matches!(
+        &sent(&acts)[..],
+        [S1ap::UeContextReleaseCommand {
+            enb_ue_id: Some(ENB_UE),
+            ..
+        }]
+    ));
+    c.on_s11(
+        id,
+        Ok(gtp::Message::ReleaseAccessBearersResponse(
+            gtp::CauseRecovery {
+                cause: 16,
+                recovery: None,
+            },
+        )),
+    );
+    s1(
+        c,
+        S1ap::UeContextReleaseComplete {
+            mme_ue_id: id,
+            enb_ue_id: ENB_UE,
+        },
+    );
+    assert!(c.take_actions().is_empty());
+}
+
+fn s_tmsi_of(ue: &TestUe) -> s1ap::STmsi {
+    let g = ue.guti().unwrap();
+    s1ap::STmsi {
+        mme_code: g.mme_code,
+        m_tmsi: g.m_tmsi,
+    }
+}
+
+fn initial_ue(nas: Vec<u8>, s_tmsi: s1ap::STmsi, rrc_cause: RRCEstablishmentCause) -> S1ap {
+    S1ap::InitialUeMessage {
+        enb_ue_id: ENB_UE,
+        nas,
+        tai: tai(),
+        ecgi: ecgi(),
+        s_tmsi: Some(s_tmsi),
+        rrc_cause,
+    }
+}
+
+/// SERVICE REQUEST → ICS without NAS and with the UE's KeNB → ICS response → Modify
+/// Bearer with the eNB's new F-TEID.
+fn serve(c: &mut MmeCore, ue: &mut TestUe, id: u32, enb_teid: u32) {
+    let sr = ue.service_request();
+    s1(
+        c,
+        initial_ue(sr, s_tmsi_of(ue), RRCEstablishmentCause::mo_Data),
+    );
+    let out = sent(&c.take_actions());
+    let [S1ap::InitialContextSetupRequest(ics)] = &out[..] else {
+        panic!("{out:?}")
+    };
+    assert_eq!(ics.mme_ue_id, id);
+    assert_eq!(ics.erabs.len(), 1);
+    assert_eq!(
+        ics.erabs[0].nas, None,
+        "no NAS PDU in a service request's ICS"
+    );
+    assert_eq!((ics.erabs[0].sgw_teid, ics.erabs[0].erab_id), (0x99, 5));
+    assert_eq!(
+        Some(ics.kenb),
+        ue.kenb(),
+        "KeNB from the service request's COUNT"
+    );
+    assert_eq!(c.ues()[0].state, UeState::WaitServiceSetup);
+    s1(c, ics_response(id, enb_teid));
+    let acts = c.take_actions();
+    match &s11_sent(&acts)[..] {
+        [(0x55, gtp::Message::ModifyBearerRequest(r))] => {
+            assert_eq!(r.bearer_contexts[0].fteid(0).unwrap().teid, enb_teid)
+        }
+        other => panic!("{other:?}"),
+    }
+    modify_bearer_ok(c, id);
+}
+
+#[test]
+fn release_to_idle_keeps_the_registration_and_the_tunnel() {
+    let mut c = core();
+    setup(&mut c);
+    let mut ue = TestUe::example(5);
+    let id = attach(&mut c, &mut ue);
+    assert_eq!(c.ues()[0].ecm_state, EcmState::Connected);
+    go_idle(&mut c, id);
+    let v = &c.ues()[0];
+    assert_eq!((v.state, v.ecm_state), (UeState::Idle, EcmState::Idle));
+    assert_eq!((v.enb_ue_s1ap_id, v.enb.as_deref()), (None, None));
+    assert_eq!((v.enb_s1u_teid, v.bearer_active), (None, false));
+    // Kept: GUTI, security context and COUNTs, session and SGW tunnel.
+    assert_eq!(v.m_tmsi, ue.guti().unwrap().m_tmsi);
+    assert_eq!((v.ul_nas_count, v.dl_nas_count), (Some(2), Some(2)));
+    assert_eq!((v.sgw_s11_teid, v.sgw_s1u_teid), (Some(0x55), Some(0x99)));
+    assert_eq!(v.ue_ip, Some(Ipv4Addr::new(10, 45, 0, 2)));
+    // The state file shows the ECM state.
+    let json = serde_json::to_value(v).unwrap();
+    assert_eq!(json["ecm_state"], "Idle");
+}
+
+#[test]
+fn service_request_from_idle_reconnects_and_the_nas_count_continues() {
+    let (mut c, mut ue, id) = idle_ue(6);
+    serve(&mut c, &mut ue, id, 0x78);
+    let v = &c.ues()[0];
+    assert_eq!(
+        (v.state, v.ecm_state),
+        (UeState::Attached, EcmState::Connected)
+    );
+    assert_eq!(
+        (v.enb_ue_s1ap_id, v.enb_s1u_teid),
+        (Some(ENB_UE), Some(0x78))
+    );
+    assert!(v.bearer_active);
+    assert_eq!(v.ul_nas_count, Some(3), "the SERVICE REQUEST used COUNT 2");
+    // The next uplink NAS message (COUNT 3) is taken: a detach goes through.
+    let det = ue.detach_request(false);
+    s1(&mut c, uplink(id, det));
+    let acts = c.take_actions();
+    assert!(matches!(
+        &s11_sent(&acts)[..],
+        [(0x55, gtp::Message::DeleteSessionRequest(_))]
+    ));
+    assert_eq!(
+        ue.on_downlink(&downlink(&sent(&acts)).1),
+        Reaction::DetachAccept
+    );
+    // Twice idle and back: still the same context.
+    let mut c = core();
+    setup(&mut c);
+    let mut ue = TestUe::example(6);
+    let id = attach(&mut c, &mut ue);
+    for teid in [0x80, 0x81] {
+        go_idle(&mut c, id);
+        serve(&mut c, &mut ue, id, teid);
+    }
+    assert_eq!(c.ues()[0].ul_nas_count, Some(4));
+}
+
+/// A SERVICE REJECT #9 on the new S1 connection, then its release; nothing else.
+fn assert_service_reject(c: &mut MmeCore, ue: &mut TestUe) {
+    let out = sent(&c.take_actions());
+    let [S1ap::DownlinkNasTransport { mme_ue_id, nas, .. }, S1ap::UeContextReleaseCommand {
+        mme_ue_id: released,
+        enb_ue_id: Some(ENB_UE),
+        ..
+    }] = &out[..]
+    else {
+        panic!("{out:?}")
+    };
+    assert_eq!(mme_ue_id, released);
+    assert_eq!(
+        ue.on_downlink(nas),
+        Reaction::Other("ServiceReject { cause: 9 }".into())
+    );
+}
+
+#[test]
+fn service_request_with_a_bad_mac_is_rejected_and_the_context_kept() {
+    let (mut c, mut ue, id) = idle_ue(7);
+    let mut sr = ue.service_request();
+    let last = sr.len() - 1;
+    sr[last] ^= 0x01;
+    s1(
+        &mut c,
+        initial_ue(sr, s_tmsi_of(&ue), RRCEstablishmentCause::mo_Data),
+    );
+    assert_service_reject(&mut c, &mut ue);
+    let v = &c.ues()[0];
+    assert_eq!((v.state, v.ecm_state), (UeState::Idle, EcmState::Idle));
+    assert_eq!(v.mme_ue_s1ap_id, id);
+    assert_eq!(
+        v.ul_nas_count,
+        Some(2),
+        "a failed MAC does not move the COUNT"
+    );
+}
+
+#[test]
+fn service_request_from_an_unknown_s_tmsi_is_rejected() {
+    let (mut c, mut ue, _) = idle_ue(8);
+    let sr = ue.service_request();
+    let mut s_tmsi = s_tmsi_of(&ue);
+    s_tmsi.m_tmsi ^= 0x0100;
+    s1(
+        &mut c,
+        initial_ue(sr, s_tmsi, RRCEstablishmentCause::mo_Data),
+    );
+    assert_service_reject(&mut c, &mut ue);
+    assert_eq!(c.ues()[0].state, UeState::Idle);
+}
+
+const B: AssocId = AssocId(2);
+const OTHER_TA: AssocId = AssocId(3);
+
+/// Two more eNBs: B serves TAC 1 (the UE's), OTHER_TA only TAC 7.
+fn more_enbs(c: &mut MmeCore) {
+    for (assoc, enb_id, tac) in [(B, 2, 1), (OTHER_TA, 3, 7)] {
+        c.on_sctp_up(assoc, "10.77.0.23:40000".parse().unwrap());
+        let setup = S1ap::S1SetupRequest(s1ap::S1SetupRequest {
+            plmn: PLMN,
+            enb_id,
+            enb_name: None,
+            tacs: vec![tac],
+        });
+        c.on_s1ap(assoc, &s1ap::encode(&setup).unwrap());
+    }
+    c.take_actions();
+}
+
+/// An attached UE gone idle, with the eNBs of [`more_enbs`] besides A.
+fn idle_ue(n: u32) -> (MmeCore, TestUe, u32) {
+    let mut c = core();
+    setup(&mut c);
+    more_enbs(&mut c);
+    let mut ue = TestUe::example(n);
+    let id = attach(&mut c, &mut ue);
+    go_idle(&mut c, id);
+    (c, ue, id)
+}
+
+fn ddn_bytes(seq: u32, teid: u32) -> Vec<u8> {
+    gtp::Gtpv2 {
+        teid: Some(teid),
+        seq,
+        msg: gtp::Message::DownlinkDataNotification(gtp::DownlinkDataNotification {
+            ebis: vec![5],
+            ..Default::default()
+        }),
+    }
+    .encode()
+    .unwrap()
+}
+
+const SPGW: &str = "10.77.1.30:2123";
+
+/// Feeds a DDN's bytes through the S11 answers; returns the decoded answer.
+fn ddn(c: &mut MmeCore, s11: &mut S11Answers, now: Instant, seq: u32, teid: u32) -> gtp::Gtpv2 {
+    let out = s11
+        .on_request(c, now, SPGW.parse().unwrap(), &ddn_bytes(seq, teid))
+        .expect("an answer");
+    gtp::decode(&out).unwrap()
+}
+
+fn assert_ack(m: &gtp::Gtpv2, seq: u32, teid: u32, cause: u8) {
+    assert_eq!((m.seq, m.teid), (seq, Some(teid)));
+    assert_eq!(
+        m.msg,
+        gtp::Message::DownlinkDataNotificationAcknowledge(gtp::CauseRecovery {
+            cause,
+            recovery: None
+        })
+    );
+}
+
+/// The PAGINGs among `actions`: to which eNBs, and that each names the UE.
+fn pagings(actions: &[Action], ue: &TestUe) -> Vec<AssocId> {
+    sent_to(actions)
+        .into_iter()
+        .map(|(assoc, m)| {
+            let S1ap::Paging(p) = m else { panic!("{m:?}") };
+            assert_eq!(p.identity, s1ap::PagingIdentity::STmsi(s_tmsi_of(ue)));
+            let imsi: u64 = ue.imsi.parse().unwrap();
+            assert_eq!(u64::from(p.ue_identity_index), imsi % 1024);
+            assert_eq!(p.tais, vec![tai()]);
+            assert_eq!(p.cn_domain, s1ap::CNDomain::ps);
+            assoc
+        })
+        .collect()
+}
+
+#[test]
+fn downlink_data_pages_the_idle_ue_and_its_service_request_ends_it() {
+    let (mut c, mut ue, id) = idle_ue(9);
+    let mut s11 = S11Answers::new(&Config::default());
+    let t0 = Instant::now();
+    // The notification goes to our S11 TEID; the answer to the SGW's.
+    let ack = ddn(&mut c, &mut s11, t0, 0x101, id);
+    assert_ack(&ack, 0x101, 0x55, gtp::cause::REQUEST_ACCEPTED);
+    let acts = c.take_actions();
+    assert_eq!(
+        pagings(&acts, &ue),
+        vec![A, B],
+        "the eNBs serving TAC 1 only"
+    );
+    assert!(c.ues()[0].paging);
+    assert_eq!(c.next_deadline(), Some(t0 + Duration::from_millis(2000)));
+    // The paged UE answers: ICS, Modify Bearer, connected; paging over.
+    serve(&mut c, &mut ue, id, 0x79);
+    let v = &c.ues()[0];
+    assert_eq!(
+        (v.state, v.ecm_state, v.paging),
+        (UeState::Attached, EcmState::Connected, false)
+    );
+    assert_eq!(c.next_deadline(), None);
+    c.on_timer(t0 + Duration::from_secs(60));
+    assert!(c.take_actions().is_empty());
+}
+
+#[test]
+fn paging_is_repeated_on_t3413_then_given_up_with_a_failure_indication() {
+    let (mut c, mut ue, id) = idle_ue(10);
+    let mut s11 = S11Answers::new(&Config::default());
+    let t0 = Instant::now();
+    ddn(&mut c, &mut s11, t0, 7, id);
+    assert_eq!(pagings(&c.take_actions(), &ue).len(), 2);
+    let t3413 = Duration::from_millis(2000);
+    // Not yet due: nothing.
+    c.on_timer(t0 + t3413 - Duration::from_millis(1));
+    assert!(c.take_actions().is_empty());
+    // Two retries (paging_retries = 2), T3413 apart.
+    let mut now = t0;
+    for _ in 0..2 {
+        now += t3413;
+        c.on_timer(now);
+        assert_eq!(pagings(&c.take_actions(), &ue), vec![A, B]);
+        assert_eq!(c.next_deadline(), Some(now + t3413));
+    }
+    // The last T3413 runs out: TS 23.401 §5.3.4.3, the SGW is told, no more paging.
+    now += t3413;
+    c.on_timer(now);
+    let acts = c.take_actions();
+    assert!(sent(&acts).is_empty());
+    assert_eq!(
+        s11_sent(&acts),
+        vec![(
+            0x55,
+            gtp::Message::DownlinkDataNotificationFailureIndication(
+                gtp::DownlinkDataNotificationFailureIndication {
+                    cause: gtp::cause::UE_NOT_RESPONDING
+                }
+            )
+        )]
+    );
+    let v = &c.ues()[0];
+    assert_eq!((v.state, v.paging), (UeState::Idle, false));
+    assert_eq!(c.next_deadline(), None);
+    // Still registered: a later service request is served.
+    serve(&mut c, &mut ue, id, 0x7a);
+}
+
+#[test]
+fn duplicate_ddn_is_answered_from_the_cache_and_pages_once() {
+    let (mut c, ue, id) = idle_ue(11);
+    let mut s11 = S11Answers::new(&Config::default());
+    let t0 = Instant::now();
+    let first = ddn(&mut c, &mut s11, t0, 0x33, id);
+    assert_eq!(pagings(&c.take_actions(), &ue), vec![A, B]);
+    // The SGW's retransmission (same bytes): the same answer, no second paging.
+    let again = ddn(&mut c, &mut s11, t0 + Duration::from_millis(1000), 0x33, id);
+    assert_eq!(again, first);
+    assert!(c.take_actions().is_empty());
+    // A new notification while paging: acknowledged, but the paging is not restarted.
+    let other = ddn(&mut c, &mut s11, t0 + Duration::from_millis(1500), 0x34, id);
+    assert_ack(&other, 0x34, 0x55, gtp::cause::REQUEST_ACCEPTED);
+    assert!(c.take_actions().is_empty());
+    assert_eq!(c.next_deadline(), Some(t0 + Duration::from_millis(2000)));
+}
+
+#[test]
+fn ddn_for_a_connected_ue_or_an_unknown_teid() {
+    let mut c = core();
+    setup(&mut c);
+    let mut s11 = S11Answers::new(&Config::default());
+    let mut ue = TestUe::example(12);
+    let id = attach(&mut c, &mut ue);
+    let t0 = Instant::now();
+    // Connected: no paging; the SGW gets the eNB's F-TEID again.
+    let ack = ddn(&mut c, &mut s11, t0, 0x40, id);
+    assert_ack(&ack, 0x40, 0x55, gtp::cause::REQUEST_ACCEPTED);
+    let acts = c.take_actions();
+    assert!(sent(&acts).is_empty());
+    match &s11_sent(&acts)[..] {
+        [(0x55, gtp::Message::ModifyBearerRequest(r))] => {
+            assert_eq!(r.bearer_contexts[0].fteid(0).unwrap().teid, 0x77)
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(!c.ues()[0].paging);
+    // No UE behind the TEID: Context Not Found, to TEID 0.
+    let ack = ddn(&mut c, &mut s11, t0, 0x41, id + 100);
+    assert_ack(&ack, 0x41, 0, gtp::cause::CONTEXT_NOT_FOUND);
+    assert!(c.take_actions().is_empty());
+}
+
+#[test]
+fn echo_from_the_spgw_is_answered() {
+    let mut c = core();
+    let mut s11 = S11Answers::new(&Config::default());
+    let echo = gtp::Gtpv2 {
+        teid: None,
+        seq: 9,
+        msg: gtp::Message::EchoRequest(gtp::Echo { recovery: 3 }),
+    }
+    .encode()
+    .unwrap();
+    let out = s11
+        .on_request(&mut c, Instant::now(), SPGW.parse().unwrap(), &echo)
+        .unwrap();
+    let m = gtp::decode(&out).unwrap();
+    assert_eq!(m.seq, 9);
+    assert!(matches!(m.msg, gtp::Message::EchoResponse(_)));
 }

@@ -112,6 +112,15 @@ impl UeNas {
         self.protect(p)
     }
 
+    /// The short SERVICE REQUEST from ECM-IDLE (TS 24.301 §5.6.1), with and advancing
+    /// the uplink COUNT; the KeNB then comes from that COUNT ([`UeNas::kenb`]).
+    pub fn service_request(&mut self) -> Result<Vec<u8>> {
+        self.sec
+            .as_mut()
+            .ok_or_else(|| NasError::Value("service request without a security context".into()))?
+            .service_request()
+    }
+
     /// Handles one downlink NAS PDU.
     pub fn on_downlink(&mut self, pdu: &[u8]) -> Result<UeEvent> {
         if security::SecurityHeader::of(pdu)? == SecurityHeader::IntegrityNewContext {

@@ -2,6 +2,7 @@
 //! security, subscription, TEIDs) and the views of both the JSON state dump shows.
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Instant;
 
 use proto_nas::{Direction, Guti, NasSecurity, PdnConnectivity};
 use proto_s1ap::{Ecgi, Tai};
@@ -22,9 +23,27 @@ pub enum UeState {
     Attached,
     /// EMM-REGISTERED, ECM-IDLE (S1 released by the eNB).
     Idle,
+    /// A SERVICE REQUEST from ECM-IDLE passed: INITIAL CONTEXT SETUP sent, the eNB's
+    /// S1-U F-TEID awaited.
+    WaitServiceSetup,
     Detaching,
     /// UE Context Release Command sent; the context goes when the eNB completes.
     Releasing,
+}
+
+/// ECM state (TS 23.401 §4.6.3): whether the UE has an S1 connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum EcmState {
+    Idle,
+    Connected,
+}
+
+/// A paging in progress (network-triggered service request, TS 23.401 §5.3.4.3).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Paging {
+    /// T3413 expiry.
+    pub(super) deadline: Instant,
+    pub(super) retries_left: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -68,6 +87,7 @@ pub(super) struct Ue {
     pub(super) bearer_active: bool,
     /// Remove the context once the eNB confirms the release.
     pub(super) remove_on_release: bool,
+    pub(super) paging: Option<Paging>,
 }
 
 /// One UE context as the JSON state dump shows it.
@@ -80,6 +100,9 @@ pub struct UeView {
     pub enb_ue_s1ap_id: Option<u32>,
     pub enb: Option<String>,
     pub state: UeState,
+    pub ecm_state: EcmState,
+    /// The MME is paging the UE (T3413 running).
+    pub paging: bool,
     pub ue_ip: Option<Ipv4Addr>,
     pub apn: Option<String>,
     pub mme_s11_teid: u32,
@@ -105,6 +128,18 @@ pub(super) struct Enb {
     pub(super) peer: SocketAddr,
     pub(super) enb_id: Option<u32>,
     pub(super) name: Option<String>,
+    /// TACs it serves (S1 Setup): where a UE of those TAIs is paged.
+    pub(super) tacs: Vec<u16>,
+}
+
+impl Ue {
+    /// An S1 connection exists (or is being set up) for the UE.
+    pub(super) fn ecm_state(&self) -> EcmState {
+        match self.enb_ue_id {
+            Some(_) => EcmState::Connected,
+            None => EcmState::Idle,
+        }
+    }
 }
 
 impl MmeCore {
@@ -141,6 +176,8 @@ impl MmeCore {
                     .and_then(|a| self.enbs.get(&a))
                     .map(|e| e.peer.to_string()),
                 state: u.state,
+                ecm_state: u.ecm_state(),
+                paging: u.paging.is_some(),
                 ue_ip: u.ue_ip,
                 apn: u.sub.as_ref().map(|s| s.apn.clone()),
                 mme_s11_teid: u.mme_s11_teid,

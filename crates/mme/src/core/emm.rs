@@ -5,7 +5,7 @@ use proto_diameter::s6a::EutranVector;
 use proto_nas::{
     cause as emm, msg, Direction, Guti, Nas, NasSecurity, PdnConnectivity, SecurityHeader,
 };
-use proto_s1ap::{causes, Ecgi, S1ap, Tai};
+use proto_s1ap::{causes, Ecgi, S1ap, STmsi, Tai};
 use proto_sctp::AssocId;
 use tracing::{info, warn};
 
@@ -13,7 +13,8 @@ use super::context::{Ue, UeState, Vector};
 use super::{Action, MmeCore};
 
 impl MmeCore {
-    /// The NAS message of an INITIAL UE MESSAGE: an attach, or a detach from ECM-IDLE.
+    /// The NAS message of an INITIAL UE MESSAGE: an attach, or a detach or service
+    /// request from ECM-IDLE.
     pub(super) fn on_initial_nas(
         &mut self,
         assoc: AssocId,
@@ -21,6 +22,7 @@ impl MmeCore {
         nas: &[u8],
         tai: Tai,
         ecgi: Ecgi,
+        s_tmsi: Option<STmsi>,
     ) {
         let opened = match proto_nas::security::open(nas, None, Direction::Uplink) {
             Ok(o) => o,
@@ -77,6 +79,9 @@ impl MmeCore {
                 }
                 self.on_detach(ue, switch_off);
             }
+            Nas::ServiceRequest { .. } => {
+                self.on_service_request(assoc, enb_ue_id, nas, tai, ecgi, s_tmsi)
+            }
             other => warn!(%assoc, enb_ue_id, "initial NAS message not handled: {other:?}"),
         }
     }
@@ -92,15 +97,14 @@ impl MmeCore {
         tai: Tai,
         ecgi: Ecgi,
     ) {
-        let mme_ue_id = self.next_mme_ue_id;
-        self.next_mme_ue_id = self.next_mme_ue_id.wrapping_add(1).max(1);
+        let mme_ue_id = self.new_mme_ue_id();
         let Some(imsi) = imsi else {
             info!(%assoc, enb_ue_id, "attach with an unknown GUTI: reject #9");
             self.reject_new(
                 assoc,
                 mme_ue_id,
                 enb_ue_id,
-                emm::UE_IDENTITY_CANNOT_BE_DERIVED,
+                msg::attach_reject(emm::UE_IDENTITY_CANNOT_BE_DERIVED),
             );
             return;
         };
@@ -114,18 +118,7 @@ impl MmeCore {
         for o in old {
             info!(imsi, old = o, "re-attach replaces the previous UE context");
             if let Some(u) = self.ues.remove(&o) {
-                if let (Some(a), Some(e)) = (u.assoc, u.enb_ue_id) {
-                    if u.assoc != Some(assoc) || u.enb_ue_id != Some(enb_ue_id) {
-                        self.send(
-                            a,
-                            &S1ap::UeContextReleaseCommand {
-                                mme_ue_id: o,
-                                enb_ue_id: Some(e),
-                                cause: causes::nas_normal_release(),
-                            },
-                        );
-                    }
-                }
+                self.release_stale_s1(&u, assoc, enb_ue_id);
             }
         }
         let m_tmsi = self.next_m_tmsi;
@@ -161,6 +154,7 @@ impl MmeCore {
                 enb_s1u: None,
                 bearer_active: false,
                 remove_on_release: false,
+                paging: None,
             },
         );
         self.changed = true;
@@ -171,9 +165,38 @@ impl MmeCore {
         });
     }
 
-    /// ATTACH REJECT for a UE that has no context yet, then release its S1 connection.
-    fn reject_new(&mut self, assoc: AssocId, mme_ue_id: u32, enb_ue_id: u32, cause: u8) {
-        if let Ok(nas) = msg::attach_reject(cause) {
+    /// A fresh MME UE S1AP ID (never 0: it is also our S11 TEID).
+    pub(super) fn new_mme_ue_id(&mut self) -> u32 {
+        let id = self.next_mme_ue_id;
+        self.next_mme_ue_id = self.next_mme_ue_id.wrapping_add(1).max(1);
+        id
+    }
+
+    /// Releases the S1 connection a UE context still has, unless it is the one
+    /// (`assoc`, `enb_ue_id`) the UE now comes from.
+    pub(super) fn release_stale_s1(&mut self, u: &Ue, assoc: AssocId, enb_ue_id: u32) {
+        if let (Some(a), Some(e)) = (u.assoc, u.enb_ue_id) {
+            if (a, e) != (assoc, enb_ue_id) {
+                let cmd = S1ap::UeContextReleaseCommand {
+                    mme_ue_id: u.mme_ue_id,
+                    enb_ue_id: Some(e),
+                    cause: causes::nas_normal_release(),
+                };
+                self.send(a, &cmd);
+            }
+        }
+    }
+
+    /// A reject (ATTACH or SERVICE REJECT) on an S1 connection that has no UE context,
+    /// then its release.
+    pub(super) fn reject_new(
+        &mut self,
+        assoc: AssocId,
+        mme_ue_id: u32,
+        enb_ue_id: u32,
+        reject: proto_nas::Result<Vec<u8>>,
+    ) {
+        if let Ok(nas) = reject {
             self.send(
                 assoc,
                 &S1ap::DownlinkNasTransport {

@@ -1,5 +1,6 @@
 //! The MME's logic without I/O: eNBs (S1 Setup), UE contexts and the attach /
-//! detach state machine across S1AP, NAS, S6a and S11.
+//! detach state machine across S1AP, NAS, S6a and S11, and ECM-IDLE (release, service
+//! request, paging).
 //!
 //! Inputs are S1AP PDUs and the answers of the HSS and SPGW; outputs are [`Action`]s
 //! the I/O shell executes. Everything (NAS security contexts with their COUNTs,
@@ -10,7 +11,8 @@
 //! One file per concern over this one shared state, as Open5GS splits its MME:
 //! `context` (the UE and eNB contexts), `s1ap` (the eNB's messages), `emm` (attach,
 //! authentication, security mode, detach), `esm` (the PDN connection and its default
-//! bearer), `s6a` (the HSS's answers) and `s11` (the SPGW's answers and our requests).
+//! bearer), `idle` (S1 release to ECM-IDLE, service request, paging and T3413), `s6a`
+//! (the HSS's answers) and `s11` (the SPGW's answers and our requests).
 
 use std::collections::BTreeMap;
 
@@ -22,12 +24,13 @@ use crate::Config;
 mod context;
 mod emm;
 mod esm;
+mod idle;
 mod s11;
 mod s1ap;
 mod s6a;
 
+pub use context::{EcmState, EnbView, UeState, UeView};
 use context::{Enb, Ue};
-pub use context::{EnbView, UeState, UeView};
 
 /// What the I/O shell must do. Actions live for one loop turn, so the size of the
 /// S11 variant does not matter.
@@ -47,7 +50,9 @@ pub enum Action {
     },
     /// S6a Update-Location-Request.
     Ulr { ue: u32, imsi: String },
-    /// S11 request to the SPGW, to the SGW's control TEID `teid` (0 for a new session).
+    /// S11 message to the SPGW, to the SGW's control TEID `teid` (0 for a new
+    /// session): a request, or a Downlink Data Notification Failure Indication, which
+    /// nothing answers.
     S11 {
         ue: u32,
         teid: u32,

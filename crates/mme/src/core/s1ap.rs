@@ -5,11 +5,11 @@ use std::net::SocketAddr;
 
 use proto_gtpv2c as gtp;
 use proto_nas::{cause as emm, msg, Direction, SecurityHeader};
-use proto_s1ap::{self as s1ap, causes, Ecgi, S1ap, Tai};
+use proto_s1ap::{self as s1ap, causes, Ecgi, S1ap, STmsi, Tai};
 use proto_sctp::AssocId;
 use tracing::{debug, info, warn};
 
-use super::context::{Enb, UeState};
+use super::context::{Enb, Ue, UeState};
 use super::emm::protect;
 use super::esm::DEFAULT_EBI;
 use super::s11::modify_bearer_request;
@@ -23,18 +23,30 @@ impl MmeCore {
                 peer,
                 enb_id: None,
                 name: None,
+                tacs: Vec::new(),
             },
         );
     }
 
-    /// The association is gone: its UEs lose their S1 connection (ECM-IDLE).
+    /// The association is gone: its UEs lose their S1 connection (ECM-IDLE), and the
+    /// SGW the eNB's end of their tunnels.
     pub fn on_sctp_down(&mut self, assoc: AssocId) {
         self.enbs.remove(&assoc);
-        for ue in self.ues.values_mut().filter(|u| u.assoc == Some(assoc)) {
-            ue.assoc = None;
-            ue.enb_ue_id = None;
-            if ue.state == UeState::Attached {
-                ue.state = UeState::Idle;
+        let gone: Vec<u32> = self
+            .ues
+            .values()
+            .filter(|u| u.assoc == Some(assoc))
+            .map(|u| u.mme_ue_id)
+            .collect();
+        for ue in gone {
+            let Some(u) = self.ues.get_mut(&ue) else {
+                continue;
+            };
+            u.assoc = None;
+            u.enb_ue_id = None;
+            if u.state == UeState::Attached {
+                u.state = UeState::Idle;
+                self.release_access_bearers(ue);
             }
             self.changed = true;
         }
@@ -57,6 +69,7 @@ impl MmeCore {
             peer: SocketAddr::from(([0, 0, 0, 0], 0)),
             enb_id: None,
             name: None,
+            tacs: Vec::new(),
         });
         let m = match s1ap::decode(bytes) {
             Ok(m) => m,
@@ -82,8 +95,9 @@ impl MmeCore {
                 nas,
                 tai,
                 ecgi,
+                s_tmsi,
                 ..
-            } => self.on_initial_ue(assoc, enb_ue_id, &nas, tai, ecgi),
+            } => self.on_initial_ue(assoc, enb_ue_id, &nas, tai, ecgi, s_tmsi),
             S1ap::UplinkNasTransport {
                 mme_ue_id,
                 enb_ue_id,
@@ -115,7 +129,12 @@ impl MmeCore {
             } => {
                 if let Some(ue) = self.ue_for(assoc, mme_ue_id, enb_ue_id) {
                     warn!(ue, ?cause, "initial context setup failed");
-                    self.delete_session_and_release(ue);
+                    // A service request that fails leaves the UE registered, idle.
+                    if self.ues.get(&ue).map(|u| u.state) == Some(UeState::WaitServiceSetup) {
+                        self.release_to_idle(ue, causes::radio_unspecified());
+                    } else {
+                        self.delete_session_and_release(ue);
+                    }
                 }
             }
             S1ap::UeContextReleaseRequest {
@@ -125,7 +144,7 @@ impl MmeCore {
             } => {
                 if let Some(ue) = self.ue_for(assoc, mme_ue_id, enb_ue_id) {
                     info!(ue, ?cause, "eNB requests UE context release");
-                    self.release(ue, cause, false);
+                    self.release_to_idle(ue, cause);
                 }
             }
             S1ap::UeContextReleaseComplete {
@@ -186,6 +205,7 @@ impl MmeCore {
         if let Some(e) = self.enbs.get_mut(&assoc) {
             e.enb_id = Some(r.enb_id);
             e.name = r.enb_name;
+            e.tacs = r.tacs;
         }
         let resp = S1ap::S1SetupResponse(s1ap::S1SetupResponse {
             mme_name: Some(self.cfg.mme_name.clone()),
@@ -222,7 +242,15 @@ impl MmeCore {
         }
     }
 
-    fn on_initial_ue(&mut self, assoc: AssocId, enb_ue_id: u32, nas: &[u8], tai: Tai, ecgi: Ecgi) {
+    fn on_initial_ue(
+        &mut self,
+        assoc: AssocId,
+        enb_ue_id: u32,
+        nas: &[u8],
+        tai: Tai,
+        ecgi: Ecgi,
+        s_tmsi: Option<STmsi>,
+    ) {
         if !self.enbs.get(&assoc).is_some_and(|e| e.enb_id.is_some()) {
             warn!(%assoc, "INITIAL UE MESSAGE before S1 Setup");
             self.send(
@@ -235,7 +263,7 @@ impl MmeCore {
             );
             return;
         }
-        self.on_initial_nas(assoc, enb_ue_id, nas, tai, ecgi);
+        self.on_initial_nas(assoc, enb_ue_id, nas, tai, ecgi, s_tmsi);
     }
 
     /// INITIAL CONTEXT SETUP REQUEST carrying the ATTACH ACCEPT, once the SPGW has
@@ -244,8 +272,7 @@ impl MmeCore {
         let Some(u) = self.ues.get_mut(&ue) else {
             return;
         };
-        let (Some(sub), Some(ip), Some(sgw), Some(sec)) = (&u.sub, u.ue_ip, u.sgw_s1u, &u.sec)
-        else {
+        let (Some(sub), Some(ip), Some(sec)) = (&u.sub, u.ue_ip, &u.sec) else {
             return;
         };
         let accept = msg::attach_accept(&msg::AttachAcceptParams {
@@ -263,18 +290,6 @@ impl MmeCore {
         // MODE COMPLETE), TS 33.401 §7.2.6.1 / A.3; the UE derives the same.
         let ul = sec.count(Direction::Uplink).unwrap_or(1).saturating_sub(1);
         let kenb = sec.kenb(ul);
-        let caps = &u.ue_net_cap;
-        // NAS capability octets have EEA0/EIA0 first; S1AP's bit strings start at 1.
-        let (enc, int) = (
-            caps.first().copied().unwrap_or(0) << 1,
-            caps.get(1).copied().unwrap_or(0) << 1,
-        );
-        let (ambr_dl, ambr_ul, qci, arp) = (
-            u64::from(sub.ambr_dl),
-            u64::from(sub.ambr_ul),
-            sub.qci,
-            sub.arp_priority,
-        );
         let (Some(assoc), Some(enb_ue_id)) = (u.assoc, u.enb_ue_id) else {
             return;
         };
@@ -287,24 +302,9 @@ impl MmeCore {
         };
         u.state = UeState::WaitContextSetup;
         self.changed = true;
-        let ics = S1ap::InitialContextSetupRequest(Box::new(s1ap::InitialContextSetupRequest {
-            mme_ue_id: ue,
-            enb_ue_id,
-            ambr_dl,
-            ambr_ul,
-            erabs: vec![s1ap::ErabToSetup {
-                erab_id: DEFAULT_EBI,
-                qci,
-                arp_priority: arp,
-                sgw_addr: sgw.0,
-                sgw_teid: sgw.1,
-                nas: Some(nas),
-            }],
-            ue_sec_enc: enc,
-            ue_sec_int: int,
-            kenb,
-        }));
-        self.send(assoc, &ics);
+        if let Some(ics) = context_setup_request(u, enb_ue_id, kenb, Some(nas)) {
+            self.send(assoc, &ics);
+        }
     }
 
     fn on_ics_response(&mut self, ue: u32, erabs: &[s1ap::ErabSetup]) {
@@ -316,8 +316,13 @@ impl MmeCore {
             return self.delete_session_and_release(ue);
         };
         u.enb_s1u = Some((e.enb_addr, e.enb_teid));
-        if u.state == UeState::WaitContextSetup {
-            u.state = UeState::WaitAttachComplete;
+        match u.state {
+            UeState::WaitContextSetup => u.state = UeState::WaitAttachComplete,
+            UeState::WaitServiceSetup => {
+                info!(ue, imsi = %u.imsi, "service request done: ECM-CONNECTED");
+                u.state = UeState::Attached;
+            }
+            _ => {}
         }
         self.changed = true;
         let Some(sgw_teid) = u.sgw_s11_teid else {
@@ -379,6 +384,40 @@ impl MmeCore {
             u.state = UeState::Idle;
         }
     }
+}
+
+/// INITIAL CONTEXT SETUP REQUEST for the default bearer, toward the SGW's S1-U
+/// F-TEID: the attach's carries the ATTACH ACCEPT in `nas`, the service request's none.
+pub(super) fn context_setup_request(
+    u: &Ue,
+    enb_ue_id: u32,
+    kenb: [u8; 32],
+    nas: Option<Vec<u8>>,
+) -> Option<S1ap> {
+    let (Some(sub), Some(sgw)) = (&u.sub, u.sgw_s1u) else {
+        return None;
+    };
+    let caps = &u.ue_net_cap;
+    Some(S1ap::InitialContextSetupRequest(Box::new(
+        s1ap::InitialContextSetupRequest {
+            mme_ue_id: u.mme_ue_id,
+            enb_ue_id,
+            ambr_dl: u64::from(sub.ambr_dl),
+            ambr_ul: u64::from(sub.ambr_ul),
+            erabs: vec![s1ap::ErabToSetup {
+                erab_id: DEFAULT_EBI,
+                qci: sub.qci,
+                arp_priority: sub.arp_priority,
+                sgw_addr: sgw.0,
+                sgw_teid: sgw.1,
+                nas,
+            }],
+            // NAS capability octets have EEA0/EIA0 first; S1AP's bit strings start at 1.
+            ue_sec_enc: caps.first().copied().unwrap_or(0) << 1,
+            ue_sec_int: caps.get(1).copied().unwrap_or(0) << 1,
+            kenb,
+        },
+    )))
 }
 
 /// Whether a PDU (decoded as `S1ap::Other`) is an ENB CONFIGURATION UPDATE request.

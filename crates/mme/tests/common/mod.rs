@@ -80,6 +80,15 @@ impl TestUe {
         self.nas.detach_request(switch_off).unwrap()
     }
 
+    /// The short SERVICE REQUEST from ECM-IDLE.
+    pub fn service_request(&mut self) -> Vec<u8> {
+        self.nas.service_request().unwrap()
+    }
+
+    pub fn guti(&self) -> Option<Guti> {
+        self.nas.guti()
+    }
+
     pub fn on_downlink(&mut self, pdu: &[u8]) -> Reaction {
         match self.nas.on_downlink(pdu).expect("downlink NAS handled") {
             UeEvent::Send(b) => Reaction::Reply(b),
