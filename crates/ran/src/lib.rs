@@ -44,8 +44,8 @@ use tracing::{debug, info};
 
 pub use config::Config;
 pub use report::{
-    AttachFailure, Clock, CpProbeReport, FailureKind, Outage, Progress, Recovery, RecoveryWindow,
-    Report, Series, UeRecovery, UeReport,
+    AttachFailure, Clock, CpProbeReport, FailureKind, Idle, Outage, Progress, Recovery,
+    RecoveryWindow, Report, Series, UeRecovery, UeReport,
 };
 
 use dataplane::DataPlane;
@@ -255,6 +255,7 @@ pub async fn run_with_progress(
     report.association_losses = s1.association_losses.load(Ordering::Relaxed);
     report.dropped = dp.dropped();
     report.dropped.s1ap = s1.dropped.load(Ordering::Relaxed);
+    report.idle = s1.idle_counts.report();
     report.duration_ms = clock.ms(Instant::now());
     s1.close();
     // Let the driver send the ABORT before the tasks go.

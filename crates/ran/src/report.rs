@@ -183,6 +183,24 @@ pub struct Report {
     pub recovery: Recovery,
     /// Inbound messages dropped as malformed or unexpected (logged).
     pub dropped: Dropped,
+    /// ECM-IDLE procedures of all UEs (absent in reports of older runs).
+    #[serde(default)]
+    pub idle: Idle,
+}
+
+/// Idle-mode procedures over all UEs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Idle {
+    /// eNB-initiated UE context releases (user inactivity) completed: UEs gone idle.
+    pub releases: u64,
+    /// SERVICE REQUESTs for uplink data (RRC cause mo-Data).
+    pub service_requests_mo: u64,
+    /// SERVICE REQUESTs answering a PAGING (RRC cause mt-Access).
+    pub service_requests_mt: u64,
+    /// PAGINGs for one of our idle UEs.
+    pub pagings: u64,
+    /// SERVICE REJECTs (the UE then attaches again).
+    pub service_rejects: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,7 +1,7 @@
 //! The eNB's S1-MME: one SCTP-over-UDP association, S1 Setup, and a dispatcher that
 //! routes UE-associated S1AP messages to the UE tasks by eNB UE S1AP ID and probe
-//! answers to the CP probe. If the association is lost it is re-established with a new
-//! S1 Setup (counted in the report), as an eNB does.
+//! answers to the CP probe, and PAGING to idle UEs by S-TMSI. If the association is lost
+//! it is re-established with a new S1 Setup (counted in the report), as an eNB does.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -12,12 +12,14 @@ use anyhow::{bail, Context};
 use bytes::Bytes;
 use proto_s1ap::asn::s1ap::S1AP_PDU;
 use proto_s1ap::asn::S1apPduKind;
-use proto_s1ap::{Ecgi, S1SetupRequest, S1ap, Tai};
+use proto_s1ap::{Ecgi, PagingIdentity, S1SetupRequest, S1ap, STmsi, Tai};
 use proto_sctp::{AssocId, SctpClient, SctpEvent, SctpSender};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::config::Config;
+use crate::procedure::Control;
+use crate::report::Idle;
 
 /// S1AP procedure code of eNB Configuration Update (TS 36.413 §9.3.7).
 const PROC_ENB_CONFIGURATION_UPDATE: u8 = 29;
@@ -34,16 +36,44 @@ struct UeEntry {
     tx: mpsc::UnboundedSender<S1ap>,
 }
 
+/// Counted as the UEs do them; see [`Idle`].
+#[derive(Default)]
+pub struct IdleCounts {
+    pub releases: AtomicU64,
+    pub service_requests_mo: AtomicU64,
+    pub service_requests_mt: AtomicU64,
+    /// PAGINGs that matched one of our idle UEs.
+    pub pagings: AtomicU64,
+    pub service_rejects: AtomicU64,
+}
+
+impl IdleCounts {
+    pub fn report(&self) -> Idle {
+        let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Idle {
+            releases: n(&self.releases),
+            service_requests_mo: n(&self.service_requests_mo),
+            service_requests_mt: n(&self.service_requests_mt),
+            pagings: n(&self.pagings),
+            service_rejects: n(&self.service_rejects),
+        }
+    }
+}
+
 /// Shared S1-MME state: the current association and the UE routing table.
 pub struct S1 {
     link: Mutex<Option<(SctpSender, AssocId)>>,
     ues: Mutex<HashMap<u32, UeEntry>>,
+    /// ECM-IDLE UEs: no eNB UE S1AP ID, reachable only by paging their S-TMSI.
+    idle: Mutex<HashMap<STmsi, mpsc::UnboundedSender<Control>>>,
     next_enb_ue_id: AtomicU32,
     pub tai: Tai,
     pub ecgi: Ecgi,
     pub s1_setups: AtomicU32,
     pub association_losses: AtomicU32,
     pub dropped: AtomicU64,
+    /// Idle-mode procedures, for the report.
+    pub idle_counts: IdleCounts,
     /// Set by [`S1::close`]: the association's end is ours, do not re-establish it.
     closing: AtomicBool,
 }
@@ -60,6 +90,7 @@ impl S1 {
         Ok(S1 {
             link: Mutex::new(None),
             ues: Mutex::new(HashMap::new()),
+            idle: Mutex::new(HashMap::new()),
             next_enb_ue_id: AtomicU32::new(1),
             tai: Tai { plmn, tac: cfg.tac },
             ecgi: Ecgi {
@@ -69,6 +100,7 @@ impl S1 {
             s1_setups: AtomicU32::new(0),
             association_losses: AtomicU32::new(0),
             dropped: AtomicU64::new(0),
+            idle_counts: IdleCounts::default(),
             closing: AtomicBool::new(false),
         })
     }
@@ -112,6 +144,34 @@ impl S1 {
 
     pub fn unregister(&self, enb_ue_id: u32) {
         lock(&self.ues).remove(&enb_ue_id);
+    }
+
+    /// The UE went idle: its S1AP id is gone, a PAGING for `s_tmsi` reaches it on `ctl`.
+    pub fn park(&self, enb_ue_id: u32, s_tmsi: STmsi, ctl: mpsc::UnboundedSender<Control>) {
+        self.unregister(enb_ue_id);
+        lock(&self.idle).insert(s_tmsi, ctl);
+    }
+
+    /// The UE leaves ECM-IDLE (service request, re-attach, end of run).
+    pub fn unpark(&self, s_tmsi: STmsi) {
+        lock(&self.idle).remove(&s_tmsi);
+    }
+
+    /// A PAGING for our TAI wakes the idle UE of its S-TMSI (TS 36.304 §7); PAGING for
+    /// UEs we do not have is normal for an eNB and not counted as dropped.
+    fn page(&self, identity: &PagingIdentity, tais: &[Tai]) {
+        let PagingIdentity::STmsi(t) = identity else {
+            debug!("PAGING by IMSI ignored: our UEs always have a GUTI when idle");
+            return;
+        };
+        if !tais.contains(&self.tai) {
+            return;
+        }
+        if let Some(ctl) = lock(&self.idle).get(t) {
+            if ctl.send(Control::Paged).is_ok() {
+                self.idle_counts.pagings.fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 
     /// Routes a UE-associated message; `false` if no UE has those ids.
@@ -265,6 +325,10 @@ impl S1 {
                 if let Some(a) = probe_answer(payload) {
                     let _ = probe.send((a, now));
                 }
+                return;
+            }
+            S1ap::Paging(p) => {
+                self.page(&p.identity, &p.tais);
                 return;
             }
             other => {
