@@ -413,4 +413,60 @@ mod tests {
         assert!(st.sent >= 1 && st.rtt_ms_avg.is_some());
         assert!(dp.remove(teid, Instant::now()).is_none());
     }
+
+    /// Idle: the old TEID is unknown, a ping tick wakes the UE once instead of sending;
+    /// connected again on a new TEID and SGW tunnel, the statistics continue.
+    #[tokio::test]
+    async fn idle_tunnel_wakes_its_ue_and_resumes_on_a_new_teid() {
+        let ue = Ipv4Addr::new(10, 45, 0, 2);
+        let dp = DataPlane::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            Clock::new(),
+            Ipv4Addr::new(10, 45, 0, 1),
+            8,
+            Duration::from_millis(10),
+        )
+        .await
+        .unwrap();
+        let sgw = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let sgw_addr = sgw.local_addr().unwrap();
+        let key = dp.allocate_teid();
+        dp.add(key, ue, sgw_addr, 0x99);
+        let (wake, mut woken) = mpsc::unbounded_channel();
+        dp.suspend(key, wake);
+        let reply = |teid, seq| {
+            let req =
+                icmp::echo_request(Ipv4Addr::new(10, 45, 0, 1), ue, key as u16, seq, &[]).unwrap();
+            proto_gtpu::encode_gpdu(teid, &req).unwrap()
+        };
+        dp.handle(&reply(key, 0), sgw_addr).await;
+        assert_eq!(dp.dropped().gtpu_unknown_teid, 1, "idle: no downlink TEID");
+        tokio::spawn(dp.clone().ping_loop(Duration::from_millis(10)));
+        assert_eq!(woken.recv().await, Some(Control::Uplink));
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert!(woken.try_recv().is_err(), "woken once");
+        let mut buf = vec![0u8; 2048];
+        assert!(
+            tokio::time::timeout(Duration::from_millis(1), sgw.recv_from(&mut buf))
+                .await
+                .is_err(),
+            "no uplink while idle"
+        );
+        let teid = dp.allocate_teid();
+        dp.resume(key, teid, ue, sgw_addr, 0x9a);
+        let (n, _) = sgw.recv_from(&mut buf).await.unwrap();
+        assert!(matches!(
+            proto_gtpu::decode(&buf[..n]),
+            Ok(Gtpu::GPdu { teid: 0x9a, .. })
+        ));
+        dp.handle(&reply(key, 0), sgw_addr).await;
+        assert_eq!(
+            dp.dropped().gtpu_unknown_teid,
+            2,
+            "the old TEID stays unknown"
+        );
+        dp.stop_pinging();
+        let st = dp.remove(key, Instant::now()).unwrap();
+        assert!(st.sent >= 1);
+    }
 }

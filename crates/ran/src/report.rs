@@ -265,6 +265,15 @@ mod tests {
             assert!(v["cp_probe"].get(k).is_some(), "{k}");
         }
         assert!(v["s1_setups"].is_number() && v["attach_failures"].is_array());
+        for k in [
+            "releases",
+            "service_requests_mo",
+            "service_requests_mt",
+            "pagings",
+            "service_rejects",
+        ] {
+            assert!(v["idle"][k].is_number(), "{k}");
+        }
         assert_eq!(v["ues"][0]["ue_ip"], "10.45.0.2");
         let back: Report = serde_json::from_value(v).unwrap();
         assert_eq!(back, r);

@@ -444,4 +444,49 @@ mod tests {
         ));
         assert!(rx.try_recv().is_err(), "nothing taken for a probe answer");
     }
+
+    /// PAGING reaches a parked (idle) UE by S-TMSI if our TAI is listed; nothing else
+    /// is woken or counted as dropped.
+    #[test]
+    fn paging_wakes_the_idle_ue_of_its_s_tmsi() {
+        let s1 = S1::new(&Config::default()).unwrap();
+        let (probe, _) = mpsc::unbounded_channel();
+        let (id, _rx) = s1.register();
+        let (ctl, mut woken) = mpsc::unbounded_channel();
+        let ours = STmsi {
+            mme_code: 1,
+            m_tmsi: 0x1234,
+        };
+        s1.park(id, ours, ctl);
+        let paging = |m_tmsi, tac| {
+            proto_s1ap::encode(&S1ap::Paging(proto_s1ap::Paging {
+                ue_identity_index: 7,
+                identity: PagingIdentity::STmsi(STmsi { m_tmsi, ..ours }),
+                cn_domain: proto_s1ap::CNDomain::ps,
+                tais: vec![Tai { tac, ..s1.tai }],
+            }))
+            .unwrap()
+        };
+        s1.on_message(&paging(0x9999, s1.tai.tac), &probe);
+        s1.on_message(&paging(0x1234, s1.tai.tac + 1), &probe);
+        assert!(woken.try_recv().is_err(), "another UE, another TA");
+        s1.on_message(&paging(0x1234, s1.tai.tac), &probe);
+        assert_eq!(woken.try_recv(), Ok(Control::Paged));
+        assert_eq!(s1.idle_counts.report().pagings, 1);
+        // Parked means unroutable by the old eNB UE S1AP ID.
+        assert!(!s1.route(
+            Some(id),
+            None,
+            S1ap::Paging(proto_s1ap::Paging {
+                ue_identity_index: 0,
+                identity: PagingIdentity::STmsi(ours),
+                cn_domain: proto_s1ap::CNDomain::ps,
+                tais: vec![],
+            })
+        ));
+        s1.unpark(ours);
+        s1.on_message(&paging(0x1234, s1.tai.tac), &probe);
+        assert!(woken.try_recv().is_err(), "connected again: not paged");
+        assert_eq!(s1.dropped.load(Ordering::Relaxed), 0);
+    }
 }
