@@ -138,6 +138,10 @@ impl Config {
         );
         self.sctp.validate().map_err(anyhow::Error::msg)?;
         anyhow::ensure!(!self.apn.is_empty(), "apn must not be empty");
+        anyhow::ensure!(
+            self.idle_after_ms != Some(0),
+            "idle_after_ms must be at least 1 (leave it out for no idle mode)"
+        );
         Ok(())
     }
 

@@ -10,6 +10,10 @@
 //! - probes S1-MME with eNB Configuration Update → Acknowledge round trips,
 //!
 //! until the `stop` future completes or `duration_ms` passes; then every UE detaches.
+//! With `idle_after_ms` a UE without signalling that long is released to ECM-IDLE
+//! (UE Context Release Request, user inactivity); its next ping, or a PAGING for its
+//! S-TMSI, brings it back with a SERVICE REQUEST; after a SERVICE REJECT it attaches
+//! again. The report counts these in [`Idle`].
 //! The [`Report`] carries per-UE results, the probe, failures (an Attach or
 //! Authentication Reject is a per-UE result, not an error), and [`report::Recovery`]:
 //! DP_GTP per UE and CP_S1-MME outages with run-relative and UNIX timestamps;

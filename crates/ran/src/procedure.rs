@@ -364,16 +364,7 @@ impl Ue<'_> {
         let complete = self.nas.attach_complete(ebi).map_err(|e| {
             Failure::new(FailureKind::Protocol, None, format!("ATTACH COMPLETE: {e}"))
         })?;
-        let enb_teid = self.sh.dp.allocate_teid();
-        let resp = S1ap::InitialContextSetupResponse {
-            mme_ue_id: r.mme_ue_id,
-            enb_ue_id: self.enb_ue_id,
-            erabs: vec![ErabSetup {
-                erab_id: erab.erab_id,
-                enb_addr: self.sh.cfg.s1u_address,
-                enb_teid,
-            }],
-        };
+        let (enb_teid, resp) = self.setup_response(r, erab.erab_id);
         self.sh
             .s1
             .send(&resp)
@@ -399,6 +390,21 @@ impl Ue<'_> {
             attached_at_ms: self.sh.clock.ms(now),
             kenb_match,
         })
+    }
+
+    /// INITIAL CONTEXT SETUP RESPONSE with a fresh eNB S1-U TEID for the E-RAB.
+    fn setup_response(&self, r: &InitialContextSetupRequest, erab_id: u8) -> (u32, S1ap) {
+        let enb_teid = self.sh.dp.allocate_teid();
+        let resp = S1ap::InitialContextSetupResponse {
+            mme_ue_id: r.mme_ue_id,
+            enb_ue_id: self.enb_ue_id,
+            erabs: vec![ErabSetup {
+                erab_id,
+                enb_addr: self.sh.cfg.s1u_address,
+                enb_teid,
+            }],
+        };
+        (enb_teid, resp)
     }
 
     /// Attached: answer what the MME sends, go idle and come back when told, until the
@@ -624,18 +630,10 @@ impl Ue<'_> {
         if self.nas.kenb() != Some(r.kenb) {
             warn!(imsi = %self.imsi, "KeNB of the service request's context setup differs from the UE's");
         }
-        let enb_teid = self.sh.dp.allocate_teid();
+        let (enb_teid, resp) = self.setup_response(r, erab.erab_id);
         self.sh
             .s1
-            .send(&S1ap::InitialContextSetupResponse {
-                mme_ue_id: r.mme_ue_id,
-                enb_ue_id: self.enb_ue_id,
-                erabs: vec![ErabSetup {
-                    erab_id: erab.erab_id,
-                    enb_addr: self.sh.cfg.s1u_address,
-                    enb_teid,
-                }],
-            })
+            .send(&resp)
             .map_err(|e| ServiceFailure::Other(format!("{e:#}")))?;
         let Some(ue_ip) = self.sh.dp.ue_ip(key) else {
             return Err(ServiceFailure::Other("no tunnel".into()));

@@ -193,7 +193,8 @@ pub struct Report {
 pub struct Idle {
     /// eNB-initiated UE context releases (user inactivity) completed: UEs gone idle.
     pub releases: u64,
-    /// SERVICE REQUESTs for uplink data (RRC cause mo-Data).
+    /// SERVICE REQUESTs for uplink data (RRC cause mo-Data), or for the detach at
+    /// the end of the run (mo-Signalling).
     pub service_requests_mo: u64,
     /// SERVICE REQUESTs answering a PAGING (RRC cause mt-Access).
     pub service_requests_mt: u64,
