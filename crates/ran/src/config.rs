@@ -57,6 +57,9 @@ pub struct Config {
     pub sctp: proto_sctp::SctpTuning,
     /// Time to bring up the association and finish S1 Setup, ms.
     pub s1_setup_timeout_ms: u64,
+    /// A connected UE without signalling for this long is released to ECM-IDLE by the
+    /// eNB; its next ping brings it back with a SERVICE REQUEST. `None`: never idle.
+    pub idle_after_ms: Option<u64>,
 }
 
 /// The HSS crate's example subscribers, so that a checkout runs without a CSV argument.
@@ -92,6 +95,7 @@ impl Default for Config {
             detach_timeout_ms: 5_000,
             sctp: Default::default(),
             s1_setup_timeout_ms: 10_000,
+            idle_after_ms: None,
         }
     }
 }
@@ -134,6 +138,10 @@ impl Config {
         );
         self.sctp.validate().map_err(anyhow::Error::msg)?;
         anyhow::ensure!(!self.apn.is_empty(), "apn must not be empty");
+        anyhow::ensure!(
+            self.idle_after_ms != Some(0),
+            "idle_after_ms must be at least 1 (leave it out for no idle mode)"
+        );
         Ok(())
     }
 

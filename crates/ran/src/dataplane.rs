@@ -2,6 +2,8 @@
 //! ICMP echo request from its IP to the ping target inside a G-PDU to its SGW F-TEID.
 //! Downlink: G-PDUs are demultiplexed by TEID (the eNB's, one per UE) and echo replies
 //! matched by ICMP id/sequence; GTP-U Echo Requests are answered (TS 29.281 §7.2.1).
+//! A tunnel keeps its first eNB TEID as its key for the whole run; an idle UE has no
+//! downlink TEID, and its next ping asks the UE to send a SERVICE REQUEST instead.
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -11,7 +13,10 @@ use std::time::{Duration, Instant};
 use proto_gtpu::icmp::{self, EchoKind};
 use proto_gtpu::Gtpu;
 use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
 use tracing::{debug, warn};
+
+use crate::procedure::Control;
 
 use crate::report::{Clock, Dropped, GapTracker, Series};
 
@@ -21,6 +26,10 @@ const RTT_SLOTS: usize = 4096;
 
 /// One UE's tunnel and ping statistics.
 struct Tunnel {
+    /// The eNB's current downlink TEID; `None` while the UE is idle.
+    enb_teid: Option<u32>,
+    /// Set while idle: the UE to wake for uplink data, until woken once.
+    wake: Option<mpsc::UnboundedSender<Control>>,
     ue_ip: Ipv4Addr,
     sgw: SocketAddr,
     sgw_teid: u32,
@@ -50,8 +59,10 @@ pub struct PingStats {
 
 #[derive(Default)]
 struct State {
-    /// By the eNB's TEID.
+    /// By the tunnel's key (its first eNB TEID).
     tunnels: HashMap<u32, Tunnel>,
+    /// Current eNB TEID → key, for the downlink.
+    by_teid: HashMap<u32, u32>,
     next_teid: u32,
     dropped: Dropped,
 }
@@ -110,9 +121,12 @@ impl DataPlane {
     pub fn add(&self, enb_teid: u32, ue_ip: Ipv4Addr, sgw: SocketAddr, sgw_teid: u32) {
         let now = Instant::now();
         let mut s = self.lock();
+        s.by_teid.insert(enb_teid, enb_teid);
         s.tunnels.insert(
             enb_teid,
             Tunnel {
+                enb_teid: Some(enb_teid),
+                wake: None,
                 ue_ip,
                 sgw,
                 sgw_teid,
@@ -131,6 +145,40 @@ impl DataPlane {
         );
     }
 
+    /// The UE of tunnel `key` went idle: its TEID is forgotten (downlink to it is
+    /// dropped, as at an eNB without the context) and its next ping wakes `wake`.
+    pub fn suspend(&self, key: u32, wake: mpsc::UnboundedSender<Control>) {
+        let mut s = self.lock();
+        let Some(t) = s.tunnels.get_mut(&key) else {
+            return;
+        };
+        t.wake = Some(wake);
+        if let Some(old) = t.enb_teid.take() {
+            s.by_teid.remove(&old);
+        }
+    }
+
+    /// Tunnel `key` is connected again (service request, or a new attach after a
+    /// SERVICE REJECT: then with a new IP and SGW tunnel), statistics kept.
+    pub fn resume(&self, key: u32, enb_teid: u32, ue_ip: Ipv4Addr, sgw: SocketAddr, sgw_teid: u32) {
+        let mut s = self.lock();
+        let Some(t) = s.tunnels.get_mut(&key) else {
+            return;
+        };
+        t.wake = None;
+        let old = t.enb_teid.replace(enb_teid);
+        (t.ue_ip, t.sgw, t.sgw_teid) = (ue_ip, sgw, sgw_teid);
+        if let Some(old) = old {
+            s.by_teid.remove(&old);
+        }
+        s.by_teid.insert(enb_teid, key);
+    }
+
+    /// The UE's IP on tunnel `key`.
+    pub fn ue_ip(&self, key: u32) -> Option<Ipv4Addr> {
+        self.lock().tunnels.get(&key).map(|t| t.ue_ip)
+    }
+
     /// Stops pinging on all tunnels (before detach), keeping the statistics.
     pub fn stop_pinging(&self) {
         for t in self.lock().tunnels.values_mut() {
@@ -139,8 +187,13 @@ impl DataPlane {
     }
 
     /// Removes a tunnel and returns its statistics, the open gap closed at `end`.
-    pub fn remove(&self, enb_teid: u32, end: Instant) -> Option<PingStats> {
-        let t = self.lock().tunnels.remove(&enb_teid)?;
+    pub fn remove(&self, key: u32, end: Instant) -> Option<PingStats> {
+        let mut s = self.lock();
+        let t = s.tunnels.remove(&key)?;
+        if let Some(teid) = t.enb_teid {
+            s.by_teid.remove(&teid);
+        }
+        drop(s);
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
         Some(PingStats {
             sent: t.sent,
@@ -175,8 +228,16 @@ impl DataPlane {
                 for (_, t) in s
                     .tunnels
                     .iter_mut()
-                    .filter(|(teid, t)| t.pinging && *teid % slots == slot)
+                    .filter(|(key, t)| t.pinging && *key % slots == slot)
                 {
+                    if t.enb_teid.is_none() {
+                        // Idle: uplink data makes the UE ask for its bearer first; the
+                        // ping goes with a later tick once connected.
+                        if let Some(w) = t.wake.take() {
+                            let _ = w.send(Control::Uplink);
+                        }
+                        continue;
+                    }
                     let seq = t.next_seq;
                     t.next_seq = seq.wrapping_add(1);
                     let pkt = match icmp::echo_request(
@@ -252,7 +313,12 @@ impl DataPlane {
 
     fn on_gpdu(&self, teid: u32, payload: &[u8], now: Instant) {
         let mut s = self.lock();
-        let Some(t) = s.tunnels.get_mut(&teid) else {
+        let Some(t) = s
+            .by_teid
+            .get(&teid)
+            .copied()
+            .and_then(|k| s.tunnels.get_mut(&k))
+        else {
             debug!(teid, "G-PDU for an unknown eNB TEID dropped");
             s.dropped.gtpu_unknown_teid += 1;
             return;
@@ -346,5 +412,61 @@ mod tests {
         assert_eq!(st.received, 1);
         assert!(st.sent >= 1 && st.rtt_ms_avg.is_some());
         assert!(dp.remove(teid, Instant::now()).is_none());
+    }
+
+    /// Idle: the old TEID is unknown, a ping tick wakes the UE once instead of sending;
+    /// connected again on a new TEID and SGW tunnel, the statistics continue.
+    #[tokio::test]
+    async fn idle_tunnel_wakes_its_ue_and_resumes_on_a_new_teid() {
+        let ue = Ipv4Addr::new(10, 45, 0, 2);
+        let dp = DataPlane::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            Clock::new(),
+            Ipv4Addr::new(10, 45, 0, 1),
+            8,
+            Duration::from_millis(10),
+        )
+        .await
+        .unwrap();
+        let sgw = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let sgw_addr = sgw.local_addr().unwrap();
+        let key = dp.allocate_teid();
+        dp.add(key, ue, sgw_addr, 0x99);
+        let (wake, mut woken) = mpsc::unbounded_channel();
+        dp.suspend(key, wake);
+        let reply = |teid, seq| {
+            let req =
+                icmp::echo_request(Ipv4Addr::new(10, 45, 0, 1), ue, key as u16, seq, &[]).unwrap();
+            proto_gtpu::encode_gpdu(teid, &req).unwrap()
+        };
+        dp.handle(&reply(key, 0), sgw_addr).await;
+        assert_eq!(dp.dropped().gtpu_unknown_teid, 1, "idle: no downlink TEID");
+        tokio::spawn(dp.clone().ping_loop(Duration::from_millis(10)));
+        assert_eq!(woken.recv().await, Some(Control::Uplink));
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert!(woken.try_recv().is_err(), "woken once");
+        let mut buf = vec![0u8; 2048];
+        assert!(
+            tokio::time::timeout(Duration::from_millis(1), sgw.recv_from(&mut buf))
+                .await
+                .is_err(),
+            "no uplink while idle"
+        );
+        let teid = dp.allocate_teid();
+        dp.resume(key, teid, ue, sgw_addr, 0x9a);
+        let (n, _) = sgw.recv_from(&mut buf).await.unwrap();
+        assert!(matches!(
+            proto_gtpu::decode(&buf[..n]),
+            Ok(Gtpu::GPdu { teid: 0x9a, .. })
+        ));
+        dp.handle(&reply(key, 0), sgw_addr).await;
+        assert_eq!(
+            dp.dropped().gtpu_unknown_teid,
+            2,
+            "the old TEID stays unknown"
+        );
+        dp.stop_pinging();
+        let st = dp.remove(key, Instant::now()).unwrap();
+        assert!(st.sent >= 1);
     }
 }

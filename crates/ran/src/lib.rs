@@ -10,6 +10,10 @@
 //! - probes S1-MME with eNB Configuration Update → Acknowledge round trips,
 //!
 //! until the `stop` future completes or `duration_ms` passes; then every UE detaches.
+//! With `idle_after_ms` a UE without signalling that long is released to ECM-IDLE
+//! (UE Context Release Request, user inactivity); its next ping, or a PAGING for its
+//! S-TMSI, brings it back with a SERVICE REQUEST; after a SERVICE REJECT it attaches
+//! again. The report counts these in [`Idle`].
 //! The [`Report`] carries per-UE results, the probe, failures (an Attach or
 //! Authentication Reject is a per-UE result, not an error), and [`report::Recovery`]:
 //! DP_GTP per UE and CP_S1-MME outages with run-relative and UNIX timestamps;
@@ -44,8 +48,8 @@ use tracing::{debug, info};
 
 pub use config::Config;
 pub use report::{
-    AttachFailure, Clock, CpProbeReport, FailureKind, Outage, Progress, Recovery, RecoveryWindow,
-    Report, Series, UeRecovery, UeReport,
+    AttachFailure, Clock, CpProbeReport, FailureKind, Idle, Outage, Progress, Recovery,
+    RecoveryWindow, Report, Series, UeRecovery, UeReport,
 };
 
 use dataplane::DataPlane;
@@ -255,6 +259,7 @@ pub async fn run_with_progress(
     report.association_losses = s1.association_losses.load(Ordering::Relaxed);
     report.dropped = dp.dropped();
     report.dropped.s1ap = s1.dropped.load(Ordering::Relaxed);
+    report.idle = s1.idle_counts.report();
     report.duration_ms = clock.ms(Instant::now());
     s1.close();
     // Let the driver send the ABORT before the tasks go.

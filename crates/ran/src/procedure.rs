@@ -1,6 +1,8 @@
 //! One UE's life as the eNB relays it: attach (Initial UE Message … Attach Complete,
-//! Initial Context Setup with the eNB's S1-U TEID), the attached state, and detach
-//! (Detach Request → Accept, UE Context Release) when the run stops.
+//! Initial Context Setup with the eNB's S1-U TEID), the attached state, ECM-IDLE (UE
+//! Context Release for user inactivity; back with a SERVICE REQUEST for uplink data or
+//! a PAGING), and detach (Detach Request → Accept, UE Context Release) when the run
+//! stops.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::Ordering;
@@ -9,7 +11,9 @@ use std::time::Instant;
 
 use proto_nas::msg::Nas;
 use proto_nas::{Direction, SecurityHeader, UeEvent, UeNas, Usim};
-use proto_s1ap::{causes, ErabSetup, InitialContextSetupRequest, RRCEstablishmentCause, S1ap};
+use proto_s1ap::{
+    causes, ErabSetup, InitialContextSetupRequest, RRCEstablishmentCause, S1ap, STmsi,
+};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::time::{timeout, Duration};
 use tracing::{debug, info, warn};
@@ -21,6 +25,18 @@ use crate::s1::S1;
 
 /// After a reject the MME releases the UE context; how long to wait for that.
 const RELEASE_WAIT: Duration = Duration::from_secs(2);
+
+/// EMM cause #9, "UE identity cannot be derived by the network" (TS 24.301 Annex A).
+const CAUSE_IDENTITY_NOT_DERIVED: u8 = 9;
+
+/// What a UE task is told besides its S1AP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    /// Uplink data while idle (from the ping loop): SERVICE REQUEST, mo-Data.
+    Uplink,
+    /// A PAGING for our S-TMSI: SERVICE REQUEST, mt-Access.
+    Paged,
+}
 
 /// What every UE task shares.
 #[derive(Clone)]
@@ -91,6 +107,19 @@ struct Ue<'a> {
     enb_ue_id: u32,
     mme_ue_id: Option<u32>,
     rx: mpsc::UnboundedReceiver<S1ap>,
+    ctl_tx: mpsc::UnboundedSender<Control>,
+    ctl: mpsc::UnboundedReceiver<Control>,
+    /// The S-TMSI while in ECM-IDLE.
+    idle: Option<STmsi>,
+    /// The data-plane tunnel's key once attached (kept across idle and re-attach).
+    tunnel: Option<u32>,
+}
+
+/// Why a SERVICE REQUEST did not bring the UE back.
+enum ServiceFailure {
+    /// SERVICE REJECT with this EMM cause: the UE must attach again.
+    Rejected(u8),
+    Other(String),
 }
 
 impl Ue<'_> {
@@ -335,28 +364,21 @@ impl Ue<'_> {
         let complete = self.nas.attach_complete(ebi).map_err(|e| {
             Failure::new(FailureKind::Protocol, None, format!("ATTACH COMPLETE: {e}"))
         })?;
-        let enb_teid = self.sh.dp.allocate_teid();
-        let resp = S1ap::InitialContextSetupResponse {
-            mme_ue_id: r.mme_ue_id,
-            enb_ue_id: self.enb_ue_id,
-            erabs: vec![ErabSetup {
-                erab_id: erab.erab_id,
-                enb_addr: self.sh.cfg.s1u_address,
-                enb_teid,
-            }],
-        };
+        let (enb_teid, resp) = self.setup_response(r, erab.erab_id);
         self.sh
             .s1
             .send(&resp)
             .and_then(|_| self.uplink(complete))
             .map_err(|e| Failure::new(FailureKind::Protocol, None, format!("{e:#}")))?;
         let now = Instant::now();
-        self.sh.dp.add(
-            enb_teid,
-            ue_ip,
-            SocketAddr::from((erab.sgw_addr, proto_gtpu::GTPU_PORT)),
-            erab.sgw_teid,
-        );
+        let sgw = SocketAddr::from((erab.sgw_addr, proto_gtpu::GTPU_PORT));
+        match self.tunnel {
+            Some(key) => self.sh.dp.resume(key, enb_teid, ue_ip, sgw, erab.sgw_teid),
+            None => {
+                self.sh.dp.add(enb_teid, ue_ip, sgw, erab.sgw_teid);
+                self.tunnel = Some(enb_teid);
+            }
+        }
         Ok(Attached {
             enb_ue_id: self.enb_ue_id,
             mme_ue_id: r.mme_ue_id,
@@ -370,16 +392,60 @@ impl Ue<'_> {
         })
     }
 
-    /// Attached: answer what the MME sends until the run stops. Returns false if the
-    /// MME released the UE meanwhile (then there is nothing to detach).
+    /// INITIAL CONTEXT SETUP RESPONSE with a fresh eNB S1-U TEID for the E-RAB.
+    fn setup_response(&self, r: &InitialContextSetupRequest, erab_id: u8) -> (u32, S1ap) {
+        let enb_teid = self.sh.dp.allocate_teid();
+        let resp = S1ap::InitialContextSetupResponse {
+            mme_ue_id: r.mme_ue_id,
+            enb_ue_id: self.enb_ue_id,
+            erabs: vec![ErabSetup {
+                erab_id,
+                enb_addr: self.sh.cfg.s1u_address,
+                enb_teid,
+            }],
+        };
+        (enb_teid, resp)
+    }
+
+    /// Attached: answer what the MME sends, go idle and come back when told, until the
+    /// run stops. Returns false if the UE is no longer registered (released by the MME,
+    /// or a re-attach failed), so there is nothing to detach.
     async fn attached(&mut self) -> bool {
         let mut stop = self.sh.stop.clone();
         loop {
             if stop.borrow_and_update().is_some() {
-                return true;
+                // A detach needs a signalling connection (TS 24.301 §5.5.2.2.1).
+                if self.idle.is_some() {
+                    self.serve(RRCEstablishmentCause::mo_Signalling).await;
+                }
+                return self.idle.is_none();
             }
+            // Inactivity as the eNB sees it: no signalling for `idle_after_ms`.
+            let inactive = async {
+                match (self.sh.cfg.idle_after_ms, self.idle) {
+                    (Some(ms), None) => tokio::time::sleep(Config::ms(ms)).await,
+                    _ => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 r = stop.changed() => if r.is_err() { return true },
+                _ = inactive => if let Err(e) = self.go_idle().await {
+                    warn!(imsi = %self.imsi, "release to idle: {e}");
+                },
+                c = self.ctl.recv() => match c {
+                    Some(Control::Uplink) if self.idle.is_some() => {
+                        if !self.serve(RRCEstablishmentCause::mo_Data).await {
+                            return false;
+                        }
+                    }
+                    Some(Control::Paged) if self.idle.is_some() => {
+                        if !self.serve(RRCEstablishmentCause::mt_Access).await {
+                            return false;
+                        }
+                    }
+                    Some(c) => debug!(imsi = %self.imsi, ?c, "control not for this state ignored"),
+                    None => return true,
+                },
                 m = self.rx.recv() => match m {
                     Some(S1ap::UeContextReleaseCommand { mme_ue_id, cause, .. }) => {
                         warn!(imsi = %self.imsi, ?cause, "UE context released by the MME while attached");
@@ -394,6 +460,218 @@ impl Ue<'_> {
                     Some(other) => debug!("S1AP while attached ignored: {other:?}"),
                     None => return true,
                 },
+            }
+        }
+    }
+
+    /// The eNB releases the UE for user inactivity (TS 23.401 §5.3.5): UE CONTEXT
+    /// RELEASE REQUEST, the MME's COMMAND answered with COMPLETE; the eNB then forgets
+    /// the UE's S1AP id and downlink TEID, the UE keeps its NAS context and GUTI.
+    async fn go_idle(&mut self) -> Result<(), String> {
+        let (Some(mme_ue_id), Some(guti), Some(key)) =
+            (self.mme_ue_id, self.nas.guti(), self.tunnel)
+        else {
+            return Err("not attached".into());
+        };
+        self.sh
+            .s1
+            .send(&S1ap::UeContextReleaseRequest {
+                mme_ue_id,
+                enb_ue_id: self.enb_ue_id,
+                cause: causes::user_inactivity(),
+            })
+            .map_err(|e| format!("{e:#}"))?;
+        let wait = Config::ms(self.sh.cfg.detach_timeout_ms);
+        let released = timeout(wait, async {
+            while let Some(m) = self.rx.recv().await {
+                match m {
+                    S1ap::UeContextReleaseCommand { mme_ue_id, .. } => return Some(mme_ue_id),
+                    other => debug!("S1AP while releasing ignored: {other:?}"),
+                }
+            }
+            None
+        })
+        .await;
+        let Ok(Some(mme_ue_id)) = released else {
+            return Err(format!("no UE Context Release Command within {wait:?}"));
+        };
+        self.release_complete(mme_ue_id);
+        let s_tmsi = STmsi {
+            mme_code: guti.mme_code,
+            m_tmsi: guti.m_tmsi,
+        };
+        self.sh.s1.park(self.enb_ue_id, s_tmsi, self.ctl_tx.clone());
+        self.sh.dp.suspend(key, self.ctl_tx.clone());
+        self.mme_ue_id = None;
+        self.idle = Some(s_tmsi);
+        self.sh
+            .s1
+            .idle_counts
+            .releases
+            .fetch_add(1, Ordering::Relaxed);
+        info!(imsi = %self.imsi, "idle");
+        Ok(())
+    }
+
+    /// Back from idle with a SERVICE REQUEST; after a SERVICE REJECT the UE attaches
+    /// again. False if it is no longer registered then.
+    async fn serve(&mut self, cause: RRCEstablishmentCause) -> bool {
+        let t = Config::ms(self.sh.cfg.attach_timeout_ms);
+        let r = match timeout(t, self.service_request(cause)).await {
+            Ok(r) => r,
+            Err(_) => Err(ServiceFailure::Other(format!("no answer within {t:?}"))),
+        };
+        match r {
+            Ok(()) => true,
+            Err(ServiceFailure::Other(e)) => {
+                // Still idle at the MME too (it keeps the context); the next uplink
+                // data or paging tries again.
+                warn!(imsi = %self.imsi, "service request: {e}");
+                self.back_to_idle();
+                true
+            }
+            Err(ServiceFailure::Rejected(c)) => {
+                info!(imsi = %self.imsi, cause = c, "SERVICE REJECT: attaching again");
+                self.reattach(c).await
+            }
+        }
+    }
+
+    /// A failed service request: the new S1 connection is dropped, the UE stays idle.
+    fn back_to_idle(&mut self) {
+        if let Some(s_tmsi) = self.idle {
+            self.sh.s1.park(self.enb_ue_id, s_tmsi, self.ctl_tx.clone());
+            if let Some(key) = self.tunnel {
+                self.sh.dp.suspend(key, self.ctl_tx.clone());
+            }
+        }
+        self.mme_ue_id = None;
+    }
+
+    /// SERVICE REQUEST in an INITIAL UE MESSAGE with the S-TMSI; the INITIAL CONTEXT
+    /// SETUP (without NAS) answered with a new downlink TEID.
+    async fn service_request(
+        &mut self,
+        cause: RRCEstablishmentCause,
+    ) -> Result<(), ServiceFailure> {
+        let Some(s_tmsi) = self.idle else {
+            return Ok(());
+        };
+        let sr = self
+            .nas
+            .service_request()
+            .map_err(|e| ServiceFailure::Other(format!("SERVICE REQUEST: {e}")))?;
+        self.sh.s1.unpark(s_tmsi);
+        let (enb_ue_id, rx) = self.sh.s1.register();
+        (self.enb_ue_id, self.rx, self.mme_ue_id) = (enb_ue_id, rx, None);
+        let counter = if cause == RRCEstablishmentCause::mt_Access {
+            &self.sh.s1.idle_counts.service_requests_mt
+        } else {
+            &self.sh.s1.idle_counts.service_requests_mo
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        self.sh
+            .s1
+            .send(&S1ap::InitialUeMessage {
+                enb_ue_id,
+                nas: sr,
+                tai: self.sh.s1.tai,
+                ecgi: self.sh.s1.ecgi,
+                s_tmsi: Some(s_tmsi),
+                rrc_cause: cause,
+            })
+            .map_err(|e| ServiceFailure::Other(format!("{e:#}")))?;
+        let mut rejected = None;
+        while let Some(m) = self.rx.recv().await {
+            match m {
+                S1ap::DownlinkNasTransport { mme_ue_id, nas, .. } => {
+                    self.learn_mme_id(mme_ue_id);
+                    if let Some(UeEvent::Other(Nas::ServiceReject { cause })) = self.nas_step(&nas)
+                    {
+                        self.sh
+                            .s1
+                            .idle_counts
+                            .service_rejects
+                            .fetch_add(1, Ordering::Relaxed);
+                        rejected = Some(cause);
+                    }
+                }
+                S1ap::InitialContextSetupRequest(r) => {
+                    self.learn_mme_id(r.mme_ue_id);
+                    return self.resume(&r);
+                }
+                S1ap::UeContextReleaseCommand {
+                    mme_ue_id, cause, ..
+                } => {
+                    self.release_complete(mme_ue_id);
+                    return Err(match rejected {
+                        Some(c) => ServiceFailure::Rejected(c),
+                        None => ServiceFailure::Other(format!("released by the MME: {cause:?}")),
+                    });
+                }
+                other => debug!("S1AP during service request ignored: {other:?}"),
+            }
+        }
+        Err(ServiceFailure::Other("S1 dispatcher gone".into()))
+    }
+
+    /// INITIAL CONTEXT SETUP for a service request: the bearer on a new eNB TEID.
+    fn resume(&mut self, r: &InitialContextSetupRequest) -> Result<(), ServiceFailure> {
+        let (Some(erab), Some(key)) = (r.erabs.first(), self.tunnel) else {
+            let _ = self.sh.s1.send(&S1ap::InitialContextSetupFailure {
+                mme_ue_id: r.mme_ue_id,
+                enb_ue_id: self.enb_ue_id,
+                cause: causes::radio_unspecified(),
+            });
+            return Err(ServiceFailure::Other(
+                "Initial Context Setup without an E-RAB".into(),
+            ));
+        };
+        if self.nas.kenb() != Some(r.kenb) {
+            warn!(imsi = %self.imsi, "KeNB of the service request's context setup differs from the UE's");
+        }
+        let (enb_teid, resp) = self.setup_response(r, erab.erab_id);
+        self.sh
+            .s1
+            .send(&resp)
+            .map_err(|e| ServiceFailure::Other(format!("{e:#}")))?;
+        let Some(ue_ip) = self.sh.dp.ue_ip(key) else {
+            return Err(ServiceFailure::Other("no tunnel".into()));
+        };
+        let sgw = SocketAddr::from((erab.sgw_addr, proto_gtpu::GTPU_PORT));
+        self.sh.dp.resume(key, enb_teid, ue_ip, sgw, erab.sgw_teid);
+        self.idle = None;
+        info!(imsi = %self.imsi, enb_teid, "connected again");
+        Ok(())
+    }
+
+    /// After a SERVICE REJECT: for #9 the UE deletes its GUTI and KSI (TS 24.301
+    /// §5.6.1.5), i.e. starts from a fresh NAS state with the same USIM, and attaches.
+    /// Other causes are handled the same way: the emulator has no other way back.
+    async fn reattach(&mut self, cause: u8) -> bool {
+        if cause != CAUSE_IDENTITY_NOT_DERIVED {
+            debug!(imsi = %self.imsi, cause, "SERVICE REJECT handled like #9");
+        }
+        self.idle = None;
+        let mut nas = UeNas::new(self.nas.usim.clone(), self.sh.plmn);
+        nas.pdn = self.nas.pdn.clone();
+        self.nas = nas;
+        self.sh.s1.unregister(self.enb_ue_id);
+        let (enb_ue_id, rx) = self.sh.s1.register();
+        (self.enb_ue_id, self.rx, self.mme_ue_id) = (enb_ue_id, rx, None);
+        let t = Config::ms(self.sh.cfg.attach_timeout_ms);
+        match timeout(t, self.attach()).await {
+            Ok(Ok(a)) => {
+                info!(imsi = %self.imsi, ip = %a.ue_ip, "attached again");
+                true
+            }
+            Ok(Err(f)) => {
+                warn!(imsi = %self.imsi, "attach after SERVICE REJECT failed: {}", f.reason);
+                false
+            }
+            Err(_) => {
+                warn!(imsi = %self.imsi, "attach after SERVICE REJECT not complete within {t:?}");
+                false
             }
         }
     }
@@ -446,6 +724,7 @@ impl Ue<'_> {
 pub async fn run_ue(sh: Shared, usim: Usim) -> Outcome {
     let imsi = usim.imsi.clone();
     let (enb_ue_id, rx) = sh.s1.register();
+    let (ctl_tx, ctl) = mpsc::unbounded_channel();
     let mut nas = UeNas::new(usim, sh.plmn);
     nas.pdn.apn = Some(sh.cfg.apn.clone());
     let mut ue = Ue {
@@ -457,6 +736,10 @@ pub async fn run_ue(sh: Shared, usim: Usim) -> Outcome {
         enb_ue_id,
         mme_ue_id: None,
         rx,
+        ctl_tx,
+        ctl,
+        idle: None,
+        tunnel: None,
     };
     let result = {
         // Closed only when the run ends; then attaching is pointless anyway.
@@ -504,7 +787,7 @@ pub async fn run_ue(sh: Shared, usim: Usim) -> Outcome {
             info!(%imsi, ip = %attached.ue_ip, ms = attached.attach_ms, "attached");
             let still = ue.attached().await;
             let stopped_at = (*sh.stop.borrow()).unwrap_or_else(Instant::now);
-            let pings = sh.dp.remove(attached.enb_teid, stopped_at);
+            let pings = ue.tunnel.and_then(|key| sh.dp.remove(key, stopped_at));
             let detach_error = if still {
                 ue.detach().await.err()
             } else {
@@ -521,6 +804,9 @@ pub async fn run_ue(sh: Shared, usim: Usim) -> Outcome {
             }
         }
     };
-    sh.s1.unregister(enb_ue_id);
+    sh.s1.unregister(ue.enb_ue_id);
+    if let Some(s_tmsi) = ue.idle {
+        sh.s1.unpark(s_tmsi);
+    }
     outcome
 }

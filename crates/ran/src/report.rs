@@ -183,6 +183,25 @@ pub struct Report {
     pub recovery: Recovery,
     /// Inbound messages dropped as malformed or unexpected (logged).
     pub dropped: Dropped,
+    /// ECM-IDLE procedures of all UEs (absent in reports of older runs).
+    #[serde(default)]
+    pub idle: Idle,
+}
+
+/// Idle-mode procedures over all UEs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Idle {
+    /// eNB-initiated UE context releases (user inactivity) completed: UEs gone idle.
+    pub releases: u64,
+    /// SERVICE REQUESTs for uplink data (RRC cause mo-Data), or for the detach at
+    /// the end of the run (mo-Signalling).
+    pub service_requests_mo: u64,
+    /// SERVICE REQUESTs answering a PAGING (RRC cause mt-Access).
+    pub service_requests_mt: u64,
+    /// PAGINGs for one of our idle UEs.
+    pub pagings: u64,
+    /// SERVICE REJECTs (the UE then attaches again).
+    pub service_rejects: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -247,6 +266,15 @@ mod tests {
             assert!(v["cp_probe"].get(k).is_some(), "{k}");
         }
         assert!(v["s1_setups"].is_number() && v["attach_failures"].is_array());
+        for k in [
+            "releases",
+            "service_requests_mo",
+            "service_requests_mt",
+            "pagings",
+            "service_rejects",
+        ] {
+            assert!(v["idle"][k].is_number(), "{k}");
+        }
         assert_eq!(v["ues"][0]["ue_ip"], "10.45.0.2");
         let back: Report = serde_json::from_value(v).unwrap();
         assert_eq!(back, r);

@@ -1,7 +1,7 @@
 //! The eNB's S1-MME: one SCTP-over-UDP association, S1 Setup, and a dispatcher that
 //! routes UE-associated S1AP messages to the UE tasks by eNB UE S1AP ID and probe
-//! answers to the CP probe. If the association is lost it is re-established with a new
-//! S1 Setup (counted in the report), as an eNB does.
+//! answers to the CP probe, and PAGING to idle UEs by S-TMSI. If the association is lost
+//! it is re-established with a new S1 Setup (counted in the report), as an eNB does.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -12,12 +12,14 @@ use anyhow::{bail, Context};
 use bytes::Bytes;
 use proto_s1ap::asn::s1ap::S1AP_PDU;
 use proto_s1ap::asn::S1apPduKind;
-use proto_s1ap::{Ecgi, S1SetupRequest, S1ap, Tai};
+use proto_s1ap::{Ecgi, PagingIdentity, S1SetupRequest, S1ap, STmsi, Tai};
 use proto_sctp::{AssocId, SctpClient, SctpEvent, SctpSender};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::config::Config;
+use crate::procedure::Control;
+use crate::report::Idle;
 
 /// S1AP procedure code of eNB Configuration Update (TS 36.413 §9.3.7).
 const PROC_ENB_CONFIGURATION_UPDATE: u8 = 29;
@@ -34,16 +36,44 @@ struct UeEntry {
     tx: mpsc::UnboundedSender<S1ap>,
 }
 
+/// Counted as the UEs do them; see [`Idle`].
+#[derive(Default)]
+pub struct IdleCounts {
+    pub releases: AtomicU64,
+    pub service_requests_mo: AtomicU64,
+    pub service_requests_mt: AtomicU64,
+    /// PAGINGs that matched one of our idle UEs.
+    pub pagings: AtomicU64,
+    pub service_rejects: AtomicU64,
+}
+
+impl IdleCounts {
+    pub fn report(&self) -> Idle {
+        let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Idle {
+            releases: n(&self.releases),
+            service_requests_mo: n(&self.service_requests_mo),
+            service_requests_mt: n(&self.service_requests_mt),
+            pagings: n(&self.pagings),
+            service_rejects: n(&self.service_rejects),
+        }
+    }
+}
+
 /// Shared S1-MME state: the current association and the UE routing table.
 pub struct S1 {
     link: Mutex<Option<(SctpSender, AssocId)>>,
     ues: Mutex<HashMap<u32, UeEntry>>,
+    /// ECM-IDLE UEs: no eNB UE S1AP ID, reachable only by paging their S-TMSI.
+    idle: Mutex<HashMap<STmsi, mpsc::UnboundedSender<Control>>>,
     next_enb_ue_id: AtomicU32,
     pub tai: Tai,
     pub ecgi: Ecgi,
     pub s1_setups: AtomicU32,
     pub association_losses: AtomicU32,
     pub dropped: AtomicU64,
+    /// Idle-mode procedures, for the report.
+    pub idle_counts: IdleCounts,
     /// Set by [`S1::close`]: the association's end is ours, do not re-establish it.
     closing: AtomicBool,
 }
@@ -60,6 +90,7 @@ impl S1 {
         Ok(S1 {
             link: Mutex::new(None),
             ues: Mutex::new(HashMap::new()),
+            idle: Mutex::new(HashMap::new()),
             next_enb_ue_id: AtomicU32::new(1),
             tai: Tai { plmn, tac: cfg.tac },
             ecgi: Ecgi {
@@ -69,6 +100,7 @@ impl S1 {
             s1_setups: AtomicU32::new(0),
             association_losses: AtomicU32::new(0),
             dropped: AtomicU64::new(0),
+            idle_counts: IdleCounts::default(),
             closing: AtomicBool::new(false),
         })
     }
@@ -112,6 +144,34 @@ impl S1 {
 
     pub fn unregister(&self, enb_ue_id: u32) {
         lock(&self.ues).remove(&enb_ue_id);
+    }
+
+    /// The UE went idle: its S1AP id is gone, a PAGING for `s_tmsi` reaches it on `ctl`.
+    pub fn park(&self, enb_ue_id: u32, s_tmsi: STmsi, ctl: mpsc::UnboundedSender<Control>) {
+        self.unregister(enb_ue_id);
+        lock(&self.idle).insert(s_tmsi, ctl);
+    }
+
+    /// The UE leaves ECM-IDLE (service request, re-attach, end of run).
+    pub fn unpark(&self, s_tmsi: STmsi) {
+        lock(&self.idle).remove(&s_tmsi);
+    }
+
+    /// A PAGING for our TAI wakes the idle UE of its S-TMSI (TS 36.304 §7); PAGING for
+    /// UEs we do not have is normal for an eNB and not counted as dropped.
+    fn page(&self, identity: &PagingIdentity, tais: &[Tai]) {
+        let PagingIdentity::STmsi(t) = identity else {
+            debug!("PAGING by IMSI ignored: our UEs always have a GUTI when idle");
+            return;
+        };
+        if !tais.contains(&self.tai) {
+            return;
+        }
+        if let Some(ctl) = lock(&self.idle).get(t) {
+            if ctl.send(Control::Paged).is_ok() {
+                self.idle_counts.pagings.fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 
     /// Routes a UE-associated message; `false` if no UE has those ids.
@@ -267,6 +327,10 @@ impl S1 {
                 }
                 return;
             }
+            S1ap::Paging(p) => {
+                self.page(&p.identity, &p.tais);
+                return;
+            }
             other => {
                 debug!("S1AP {other:?} ignored");
                 return;
@@ -379,5 +443,50 @@ mod tests {
             Ok(S1ap::DownlinkNasTransport { .. })
         ));
         assert!(rx.try_recv().is_err(), "nothing taken for a probe answer");
+    }
+
+    /// PAGING reaches a parked (idle) UE by S-TMSI if our TAI is listed; nothing else
+    /// is woken or counted as dropped.
+    #[test]
+    fn paging_wakes_the_idle_ue_of_its_s_tmsi() {
+        let s1 = S1::new(&Config::default()).unwrap();
+        let (probe, _) = mpsc::unbounded_channel();
+        let (id, _rx) = s1.register();
+        let (ctl, mut woken) = mpsc::unbounded_channel();
+        let ours = STmsi {
+            mme_code: 1,
+            m_tmsi: 0x1234,
+        };
+        s1.park(id, ours, ctl);
+        let paging = |m_tmsi, tac| {
+            proto_s1ap::encode(&S1ap::Paging(proto_s1ap::Paging {
+                ue_identity_index: 7,
+                identity: PagingIdentity::STmsi(STmsi { m_tmsi, ..ours }),
+                cn_domain: proto_s1ap::CNDomain::ps,
+                tais: vec![Tai { tac, ..s1.tai }],
+            }))
+            .unwrap()
+        };
+        s1.on_message(&paging(0x9999, s1.tai.tac), &probe);
+        s1.on_message(&paging(0x1234, s1.tai.tac + 1), &probe);
+        assert!(woken.try_recv().is_err(), "another UE, another TA");
+        s1.on_message(&paging(0x1234, s1.tai.tac), &probe);
+        assert_eq!(woken.try_recv(), Ok(Control::Paged));
+        assert_eq!(s1.idle_counts.report().pagings, 1);
+        // Parked means unroutable by the old eNB UE S1AP ID.
+        assert!(!s1.route(
+            Some(id),
+            None,
+            S1ap::Paging(proto_s1ap::Paging {
+                ue_identity_index: 0,
+                identity: PagingIdentity::STmsi(ours),
+                cn_domain: proto_s1ap::CNDomain::ps,
+                tais: vec![],
+            })
+        ));
+        s1.unpark(ours);
+        s1.on_message(&paging(0x1234, s1.tai.tac), &probe);
+        assert!(woken.try_recv().is_err(), "connected again: not paged");
+        assert_eq!(s1.dropped.load(Ordering::Relaxed), 0);
     }
 }
