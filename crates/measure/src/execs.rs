@@ -65,6 +65,19 @@ pub struct Exec {
     /// /proc/<pid>/comm read when the event arrived, else the name of /proc/<pid>/exe,
     /// else "?" (the process was already reaped); the exec is counted either way.
     pub comm: String,
+    /// Its parent, grandparent... read when the event arrived (empty if it was gone), so a
+    /// caller can tell its own programs from the rest of a shared machine's.
+    pub ancestors: Vec<u32>,
+}
+
+impl Exec {
+    /// Whether it is one of `roots` or their descendant; one whose ancestry could not be
+    /// read counts as theirs, so nothing of theirs is missed.
+    pub fn started_by(&self, roots: &[u32]) -> bool {
+        self.ancestors.is_empty()
+            || roots.contains(&self.pid)
+            || self.ancestors.iter().any(|a| roots.contains(a))
+    }
 }
 
 /// Records every exec on the machine from `start` until dropped.
@@ -387,6 +400,7 @@ impl MonoClock {
             Exec {
                 pid,
                 comm: program_name(pid),
+                ancestors: ancestors(pid),
             },
         )
     }
@@ -415,6 +429,35 @@ fn program_name(pid: u32) -> String {
         }
     }
     "?".to_string()
+}
+
+/// The parent chain of `pid` up to init (pid 1, included), nearest first; empty if the
+/// process was gone.
+fn ancestors(pid: u32) -> Vec<u32> {
+    let mut chain = Vec::new();
+    let mut at = pid;
+    // Bounded: a chain read while processes exit and pids are reused could loop.
+    while chain.len() < 64 {
+        match parent(at) {
+            Some(p) if p > 0 => {
+                chain.push(p);
+                if p == 1 {
+                    break;
+                }
+                at = p;
+            }
+            _ => break,
+        }
+    }
+    chain
+}
+
+/// `ppid` of /proc/<pid>/stat: the field after the state, which follows the last ')' (a
+/// program's name may hold parentheses and spaces).
+fn parent(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(") ")?;
+    rest.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// What the listener cares about in a received datagram.
@@ -790,6 +833,27 @@ mod tests {
         Command::new(prog).args(args).spawn().expect(prog)
     }
 
+    /// A program exec'd by an orphan (its shell gone, so not our descendant any more) is
+    /// someone else's, as a shared machine's builds are.
+    #[test]
+    fn execs_tell_ours_from_the_machines() {
+        let rec = ExecRecorder::start().expect("start (needs root)");
+        let a = Instant::now();
+        let ours = std::process::id();
+        let mut sh = spawn("/bin/sh", &["-c", "(sleep 0.2; exec /bin/cat /dev/null) &"]);
+        sh.wait().unwrap();
+        std::thread::sleep(Duration::from_millis(400));
+        let seen = rec.between(a, Instant::now());
+        let sh_exec = seen.iter().find(|e| e.pid == sh.id()).expect("sh recorded");
+        assert!(sh_exec.started_by(&[ours]), "{sh_exec:?}");
+        // `cat` is no other test's program.
+        let orphan = seen
+            .iter()
+            .find(|e| e.comm == "cat" && !e.ancestors.is_empty())
+            .unwrap_or_else(|| panic!("the orphan's cat in {seen:?}"));
+        assert!(!orphan.started_by(&[ours]), "{orphan:?}");
+    }
+
     #[test]
     fn execs_recorded_in_window() {
         let rec = ExecRecorder::start().expect("start (needs root)");
@@ -811,6 +875,8 @@ mod tests {
             assert_eq!(hits.len(), 1, "pid {} ({comm}) in {seen:?}", kid.id());
             assert_eq!(hits[0].1.comm, *comm, "{seen:?}");
             assert!(a <= hits[0].0 && hits[0].0 <= b);
+            assert_eq!(hits[0].1.ancestors.first(), Some(&std::process::id()));
+            assert!(hits[0].1.started_by(&[std::process::id()]));
         }
         let early = rec.between(before_a, before_b);
         for (kid, _) in &kids {

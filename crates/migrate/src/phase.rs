@@ -177,10 +177,13 @@ pub struct Window {
     /// delivered to the restored sockets (none lost).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub held_packets: Option<u64>,
-    /// Programs exec'd on the machine inside the window (None: the recorder could not run).
+    /// Programs that corehop (the controller, the agents on this machine, their children)
+    /// exec'd inside the window (None: the recorder could not run).
     pub processes_started: Option<usize>,
     /// Their names, in order.
     pub programs: Vec<String>,
+    /// Programs anything else on the machine exec'd meanwhile (a shared machine's load).
+    pub other_processes: Option<usize>,
 }
 
 fn ser_parts<S: Serializer>(v: &[(Part, f64)], s: S) -> Result<S::Ok, S::Error> {
@@ -612,6 +615,16 @@ impl Migration {
         }
     }
 
+    /// This controller and the agents of both hosts where they run on this machine (the
+    /// lab's pid files): the processes whose programs the frozen window accounts for.
+    fn corehop_pids(&self) -> Vec<u32> {
+        let agents = [&self.from, &self.to]
+            .into_iter()
+            .filter_map(|h| lab::agent_pid(h))
+            .filter_map(|p| u32::try_from(p).ok());
+        std::iter::once(std::process::id()).chain(agents).collect()
+    }
+
     /// The agent's steps of an operation inside the frozen window.
     fn in_window(&mut self, st: &OpStats) {
         self.window_steps
@@ -791,14 +804,24 @@ impl Migration {
                 let mut parts = std::mem::take(&mut self.window_steps);
                 let accounted: f64 = parts.iter().map(|(_, v)| v).sum();
                 parts.push((Part::Controller, (downtime_ms - accounted).max(0.0)));
-                let execs = self.execs.as_ref().map(|r| r.between(*t, resumed));
+                let (ours, others): (Option<Vec<_>>, Option<usize>) =
+                    match self.execs.as_ref().map(|r| r.between(*t, resumed)) {
+                        Some(all) => {
+                            let roots = self.corehop_pids();
+                            let (ours, others): (Vec<_>, Vec<_>) =
+                                all.into_iter().partition(|e| e.started_by(&roots));
+                            (Some(ours), Some(others.len()))
+                        }
+                        None => (None, None),
+                    };
                 Some(Window {
                     parts,
                     criu_dump: self.criu_dump.take(),
                     criu_restore: self.criu_restore.take(),
                     held_packets: self.held_packets,
-                    processes_started: execs.as_ref().map(Vec::len),
-                    programs: execs.into_iter().flatten().map(|e| e.comm).collect(),
+                    processes_started: ours.as_ref().map(Vec::len),
+                    programs: ours.into_iter().flatten().map(|e| e.comm).collect(),
+                    other_processes: others,
                 })
             }
             _ => None,
