@@ -147,6 +147,10 @@ pub struct RanArgs {
     /// Control-plane probe (S1AP round trip) interval, ms; 0 disables it.
     #[arg(long, default_value_t = 100)]
     cp_probe_ms: u64,
+    /// Release a UE to ECM-IDLE after this long without signalling, ms; its next ping (or
+    /// a paging for its downlink) brings it back with a Service Request. Default: never.
+    #[arg(long)]
+    idle_after_ms: Option<u64>,
 }
 
 pub fn ran(a: RanArgs, json: bool) -> Result<()> {
@@ -180,6 +184,7 @@ pub fn ran(a: RanArgs, json: bool) -> Result<()> {
         ping_interval_ms: a.ping_interval_ms.max(1),
         duration_ms: a.duration.map(|d| (d * 1000.0) as u64),
         cp_probe_interval_ms: a.cp_probe_ms,
+        idle_after_ms: a.idle_after_ms,
         ..Default::default()
     };
     let rt = tokio::runtime::Builder::new_multi_thread()

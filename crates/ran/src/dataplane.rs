@@ -30,6 +30,9 @@ struct Tunnel {
     enb_teid: Option<u32>,
     /// Set while idle: the UE to wake for uplink data, until woken once.
     wake: Option<mpsc::UnboundedSender<Control>>,
+    /// A ping that woke the UE: held as a UE holds uplink data until its bearer is back,
+    /// and sent then.
+    held: bool,
     ue_ip: Ipv4Addr,
     sgw: SocketAddr,
     sgw_teid: u32,
@@ -127,6 +130,7 @@ impl DataPlane {
             Tunnel {
                 enb_teid: Some(enb_teid),
                 wake: None,
+                held: false,
                 ue_ip,
                 sgw,
                 sgw_teid,
@@ -168,10 +172,37 @@ impl DataPlane {
         t.wake = None;
         let old = t.enb_teid.replace(enb_teid);
         (t.ue_ip, t.sgw, t.sgw_teid) = (ue_ip, sgw, sgw_teid);
+        let held = std::mem::take(&mut t.held).then(|| self.echo_request(t, Instant::now()));
         if let Some(old) = old {
             s.by_teid.remove(&old);
         }
         s.by_teid.insert(enb_teid, key);
+        drop(s);
+        // The socket never blocks for one datagram; a full buffer loses the ping, which
+        // the statistics then show.
+        if let Some(Some((pkt, to))) = held {
+            if let Err(e) = self.sock.try_send_to(&pkt, to) {
+                debug!(%to, "held ping not sent: {e}");
+            }
+        }
+    }
+
+    /// The next echo request of `t` as a G-PDU to its SGW, counted as sent.
+    fn echo_request(&self, t: &mut Tunnel, now: Instant) -> Option<(Vec<u8>, SocketAddr)> {
+        let seq = t.next_seq;
+        t.next_seq = seq.wrapping_add(1);
+        let pkt = match icmp::echo_request(t.ue_ip, self.target, t.icmp_id, seq, &self.payload)
+            .and_then(|p| proto_gtpu::encode_gpdu(t.sgw_teid, &p))
+        {
+            Ok(p) => p,
+            Err(e) => {
+                warn!("cannot build ping: {e}");
+                return None;
+            }
+        };
+        t.sent += 1;
+        t.in_flight[seq as usize % RTT_SLOTS] = Some((seq, now));
+        Some((pkt, t.sgw))
     }
 
     /// The UE's IP on tunnel `key`.
@@ -231,33 +262,14 @@ impl DataPlane {
                     .filter(|(key, t)| t.pinging && *key % slots == slot)
                 {
                     if t.enb_teid.is_none() {
-                        // Idle: uplink data makes the UE ask for its bearer first; the
-                        // ping goes with a later tick once connected.
+                        // Idle: uplink data makes the UE ask for its bearer first, and
+                        // goes once it is back (`resume`).
                         if let Some(w) = t.wake.take() {
-                            let _ = w.send(Control::Uplink);
+                            t.held = w.send(Control::Uplink).is_ok();
                         }
                         continue;
                     }
-                    let seq = t.next_seq;
-                    t.next_seq = seq.wrapping_add(1);
-                    let pkt = match icmp::echo_request(
-                        t.ue_ip,
-                        self.target,
-                        t.icmp_id,
-                        seq,
-                        &self.payload,
-                    )
-                    .and_then(|p| proto_gtpu::encode_gpdu(t.sgw_teid, &p))
-                    {
-                        Ok(p) => p,
-                        Err(e) => {
-                            warn!("cannot build ping: {e}");
-                            continue;
-                        }
-                    };
-                    t.sent += 1;
-                    t.in_flight[seq as usize % RTT_SLOTS] = Some((seq, now));
-                    batch.push((pkt, t.sgw));
+                    batch.extend(self.echo_request(t, now));
                 }
             }
             slot = (slot + 1) % slots;

@@ -446,7 +446,9 @@ impl Ue<'_> {
                     Some(c) => debug!(imsi = %self.imsi, ?c, "control not for this state ignored"),
                     None => return true,
                 },
-                m = self.rx.recv() => match m {
+                // An idle UE has no S1 connection: its channel closed with it (parked), and
+                // a paging reaches it through `ctl`.
+                m = self.rx.recv(), if self.idle.is_none() => match m {
                     Some(S1ap::UeContextReleaseCommand { mme_ue_id, cause, .. }) => {
                         warn!(imsi = %self.imsi, ?cause, "UE context released by the MME while attached");
                         self.release_complete(mme_ue_id);
