@@ -5,8 +5,9 @@
 //! - S6a: Diameter client to the HSS (AIR/ULR), one long-lived TCP connection.
 //! - S11: GTPv2-C client to the SPGW (Create Session, Modify Bearer, Delete Session,
 //!   Release Access Bearers), and server of its Downlink Data Notifications.
-//! - ECM-IDLE: S1 release, service request, paging (T3413 kept by the core, the time
-//!   given by this shell).
+//! - ECM-IDLE: S1 release, service request, tracking area update, paging; the NAS
+//!   timers (T3450, T3460, T3470, T3422, T3413, mobile reachable) are kept by the core,
+//!   the time given by this shell with every input.
 //!
 //! All state lives in this process (the association, UE contexts with NAS security
 //! contexts and COUNTs, TEIDs): a CRIU checkpoint of the process carries it. The UE
@@ -21,7 +22,7 @@ pub mod s11;
 pub mod s6a;
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bytes::Bytes;
@@ -31,7 +32,9 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 pub use crate::config::Config;
-pub use crate::core::{Action, EcmState, EnbView, MmeCore, UeState, UeView};
+pub use crate::core::{
+    Action, EcmState, EmmProcedure, EnbView, MmeCore, TimerStats, UeState, UeView,
+};
 use crate::s11::S11;
 use crate::s6a::{S6aAnswer, S6aConfig, S6aRequest};
 
@@ -93,7 +96,8 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     dump(&core);
     let mut buf = vec![0u8; 65536];
     loop {
-        // The earlier of S11's retransmissions and the core's timers (T3413).
+        // The earlier of S11's retransmissions and the core's timers (NAS, paging,
+        // mobile reachable).
         let deadline = [s11.next_deadline(), core.next_deadline()]
             .into_iter()
             .flatten()
@@ -111,18 +115,18 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
                     if m.ppid != PPID_S1AP {
                         warn!(assoc = %m.assoc, ppid = m.ppid, "non-S1AP PPID, message dropped");
                     } else {
-                        core.on_s1ap(m.assoc, &m.payload);
+                        core.on_s1ap(m.assoc, &m.payload, Instant::now());
                     }
                 }
                 Some(SctpEvent::Down { assoc, reason }) => {
                     info!(%assoc, "eNB association down: {reason}");
-                    core.on_sctp_down(assoc);
+                    core.on_sctp_down(assoc, Instant::now());
                 }
             },
             a = ans_rx.recv() => match a {
                 None => anyhow::bail!("the S6a client stopped"),
-                Some(S6aAnswer::Aia { ue, result }) => core.on_aia(ue, result),
-                Some(S6aAnswer::Ula { ue, result }) => core.on_ula(ue, result),
+                Some(S6aAnswer::Aia { ue, result }) => core.on_aia(ue, result, Instant::now()),
+                Some(S6aAnswer::Ula { ue, result }) => core.on_ula(ue, result, Instant::now()),
             },
             r = s11.sock.recv_from(&mut buf) => match r {
                 Ok((n, from)) => s11.on_datagram(&mut core, &buf[..n], from).await,
@@ -134,9 +138,9 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
             },
             _ = tokio::time::sleep_until(deadline) => {
                 for ue in s11.on_timer().await {
-                    core.on_s11(ue, Err("no response from the SPGW".into()));
+                    core.on_s11(ue, Err("no response from the SPGW".into()), Instant::now());
                 }
-                core.on_timer(std::time::Instant::now());
+                core.on_timer(Instant::now());
             }
         }
         // Actions may produce more actions only through new input, so one pass is enough.
@@ -155,7 +159,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
                 }
                 Action::S11 { ue, teid, msg } => {
                     if let Err(e) = s11.send(ue, teid, msg).await {
-                        core.on_s11(ue, Err(e));
+                        core.on_s11(ue, Err(e), Instant::now());
                     }
                 }
             }

@@ -10,11 +10,16 @@
 //!
 //! One file per concern over this one shared state, as Open5GS splits its MME:
 //! `context` (the UE and eNB contexts), `s1ap` (the eNB's messages), `emm` (attach,
-//! authentication, security mode, detach), `esm` (the PDN connection and its default
-//! bearer), `idle` (S1 release to ECM-IDLE, service request, paging and T3413), `s6a`
-//! (the HSS's answers) and `s11` (the SPGW's answers and our requests).
+//! authentication, security mode, identification, GUTI reallocation, detach either
+//! way), `tau` (tracking area update), `esm` (the PDN connection and its default
+//! bearer), `idle` (S1 release to ECM-IDLE, service request, paging), `timers` (every
+//! per-UE timer: T3450, T3460, T3470, T3422, T3413, mobile reachable), `s6a` (the
+//! HSS's answers) and `s11` (the SPGW's answers and our requests).
+//!
+//! Every input brings the time (`now`); timers started while handling it count from it.
 
 use std::collections::BTreeMap;
+use std::time::Instant;
 
 use proto_gtpv2c as gtp;
 use proto_sctp::AssocId;
@@ -22,15 +27,19 @@ use proto_sctp::AssocId;
 use crate::Config;
 
 mod context;
+mod detach;
 mod emm;
 mod esm;
 mod idle;
 mod s11;
 mod s1ap;
 mod s6a;
+mod tau;
+mod timers;
 
 pub use context::{EcmState, EnbView, UeState, UeView};
 use context::{Enb, Ue};
+pub use timers::{EmmProcedure, TimerStats};
 
 /// What the I/O shell must do. Actions live for one loop turn, so the size of the
 /// S11 variant does not matter.
@@ -69,6 +78,9 @@ pub struct MmeCore {
     next_m_tmsi: u32,
     actions: Vec<Action>,
     changed: bool,
+    /// The time of the input being handled.
+    now: Instant,
+    timer_stats: TimerStats,
 }
 
 impl MmeCore {
@@ -83,6 +95,9 @@ impl MmeCore {
             next_m_tmsi: 0xc000_0001,
             actions: Vec::new(),
             changed: false,
+            // Until the first input, which brings its own time.
+            now: Instant::now(),
+            timer_stats: TimerStats::default(),
         })
     }
 

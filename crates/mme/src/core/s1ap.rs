@@ -2,6 +2,7 @@
 //! UE-associated procedures the MME starts (initial context setup, context release).
 
 use std::net::SocketAddr;
+use std::time::Instant;
 
 use proto_gtpv2c as gtp;
 use proto_nas::{cause as emm, msg, Direction, SecurityHeader};
@@ -13,6 +14,7 @@ use super::context::{Enb, Ue, UeState};
 use super::emm::protect;
 use super::esm::DEFAULT_EBI;
 use super::s11::modify_bearer_request;
+use super::timers::EmmProcedure;
 use super::{Action, MmeCore};
 
 impl MmeCore {
@@ -30,7 +32,8 @@ impl MmeCore {
 
     /// The association is gone: its UEs lose their S1 connection (ECM-IDLE), and the
     /// SGW the eNB's end of their tunnels.
-    pub fn on_sctp_down(&mut self, assoc: AssocId) {
+    pub fn on_sctp_down(&mut self, assoc: AssocId, now: Instant) {
+        self.now = now;
         self.enbs.remove(&assoc);
         let gone: Vec<u32> = self
             .ues
@@ -47,8 +50,10 @@ impl MmeCore {
             if u.state == UeState::Attached {
                 u.state = UeState::Idle;
                 self.release_access_bearers(ue);
+                self.start_mobile_reachable(ue);
             }
             self.changed = true;
+            self.lower_layer_failure(ue);
         }
     }
 
@@ -63,7 +68,8 @@ impl MmeCore {
         }
     }
 
-    pub fn on_s1ap(&mut self, assoc: AssocId, bytes: &[u8]) {
+    pub fn on_s1ap(&mut self, assoc: AssocId, bytes: &[u8], now: Instant) {
+        self.now = now;
         // An association we have not seen come up (e.g. after a restart): track it.
         self.enbs.entry(assoc).or_insert_with(|| Enb {
             peer: SocketAddr::from(([0, 0, 0, 0], 0)),
@@ -293,6 +299,7 @@ impl MmeCore {
         let (Some(assoc), Some(enb_ue_id)) = (u.assoc, u.enb_ue_id) else {
             return;
         };
+        let accept_plain = accept.clone();
         let nas = match protect(u.sec.as_mut(), accept, SecurityHeader::IntegrityCiphered) {
             Ok(n) => n,
             Err(e) => {
@@ -304,6 +311,15 @@ impl MmeCore {
         self.changed = true;
         if let Some(ics) = context_setup_request(u, enb_ue_id, kenb, Some(nas)) {
             self.send(assoc, &ics);
+        }
+        // Sent again in DOWNLINK NAS TRANSPORTs if the ATTACH COMPLETE does not come.
+        if let Ok(plain) = accept_plain {
+            self.supervise(
+                ue,
+                EmmProcedure::Attach,
+                plain,
+                SecurityHeader::IntegrityCiphered,
+            );
         }
     }
 
@@ -376,12 +392,13 @@ impl MmeCore {
         };
         self.changed = true;
         if u.remove_on_release || u.sec.is_none() {
-            info!(ue, imsi = %u.imsi, "UE context removed");
-            self.ues.remove(&ue);
+            self.forget_ue(ue);
         } else {
             u.assoc = None;
             u.enb_ue_id = None;
             u.state = UeState::Idle;
+            self.start_mobile_reachable(ue);
+            self.lower_layer_failure(ue);
         }
     }
 }

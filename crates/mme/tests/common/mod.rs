@@ -106,3 +106,5 @@ impl TestUe {
         }
     }
 }
+
+pub mod driver;
