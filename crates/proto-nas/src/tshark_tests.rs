@@ -115,8 +115,14 @@ fn tshark_decodes_every_message() {
         names.extend([name(&nas); 2]);
     }
     let attach = msg::attach_request("001010000000001", &[0xe0, 0xe0], &Default::default());
-    pdus.extend([attach.unwrap(), ue.service_request().unwrap()]);
-    names.extend(["Attach request", "Service request"]);
+    let by_guti =
+        msg::attach_request_by_guti(&msg::tests::GUTI, &[0xe0, 0xe0], &Default::default());
+    pdus.extend([
+        attach.unwrap(),
+        by_guti.unwrap(),
+        ue.service_request().unwrap(),
+    ]);
+    names.extend(["Attach request", "Attach request", "Service request"]);
 
     let path =
         TempFile(std::env::temp_dir().join(format!("proto-nas-{}.pcap", std::process::id())));

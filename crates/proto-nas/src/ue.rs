@@ -95,7 +95,9 @@ impl UeNas {
         Some(sec.kenb(sec.count(Direction::Uplink)?.checked_sub(1)?))
     }
 
-    fn protect(&mut self, plain: Vec<u8>) -> Result<Vec<u8>> {
+    /// An uplink message as the UE sends it: integrity protected and ciphered once a
+    /// security context exists, plain before.
+    pub fn protect(&mut self, plain: Vec<u8>) -> Result<Vec<u8>> {
         match self.sec.as_mut() {
             Some(sec) => sec.protect(&plain, SecurityHeader::IntegrityCiphered, Direction::Uplink),
             None => Ok(plain),

@@ -262,8 +262,12 @@ pub fn modify_bearer_ok(c: &mut MmeCore, id: u32) {
     );
 }
 
-/// A whole attach; returns the MME UE id (eNB S1-U TEID 0x77, SGW TEID 0x55).
-pub fn attach(c: &mut MmeCore, ue: &mut TestUe) -> u32 {
+/// An attach up to the INITIAL CONTEXT SETUP REQUEST with the ATTACH ACCEPT, which
+/// the UE has taken; returns the MME UE id and the request.
+pub fn attach_to_accept(
+    c: &mut MmeCore,
+    ue: &mut TestUe,
+) -> (u32, Box<s1ap::InitialContextSetupRequest>) {
     let (id, out) = start(c, ue, aia_for(ue));
     let Reaction::Reply(res) = ue.on_downlink(&downlink(&out).1) else {
         panic!()
@@ -284,13 +288,68 @@ pub fn attach(c: &mut MmeCore, ue: &mut TestUe) -> u32 {
         ue.on_downlink(ics.erabs[0].nas.as_ref().unwrap()),
         Reaction::Accepted { .. }
     ));
+    (id, ics.clone())
+}
+
+/// A whole attach; returns the MME UE id (eNB S1-U TEID 0x77, SGW TEID 0x55).
+pub fn attach(c: &mut MmeCore, ue: &mut TestUe) -> u32 {
+    let (id, _) = attach_to_accept(c, ue);
     s1(c, ics_response(id, 0x77));
     c.take_actions();
     modify_bearer_ok(c, id);
     let complete = ue.attach_complete(5);
     s1(c, uplink(id, complete));
-    assert_eq!(c.ues()[0].state, UeState::Attached);
+    let v = c
+        .ues()
+        .into_iter()
+        .find(|v| v.mme_ue_s1ap_id == id)
+        .unwrap();
+    assert_eq!((v.state, v.emm_procedure), (UeState::Attached, None));
     id
+}
+
+/// The eNB's UE CONTEXT RELEASE COMPLETE.
+pub fn release_complete(c: &mut MmeCore, id: u32) {
+    s1(
+        c,
+        S1ap::UeContextReleaseComplete {
+            mme_ue_id: id,
+            enb_ue_id: ENB_UE,
+        },
+    );
+}
+
+/// The SPGW's DELETE SESSION RESPONSE, accepted.
+pub fn session_deleted(c: &mut MmeCore, id: u32, now: Instant) {
+    c.on_s11(
+        id,
+        Ok(gtp::Message::DeleteSessionResponse(
+            gtp::DeleteSessionResponse {
+                cause: 16,
+                recovery: None,
+            },
+        )),
+        now,
+    );
+}
+
+/// Every downlink NAS PDU among `actions` (DOWNLINK NAS TRANSPORTs only).
+pub fn nas_sent(actions: &[Action]) -> Vec<Vec<u8>> {
+    sent(actions)
+        .into_iter()
+        .filter_map(|m| match m {
+            S1ap::DownlinkNasTransport { nas, .. } => Some(nas),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The one UE view of `id`.
+pub fn view(c: &MmeCore, id: u32) -> mme::UeView {
+    c.ues()
+        .into_iter()
+        .find(|v| v.mme_ue_s1ap_id == id)
+        .expect("UE context")
 }
 
 /// eNB-initiated release (user inactivity) to ECM-IDLE.
