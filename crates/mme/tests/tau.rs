@@ -8,10 +8,21 @@ use std::time::Duration;
 
 use common::driver::*;
 use common::{Reaction, TestUe, PLMN};
-use mme::{EcmState, EmmProcedure, MmeCore, UeState};
+use mme::{Config, EcmState, EmmProcedure, MmeCore, UeState};
 use proto_gtpv2c as gtp;
 use proto_nas::{Direction, Nas, UpdateType};
 use proto_s1ap::{self as s1ap, RRCEstablishmentCause, S1ap, Tai};
+
+/// An MME serving TACs 1 and 2: a UE can move to another of its tracking areas.
+fn two_areas(n: u32) -> (MmeCore, TestUe, u32) {
+    idle_ue_in(
+        core_with(Config {
+            tacs: vec![1, 2],
+            ..Config::default()
+        }),
+        n,
+    )
+}
 
 /// A TAU REQUEST from idle in an INITIAL UE MESSAGE, from a cell of TAC `tac`.
 fn tau_from_idle(c: &mut MmeCore, ue: &mut TestUe, kind: UpdateType, active: bool, tac: u16) {
@@ -93,9 +104,9 @@ fn periodic_tau_from_idle_is_accepted_and_the_ue_released() {
 
 #[test]
 fn tau_into_a_new_tracking_area_reallocates_the_guti_under_t3450() {
-    let (mut c, mut ue, id) = idle_ue(41);
+    let (mut c, mut ue, id) = two_areas(41);
     let old = s_tmsi_of(&ue);
-    tau_from_idle(&mut c, &mut ue, UpdateType::TaUpdating, false, 7);
+    tau_from_idle(&mut c, &mut ue, UpdateType::TaUpdating, false, 2);
     let out = sent(&c.take_actions());
     let [S1ap::DownlinkNasTransport { nas, .. }] = &out[..] else {
         panic!("{out:?}: no release before the TAU COMPLETE")
@@ -230,9 +241,9 @@ fn tau_from_an_unknown_guti_or_with_a_bad_mac_is_rejected_9() {
 /// the update is aborted: both GUTIs stay valid and the UE from idle is released.
 #[test]
 fn tau_accept_unanswered_keeps_both_gutis() {
-    let (mut c, mut ue, id) = idle_ue(46);
+    let (mut c, mut ue, id) = two_areas(46);
     let old = s_tmsi_of(&ue);
-    tau_from_idle(&mut c, &mut ue, UpdateType::TaUpdating, false, 7);
+    tau_from_idle(&mut c, &mut ue, UpdateType::TaUpdating, false, 2);
     let [first] = &nas_sent(&c.take_actions())[..] else {
         panic!()
     };

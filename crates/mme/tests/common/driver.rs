@@ -30,7 +30,12 @@ pub const A: AssocId = AssocId(1);
 pub const ENB_UE: u32 = 77;
 
 pub fn core() -> MmeCore {
-    let mut c = MmeCore::new(Config::default()).unwrap();
+    core_with(Config::default())
+}
+
+/// A core with `cfg`, eNB A's association up.
+pub fn core_with(cfg: Config) -> MmeCore {
+    let mut c = MmeCore::new(cfg).unwrap();
     c.on_sctp_up(A, "10.77.0.21:40000".parse::<SocketAddr>().unwrap());
     c
 }
@@ -473,7 +478,11 @@ pub fn more_enbs(c: &mut MmeCore) {
 
 /// An attached UE gone idle, with the eNBs of [`more_enbs`] besides A.
 pub fn idle_ue(n: u32) -> (MmeCore, TestUe, u32) {
-    let mut c = core();
+    idle_ue_in(core(), n)
+}
+
+/// [`idle_ue`] on the core `c`.
+pub fn idle_ue_in(mut c: MmeCore, n: u32) -> (MmeCore, TestUe, u32) {
     setup(&mut c);
     more_enbs(&mut c);
     let mut ue = TestUe::example(n);

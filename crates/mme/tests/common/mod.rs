@@ -59,6 +59,12 @@ impl TestUe {
         self.nas.usim.sqn_ms = Some(sqn);
     }
 
+    /// Offers only EEA0 (and EIA1/EIA2): the MME then uses the null cipher, which
+    /// tshark reads.
+    pub fn only_null_ciphering(&mut self) {
+        self.nas.ue_network_capability = vec![0x80, 0x60];
+    }
+
     pub fn set_wrong_res(&mut self) {
         self.nas.corrupt_res = true;
     }
