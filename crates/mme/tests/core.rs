@@ -68,18 +68,7 @@ fn full_attach_and_detach() {
     assert_eq!((ip, ebi), ([10, 45, 0, 2], 5));
     assert_eq!(Some(ics.kenb), ue.kenb(), "UE and MME derive the same KeNB");
     // ICS response → Modify Bearer with the eNB F-TEID.
-    s1(
-        &mut c,
-        S1ap::InitialContextSetupResponse {
-            mme_ue_id: id,
-            enb_ue_id: ENB_UE,
-            erabs: vec![s1ap::ErabSetup {
-                erab_id: 5,
-                enb_addr: Ipv4Addr::new(10, 77, 0, 21),
-                enb_teid: 0x77,
-            }],
-        },
-    );
+    s1(&mut c, ics_response(id, 0x77));
     let acts = c.take_actions();
     match &acts[..] {
         [Action::S11 {
@@ -89,16 +78,7 @@ fn full_attach_and_detach() {
         }] => assert_eq!(r.bearer_contexts[0].fteid(0).unwrap().teid, 0x77),
         other => panic!("{other:?}"),
     }
-    c.on_s11(
-        id,
-        Ok(gtp::Message::ModifyBearerResponse(
-            gtp::ModifyBearerResponse {
-                cause: 16,
-                ..Default::default()
-            },
-        )),
-        t0(),
-    );
+    modify_bearer_ok(&mut c, id);
     let complete = ue.attach_complete(5);
     s1(&mut c, uplink(id, complete));
     let v = c.ues();
@@ -124,16 +104,7 @@ fn full_attach_and_detach() {
     )));
     let (_, acc) = downlink(&sent(&acts));
     assert_eq!(ue.on_downlink(&acc), Reaction::DetachAccept);
-    c.on_s11(
-        id,
-        Ok(gtp::Message::DeleteSessionResponse(
-            gtp::DeleteSessionResponse {
-                cause: 16,
-                recovery: None,
-            },
-        )),
-        t0(),
-    );
+    session_deleted(&mut c, id, t0());
     let out = sent(&c.take_actions());
     assert!(matches!(
         &out[..],
@@ -142,13 +113,7 @@ fn full_attach_and_detach() {
             ..
         }]
     ));
-    s1(
-        &mut c,
-        S1ap::UeContextReleaseComplete {
-            mme_ue_id: id,
-            enb_ue_id: ENB_UE,
-        },
-    );
+    release_complete(&mut c, id);
     assert!(c.ues().is_empty());
 }
 
@@ -168,13 +133,7 @@ fn wrong_res_gets_authentication_reject() {
     assert!(out
         .iter()
         .any(|m| matches!(m, S1ap::UeContextReleaseCommand { .. })));
-    s1(
-        &mut c,
-        S1ap::UeContextReleaseComplete {
-            mme_ue_id: id,
-            enb_ue_id: ENB_UE,
-        },
-    );
+    release_complete(&mut c, id);
     assert!(c.ues().is_empty());
 }
 
@@ -354,20 +313,10 @@ fn service_request_from_idle_reconnects_and_the_nas_count_continues() {
 }
 
 /// A SERVICE REJECT #9 on the new S1 connection, then its release; nothing else.
-fn assert_service_reject(c: &mut MmeCore, ue: &mut TestUe) {
-    let out = sent(&c.take_actions());
-    let [S1ap::DownlinkNasTransport { mme_ue_id, nas, .. }, S1ap::UeContextReleaseCommand {
-        mme_ue_id: released,
-        enb_ue_id: Some(ENB_UE),
-        ..
-    }] = &out[..]
-    else {
-        panic!("{out:?}")
-    };
-    assert_eq!(mme_ue_id, released);
+fn assert_service_reject(c: &mut MmeCore) {
     assert_eq!(
-        ue.on_downlink(nas),
-        Reaction::Other("ServiceReject { cause: 9 }".into())
+        rejected(&sent(&c.take_actions())),
+        proto_nas::Nas::ServiceReject { cause: 9 }
     );
 }
 
@@ -381,7 +330,7 @@ fn service_request_with_a_bad_mac_is_rejected_and_the_context_kept() {
         &mut c,
         initial_ue(sr, s_tmsi_of(&ue), RRCEstablishmentCause::mo_Data),
     );
-    assert_service_reject(&mut c, &mut ue);
+    assert_service_reject(&mut c);
     let v = &c.ues()[0];
     assert_eq!((v.state, v.ecm_state), (UeState::Idle, EcmState::Idle));
     assert_eq!(v.mme_ue_s1ap_id, id);
@@ -402,7 +351,7 @@ fn service_request_from_an_unknown_s_tmsi_is_rejected() {
         &mut c,
         initial_ue(sr, s_tmsi, RRCEstablishmentCause::mo_Data),
     );
-    assert_service_reject(&mut c, &mut ue);
+    assert_service_reject(&mut c);
     assert_eq!(c.ues()[0].state, UeState::Idle);
 }
 

@@ -10,7 +10,7 @@ use common::driver::*;
 use common::{Reaction, TestUe};
 use mme::{Config, EmmProcedure, MmeCore, UeState};
 use proto_gtpv2c as gtp;
-use proto_nas::{Direction, Nas};
+use proto_nas::Nas;
 use proto_s1ap::S1ap;
 
 const T: Duration = Duration::from_secs(6);
@@ -159,12 +159,7 @@ fn security_mode_command_unanswered_aborts_the_attach() {
     };
     s1(&mut c, uplink(id, res));
     c.take_actions();
-    for n in 1..=4u32 {
-        c.on_timer(t0() + T * n);
-        assert_eq!(nas_sent(&c.take_actions()).len(), 1);
-    }
-    c.on_timer(t0() + T * 5);
-    let acts = c.take_actions();
+    let (_, acts) = expire_five_times(&mut c, t0(), T);
     assert!(matches!(
         &sent(&acts)[..],
         [S1ap::UeContextReleaseCommand { .. }]
@@ -197,18 +192,14 @@ fn attach_accept_is_sent_again_then_the_attach_is_aborted() {
             Some("T3450")
         )
     );
-    for n in 1..=4u32 {
-        c.on_timer(t0() + T * n);
-        let again = nas_sent(&c.take_actions());
-        assert_eq!(again.len(), 1);
-        assert_eq!((again[0][0], seq(&again[0])), (0x27, 1 + n as u8));
+    let (again, acts) = expire_five_times(&mut c, t0(), T);
+    for (n, pdu) in again.iter().enumerate() {
+        assert_eq!((pdu[0], seq(pdu)), (0x27, 2 + n as u8));
         assert!(
-            matches!(ue.on_downlink(&again[0]), Reaction::Accepted { .. }),
+            matches!(ue.on_downlink(pdu), Reaction::Accepted { .. }),
             "the UE deciphers it"
         );
     }
-    c.on_timer(t0() + T * 5);
-    let acts = c.take_actions();
     assert!(matches!(
         &s11_sent(&acts)[..],
         [(0x55, gtp::Message::DeleteSessionRequest(_))]
@@ -230,13 +221,8 @@ fn attach_accept_is_sent_again_then_the_attach_is_aborted() {
             proto_s1ap::RRCEstablishmentCause::mo_Signalling,
         ),
     );
-    let out = sent(&c.take_actions());
-    let [S1ap::DownlinkNasTransport { nas, .. }, S1ap::UeContextReleaseCommand { .. }] = &out[..]
-    else {
-        panic!("{out:?}")
-    };
     assert_eq!(
-        proto_nas::msg::parse(nas, Direction::Downlink).unwrap(),
+        rejected(&sent(&c.take_actions())),
         Nas::TrackingAreaUpdateReject { cause: 9 }
     );
 }

@@ -304,6 +304,25 @@ mod tests {
         (v, pdu)
     }
 
+    /// The network's side of security mode control with `kasme` (EEA2/EIA2): the UE's
+    /// SECURITY MODE COMPLETE verifies under the returned context.
+    fn security_mode(ue: &mut UeNas, kasme: [u8; 32]) -> NasSecurity {
+        let mut mme = NasSecurity::new(kasme, 0, 2, 2).unwrap();
+        let smc = mme
+            .protect(
+                &msg::security_mode_command(0, 2, 2, &[0xe0, 0xe0]).unwrap(),
+                SecurityHeader::IntegrityNewContext,
+                Direction::Downlink,
+            )
+            .unwrap();
+        let UeEvent::Send(done) = ue.on_downlink(&smc).unwrap() else {
+            panic!()
+        };
+        let o = mme.unprotect(&done, Direction::Uplink).unwrap();
+        assert_eq!(o.nas, Nas::SecurityModeComplete);
+        mme
+    }
+
     /// The network side of one attach, checking every UE answer.
     #[test]
     fn attach_against_a_network_context() {
@@ -322,19 +341,7 @@ mod tests {
                 res: v.xres.to_vec()
             }
         );
-        let mut mme = NasSecurity::new(v.kasme, 0, 2, 2).unwrap();
-        let smc = mme
-            .protect(
-                &msg::security_mode_command(0, 2, 2, &[0xe0, 0xe0]).unwrap(),
-                SecurityHeader::IntegrityNewContext,
-                Direction::Downlink,
-            )
-            .unwrap();
-        let UeEvent::Send(done) = ue.on_downlink(&smc).unwrap() else {
-            panic!()
-        };
-        let o = mme.unprotect(&done, Direction::Uplink).unwrap();
-        assert_eq!(o.nas, Nas::SecurityModeComplete);
+        let mut mme = security_mode(&mut ue, v.kasme);
         assert_eq!(ue.kenb(), Some(mme.kenb(0)));
         // An unprotected ATTACH ACCEPT is refused once security is on.
         let guti = Guti {
@@ -384,6 +391,21 @@ mod tests {
         ));
     }
 
+    /// `plain` sent ciphered by the network: the message of the UE's protected answer.
+    fn answer(ue: &mut UeNas, mme: &mut NasSecurity, plain: &[u8]) -> Nas {
+        let wire = mme
+            .protect(
+                plain,
+                SecurityHeader::IntegrityCiphered,
+                Direction::Downlink,
+            )
+            .unwrap();
+        let UeEvent::Send(up) = ue.on_downlink(&wire).unwrap() else {
+            panic!()
+        };
+        mme.unprotect(&up, Direction::Uplink).unwrap().nas
+    }
+
     /// Identification, a retransmitted challenge, then with a context: GUTI
     /// reallocation, TAU accept with a GUTI, and the network's detach, each answered
     /// under the context; unprotected ones are not taken.
@@ -406,18 +428,7 @@ mod tests {
             first,
             UeEvent::Send(msg::authentication_response(&v.xres).unwrap())
         );
-        let mut mme = NasSecurity::new(v.kasme, 0, 2, 2).unwrap();
-        let smc = mme
-            .protect(
-                &msg::security_mode_command(0, 2, 2, &[0xe0, 0xe0]).unwrap(),
-                SecurityHeader::IntegrityNewContext,
-                Direction::Downlink,
-            )
-            .unwrap();
-        let UeEvent::Send(done) = ue.on_downlink(&smc).unwrap() else {
-            panic!()
-        };
-        mme.unprotect(&done, Direction::Uplink).unwrap();
+        let mut mme = security_mode(&mut ue, v.kasme);
         let guti = Guti {
             plmn: PLMN,
             mme_group_id: 1,
@@ -427,14 +438,8 @@ mod tests {
         let cmd = msg::guti_reallocation_command(&guti, PLMN, &[1]).unwrap();
         assert!(matches!(ue.on_downlink(&cmd).unwrap(), UeEvent::Other(_)));
         assert_eq!(ue.guti(), None, "a plain command is not taken");
-        let wire = mme
-            .protect(&cmd, SecurityHeader::IntegrityCiphered, Direction::Downlink)
-            .unwrap();
-        let UeEvent::Send(c) = ue.on_downlink(&wire).unwrap() else {
-            panic!()
-        };
         assert_eq!(
-            mme.unprotect(&c, Direction::Uplink).unwrap().nas,
+            answer(&mut ue, &mut mme, &cmd),
             Nas::GutiReallocationComplete
         );
         assert_eq!(ue.guti(), Some(guti));
@@ -456,35 +461,13 @@ mod tests {
             bearers: None,
         })
         .unwrap();
-        let wire = mme
-            .protect(
-                &accept,
-                SecurityHeader::IntegrityCiphered,
-                Direction::Downlink,
-            )
-            .unwrap();
-        let UeEvent::Send(c) = ue.on_downlink(&wire).unwrap() else {
-            panic!()
-        };
         assert_eq!(
-            mme.unprotect(&c, Direction::Uplink).unwrap().nas,
+            answer(&mut ue, &mut mme, &accept),
             Nas::TrackingAreaUpdateComplete
         );
         assert_eq!(ue.guti(), Some(next));
-        let det = mme
-            .protect(
-                &msg::network_detach_request(true, None).unwrap(),
-                SecurityHeader::IntegrityCiphered,
-                Direction::Downlink,
-            )
-            .unwrap();
-        let UeEvent::Send(a) = ue.on_downlink(&det).unwrap() else {
-            panic!()
-        };
-        assert_eq!(
-            mme.unprotect(&a, Direction::Uplink).unwrap().nas,
-            Nas::DetachAccept
-        );
+        let det = msg::network_detach_request(true, None).unwrap();
+        assert_eq!(answer(&mut ue, &mut mme, &det), Nas::DetachAccept);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::OnceLock;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mme::{Action, Config, MmeCore, UeState};
 use proto_diameter::base::ResultCode;
@@ -13,6 +13,7 @@ use proto_diameter::s6a::{
     UpdateLocationAnswer,
 };
 use proto_gtpv2c::{self as gtp, BearerContext, Fteid, Paa};
+use proto_nas::{Direction, Nas};
 use proto_s1ap::{self as s1ap, Ecgi, RRCEstablishmentCause, S1ap, Tai};
 use proto_sctp::AssocId;
 
@@ -349,6 +350,42 @@ pub fn nas_sent(actions: &[Action]) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// Runs a NAS timer of period `t` started at `from` through its four retransmissions
+/// (one DOWNLINK NAS TRANSPORT each, returned) and the fifth expiry, whose actions are
+/// returned.
+pub fn expire_five_times(
+    c: &mut MmeCore,
+    from: Instant,
+    t: Duration,
+) -> (Vec<Vec<u8>>, Vec<Action>) {
+    let again = (1..=4u32)
+        .map(|n| {
+            c.on_timer(from + t * n);
+            let [pdu] = &nas_sent(&c.take_actions())[..] else {
+                panic!("expiry {n}: one retransmission")
+            };
+            pdu.clone()
+        })
+        .collect();
+    c.on_timer(from + t * 5);
+    (again, c.take_actions())
+}
+
+/// The reject sent on an S1 connection that has no UE context, followed by that
+/// connection's release: the NAS message.
+pub fn rejected(out: &[S1ap]) -> Nas {
+    let [S1ap::DownlinkNasTransport { mme_ue_id, nas, .. }, S1ap::UeContextReleaseCommand {
+        mme_ue_id: released,
+        enb_ue_id: Some(ENB_UE),
+        ..
+    }] = out
+    else {
+        panic!("{out:?}")
+    };
+    assert_eq!(mme_ue_id, released);
+    proto_nas::msg::parse(nas, Direction::Downlink).unwrap()
+}
+
 /// The one UE view of `id`.
 pub fn view(c: &MmeCore, id: u32) -> mme::UeView {
     c.ues()
@@ -392,13 +429,7 @@ pub fn go_idle(c: &mut MmeCore, id: u32) {
         )),
         t0(),
     );
-    s1(
-        c,
-        S1ap::UeContextReleaseComplete {
-            mme_ue_id: id,
-            enb_ue_id: ENB_UE,
-        },
-    );
+    release_complete(c, id);
     assert!(c.take_actions().is_empty());
 }
 
