@@ -315,3 +315,30 @@ fn release_during_a_procedure_stops_its_timer() {
     c.on_timer(t0() + T);
     assert!(c.take_actions().is_empty());
 }
+
+/// The eNB fails the INITIAL CONTEXT SETUP that carried the ATTACH ACCEPT: the
+/// attach is over, and T3450 with it (no ATTACH ACCEPT to a context being removed).
+#[test]
+fn a_failed_context_setup_stops_t3450() {
+    let mut c = core();
+    setup(&mut c);
+    let mut ue = TestUe::example(29);
+    let (id, _) = attach_to_accept(&mut c, &mut ue);
+    assert_eq!(view(&c, id).nas_timer, Some("T3450"));
+    s1(
+        &mut c,
+        S1ap::InitialContextSetupFailure {
+            mme_ue_id: id,
+            enb_ue_id: ENB_UE,
+            cause: proto_s1ap::causes::radio_unspecified(),
+        },
+    );
+    let acts = c.take_actions();
+    assert!(matches!(
+        &sent(&acts)[..],
+        [S1ap::UeContextReleaseCommand { .. }]
+    ));
+    assert_eq!(view(&c, id).nas_timer, None);
+    c.on_timer(t0() + T);
+    assert!(c.take_actions().is_empty());
+}

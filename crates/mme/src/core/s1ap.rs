@@ -369,6 +369,10 @@ impl MmeCore {
             return;
         };
         u.remove_on_release |= remove;
+        if remove {
+            // A context on its way out sends nothing more.
+            u.timers = Default::default();
+        }
         self.changed = true;
         match (u.assoc, u.enb_ue_id) {
             (Some(assoc), Some(enb_ue_id)) => {
