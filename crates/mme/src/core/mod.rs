@@ -1,6 +1,7 @@
-//! The MME's logic without I/O: eNBs (S1 Setup), UE contexts and the attach /
-//! detach state machine across S1AP, NAS, S6a and S11, and ECM-IDLE (release, service
-//! request, paging).
+//! The MME's logic without I/O: eNBs (S1 Setup), UE contexts and the EMM procedures
+//! (attach, identification, GUTI reallocation, tracking area update, detach every
+//! way) across S1AP, NAS, S6a and S11, ECM-IDLE (release, service request, paging)
+//! and the NAS timers.
 //!
 //! Inputs are S1AP PDUs and the answers of the HSS and SPGW; outputs are [`Action`]s
 //! the I/O shell executes. Everything (NAS security contexts with their COUNTs,
@@ -10,8 +11,9 @@
 //!
 //! One file per concern over this one shared state, as Open5GS splits its MME:
 //! `context` (the UE and eNB contexts), `s1ap` (the eNB's messages), `emm` (attach,
-//! authentication, security mode, identification, GUTI reallocation, detach either
-//! way), `tau` (tracking area update), `esm` (the PDN connection and its default
+//! authentication, security mode, identification, GUTI reallocation, what a
+//! procedure's last timer expiry does), `tau` (tracking area update), `detach`
+//! (UE-initiated, network-initiated, implicit), `esm` (the PDN connection and its default
 //! bearer), `idle` (S1 release to ECM-IDLE, service request, paging), `timers` (every
 //! per-UE timer: T3450, T3460, T3470, T3422, T3413, mobile reachable), `s6a` (the
 //! HSS's answers) and `s11` (the SPGW's answers and our requests).
