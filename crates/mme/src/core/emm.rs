@@ -537,15 +537,8 @@ impl MmeCore {
             // §5.5.3.2.7 c, §5.4.1.4 c: aborted; the old and the new GUTI stay valid
             // until the UE uses one of them. A UE that came from idle for the update
             // goes back.
-            EmmProcedure::TrackingAreaUpdate | EmmProcedure::GutiReallocation => {
-                let release = self.ues.get_mut(&ue).is_some_and(|u| {
-                    std::mem::take(&mut u.release_after_tau)
-                        && procedure == EmmProcedure::TrackingAreaUpdate
-                });
-                if release {
-                    self.release_to_idle(ue, causes::nas_normal_release());
-                }
-            }
+            EmmProcedure::TrackingAreaUpdate => self.end_tau(ue),
+            EmmProcedure::GutiReallocation => {}
             // §5.5.2.3.4 c: the detach is aborted and the UE is EMM-DEREGISTERED:
             // locally, the session and the context go.
             EmmProcedure::Detach => self.deregister(ue),

@@ -158,6 +158,12 @@ impl MmeCore {
             return;
         }
         self.guti_confirmed(ue);
+        self.end_tau(ue);
+    }
+
+    /// The update is over (completed, or aborted on T3450): a UE that came from idle
+    /// without the active flag goes back.
+    pub(super) fn end_tau(&mut self, ue: u32) {
         let release = self
             .ues
             .get_mut(&ue)
