@@ -27,6 +27,7 @@ use anyhow::Context;
 use bytes::Bytes;
 use proto_sctp::{SctpEvent, SctpServer, PPID_S1AP};
 use tokio::net::UdpSocket;
+use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
@@ -91,6 +92,9 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         }
     };
     dump(&core);
+    // SIGHUP writes the dump again from memory: how a checker reads this process's own
+    // view, not a copy of the file that moved with a checkpoint.
+    let mut hup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
     let mut buf = vec![0u8; 65536];
     loop {
         // The earlier of S11's retransmissions and the core's timers (T3413).
@@ -132,6 +136,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }
             },
+            _ = hup.recv() => dump(&core),
             _ = tokio::time::sleep_until(deadline) => {
                 for ue in s11.on_timer().await {
                     core.on_s11(ue, Err("no response from the SPGW".into()));

@@ -7,11 +7,11 @@ use std::time::Instant;
 use proto_nas::{Direction, Guti, NasSecurity, PdnConnectivity};
 use proto_s1ap::{Ecgi, Tai};
 use proto_sctp::AssocId;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::MmeCore;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum UeState {
     WaitAuthInfo,
     WaitAuthResponse,
@@ -32,7 +32,7 @@ pub enum UeState {
 }
 
 /// ECM state (TS 23.401 §4.6.3): whether the UE has an S1 connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EcmState {
     Idle,
     Connected,
@@ -91,7 +91,7 @@ pub(super) struct Ue {
 }
 
 /// One UE context as the JSON state dump shows it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UeView {
     pub imsi: String,
     pub guti: String,
