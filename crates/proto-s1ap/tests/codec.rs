@@ -306,6 +306,12 @@ fn mobility_messages() -> Vec<S1ap> {
             tai: target_enb().tai,
             ecgi: target_ecgi(),
         },
+        // The source's release once the UE is at the target.
+        S1ap::UeContextReleaseCommand {
+            mme_ue_id: 100,
+            enb_ue_id: Some(1),
+            cause: causes::successful_handover(),
+        },
         S1ap::HandoverCancel {
             mme_ue_id: 100,
             enb_ue_id: 1,
@@ -650,8 +656,13 @@ fn tshark_decodes_s1ap_and_nas_over_sctp_udp() {
             S1ap::PathSwitchRequestAcknowledge {
                 ue_sec: Some(_), ..
             } => &[(10, "1"), (11, "e000")],
-            // radioNetwork cause 4: handover-cancelled.
+            // radioNetwork causes 4: handover-cancelled, 2: successful-handover.
             S1ap::HandoverCancel { .. } => &[(12, "4")],
+            S1ap::UeContextReleaseCommand { cause, .. }
+                if *cause == causes::successful_handover() =>
+            {
+                &[(12, "2")]
+            }
             _ => &[],
         };
         for (i, v) in want {
