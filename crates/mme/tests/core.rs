@@ -89,15 +89,7 @@ fn full_attach_and_detach() {
         }] => assert_eq!(r.bearer_contexts[0].fteid(0).unwrap().teid, 0x77),
         other => panic!("{other:?}"),
     }
-    c.on_s11(
-        id,
-        Ok(gtp::Message::ModifyBearerResponse(
-            gtp::ModifyBearerResponse {
-                cause: 16,
-                ..Default::default()
-            },
-        )),
-    );
+    modify_bearer_ok(&mut c, id);
     let complete = ue.attach_complete(5);
     s1(&mut c, uplink(id, complete));
     let v = c.ues();

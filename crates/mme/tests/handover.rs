@@ -377,6 +377,16 @@ fn execute(c: &mut MmeCore, now: Instant, id: u32) {
     assert_eq!(view(c, id).handover, Some(HandoverPhase::Executing));
 }
 
+/// HANDOVER NOTIFY from B: the UE is in B's cell.
+fn notify(id: u32, enb_ue_id: u32) -> S1ap {
+    S1ap::HandoverNotify {
+        mme_ue_id: id,
+        enb_ue_id,
+        tai: tai(),
+        ecgi: B_CELL,
+    }
+}
+
 fn release_command_to(assoc: AssocId, acts: &[Action], id: u32, enb_ue_id: u32) -> s1ap::Cause {
     match &sent_on(assoc, acts)[..] {
         [S1ap::UeContextReleaseCommand {
@@ -437,16 +447,7 @@ fn s1_handover_moves_the_ue_and_releases_the_source() {
         })]
     );
     // The UE arrives: the SGW switches to the target, the source is released.
-    s1_on(
-        &mut c,
-        B,
-        S1ap::HandoverNotify {
-            mme_ue_id: id,
-            enb_ue_id: ON_B.enb_ue_id,
-            tai: tai(),
-            ecgi: B_CELL,
-        },
-    );
+    s1_on(&mut c, B, notify(id, ON_B.enb_ue_id));
     let acts = c.take_actions();
     assert_modify_bearer(&acts, B_ADDR, B_TEID, B_CELL.cell_id);
     assert_eq!(
@@ -646,16 +647,7 @@ fn ts1relocoverall_ends_a_handover_that_never_completes() {
         causes::ts1relocoverall_expiry()
     );
     // A late HANDOVER NOTIFY is an unknown pair; the UE stays on A.
-    s1_on(
-        &mut c,
-        B,
-        S1ap::HandoverNotify {
-            mme_ue_id: id,
-            enb_ue_id: ON_B.enb_ue_id,
-            tai: tai(),
-            ecgi: B_CELL,
-        },
-    );
+    s1_on(&mut c, B, notify(id, ON_B.enb_ue_id));
     let acts = c.take_actions();
     assert!(s11_sent(&acts).is_empty());
     assert!(matches!(
@@ -716,16 +708,7 @@ fn handover_messages_out_of_place_or_malformed_change_nothing() {
         }),
     );
     assert!(c.take_actions().is_empty());
-    s1_on(
-        &mut c,
-        B,
-        S1ap::HandoverNotify {
-            mme_ue_id: id,
-            enb_ue_id: 9,
-            tai: tai(),
-            ecgi: B_CELL,
-        },
-    );
+    s1_on(&mut c, B, notify(id, ON_B.enb_ue_id));
     assert!(matches!(
         &sent_on(B, &c.take_actions())[..],
         [S1ap::ErrorIndication { .. }]

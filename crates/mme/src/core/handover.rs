@@ -343,14 +343,7 @@ impl MmeCore {
         let source = self.s1_link(mme_ue_id);
         let Some(u) = self.ues.get_mut(&mme_ue_id) else {
             warn!(%assoc, mme_ue_id, "handover request acknowledge for no UE");
-            return self.send(
-                assoc,
-                &S1ap::ErrorIndication {
-                    mme_ue_id: Some(mme_ue_id),
-                    enb_ue_id: Some(enb_ue_id),
-                    cause: Some(causes::unknown_mme_ue_id()),
-                },
-            );
+            return self.error_indication(assoc, mme_ue_id, enb_ue_id, causes::unknown_mme_ue_id());
         };
         let (deadline, source) = match (&u.ho.phase, source) {
             (
@@ -453,14 +446,7 @@ impl MmeCore {
             }) if *target == here && attached => *enb_s1u,
             _ => {
                 warn!(%assoc, mme_ue_id, enb_ue_id, "handover notify out of a handover execution");
-                return self.send(
-                    assoc,
-                    &S1ap::ErrorIndication {
-                        mme_ue_id: Some(mme_ue_id),
-                        enb_ue_id: Some(enb_ue_id),
-                        cause: Some(causes::unknown_pair()),
-                    },
-                );
+                return self.error_indication(assoc, mme_ue_id, enb_ue_id, causes::unknown_pair());
             }
         };
         let Some(u) = self.ues.get_mut(&mme_ue_id) else {

@@ -244,7 +244,8 @@ impl MmeCore {
 
     /// T3413 expiries up to `now`: page again, or after the last retry give up and
     /// tell the SGW (DOWNLINK DATA NOTIFICATION FAILURE INDICATION, TS 23.401
-    /// §5.3.4.3: "UE not responding"), which may then drop what it buffered.
+    /// §5.3.4.3: "UE not responding"), which may then drop what it buffered. And the
+    /// S1 handovers' TS1RELOCoverall (core/handover.rs).
     pub fn on_timer(&mut self, now: Instant) {
         self.on_handover_timer(now);
         let due: Vec<u32> = self

@@ -264,17 +264,28 @@ impl MmeCore {
                 } else {
                     causes::unknown_mme_ue_id()
                 };
-                self.send(
-                    assoc,
-                    &S1ap::ErrorIndication {
-                        mme_ue_id: Some(mme_ue_id),
-                        enb_ue_id: Some(enb_ue_id),
-                        cause: Some(cause),
-                    },
-                );
+                self.error_indication(assoc, mme_ue_id, enb_ue_id, cause);
                 None
             }
         }
+    }
+
+    /// ERROR INDICATION for a UE-associated message the MME cannot take.
+    pub(super) fn error_indication(
+        &mut self,
+        assoc: AssocId,
+        mme_ue_id: u32,
+        enb_ue_id: u32,
+        cause: s1ap::Cause,
+    ) {
+        self.send(
+            assoc,
+            &S1ap::ErrorIndication {
+                mme_ue_id: Some(mme_ue_id),
+                enb_ue_id: Some(enb_ue_id),
+                cause: Some(cause),
+            },
+        );
     }
 
     fn on_initial_ue(
