@@ -686,6 +686,20 @@ fn a_lost_association_ends_the_handover() {
         (v.state, v.ecm_state, v.handover),
         (UeState::Idle, EcmState::Idle, None)
     );
+    // The source goes during a path switch: the target hears it failed.
+    let (mut c, _ue, id) = attached(34);
+    s1_on(&mut c, B, path_switch(ON_B, id, CAPS));
+    c.take_actions();
+    c.on_sctp_down(A);
+    let out = sent_on(B, &c.take_actions());
+    assert!(
+        matches!(
+            &out[..],
+            [S1ap::PathSwitchRequestFailure { enb_ue_id: 9, .. }]
+        ),
+        "{out:?}"
+    );
+    assert_eq!(view(&c, id).handover, None);
 }
 
 #[test]

@@ -490,8 +490,8 @@ impl MmeCore {
         );
     }
 
-    /// Ends the UE's handover without completing it (cancel, release, timeout): a
-    /// prepared target is released, a path switch forgotten.
+    /// Ends the UE's handover without completing it (a cancel, the UE's release, its
+    /// source gone): a prepared target is released, a path switch refused.
     pub(super) fn abort_handover(&mut self, ue: u32) {
         let Some(u) = self.ues.get_mut(&ue) else {
             return;
@@ -500,8 +500,14 @@ impl MmeCore {
             return;
         };
         self.changed = true;
-        if let Phase::Executing { target, .. } = phase {
-            self.release_left(ue, target, causes::handover_cancelled());
+        match phase {
+            Phase::Executing { target, .. } => {
+                self.release_left(ue, target, causes::handover_cancelled())
+            }
+            Phase::PathSwitch { target, .. } => {
+                self.path_switch_failure(target, ue, causes::ho_failure_in_target())
+            }
+            Phase::Preparing { .. } => {}
         }
     }
 
@@ -542,7 +548,8 @@ impl MmeCore {
     }
 
     /// The association is gone: handovers toward it end (a preparing source hears of
-    /// it), a UE whose source it was loses its prepared target, releases there are over.
+    /// it), a UE whose source it was goes idle without its handover, releases there
+    /// are over.
     pub(super) fn handover_assoc_down(&mut self, assoc: AssocId) {
         let ues: Vec<u32> = self.ues.keys().copied().collect();
         for ue in ues {
