@@ -50,6 +50,9 @@ pub struct Config {
     /// Pagings sent again after the first before the MME gives up and tells the SGW
     /// (TS 23.401 §5.3.4.3: the repetition strategy is the operator's).
     pub paging_retries: u32,
+    /// TS1RELOCoverall in ms (TS 36.413 §8.4.1): how long an S1 handover may take from
+    /// the HANDOVER REQUEST to the target's HANDOVER NOTIFY before the MME gives it up.
+    pub ts1relocoverall_ms: u64,
     /// Write all S1-MME datagrams (SCTP over UDP) to this pcap file; `None`: off.
     pub s1_pcap: Option<PathBuf>,
     /// JSON dump of the UE contexts, rewritten on every change; `None` disables it.
@@ -83,6 +86,7 @@ impl Default for Config {
             s11_n3: 3,
             t3413_ms: 2000,
             paging_retries: 2,
+            ts1relocoverall_ms: 10_000,
             s1_pcap: None,
             state_file: Some(PathBuf::from("/run/corehop/mme-ues.json")),
         }
@@ -114,6 +118,9 @@ impl Config {
         }
         if self.t3413_ms == 0 {
             anyhow::bail!("t3413_ms must be > 0");
+        }
+        if self.ts1relocoverall_ms == 0 {
+            anyhow::bail!("ts1relocoverall_ms must be > 0");
         }
         Ok(())
     }
@@ -147,6 +154,7 @@ mod tests {
         assert!(Config::from_toml("nonsense = 1").is_err());
         assert!(Config::from_toml("mcc = \"1x1\"").is_err());
         assert!(Config::from_toml("tacs = []").is_err());
+        assert!(Config::from_toml("ts1relocoverall_ms = 0").is_err());
         // What `corehop nf config mme` prints parses back to the same config.
         let text = toml::to_string(&Config::default()).unwrap();
         assert_eq!(Config::from_toml(&text).unwrap(), Config::default());

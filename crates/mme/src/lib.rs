@@ -7,6 +7,8 @@
 //!   Release Access Bearers), and server of its Downlink Data Notifications.
 //! - ECM-IDLE: S1 release, service request, paging (T3413 kept by the core, the time
 //!   given by this shell).
+//! - Handover between its eNBs: X2 (PATH SWITCH REQUEST) and S1 (HANDOVER REQUIRED ..
+//!   HANDOVER NOTIFY, TS1RELOCoverall), with the NH/NCC chain.
 //!
 //! All state lives in this process (the association, UE contexts with NAS security
 //! contexts and COUNTs, TEIDs): a CRIU checkpoint of the process carries it. The UE
@@ -32,7 +34,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 pub use crate::config::Config;
-pub use crate::core::{Action, EcmState, EnbView, MmeCore, UeState, UeView};
+pub use crate::core::{Action, EcmState, EnbView, HandoverPhase, MmeCore, UeState, UeView};
 use crate::s11::S11;
 use crate::s6a::{S6aAnswer, S6aConfig, S6aRequest};
 
@@ -115,7 +117,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
                     if m.ppid != PPID_S1AP {
                         warn!(assoc = %m.assoc, ppid = m.ppid, "non-S1AP PPID, message dropped");
                     } else {
-                        core.on_s1ap(m.assoc, &m.payload);
+                        core.on_s1ap(std::time::Instant::now(), m.assoc, &m.payload);
                     }
                 }
                 Some(SctpEvent::Down { assoc, reason }) => {

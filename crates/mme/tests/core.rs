@@ -2,209 +2,17 @@
 
 mod common;
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use common::{Reaction, TestUe, PLMN};
+use common::harness::*;
+use common::{Reaction, TestUe};
 use mme::s11::S11Answers;
 use mme::{Action, Config, EcmState, MmeCore, UeState};
 use proto_diameter::base::ResultCode;
-use proto_diameter::s6a::{
-    Ambr, ApnConfiguration, Arp, AuthInfoAnswer, EutranVector, SubscriptionData,
-    UpdateLocationAnswer,
-};
-use proto_gtpv2c::{self as gtp, BearerContext, Fteid, Paa};
-use proto_s1ap::{self as s1ap, Ecgi, RRCEstablishmentCause, S1ap, Tai};
+use proto_gtpv2c as gtp;
+use proto_s1ap::{self as s1ap, RRCEstablishmentCause, S1ap};
 use proto_sctp::AssocId;
-
-const A: AssocId = AssocId(1);
-const ENB_UE: u32 = 77;
-
-fn core() -> MmeCore {
-    let mut c = MmeCore::new(Config::default()).unwrap();
-    c.on_sctp_up(A, "10.77.0.21:40000".parse::<SocketAddr>().unwrap());
-    c
-}
-
-fn s1(c: &mut MmeCore, m: S1ap) {
-    c.on_s1ap(A, &s1ap::encode(&m).unwrap());
-}
-
-/// The S1AP messages the core sent, decoded.
-fn sent(actions: &[Action]) -> Vec<S1ap> {
-    actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::S1ap { assoc, pdu, .. } => {
-                assert_eq!(*assoc, A);
-                Some(s1ap::decode(pdu).unwrap())
-            }
-            _ => None,
-        })
-        .collect()
-}
-
-fn setup(c: &mut MmeCore) {
-    s1(
-        c,
-        S1ap::S1SetupRequest(s1ap::S1SetupRequest {
-            plmn: PLMN,
-            enb_id: 1,
-            enb_name: Some("test".into()),
-            tacs: vec![1],
-        }),
-    );
-    let out = sent(&c.take_actions());
-    assert!(matches!(&out[..], [S1ap::S1SetupResponse(r)] if r.mme_code == 1 && r.plmn == PLMN));
-}
-
-fn tai() -> Tai {
-    Tai { plmn: PLMN, tac: 1 }
-}
-
-fn ecgi() -> Ecgi {
-    Ecgi {
-        plmn: PLMN,
-        cell_id: 0x10,
-    }
-}
-
-fn uplink(mme_ue_id: u32, nas: Vec<u8>) -> S1ap {
-    S1ap::UplinkNasTransport {
-        mme_ue_id,
-        enb_ue_id: ENB_UE,
-        nas,
-        tai: tai(),
-        ecgi: ecgi(),
-    }
-}
-
-/// The single downlink NAS PDU among `out`, with the MME UE id it was sent for.
-fn downlink(out: &[S1ap]) -> (u32, Vec<u8>) {
-    let d: Vec<_> = out
-        .iter()
-        .filter_map(|m| match m {
-            S1ap::DownlinkNasTransport {
-                mme_ue_id,
-                enb_ue_id,
-                nas,
-            } => {
-                assert_eq!(*enb_ue_id, ENB_UE);
-                Some((*mme_ue_id, nas.clone()))
-            }
-            _ => None,
-        })
-        .collect();
-    assert_eq!(d.len(), 1, "{out:?}");
-    d[0].clone()
-}
-
-fn aia_for(ue: &TestUe) -> AuthInfoAnswer {
-    let n: u32 = ue.imsi[5..].parse().unwrap();
-    let k = format!("465b5ce8b199b49faa5f0a2e{n:08}");
-    let opc = format!("cd63cb71954a9f4e48a5994e{n:08}");
-    let h = |s: &str| -> [u8; 16] {
-        let v: Vec<u8> = (0..16)
-            .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap())
-            .collect();
-        v.try_into().unwrap()
-    };
-    let v = aka::generate_vector(&h(&k), &h(&opc), &[0x80, 0], 32, &[0x42; 16]);
-    AuthInfoAnswer {
-        session_id: "s".into(),
-        origin_host: "hss".into(),
-        origin_realm: "lab".into(),
-        result: ResultCode::SUCCESS,
-        vectors: vec![EutranVector {
-            rand: v.rand,
-            xres: v.xres.to_vec(),
-            autn: v.autn,
-            kasme: v.kasme,
-        }],
-    }
-}
-
-fn ula() -> UpdateLocationAnswer {
-    UpdateLocationAnswer {
-        session_id: "s".into(),
-        origin_host: "hss".into(),
-        origin_realm: "lab".into(),
-        result: ResultCode::SUCCESS,
-        ula_flags: Some(1),
-        subscription: Some(SubscriptionData {
-            msisdn: Some("4477".into()),
-            subscriber_status: 0,
-            network_access_mode: 2,
-            ambr: Ambr {
-                uplink: 50_000_000,
-                downlink: 100_000_000,
-            },
-            default_context_identifier: 1,
-            apns: vec![ApnConfiguration {
-                context_identifier: 1,
-                apn: "internet".into(),
-                pdn_type: 0,
-                qci: 9,
-                arp: Arp {
-                    priority_level: 8,
-                    pre_emption_capability: 1,
-                    pre_emption_vulnerability: 1,
-                },
-                ambr: None,
-            }],
-        }),
-    }
-}
-
-/// The SPGW's session: S11 TEID 0x55, S1-U TEID 0x99, UE address 10.45.0.2.
-fn create_session_response() -> gtp::Message {
-    let sgw_s1u = Fteid::v4(gtp::iface::S1U_SGW, 0x99, Ipv4Addr::new(10, 77, 1, 30));
-    gtp::Message::CreateSessionResponse(gtp::CreateSessionResponse {
-        cause: gtp::cause::REQUEST_ACCEPTED,
-        sender_fteid: Some(Fteid::v4(
-            gtp::iface::S11S4_SGW,
-            0x55,
-            Ipv4Addr::new(10, 77, 1, 30),
-        )),
-        paa: Some(Paa::Ipv4(Ipv4Addr::new(10, 45, 0, 2))),
-        bearer_contexts: vec![BearerContext {
-            ebi: 5,
-            cause: Some(16),
-            fteids: vec![(0, sgw_s1u)],
-            ..Default::default()
-        }],
-        ..Default::default()
-    })
-}
-
-/// Runs an attach up to the AUTHENTICATION REQUEST; returns the MME UE id.
-fn start(c: &mut MmeCore, ue: &TestUe, aia: AuthInfoAnswer) -> (u32, Vec<S1ap>) {
-    s1(
-        c,
-        S1ap::InitialUeMessage {
-            enb_ue_id: ENB_UE,
-            nas: ue.attach_request(),
-            tai: tai(),
-            ecgi: ecgi(),
-            s_tmsi: None,
-            rrc_cause: RRCEstablishmentCause::mo_Signalling,
-        },
-    );
-    let acts = c.take_actions();
-    let id = match &acts[..] {
-        [Action::Air {
-            ue: id,
-            imsi,
-            resync: None,
-        }] => {
-            assert_eq!(imsi, &ue.imsi);
-            *id
-        }
-        other => panic!("{other:?}"),
-    };
-    c.on_aia(id, Ok(aia));
-    (id, sent(&c.take_actions()))
-}
 
 #[test]
 fn full_attach_and_detach() {
@@ -281,15 +89,7 @@ fn full_attach_and_detach() {
         }] => assert_eq!(r.bearer_contexts[0].fteid(0).unwrap().teid, 0x77),
         other => panic!("{other:?}"),
     }
-    c.on_s11(
-        id,
-        Ok(gtp::Message::ModifyBearerResponse(
-            gtp::ModifyBearerResponse {
-                cause: 16,
-                ..Default::default()
-            },
-        )),
-    );
+    modify_bearer_ok(&mut c, id);
     let complete = ue.attach_complete(5);
     s1(&mut c, uplink(id, complete));
     let v = c.ues();
@@ -391,7 +191,7 @@ fn bad_input_never_harms_other_ues() {
     let (id, _) = start(&mut c, &ue, aia_for(&ue));
     // Garbage S1AP: an ERROR INDICATION, nothing else.
     for junk in [&[][..], &[0xff; 40][..], &[0x00, 0x0c, 0x40, 0x80][..]] {
-        c.on_s1ap(A, junk);
+        c.on_s1ap(Instant::now(), A, junk);
         let out = sent(&c.take_actions());
         assert!(
             matches!(&out[..], [S1ap::ErrorIndication { .. }]),
@@ -413,6 +213,7 @@ fn bad_input_never_harms_other_ues() {
     // Messages from an association that never did S1 Setup are refused.
     c.on_sctp_up(AssocId(9), "10.77.0.22:1".parse().unwrap());
     c.on_s1ap(
+        Instant::now(),
         AssocId(9),
         &s1ap::encode(&S1ap::InitialUeMessage {
             enb_ue_id: 1,
@@ -466,7 +267,7 @@ fn enb_configuration_update_is_acknowledged() {
     .unwrap()
     .encode()
     .unwrap();
-    c.on_s1ap(A, &update);
+    c.on_s1ap(Instant::now(), A, &update);
     let acts = c.take_actions();
     let [Action::S1ap { stream: 0, pdu, .. }] = &acts[..] else {
         panic!("{acts:?}")
@@ -475,132 +276,11 @@ fn enb_configuration_update_is_acknowledged() {
         S1AP_PDU::decode(pdu).unwrap().kind(),
         S1apPduKind::Successful_ENBConfigurationUpdate
     );
-    c.on_s1ap(A, pdu);
+    c.on_s1ap(Instant::now(), A, pdu);
     assert!(sent(&c.take_actions()).is_empty());
 }
 
 // ------------------------------------------------------------------ ECM-IDLE
-
-/// The S1AP messages the core sent, decoded, with the association each went to.
-fn sent_to(actions: &[Action]) -> Vec<(AssocId, S1ap)> {
-    actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::S1ap { assoc, pdu, .. } => Some((*assoc, s1ap::decode(pdu).unwrap())),
-            _ => None,
-        })
-        .collect()
-}
-
-/// The S11 messages among `actions`, with the SGW TEID each goes to.
-fn s11_sent(actions: &[Action]) -> Vec<(u32, gtp::Message)> {
-    actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::S11 { teid, msg, .. } => Some((*teid, msg.clone())),
-            _ => None,
-        })
-        .collect()
-}
-
-fn ics_response(id: u32, enb_teid: u32) -> S1ap {
-    S1ap::InitialContextSetupResponse {
-        mme_ue_id: id,
-        enb_ue_id: ENB_UE,
-        erabs: vec![s1ap::ErabSetup {
-            erab_id: 5,
-            enb_addr: Ipv4Addr::new(10, 77, 0, 21),
-            enb_teid,
-        }],
-    }
-}
-
-fn modify_bearer_ok(c: &mut MmeCore, id: u32) {
-    c.on_s11(
-        id,
-        Ok(gtp::Message::ModifyBearerResponse(
-            gtp::ModifyBearerResponse {
-                cause: 16,
-                ..Default::default()
-            },
-        )),
-    );
-}
-
-/// A whole attach; returns the MME UE id (eNB S1-U TEID 0x77, SGW TEID 0x55).
-fn attach(c: &mut MmeCore, ue: &mut TestUe) -> u32 {
-    let (id, out) = start(c, ue, aia_for(ue));
-    let Reaction::Reply(res) = ue.on_downlink(&downlink(&out).1) else {
-        panic!()
-    };
-    s1(c, uplink(id, res));
-    let Reaction::Reply(done) = ue.on_downlink(&downlink(&sent(&c.take_actions())).1) else {
-        panic!()
-    };
-    s1(c, uplink(id, done));
-    c.take_actions();
-    c.on_ula(id, Ok(ula()));
-    c.take_actions();
-    c.on_s11(id, Ok(create_session_response()));
-    let [S1ap::InitialContextSetupRequest(ics)] = &sent(&c.take_actions())[..] else {
-        panic!()
-    };
-    assert!(matches!(
-        ue.on_downlink(ics.erabs[0].nas.as_ref().unwrap()),
-        Reaction::Accepted { .. }
-    ));
-    s1(c, ics_response(id, 0x77));
-    c.take_actions();
-    modify_bearer_ok(c, id);
-    let complete = ue.attach_complete(5);
-    s1(c, uplink(id, complete));
-    assert_eq!(c.ues()[0].state, UeState::Attached);
-    id
-}
-
-/// eNB-initiated release (user inactivity) to ECM-IDLE.
-fn go_idle(c: &mut MmeCore, id: u32) {
-    s1(
-        c,
-        S1ap::UeContextReleaseRequest {
-            mme_ue_id: id,
-            enb_ue_id: ENB_UE,
-            cause: s1ap::causes::user_inactivity(),
-        },
-    );
-    let acts = c.take_actions();
-    assert!(
-        matches!(
-            &s11_sent(&acts)[..],
-            [(0x55, gtp::Message::ReleaseAccessBearersRequest(_))]
-        ),
-        "{acts:?}"
-    );
-    assert!(matches!(
-        &sent(&acts)[..],
-        [S1ap::UeContextReleaseCommand {
-            enb_ue_id: Some(ENB_UE),
-            ..
-        }]
-    ));
-    c.on_s11(
-        id,
-        Ok(gtp::Message::ReleaseAccessBearersResponse(
-            gtp::CauseRecovery {
-                cause: 16,
-                recovery: None,
-            },
-        )),
-    );
-    s1(
-        c,
-        S1ap::UeContextReleaseComplete {
-            mme_ue_id: id,
-            enb_ue_id: ENB_UE,
-        },
-    );
-    assert!(c.take_actions().is_empty());
-}
 
 fn s_tmsi_of(ue: &TestUe) -> s1ap::STmsi {
     let g = ue.guti().unwrap();
@@ -769,24 +449,6 @@ fn service_request_from_an_unknown_s_tmsi_is_rejected() {
     );
     assert_service_reject(&mut c, &mut ue);
     assert_eq!(c.ues()[0].state, UeState::Idle);
-}
-
-const B: AssocId = AssocId(2);
-const OTHER_TA: AssocId = AssocId(3);
-
-/// Two more eNBs: B serves TAC 1 (the UE's), OTHER_TA only TAC 7.
-fn more_enbs(c: &mut MmeCore) {
-    for (assoc, enb_id, tac) in [(B, 2, 1), (OTHER_TA, 3, 7)] {
-        c.on_sctp_up(assoc, "10.77.0.23:40000".parse().unwrap());
-        let setup = S1ap::S1SetupRequest(s1ap::S1SetupRequest {
-            plmn: PLMN,
-            enb_id,
-            enb_name: None,
-            tacs: vec![tac],
-        });
-        c.on_s1ap(assoc, &s1ap::encode(&setup).unwrap());
-    }
-    c.take_actions();
 }
 
 /// An attached UE gone idle, with the eNBs of [`more_enbs`] besides A.

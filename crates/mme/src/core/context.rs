@@ -9,6 +9,7 @@ use proto_s1ap::{Ecgi, Tai};
 use proto_sctp::AssocId;
 use serde::{Deserialize, Serialize};
 
+use super::handover::{HandoverPhase, HoState};
 use super::MmeCore;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,6 +89,8 @@ pub(super) struct Ue {
     /// Remove the context once the eNB confirms the release.
     pub(super) remove_on_release: bool,
     pub(super) paging: Option<Paging>,
+    /// NH/NCC and the handover in progress, if any.
+    pub(super) ho: HoState,
 }
 
 /// One UE context as the JSON state dump shows it.
@@ -99,6 +102,16 @@ pub struct UeView {
     pub mme_ue_s1ap_id: u32,
     pub enb_ue_s1ap_id: Option<u32>,
     pub enb: Option<String>,
+    /// The eNB ID (S1 Setup) of the eNB the UE is on.
+    pub enb_id: Option<u32>,
+    /// The UE's last reported cell (E-UTRAN cell identity) and TAC.
+    pub cell_id: u32,
+    pub tac: u16,
+    /// A handover in progress.
+    pub handover: Option<HandoverPhase>,
+    /// The MME's next-hop chaining count (TS 33.401 §7.2.8): 1 after an INITIAL
+    /// CONTEXT SETUP, one more per handover, modulo 8.
+    pub ncc: Option<u8>,
     pub state: UeState,
     pub ecm_state: EcmState,
     /// The MME is paging the UE (T3413 running).
@@ -175,6 +188,14 @@ impl MmeCore {
                     .assoc
                     .and_then(|a| self.enbs.get(&a))
                     .map(|e| e.peer.to_string()),
+                enb_id: u
+                    .assoc
+                    .and_then(|a| self.enbs.get(&a))
+                    .and_then(|e| e.enb_id),
+                cell_id: u.ecgi.cell_id,
+                tac: u.tai.tac,
+                handover: u.ho.phase(),
+                ncc: u.ho.ncc(),
                 state: u.state,
                 ecm_state: u.ecm_state(),
                 paging: u.paging.is_some(),

@@ -155,6 +155,7 @@ impl MmeCore {
                 bearer_active: false,
                 remove_on_release: false,
                 paging: None,
+                ho: Default::default(),
             },
         );
         self.changed = true;

@@ -98,7 +98,7 @@ impl MmeCore {
         u.ecgi = ecgi;
         u.state = UeState::WaitServiceSetup;
         info!(ue, imsi = %u.imsi, ul_count = ?count, "service request");
-        let ics = kenb.and_then(|k| context_setup_request(&u, enb_ue_id, k, None));
+        let ics = kenb.and_then(|k| context_setup_request(&mut u, enb_ue_id, k, None));
         self.ues.insert(ue, u);
         self.changed = true;
         if let Some(ics) = ics {
@@ -232,18 +232,22 @@ impl MmeCore {
         }
     }
 
-    /// When [`MmeCore::on_timer`] next has something to do (the earliest T3413).
+    /// When [`MmeCore::on_timer`] next has something to do (the earliest T3413 or
+    /// TS1RELOCoverall).
     pub fn next_deadline(&self) -> Option<Instant> {
         self.ues
             .values()
             .filter_map(|u| u.paging.map(|p| p.deadline))
+            .chain(self.handover_deadline())
             .min()
     }
 
     /// T3413 expiries up to `now`: page again, or after the last retry give up and
     /// tell the SGW (DOWNLINK DATA NOTIFICATION FAILURE INDICATION, TS 23.401
-    /// §5.3.4.3: "UE not responding"), which may then drop what it buffered.
+    /// §5.3.4.3: "UE not responding"), which may then drop what it buffered. And the
+    /// S1 handovers' TS1RELOCoverall (core/handover.rs).
     pub fn on_timer(&mut self, now: Instant) {
+        self.on_handover_timer(now);
         let due: Vec<u32> = self
             .ues
             .values()

@@ -12,7 +12,8 @@
 //! `context` (the UE and eNB contexts), `s1ap` (the eNB's messages), `emm` (attach,
 //! authentication, security mode, detach), `esm` (the PDN connection and its default
 //! bearer), `idle` (S1 release to ECM-IDLE, service request, paging and T3413), `s6a`
-//! (the HSS's answers) and `s11` (the SPGW's answers and our requests).
+//! (the HSS's answers), `s11` (the SPGW's answers and our requests) and `handover`
+//! (X2 path switch and S1 handover between the eNBs, with the NH/NCC chain).
 
 use std::collections::BTreeMap;
 
@@ -24,6 +25,7 @@ use crate::Config;
 mod context;
 mod emm;
 mod esm;
+mod handover;
 mod idle;
 mod s11;
 mod s1ap;
@@ -31,6 +33,7 @@ mod s6a;
 
 pub use context::{EcmState, EnbView, UeState, UeView};
 use context::{Enb, Ue};
+pub use handover::HandoverPhase;
 
 /// What the I/O shell must do. Actions live for one loop turn, so the size of the
 /// S11 variant does not matter.

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod harness;
+
 use proto_nas::{Guti, UeEvent, UeNas, Usim};
 
 pub const PLMN: [u8; 3] = [0x00, 0xf1, 0x10];
