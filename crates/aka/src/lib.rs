@@ -4,7 +4,7 @@
 //! * Milenage f1, f1*, f2, f3, f4, f5, f5* (TS 35.206) with OPc derived from OP.
 //! * EPS authentication vectors with KASME (TS 33.401 Annex A.2).
 //! * USIM-side AUTN verification and SQN extraction, AUTS for re-synchronisation (TS 33.102 6.3.3).
-//! * NAS keys KNASenc / KNASint (TS 33.401 A.7) and KeNB (A.3).
+//! * NAS keys KNASenc / KNASint (TS 33.401 A.7), KeNB (A.3) and the handover's NH (A.4).
 //!
 //! Milenage is implemented here on top of the RustCrypto `aes` crate rather than taken from the
 //! `milenage` crate (its API keeps the last outputs in a mutable struct behind `Option` getters,
@@ -31,6 +31,7 @@ const NAS_INT_ALG: u8 = 0x02;
 /// FC values of the TS 33.220 / TS 33.401 key derivation function.
 const FC_KASME: u8 = 0x10;
 const FC_KENB: u8 = 0x11;
+const FC_NH: u8 = 0x12;
 const FC_ALG_KEY: u8 = 0x15;
 
 /// AMF used inside AUTS: TS 33.102 6.3.3 fixes it to all zeros ("dummy" AMF*).
@@ -301,6 +302,12 @@ pub fn knas_int(kasme: &[u8; 32], eia: u8) -> [u8; 16] {
 /// KeNB = KDF(KASME, FC 0x11, uplink NAS COUNT) (TS 33.401 A.3), what the MME sends to the eNB.
 pub fn kenb(kasme: &[u8; 32], uplink_nas_count: u32) -> [u8; 32] {
     kdf(kasme, FC_KENB, &[&uplink_nas_count.to_be_bytes()])
+}
+
+/// NH = KDF(KASME, FC 0x12, SYNC-input) (TS 33.401 A.4): the next hop key of a handover.
+/// SYNC-input is the KeNB for the first NH (NCC 1) and the previous NH after that.
+pub fn nh(kasme: &[u8; 32], sync_input: &[u8; 32]) -> [u8; 32] {
+    kdf(kasme, FC_NH, &[sync_input])
 }
 
 /// Encodes a PLMN (e.g. "001", "01") as the 3-byte identity of TS 23.003 / TS 24.008 10.5.1.13.

@@ -201,6 +201,18 @@ fn kasme_and_kenb_known_vector() {
 }
 
 #[test]
+fn nh_known_value() {
+    // HMAC-SHA-256(KASME, 0x12 || SYNC-input || 0x0020) computed with Python's hmac module,
+    // for the first OpenAirInterface KASME above and SYNC-input 00 01 .. 1f.
+    let kasme = h::<32>("238E457E0F758BADBCA8D34BB2612C10428D426757CB5553B2B184FA64BFC549");
+    let sync: [u8; 32] = std::array::from_fn(|i| i as u8);
+    assert_eq!(
+        nh(&kasme, &sync),
+        h::<32>("609982c0b1139c8cc933b1d3f85fb64e1407bac822962ac2eeab6ee67aa9d2a0")
+    );
+}
+
+#[test]
 fn kenb_openair_vectors() {
     // OpenAirInterface openair-cn/TEST/test_secu_kenb.c (TS 33.401 A.3).
     let kasme = h::<32>("238E457E0F758BADBCA8D34BB2612C10428D426757CB5553B2B184FA64BFC549");

@@ -7,6 +7,7 @@ mod faults;
 mod nf;
 mod session;
 mod soak;
+mod state;
 mod testsvc;
 
 use anyhow::Result;

@@ -6,7 +6,8 @@ use clap::{Subcommand, ValueEnum};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Nf {
     Hss,
     Mme,

@@ -4,12 +4,12 @@
 //! at the first (both reported, migration by migration).
 use crate::nf::{self, Nf};
 use crate::session::UeSession;
+use crate::state::{container_file, Views, HOSTS, MME_STATE, SPGW_TUNNELS};
 use agent::tls::Credentials;
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
 use std::time::Duration;
 
-const HOSTS: [&str; 2] = ["node-a", "node-b"];
 /// An agent's resident memory may grow this much over the second half of the soak before
 /// it counts as a leak (the first migrations warm up its allocator and threads: 15 → 27
 /// MiB over the first 40 in a 200-migration MME soak, then +1.5 MiB).
@@ -77,17 +77,25 @@ pub fn run(a: SoakArgs) -> Result<()> {
                 });
             }
             let after = (tunnels(&spec, &creds)?, contexts(&spec, &creds)?);
-            Ok::<_, anyhow::Error>((before, after, steps))
+            let disagree = Views::fetch(&spec, &creds)?.disagreements();
+            Ok::<_, anyhow::Error>((before, after, steps, disagree))
         })();
         let report = ues.finish()?;
-        let (before, after, steps) = result?;
-        Ok::<_, anyhow::Error>((before, after, steps, report))
+        let (before, after, steps, disagree) = result?;
+        Ok::<_, anyhow::Error>((before, after, steps, disagree, report))
     })();
     let down = lab::down();
-    let (before, after, steps, report) = soaked?;
+    let (before, after, steps, disagree, report) = soaked?;
     down?;
 
     let mut problems = Vec::new();
+    if !disagree.is_empty() {
+        problems.push(format!(
+            "the MME's and the SPGW's views disagree in {} places (first 3: {:?})",
+            disagree.len(),
+            &disagree[..disagree.len().min(3)]
+        ));
+    }
     if after.0 != before.0 {
         // The first few tunnels of `a` that `b` lacks.
         let missing = |a: &[serde_json::Value], b: &[serde_json::Value]| -> Vec<String> {
@@ -221,30 +229,9 @@ fn agents() -> ([u64; 2], [u64; 2]) {
     (rss, fds)
 }
 
-/// A file of a running container, through its root as its init process sees it.
-fn container_file(
-    spec: &lab::spec::LabSpec,
-    creds: &Credentials,
-    name: &str,
-    path: &str,
-) -> Result<Vec<u8>> {
-    for h in HOSTS {
-        let ps = agent::Client::connect(lab::agent_addr(spec, h)?, creds)?.ps()?;
-        if let Some(pid) = ps
-            .iter()
-            .find(|i| i.name == name && i.state == "running")
-            .and_then(|i| i.pid)
-        {
-            let f = format!("/proc/{pid}/root{path}");
-            return std::fs::read(&f).with_context(|| format!("cannot read {f}"));
-        }
-    }
-    bail!("{name} runs nowhere")
-}
-
 /// The SPGW's tunnel list, as it keeps it (sorted, so that order does not count).
 fn tunnels(spec: &lab::spec::LabSpec, creds: &Credentials) -> Result<Vec<serde_json::Value>> {
-    let raw = container_file(spec, creds, "spgw", "/run/corehop/tunnels.json")?;
+    let raw = container_file(spec, creds, "spgw", SPGW_TUNNELS)?;
     let mut list: Vec<serde_json::Value> = serde_json::from_slice(&raw)?;
     list.sort_by_key(|t| t.to_string());
     Ok(list)
@@ -272,6 +259,6 @@ fn settled_tunnels(
 
 /// How many UE contexts the MME holds.
 fn contexts(spec: &lab::spec::LabSpec, creds: &Credentials) -> Result<usize> {
-    let raw = container_file(spec, creds, "mme", "/run/corehop/mme-ues.json")?;
+    let raw = container_file(spec, creds, "mme", MME_STATE)?;
     Ok(serde_json::from_slice::<Vec<serde_json::Value>>(&raw)?.len())
 }

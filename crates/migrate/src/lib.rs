@@ -12,7 +12,9 @@ pub use phase::{
 };
 pub use resume::{resume, Resumed};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Serialized as its `as_str` name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Method {
     StopAndCopy,
     PreCopy,

@@ -64,6 +64,9 @@ pub struct Config {
     /// implicitly detached (TS 24.301 §5.3.7). `None`: T3412 + 4 min, the spec's
     /// default (and no timer when T3412 is deactivated).
     pub mobile_reachable_ms: Option<u64>,
+    /// TS1RELOCoverall in ms (TS 36.413 §8.4.1): how long an S1 handover may take from
+    /// the HANDOVER REQUEST to the target's HANDOVER NOTIFY before the MME gives it up.
+    pub ts1relocoverall_ms: u64,
     /// Write all S1-MME datagrams (SCTP over UDP) to this pcap file; `None`: off.
     pub s1_pcap: Option<PathBuf>,
     /// JSON dump of the UE contexts, rewritten on every change; `None` disables it.
@@ -102,6 +105,7 @@ impl Default for Config {
             t3470_ms: 6000,
             t3422_ms: 6000,
             mobile_reachable_ms: None,
+            ts1relocoverall_ms: 10_000,
             s1_pcap: None,
             state_file: Some(PathBuf::from("/run/corehop/mme-ues.json")),
         }
@@ -138,6 +142,7 @@ impl Config {
             ("t3470_ms", self.t3470_ms),
             ("t3422_ms", self.t3422_ms),
             ("mobile_reachable_ms", self.mobile_reachable_ms.unwrap_or(1)),
+            ("ts1relocoverall_ms", self.ts1relocoverall_ms),
         ] {
             if ms == 0 {
                 anyhow::bail!("{name} must be > 0");
@@ -204,6 +209,7 @@ mod tests {
             "t3470_ms",
             "t3422_ms",
             "mobile_reachable_ms",
+            "ts1relocoverall_ms",
         ] {
             let err = Config::from_toml(&format!("{zero} = 0")).unwrap_err();
             assert!(format!("{err:#}").contains(zero), "{err:#}");

@@ -8,6 +8,8 @@
 //! - ECM-IDLE: S1 release, service request, tracking area update, paging; the NAS
 //!   timers (T3450, T3460, T3470, T3422, T3413, mobile reachable) are kept by the core,
 //!   the time given by this shell with every input.
+//! - Handover between its eNBs: X2 (PATH SWITCH REQUEST) and S1 (HANDOVER REQUIRED ..
+//!   HANDOVER NOTIFY, TS1RELOCoverall), with the NH/NCC chain.
 //!
 //! All state lives in this process (the association, UE contexts with NAS security
 //! contexts and COUNTs, TEIDs): a CRIU checkpoint of the process carries it. The UE
@@ -28,12 +30,13 @@ use anyhow::Context;
 use bytes::Bytes;
 use proto_sctp::{SctpEvent, SctpServer, PPID_S1AP};
 use tokio::net::UdpSocket;
+use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 pub use crate::config::Config;
 pub use crate::core::{
-    Action, EcmState, EmmProcedure, EnbView, MmeCore, TimerStats, UeState, UeView,
+    Action, EcmState, EmmProcedure, EnbView, HandoverPhase, MmeCore, TimerStats, UeState, UeView,
 };
 use crate::s11::S11;
 use crate::s6a::{S6aAnswer, S6aConfig, S6aRequest};
@@ -94,6 +97,9 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         }
     };
     dump(&core);
+    // SIGHUP writes the dump again from memory: how a checker reads this process's own
+    // view, not a copy of the file that moved with a checkpoint.
+    let mut hup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
     let mut buf = vec![0u8; 65536];
     loop {
         // The earlier of S11's retransmissions and the core's timers (NAS, paging,
@@ -115,18 +121,18 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
                     if m.ppid != PPID_S1AP {
                         warn!(assoc = %m.assoc, ppid = m.ppid, "non-S1AP PPID, message dropped");
                     } else {
-                        core.on_s1ap(m.assoc, &m.payload, Instant::now());
+                        core.on_s1ap(Instant::now(), m.assoc, &m.payload);
                     }
                 }
                 Some(SctpEvent::Down { assoc, reason }) => {
                     info!(%assoc, "eNB association down: {reason}");
-                    core.on_sctp_down(assoc, Instant::now());
+                    core.on_sctp_down(Instant::now(), assoc);
                 }
             },
             a = ans_rx.recv() => match a {
                 None => anyhow::bail!("the S6a client stopped"),
-                Some(S6aAnswer::Aia { ue, result }) => core.on_aia(ue, result, Instant::now()),
-                Some(S6aAnswer::Ula { ue, result }) => core.on_ula(ue, result, Instant::now()),
+                Some(S6aAnswer::Aia { ue, result }) => core.on_aia(Instant::now(), ue, result),
+                Some(S6aAnswer::Ula { ue, result }) => core.on_ula(Instant::now(), ue, result),
             },
             r = s11.sock.recv_from(&mut buf) => match r {
                 Ok((n, from)) => s11.on_datagram(&mut core, &buf[..n], from).await,
@@ -136,9 +142,10 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }
             },
+            _ = hup.recv() => dump(&core),
             _ = tokio::time::sleep_until(deadline) => {
                 for ue in s11.on_timer().await {
-                    core.on_s11(ue, Err("no response from the SPGW".into()), Instant::now());
+                    core.on_s11(Instant::now(), ue, Err("no response from the SPGW".into()));
                 }
                 core.on_timer(Instant::now());
             }
@@ -159,7 +166,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
                 }
                 Action::S11 { ue, teid, msg } => {
                     if let Err(e) = s11.send(ue, teid, msg).await {
-                        core.on_s11(ue, Err(e), Instant::now());
+                        core.on_s11(Instant::now(), ue, Err(e));
                     }
                 }
             }

@@ -5,7 +5,7 @@ mod common;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use common::driver::*;
+use common::harness::*;
 use common::{Reaction, TestUe};
 use mme::s11::S11Answers;
 use mme::{Action, Config, EcmState, MmeCore, UeState};
@@ -38,7 +38,7 @@ fn full_attach_and_detach() {
         "{acts:?}"
     );
     // Update location, then Create Session towards the SPGW.
-    c.on_ula(id, Ok(ula()), t0());
+    c.on_ula(t0(), id, Ok(ula()));
     let acts = c.take_actions();
     let csr = match &acts[..] {
         [Action::S11 {
@@ -51,7 +51,7 @@ fn full_attach_and_detach() {
     assert_eq!(csr.imsi, ue.imsi);
     assert_eq!(csr.apn, "internet");
     assert_eq!(csr.sender_fteid.teid, id);
-    c.on_s11(id, Ok(create_session_response()), t0());
+    c.on_s11(t0(), id, Ok(create_session_response()));
     // Initial Context Setup with the ATTACH ACCEPT inside.
     let out = sent(&c.take_actions());
     let ics = match &out[..] {
@@ -160,7 +160,7 @@ fn bad_input_never_harms_other_ues() {
     let (id, _) = start(&mut c, &ue, aia_for(&ue));
     // Garbage S1AP: an ERROR INDICATION, nothing else.
     for junk in [&[][..], &[0xff; 40][..], &[0x00, 0x0c, 0x40, 0x80][..]] {
-        c.on_s1ap(A, junk, t0());
+        c.on_s1ap(t0(), A, junk);
         let out = sent(&c.take_actions());
         assert!(
             matches!(&out[..], [S1ap::ErrorIndication { .. }]),
@@ -182,6 +182,7 @@ fn bad_input_never_harms_other_ues() {
     // Messages from an association that never did S1 Setup are refused.
     c.on_sctp_up(AssocId(9), "10.77.0.22:1".parse().unwrap());
     c.on_s1ap(
+        t0(),
         AssocId(9),
         &s1ap::encode(&S1ap::InitialUeMessage {
             enb_ue_id: 1,
@@ -192,7 +193,6 @@ fn bad_input_never_harms_other_ues() {
             rrc_cause: RRCEstablishmentCause::mo_Signalling,
         })
         .unwrap(),
-        t0(),
     );
     assert!(c
         .take_actions()
@@ -236,7 +236,7 @@ fn enb_configuration_update_is_acknowledged() {
     .unwrap()
     .encode()
     .unwrap();
-    c.on_s1ap(A, &update, t0());
+    c.on_s1ap(t0(), A, &update);
     let acts = c.take_actions();
     let [Action::S1ap { stream: 0, pdu, .. }] = &acts[..] else {
         panic!("{acts:?}")
@@ -245,7 +245,7 @@ fn enb_configuration_update_is_acknowledged() {
         S1AP_PDU::decode(pdu).unwrap().kind(),
         S1apPduKind::Successful_ENBConfigurationUpdate
     );
-    c.on_s1ap(A, pdu, t0());
+    c.on_s1ap(t0(), A, pdu);
     assert!(sent(&c.take_actions()).is_empty());
 }
 
@@ -457,7 +457,7 @@ fn paging_is_repeated_on_t3413_then_given_up_with_a_failure_indication() {
     // Only the mobile reachable timer is left (T3412 54 min + 4 min, from going idle).
     assert_eq!(
         c.next_deadline(),
-        Some(common::driver::t0() + Duration::from_secs(58 * 60))
+        Some(common::harness::t0() + Duration::from_secs(58 * 60))
     );
     assert_eq!(c.timer_stats().pagings_failed, 1);
     // Still registered: a later service request is served.

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::driver::*;
+use common::harness::*;
 use common::{Reaction, TestUe};
 use mme::{Action, EcmState, EmmProcedure, UeState};
 use proto_gtpv2c as gtp;
@@ -54,7 +54,7 @@ fn attach_with_an_unknown_guti_asks_for_the_imsi() {
     );
     let v = view(&c, id);
     assert_eq!(
-        (v.state, v.nas_timer),
+        (v.state, v.nas_timer.as_deref()),
         (UeState::WaitIdentity, Some("T3470"))
     );
     // T3470 sends it again.
@@ -74,7 +74,7 @@ fn attach_with_an_unknown_guti_asks_for_the_imsi() {
     s1(&mut c, uplink(id, resp));
     assert!(c.take_actions().is_empty());
     // And the attach completes as usual.
-    c.on_aia(id, Ok(aia_for(&ue)), t0());
+    c.on_aia(t0(), id, Ok(aia_for(&ue)));
     let Reaction::Reply(res) = ue.on_downlink(&downlink(&sent(&c.take_actions())).1) else {
         panic!()
     };
@@ -156,7 +156,7 @@ fn guti_reallocation_makes_the_new_guti_current_on_complete() {
     assert_eq!(cmd[0], 0x27, "integrity protected and ciphered");
     let v = view(&c, id);
     assert_eq!(
-        (v.emm_procedure, v.nas_timer, v.m_tmsi),
+        (v.emm_procedure, v.nas_timer.as_deref(), v.m_tmsi),
         (
             Some(EmmProcedure::GutiReallocation),
             Some("T3450"),
@@ -251,7 +251,7 @@ fn network_detach_of_a_connected_ue() {
     let [req] = &nas_sent(&c.take_actions())[..] else {
         panic!()
     };
-    assert_eq!(view(&c, id).nas_timer, Some("T3422"));
+    assert_eq!(view(&c, id).nas_timer.as_deref(), Some("T3422"));
     c.on_timer(t0() + T);
     let [again] = &nas_sent(&c.take_actions())[..] else {
         panic!()
@@ -326,7 +326,7 @@ fn network_detach_of_an_idle_ue_pages_it_first() {
     };
     let v = view(&c, id);
     assert_eq!(
-        (v.paging, v.detach_pending, v.nas_timer),
+        (v.paging, v.detach_pending, v.nas_timer.as_deref()),
         (false, false, Some("T3422"))
     );
     let Reaction::Reply(accept) = ue.on_downlink(nas) else {
@@ -381,7 +381,7 @@ fn ue_detach_crossing_the_network_detach() {
         ue.on_downlink(&downlink(&sent(&acts)).1),
         Reaction::DetachAccept
     );
-    assert_eq!(view(&c, id).nas_timer, None);
+    assert_eq!(view(&c, id).nas_timer.as_deref(), None);
     c.on_timer(t0() + T);
     assert!(nas_sent(&c.take_actions()).is_empty());
 }

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::driver::*;
+use common::harness::*;
 use common::{Reaction, TestUe, PLMN};
 use mme::{Config, EcmState, EmmProcedure, MmeCore, UeState};
 use proto_gtpv2c as gtp;
@@ -99,7 +99,7 @@ fn tau_into_a_new_tracking_area_reallocates_the_guti_under_t3450() {
     };
     let v = view(&c, id);
     assert_eq!(
-        (v.emm_procedure, v.nas_timer),
+        (v.emm_procedure, v.nas_timer.as_deref()),
         (Some(EmmProcedure::TrackingAreaUpdate), Some("T3450"))
     );
     assert!(v.new_guti.is_some());

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::driver::*;
+use common::harness::*;
 use common::{Reaction, TestUe};
 use mme::{Config, EmmProcedure, MmeCore, UeState};
 use proto_gtpv2c as gtp;
@@ -30,7 +30,7 @@ fn authentication_request_is_sent_again_then_the_attach_is_aborted() {
     let (_, first) = downlink(&out);
     let v = view(&c, id);
     assert_eq!(v.emm_procedure, Some(EmmProcedure::Authentication));
-    assert_eq!(v.nas_timer, Some("T3460"));
+    assert_eq!(v.nas_timer.as_deref(), Some("T3460"));
     assert_eq!(c.next_deadline(), Some(t0() + T));
     // Not yet due.
     c.on_timer(t0() + T - Duration::from_millis(1));
@@ -118,7 +118,7 @@ fn security_mode_command_is_sent_again_with_a_new_count() {
         panic!()
     };
     let t1 = t0() + Duration::from_millis(300);
-    c.on_s1ap(A, &proto_s1ap::encode(&uplink(id, res)).unwrap(), t1);
+    c.on_s1ap(t1, A, &proto_s1ap::encode(&uplink(id, res)).unwrap());
     let (_, smc) = downlink(&sent(&c.take_actions()));
     assert_eq!((smc[0], seq(&smc)), (0x37, 0));
     let mut last = smc;
@@ -185,7 +185,7 @@ fn attach_accept_is_sent_again_then_the_attach_is_aborted() {
     modify_bearer_ok(&mut c, id);
     let v = view(&c, id);
     assert_eq!(
-        (v.state, v.emm_procedure, v.nas_timer),
+        (v.state, v.emm_procedure, v.nas_timer.as_deref()),
         (
             UeState::WaitAttachComplete,
             Some(EmmProcedure::Attach),
@@ -233,7 +233,7 @@ fn attach_complete_stops_t3450() {
     setup(&mut c);
     let mut ue = TestUe::example(25);
     let id = attach(&mut c, &mut ue);
-    assert_eq!(view(&c, id).nas_timer, None);
+    assert_eq!(view(&c, id).nas_timer.as_deref(), None);
     assert_eq!(c.next_deadline(), None);
     c.on_timer(t0() + T * 10);
     assert!(c.take_actions().is_empty());
@@ -324,7 +324,7 @@ fn a_failed_context_setup_stops_t3450() {
     setup(&mut c);
     let mut ue = TestUe::example(29);
     let (id, _) = attach_to_accept(&mut c, &mut ue);
-    assert_eq!(view(&c, id).nas_timer, Some("T3450"));
+    assert_eq!(view(&c, id).nas_timer.as_deref(), Some("T3450"));
     s1(
         &mut c,
         S1ap::InitialContextSetupFailure {
@@ -338,7 +338,7 @@ fn a_failed_context_setup_stops_t3450() {
         &sent(&acts)[..],
         [S1ap::UeContextReleaseCommand { .. }]
     ));
-    assert_eq!(view(&c, id).nas_timer, None);
+    assert_eq!(view(&c, id).nas_timer.as_deref(), None);
     c.on_timer(t0() + T);
     assert!(c.take_actions().is_empty());
 }

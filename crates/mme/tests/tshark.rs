@@ -10,7 +10,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::driver::*;
+use common::harness::*;
 use common::{Reaction, TestUe, PLMN};
 use mme::{Action, MmeCore};
 use proto_nas::UpdateType;
@@ -27,7 +27,7 @@ struct Wire {
 impl Wire {
     fn up(&mut self, m: S1ap) {
         let pdu = s1ap::encode(&m).unwrap();
-        self.c.on_s1ap(A, &pdu, self.now);
+        self.c.on_s1ap(self.now, A, &pdu);
         self.pdus.push(pdu);
     }
 
@@ -97,13 +97,13 @@ fn tshark_decodes_the_emm_procedures() {
     // Authentication, security mode (EEA0), location, session.
     let (_, acts) = w.down();
     assert!(matches!(&acts[..], [Action::Air { .. }]));
-    w.c.on_aia(id, Ok(aia_for(&ue)), w.now);
+    w.c.on_aia(w.now, id, Ok(aia_for(&ue)));
     w.answer(&mut ue, id);
     w.answer(&mut ue, id);
     w.down();
-    w.c.on_ula(id, Ok(ula()), w.now);
+    w.c.on_ula(w.now, id, Ok(ula()));
     w.down();
-    w.c.on_s11(id, Ok(create_session_response()), w.now);
+    w.c.on_s11(w.now, id, Ok(create_session_response()));
     let (out, _) = w.down();
     let [S1ap::InitialContextSetupRequest(ics)] = &out[..] else {
         panic!("{out:?}")

@@ -202,6 +202,12 @@ impl NasSecurity {
     pub fn kenb(&self, uplink_count: u32) -> [u8; 32] {
         aka::kenb(&self.kasme, uplink_count)
     }
+
+    /// The next NH of a handover (TS 33.401 A.4) after `sync_input`: the KeNB for the
+    /// first one, the previous NH after that.
+    pub fn next_hop(&self, sync_input: &[u8; 32]) -> [u8; 32] {
+        aka::nh(&self.kasme, sync_input)
+    }
 }
 
 /// A received NAS PDU, opened.
@@ -295,6 +301,27 @@ mod tests {
         );
         assert_eq!(data[..31], want[..31]);
         assert_eq!(data[31] & 0xf8, want[31] & 0xf8);
+    }
+
+    /// The NH chain agrees with oxirush-security's own TS 33.401 A.4 derivation.
+    #[test]
+    fn next_hop_chain_matches_oxirush_security() {
+        use oxirush_security::nas_eps::{derive_kenb, derive_nh, KAsme};
+        use oxirush_security::AccessKeyCount;
+        let kasme = [0x3c; 32];
+        let sec = NasSecurity::new(kasme, 1, 0, 2).unwrap();
+        let theirs = KAsme::from_slice(&kasme).unwrap();
+        let mut their_nh = derive_nh(
+            &theirs,
+            &derive_kenb(&theirs, AccessKeyCount::try_from(7).unwrap()),
+        );
+        let mut nh = sec.next_hop(&sec.kenb(7));
+        assert_eq!(&nh[..], their_nh.as_octets());
+        for _ in 0..3 {
+            nh = sec.next_hop(&nh);
+            their_nh = derive_nh(&theirs, &their_nh);
+            assert_eq!(&nh[..], their_nh.as_octets());
+        }
     }
 
     fn pair() -> (NasSecurity, NasSecurity) {

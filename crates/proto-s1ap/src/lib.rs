@@ -340,6 +340,9 @@ pub enum S1ap {
         mme_ue_id: u32,
         enb_ue_id: u32,
         security: SecurityContext,
+        /// The MME's stored UE security capabilities (encryption, integrity first
+        /// octets), sent when the target eNB's differ (TS 33.401 §7.2.4.2.2).
+        ue_sec: Option<(u8, u8)>,
     },
     PathSwitchRequestFailure {
         mme_ue_id: u32,
@@ -1163,14 +1166,25 @@ pub fn encode(msg: &S1ap) -> Result<Vec<u8>> {
             mme_ue_id,
             enb_ue_id,
             security,
-        } => build_s1ap!(
-            SuccessfulOutcome,
-            PathSwitchRequest,
-            PathSwitchRequestAcknowledge,
-            MME_UE_S1AP_ID(*mme_ue_id),
-            eNB_UE_S1AP_ID(*enb_ue_id),
-            SecurityContext(security_context_ie(security)),
-        )?,
+            ue_sec,
+        } => {
+            let pdu = build_s1ap!(
+                SuccessfulOutcome,
+                PathSwitchRequest,
+                PathSwitchRequestAcknowledge,
+                MME_UE_S1AP_ID(*mme_ue_id),
+                eNB_UE_S1AP_ID(*enb_ue_id),
+                SecurityContext(security_context_ie(security)),
+            )?;
+            let mut extra = Vec::new();
+            if let Some((enc, int)) = ue_sec {
+                extra.push(build_s1ap_ie!(
+                    PathSwitchRequestAcknowledge,
+                    UESecurityCapabilities(helpers::ue_security_capabilities(*enc, *int))
+                )?);
+            }
+            append(pdu, extra)?
+        }
         S1ap::PathSwitchRequestFailure {
             mme_ue_id,
             enb_ue_id,
@@ -1658,11 +1672,13 @@ pub fn decode(bytes: &[u8]) -> Result<S1ap> {
                 req mme_ue_id: u32 = MME_UE_S1AP_ID(id),
                 req enb_ue_id: u32 = eNB_UE_S1AP_ID(id),
                 req security: Result<SecurityContext> = SecurityContext(s) => security_context_of(&s),
+                opt ue_sec: (u8, u8) = UESecurityCapabilities(c) => sec_caps_of(&c),
             );
             S1ap::PathSwitchRequestAcknowledge {
                 mme_ue_id,
                 enb_ue_id,
                 security: security?,
+                ue_sec,
             }
         }
         S1apPduKind::Unsuccessful_PathSwitchRequest => {
@@ -1716,5 +1732,26 @@ pub mod causes {
     }
     pub fn unknown_plmn() -> Cause {
         Cause::misc(CauseMisc::unknown_PLMN)
+    }
+    pub fn successful_handover() -> Cause {
+        Cause::radioNetwork(CauseRadioNetwork::successful_handover)
+    }
+    pub fn handover_cancelled() -> Cause {
+        Cause::radioNetwork(CauseRadioNetwork::handover_cancelled)
+    }
+    pub fn unknown_target_id() -> Cause {
+        Cause::radioNetwork(CauseRadioNetwork::unknown_targetID)
+    }
+    pub fn ts1relocoverall_expiry() -> Cause {
+        Cause::radioNetwork(CauseRadioNetwork::tS1relocoverall_expiry)
+    }
+    pub fn ts1relocprep_expiry() -> Cause {
+        Cause::radioNetwork(CauseRadioNetwork::tS1relocprep_expiry)
+    }
+    pub fn ho_failure_in_target() -> Cause {
+        Cause::radioNetwork(CauseRadioNetwork::ho_failure_in_target_EPC_eNB_or_target_system)
+    }
+    pub fn interaction_with_other_procedure() -> Cause {
+        Cause::radioNetwork(CauseRadioNetwork::interaction_with_other_procedure)
     }
 }

@@ -306,6 +306,12 @@ fn mobility_messages() -> Vec<S1ap> {
             tai: target_enb().tai,
             ecgi: target_ecgi(),
         },
+        // The source's release once the UE is at the target.
+        S1ap::UeContextReleaseCommand {
+            mme_ue_id: 100,
+            enb_ue_id: Some(1),
+            cause: causes::successful_handover(),
+        },
         S1ap::HandoverCancel {
             mme_ue_id: 100,
             enb_ue_id: 1,
@@ -328,6 +334,14 @@ fn mobility_messages() -> Vec<S1ap> {
             mme_ue_id: 100,
             enb_ue_id: 8,
             security: security(),
+            ue_sec: None,
+        },
+        // The target eNB sent other UE security capabilities: the MME's go back.
+        S1ap::PathSwitchRequestAcknowledge {
+            mme_ue_id: 100,
+            enb_ue_id: 8,
+            security: security(),
+            ue_sec: Some((0xe0, 0x40)),
         },
         S1ap::PathSwitchRequestFailure {
             mme_ue_id: 100,
@@ -563,6 +577,13 @@ fn tshark_decodes_s1ap_and_nas_over_sctp_udp() {
         .args(["-e", "s1ap.m_TMSI", "-e", "s1ap.gTP_TEID"])
         .args(["-e", "s1ap.RRC_Establishment_Cause", "-e", "s1ap.CNDomain"])
         .args(["-e", "s1ap.pDCP_SN", "-e", "s1ap.macroENB_ID"])
+        .args([
+            "-e",
+            "s1ap.nextHopChainingCount",
+            "-e",
+            "s1ap.encryptionAlgorithms",
+        ])
+        .args(["-e", "s1ap.radioNetwork"])
         .output();
     let verbose = Command::new("tshark")
         .arg("-r")
@@ -622,13 +643,26 @@ fn tshark_decodes_s1ap_and_nas_over_sctp_udp() {
                 ),
             ],
             S1ap::InitialUeMessage { .. } => &[(6, "3")],
-            S1ap::ErabSetupRequest { .. } | S1ap::HandoverRequest(_) => &[(5, "00002345")],
+            S1ap::ErabSetupRequest { .. } => &[(5, "00002345")],
+            S1ap::HandoverRequest(_) => &[(5, "00002345"), (10, "1")],
             S1ap::HandoverRequestAcknowledge { .. } | S1ap::PathSwitchRequest(_) => {
                 &[(5, "00009abc")]
             }
             S1ap::EnbStatusTransfer(_) | S1ap::MmeStatusTransfer(_) => &[(8, "4,5")],
             // The 20-bit eNB ID 0x12346, shown as its octets.
             S1ap::HandoverRequired(_) => &[(9, "123460")],
+            // NCC 1; the UE security capabilities only when the MME corrects them.
+            S1ap::PathSwitchRequestAcknowledge { ue_sec: None, .. } => &[(10, "1"), (11, "")],
+            S1ap::PathSwitchRequestAcknowledge {
+                ue_sec: Some(_), ..
+            } => &[(10, "1"), (11, "e000")],
+            // radioNetwork causes 4: handover-cancelled, 2: successful-handover.
+            S1ap::HandoverCancel { .. } => &[(12, "4")],
+            S1ap::UeContextReleaseCommand { cause, .. }
+                if *cause == causes::successful_handover() =>
+            {
+                &[(12, "2")]
+            }
             _ => &[],
         };
         for (i, v) in want {

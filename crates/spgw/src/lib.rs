@@ -318,6 +318,9 @@ impl Spgw {
         // Signal handlers first: SIGUSR1/2 would otherwise terminate the process.
         let mut usr1 = signal(SignalKind::user_defined1()).context("cannot handle SIGUSR1")?;
         let mut usr2 = signal(SignalKind::user_defined2()).context("cannot handle SIGUSR2")?;
+        // SIGHUP writes the tunnel list again from memory: how a checker reads this
+        // process's own view, not a copy of the file that moved with a checkpoint.
+        let mut hup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
         let s11 = UdpSocket::bind(cfg.s11_bind)
             .await
             .with_context(|| format!("cannot bind S11 on {}", cfg.s11_bind))?;
@@ -368,6 +371,10 @@ impl Spgw {
                 }
                 _ = usr1.recv() => Some(Ctl::ReleaseTun),
                 _ = usr2.recv() => Some(Ctl::AttachTun),
+                _ = hup.recv() => {
+                    self.write_tunnels_file();
+                    None
+                }
                 Some(c) = ctl_rx.recv() => Some(c),
             };
             match ctl {

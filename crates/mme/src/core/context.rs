@@ -6,13 +6,14 @@ use std::net::{Ipv4Addr, SocketAddr};
 use proto_nas::{Direction, Guti, NasSecurity, PdnConnectivity};
 use proto_s1ap::{Ecgi, Tai};
 use proto_sctp::AssocId;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tracing::info;
 
+use super::handover::{HandoverPhase, HoState};
 use super::timers::{EmmProcedure, Timers};
 use super::MmeCore;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum UeState {
     /// ATTACH REQUEST with a GUTI this MME cannot resolve: IDENTITY REQUEST sent.
     WaitIdentity,
@@ -35,7 +36,7 @@ pub enum UeState {
 }
 
 /// ECM state (TS 23.401 §4.6.3): whether the UE has an S1 connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EcmState {
     Idle,
     Connected,
@@ -96,10 +97,12 @@ pub(super) struct Ue {
     /// The TAU came from ECM-IDLE without the active flag: the S1 connection goes
     /// once the TAU is complete.
     pub(super) release_after_tau: bool,
+    /// NH/NCC and the handover in progress, if any.
+    pub(super) ho: HoState,
 }
 
 /// One UE context as the JSON state dump shows it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UeView {
     pub imsi: String,
     pub guti: String,
@@ -107,20 +110,35 @@ pub struct UeView {
     pub mme_ue_s1ap_id: u32,
     pub enb_ue_s1ap_id: Option<u32>,
     pub enb: Option<String>,
+    /// The eNB ID (S1 Setup) of the eNB the UE is on.
+    pub enb_id: Option<u32>,
+    /// The UE's last reported cell (E-UTRAN cell identity) and TAC.
+    #[serde(default)]
+    pub cell_id: u32,
+    #[serde(default)]
+    pub tac: u16,
+    /// A handover in progress.
+    pub handover: Option<HandoverPhase>,
+    /// The MME's next-hop chaining count (TS 33.401 §7.2.8): 1 after an INITIAL
+    /// CONTEXT SETUP, one more per handover, modulo 8.
+    pub ncc: Option<u8>,
     pub state: UeState,
     pub ecm_state: EcmState,
     /// The MME is paging the UE (T3413 running).
     pub paging: bool,
     /// The network-initiated EMM procedure waiting for the UE, and its timer.
     pub emm_procedure: Option<EmmProcedure>,
-    pub nas_timer: Option<&'static str>,
+    pub nas_timer: Option<String>,
     /// Expiries of that timer so far (each sent the message again).
+    #[serde(default)]
     pub nas_timer_expiries: u32,
     /// The GUTI sent and not yet confirmed (it and `guti` both identify the UE).
     pub new_guti: Option<String>,
     /// The mobile reachable timer runs (ECM-IDLE).
+    #[serde(default)]
     pub mobile_reachable: bool,
     /// A network-initiated detach waits for the paged UE.
+    #[serde(default)]
     pub detach_pending: bool,
     pub ue_ip: Option<Ipv4Addr>,
     pub apn: Option<String>,
@@ -237,11 +255,19 @@ impl MmeCore {
                     .assoc
                     .and_then(|a| self.enbs.get(&a))
                     .map(|e| e.peer.to_string()),
+                enb_id: u
+                    .assoc
+                    .and_then(|a| self.enbs.get(&a))
+                    .and_then(|e| e.enb_id),
+                cell_id: u.ecgi.cell_id,
+                tac: u.tai.tac,
+                handover: u.ho.phase(),
+                ncc: u.ho.ncc(),
                 state: u.state,
                 ecm_state: u.ecm_state(),
                 paging: u.timers.paging.is_some(),
                 emm_procedure: u.timers.nas.as_ref().map(|r| r.procedure),
-                nas_timer: u.timers.nas.as_ref().map(|r| r.procedure.timer()),
+                nas_timer: u.timers.nas.as_ref().map(|r| r.procedure.timer().into()),
                 nas_timer_expiries: u.timers.nas.as_ref().map_or(0, |r| r.expiries),
                 new_guti: u.new_guti.as_ref().map(guti_string),
                 mobile_reachable: u.timers.mobile_reachable.is_some(),

@@ -135,6 +135,7 @@ impl MmeCore {
                 timers: Default::default(),
                 pending_detach: None,
                 release_after_tau: false,
+                ho: Default::default(),
             },
         );
         self.changed = true;

@@ -16,7 +16,8 @@
 //! (UE-initiated, network-initiated, implicit), `esm` (the PDN connection and its default
 //! bearer), `idle` (S1 release to ECM-IDLE, service request, paging), `timers` (every
 //! per-UE timer: T3450, T3460, T3470, T3422, T3413, mobile reachable), `s6a` (the
-//! HSS's answers) and `s11` (the SPGW's answers and our requests).
+//! HSS's answers), `s11` (the SPGW's answers and our requests) and `handover` (X2 path
+//! switch and S1 handover between the eNBs, with the NH/NCC chain).
 //!
 //! Every input brings the time (`now`); timers started while handling it count from it.
 
@@ -32,6 +33,7 @@ mod context;
 mod detach;
 mod emm;
 mod esm;
+mod handover;
 mod idle;
 mod s11;
 mod s1ap;
@@ -41,6 +43,7 @@ mod timers;
 
 pub use context::{EcmState, EnbView, UeState, UeView};
 use context::{Enb, Ue};
+pub use handover::HandoverPhase;
 pub use timers::{EmmProcedure, TimerStats};
 
 /// What the I/O shell must do. Actions live for one loop turn, so the size of the

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use proto_gtpv2c::{self as gtp, BearerContext, BearerQos, Fteid, Paa};
 use proto_nas::cause as emm;
-use proto_s1ap::causes;
+use proto_s1ap::{causes, Ecgi, Tai};
 use tracing::{debug, info, warn};
 
 use super::context::{Subscription, Ue, UeState};
@@ -16,8 +16,11 @@ use crate::Config;
 
 impl MmeCore {
     /// The SPGW's answer to a request sent for `ue` (or the error if none came).
-    pub fn on_s11(&mut self, ue: u32, resp: Result<gtp::Message, String>, now: Instant) {
+    pub fn on_s11(&mut self, now: Instant, ue: u32, resp: Result<gtp::Message, String>) {
         self.now = now;
+        if self.on_path_switch_answer(ue, &resp) {
+            return;
+        }
         let Some(u) = self.ues.get_mut(&ue) else {
             return;
         };
@@ -92,21 +95,11 @@ pub(super) fn create_session_request(
     u: &Ue,
     sub: &Subscription,
 ) -> gtp::CreateSessionRequest {
-    let plmn = gtp_plmn(cfg);
     gtp::CreateSessionRequest {
         imsi: u.imsi.clone(),
         msisdn: sub.msisdn.clone(),
-        uli: Some(gtp::Uli {
-            tai: Some(gtp::Tai {
-                plmn,
-                tac: u.tai.tac,
-            }),
-            ecgi: Some(gtp::Ecgi {
-                plmn,
-                eci: u.ecgi.cell_id,
-            }),
-        }),
-        serving_network: Some(plmn),
+        uli: Some(uli(cfg, u.tai, u.ecgi)),
+        serving_network: Some(gtp_plmn(cfg)),
         rat_type: gtp::rat_type::EUTRAN,
         sender_fteid: Fteid::v4(gtp::iface::S11_MME, u.mme_s11_teid, cfg.s11_address),
         pgw_s5s8_fteid: match cfg.spgw_s11.ip() {
@@ -146,6 +139,18 @@ pub(super) fn modify_bearer_request(enb_addr: Ipv4Addr, enb_teid: u32) -> gtp::M
             ..Default::default()
         }],
         ..Default::default()
+    }
+}
+
+/// User Location Information: the UE's TAI and cell.
+pub(super) fn uli(cfg: &Config, tai: Tai, ecgi: Ecgi) -> gtp::Uli {
+    let plmn = gtp_plmn(cfg);
+    gtp::Uli {
+        tai: Some(gtp::Tai { plmn, tac: tai.tac }),
+        ecgi: Some(gtp::Ecgi {
+            plmn,
+            eci: ecgi.cell_id,
+        }),
     }
 }
 

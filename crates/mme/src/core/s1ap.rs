@@ -32,8 +32,9 @@ impl MmeCore {
 
     /// The association is gone: its UEs lose their S1 connection (ECM-IDLE), and the
     /// SGW the eNB's end of their tunnels.
-    pub fn on_sctp_down(&mut self, assoc: AssocId, now: Instant) {
+    pub fn on_sctp_down(&mut self, now: Instant, assoc: AssocId) {
         self.now = now;
+        self.handover_assoc_down(assoc);
         self.enbs.remove(&assoc);
         let gone: Vec<u32> = self
             .ues
@@ -68,7 +69,8 @@ impl MmeCore {
         }
     }
 
-    pub fn on_s1ap(&mut self, assoc: AssocId, bytes: &[u8], now: Instant) {
+    /// An S1AP PDU from the eNB of `assoc`, received at `now`.
+    pub fn on_s1ap(&mut self, now: Instant, assoc: AssocId, bytes: &[u8]) {
         self.now = now;
         // An association we have not seen come up (e.g. after a restart): track it.
         self.enbs.entry(assoc).or_insert_with(|| Enb {
@@ -157,10 +159,42 @@ impl MmeCore {
                 mme_ue_id,
                 enb_ue_id,
             } => {
+                if self.left_s1_released(assoc, mme_ue_id, enb_ue_id) {
+                    return;
+                }
                 if let Some(ue) = self.ue_for(assoc, mme_ue_id, enb_ue_id) {
                     self.on_release_complete(ue);
                 }
             }
+            S1ap::PathSwitchRequest(r) => self.on_path_switch_request(assoc, &r),
+            S1ap::HandoverRequired(r) => self.on_handover_required(now, assoc, *r),
+            S1ap::HandoverRequestAcknowledge {
+                mme_ue_id,
+                enb_ue_id,
+                admitted,
+                target_to_source,
+            } => self.on_handover_request_ack(
+                assoc,
+                mme_ue_id,
+                enb_ue_id,
+                &admitted,
+                target_to_source,
+            ),
+            S1ap::HandoverFailure { mme_ue_id, cause } => {
+                self.on_handover_failure(assoc, mme_ue_id, cause)
+            }
+            S1ap::EnbStatusTransfer(t) => self.on_enb_status_transfer(assoc, t),
+            S1ap::HandoverNotify {
+                mme_ue_id,
+                enb_ue_id,
+                tai,
+                ecgi,
+            } => self.on_handover_notify(assoc, mme_ue_id, enb_ue_id, tai, ecgi),
+            S1ap::HandoverCancel {
+                mme_ue_id,
+                enb_ue_id,
+                cause,
+            } => self.on_handover_cancel(assoc, mme_ue_id, enb_ue_id, cause),
             S1ap::ErrorIndication {
                 mme_ue_id,
                 enb_ue_id,
@@ -225,7 +259,7 @@ impl MmeCore {
     }
 
     /// The UE of a UE-associated message, checking the id pair (TS 36.413 §10.6).
-    fn ue_for(&mut self, assoc: AssocId, mme_ue_id: u32, enb_ue_id: u32) -> Option<u32> {
+    pub(super) fn ue_for(&mut self, assoc: AssocId, mme_ue_id: u32, enb_ue_id: u32) -> Option<u32> {
         match self.ues.get(&mme_ue_id) {
             Some(u) if u.assoc == Some(assoc) && u.enb_ue_id == Some(enb_ue_id) => Some(mme_ue_id),
             found => {
@@ -235,17 +269,28 @@ impl MmeCore {
                 } else {
                     causes::unknown_mme_ue_id()
                 };
-                self.send(
-                    assoc,
-                    &S1ap::ErrorIndication {
-                        mme_ue_id: Some(mme_ue_id),
-                        enb_ue_id: Some(enb_ue_id),
-                        cause: Some(cause),
-                    },
-                );
+                self.error_indication(assoc, mme_ue_id, enb_ue_id, cause);
                 None
             }
         }
+    }
+
+    /// ERROR INDICATION for a UE-associated message the MME cannot take.
+    pub(super) fn error_indication(
+        &mut self,
+        assoc: AssocId,
+        mme_ue_id: u32,
+        enb_ue_id: u32,
+        cause: s1ap::Cause,
+    ) {
+        self.send(
+            assoc,
+            &S1ap::ErrorIndication {
+                mme_ue_id: Some(mme_ue_id),
+                enb_ue_id: Some(enb_ue_id),
+                cause: Some(cause),
+            },
+        );
     }
 
     fn on_initial_ue(
@@ -365,6 +410,7 @@ impl MmeCore {
     /// UE CONTEXT RELEASE COMMAND; with `remove` the context goes once the eNB
     /// completes (or at once when there is no S1 connection).
     pub(super) fn release(&mut self, ue: u32, cause: s1ap::Cause, remove: bool) {
+        self.abort_handover(ue);
         let Some(u) = self.ues.get_mut(&ue) else {
             return;
         };
@@ -409,8 +455,9 @@ impl MmeCore {
 
 /// INITIAL CONTEXT SETUP REQUEST for the default bearer, toward the SGW's S1-U
 /// F-TEID: the attach's carries the ATTACH ACCEPT in `nas`, the service request's none.
+/// The NH chain of later handovers starts again from this KeNB.
 pub(super) fn context_setup_request(
-    u: &Ue,
+    u: &mut Ue,
     enb_ue_id: u32,
     kenb: [u8; 32],
     nas: Option<Vec<u8>>,
@@ -418,7 +465,8 @@ pub(super) fn context_setup_request(
     let (Some(sub), Some(sgw)) = (&u.sub, u.sgw_s1u) else {
         return None;
     };
-    let caps = &u.ue_net_cap;
+    u.ho.new_kenb(u.sec.as_ref(), &kenb);
+    let (ue_sec_enc, ue_sec_int) = s1ap_security_capabilities(&u.ue_net_cap);
     Some(S1ap::InitialContextSetupRequest(Box::new(
         s1ap::InitialContextSetupRequest {
             mme_ue_id: u.mme_ue_id,
@@ -433,12 +481,20 @@ pub(super) fn context_setup_request(
                 sgw_teid: sgw.1,
                 nas,
             }],
-            // NAS capability octets have EEA0/EIA0 first; S1AP's bit strings start at 1.
-            ue_sec_enc: caps.first().copied().unwrap_or(0) << 1,
-            ue_sec_int: caps.get(1).copied().unwrap_or(0) << 1,
+            ue_sec_enc,
+            ue_sec_int,
             kenb,
         },
     )))
+}
+
+/// The first octets of S1AP's encryption and integrity algorithm bit strings from the
+/// UE network capability: NAS's octets have EEA0/EIA0 first, S1AP's start at 1.
+pub(super) fn s1ap_security_capabilities(ue_net_cap: &[u8]) -> (u8, u8) {
+    (
+        ue_net_cap.first().copied().unwrap_or(0) << 1,
+        ue_net_cap.get(1).copied().unwrap_or(0) << 1,
+    )
 }
 
 /// Whether a PDU (decoded as `S1ap::Other`) is an ENB CONFIGURATION UPDATE request.

@@ -13,7 +13,7 @@ use super::context::UeState;
 use super::MmeCore;
 
 impl MmeCore {
-    pub fn on_aia(&mut self, ue: u32, aia: Result<AuthInfoAnswer, String>, now: Instant) {
+    pub fn on_aia(&mut self, now: Instant, ue: u32, aia: Result<AuthInfoAnswer, String>) {
         self.now = now;
         let Some(u) = self.ues.get_mut(&ue) else {
             return;
@@ -41,7 +41,7 @@ impl MmeCore {
         self.authenticate(ue, v);
     }
 
-    pub fn on_ula(&mut self, ue: u32, ula: Result<UpdateLocationAnswer, String>, now: Instant) {
+    pub fn on_ula(&mut self, now: Instant, ue: u32, ula: Result<UpdateLocationAnswer, String>) {
         self.now = now;
         let Some(u) = self.ues.get_mut(&ue) else {
             return;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use proto_gtpv2c as gtp;
 use proto_nas::SecurityHeader;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use super::{Action, MmeCore};
@@ -20,7 +20,7 @@ use crate::Config;
 pub(super) const MAX_RETRANSMISSIONS: u32 = 4;
 
 /// A network-initiated EMM procedure waiting for the UE's answer under a NAS timer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EmmProcedure {
     /// IDENTITY REQUEST sent (T3470).
     Identification,
@@ -213,14 +213,20 @@ impl MmeCore {
         self.timer_stats.clone()
     }
 
-    /// When [`MmeCore::on_timer`] next has something to do: the earliest timer of any UE.
+    /// When [`MmeCore::on_timer`] next has something to do: the earliest timer of any
+    /// UE, or of an S1 handover (TS1RELOCoverall, kept by `handover`).
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.ues.values().filter_map(|u| u.timers.next()).min()
+        self.ues
+            .values()
+            .filter_map(|u| u.timers.next())
+            .chain(self.handover_deadline())
+            .min()
     }
 
     /// Every timer expiry up to `now`.
     pub fn on_timer(&mut self, now: Instant) {
         self.now = now;
+        self.on_handover_timer(now);
         let due: Vec<u32> = self
             .ues
             .values()

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod harness;
+
 use proto_nas::{Guti, UeEvent, UeNas, UpdateType, Usim};
 
 pub const PLMN: [u8; 3] = [0x00, 0xf1, 0x10];
@@ -128,5 +130,3 @@ impl TestUe {
         }
     }
 }
-
-pub mod driver;

@@ -1,6 +1,5 @@
-//! Drives `MmeCore` the way the I/O shell does, with S1AP bytes, synthetic S6a and
-//! S11 answers and the time: one eNB (A) with TAC 1, and helpers for each step of
-//! attach, ECM-IDLE and paging.
+//! An MmeCore driven with S1AP bytes and synthetic S6a/S11 answers: the eNBs, the
+//! SPGW's and HSS's answers and a whole attach, on any of the test associations.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::OnceLock;
@@ -26,35 +25,47 @@ pub fn t0() -> Instant {
     *T0.get_or_init(Instant::now)
 }
 
+/// The first eNB (eNB ID 1, TAC 1), and the eNB UE S1AP ID its UEs get.
 pub const A: AssocId = AssocId(1);
-
 pub const ENB_UE: u32 = 77;
+
+/// One S1 connection of a UE: the eNB's association and its id for the UE.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct At {
+    pub assoc: AssocId,
+    pub enb_ue_id: u32,
+}
+
+pub const ON_A: At = At {
+    assoc: A,
+    enb_ue_id: ENB_UE,
+};
 
 pub fn core() -> MmeCore {
     core_with(Config::default())
 }
 
-/// A core with `cfg`, eNB A's association up.
-pub fn core_with(cfg: Config) -> MmeCore {
-    let mut c = MmeCore::new(cfg).unwrap();
-    c.on_sctp_up(A, "10.77.0.21:40000".parse::<SocketAddr>().unwrap());
-    c
-}
-
 pub fn s1(c: &mut MmeCore, m: S1ap) {
-    c.on_s1ap(A, &s1ap::encode(&m).unwrap(), t0());
+    s1_on(c, A, m);
 }
 
-/// The S1AP messages the core sent, decoded.
+/// `m` from the eNB of `assoc`.
+pub fn s1_on(c: &mut MmeCore, assoc: AssocId, m: S1ap) {
+    c.on_s1ap(t0(), assoc, &s1ap::encode(&m).unwrap());
+}
+
+/// The S1AP messages the core sent, decoded: all to A.
 pub fn sent(actions: &[Action]) -> Vec<S1ap> {
-    actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::S1ap { assoc, pdu, .. } => {
-                assert_eq!(*assoc, A);
-                Some(s1ap::decode(pdu).unwrap())
-            }
-            _ => None,
+    sent_on(A, actions)
+}
+
+/// The S1AP messages the core sent, decoded: all to `to`.
+pub fn sent_on(to: AssocId, actions: &[Action]) -> Vec<S1ap> {
+    sent_to(actions)
+        .into_iter()
+        .map(|(assoc, m)| {
+            assert_eq!(assoc, to, "{m:?}");
+            m
         })
         .collect()
 }
@@ -85,9 +96,13 @@ pub fn ecgi() -> Ecgi {
 }
 
 pub fn uplink(mme_ue_id: u32, nas: Vec<u8>) -> S1ap {
+    uplink_at(ON_A, mme_ue_id, nas)
+}
+
+pub fn uplink_at(at: At, mme_ue_id: u32, nas: Vec<u8>) -> S1ap {
     S1ap::UplinkNasTransport {
         mme_ue_id,
-        enb_ue_id: ENB_UE,
+        enb_ue_id: at.enb_ue_id,
         nas,
         tai: tai(),
         ecgi: ecgi(),
@@ -96,6 +111,10 @@ pub fn uplink(mme_ue_id: u32, nas: Vec<u8>) -> S1ap {
 
 /// The single downlink NAS PDU among `out`, with the MME UE id it was sent for.
 pub fn downlink(out: &[S1ap]) -> (u32, Vec<u8>) {
+    downlink_at(ON_A, out)
+}
+
+pub fn downlink_at(at: At, out: &[S1ap]) -> (u32, Vec<u8>) {
     let d: Vec<_> = out
         .iter()
         .filter_map(|m| match m {
@@ -104,7 +123,7 @@ pub fn downlink(out: &[S1ap]) -> (u32, Vec<u8>) {
                 enb_ue_id,
                 nas,
             } => {
-                assert_eq!(*enb_ue_id, ENB_UE);
+                assert_eq!(*enb_ue_id, at.enb_ue_id);
                 Some((*mme_ue_id, nas.clone()))
             }
             _ => None,
@@ -194,10 +213,15 @@ pub fn create_session_response() -> gtp::Message {
 
 /// Runs an attach up to the AUTHENTICATION REQUEST; returns the MME UE id.
 pub fn start(c: &mut MmeCore, ue: &TestUe, aia: AuthInfoAnswer) -> (u32, Vec<S1ap>) {
-    s1(
+    start_at(c, ON_A, ue, aia)
+}
+
+pub fn start_at(c: &mut MmeCore, at: At, ue: &TestUe, aia: AuthInfoAnswer) -> (u32, Vec<S1ap>) {
+    s1_on(
         c,
+        at.assoc,
         S1ap::InitialUeMessage {
-            enb_ue_id: ENB_UE,
+            enb_ue_id: at.enb_ue_id,
             nas: ue.attach_request(),
             tai: tai(),
             ecgi: ecgi(),
@@ -217,8 +241,8 @@ pub fn start(c: &mut MmeCore, ue: &TestUe, aia: AuthInfoAnswer) -> (u32, Vec<S1a
         }
         other => panic!("{other:?}"),
     };
-    c.on_aia(id, Ok(aia), t0());
-    (id, sent(&c.take_actions()))
+    c.on_aia(t0(), id, Ok(aia));
+    (id, sent_on(at.assoc, &c.take_actions()))
 }
 
 /// The S1AP messages the core sent, decoded, with the association each went to.
@@ -244,9 +268,13 @@ pub fn s11_sent(actions: &[Action]) -> Vec<(u32, gtp::Message)> {
 }
 
 pub fn ics_response(id: u32, enb_teid: u32) -> S1ap {
+    ics_response_at(ON_A, id, enb_teid)
+}
+
+pub fn ics_response_at(at: At, id: u32, enb_teid: u32) -> S1ap {
     S1ap::InitialContextSetupResponse {
         mme_ue_id: id,
-        enb_ue_id: ENB_UE,
+        enb_ue_id: at.enb_ue_id,
         erabs: vec![s1ap::ErabSetup {
             erab_id: 5,
             enb_addr: Ipv4Addr::new(10, 77, 0, 21),
@@ -257,6 +285,7 @@ pub fn ics_response(id: u32, enb_teid: u32) -> S1ap {
 
 pub fn modify_bearer_ok(c: &mut MmeCore, id: u32) {
     c.on_s11(
+        t0(),
         id,
         Ok(gtp::Message::ModifyBearerResponse(
             gtp::ModifyBearerResponse {
@@ -264,8 +293,24 @@ pub fn modify_bearer_ok(c: &mut MmeCore, id: u32) {
                 ..Default::default()
             },
         )),
-        t0(),
     );
+}
+
+/// A whole attach; returns the MME UE id (eNB S1-U TEID 0x77, SGW TEID 0x55).
+pub fn attach(c: &mut MmeCore, ue: &mut TestUe) -> u32 {
+    attach_at(c, ON_A, ue)
+}
+
+pub fn attach_at(c: &mut MmeCore, at: At, ue: &mut TestUe) -> u32 {
+    let (id, _) = attach_to_accept_at(c, at, ue);
+    s1_on(c, at.assoc, ics_response_at(at, id, 0x77));
+    c.take_actions();
+    modify_bearer_ok(c, id);
+    let complete = ue.attach_complete(5);
+    s1_on(c, at.assoc, uplink_at(at, id, complete));
+    let v = view(c, id);
+    assert_eq!((v.state, v.emm_procedure), (UeState::Attached, None));
+    id
 }
 
 /// An attach up to the INITIAL CONTEXT SETUP REQUEST with the ATTACH ACCEPT, which
@@ -274,20 +319,29 @@ pub fn attach_to_accept(
     c: &mut MmeCore,
     ue: &mut TestUe,
 ) -> (u32, Box<s1ap::InitialContextSetupRequest>) {
-    let (id, out) = start(c, ue, aia_for(ue));
-    let Reaction::Reply(res) = ue.on_downlink(&downlink(&out).1) else {
+    attach_to_accept_at(c, ON_A, ue)
+}
+
+pub fn attach_to_accept_at(
+    c: &mut MmeCore,
+    at: At,
+    ue: &mut TestUe,
+) -> (u32, Box<s1ap::InitialContextSetupRequest>) {
+    let (id, out) = start_at(c, at, ue, aia_for(ue));
+    let Reaction::Reply(res) = ue.on_downlink(&downlink_at(at, &out).1) else {
         panic!()
     };
-    s1(c, uplink(id, res));
-    let Reaction::Reply(done) = ue.on_downlink(&downlink(&sent(&c.take_actions())).1) else {
+    s1_on(c, at.assoc, uplink_at(at, id, res));
+    let smc = downlink_at(at, &sent_on(at.assoc, &c.take_actions())).1;
+    let Reaction::Reply(done) = ue.on_downlink(&smc) else {
         panic!()
     };
-    s1(c, uplink(id, done));
+    s1_on(c, at.assoc, uplink_at(at, id, done));
     c.take_actions();
-    c.on_ula(id, Ok(ula()), t0());
+    c.on_ula(t0(), id, Ok(ula()));
     c.take_actions();
-    c.on_s11(id, Ok(create_session_response()), t0());
-    let [S1ap::InitialContextSetupRequest(ics)] = &sent(&c.take_actions())[..] else {
+    c.on_s11(t0(), id, Ok(create_session_response()));
+    let [S1ap::InitialContextSetupRequest(ics)] = &sent_on(at.assoc, &c.take_actions())[..] else {
         panic!()
     };
     assert!(matches!(
@@ -297,21 +351,84 @@ pub fn attach_to_accept(
     (id, ics.clone())
 }
 
-/// A whole attach; returns the MME UE id (eNB S1-U TEID 0x77, SGW TEID 0x55).
-pub fn attach(c: &mut MmeCore, ue: &mut TestUe) -> u32 {
-    let (id, _) = attach_to_accept(c, ue);
-    s1(c, ics_response(id, 0x77));
+/// eNB-initiated release (user inactivity) to ECM-IDLE.
+pub fn go_idle(c: &mut MmeCore, id: u32) {
+    go_idle_at(c, ON_A, id)
+}
+
+pub fn go_idle_at(c: &mut MmeCore, at: At, id: u32) {
+    s1_on(
+        c,
+        at.assoc,
+        S1ap::UeContextReleaseRequest {
+            mme_ue_id: id,
+            enb_ue_id: at.enb_ue_id,
+            cause: s1ap::causes::user_inactivity(),
+        },
+    );
+    let acts = c.take_actions();
+    assert!(
+        matches!(
+            &s11_sent(&acts)[..],
+            [(0x55, gtp::Message::ReleaseAccessBearersRequest(_))]
+        ),
+        "{acts:?}"
+    );
+    let out = sent_on(at.assoc, &acts);
+    assert!(
+        matches!(
+            &out[..],
+            [S1ap::UeContextReleaseCommand {
+                enb_ue_id: Some(e),
+                ..
+            }] if *e == at.enb_ue_id
+        ),
+        "{out:?}"
+    );
+    c.on_s11(
+        t0(),
+        id,
+        Ok(gtp::Message::ReleaseAccessBearersResponse(
+            gtp::CauseRecovery {
+                cause: 16,
+                recovery: None,
+            },
+        )),
+    );
+    s1_on(
+        c,
+        at.assoc,
+        S1ap::UeContextReleaseComplete {
+            mme_ue_id: id,
+            enb_ue_id: at.enb_ue_id,
+        },
+    );
+    assert!(c.take_actions().is_empty());
+}
+
+/// Two more eNBs: B (eNB ID 2) serves TAC 1 (the UE's), OTHER_TA (eNB ID 3) only TAC 7.
+pub const B: AssocId = AssocId(2);
+pub const OTHER_TA: AssocId = AssocId(3);
+
+pub fn more_enbs(c: &mut MmeCore) {
+    for (assoc, enb_id, tac) in [(B, 2, 1), (OTHER_TA, 3, 7)] {
+        c.on_sctp_up(assoc, "10.77.0.23:40000".parse().unwrap());
+        let setup = S1ap::S1SetupRequest(s1ap::S1SetupRequest {
+            plmn: PLMN,
+            enb_id,
+            enb_name: None,
+            tacs: vec![tac],
+        });
+        s1_on(c, assoc, setup);
+    }
     c.take_actions();
-    modify_bearer_ok(c, id);
-    let complete = ue.attach_complete(5);
-    s1(c, uplink(id, complete));
-    let v = c
-        .ues()
-        .into_iter()
-        .find(|v| v.mme_ue_s1ap_id == id)
-        .unwrap();
-    assert_eq!((v.state, v.emm_procedure), (UeState::Attached, None));
-    id
+}
+
+/// A core with `cfg`, eNB A's association up.
+pub fn core_with(cfg: Config) -> MmeCore {
+    let mut c = MmeCore::new(cfg).unwrap();
+    c.on_sctp_up(A, "10.77.0.21:40000".parse::<SocketAddr>().unwrap());
+    c
 }
 
 /// The eNB's UE CONTEXT RELEASE COMPLETE.
@@ -328,6 +445,7 @@ pub fn release_complete(c: &mut MmeCore, id: u32) {
 /// The SPGW's DELETE SESSION RESPONSE, accepted.
 pub fn session_deleted(c: &mut MmeCore, id: u32, now: Instant) {
     c.on_s11(
+        now,
         id,
         Ok(gtp::Message::DeleteSessionResponse(
             gtp::DeleteSessionResponse {
@@ -335,7 +453,6 @@ pub fn session_deleted(c: &mut MmeCore, id: u32, now: Instant) {
                 recovery: None,
             },
         )),
-        now,
     );
 }
 
@@ -394,45 +511,6 @@ pub fn view(c: &MmeCore, id: u32) -> mme::UeView {
         .expect("UE context")
 }
 
-/// eNB-initiated release (user inactivity) to ECM-IDLE.
-pub fn go_idle(c: &mut MmeCore, id: u32) {
-    s1(
-        c,
-        S1ap::UeContextReleaseRequest {
-            mme_ue_id: id,
-            enb_ue_id: ENB_UE,
-            cause: s1ap::causes::user_inactivity(),
-        },
-    );
-    let acts = c.take_actions();
-    assert!(
-        matches!(
-            &s11_sent(&acts)[..],
-            [(0x55, gtp::Message::ReleaseAccessBearersRequest(_))]
-        ),
-        "{acts:?}"
-    );
-    assert!(matches!(
-        &sent(&acts)[..],
-        [S1ap::UeContextReleaseCommand {
-            enb_ue_id: Some(ENB_UE),
-            ..
-        }]
-    ));
-    c.on_s11(
-        id,
-        Ok(gtp::Message::ReleaseAccessBearersResponse(
-            gtp::CauseRecovery {
-                cause: 16,
-                recovery: None,
-            },
-        )),
-        t0(),
-    );
-    release_complete(c, id);
-    assert!(c.take_actions().is_empty());
-}
-
 pub fn s_tmsi_of(ue: &TestUe) -> s1ap::STmsi {
     let g = ue.guti().unwrap();
     s1ap::STmsi {
@@ -486,25 +564,6 @@ pub fn serve(c: &mut MmeCore, ue: &mut TestUe, id: u32, enb_teid: u32) {
         other => panic!("{other:?}"),
     }
     modify_bearer_ok(c, id);
-}
-
-pub const B: AssocId = AssocId(2);
-
-pub const OTHER_TA: AssocId = AssocId(3);
-
-/// Two more eNBs: B serves TAC 1 (the UE's), OTHER_TA only TAC 7.
-pub fn more_enbs(c: &mut MmeCore) {
-    for (assoc, enb_id, tac) in [(B, 2, 1), (OTHER_TA, 3, 7)] {
-        c.on_sctp_up(assoc, "10.77.0.23:40000".parse().unwrap());
-        let setup = S1ap::S1SetupRequest(s1ap::S1SetupRequest {
-            plmn: PLMN,
-            enb_id,
-            enb_name: None,
-            tacs: vec![tac],
-        });
-        c.on_s1ap(assoc, &s1ap::encode(&setup).unwrap(), t0());
-    }
-    c.take_actions();
 }
 
 /// An attached UE gone idle, with the eNBs of [`more_enbs`] besides A.
