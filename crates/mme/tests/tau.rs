@@ -289,3 +289,51 @@ fn unexpected_tau_complete_is_ignored() {
     s1(&mut c, uplink(id, plain));
     assert!(c.take_actions().is_empty());
 }
+
+/// Random octets behind the headers an initial NAS message can have (plain, integrity
+/// protected, ciphered, short service request), and truncations of a real TAU
+/// REQUEST, from idle: never a panic; a reject at most, and the idle context unharmed.
+#[test]
+fn garbage_from_idle_never_harms_the_context() {
+    let (mut c, mut ue, id) = idle_ue(48);
+    let before = view(&c, id);
+    let tau = ue.tau_request(UpdateType::Periodic, false);
+    let mut seed = 0x2545_f491u32;
+    let mut pdus: Vec<Vec<u8>> = (1..tau.len()).map(|n| tau[..n].to_vec()).collect();
+    for len in 0..48usize {
+        for first in [0x07, 0x17, 0x27, 0xc7] {
+            let mut pdu = vec![first, 0x48];
+            pdu.extend((0..len).map(|_| {
+                seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                (seed >> 16) as u8
+            }));
+            pdus.push(pdu);
+        }
+    }
+    for pdu in pdus {
+        s1(
+            &mut c,
+            initial_ue(pdu, s_tmsi_of(&ue), RRCEstablishmentCause::mo_Signalling),
+        );
+        let out = sent(&c.take_actions());
+        assert!(
+            out.is_empty()
+                || matches!(
+                    rejected(&out),
+                    Nas::TrackingAreaUpdateReject { cause: 9 } | Nas::ServiceReject { cause: 9 }
+                ),
+            "{out:?}"
+        );
+    }
+    let after = view(&c, id);
+    assert_eq!(
+        (after.state, after.ul_nas_count, after.m_tmsi),
+        (before.state, before.ul_nas_count, before.m_tmsi)
+    );
+    // The real request still goes through.
+    s1(
+        &mut c,
+        initial_ue(tau, s_tmsi_of(&ue), RRCEstablishmentCause::mo_Signalling),
+    );
+    assert_eq!(nas_sent(&c.take_actions()).len(), 1);
+}
