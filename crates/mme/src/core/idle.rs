@@ -186,7 +186,9 @@ impl MmeCore {
             (_, true) => {
                 // One paging per UE: a second notification while it runs only gets
                 // its acknowledgement (TS 23.401 §5.3.4.3 step 2a).
-                info!(ue = teid, imsi = %u.imsi, ebis = ?d.ebis, "downlink data: paging");
+                if u.timers.paging.is_none() {
+                    info!(ue = teid, imsi = %u.imsi, ebis = ?d.ebis, "downlink data: paging");
+                }
                 self.start_paging(teid, true);
                 ack(sgw_teid, gtp::cause::REQUEST_ACCEPTED)
             }
