@@ -2,6 +2,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
@@ -50,6 +51,19 @@ pub struct Config {
     /// Pagings sent again after the first before the MME gives up and tells the SGW
     /// (TS 23.401 §5.3.4.3: the repetition strategy is the operator's).
     pub paging_retries: u32,
+    /// NAS retransmission timers in ms (TS 24.301 §10.2, 6 s each by default): T3450
+    /// supervises ATTACH ACCEPT, TRACKING AREA UPDATE ACCEPT and GUTI REALLOCATION
+    /// COMMAND, T3460 AUTHENTICATION REQUEST and SECURITY MODE COMMAND, T3470 IDENTITY
+    /// REQUEST, T3422 the network's DETACH REQUEST. Each message is sent again on the
+    /// first four expiries; the fifth aborts the procedure.
+    pub t3450_ms: u64,
+    pub t3460_ms: u64,
+    pub t3470_ms: u64,
+    pub t3422_ms: u64,
+    /// Mobile reachable timer in ms, run while a UE is ECM-IDLE; on expiry the UE is
+    /// implicitly detached (TS 24.301 §5.3.7). `None`: T3412 + 4 min, the spec's
+    /// default (and no timer when T3412 is deactivated).
+    pub mobile_reachable_ms: Option<u64>,
     /// TS1RELOCoverall in ms (TS 36.413 §8.4.1): how long an S1 handover may take from
     /// the HANDOVER REQUEST to the target's HANDOVER NOTIFY before the MME gives it up.
     pub ts1relocoverall_ms: u64,
@@ -86,6 +100,11 @@ impl Default for Config {
             s11_n3: 3,
             t3413_ms: 2000,
             paging_retries: 2,
+            t3450_ms: 6000,
+            t3460_ms: 6000,
+            t3470_ms: 6000,
+            t3422_ms: 6000,
+            mobile_reachable_ms: None,
             ts1relocoverall_ms: 10_000,
             s1_pcap: None,
             state_file: Some(PathBuf::from("/run/corehop/mme-ues.json")),
@@ -116,11 +135,18 @@ impl Config {
         if self.s11_t3_ms == 0 {
             anyhow::bail!("s11_t3_ms must be > 0");
         }
-        if self.t3413_ms == 0 {
-            anyhow::bail!("t3413_ms must be > 0");
-        }
-        if self.ts1relocoverall_ms == 0 {
-            anyhow::bail!("ts1relocoverall_ms must be > 0");
+        for (name, ms) in [
+            ("t3413_ms", self.t3413_ms),
+            ("t3450_ms", self.t3450_ms),
+            ("t3460_ms", self.t3460_ms),
+            ("t3470_ms", self.t3470_ms),
+            ("t3422_ms", self.t3422_ms),
+            ("mobile_reachable_ms", self.mobile_reachable_ms.unwrap_or(1)),
+            ("ts1relocoverall_ms", self.ts1relocoverall_ms),
+        ] {
+            if ms == 0 {
+                anyhow::bail!("{name} must be > 0");
+            }
         }
         Ok(())
     }
@@ -129,6 +155,29 @@ impl Config {
     pub fn plmn(&self) -> anyhow::Result<[u8; 3]> {
         proto_nas::plmn(&self.mcc, &self.mnc)
             .map_err(|e| anyhow::anyhow!("mcc = {:?}, mnc = {:?}: {e}", self.mcc, self.mnc))
+    }
+
+    /// The periodic TAU timer T3412 of the `t3412` GPRS timer octet (TS 24.008
+    /// §10.5.7.3: units of 2 s, 1 min or 6 min in bits 6-8); `None` if deactivated.
+    pub fn t3412(&self) -> Option<Duration> {
+        let value = u64::from(self.t3412 & 0x1f);
+        let unit = match self.t3412 >> 5 {
+            0 => 2,
+            1 => 60,
+            2 => 360,
+            // Unit value 7 is "deactivated"; other values are read as 1 min (§10.5.7.3).
+            7 => return None,
+            _ => 60,
+        };
+        Some(Duration::from_secs(value * unit))
+    }
+
+    /// The mobile reachable timer: `mobile_reachable_ms`, else T3412 + 4 min.
+    pub fn mobile_reachable(&self) -> Option<Duration> {
+        match self.mobile_reachable_ms {
+            Some(ms) => Some(Duration::from_millis(ms)),
+            None => self.t3412().map(|t| t + Duration::from_secs(240)),
+        }
     }
 
     pub fn sctp_config(&self) -> proto_sctp::SctpConfig {
@@ -154,9 +203,35 @@ mod tests {
         assert!(Config::from_toml("nonsense = 1").is_err());
         assert!(Config::from_toml("mcc = \"1x1\"").is_err());
         assert!(Config::from_toml("tacs = []").is_err());
-        assert!(Config::from_toml("ts1relocoverall_ms = 0").is_err());
+        for zero in [
+            "t3450_ms",
+            "t3460_ms",
+            "t3470_ms",
+            "t3422_ms",
+            "mobile_reachable_ms",
+            "ts1relocoverall_ms",
+        ] {
+            let err = Config::from_toml(&format!("{zero} = 0")).unwrap_err();
+            assert!(format!("{err:#}").contains(zero), "{err:#}");
+        }
         // What `corehop nf config mme` prints parses back to the same config.
         let text = toml::to_string(&Config::default()).unwrap();
         assert_eq!(Config::from_toml(&text).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn t3412_and_mobile_reachable() {
+        let mut c = Config::default();
+        // 0x49: 9 x 6 min; the mobile reachable timer is 4 min longer.
+        assert_eq!(c.t3412(), Some(Duration::from_secs(54 * 60)));
+        assert_eq!(c.mobile_reachable(), Some(Duration::from_secs(58 * 60)));
+        c.t3412 = 0x05; // 5 x 2 s
+        assert_eq!(c.t3412(), Some(Duration::from_secs(10)));
+        c.t3412 = 0x21; // 1 x 1 min
+        assert_eq!(c.t3412(), Some(Duration::from_secs(60)));
+        c.t3412 = 0xe0;
+        assert_eq!((c.t3412(), c.mobile_reachable()), (None, None));
+        c.mobile_reachable_ms = Some(1500);
+        assert_eq!(c.mobile_reachable(), Some(Duration::from_millis(1500)));
     }
 }

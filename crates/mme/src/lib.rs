@@ -5,8 +5,9 @@
 //! - S6a: Diameter client to the HSS (AIR/ULR), one long-lived TCP connection.
 //! - S11: GTPv2-C client to the SPGW (Create Session, Modify Bearer, Delete Session,
 //!   Release Access Bearers), and server of its Downlink Data Notifications.
-//! - ECM-IDLE: S1 release, service request, paging (T3413 kept by the core, the time
-//!   given by this shell).
+//! - ECM-IDLE: S1 release, service request, tracking area update, paging; the NAS
+//!   timers (T3450, T3460, T3470, T3422, T3413, mobile reachable) are kept by the core,
+//!   the time given by this shell with every input.
 //! - Handover between its eNBs: X2 (PATH SWITCH REQUEST) and S1 (HANDOVER REQUIRED ..
 //!   HANDOVER NOTIFY, TS1RELOCoverall), with the NH/NCC chain.
 //!
@@ -23,7 +24,7 @@ pub mod s11;
 pub mod s6a;
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bytes::Bytes;
@@ -34,7 +35,9 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 pub use crate::config::Config;
-pub use crate::core::{Action, EcmState, EnbView, HandoverPhase, MmeCore, UeState, UeView};
+pub use crate::core::{
+    Action, EcmState, EmmProcedure, EnbView, HandoverPhase, MmeCore, TimerStats, UeState, UeView,
+};
 use crate::s11::S11;
 use crate::s6a::{S6aAnswer, S6aConfig, S6aRequest};
 
@@ -99,7 +102,8 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let mut hup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
     let mut buf = vec![0u8; 65536];
     loop {
-        // The earlier of S11's retransmissions and the core's timers (T3413).
+        // The earlier of S11's retransmissions and the core's timers (NAS, paging,
+        // mobile reachable).
         let deadline = [s11.next_deadline(), core.next_deadline()]
             .into_iter()
             .flatten()
@@ -117,18 +121,18 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
                     if m.ppid != PPID_S1AP {
                         warn!(assoc = %m.assoc, ppid = m.ppid, "non-S1AP PPID, message dropped");
                     } else {
-                        core.on_s1ap(std::time::Instant::now(), m.assoc, &m.payload);
+                        core.on_s1ap(Instant::now(), m.assoc, &m.payload);
                     }
                 }
                 Some(SctpEvent::Down { assoc, reason }) => {
                     info!(%assoc, "eNB association down: {reason}");
-                    core.on_sctp_down(assoc);
+                    core.on_sctp_down(Instant::now(), assoc);
                 }
             },
             a = ans_rx.recv() => match a {
                 None => anyhow::bail!("the S6a client stopped"),
-                Some(S6aAnswer::Aia { ue, result }) => core.on_aia(ue, result),
-                Some(S6aAnswer::Ula { ue, result }) => core.on_ula(ue, result),
+                Some(S6aAnswer::Aia { ue, result }) => core.on_aia(Instant::now(), ue, result),
+                Some(S6aAnswer::Ula { ue, result }) => core.on_ula(Instant::now(), ue, result),
             },
             r = s11.sock.recv_from(&mut buf) => match r {
                 Ok((n, from)) => s11.on_datagram(&mut core, &buf[..n], from).await,
@@ -141,9 +145,9 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
             _ = hup.recv() => dump(&core),
             _ = tokio::time::sleep_until(deadline) => {
                 for ue in s11.on_timer().await {
-                    core.on_s11(ue, Err("no response from the SPGW".into()));
+                    core.on_s11(Instant::now(), ue, Err("no response from the SPGW".into()));
                 }
-                core.on_timer(std::time::Instant::now());
+                core.on_timer(Instant::now());
             }
         }
         // Actions may produce more actions only through new input, so one pass is enough.
@@ -162,7 +166,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
                 }
                 Action::S11 { ue, teid, msg } => {
                     if let Err(e) = s11.send(ue, teid, msg).await {
-                        core.on_s11(ue, Err(e));
+                        core.on_s11(Instant::now(), ue, Err(e));
                     }
                 }
             }

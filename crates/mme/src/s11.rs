@@ -97,7 +97,7 @@ impl S11 {
             .is_ok_and(|h| proto_gtpv2c::msg_type::is_request(h.msg_type));
         if !is_request {
             match self.requests.on_response(from, data) {
-                Ok(Some((ue, m))) => core.on_s11(ue, Ok(m.msg)),
+                Ok(Some((ue, m))) => core.on_s11(Instant::now(), ue, Ok(m.msg)),
                 Ok(None) => {
                     debug!(%from, "S11 response to no pending request (late or duplicate?)")
                 }

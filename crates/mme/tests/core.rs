@@ -38,7 +38,7 @@ fn full_attach_and_detach() {
         "{acts:?}"
     );
     // Update location, then Create Session towards the SPGW.
-    c.on_ula(id, Ok(ula()));
+    c.on_ula(t0(), id, Ok(ula()));
     let acts = c.take_actions();
     let csr = match &acts[..] {
         [Action::S11 {
@@ -51,7 +51,7 @@ fn full_attach_and_detach() {
     assert_eq!(csr.imsi, ue.imsi);
     assert_eq!(csr.apn, "internet");
     assert_eq!(csr.sender_fteid.teid, id);
-    c.on_s11(id, Ok(create_session_response()));
+    c.on_s11(t0(), id, Ok(create_session_response()));
     // Initial Context Setup with the ATTACH ACCEPT inside.
     let out = sent(&c.take_actions());
     let ics = match &out[..] {
@@ -68,18 +68,7 @@ fn full_attach_and_detach() {
     assert_eq!((ip, ebi), ([10, 45, 0, 2], 5));
     assert_eq!(Some(ics.kenb), ue.kenb(), "UE and MME derive the same KeNB");
     // ICS response → Modify Bearer with the eNB F-TEID.
-    s1(
-        &mut c,
-        S1ap::InitialContextSetupResponse {
-            mme_ue_id: id,
-            enb_ue_id: ENB_UE,
-            erabs: vec![s1ap::ErabSetup {
-                erab_id: 5,
-                enb_addr: Ipv4Addr::new(10, 77, 0, 21),
-                enb_teid: 0x77,
-            }],
-        },
-    );
+    s1(&mut c, ics_response(id, 0x77));
     let acts = c.take_actions();
     match &acts[..] {
         [Action::S11 {
@@ -115,15 +104,7 @@ fn full_attach_and_detach() {
     )));
     let (_, acc) = downlink(&sent(&acts));
     assert_eq!(ue.on_downlink(&acc), Reaction::DetachAccept);
-    c.on_s11(
-        id,
-        Ok(gtp::Message::DeleteSessionResponse(
-            gtp::DeleteSessionResponse {
-                cause: 16,
-                recovery: None,
-            },
-        )),
-    );
+    session_deleted(&mut c, id, t0());
     let out = sent(&c.take_actions());
     assert!(matches!(
         &out[..],
@@ -132,13 +113,7 @@ fn full_attach_and_detach() {
             ..
         }]
     ));
-    s1(
-        &mut c,
-        S1ap::UeContextReleaseComplete {
-            mme_ue_id: id,
-            enb_ue_id: ENB_UE,
-        },
-    );
+    release_complete(&mut c, id);
     assert!(c.ues().is_empty());
 }
 
@@ -158,13 +133,7 @@ fn wrong_res_gets_authentication_reject() {
     assert!(out
         .iter()
         .any(|m| matches!(m, S1ap::UeContextReleaseCommand { .. })));
-    s1(
-        &mut c,
-        S1ap::UeContextReleaseComplete {
-            mme_ue_id: id,
-            enb_ue_id: ENB_UE,
-        },
-    );
+    release_complete(&mut c, id);
     assert!(c.ues().is_empty());
 }
 
@@ -191,7 +160,7 @@ fn bad_input_never_harms_other_ues() {
     let (id, _) = start(&mut c, &ue, aia_for(&ue));
     // Garbage S1AP: an ERROR INDICATION, nothing else.
     for junk in [&[][..], &[0xff; 40][..], &[0x00, 0x0c, 0x40, 0x80][..]] {
-        c.on_s1ap(Instant::now(), A, junk);
+        c.on_s1ap(t0(), A, junk);
         let out = sent(&c.take_actions());
         assert!(
             matches!(&out[..], [S1ap::ErrorIndication { .. }]),
@@ -213,7 +182,7 @@ fn bad_input_never_harms_other_ues() {
     // Messages from an association that never did S1 Setup are refused.
     c.on_sctp_up(AssocId(9), "10.77.0.22:1".parse().unwrap());
     c.on_s1ap(
-        Instant::now(),
+        t0(),
         AssocId(9),
         &s1ap::encode(&S1ap::InitialUeMessage {
             enb_ue_id: 1,
@@ -267,7 +236,7 @@ fn enb_configuration_update_is_acknowledged() {
     .unwrap()
     .encode()
     .unwrap();
-    c.on_s1ap(Instant::now(), A, &update);
+    c.on_s1ap(t0(), A, &update);
     let acts = c.take_actions();
     let [Action::S1ap { stream: 0, pdu, .. }] = &acts[..] else {
         panic!("{acts:?}")
@@ -276,66 +245,11 @@ fn enb_configuration_update_is_acknowledged() {
         S1AP_PDU::decode(pdu).unwrap().kind(),
         S1apPduKind::Successful_ENBConfigurationUpdate
     );
-    c.on_s1ap(Instant::now(), A, pdu);
+    c.on_s1ap(t0(), A, pdu);
     assert!(sent(&c.take_actions()).is_empty());
 }
 
 // ------------------------------------------------------------------ ECM-IDLE
-
-fn s_tmsi_of(ue: &TestUe) -> s1ap::STmsi {
-    let g = ue.guti().unwrap();
-    s1ap::STmsi {
-        mme_code: g.mme_code,
-        m_tmsi: g.m_tmsi,
-    }
-}
-
-fn initial_ue(nas: Vec<u8>, s_tmsi: s1ap::STmsi, rrc_cause: RRCEstablishmentCause) -> S1ap {
-    S1ap::InitialUeMessage {
-        enb_ue_id: ENB_UE,
-        nas,
-        tai: tai(),
-        ecgi: ecgi(),
-        s_tmsi: Some(s_tmsi),
-        rrc_cause,
-    }
-}
-
-/// SERVICE REQUEST → ICS without NAS and with the UE's KeNB → ICS response → Modify
-/// Bearer with the eNB's new F-TEID.
-fn serve(c: &mut MmeCore, ue: &mut TestUe, id: u32, enb_teid: u32) {
-    let sr = ue.service_request();
-    s1(
-        c,
-        initial_ue(sr, s_tmsi_of(ue), RRCEstablishmentCause::mo_Data),
-    );
-    let out = sent(&c.take_actions());
-    let [S1ap::InitialContextSetupRequest(ics)] = &out[..] else {
-        panic!("{out:?}")
-    };
-    assert_eq!(ics.mme_ue_id, id);
-    assert_eq!(ics.erabs.len(), 1);
-    assert_eq!(
-        ics.erabs[0].nas, None,
-        "no NAS PDU in a service request's ICS"
-    );
-    assert_eq!((ics.erabs[0].sgw_teid, ics.erabs[0].erab_id), (0x99, 5));
-    assert_eq!(
-        Some(ics.kenb),
-        ue.kenb(),
-        "KeNB from the service request's COUNT"
-    );
-    assert_eq!(c.ues()[0].state, UeState::WaitServiceSetup);
-    s1(c, ics_response(id, enb_teid));
-    let acts = c.take_actions();
-    match &s11_sent(&acts)[..] {
-        [(0x55, gtp::Message::ModifyBearerRequest(r))] => {
-            assert_eq!(r.bearer_contexts[0].fteid(0).unwrap().teid, enb_teid)
-        }
-        other => panic!("{other:?}"),
-    }
-    modify_bearer_ok(c, id);
-}
 
 #[test]
 fn release_to_idle_keeps_the_registration_and_the_tunnel() {
@@ -399,20 +313,10 @@ fn service_request_from_idle_reconnects_and_the_nas_count_continues() {
 }
 
 /// A SERVICE REJECT #9 on the new S1 connection, then its release; nothing else.
-fn assert_service_reject(c: &mut MmeCore, ue: &mut TestUe) {
-    let out = sent(&c.take_actions());
-    let [S1ap::DownlinkNasTransport { mme_ue_id, nas, .. }, S1ap::UeContextReleaseCommand {
-        mme_ue_id: released,
-        enb_ue_id: Some(ENB_UE),
-        ..
-    }] = &out[..]
-    else {
-        panic!("{out:?}")
-    };
-    assert_eq!(mme_ue_id, released);
+fn assert_service_reject(c: &mut MmeCore) {
     assert_eq!(
-        ue.on_downlink(nas),
-        Reaction::Other("ServiceReject { cause: 9 }".into())
+        rejected(&sent(&c.take_actions())),
+        proto_nas::Nas::ServiceReject { cause: 9 }
     );
 }
 
@@ -426,7 +330,7 @@ fn service_request_with_a_bad_mac_is_rejected_and_the_context_kept() {
         &mut c,
         initial_ue(sr, s_tmsi_of(&ue), RRCEstablishmentCause::mo_Data),
     );
-    assert_service_reject(&mut c, &mut ue);
+    assert_service_reject(&mut c);
     let v = &c.ues()[0];
     assert_eq!((v.state, v.ecm_state), (UeState::Idle, EcmState::Idle));
     assert_eq!(v.mme_ue_s1ap_id, id);
@@ -447,19 +351,8 @@ fn service_request_from_an_unknown_s_tmsi_is_rejected() {
         &mut c,
         initial_ue(sr, s_tmsi, RRCEstablishmentCause::mo_Data),
     );
-    assert_service_reject(&mut c, &mut ue);
+    assert_service_reject(&mut c);
     assert_eq!(c.ues()[0].state, UeState::Idle);
-}
-
-/// An attached UE gone idle, with the eNBs of [`more_enbs`] besides A.
-fn idle_ue(n: u32) -> (MmeCore, TestUe, u32) {
-    let mut c = core();
-    setup(&mut c);
-    more_enbs(&mut c);
-    let mut ue = TestUe::example(n);
-    let id = attach(&mut c, &mut ue);
-    go_idle(&mut c, id);
-    (c, ue, id)
 }
 
 fn ddn_bytes(seq: u32, teid: u32) -> Vec<u8> {
@@ -494,22 +387,6 @@ fn assert_ack(m: &gtp::Gtpv2, seq: u32, teid: u32, cause: u8) {
             recovery: None
         })
     );
-}
-
-/// The PAGINGs among `actions`: to which eNBs, and that each names the UE.
-fn pagings(actions: &[Action], ue: &TestUe) -> Vec<AssocId> {
-    sent_to(actions)
-        .into_iter()
-        .map(|(assoc, m)| {
-            let S1ap::Paging(p) = m else { panic!("{m:?}") };
-            assert_eq!(p.identity, s1ap::PagingIdentity::STmsi(s_tmsi_of(ue)));
-            let imsi: u64 = ue.imsi.parse().unwrap();
-            assert_eq!(u64::from(p.ue_identity_index), imsi % 1024);
-            assert_eq!(p.tais, vec![tai()]);
-            assert_eq!(p.cn_domain, s1ap::CNDomain::ps);
-            assoc
-        })
-        .collect()
 }
 
 #[test]
@@ -577,7 +454,12 @@ fn paging_is_repeated_on_t3413_then_given_up_with_a_failure_indication() {
     );
     let v = &c.ues()[0];
     assert_eq!((v.state, v.paging), (UeState::Idle, false));
-    assert_eq!(c.next_deadline(), None);
+    // Only the mobile reachable timer is left (T3412 54 min + 4 min, from going idle).
+    assert_eq!(
+        c.next_deadline(),
+        Some(common::harness::t0() + Duration::from_secs(58 * 60))
+    );
+    assert_eq!(c.timer_stats().pagings_failed, 1);
     // Still registered: a later service request is served.
     serve(&mut c, &mut ue, id, 0x7a);
 }

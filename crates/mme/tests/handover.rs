@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::harness::*;
 use common::{TestUe, PLMN};
-use mme::{Action, Config, EcmState, HandoverPhase, MmeCore, UeState, UeView};
+use mme::{Action, Config, EcmState, HandoverPhase, MmeCore, UeState};
 use proto_gtpv2c as gtp;
 use proto_s1ap::{self as s1ap, causes, Ecgi, S1ap};
 use proto_sctp::AssocId;
@@ -27,13 +27,6 @@ const B_CELL: Ecgi = Ecgi {
 };
 /// What the UE security capabilities of the test UE give in S1AP.
 const CAPS: (u8, u8) = (0xc0, 0xc0);
-
-fn view(c: &MmeCore, id: u32) -> UeView {
-    c.ues()
-        .into_iter()
-        .find(|v| v.mme_ue_s1ap_id == id)
-        .expect("the UE context")
-}
 
 /// A core with eNBs A, B and OTHER_TA and one UE attached on A.
 fn attached(n: u32) -> (MmeCore, TestUe, u32) {
@@ -78,6 +71,7 @@ fn path_switch(to: At, id: u32, caps: (u8, u8)) -> S1ap {
 
 fn modify_bearer_refused(c: &mut MmeCore, id: u32) {
     c.on_s11(
+        t0(),
         id,
         Ok(gtp::Message::ModifyBearerResponse(
             gtp::ModifyBearerResponse {
@@ -277,7 +271,7 @@ fn a_failed_modify_bearer_gives_path_switch_request_failure() {
     // Refused by the SGW, then no answer at all (T3/N3 ran out in the shell).
     for refuse in [
         modify_bearer_refused as fn(&mut MmeCore, u32),
-        |c: &mut MmeCore, id| c.on_s11(id, Err("no response from the SPGW".into())),
+        |c: &mut MmeCore, id| c.on_s11(t0(), id, Err("no response from the SPGW".into())),
     ] {
         s1_on(&mut c, B, path_switch(ON_B, id, CAPS));
         c.take_actions();
@@ -666,7 +660,7 @@ fn a_lost_association_ends_the_handover() {
     let (mut c, _ue, id) = attached(31);
     // The target goes while preparing: the source is told.
     prepare(&mut c, Instant::now(), id);
-    c.on_sctp_down(B);
+    c.on_sctp_down(t0(), B);
     assert!(matches!(
         &sent(&c.take_actions())[..],
         [S1ap::HandoverPreparationFailure { .. }]
@@ -675,7 +669,7 @@ fn a_lost_association_ends_the_handover() {
     // The source goes while executing: the UE is idle, the prepared target released.
     more_enbs(&mut c);
     execute(&mut c, Instant::now(), id);
-    c.on_sctp_down(A);
+    c.on_sctp_down(t0(), A);
     let acts = c.take_actions();
     assert_eq!(
         release_command_to(B, &acts, id, ON_B.enb_ue_id),
@@ -690,7 +684,7 @@ fn a_lost_association_ends_the_handover() {
     let (mut c, _ue, id) = attached(34);
     s1_on(&mut c, B, path_switch(ON_B, id, CAPS));
     c.take_actions();
-    c.on_sctp_down(A);
+    c.on_sctp_down(t0(), A);
     let out = sent_on(B, &c.take_actions());
     assert!(
         matches!(

@@ -476,6 +476,24 @@ pub fn attach_request(
     pdn: &PdnConnectivity,
 ) -> Result<Vec<u8>> {
     let id = NasEpsMobileIdentity::from_imsi(imsi).map_err(|e| NasError::Value(e.to_string()))?;
+    attach_request_with(id, ue_network_capability, pdn)
+}
+
+/// ATTACH REQUEST identified by an old GUTI (e.g. one another MME allocated), no key.
+pub fn attach_request_by_guti(
+    guti: &Guti,
+    ue_network_capability: &[u8],
+    pdn: &PdnConnectivity,
+) -> Result<Vec<u8>> {
+    let id = NasEpsMobileIdentity::new(guti.to_identity());
+    attach_request_with(id, ue_network_capability, pdn)
+}
+
+fn attach_request_with(
+    id: NasEpsMobileIdentity,
+    ue_network_capability: &[u8],
+    pdn: &PdnConnectivity,
+) -> Result<Vec<u8>> {
     let esm = NasEsmMessageContainer::from_esm_message(&pdn_connectivity_request(pdn)?)
         .map_err(|e| NasError::Encode(e.to_string()))?;
     let req = NasAttachRequest::new(
@@ -784,6 +802,15 @@ pub(crate) mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn attach_request_by_guti_round_trip() {
+        let bytes = attach_request_by_guti(&GUTI, &[0xe0, 0xe0], &Default::default()).unwrap();
+        assert!(matches!(
+            parse(&bytes, Direction::Uplink).unwrap(),
+            Nas::AttachRequest { imsi: None, guti: Some(g), ksi: 7, .. } if g == GUTI
+        ));
     }
 
     /// The AUTHENTICATION REQUEST of oxirush-s1ap's docs (TS 35.208 test set 1 RAND).

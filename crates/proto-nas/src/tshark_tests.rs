@@ -6,12 +6,12 @@
 
 use std::path::PathBuf;
 use std::process::Command;
+use std::time::Duration;
+
+use proto_sctp::pcap::{PcapWriter, LINKTYPE_USER0};
 
 use crate::msg::{self, tests::samples, Nas};
 use crate::{Direction, NasSecurity, SecurityHeader};
-
-/// LINKTYPE_USER0 (DLT 147): tshark decodes it with the dissector `user_dlts` names.
-const LINKTYPE_USER0: u32 = 147;
 
 const PREFS: [&str; 4] = [
     "-o",
@@ -28,21 +28,13 @@ impl Drop for TempFile {
     }
 }
 
-/// A classic pcap of one NAS PDU per record (none of the workspace's writers does a
-/// user link type).
+/// A pcap of one NAS PDU per record, on the user link type tshark maps to `nas-eps`.
 fn pcap(pdus: &[Vec<u8>]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for w in [0xa1b2_c3d4u32, 0x0004_0002, 0, 0, 65535, LINKTYPE_USER0] {
-        out.extend_from_slice(&w.to_le_bytes());
-    }
+    let mut w = PcapWriter::with_linktype(LINKTYPE_USER0);
     for (i, p) in pdus.iter().enumerate() {
-        let len = p.len() as u32;
-        for w in [1_700_000_000 + i as u32, 0, len, len] {
-            out.extend_from_slice(&w.to_le_bytes());
-        }
-        out.extend_from_slice(p);
+        w.record(Duration::from_secs(1_700_000_000 + i as u64), p);
     }
-    out
+    w.take()
 }
 
 fn tshark(file: &str, args: &[&str]) -> String {
@@ -115,8 +107,14 @@ fn tshark_decodes_every_message() {
         names.extend([name(&nas); 2]);
     }
     let attach = msg::attach_request("001010000000001", &[0xe0, 0xe0], &Default::default());
-    pdus.extend([attach.unwrap(), ue.service_request().unwrap()]);
-    names.extend(["Attach request", "Service request"]);
+    let by_guti =
+        msg::attach_request_by_guti(&msg::tests::GUTI, &[0xe0, 0xe0], &Default::default());
+    pdus.extend([
+        attach.unwrap(),
+        by_guti.unwrap(),
+        ue.service_request().unwrap(),
+    ]);
+    names.extend(["Attach request", "Attach request", "Service request"]);
 
     let path =
         TempFile(std::env::temp_dir().join(format!("proto-nas-{}.pcap", std::process::id())));

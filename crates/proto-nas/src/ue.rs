@@ -1,9 +1,10 @@
 //! The UE side of NAS, sans-IO, for the RAN emulator and tests: a USIM (Milenage via
-//! crate `aka`) and the EMM procedures of attach and detach.
+//! crate `aka`) and the EMM procedures of attach, identification, GUTI reallocation,
+//! tracking area update and detach (either way).
 //!
 //! Feed it every downlink NAS PDU with [`UeNas::on_downlink`]; send what it returns.
 
-use crate::msg::{self, Guti, Nas, PdnConnectivity};
+use crate::msg::{self, Guti, Nas, PdnConnectivity, UpdateType};
 use crate::security::{self, Direction, NasSecurity, SecurityHeader};
 use crate::{cause, NasError, Result};
 
@@ -53,6 +54,10 @@ pub struct UeNas {
     kasme: Option<[u8; 32]>,
     sec: Option<NasSecurity>,
     guti: Option<Guti>,
+    /// RAND and RES of the last challenge: a retransmitted AUTHENTICATION REQUEST
+    /// (same RAND) gets the same RES without running the USIM again, whose SQN check
+    /// would refuse it (TS 24.301 §5.4.2.3).
+    last_challenge: Option<([u8; 16], Vec<u8>)>,
 }
 
 impl UeNas {
@@ -66,6 +71,7 @@ impl UeNas {
             kasme: None,
             sec: None,
             guti: None,
+            last_challenge: None,
         }
     }
 
@@ -89,7 +95,9 @@ impl UeNas {
         Some(sec.kenb(sec.count(Direction::Uplink)?.checked_sub(1)?))
     }
 
-    fn protect(&mut self, plain: Vec<u8>) -> Result<Vec<u8>> {
+    /// An uplink message as the UE sends it: integrity protected and ciphered once a
+    /// security context exists, plain before.
+    pub fn protect(&mut self, plain: Vec<u8>) -> Result<Vec<u8>> {
         match self.sec.as_mut() {
             Some(sec) => sec.protect(&plain, SecurityHeader::IntegrityCiphered, Direction::Uplink),
             None => Ok(plain),
@@ -110,6 +118,27 @@ impl UeNas {
         let ksi = self.sec.as_ref().map(|s| s.ksi).unwrap_or(7);
         let p = msg::detach_request(switch_off, &guti, ksi)?;
         self.protect(p)
+    }
+
+    /// TRACKING AREA UPDATE REQUEST with the current GUTI, integrity protected (an
+    /// initial NAS message is not ciphered, TS 24.301 §4.4.5); with `active` the UE
+    /// asks for its bearer. It reports the default bearer (EBI 5) as active.
+    pub fn tau_request(&mut self, update_type: UpdateType, active: bool) -> Result<Vec<u8>> {
+        let guti = self
+            .guti
+            .ok_or_else(|| NasError::Value("tracking area update before attach: no GUTI".into()))?;
+        let sec = self.sec.as_mut().ok_or_else(|| {
+            NasError::Value("tracking area update without a security context".into())
+        })?;
+        let p = msg::tracking_area_update_request(
+            update_type,
+            active,
+            sec.ksi,
+            &guti,
+            None,
+            Some(&[5]),
+        )?;
+        sec.protect(&p, SecurityHeader::Integrity, Direction::Uplink)
     }
 
     /// The short SERVICE REQUEST from ECM-IDLE (TS 24.301 §5.6.1), with and advancing
@@ -155,11 +184,32 @@ impl UeNas {
                 }
             }
             Nas::DetachAccept => UeEvent::DetachAccepted,
+            // Asked during an attach, before any security context: answered plain.
+            Nas::IdentityRequest { .. } => UeEvent::Send(msg::identity_response(&self.usim.imsi)?),
+            Nas::GutiReallocationCommand { guti, .. } if opened.verified => {
+                self.guti = Some(guti);
+                let c = msg::guti_reallocation_complete()?;
+                UeEvent::Send(self.protect(c)?)
+            }
+            Nas::TrackingAreaUpdateAccept {
+                guti: Some(guti), ..
+            } if opened.verified => {
+                self.guti = Some(guti);
+                let c = msg::tracking_area_update_complete()?;
+                UeEvent::Send(self.protect(c)?)
+            }
+            Nas::NetworkDetachRequest { .. } if opened.verified => {
+                let a = msg::detach_accept()?;
+                UeEvent::Send(self.protect(a)?)
+            }
             other => UeEvent::Other(other),
         })
     }
 
     fn on_auth_request(&mut self, rand: &[u8; 16], autn: &[u8; 16]) -> Result<UeEvent> {
+        if let Some((_, res)) = self.last_challenge.as_ref().filter(|(r, _)| r == rand) {
+            return Ok(UeEvent::Send(msg::authentication_response(res)?));
+        }
         let u = &self.usim;
         let (mut res, ck, ik, sqn) = match aka::check_autn(&u.k, &u.opc, rand, autn) {
             Ok(x) => x,
@@ -184,6 +234,7 @@ impl UeNas {
         if self.corrupt_res {
             res[0] ^= 0xff;
         }
+        self.last_challenge = Some((*rand, res.to_vec()));
         Ok(UeEvent::Send(msg::authentication_response(&res)?))
     }
 
@@ -253,6 +304,25 @@ mod tests {
         (v, pdu)
     }
 
+    /// The network's side of security mode control with `kasme` (EEA2/EIA2): the UE's
+    /// SECURITY MODE COMPLETE verifies under the returned context.
+    fn security_mode(ue: &mut UeNas, kasme: [u8; 32]) -> NasSecurity {
+        let mut mme = NasSecurity::new(kasme, 0, 2, 2).unwrap();
+        let smc = mme
+            .protect(
+                &msg::security_mode_command(0, 2, 2, &[0xe0, 0xe0]).unwrap(),
+                SecurityHeader::IntegrityNewContext,
+                Direction::Downlink,
+            )
+            .unwrap();
+        let UeEvent::Send(done) = ue.on_downlink(&smc).unwrap() else {
+            panic!()
+        };
+        let o = mme.unprotect(&done, Direction::Uplink).unwrap();
+        assert_eq!(o.nas, Nas::SecurityModeComplete);
+        mme
+    }
+
     /// The network side of one attach, checking every UE answer.
     #[test]
     fn attach_against_a_network_context() {
@@ -271,19 +341,7 @@ mod tests {
                 res: v.xres.to_vec()
             }
         );
-        let mut mme = NasSecurity::new(v.kasme, 0, 2, 2).unwrap();
-        let smc = mme
-            .protect(
-                &msg::security_mode_command(0, 2, 2, &[0xe0, 0xe0]).unwrap(),
-                SecurityHeader::IntegrityNewContext,
-                Direction::Downlink,
-            )
-            .unwrap();
-        let UeEvent::Send(done) = ue.on_downlink(&smc).unwrap() else {
-            panic!()
-        };
-        let o = mme.unprotect(&done, Direction::Uplink).unwrap();
-        assert_eq!(o.nas, Nas::SecurityModeComplete);
+        let mut mme = security_mode(&mut ue, v.kasme);
         assert_eq!(ue.kenb(), Some(mme.kenb(0)));
         // An unprotected ATTACH ACCEPT is refused once security is on.
         let guti = Guti {
@@ -331,6 +389,85 @@ mod tests {
             mme.unprotect(&d, Direction::Uplink).unwrap().nas,
             Nas::DetachRequest { switch_off: true, guti: Some(g), .. } if g == guti
         ));
+    }
+
+    /// `plain` sent ciphered by the network: the message of the UE's protected answer.
+    fn answer(ue: &mut UeNas, mme: &mut NasSecurity, plain: &[u8]) -> Nas {
+        let wire = mme
+            .protect(
+                plain,
+                SecurityHeader::IntegrityCiphered,
+                Direction::Downlink,
+            )
+            .unwrap();
+        let UeEvent::Send(up) = ue.on_downlink(&wire).unwrap() else {
+            panic!()
+        };
+        mme.unprotect(&up, Direction::Uplink).unwrap().nas
+    }
+
+    /// Identification, a retransmitted challenge, then with a context: GUTI
+    /// reallocation, TAU accept with a GUTI, and the network's detach, each answered
+    /// under the context; unprotected ones are not taken.
+    #[test]
+    fn network_procedures_answered() {
+        let mut ue = ue();
+        let UeEvent::Send(id) = ue.on_downlink(&msg::identity_request().unwrap()).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            msg::parse(&id, Direction::Uplink).unwrap(),
+            Nas::IdentityResponse {
+                imsi: Some("001010000000001".into())
+            }
+        );
+        let (v, pdu) = challenge(32);
+        let first = ue.on_downlink(&pdu).unwrap();
+        assert_eq!(ue.on_downlink(&pdu).unwrap(), first, "same RAND, same RES");
+        assert_eq!(
+            first,
+            UeEvent::Send(msg::authentication_response(&v.xres).unwrap())
+        );
+        let mut mme = security_mode(&mut ue, v.kasme);
+        let guti = Guti {
+            plmn: PLMN,
+            mme_group_id: 1,
+            mme_code: 1,
+            m_tmsi: 0x77,
+        };
+        let cmd = msg::guti_reallocation_command(&guti, PLMN, &[1]).unwrap();
+        assert!(matches!(ue.on_downlink(&cmd).unwrap(), UeEvent::Other(_)));
+        assert_eq!(ue.guti(), None, "a plain command is not taken");
+        assert_eq!(
+            answer(&mut ue, &mut mme, &cmd),
+            Nas::GutiReallocationComplete
+        );
+        assert_eq!(ue.guti(), Some(guti));
+        let tau = ue.tau_request(UpdateType::Periodic, false).unwrap();
+        assert_eq!(tau[0], 0x17, "integrity protected, not ciphered");
+        assert!(matches!(
+            mme.unprotect(&tau, Direction::Uplink).unwrap().nas,
+            Nas::TrackingAreaUpdateRequest { old_guti: Some(g), update_type: UpdateType::Periodic, .. } if g == guti
+        ));
+        let next = Guti {
+            m_tmsi: 0x78,
+            ..guti
+        };
+        let accept = msg::tracking_area_update_accept(&msg::TauAcceptParams {
+            guti: Some(next),
+            tai_plmn: PLMN,
+            tacs: vec![1],
+            t3412: 0x49,
+            bearers: None,
+        })
+        .unwrap();
+        assert_eq!(
+            answer(&mut ue, &mut mme, &accept),
+            Nas::TrackingAreaUpdateComplete
+        );
+        assert_eq!(ue.guti(), Some(next));
+        let det = msg::network_detach_request(true, None).unwrap();
+        assert_eq!(answer(&mut ue, &mut mme, &det), Nas::DetachAccept);
     }
 
     #[test]

@@ -2,18 +2,21 @@
 //! security, subscription, TEIDs) and the views of both the JSON state dump shows.
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::time::Instant;
 
 use proto_nas::{Direction, Guti, NasSecurity, PdnConnectivity};
 use proto_s1ap::{Ecgi, Tai};
 use proto_sctp::AssocId;
 use serde::{Deserialize, Serialize};
+use tracing::info;
 
 use super::handover::{HandoverPhase, HoState};
+use super::timers::{EmmProcedure, Timers};
 use super::MmeCore;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum UeState {
+    /// ATTACH REQUEST with a GUTI this MME cannot resolve: IDENTITY REQUEST sent.
+    WaitIdentity,
     WaitAuthInfo,
     WaitAuthResponse,
     WaitSecurityModeComplete,
@@ -39,14 +42,6 @@ pub enum EcmState {
     Connected,
 }
 
-/// A paging in progress (network-triggered service request, TS 23.401 §5.3.4.3).
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Paging {
-    /// T3413 expiry.
-    pub(super) deadline: Instant,
-    pub(super) retries_left: u32,
-}
-
 #[derive(Debug, Clone)]
 pub(super) struct Vector {
     pub(super) rand: [u8; 16],
@@ -69,13 +64,21 @@ pub(super) struct Ue {
     pub(super) mme_ue_id: u32,
     pub(super) enb_ue_id: Option<u32>,
     pub(super) assoc: Option<AssocId>,
+    /// Empty until the UE has given it (identification).
     pub(super) imsi: String,
     pub(super) guti: Guti,
+    /// A GUTI sent in a GUTI REALLOCATION COMMAND or TAU ACCEPT and not yet confirmed:
+    /// the old and the new one both identify the UE until the UE completes or uses the
+    /// new one (TS 24.301 §5.4.1.4).
+    pub(super) new_guti: Option<Guti>,
     pub(super) state: UeState,
     pub(super) ue_net_cap: Vec<u8>,
     pub(super) pdn: PdnConnectivity,
+    /// Where the eNB last saw the UE.
     pub(super) tai: Tai,
     pub(super) ecgi: Ecgi,
+    /// The TAI of the last attach or tracking area update.
+    pub(super) registered_tai: Tai,
     pub(super) vector: Option<Vector>,
     pub(super) ksi: u8,
     pub(super) sec: Option<NasSecurity>,
@@ -88,7 +91,12 @@ pub(super) struct Ue {
     pub(super) bearer_active: bool,
     /// Remove the context once the eNB confirms the release.
     pub(super) remove_on_release: bool,
-    pub(super) paging: Option<Paging>,
+    pub(super) timers: Timers,
+    /// A network-initiated detach waits for the paged UE; re-attach required or not.
+    pub(super) pending_detach: Option<bool>,
+    /// The TAU came from ECM-IDLE without the active flag: the S1 connection goes
+    /// once the TAU is complete.
+    pub(super) release_after_tau: bool,
     /// NH/NCC and the handover in progress, if any.
     pub(super) ho: HoState,
 }
@@ -105,7 +113,9 @@ pub struct UeView {
     /// The eNB ID (S1 Setup) of the eNB the UE is on.
     pub enb_id: Option<u32>,
     /// The UE's last reported cell (E-UTRAN cell identity) and TAC.
+    #[serde(default)]
     pub cell_id: u32,
+    #[serde(default)]
     pub tac: u16,
     /// A handover in progress.
     pub handover: Option<HandoverPhase>,
@@ -116,6 +126,20 @@ pub struct UeView {
     pub ecm_state: EcmState,
     /// The MME is paging the UE (T3413 running).
     pub paging: bool,
+    /// The network-initiated EMM procedure waiting for the UE, and its timer.
+    pub emm_procedure: Option<EmmProcedure>,
+    pub nas_timer: Option<String>,
+    /// Expiries of that timer so far (each sent the message again).
+    #[serde(default)]
+    pub nas_timer_expiries: u32,
+    /// The GUTI sent and not yet confirmed (it and `guti` both identify the UE).
+    pub new_guti: Option<String>,
+    /// The mobile reachable timer runs (ECM-IDLE).
+    #[serde(default)]
+    pub mobile_reachable: bool,
+    /// A network-initiated detach waits for the paged UE.
+    #[serde(default)]
+    pub detach_pending: bool,
     pub ue_ip: Option<Ipv4Addr>,
     pub apn: Option<String>,
     pub mme_s11_teid: u32,
@@ -153,9 +177,60 @@ impl Ue {
             None => EcmState::Idle,
         }
     }
+
+    /// Whether the UE is known by this M-TMSI: its GUTI or the one it was just sent.
+    pub(super) fn has_m_tmsi(&self, m_tmsi: u32) -> bool {
+        self.guti.m_tmsi == m_tmsi || self.new_guti.is_some_and(|g| g.m_tmsi == m_tmsi)
+    }
+
+    /// The UE proved it holds the GUTI of `m_tmsi` (a verified message used it, or it
+    /// completed the reallocation): if it is the new one, the old is no longer valid.
+    pub(super) fn confirm_guti(&mut self, m_tmsi: u32) {
+        if let Some(g) = self.new_guti.filter(|g| g.m_tmsi == m_tmsi) {
+            info!(
+                ue = self.mme_ue_id,
+                m_tmsi, "new GUTI in use, the old one released"
+            );
+            self.guti = g;
+            self.new_guti = None;
+        }
+    }
+
+    /// EMM-REGISTERED: attached, idle or coming back from idle.
+    pub(super) fn registered(&self) -> bool {
+        matches!(
+            self.state,
+            UeState::Attached | UeState::Idle | UeState::WaitServiceSetup
+        ) && self.sec.is_some()
+    }
+}
+
+fn guti_string(g: &Guti) -> String {
+    format!(
+        "{:02x}{:02x}{:02x}-{:04x}-{:02x}-{:08x}",
+        g.plmn[0], g.plmn[1], g.plmn[2], g.mme_group_id, g.mme_code, g.m_tmsi
+    )
 }
 
 impl MmeCore {
+    /// The UE a GUTI identifies (its current one, or the one just sent to it).
+    pub(super) fn ue_by_guti(&self, g: &Guti) -> Option<u32> {
+        self.ues
+            .values()
+            .find(|u| u.guti == *g || u.new_guti == Some(*g))
+            .map(|u| u.mme_ue_id)
+    }
+
+    /// The one place where a UE context is finally removed: detach (either way,
+    /// implicit too), an attach that failed or was aborted, or a context that a new
+    /// attach of the same IMSI replaces. Returns the context.
+    pub(super) fn forget_ue(&mut self, ue: u32) -> Option<Ue> {
+        let u = self.ues.remove(&ue)?;
+        info!(ue, imsi = %u.imsi, "UE context removed");
+        self.changed = true;
+        Some(u)
+    }
+
     pub fn enbs(&self) -> Vec<EnbView> {
         self.enbs
             .values()
@@ -172,15 +247,7 @@ impl MmeCore {
             .values()
             .map(|u| UeView {
                 imsi: u.imsi.clone(),
-                guti: format!(
-                    "{:02x}{:02x}{:02x}-{:04x}-{:02x}-{:08x}",
-                    u.guti.plmn[0],
-                    u.guti.plmn[1],
-                    u.guti.plmn[2],
-                    u.guti.mme_group_id,
-                    u.guti.mme_code,
-                    u.guti.m_tmsi
-                ),
+                guti: guti_string(&u.guti),
                 m_tmsi: u.guti.m_tmsi,
                 mme_ue_s1ap_id: u.mme_ue_id,
                 enb_ue_s1ap_id: u.enb_ue_id,
@@ -198,7 +265,13 @@ impl MmeCore {
                 ncc: u.ho.ncc(),
                 state: u.state,
                 ecm_state: u.ecm_state(),
-                paging: u.paging.is_some(),
+                paging: u.timers.paging.is_some(),
+                emm_procedure: u.timers.nas.as_ref().map(|r| r.procedure),
+                nas_timer: u.timers.nas.as_ref().map(|r| r.procedure.timer().into()),
+                nas_timer_expiries: u.timers.nas.as_ref().map_or(0, |r| r.expiries),
+                new_guti: u.new_guti.as_ref().map(guti_string),
+                mobile_reachable: u.timers.mobile_reachable.is_some(),
+                detach_pending: u.pending_detach.is_some(),
                 ue_ip: u.ue_ip,
                 apn: u.sub.as_ref().map(|s| s.apn.clone()),
                 mme_s11_teid: u.mme_s11_teid,

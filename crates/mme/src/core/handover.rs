@@ -15,7 +15,7 @@ use proto_gtpv2c as gtp;
 use proto_nas::NasSecurity;
 use proto_s1ap::{self as s1ap, causes, Cause, Ecgi, S1ap, StatusTransfer, Tai};
 use proto_sctp::AssocId;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use super::context::UeState;
@@ -64,7 +64,7 @@ enum Phase {
 }
 
 /// A handover in progress as the UE dump shows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum HandoverPhase {
     PathSwitch,
     Preparing,

@@ -1,10 +1,9 @@
 //! ECM-IDLE: the S1 release that leaves a UE registered but idle (TS 23.401 §5.3.5),
-//! the SERVICE REQUEST that brings it back (§5.3.4.1, TS 24.301 §5.6.1) and the
-//! paging a Downlink Data Notification starts (§5.3.4.3), with T3413.
-//!
-//! Time comes in from the shell (`now`): the core reads no clock.
+//! the SERVICE REQUEST that brings it back (§5.3.4.1, TS 24.301 §5.6.1), the new S1
+//! connection any message from idle opens, and the paging a Downlink Data
+//! Notification starts (§5.3.4.3); its T3413 is in `timers`.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use proto_gtpv2c as gtp;
 use proto_nas::{cause as emm, msg, Direction, Nas};
@@ -12,7 +11,7 @@ use proto_s1ap::{self as s1ap, Ecgi, S1ap, STmsi, Tai};
 use proto_sctp::AssocId;
 use tracing::{info, warn};
 
-use super::context::{EcmState, Paging, UeState};
+use super::context::{EcmState, UeState};
 use super::s11::modify_bearer_request;
 use super::s1ap::context_setup_request;
 use super::{Action, MmeCore};
@@ -45,7 +44,8 @@ impl MmeCore {
 
     /// The short SERVICE REQUEST of an INITIAL UE MESSAGE: the UE is found by its
     /// S-TMSI and verified with its NAS security context; the KeNB comes from the
-    /// uplink COUNT the request used (TS 33.401 §7.2.6.1, A.3).
+    /// uplink COUNT the request used (TS 33.401 §7.2.6.1, A.3). A paged UE that a
+    /// detach waits for is sent the DETACH REQUEST.
     pub(super) fn on_service_request(
         &mut self,
         assoc: AssocId,
@@ -60,15 +60,15 @@ impl MmeCore {
             .and_then(|s| {
                 self.ues
                     .values()
-                    .find(|u| u.guti.m_tmsi == s.m_tmsi && u.sec.is_some() && u.sgw_s1u.is_some())
-                    .map(|u| u.mme_ue_id)
+                    .find(|u| u.has_m_tmsi(s.m_tmsi) && u.sec.is_some() && u.sgw_s1u.is_some())
+                    .map(|u| (u.mme_ue_id, s.m_tmsi))
             });
-        let Some(ue) = found else {
+        let Some((ue, m_tmsi)) = found else {
             // TS 24.301 §5.6.1.5 #9: the UE deletes its GUTI and attaches again.
             info!(%assoc, enb_ue_id, ?s_tmsi, "service request from an unknown S-TMSI: reject #9");
             return self.service_reject_new(assoc, enb_ue_id);
         };
-        let Some(mut u) = self.ues.remove(&ue) else {
+        let Some(u) = self.ues.get_mut(&ue) else {
             return;
         };
         let opened = u
@@ -81,37 +81,62 @@ impl MmeCore {
                 // The context stays: a forged request must not detach the real UE,
                 // and the real one answers #9 with an attach that replaces it.
                 warn!(ue, imsi = %u.imsi, "service request fails NAS integrity: reject #9 ({other:?})");
-                self.ues.insert(ue, u);
                 return self.service_reject_new(assoc, enb_ue_id);
             }
         };
-        self.release_stale_s1(&u, assoc, enb_ue_id);
+        u.confirm_guti(m_tmsi);
+        self.connect_from_idle(ue, assoc, enb_ue_id, tai, ecgi);
+        let Some(u) = self.ues.get_mut(&ue) else {
+            return;
+        };
         let kenb = u.sec.as_ref().zip(count).map(|(sec, c)| sec.kenb(c));
-        if u.paging.take().is_some() {
+        u.state = UeState::WaitServiceSetup;
+        info!(ue, imsi = %u.imsi, ul_count = ?count, "service request");
+        let ics = kenb.and_then(|k| context_setup_request(u, enb_ue_id, k, None));
+        let detach = u.pending_detach.take();
+        if let Some(ics) = ics {
+            self.send(assoc, &ics);
+        }
+        if let Some(reattach_required) = detach {
+            self.send_detach_request(ue, reattach_required);
+        }
+    }
+
+    /// The UE comes back from ECM-IDLE on a new S1 connection (a service request,
+    /// tracking area update or detach, already verified): a stale S1 connection is
+    /// released, paging and the mobile reachable timer stop.
+    pub(super) fn connect_from_idle(
+        &mut self,
+        ue: u32,
+        assoc: AssocId,
+        enb_ue_id: u32,
+        tai: Tai,
+        ecgi: Ecgi,
+    ) {
+        self.release_stale_s1(ue, assoc, enb_ue_id);
+        let Some(u) = self.ues.get_mut(&ue) else {
+            return;
+        };
+        if u.timers.paging.take().is_some() {
             info!(ue, imsi = %u.imsi, "paged UE answered");
         }
+        u.timers.mobile_reachable = None;
         u.assoc = Some(assoc);
         u.enb_ue_id = Some(enb_ue_id);
         u.enb_s1u = None;
         u.bearer_active = false;
         u.tai = tai;
         u.ecgi = ecgi;
-        u.state = UeState::WaitServiceSetup;
-        info!(ue, imsi = %u.imsi, ul_count = ?count, "service request");
-        let ics = kenb.and_then(|k| context_setup_request(&mut u, enb_ue_id, k, None));
-        self.ues.insert(ue, u);
-        self.changed = true;
-        if let Some(ics) = ics {
-            self.send(assoc, &ics);
+        if u.state == UeState::Idle || u.state == UeState::Releasing {
+            u.state = UeState::Attached;
         }
+        self.changed = true;
     }
 
     /// SERVICE REJECT #9 on an S1 connection that has no UE context, and its release.
     fn service_reject_new(&mut self, assoc: AssocId, enb_ue_id: u32) {
-        let id = self.new_mme_ue_id();
         self.reject_new(
             assoc,
-            id,
             enb_ue_id,
             msg::service_reject(emm::UE_IDENTITY_CANNOT_BE_DERIVED),
         );
@@ -125,8 +150,9 @@ impl MmeCore {
         teid: u32,
         msg: gtp::Message,
     ) -> Option<(u32, gtp::Message)> {
+        self.now = now;
         match msg {
-            gtp::Message::DownlinkDataNotification(d) => Some(self.on_ddn(now, teid, &d)),
+            gtp::Message::DownlinkDataNotification(d) => Some(self.on_ddn(teid, &d)),
             other => {
                 warn!(teid, "unexpected S11 request {}", other.name());
                 None
@@ -136,12 +162,7 @@ impl MmeCore {
 
     /// DOWNLINK DATA NOTIFICATION (TS 23.401 §5.3.4.3): page an idle UE; for a
     /// connected one, give the SGW the eNB's F-TEID again.
-    fn on_ddn(
-        &mut self,
-        now: Instant,
-        teid: u32,
-        d: &gtp::DownlinkDataNotification,
-    ) -> (u32, gtp::Message) {
+    fn on_ddn(&mut self, teid: u32, d: &gtp::DownlinkDataNotification) -> (u32, gtp::Message) {
         let ack = |teid, cause| {
             (
                 teid,
@@ -165,15 +186,10 @@ impl MmeCore {
             (_, true) => {
                 // One paging per UE: a second notification while it runs only gets
                 // its acknowledgement (TS 23.401 §5.3.4.3 step 2a).
-                if u.paging.is_none() {
+                if u.timers.paging.is_none() {
                     info!(ue = teid, imsi = %u.imsi, ebis = ?d.ebis, "downlink data: paging");
-                    u.paging = Some(Paging {
-                        deadline: now + Duration::from_millis(self.cfg.t3413_ms),
-                        retries_left: self.cfg.paging_retries,
-                    });
-                    self.changed = true;
-                    self.page(teid);
                 }
+                self.start_paging(teid, true);
                 ack(sgw_teid, gtp::cause::REQUEST_ACCEPTED)
             }
             (_, false) => {
@@ -198,7 +214,7 @@ impl MmeCore {
     }
 
     /// S1AP PAGING to every eNB serving a TAI of the UE's TAI list (TS 36.413 §8.5).
-    fn page(&mut self, ue: u32) {
+    pub(super) fn page(&mut self, ue: u32) {
         let Some(u) = self.ues.get(&ue) else {
             return;
         };
@@ -229,59 +245,6 @@ impl MmeCore {
             .collect();
         for assoc in enbs {
             self.send(assoc, &paging);
-        }
-    }
-
-    /// When [`MmeCore::on_timer`] next has something to do (the earliest T3413 or
-    /// TS1RELOCoverall).
-    pub fn next_deadline(&self) -> Option<Instant> {
-        self.ues
-            .values()
-            .filter_map(|u| u.paging.map(|p| p.deadline))
-            .chain(self.handover_deadline())
-            .min()
-    }
-
-    /// T3413 expiries up to `now`: page again, or after the last retry give up and
-    /// tell the SGW (DOWNLINK DATA NOTIFICATION FAILURE INDICATION, TS 23.401
-    /// §5.3.4.3: "UE not responding"), which may then drop what it buffered. And the
-    /// S1 handovers' TS1RELOCoverall (core/handover.rs).
-    pub fn on_timer(&mut self, now: Instant) {
-        self.on_handover_timer(now);
-        let due: Vec<u32> = self
-            .ues
-            .values()
-            .filter(|u| u.paging.is_some_and(|p| p.deadline <= now))
-            .map(|u| u.mme_ue_id)
-            .collect();
-        let t3413 = Duration::from_millis(self.cfg.t3413_ms);
-        for ue in due {
-            let Some(u) = self.ues.get_mut(&ue) else {
-                continue;
-            };
-            let Some(p) = u.paging.as_mut() else {
-                continue;
-            };
-            if p.retries_left > 0 {
-                p.retries_left -= 1;
-                p.deadline = now + t3413;
-                self.page(ue);
-                continue;
-            }
-            info!(ue, imsi = %u.imsi, "paging: no answer");
-            u.paging = None;
-            self.changed = true;
-            if let Some(teid) = u.sgw_s11_teid {
-                self.actions.push(Action::S11 {
-                    ue,
-                    teid,
-                    msg: gtp::Message::DownlinkDataNotificationFailureIndication(
-                        gtp::DownlinkDataNotificationFailureIndication {
-                            cause: gtp::cause::UE_NOT_RESPONDING,
-                        },
-                    ),
-                });
-            }
         }
     }
 }

@@ -1,6 +1,7 @@
-//! The MME's logic without I/O: eNBs (S1 Setup), UE contexts and the attach /
-//! detach state machine across S1AP, NAS, S6a and S11, and ECM-IDLE (release, service
-//! request, paging).
+//! The MME's logic without I/O: eNBs (S1 Setup), UE contexts and the EMM procedures
+//! (attach, identification, GUTI reallocation, tracking area update, detach every
+//! way) across S1AP, NAS, S6a and S11, ECM-IDLE (release, service request, paging)
+//! and the NAS timers.
 //!
 //! Inputs are S1AP PDUs and the answers of the HSS and SPGW; outputs are [`Action`]s
 //! the I/O shell executes. Everything (NAS security contexts with their COUNTs,
@@ -10,12 +11,18 @@
 //!
 //! One file per concern over this one shared state, as Open5GS splits its MME:
 //! `context` (the UE and eNB contexts), `s1ap` (the eNB's messages), `emm` (attach,
-//! authentication, security mode, detach), `esm` (the PDN connection and its default
-//! bearer), `idle` (S1 release to ECM-IDLE, service request, paging and T3413), `s6a`
-//! (the HSS's answers), `s11` (the SPGW's answers and our requests) and `handover`
-//! (X2 path switch and S1 handover between the eNBs, with the NH/NCC chain).
+//! authentication, security mode, identification, GUTI reallocation, what a
+//! procedure's last timer expiry does), `tau` (tracking area update), `detach`
+//! (UE-initiated, network-initiated, implicit), `esm` (the PDN connection and its default
+//! bearer), `idle` (S1 release to ECM-IDLE, service request, paging), `timers` (every
+//! per-UE timer: T3450, T3460, T3470, T3422, T3413, mobile reachable), `s6a` (the
+//! HSS's answers), `s11` (the SPGW's answers and our requests) and `handover` (X2 path
+//! switch and S1 handover between the eNBs, with the NH/NCC chain).
+//!
+//! Every input brings the time (`now`); timers started while handling it count from it.
 
 use std::collections::BTreeMap;
+use std::time::Instant;
 
 use proto_gtpv2c as gtp;
 use proto_sctp::AssocId;
@@ -23,6 +30,7 @@ use proto_sctp::AssocId;
 use crate::Config;
 
 mod context;
+mod detach;
 mod emm;
 mod esm;
 mod handover;
@@ -30,10 +38,13 @@ mod idle;
 mod s11;
 mod s1ap;
 mod s6a;
+mod tau;
+mod timers;
 
 pub use context::{EcmState, EnbView, UeState, UeView};
 use context::{Enb, Ue};
 pub use handover::HandoverPhase;
+pub use timers::{EmmProcedure, TimerStats};
 
 /// What the I/O shell must do. Actions live for one loop turn, so the size of the
 /// S11 variant does not matter.
@@ -72,6 +83,9 @@ pub struct MmeCore {
     next_m_tmsi: u32,
     actions: Vec<Action>,
     changed: bool,
+    /// The time of the input being handled.
+    now: Instant,
+    timer_stats: TimerStats,
 }
 
 impl MmeCore {
@@ -86,6 +100,9 @@ impl MmeCore {
             next_m_tmsi: 0xc000_0001,
             actions: Vec::new(),
             changed: false,
+            // Until the first input, which brings its own time.
+            now: Instant::now(),
+            timer_stats: TimerStats::default(),
         })
     }
 

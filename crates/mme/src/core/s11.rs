@@ -2,6 +2,7 @@
 //! requests. Sequence numbers and retransmission (T3/N3) are the I/O shell's.
 
 use std::net::Ipv4Addr;
+use std::time::Instant;
 
 use proto_gtpv2c::{self as gtp, BearerContext, BearerQos, Fteid, Paa};
 use proto_nas::cause as emm;
@@ -15,7 +16,8 @@ use crate::Config;
 
 impl MmeCore {
     /// The SPGW's answer to a request sent for `ue` (or the error if none came).
-    pub fn on_s11(&mut self, ue: u32, resp: Result<gtp::Message, String>) {
+    pub fn on_s11(&mut self, now: Instant, ue: u32, resp: Result<gtp::Message, String>) {
+        self.now = now;
         if self.on_path_switch_answer(ue, &resp) {
             return;
         }

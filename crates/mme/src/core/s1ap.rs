@@ -14,6 +14,7 @@ use super::context::{Enb, Ue, UeState};
 use super::emm::protect;
 use super::esm::DEFAULT_EBI;
 use super::s11::modify_bearer_request;
+use super::timers::EmmProcedure;
 use super::{Action, MmeCore};
 
 impl MmeCore {
@@ -31,7 +32,8 @@ impl MmeCore {
 
     /// The association is gone: its UEs lose their S1 connection (ECM-IDLE), and the
     /// SGW the eNB's end of their tunnels.
-    pub fn on_sctp_down(&mut self, assoc: AssocId) {
+    pub fn on_sctp_down(&mut self, now: Instant, assoc: AssocId) {
+        self.now = now;
         self.handover_assoc_down(assoc);
         self.enbs.remove(&assoc);
         let gone: Vec<u32> = self
@@ -49,8 +51,10 @@ impl MmeCore {
             if u.state == UeState::Attached {
                 u.state = UeState::Idle;
                 self.release_access_bearers(ue);
+                self.start_mobile_reachable(ue);
             }
             self.changed = true;
+            self.lower_layer_failure(ue);
         }
     }
 
@@ -65,8 +69,9 @@ impl MmeCore {
         }
     }
 
-    /// An S1AP PDU from the eNB of `assoc`, received at `now` (S1 handover's timer).
+    /// An S1AP PDU from the eNB of `assoc`, received at `now`.
     pub fn on_s1ap(&mut self, now: Instant, assoc: AssocId, bytes: &[u8]) {
+        self.now = now;
         // An association we have not seen come up (e.g. after a restart): track it.
         self.enbs.entry(assoc).or_insert_with(|| Enb {
             peer: SocketAddr::from(([0, 0, 0, 0], 0)),
@@ -339,6 +344,7 @@ impl MmeCore {
         let (Some(assoc), Some(enb_ue_id)) = (u.assoc, u.enb_ue_id) else {
             return;
         };
+        let accept_plain = accept.clone();
         let nas = match protect(u.sec.as_mut(), accept, SecurityHeader::IntegrityCiphered) {
             Ok(n) => n,
             Err(e) => {
@@ -350,6 +356,15 @@ impl MmeCore {
         self.changed = true;
         if let Some(ics) = context_setup_request(u, enb_ue_id, kenb, Some(nas)) {
             self.send(assoc, &ics);
+        }
+        // Sent again in DOWNLINK NAS TRANSPORTs if the ATTACH COMPLETE does not come.
+        if let Ok(plain) = accept_plain {
+            self.supervise(
+                ue,
+                EmmProcedure::Attach,
+                plain,
+                SecurityHeader::IntegrityCiphered,
+            );
         }
     }
 
@@ -400,6 +415,10 @@ impl MmeCore {
             return;
         };
         u.remove_on_release |= remove;
+        if remove {
+            // A context on its way out sends nothing more.
+            u.timers = Default::default();
+        }
         self.changed = true;
         match (u.assoc, u.enb_ue_id) {
             (Some(assoc), Some(enb_ue_id)) => {
@@ -423,12 +442,13 @@ impl MmeCore {
         };
         self.changed = true;
         if u.remove_on_release || u.sec.is_none() {
-            info!(ue, imsi = %u.imsi, "UE context removed");
-            self.ues.remove(&ue);
+            self.forget_ue(ue);
         } else {
             u.assoc = None;
             u.enb_ue_id = None;
             u.state = UeState::Idle;
+            self.start_mobile_reachable(ue);
+            self.lower_layer_failure(ue);
         }
     }
 }

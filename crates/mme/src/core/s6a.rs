@@ -1,6 +1,8 @@
 //! S6a: the HSS's answers (authentication information, update location). The
 //! Diameter client that carries them is `crate::s6a`, at the I/O edge.
 
+use std::time::Instant;
+
 use proto_diameter::base::ResultCode;
 use proto_diameter::codes::DIAMETER_ERROR_USER_UNKNOWN;
 use proto_diameter::s6a::{AuthInfoAnswer, UpdateLocationAnswer};
@@ -11,7 +13,8 @@ use super::context::UeState;
 use super::MmeCore;
 
 impl MmeCore {
-    pub fn on_aia(&mut self, ue: u32, aia: Result<AuthInfoAnswer, String>) {
+    pub fn on_aia(&mut self, now: Instant, ue: u32, aia: Result<AuthInfoAnswer, String>) {
+        self.now = now;
         let Some(u) = self.ues.get_mut(&ue) else {
             return;
         };
@@ -38,7 +41,8 @@ impl MmeCore {
         self.authenticate(ue, v);
     }
 
-    pub fn on_ula(&mut self, ue: u32, ula: Result<UpdateLocationAnswer, String>) {
+    pub fn on_ula(&mut self, now: Instant, ue: u32, ula: Result<UpdateLocationAnswer, String>) {
+        self.now = now;
         let Some(u) = self.ues.get_mut(&ue) else {
             return;
         };

@@ -2,7 +2,8 @@
 //! SPGW's and HSS's answers and a whole attach, on any of the test associations.
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::time::Instant;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use mme::{Action, Config, MmeCore, UeState};
 use proto_diameter::base::ResultCode;
@@ -11,10 +12,18 @@ use proto_diameter::s6a::{
     UpdateLocationAnswer,
 };
 use proto_gtpv2c::{self as gtp, BearerContext, Fteid, Paa};
+use proto_nas::{Direction, Nas};
 use proto_s1ap::{self as s1ap, Ecgi, RRCEstablishmentCause, S1ap, Tai};
 use proto_sctp::AssocId;
 
 use super::{Reaction, TestUe, PLMN};
+
+/// The time every input of a test brings unless the test moves it (one instant for
+/// the whole run, so that deadlines can be computed from it).
+pub fn t0() -> Instant {
+    static T0: OnceLock<Instant> = OnceLock::new();
+    *T0.get_or_init(Instant::now)
+}
 
 /// The first eNB (eNB ID 1, TAC 1), and the eNB UE S1AP ID its UEs get.
 pub const A: AssocId = AssocId(1);
@@ -33,9 +42,7 @@ pub const ON_A: At = At {
 };
 
 pub fn core() -> MmeCore {
-    let mut c = MmeCore::new(Config::default()).unwrap();
-    c.on_sctp_up(A, "10.77.0.21:40000".parse::<SocketAddr>().unwrap());
-    c
+    core_with(Config::default())
 }
 
 pub fn s1(c: &mut MmeCore, m: S1ap) {
@@ -44,7 +51,7 @@ pub fn s1(c: &mut MmeCore, m: S1ap) {
 
 /// `m` from the eNB of `assoc`.
 pub fn s1_on(c: &mut MmeCore, assoc: AssocId, m: S1ap) {
-    c.on_s1ap(Instant::now(), assoc, &s1ap::encode(&m).unwrap());
+    c.on_s1ap(t0(), assoc, &s1ap::encode(&m).unwrap());
 }
 
 /// The S1AP messages the core sent, decoded: all to A.
@@ -234,7 +241,7 @@ pub fn start_at(c: &mut MmeCore, at: At, ue: &TestUe, aia: AuthInfoAnswer) -> (u
         }
         other => panic!("{other:?}"),
     };
-    c.on_aia(id, Ok(aia));
+    c.on_aia(t0(), id, Ok(aia));
     (id, sent_on(at.assoc, &c.take_actions()))
 }
 
@@ -278,6 +285,7 @@ pub fn ics_response_at(at: At, id: u32, enb_teid: u32) -> S1ap {
 
 pub fn modify_bearer_ok(c: &mut MmeCore, id: u32) {
     c.on_s11(
+        t0(),
         id,
         Ok(gtp::Message::ModifyBearerResponse(
             gtp::ModifyBearerResponse {
@@ -294,6 +302,31 @@ pub fn attach(c: &mut MmeCore, ue: &mut TestUe) -> u32 {
 }
 
 pub fn attach_at(c: &mut MmeCore, at: At, ue: &mut TestUe) -> u32 {
+    let (id, _) = attach_to_accept_at(c, at, ue);
+    s1_on(c, at.assoc, ics_response_at(at, id, 0x77));
+    c.take_actions();
+    modify_bearer_ok(c, id);
+    let complete = ue.attach_complete(5);
+    s1_on(c, at.assoc, uplink_at(at, id, complete));
+    let v = view(c, id);
+    assert_eq!((v.state, v.emm_procedure), (UeState::Attached, None));
+    id
+}
+
+/// An attach up to the INITIAL CONTEXT SETUP REQUEST with the ATTACH ACCEPT, which
+/// the UE has taken; returns the MME UE id and the request.
+pub fn attach_to_accept(
+    c: &mut MmeCore,
+    ue: &mut TestUe,
+) -> (u32, Box<s1ap::InitialContextSetupRequest>) {
+    attach_to_accept_at(c, ON_A, ue)
+}
+
+pub fn attach_to_accept_at(
+    c: &mut MmeCore,
+    at: At,
+    ue: &mut TestUe,
+) -> (u32, Box<s1ap::InitialContextSetupRequest>) {
     let (id, out) = start_at(c, at, ue, aia_for(ue));
     let Reaction::Reply(res) = ue.on_downlink(&downlink_at(at, &out).1) else {
         panic!()
@@ -305,9 +338,9 @@ pub fn attach_at(c: &mut MmeCore, at: At, ue: &mut TestUe) -> u32 {
     };
     s1_on(c, at.assoc, uplink_at(at, id, done));
     c.take_actions();
-    c.on_ula(id, Ok(ula()));
+    c.on_ula(t0(), id, Ok(ula()));
     c.take_actions();
-    c.on_s11(id, Ok(create_session_response()));
+    c.on_s11(t0(), id, Ok(create_session_response()));
     let [S1ap::InitialContextSetupRequest(ics)] = &sent_on(at.assoc, &c.take_actions())[..] else {
         panic!()
     };
@@ -315,18 +348,7 @@ pub fn attach_at(c: &mut MmeCore, at: At, ue: &mut TestUe) -> u32 {
         ue.on_downlink(ics.erabs[0].nas.as_ref().unwrap()),
         Reaction::Accepted { .. }
     ));
-    s1_on(c, at.assoc, ics_response_at(at, id, 0x77));
-    c.take_actions();
-    modify_bearer_ok(c, id);
-    let complete = ue.attach_complete(5);
-    s1_on(c, at.assoc, uplink_at(at, id, complete));
-    let v = c
-        .ues()
-        .into_iter()
-        .find(|v| v.mme_ue_s1ap_id == id)
-        .unwrap();
-    assert_eq!(v.state, UeState::Attached);
-    id
+    (id, ics.clone())
 }
 
 /// eNB-initiated release (user inactivity) to ECM-IDLE.
@@ -364,6 +386,7 @@ pub fn go_idle_at(c: &mut MmeCore, at: At, id: u32) {
         "{out:?}"
     );
     c.on_s11(
+        t0(),
         id,
         Ok(gtp::Message::ReleaseAccessBearersResponse(
             gtp::CauseRecovery {
@@ -399,4 +422,177 @@ pub fn more_enbs(c: &mut MmeCore) {
         s1_on(c, assoc, setup);
     }
     c.take_actions();
+}
+
+/// A core with `cfg`, eNB A's association up.
+pub fn core_with(cfg: Config) -> MmeCore {
+    let mut c = MmeCore::new(cfg).unwrap();
+    c.on_sctp_up(A, "10.77.0.21:40000".parse::<SocketAddr>().unwrap());
+    c
+}
+
+/// The eNB's UE CONTEXT RELEASE COMPLETE.
+pub fn release_complete(c: &mut MmeCore, id: u32) {
+    s1(
+        c,
+        S1ap::UeContextReleaseComplete {
+            mme_ue_id: id,
+            enb_ue_id: ENB_UE,
+        },
+    );
+}
+
+/// The SPGW's DELETE SESSION RESPONSE, accepted.
+pub fn session_deleted(c: &mut MmeCore, id: u32, now: Instant) {
+    c.on_s11(
+        now,
+        id,
+        Ok(gtp::Message::DeleteSessionResponse(
+            gtp::DeleteSessionResponse {
+                cause: 16,
+                recovery: None,
+            },
+        )),
+    );
+}
+
+/// Every downlink NAS PDU among `actions` (DOWNLINK NAS TRANSPORTs only).
+pub fn nas_sent(actions: &[Action]) -> Vec<Vec<u8>> {
+    sent(actions)
+        .into_iter()
+        .filter_map(|m| match m {
+            S1ap::DownlinkNasTransport { nas, .. } => Some(nas),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Runs a NAS timer of period `t` started at `from` through its four retransmissions
+/// (one DOWNLINK NAS TRANSPORT each, returned) and the fifth expiry, whose actions are
+/// returned.
+pub fn expire_five_times(
+    c: &mut MmeCore,
+    from: Instant,
+    t: Duration,
+) -> (Vec<Vec<u8>>, Vec<Action>) {
+    let again = (1..=4u32)
+        .map(|n| {
+            c.on_timer(from + t * n);
+            let [pdu] = &nas_sent(&c.take_actions())[..] else {
+                panic!("expiry {n}: one retransmission")
+            };
+            pdu.clone()
+        })
+        .collect();
+    c.on_timer(from + t * 5);
+    (again, c.take_actions())
+}
+
+/// The reject sent on an S1 connection that has no UE context, followed by that
+/// connection's release: the NAS message.
+pub fn rejected(out: &[S1ap]) -> Nas {
+    let [S1ap::DownlinkNasTransport { mme_ue_id, nas, .. }, S1ap::UeContextReleaseCommand {
+        mme_ue_id: released,
+        enb_ue_id: Some(ENB_UE),
+        ..
+    }] = out
+    else {
+        panic!("{out:?}")
+    };
+    assert_eq!(mme_ue_id, released);
+    proto_nas::msg::parse(nas, Direction::Downlink).unwrap()
+}
+
+/// The one UE view of `id`.
+pub fn view(c: &MmeCore, id: u32) -> mme::UeView {
+    c.ues()
+        .into_iter()
+        .find(|v| v.mme_ue_s1ap_id == id)
+        .expect("UE context")
+}
+
+pub fn s_tmsi_of(ue: &TestUe) -> s1ap::STmsi {
+    let g = ue.guti().unwrap();
+    s1ap::STmsi {
+        mme_code: g.mme_code,
+        m_tmsi: g.m_tmsi,
+    }
+}
+
+pub fn initial_ue(nas: Vec<u8>, s_tmsi: s1ap::STmsi, rrc_cause: RRCEstablishmentCause) -> S1ap {
+    S1ap::InitialUeMessage {
+        enb_ue_id: ENB_UE,
+        nas,
+        tai: tai(),
+        ecgi: ecgi(),
+        s_tmsi: Some(s_tmsi),
+        rrc_cause,
+    }
+}
+
+/// SERVICE REQUEST → ICS without NAS and with the UE's KeNB → ICS response → Modify
+/// Bearer with the eNB's new F-TEID.
+pub fn serve(c: &mut MmeCore, ue: &mut TestUe, id: u32, enb_teid: u32) {
+    let sr = ue.service_request();
+    s1(
+        c,
+        initial_ue(sr, s_tmsi_of(ue), RRCEstablishmentCause::mo_Data),
+    );
+    let out = sent(&c.take_actions());
+    let [S1ap::InitialContextSetupRequest(ics)] = &out[..] else {
+        panic!("{out:?}")
+    };
+    assert_eq!(ics.mme_ue_id, id);
+    assert_eq!(ics.erabs.len(), 1);
+    assert_eq!(
+        ics.erabs[0].nas, None,
+        "no NAS PDU in a service request's ICS"
+    );
+    assert_eq!((ics.erabs[0].sgw_teid, ics.erabs[0].erab_id), (0x99, 5));
+    assert_eq!(
+        Some(ics.kenb),
+        ue.kenb(),
+        "KeNB from the service request's COUNT"
+    );
+    assert_eq!(c.ues()[0].state, UeState::WaitServiceSetup);
+    s1(c, ics_response(id, enb_teid));
+    let acts = c.take_actions();
+    match &s11_sent(&acts)[..] {
+        [(0x55, gtp::Message::ModifyBearerRequest(r))] => {
+            assert_eq!(r.bearer_contexts[0].fteid(0).unwrap().teid, enb_teid)
+        }
+        other => panic!("{other:?}"),
+    }
+    modify_bearer_ok(c, id);
+}
+
+/// An attached UE gone idle, with the eNBs of [`more_enbs`] besides A.
+pub fn idle_ue(n: u32) -> (MmeCore, TestUe, u32) {
+    idle_ue_in(core(), n)
+}
+
+/// [`idle_ue`] on the core `c`.
+pub fn idle_ue_in(mut c: MmeCore, n: u32) -> (MmeCore, TestUe, u32) {
+    setup(&mut c);
+    more_enbs(&mut c);
+    let mut ue = TestUe::example(n);
+    let id = attach(&mut c, &mut ue);
+    go_idle(&mut c, id);
+    (c, ue, id)
+}
+
+/// The PAGINGs among `actions`: to which eNBs, and that each names the UE.
+pub fn pagings(actions: &[Action], ue: &TestUe) -> Vec<AssocId> {
+    sent_to(actions)
+        .into_iter()
+        .map(|(assoc, m)| {
+            let S1ap::Paging(p) = m else { panic!("{m:?}") };
+            assert_eq!(p.identity, s1ap::PagingIdentity::STmsi(s_tmsi_of(ue)));
+            let imsi: u64 = ue.imsi.parse().unwrap();
+            assert_eq!(u64::from(p.ue_identity_index), imsi % 1024);
+            assert_eq!(p.tais, vec![tai()]);
+            assert_eq!(p.cn_domain, s1ap::CNDomain::ps);
+            assoc
+        })
+        .collect()
 }

@@ -5,7 +5,7 @@
 
 pub mod harness;
 
-use proto_nas::{Guti, UeEvent, UeNas, Usim};
+use proto_nas::{Guti, UeEvent, UeNas, UpdateType, Usim};
 
 pub const PLMN: [u8; 3] = [0x00, 0xf1, 0x10];
 
@@ -61,6 +61,12 @@ impl TestUe {
         self.nas.usim.sqn_ms = Some(sqn);
     }
 
+    /// Offers only EEA0 (and EIA1/EIA2): the MME then uses the null cipher, which
+    /// tshark reads.
+    pub fn only_null_ciphering(&mut self) {
+        self.nas.ue_network_capability = vec![0x80, 0x60];
+    }
+
     pub fn set_wrong_res(&mut self) {
         self.nas.corrupt_res = true;
     }
@@ -68,6 +74,22 @@ impl TestUe {
     pub fn attach_request(&self) -> Vec<u8> {
         proto_nas::msg::attach_request(&self.imsi, &self.nas.ue_network_capability, &self.nas.pdn)
             .unwrap()
+    }
+
+    /// ATTACH REQUEST by a GUTI this MME may not know.
+    pub fn attach_request_by_guti(&self, guti: &Guti) -> Vec<u8> {
+        proto_nas::msg::attach_request_by_guti(guti, &self.nas.ue_network_capability, &self.nas.pdn)
+            .unwrap()
+    }
+
+    /// Any uplink message, protected with the UE's context.
+    pub fn protect(&mut self, plain: Vec<u8>) -> Vec<u8> {
+        self.nas.protect(plain).unwrap()
+    }
+
+    /// TRACKING AREA UPDATE REQUEST with the UE's GUTI, integrity protected.
+    pub fn tau_request(&mut self, update_type: UpdateType, active: bool) -> Vec<u8> {
+        self.nas.tau_request(update_type, active).unwrap()
     }
 
     pub fn kenb(&self) -> Option<[u8; 32]> {
