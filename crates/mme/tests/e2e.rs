@@ -223,7 +223,7 @@ async fn attach_reject_and_detach_end_to_end() {
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let hss_addr = listener.local_addr().unwrap();
-    let hss = hss::Hss::new(hss_cfg).unwrap();
+    let hss = std::sync::Arc::new(hss::Hss::new(hss_cfg).unwrap());
     let _hss = Abort(tokio::spawn(async move {
         let _ = hss.run(listener).await;
     }));
