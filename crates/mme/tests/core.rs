@@ -982,3 +982,133 @@ fn echo_from_the_spgw_is_answered() {
     assert_eq!(m.seq, 9);
     assert!(matches!(m.msg, gtp::Message::EchoResponse(_)));
 }
+
+// ---- S6a: Purge UE after a detach, Cancel Location from the HSS ----
+
+fn delete_session_ok(c: &mut MmeCore, id: u32) {
+    c.on_s11(
+        id,
+        Ok(gtp::Message::DeleteSessionResponse(
+            gtp::DeleteSessionResponse {
+                cause: 16,
+                recovery: None,
+            },
+        )),
+    );
+}
+
+fn release_complete(c: &mut MmeCore, id: u32) {
+    s1(
+        c,
+        S1ap::UeContextReleaseComplete {
+            mme_ue_id: id,
+            enb_ue_id: ENB_UE,
+        },
+    );
+}
+
+fn purges(actions: &[Action]) -> Vec<String> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Pur { imsi } => Some(imsi.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn detach_completion_purges_the_ue_at_the_hss() {
+    let mut c = core();
+    setup(&mut c);
+    let mut ue = TestUe::example(1);
+    let id = attach(&mut c, &mut ue);
+    let det = ue.detach_request(true);
+    s1(&mut c, uplink(id, det));
+    // Switch-off: no DETACH ACCEPT, the session is deleted first; no purge yet.
+    let acts = c.take_actions();
+    assert!(purges(&acts).is_empty(), "{acts:?}");
+    delete_session_ok(&mut c, id);
+    let acts = c.take_actions();
+    assert_eq!(purges(&acts), [ue.imsi.clone()]);
+    assert!(matches!(
+        &sent(&acts)[..],
+        [S1ap::UeContextReleaseCommand {
+            enb_ue_id: Some(ENB_UE),
+            ..
+        }]
+    ));
+    release_complete(&mut c, id);
+    assert!(c.ues().is_empty());
+    assert!(c.take_actions().is_empty(), "one PUR per detach");
+}
+
+#[test]
+fn cancel_location_of_a_connected_ue_deletes_the_session_and_releases_without_nas() {
+    let mut c = core();
+    setup(&mut c);
+    let mut ue = TestUe::example(1);
+    let id = attach(&mut c, &mut ue);
+    c.take_actions();
+    assert!(c.on_cancel_location(
+        &ue.imsi,
+        proto_diameter::codes::CANCELLATION_TYPE_MME_UPDATE_PROCEDURE
+    ));
+    let acts = c.take_actions();
+    assert!(
+        matches!(
+            &s11_sent(&acts)[..],
+            [(0x55, gtp::Message::DeleteSessionRequest(r))] if r.linked_ebi == Some(5)
+        ),
+        "{acts:?}"
+    );
+    // The S1 connection goes with the context; no DOWNLINK NAS (no DETACH REQUEST).
+    let out = sent(&acts);
+    assert!(
+        matches!(
+            &out[..],
+            [S1ap::UeContextReleaseCommand { mme_ue_id, enb_ue_id: Some(ENB_UE), cause }]
+                if *mme_ue_id == id && *cause == s1ap::causes::nas_detach()
+        ),
+        "{out:?}"
+    );
+    assert!(purges(&acts).is_empty(), "no PUR after the HSS cancelled");
+    release_complete(&mut c, id);
+    assert!(c.ues().is_empty());
+    // The late Delete Session Response finds no context and changes nothing.
+    delete_session_ok(&mut c, id);
+    assert!(c.take_actions().is_empty());
+    // A second CLR: no context, nothing to do (the CLA is still success, at the edge).
+    assert!(!c.on_cancel_location(
+        &ue.imsi,
+        proto_diameter::codes::CANCELLATION_TYPE_MME_UPDATE_PROCEDURE
+    ));
+    assert!(c.take_actions().is_empty());
+}
+
+#[test]
+fn cancel_location_of_an_idle_ue_removes_it_at_once() {
+    let (mut c, mut ue, id) = idle_ue(1);
+    assert!(c.on_cancel_location(
+        &ue.imsi,
+        proto_diameter::codes::CANCELLATION_TYPE_SUBSCRIPTION_WITHDRAWAL
+    ));
+    let acts = c.take_actions();
+    // No S1 connection to release, no paging: only the Delete Session.
+    assert!(
+        matches!(
+            &acts[..],
+            [Action::S11 { ue, teid: 0x55, msg: gtp::Message::DeleteSessionRequest(_) }] if *ue == id
+        ),
+        "{acts:?}"
+    );
+    assert!(c.ues().is_empty());
+    // Its S-TMSI is unknown now: a SERVICE REQUEST gets a SERVICE REJECT.
+    let sr = ue.service_request();
+    let s_tmsi = s_tmsi_of(&ue);
+    s1(
+        &mut c,
+        initial_ue(sr, s_tmsi, RRCEstablishmentCause::mo_Data),
+    );
+    assert_service_reject(&mut c, &mut ue);
+}

@@ -409,7 +409,7 @@ impl MmeCore {
         self.changed = true;
         match u.sgw_s11_teid {
             Some(teid) => self.delete_session(ue, teid),
-            None => self.release(ue, causes::nas_detach(), true),
+            None => self.detach_complete(ue),
         }
     }
 }

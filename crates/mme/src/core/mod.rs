@@ -12,7 +12,8 @@
 //! `context` (the UE and eNB contexts), `s1ap` (the eNB's messages), `emm` (attach,
 //! authentication, security mode, detach), `esm` (the PDN connection and its default
 //! bearer), `idle` (S1 release to ECM-IDLE, service request, paging and T3413), `s6a`
-//! (the HSS's answers) and `s11` (the SPGW's answers and our requests).
+//! (the HSS's answers and requests: Cancel Location; the Purge UE after a detach) and
+//! `s11` (the SPGW's answers and our requests).
 
 use std::collections::BTreeMap;
 
@@ -50,6 +51,9 @@ pub enum Action {
     },
     /// S6a Update-Location-Request.
     Ulr { ue: u32, imsi: String },
+    /// S6a Purge-UE-Request: the UE's context is gone after its detach, so the HSS may
+    /// mark it purged here (TS 29.272 5.2.3.1). Nothing in the core waits for the answer.
+    Pur { imsi: String },
     /// S11 message to the SPGW, to the SGW's control TEID `teid` (0 for a new
     /// session): a request, or a Downlink Data Notification Failure Indication, which
     /// nothing answers.

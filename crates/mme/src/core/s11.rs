@@ -5,7 +5,6 @@ use std::net::Ipv4Addr;
 
 use proto_gtpv2c::{self as gtp, BearerContext, BearerQos, Fteid, Paa};
 use proto_nas::cause as emm;
-use proto_s1ap::causes;
 use tracing::{debug, info, warn};
 
 use super::context::{Subscription, Ue, UeState};
@@ -25,7 +24,7 @@ impl MmeCore {
                 warn!(ue, state = ?u.state, "S11 request failed: {e}");
                 return match u.state {
                     UeState::WaitCreateSession => self.reject(ue, emm::NETWORK_FAILURE),
-                    UeState::Detaching => self.release(ue, causes::nas_detach(), true),
+                    UeState::Detaching => self.detach_complete(ue),
                     _ => {}
                 };
             }
@@ -63,7 +62,7 @@ impl MmeCore {
                 u.sgw_s11_teid = None;
                 u.bearer_active = false;
                 if u.state == UeState::Detaching {
-                    self.release(ue, causes::nas_detach(), true);
+                    self.detach_complete(ue);
                 }
                 self.changed = true;
             }

@@ -1,14 +1,18 @@
-//! S6a: the HSS's answers (authentication information, update location). The
-//! Diameter client that carries them is `crate::s6a`, at the I/O edge.
+//! S6a: the HSS's answers (authentication information, update location), its
+//! Cancel Location, and the Purge UE that ends a detach. The Diameter client that
+//! carries them is `crate::s6a`, at the I/O edge.
 
 use proto_diameter::base::ResultCode;
-use proto_diameter::codes::DIAMETER_ERROR_USER_UNKNOWN;
+use proto_diameter::codes::{
+    CANCELLATION_TYPE_SUBSCRIPTION_WITHDRAWAL, DIAMETER_ERROR_USER_UNKNOWN,
+};
 use proto_diameter::s6a::{AuthInfoAnswer, UpdateLocationAnswer};
 use proto_nas::cause as emm;
+use proto_s1ap::causes;
 use tracing::{info, warn};
 
 use super::context::UeState;
-use super::MmeCore;
+use super::{Action, MmeCore};
 
 impl MmeCore {
     pub fn on_aia(&mut self, ue: u32, aia: Result<AuthInfoAnswer, String>) {
@@ -58,6 +62,52 @@ impl MmeCore {
             return self.reject(ue, cause);
         }
         self.connect_pdn(ue, ula.subscription.as_ref());
+    }
+}
+
+impl MmeCore {
+    /// The detach is done at the SPGW (or there was no session): release the S1
+    /// connection, forget the context, and tell the HSS with a Purge UE.
+    pub(super) fn detach_complete(&mut self, ue: u32) {
+        if let Some(u) = self.ues.get(&ue) {
+            self.actions.push(Action::Pur {
+                imsi: u.imsi.clone(),
+            });
+        }
+        self.release(ue, causes::nas_detach(), true);
+    }
+
+    /// Cancel Location from the HSS (TS 23.401 §5.3.2.1 step 13-14, TS 29.272 5.2.1.2):
+    /// the UE registered at another MME, or its subscription was withdrawn. The context
+    /// goes without NAS: the session is deleted at the SPGW and an S1 connection, if
+    /// any, released. No Purge UE follows (the HSS already moved on). Returns whether
+    /// the MME had a context for `imsi`; the CLA is success either way (29.272 5.2.1.2.2).
+    pub fn on_cancel_location(&mut self, imsi: &str, cancellation_type: u32) -> bool {
+        let Some(ue) = self
+            .ues
+            .values()
+            .find(|u| u.imsi == imsi)
+            .map(|u| u.mme_ue_id)
+        else {
+            info!(%imsi, cancellation_type, "Cancel Location for a UE without context");
+            return false;
+        };
+        if cancellation_type == CANCELLATION_TYPE_SUBSCRIPTION_WITHDRAWAL {
+            // The spec detaches the UE explicitly here (24.301 §5.5.2.3); until the
+            // network-initiated detach exists the context is removed like a move away.
+            info!(ue, %imsi, "subscription withdrawn: UE context removed");
+        } else {
+            info!(ue, %imsi, cancellation_type, "location cancelled: UE context removed");
+        }
+        if let Some(u) = self.ues.get_mut(&ue) {
+            // Whatever the UE was doing, its answers from now on find no context to act on.
+            u.paging = None;
+            if let Some(teid) = u.sgw_s11_teid.take() {
+                self.delete_session(ue, teid);
+            }
+        }
+        self.release(ue, causes::nas_detach(), true);
+        true
     }
 }
 
