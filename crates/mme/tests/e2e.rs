@@ -63,6 +63,7 @@ async fn start_spgw() -> (SocketAddr, Abort) {
         s1u_addr: Ipv4Addr::LOCALHOST,
         recovery: 0,
         pool,
+        pool6: None,
         dns: vec![],
         mtu: 1400,
     });

@@ -3,11 +3,13 @@
 //! in `lib.rs` only moves bytes between sockets, the TUN device and this type, so
 //! all protocol behaviour is testable without root.
 
+mod ipv6_pool;
+
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use proto_gtpu::{icmp::ipv4_destination, icmp::ipv4_source, Gtpu, GTPU_PORT};
+use proto_gtpu::{icmp::ip_destination, icmp::ip_source, Gtpu, GTPU_PORT};
 use proto_gtpv2c::transaction::{Incoming, Requester, Responder, Timeout, Timers};
 use proto_gtpv2c::{
     cause, iface, msg_type, pdn_type, Arp, BearerContext, CreateSessionRequest,
@@ -18,6 +20,8 @@ use proto_gtpv2c::{
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
 
+pub use ipv6_pool::{prefix64, Ipv6Pool, UE_PREFIX_LEN};
+
 /// One PDN connection with its default bearer: what the operator (and the GTP
 /// Tunnel List Handler during migration) needs to see or restore.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,7 +30,13 @@ pub struct Tunnel {
     pub apn: String,
     /// EPS bearer id of the default bearer.
     pub ebi: u8,
-    pub ue_ip: Ipv4Addr,
+    /// The UE's IPv4 address (PDN type IPv4 or IPv4v6).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ue_ip: Option<Ipv4Addr>,
+    /// The UE's /64 (PDN type IPv6 or IPv4v6): downlink to any address in it takes this
+    /// tunnel, and a restored SPGW routes it again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ue_ipv6_prefix: Option<Ipv6Addr>,
     /// The MME's S11 TEID (we send responses with it).
     pub mme_s11_teid: u32,
     /// The MME's S11 address from its F-TEID.
@@ -89,6 +99,9 @@ pub struct CoreConfig {
     /// Our restart counter (Recovery IE).
     pub recovery: u8,
     pub pool: IpPool,
+    /// UE IPv6 prefixes; without it, IPv6 PDN connections are refused and IPv4v6 ones
+    /// get IPv4 only.
+    pub pool6: Option<Ipv6Pool>,
     /// DNS servers and link MTU offered to UEs that ask in their PCO.
     pub dns: Vec<Ipv4Addr>,
     pub mtu: u16,
@@ -263,7 +276,8 @@ pub struct Core {
     /// Sessions keyed by our S11 TEID.
     sessions: BTreeMap<u32, Tunnel>,
     by_s1u: HashMap<u32, u32>,
-    by_ue: HashMap<Ipv4Addr, u32>,
+    /// S11 TEID by the UE's IPv4 address and by its IPv6 /64.
+    by_ue: HashMap<IpAddr, u32>,
     next_teid: u32,
     /// Answers a retransmitted request (same MME, sequence number and bytes) with the
     /// response already sent instead of, say, creating a second session (§7.6).
@@ -317,11 +331,21 @@ impl Core {
                     t.imsi
                 ));
             }
-            if !self.cfg.pool.reserve(t.ue_ip) {
-                return Err(format!(
-                    "UE address {} of IMSI {} is outside the pool or used twice",
-                    t.ue_ip, t.imsi
-                ));
+            if let Some(ip) = t.ue_ip {
+                if !self.cfg.pool.reserve(ip) {
+                    return Err(format!(
+                        "UE address {ip} of IMSI {} is outside the pool or used twice",
+                        t.imsi
+                    ));
+                }
+            }
+            if let Some(prefix) = t.ue_ipv6_prefix {
+                if !self.cfg.pool6.as_mut().is_some_and(|p| p.reserve(prefix)) {
+                    return Err(format!(
+                        "UE prefix {prefix}/64 of IMSI {} is outside ue_ipv6_pool or used twice",
+                        t.imsi
+                    ));
+                }
             }
             self.next_teid = self.next_teid.max(t.sgw_s11_teid.max(t.sgw_s1u_teid) + 1);
             self.insert(t);
@@ -346,15 +370,24 @@ impl Core {
 
     fn insert(&mut self, t: Tunnel) {
         self.by_s1u.insert(t.sgw_s1u_teid, t.sgw_s11_teid);
-        self.by_ue.insert(t.ue_ip, t.sgw_s11_teid);
+        for a in t.addresses() {
+            self.by_ue.insert(a, t.sgw_s11_teid);
+        }
         self.sessions.insert(t.sgw_s11_teid, t);
     }
 
     fn remove(&mut self, s11_teid: u32) -> Option<Tunnel> {
         let t = self.sessions.remove(&s11_teid)?;
         self.by_s1u.remove(&t.sgw_s1u_teid);
-        self.by_ue.remove(&t.ue_ip);
-        self.cfg.pool.release(t.ue_ip);
+        for a in t.addresses() {
+            self.by_ue.remove(&a);
+        }
+        if let Some(ip) = t.ue_ip {
+            self.cfg.pool.release(ip);
+        }
+        if let (Some(prefix), Some(pool6)) = (t.ue_ipv6_prefix, self.cfg.pool6.as_mut()) {
+            pool6.release(prefix);
+        }
         Some(t)
     }
 
@@ -459,9 +492,16 @@ impl Core {
                 false,
             )
         };
-        // Only IPv4 PDN connections: the SGi side is an IPv4 TUN with IPv4 NAT.
-        if r.pdn_type == Some(pdn_type::IPV6) {
-            warn!(imsi = %r.imsi, "IPv6-only PDN requested, rejecting");
+        let requested = r.pdn_type.unwrap_or(pdn_type::IPV4);
+        if !matches!(
+            requested,
+            pdn_type::IPV4 | pdn_type::IPV6 | pdn_type::IPV4V6
+        ) {
+            return reject(cause::PREFERRED_PDN_TYPE_NOT_SUPPORTED);
+        }
+        // IPv6 needs the prefix pool; IPv4v6 without it falls back to IPv4 (below).
+        if requested == pdn_type::IPV6 && self.cfg.pool6.is_none() {
+            warn!(imsi = %r.imsi, "IPv6 PDN requested without ue_ipv6_pool, rejecting");
             return reject(cause::PREFERRED_PDN_TYPE_NOT_SUPPORTED);
         }
         let Some(bearer) = r.bearer_contexts.first() else {
@@ -481,7 +521,7 @@ impl Core {
             self.remove(s);
             changed = true;
         }
-        let Some(ue_ip) = self.cfg.pool.allocate() else {
+        let Some((ue_ip, ue_ipv6_prefix)) = self.allocate_addresses(requested) else {
             warn!(imsi = %r.imsi, "UE address pool exhausted");
             let (resp, _) = reject(cause::ALL_DYNAMIC_ADDRESSES_OCCUPIED);
             return (resp, changed);
@@ -491,6 +531,7 @@ impl Core {
             apn: r.apn.clone(),
             ebi: bearer.ebi,
             ue_ip,
+            ue_ipv6_prefix,
             mme_s11_teid: mme_teid,
             mme_s11_addr: r.sender_fteid.ipv4,
             sgw_s11_teid: self.alloc_teid(),
@@ -500,20 +541,21 @@ impl Core {
             idle: false,
             arp: bearer.qos.map(|q| q.arp().into()),
         };
-        info!(imsi = %t.imsi, %ue_ip, s11 = t.sgw_s11_teid, s1u = t.sgw_s1u_teid, "session created");
+        info!(imsi = %t.imsi, ?ue_ip, ?ue_ipv6_prefix, s11 = t.sgw_s11_teid, s1u = t.sgw_s1u_teid, "session created");
         let (s11, s1u) = (self.cfg.s11_addr, self.cfg.s1u_addr);
         // IPv4v6 asked, IPv4 given: tell the MME so it can inform the UE (ESM #50).
-        let cause = if r.pdn_type == Some(pdn_type::IPV4V6) {
+        let cause = if requested == pdn_type::IPV4V6 && ue_ipv6_prefix.is_none() {
             cause::NEW_PDN_TYPE_NETWORK_PREFERENCE
         } else {
             cause::REQUEST_ACCEPTED
         };
+        let iid = interface_id(r.paa.as_ref());
         let resp = CreateSessionResponse {
             cause,
             sender_fteid: Some(Fteid::v4(iface::S11S4_SGW, t.sgw_s11_teid, s11)),
             // Combined gateway: the P-GW side lives at the same address and TEID.
             pgw_s5s8_fteid: Some(Fteid::v4(iface::S5S8_PGW_GTPC, t.sgw_s11_teid, s11)),
-            paa: Some(Paa::Ipv4(ue_ip)),
+            paa: paa(ue_ip, ue_ipv6_prefix, iid),
             apn_restriction: Some(0),
             ambr: r.ambr,
             pco: r
@@ -541,6 +583,31 @@ impl Core {
             },
             true,
         )
+    }
+
+    /// The UE's IPv4 address and /64 for a PDN connection of type `requested` (IPv4v6
+    /// without an IPv6 pool: IPv4 only); `None` when a pool is exhausted.
+    fn allocate_addresses(
+        &mut self,
+        requested: u8,
+    ) -> Option<(Option<Ipv4Addr>, Option<Ipv6Addr>)> {
+        let v4 = match requested {
+            pdn_type::IPV6 => None,
+            _ => Some(self.cfg.pool.allocate()?),
+        };
+        let v6 = match (requested, self.cfg.pool6.as_mut()) {
+            (pdn_type::IPV6 | pdn_type::IPV4V6, Some(pool6)) => match pool6.allocate() {
+                Some(p) => Some(p),
+                None => {
+                    if let Some(ip) = v4 {
+                        self.cfg.pool.release(ip);
+                    }
+                    return None;
+                }
+            },
+            _ => None,
+        };
+        Some((v4, v6))
     }
 
     fn modify_bearer(&mut self, teid: u32, r: ModifyBearerRequest) -> (Reply, bool) {
@@ -625,7 +692,7 @@ impl Core {
                 false,
             );
         };
-        info!(imsi = %t.imsi, ue_ip = %t.ue_ip, "session deleted");
+        info!(imsi = %t.imsi, ue_ip = ?t.ue_ip, ue_ipv6_prefix = ?t.ue_ipv6_prefix, "session deleted");
         (
             Reply {
                 teid: Some(t.mme_s11_teid),
@@ -684,8 +751,9 @@ impl Core {
                     debug!(%from, teid, "G-PDU for unknown TEID, sending Error Indication");
                     return self.error_indication(teid, from);
                 };
-                // Anti-spoofing: a UE may only send from the address it was given.
-                if ipv4_source(payload) != Some(t.ue_ip) {
+                // Anti-spoofing: a UE may only send from the address it was given, or
+                // from its /64.
+                if !t.owns(ip_source(payload)) {
                     debug!(%from, teid, "uplink packet not from the UE's address, dropped");
                     return S1uAction::Nothing;
                 }
@@ -733,7 +801,11 @@ impl Core {
     /// A packet read from the SGi TUN device at `now`: to the UE's eNB if it has one,
     /// buffered (and the MME notified) if the UE is idle, dropped otherwise.
     pub fn handle_sgi(&mut self, packet: &[u8], now: Instant) -> SgiAction {
-        let Some(&s11) = ipv4_destination(packet).and_then(|dst| self.by_ue.get(&dst)) else {
+        let key = ip_destination(packet).map(|dst| match dst {
+            IpAddr::V6(a) => IpAddr::V6(prefix64(a)),
+            v4 => v4,
+        });
+        let Some(&s11) = key.and_then(|k| self.by_ue.get(&k)) else {
             return SgiAction::Nothing;
         };
         let t = &self.sessions[&s11];
@@ -939,6 +1011,56 @@ impl Core {
             }
         }
         out
+    }
+}
+
+impl Tunnel {
+    /// What downlink is routed by: the IPv4 address and the /64.
+    fn addresses(&self) -> impl Iterator<Item = IpAddr> {
+        self.ue_ip
+            .map(IpAddr::V4)
+            .into_iter()
+            .chain(self.ue_ipv6_prefix.map(IpAddr::V6))
+    }
+
+    /// Whether an uplink source address is the UE's.
+    fn owns(&self, src: Option<IpAddr>) -> bool {
+        match src {
+            Some(IpAddr::V4(a)) => self.ue_ip == Some(a),
+            Some(IpAddr::V6(a)) => self.ue_ipv6_prefix == Some(prefix64(a)),
+            None => false,
+        }
+    }
+}
+
+/// The interface identifier the UE gets with its /64 (TS 23.401 §5.3.1.2.2: the P-GW
+/// provides it; the UE builds its link-local address from it, so never zero): the one
+/// in the request's PAA when the MME set one, else 1.
+fn interface_id(requested: Option<&Paa>) -> u64 {
+    let iid = match requested {
+        Some(Paa::Ipv6 { addr, .. }) | Some(Paa::Ipv4v6 { v6: addr, .. }) => {
+            u128::from(*addr) as u64
+        }
+        _ => 0,
+    };
+    iid.max(1)
+}
+
+/// The PAA of a Create Session Response: the prefix with the interface identifier.
+fn paa(v4: Option<Ipv4Addr>, prefix: Option<Ipv6Addr>, iid: u64) -> Option<Paa> {
+    let v6 = prefix.map(|p| Ipv6Addr::from(u128::from(p) | u128::from(iid)));
+    match (v4, v6) {
+        (Some(v4), Some(v6)) => Some(Paa::Ipv4v6 {
+            prefix_len: UE_PREFIX_LEN,
+            v6,
+            v4,
+        }),
+        (None, Some(addr)) => Some(Paa::Ipv6 {
+            prefix_len: UE_PREFIX_LEN,
+            addr,
+        }),
+        (Some(v4), None) => Some(Paa::Ipv4(v4)),
+        (None, None) => None,
     }
 }
 

@@ -8,7 +8,10 @@
 //! - S1-U: GTP-U on UDP 2152. Uplink G-PDUs go to the SGi TUN device, packets
 //!   read from the TUN go to the UE's eNB F-TEID; Echo is answered; a G-PDU for
 //!   an unknown TEID gets an Error Indication.
-//! - SGi: TUN device `sgi0` (NAT towards the PDN is done by corehop's runtime).
+//! - SGi: TUN device `sgi0` (NAT towards the PDN is done by corehop's runtime). PDN
+//!   types IPv4, IPv6 and IPv4v6: with `ue_ipv6_pool` each IPv6 UE gets a /64, the TUN
+//!   holds the pool's first address (so the whole pool routes through it) and packets
+//!   are routed by the inner packet's IP version.
 //!
 //! Live migration with CRIU cannot checkpoint a TUN fd, so the device can be
 //! released and re-attached at runtime: SIGUSR1 closes the TUN fd (S11/S1-U sockets
@@ -20,7 +23,7 @@ mod core;
 mod tun;
 
 use std::collections::VecDeque;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -34,7 +37,8 @@ use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
 pub use crate::core::{
-    BearerArp, Core, CoreConfig, IdleStats, IpPool, S11Outcome, S1uAction, SgiAction, Tunnel,
+    BearerArp, Core, CoreConfig, IdleStats, IpPool, Ipv6Pool, S11Outcome, S1uAction, SgiAction,
+    Tunnel,
 };
 pub use crate::tun::{Tun, TunSetup};
 
@@ -56,6 +60,9 @@ pub struct Config {
     pub s1u_address: Ipv4Addr,
     /// UE address pool, CIDR. The SGi address is excluded from it.
     pub ue_pool: String,
+    /// UE IPv6 prefix pool, CIDR of /16../63 (e.g. "2001:db8:77::/48"): one /64 per UE
+    /// (the first is the SGi side's, whose `::1` the TUN gets). `None`: IPv4 only.
+    pub ue_ipv6_pool: Option<String>,
     /// Name of the SGi TUN device.
     pub sgi_tun: String,
     /// Address/prefix given to the TUN device when the SPGW has to create it.
@@ -84,6 +91,7 @@ impl Default for Config {
             s11_address: Ipv4Addr::new(10, 77, 1, 30),
             s1u_address: Ipv4Addr::new(10, 77, 1, 30),
             ue_pool: "10.45.0.0/16".into(),
+            ue_ipv6_pool: None,
             sgi_tun: "sgi0".into(),
             sgi_address: "10.45.0.1/16".into(),
             sgi_mtu: 1400,
@@ -112,6 +120,22 @@ fn parse_cidr(field: &str, s: &str) -> anyhow::Result<(Ipv4Addr, u8)> {
     Ok((addr, len))
 }
 
+/// Parses "x:y::/len".
+fn parse_cidr6(field: &str, s: &str) -> anyhow::Result<(Ipv6Addr, u8)> {
+    let (a, l) = s
+        .split_once('/')
+        .with_context(|| format!("{field} = {s:?}: expected IPv6 CIDR like 2001:db8:77::/48"))?;
+    let addr: Ipv6Addr = a
+        .parse()
+        .with_context(|| format!("{field} = {s:?}: bad IPv6 address"))?;
+    let len: u8 = l
+        .parse()
+        .ok()
+        .filter(|l| *l <= 128)
+        .with_context(|| format!("{field} = {s:?}: prefix length must be 0..128"))?;
+    Ok((addr, len))
+}
+
 impl Config {
     /// Reads a TOML config file.
     pub fn from_file(path: &Path) -> anyhow::Result<Config> {
@@ -129,7 +153,18 @@ impl Config {
             addr,
             prefix_len,
             mtu: self.sgi_mtu,
+            ipv6: self.ipv6_pool()?.map(|p| (p.gateway(), p.prefix_len())),
         })
+    }
+
+    fn ipv6_pool(&self) -> anyhow::Result<Option<Ipv6Pool>> {
+        let Some(text) = &self.ue_ipv6_pool else {
+            return Ok(None);
+        };
+        let (net, len) = parse_cidr6("ue_ipv6_pool", text)?;
+        Ipv6Pool::new(net, len)
+            .map(Some)
+            .map_err(|e| anyhow::anyhow!("ue_ipv6_pool = {text:?}: {e}"))
     }
 
     fn core_config(&self) -> anyhow::Result<CoreConfig> {
@@ -141,6 +176,7 @@ impl Config {
             s1u_addr: self.s1u_address,
             recovery: self.recovery,
             pool,
+            pool6: self.ipv6_pool()?,
             dns: self.dns.clone(),
             mtu: self.sgi_mtu,
         })
@@ -548,6 +584,20 @@ mod tests {
                 "sgi_mtu",
                 Config {
                     sgi_mtu: 100,
+                    ..Config::default()
+                },
+            ),
+            (
+                "ue_ipv6_pool",
+                Config {
+                    ue_ipv6_pool: Some("2001:db8:77::/64".into()),
+                    ..Config::default()
+                },
+            ),
+            (
+                "ue_ipv6_pool",
+                Config {
+                    ue_ipv6_pool: Some("10.45.0.0/16".into()),
                     ..Config::default()
                 },
             ),

@@ -14,6 +14,7 @@ fn core() -> Core {
             &[Ipv4Addr::new(10, 45, 0, 1)],
         )
         .unwrap(),
+        pool6: None,
     })
 }
 
@@ -115,7 +116,8 @@ fn create_modify_delete() {
 
     // Downlink to the UE goes to the eNB F-TEID.
     let pkt =
-        proto_gtpu::icmp::echo_request(Ipv4Addr::new(8, 8, 8, 8), t.ue_ip, 1, 1, b"x").unwrap();
+        proto_gtpu::icmp::echo_request(Ipv4Addr::new(8, 8, 8, 8), t.ue_ip.unwrap(), 1, 1, b"x")
+            .unwrap();
     let SgiAction::ToEnb(g, to) = c.handle_sgi(&pkt, t0) else {
         panic!()
     };
@@ -131,7 +133,8 @@ fn create_modify_delete() {
 
     // Uplink from the UE's address is forwarded, a spoofed source is not.
     let up =
-        proto_gtpu::icmp::echo_request(t.ue_ip, Ipv4Addr::new(10, 45, 0, 1), 1, 1, b"x").unwrap();
+        proto_gtpu::icmp::echo_request(t.ue_ip.unwrap(), Ipv4Addr::new(10, 45, 0, 1), 1, 1, b"x")
+            .unwrap();
     let g = proto_gtpu::encode_gpdu(s1u, &up).unwrap();
     assert_eq!(
         c.handle_s1u(&g, "10.77.0.21:2152".parse().unwrap()),
@@ -280,7 +283,7 @@ fn reattach_replaces_session_and_restore_round_trips() {
     let ip = resp.paa.unwrap().ipv4().unwrap();
     assert!(ts
         .iter()
-        .all(|t| t.ue_ip != ip && t.sgw_s11_teid != resp.sender_fteid.unwrap().teid));
+        .all(|t| t.ue_ip != Some(ip) && t.sgw_s11_teid != resp.sender_fteid.unwrap().teid));
     // Duplicates are refused.
     let mut e = core();
     assert!(e.restore([ts.clone(), ts].concat()).is_err());
@@ -394,7 +397,8 @@ fn idle_ue(c: &mut Core, imsi: &str, seq: u32) -> (u32, Ipv4Addr) {
         .iter()
         .find(|t| t.sgw_s11_teid == s11)
         .unwrap()
-        .ue_ip;
+        .ue_ip
+        .unwrap();
     (s11, ue)
 }
 
@@ -449,7 +453,10 @@ fn release_access_bearers_makes_the_tunnel_idle_in_the_list() {
     let (s11, ue) = idle_ue(&mut c, "001010000000001", 1);
     let t = &c.tunnels()[0];
     assert_eq!((t.enb_teid, t.enb_addr, t.idle), (None, None, true));
-    assert_eq!((t.sgw_s11_teid, t.ue_ip, t.mme_s11_teid), (s11, ue, 0x77));
+    assert_eq!(
+        (t.sgw_s11_teid, t.ue_ip, t.mme_s11_teid),
+        (s11, Some(ue), 0x77)
+    );
     assert_ne!(t.sgw_s1u_teid, 0);
     let json: serde_json::Value = serde_json::to_value(c.tunnels()).unwrap();
     assert_eq!(json[0]["enb_teid"], serde_json::Value::Null);
@@ -696,4 +703,155 @@ fn duplicate_release_access_bearers_is_answered_from_the_cache() {
     assert!(!dup.changed);
     let t = &c.tunnels()[0];
     assert_eq!((t.enb_teid, t.idle), (Some(0xab), false));
+}
+
+fn core6() -> Core {
+    let mut c = core();
+    c.cfg.pool6 = Some(Ipv6Pool::new("2001:db8:77::".parse().unwrap(), 48).unwrap());
+    c
+}
+
+/// A Create Session Request of PDN type `t` with the PAA an MME sends (unspecified
+/// addresses; `iid` in the IPv6 part).
+fn csr_typed(imsi: &str, seq: u32, t: u8, iid: u64) -> Vec<u8> {
+    let mut m = proto_gtpv2c::decode(&csr(imsi, seq)).unwrap();
+    if let Message::CreateSessionRequest(r) = &mut m.msg {
+        r.pdn_type = Some(t);
+        let v6 = Ipv6Addr::from(u128::from(iid));
+        r.paa = Some(match t {
+            pdn_type::IPV6 => Paa::Ipv6 {
+                prefix_len: 64,
+                addr: v6,
+            },
+            pdn_type::IPV4V6 => Paa::Ipv4v6 {
+                prefix_len: 64,
+                v6,
+                v4: Ipv4Addr::UNSPECIFIED,
+            },
+            _ => Paa::Ipv4(Ipv4Addr::UNSPECIFIED),
+        });
+    }
+    m.encode().unwrap()
+}
+
+#[test]
+fn ipv6_and_ipv4v6_sessions_get_a_64_each_and_route_by_inner_version() {
+    let mut c = core6();
+    let a = |s: &str| -> Ipv6Addr { s.parse().unwrap() };
+    // IPv6: a /64 of the pool (not the SGi one) with interface id 1, no IPv4.
+    let r = reply(&mut c, &csr_typed("001010000000001", 1, pdn_type::IPV6, 0));
+    let Message::CreateSessionResponse(r6) = r.msg else {
+        panic!("{r:?}")
+    };
+    assert_eq!(r6.cause, cause::REQUEST_ACCEPTED);
+    assert_eq!(
+        r6.paa,
+        Some(Paa::Ipv6 {
+            prefix_len: 64,
+            addr: a("2001:db8:77:1::1")
+        })
+    );
+    // IPv4v6 with the MME's interface id: both, the id kept.
+    let r = reply(
+        &mut c,
+        &csr_typed("001010000000002", 2, pdn_type::IPV4V6, 0xabcd),
+    );
+    let Message::CreateSessionResponse(r46) = r.msg else {
+        panic!("{r:?}")
+    };
+    assert_eq!(r46.cause, cause::REQUEST_ACCEPTED);
+    assert_eq!(
+        r46.paa,
+        Some(Paa::Ipv4v6 {
+            prefix_len: 64,
+            v6: a("2001:db8:77:2::abcd"),
+            v4: Ipv4Addr::new(10, 45, 0, 2)
+        })
+    );
+    let ts = c.tunnels();
+    assert_eq!(
+        (ts[0].ue_ip, ts[0].ue_ipv6_prefix),
+        (None, Some(a("2001:db8:77:1::")))
+    );
+    assert_eq!(
+        (ts[1].ue_ip, ts[1].ue_ipv6_prefix),
+        (
+            Some(Ipv4Addr::new(10, 45, 0, 2)),
+            Some(a("2001:db8:77:2::"))
+        )
+    );
+    // The list keeps the prefix; an IPv6-only entry has no ue_ip at all.
+    let json = serde_json::to_value(&ts).unwrap();
+    assert_eq!(json[0]["ue_ipv6_prefix"], "2001:db8:77:1::");
+    assert!(json[0].get("ue_ip").is_none());
+
+    // Both eNB F-TEIDs set.
+    for (i, t) in ts.iter().enumerate() {
+        let enb = Ipv4Addr::new(10, 77, 0, 21 + i as u8);
+        reply(
+            &mut c,
+            &mbr(t.sgw_s11_teid, 10 + i as u32, 0x90 + i as u32, enb),
+        );
+    }
+    // Downlink to any address of a UE's /64 takes its tunnel; IPv4 to the dual-stack UE
+    // too; an address outside every /64 goes nowhere.
+    let t0 = Instant::now();
+    let pdn = a("2001:db8:ffff::8");
+    for (dst, teid) in [
+        (IpAddr::V6(a("2001:db8:77:1::1")), 0x90),
+        (IpAddr::V6(a("2001:db8:77:1::77")), 0x90),
+        (IpAddr::V6(a("2001:db8:77:2::abcd")), 0x91),
+        (IpAddr::V4(Ipv4Addr::new(10, 45, 0, 2)), 0x91),
+    ] {
+        let src = match dst {
+            IpAddr::V6(_) => IpAddr::V6(pdn),
+            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::new(8, 8, 8, 8)),
+        };
+        let p = proto_gtpu::icmp::echo_request(src, dst, 1, 1, b"down").unwrap();
+        let SgiAction::ToEnb(g, _) = c.handle_sgi(&p, t0) else {
+            panic!("no tunnel for {dst}")
+        };
+        assert!(matches!(proto_gtpu::decode(&g).unwrap(), Gtpu::GPdu { teid: t, .. } if t == teid));
+    }
+    let p = proto_gtpu::icmp::echo_request(pdn, a("2001:db8:77:3::1"), 1, 1, b"").unwrap();
+    assert_eq!(c.handle_sgi(&p, t0), SgiAction::Nothing);
+
+    // Uplink: from the UE's /64 it goes to SGi; from another /64 (spoofed) or
+    // link-local it does not.
+    let s1u = ts[0].sgw_s1u_teid;
+    let from = "10.77.0.21:2152".parse().unwrap();
+    let up = proto_gtpu::icmp::echo_request(a("2001:db8:77:1::1234"), pdn, 1, 1, b"").unwrap();
+    let g = proto_gtpu::encode_gpdu(s1u, &up).unwrap();
+    assert_eq!(c.handle_s1u(&g, from), S1uAction::ToSgi(&up));
+    for src in ["2001:db8:77:2::abcd", "fe80::1"] {
+        let spoofed = proto_gtpu::icmp::echo_request(a(src), pdn, 1, 1, b"").unwrap();
+        let g = proto_gtpu::encode_gpdu(s1u, &spoofed).unwrap();
+        assert_eq!(c.handle_s1u(&g, from), S1uAction::Nothing, "{src}");
+    }
+
+    // Restored elsewhere: the prefixes are reserved, so a new UE gets the next /64.
+    let mut d = core6();
+    d.restore(c.tunnels()).unwrap();
+    let r = reply(&mut d, &csr_typed("001010000000003", 1, pdn_type::IPV6, 0));
+    let Message::CreateSessionResponse(r3) = r.msg else {
+        panic!()
+    };
+    assert!(
+        matches!(r3.paa, Some(Paa::Ipv6 { addr, .. }) if prefix64(addr) == a("2001:db8:77:3::"))
+    );
+    // A list with a prefix cannot go to an SPGW without an IPv6 pool.
+    assert!(core().restore(c.tunnels()).is_err());
+
+    // Deleting the IPv6 session frees its /64.
+    let dsr = Gtpv2 {
+        teid: Some(ts[0].sgw_s11_teid),
+        seq: 20,
+        msg: Message::DeleteSessionRequest(DeleteSessionRequest {
+            linked_ebi: Some(5),
+            ..Default::default()
+        }),
+    };
+    reply(&mut c, &dsr.encode().unwrap());
+    let p = proto_gtpu::icmp::echo_request(pdn, a("2001:db8:77:1::1"), 1, 1, b"").unwrap();
+    assert_eq!(c.handle_sgi(&p, t0), SgiAction::Nothing);
 }
