@@ -1112,3 +1112,98 @@ fn cancel_location_of_an_idle_ue_removes_it_at_once() {
     );
     assert_service_reject(&mut c, &mut ue);
 }
+
+// ---- ESM: PDN types IPv6 and IPv4v6 ----
+
+#[test]
+fn ipv6_and_ipv4v6_pdn_types_reach_the_spgw_and_the_ue_gets_its_interface_id() {
+    let v6 = "2001:db8:77:1::abcd".parse::<std::net::Ipv6Addr>().unwrap();
+    let v4 = Ipv4Addr::new(10, 45, 0, 9);
+    for (pdn_type, given, want_v4) in [
+        (
+            gtp::pdn_type::IPV6,
+            Paa::Ipv6 {
+                prefix_len: 64,
+                addr: v6,
+            },
+            None,
+        ),
+        (
+            gtp::pdn_type::IPV4V6,
+            Paa::Ipv4v6 {
+                prefix_len: 64,
+                v6,
+                v4,
+            },
+            Some(v4.octets()),
+        ),
+    ] {
+        let mut c = core();
+        setup(&mut c);
+        let mut ue = TestUe::example(1);
+        ue.set_pdn_type(pdn_type);
+        let (id, out) = start(&mut c, &ue, aia_for(&ue));
+        let Reaction::Reply(res) = ue.on_downlink(&downlink(&out).1) else {
+            panic!()
+        };
+        s1(&mut c, uplink(id, res));
+        let Reaction::Reply(done) = ue.on_downlink(&downlink(&sent(&c.take_actions())).1) else {
+            panic!()
+        };
+        s1(&mut c, uplink(id, done));
+        c.take_actions();
+        c.on_ula(id, Ok(ula()));
+        // The Create Session Request carries the UE's PDN type and a PAA of that type
+        // with unspecified addresses.
+        let acts = c.take_actions();
+        let [(0, gtp::Message::CreateSessionRequest(csr))] = &s11_sent(&acts)[..] else {
+            panic!("{acts:?}")
+        };
+        assert_eq!(csr.pdn_type, Some(pdn_type));
+        match (&csr.paa, pdn_type) {
+            (
+                Some(Paa::Ipv6 {
+                    prefix_len: 64,
+                    addr,
+                }),
+                gtp::pdn_type::IPV6,
+            ) => {
+                assert!(addr.is_unspecified())
+            }
+            (
+                Some(Paa::Ipv4v6 {
+                    prefix_len: 64,
+                    v6,
+                    v4,
+                }),
+                gtp::pdn_type::IPV4V6,
+            ) => {
+                assert!(v6.is_unspecified() && v4.is_unspecified())
+            }
+            other => panic!("{other:?}"),
+        }
+        let gtp::Message::CreateSessionResponse(mut resp) = create_session_response() else {
+            unreachable!()
+        };
+        resp.paa = Some(given);
+        c.on_s11(id, Ok(gtp::Message::CreateSessionResponse(resp)));
+        // The ATTACH ACCEPT's PDN address: the interface identifier only (IPv6), or
+        // with the IPv4 address (IPv4v6).
+        let [S1ap::InitialContextSetupRequest(ics)] = &sent(&c.take_actions())[..] else {
+            panic!()
+        };
+        assert_eq!(
+            ue.on_downlink(ics.erabs[0].nas.as_ref().unwrap()),
+            Reaction::AcceptedV6 {
+                ip: want_v4,
+                iid: [0, 0, 0, 0, 0, 0, 0xab, 0xcd],
+                ebi: 5
+            }
+        );
+        let v = &c.ues()[0];
+        assert_eq!(
+            (v.ue_ipv6, v.ue_ip),
+            (Some(v6), want_v4.map(Ipv4Addr::from))
+        );
+    }
+}

@@ -5,6 +5,8 @@
 //! The short SERVICE REQUEST is the exception: it is its own protection, built by
 //! [`crate::NasSecurity::service_request`].
 
+/// The PDN address of an ATTACH ACCEPT, as oxirush-nas types it.
+pub use oxirush_nas::nas_eps::PdnAddress;
 use oxirush_nas::nas_eps::*;
 use serde::{Deserialize, Serialize};
 
@@ -119,7 +121,9 @@ pub struct AttachAcceptParams {
     pub pti: u8,
     pub qci: u8,
     pub apn: String,
-    pub ue_ipv4: [u8; 4],
+    /// The PDN address IE (TS 24.301 §9.9.4.9): the IPv4 address, the IPv6 interface
+    /// identifier (the UE learns its /64 from router advertisements), or both.
+    pub pdn_address: PdnAddress,
 }
 
 /// What the MME puts in a TRACKING AREA UPDATE ACCEPT.
@@ -178,6 +182,8 @@ pub enum Nas {
         qci: Option<u8>,
         apn: Option<String>,
         ue_ipv4: Option<[u8; 4]>,
+        /// IPv6 interface identifier of an IPv6 or IPv4v6 PDN address.
+        ue_ipv6_iid: Option<[u8; 8]>,
     },
     AttachComplete {
         ebi: u8,
@@ -344,7 +350,7 @@ pub fn from_message(m: &NasEpsMessage) -> Nas {
         },
         NasEmmMessage::AttachAccept(r) => {
             let bearer = r.esm_message_container.decode_as_esm_message().ok();
-            let (ebi, pti, qci, apn, ue_ipv4) = match &bearer {
+            let (ebi, pti, qci, apn, ue_ipv4, ue_ipv6_iid) = match &bearer {
                 Some(NasEpsMessage::Esm(
                     h,
                     NasEsmMessage::ActivateDefaultEpsBearerContextRequest(b),
@@ -354,8 +360,16 @@ pub fn from_message(m: &NasEpsMessage) -> Nas {
                     b.eps_qos.value.first().copied(),
                     b.access_point_name.as_string(),
                     b.pdn_address.ipv4(),
+                    match b.pdn_address.pdn_address() {
+                        Some(PdnAddress::Ipv6InterfaceId(iid))
+                        | Some(PdnAddress::Ipv4v6 {
+                            ipv6_interface_id: iid,
+                            ..
+                        }) => Some(iid),
+                        _ => None,
+                    },
                 ),
-                _ => (0, 0, None, None, None),
+                _ => (0, 0, None, None, None, None),
             };
             Nas::AttachAccept {
                 guti: r.guti.as_ref().and_then(|g| Guti::from_identity(&g.value)),
@@ -365,6 +379,7 @@ pub fn from_message(m: &NasEpsMessage) -> Nas {
                 qci,
                 apn,
                 ue_ipv4,
+                ue_ipv6_iid,
             }
         }
         NasEmmMessage::AttachComplete(r) => Nas::AttachComplete {
@@ -631,7 +646,7 @@ pub fn activate_default_bearer_request(p: &AttachAcceptParams) -> Result<NasEpsM
     let req = NasActivateDefaultEpsBearerContextRequest::new(
         NasEpsQualityOfService::new(vec![p.qci]),
         apn,
-        NasPdnAddress::from_ipv4(p.ue_ipv4),
+        NasPdnAddress::from_pdn_address(p.pdn_address),
     );
     Ok(NasEpsMessage::new_esm(req, p.ebi, p.pti))
 }
@@ -818,7 +833,7 @@ pub(crate) mod tests {
             pti: 1,
             qci: 9,
             apn: "internet".into(),
-            ue_ipv4: [10, 45, 0, 2],
+            pdn_address: PdnAddress::Ipv4([10, 45, 0, 2]),
         };
         let bytes = attach_accept(&p).unwrap();
         match parse(&bytes, Direction::Downlink).unwrap() {
@@ -830,14 +845,59 @@ pub(crate) mod tests {
                 qci,
                 apn,
                 ue_ipv4,
+                ue_ipv6_iid,
             } => {
                 assert_eq!(guti, Some(p.guti));
                 assert_eq!(tai_list, vec![0x00, 0x00, 0xf1, 0x10, 0x00, 0x01]);
                 assert_eq!((ebi, pti, qci), (5, 1, Some(9)));
                 assert_eq!(apn.as_deref(), Some("internet"));
-                assert_eq!(ue_ipv4, Some([10, 45, 0, 2]));
+                assert_eq!((ue_ipv4, ue_ipv6_iid), (Some([10, 45, 0, 2]), None));
             }
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn attach_accept_pdn_address_ipv6_and_ipv4v6() {
+        let iid = [0, 0, 0, 0, 0, 0, 0xab, 0xcd];
+        for (addr, v4, v6) in [
+            (PdnAddress::Ipv6InterfaceId(iid), None, Some(iid)),
+            (
+                PdnAddress::Ipv4v6 {
+                    ipv6_interface_id: iid,
+                    ipv4: [10, 45, 0, 3],
+                },
+                Some([10, 45, 0, 3]),
+                Some(iid),
+            ),
+        ] {
+            let p = AttachAcceptParams {
+                guti: GUTI,
+                tai_plmn: PLMN,
+                tacs: vec![1],
+                t3412: 0x49,
+                ebi: 5,
+                pti: 1,
+                qci: 9,
+                apn: "internet".into(),
+                pdn_address: addr,
+            };
+            let bytes = attach_accept(&p).unwrap();
+            // The PDN address IE (TS 24.301 §9.9.4.9): length, PDN type, then the
+            // interface identifier (8 octets) and for IPv4v6 the IPv4 address.
+            let mut ie = vec![if v4.is_some() { 13 } else { 9 }];
+            ie.push(if v4.is_some() { 3 } else { 2 });
+            ie.extend_from_slice(&iid);
+            ie.extend(v4.iter().flatten());
+            assert!(bytes.windows(ie.len()).any(|w| w == ie), "{bytes:02x?}");
+            match parse(&bytes, Direction::Downlink).unwrap() {
+                Nas::AttachAccept {
+                    ue_ipv4,
+                    ue_ipv6_iid,
+                    ..
+                } => assert_eq!((ue_ipv4, ue_ipv6_iid), (v4, v6)),
+                other => panic!("{other:?}"),
+            }
         }
     }
 

@@ -117,6 +117,29 @@ fn tshark_decodes_every_message() {
     let attach = msg::attach_request("001010000000001", &[0xe0, 0xe0], &Default::default());
     pdus.extend([attach.unwrap(), ue.service_request().unwrap()]);
     names.extend(["Attach request", "Service request"]);
+    // The PDN address of IPv6 and IPv4v6 PDN connections (24.301 §9.9.4.9).
+    let iid = [0, 0, 0, 0, 0, 0, 0, 1];
+    for pdn_address in [
+        msg::PdnAddress::Ipv6InterfaceId(iid),
+        msg::PdnAddress::Ipv4v6 {
+            ipv6_interface_id: iid,
+            ipv4: [10, 45, 0, 7],
+        },
+    ] {
+        let accept = msg::attach_accept(&msg::AttachAcceptParams {
+            guti: msg::tests::GUTI,
+            tai_plmn: msg::tests::PLMN,
+            tacs: vec![1],
+            t3412: 0x49,
+            ebi: 5,
+            pti: 1,
+            qci: 9,
+            apn: "internet".into(),
+            pdn_address,
+        });
+        pdus.push(accept.unwrap());
+        names.push("Attach accept");
+    }
 
     let path =
         TempFile(std::env::temp_dir().join(format!("proto-nas-{}.pcap", std::process::id())));
@@ -167,6 +190,10 @@ fn tshark_decodes_every_message() {
         "Identity type 2: IMSI (1)",
         "Mobile identity - IMSI (001010000000001)",
         "Short MAC - Message authentication code (short)",
+        "PDN type: IPv6 (2)",
+        "PDN type: IPv4v6 (3)",
+        "PDN IPv6 if id: ::0:0:0:1",
+        "PDN IPv4: 10.45.0.7",
     ] {
         assert!(verbose.contains(needle), "{needle} not decoded:\n{verbose}");
     }

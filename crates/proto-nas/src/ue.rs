@@ -28,6 +28,8 @@ pub enum UeEvent {
     Attached {
         guti: Option<Guti>,
         ipv4: Option<[u8; 4]>,
+        /// IPv6 interface identifier (PDN type IPv6 or IPv4v6).
+        ipv6_iid: Option<[u8; 8]>,
         ebi: u8,
         apn: Option<String>,
     },
@@ -137,6 +139,7 @@ impl UeNas {
             Nas::AttachAccept {
                 guti,
                 ue_ipv4,
+                ue_ipv6_iid,
                 ebi,
                 apn,
                 ..
@@ -150,6 +153,7 @@ impl UeNas {
                 UeEvent::Attached {
                     guti,
                     ipv4: ue_ipv4,
+                    ipv6_iid: ue_ipv6_iid,
                     ebi,
                     apn,
                 }
@@ -301,7 +305,7 @@ mod tests {
             pti: 1,
             qci: 9,
             apn: "internet".into(),
-            ue_ipv4: [10, 45, 0, 9],
+            pdn_address: msg::PdnAddress::Ipv4([10, 45, 0, 9]),
         })
         .unwrap();
         assert!(ue.on_downlink(&accept).is_err());
@@ -317,6 +321,7 @@ mod tests {
             UeEvent::Attached {
                 guti: Some(guti),
                 ipv4: Some([10, 45, 0, 9]),
+                ipv6_iid: None,
                 ebi: 5,
                 apn: Some("internet".into())
             }

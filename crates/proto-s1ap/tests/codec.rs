@@ -364,7 +364,7 @@ fn all_messages() -> Vec<S1ap> {
         pti: 1,
         qci: 9,
         apn: "internet".into(),
-        ue_ipv4: [10, 45, 0, 2],
+        pdn_address: msg::PdnAddress::Ipv4([10, 45, 0, 2]),
     })
     .unwrap();
     vec![

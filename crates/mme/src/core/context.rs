@@ -1,7 +1,7 @@
 //! The MME's state: the eNBs it has an association with, the UE contexts (ids, NAS
 //! security, subscription, TEIDs) and the views of both the JSON state dump shows.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Instant;
 
 use proto_nas::{Direction, Guti, NasSecurity, PdnConnectivity};
@@ -82,6 +82,8 @@ pub(super) struct Ue {
     pub(super) mme_s11_teid: u32,
     pub(super) sgw_s11_teid: Option<u32>,
     pub(super) ue_ip: Option<Ipv4Addr>,
+    /// The UE's IPv6 address from the PAA (its /64 and interface identifier).
+    pub(super) ue_ipv6: Option<Ipv6Addr>,
     pub(super) sgw_s1u: Option<(Ipv4Addr, u32)>,
     pub(super) enb_s1u: Option<(Ipv4Addr, u32)>,
     pub(super) bearer_active: bool,
@@ -104,6 +106,8 @@ pub struct UeView {
     /// The MME is paging the UE (T3413 running).
     pub paging: bool,
     pub ue_ip: Option<Ipv4Addr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ue_ipv6: Option<Ipv6Addr>,
     pub apn: Option<String>,
     pub mme_s11_teid: u32,
     pub sgw_s11_teid: Option<u32>,
@@ -179,6 +183,7 @@ impl MmeCore {
                 ecm_state: u.ecm_state(),
                 paging: u.paging.is_some(),
                 ue_ip: u.ue_ip,
+                ue_ipv6: u.ue_ipv6,
                 apn: u.sub.as_ref().map(|s| s.apn.clone()),
                 mme_s11_teid: u.mme_s11_teid,
                 sgw_s11_teid: u.sgw_s11_teid,

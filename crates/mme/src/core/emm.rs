@@ -150,6 +150,7 @@ impl MmeCore {
                 mme_s11_teid: mme_ue_id,
                 sgw_s11_teid: None,
                 ue_ip: None,
+                ue_ipv6: None,
                 sgw_s1u: None,
                 enb_s1u: None,
                 bearer_active: false,

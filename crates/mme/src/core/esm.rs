@@ -1,10 +1,12 @@
 //! ESM: the one PDN connection an attach sets up and its default bearer
-//! (TS 24.301 §6): the APN and QoS it gets, and the session the SPGW is asked for.
+//! (TS 24.301 §6): the APN and QoS it gets, the session the SPGW is asked for (of
+//! the PDN type the UE requested) and the PDN address the UE is given.
 
 use proto_diameter::s6a::SubscriptionData;
 use proto_gtpv2c as gtp;
+use proto_nas::msg::PdnAddress;
 
-use super::context::{Subscription, UeState};
+use super::context::{Subscription, Ue, UeState};
 use super::s11::create_session_request;
 use super::{Action, MmeCore};
 
@@ -28,6 +30,48 @@ impl MmeCore {
             teid: 0,
             msg: gtp::Message::CreateSessionRequest(csr),
         });
+    }
+}
+
+/// The PDN address IE of the ACTIVATE DEFAULT EPS BEARER CONTEXT REQUEST (TS 24.301
+/// §9.9.4.9): the IPv4 address, the IPv6 interface identifier (the UE gets its /64 by
+/// router advertisement), or both, as the SPGW allocated them.
+pub(super) fn pdn_address(u: &Ue) -> Option<PdnAddress> {
+    let iid = u.ue_ipv6.map(|a| (u128::from(a) as u64).to_be_bytes());
+    match (u.ue_ip, iid) {
+        (Some(v4), Some(iid)) => Some(PdnAddress::Ipv4v6 {
+            ipv6_interface_id: iid,
+            ipv4: v4.octets(),
+        }),
+        (None, Some(iid)) => Some(PdnAddress::Ipv6InterfaceId(iid)),
+        (Some(v4), None) => Some(PdnAddress::Ipv4(v4.octets())),
+        (None, None) => None,
+    }
+}
+
+/// The PDN type the UE asked for in its PDN CONNECTIVITY REQUEST, and the PAA the
+/// Create Session Request carries for it (addresses unspecified: the P-GW allocates).
+pub(super) fn requested_pdn(u: &Ue) -> (u8, gtp::Paa) {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+    match u.pdn.pdn_type {
+        gtp::pdn_type::IPV6 => (
+            gtp::pdn_type::IPV6,
+            gtp::Paa::Ipv6 {
+                prefix_len: 64,
+                addr: Ipv6Addr::UNSPECIFIED,
+            },
+        ),
+        gtp::pdn_type::IPV4V6 => (
+            gtp::pdn_type::IPV4V6,
+            gtp::Paa::Ipv4v6 {
+                prefix_len: 64,
+                v6: Ipv6Addr::UNSPECIFIED,
+                v4: Ipv4Addr::UNSPECIFIED,
+            },
+        ),
+        // IPv4, and anything else (24.301 §9.9.4.10: other values are IPv4v6 on the
+        // receiving side, but a UE sending them gets the safest, IPv4).
+        _ => (gtp::pdn_type::IPV4, gtp::Paa::Ipv4(Ipv4Addr::UNSPECIFIED)),
     }
 }
 

@@ -8,7 +8,7 @@ use proto_nas::cause as emm;
 use tracing::{debug, info, warn};
 
 use super::context::{Subscription, Ue, UeState};
-use super::esm::DEFAULT_EBI;
+use super::esm::{requested_pdn, DEFAULT_EBI};
 use super::{Action, MmeCore};
 use crate::Config;
 
@@ -32,20 +32,26 @@ impl MmeCore {
         match m {
             gtp::Message::CreateSessionResponse(r) if u.state == UeState::WaitCreateSession => {
                 let s1u = r.bearer_contexts.first().and_then(|b| b.fteid(0)).copied();
-                let ip = r.paa.as_ref().and_then(|p| p.ipv4());
-                let (true, Some(sgw), Some(ip), Some(s1u)) = (
+                let (ip, ipv6) = match r.paa {
+                    Some(Paa::Ipv4(a)) => (Some(a), None),
+                    Some(Paa::Ipv6 { addr, .. }) => (None, Some(addr)),
+                    Some(Paa::Ipv4v6 { v6, v4, .. }) => (Some(v4), Some(v6)),
+                    None => (None, None),
+                };
+                let (true, Some(sgw), true, Some(s1u)) = (
                     gtp::cause::is_accepted(r.cause),
                     r.sender_fteid,
-                    ip,
+                    ip.is_some() || ipv6.is_some(),
                     s1u.and_then(|f| f.ipv4.map(|a| (a, f.teid))),
                 ) else {
                     warn!(ue, cause = r.cause, "Create Session refused or incomplete");
                     return self.reject(ue, emm::NETWORK_FAILURE);
                 };
                 u.sgw_s11_teid = Some(sgw.teid);
-                u.ue_ip = Some(ip);
+                u.ue_ip = ip;
+                u.ue_ipv6 = ipv6;
                 u.sgw_s1u = Some(s1u);
-                info!(ue, imsi = %u.imsi, %ip, sgw_s1u_teid = s1u.1, "session created");
+                info!(ue, imsi = %u.imsi, ?ip, ?ipv6, sgw_s1u_teid = s1u.1, "session created");
                 self.send_context_setup(ue);
             }
             gtp::Message::ModifyBearerResponse(r) => {
@@ -90,6 +96,7 @@ pub(super) fn create_session_request(
     sub: &Subscription,
 ) -> gtp::CreateSessionRequest {
     let plmn = gtp_plmn(cfg);
+    let (pdn_type, paa) = requested_pdn(u);
     gtp::CreateSessionRequest {
         imsi: u.imsi.clone(),
         msisdn: sub.msisdn.clone(),
@@ -112,8 +119,8 @@ pub(super) fn create_session_request(
         },
         apn: sub.apn.clone(),
         selection_mode: Some(0),
-        pdn_type: Some(gtp::pdn_type::IPV4),
-        paa: Some(Paa::Ipv4(Ipv4Addr::UNSPECIFIED)),
+        pdn_type: Some(pdn_type),
+        paa: Some(paa),
         apn_restriction: Some(0),
         ambr: Some(gtp::Ambr {
             uplink_kbps: sub.ambr_ul / 1000,

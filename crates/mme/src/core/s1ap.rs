@@ -11,7 +11,7 @@ use tracing::{debug, info, warn};
 
 use super::context::{Enb, Ue, UeState};
 use super::emm::protect;
-use super::esm::DEFAULT_EBI;
+use super::esm::{pdn_address, DEFAULT_EBI};
 use super::s11::modify_bearer_request;
 use super::{Action, MmeCore};
 
@@ -272,7 +272,7 @@ impl MmeCore {
         let Some(u) = self.ues.get_mut(&ue) else {
             return;
         };
-        let (Some(sub), Some(ip), Some(sec)) = (&u.sub, u.ue_ip, &u.sec) else {
+        let (Some(sub), Some(pdn_address), Some(sec)) = (&u.sub, pdn_address(u), &u.sec) else {
             return;
         };
         let accept = msg::attach_accept(&msg::AttachAcceptParams {
@@ -284,7 +284,7 @@ impl MmeCore {
             pti: u.pdn.pti,
             qci: sub.qci,
             apn: sub.apn.clone(),
-            ue_ipv4: ip.octets(),
+            pdn_address,
         });
         // KeNB from the uplink NAS COUNT of the last message received (the SECURITY
         // MODE COMPLETE), TS 33.401 §7.2.6.1 / A.3; the UE derives the same.
