@@ -3,6 +3,7 @@
 //! in `lib.rs` only moves bytes between sockets, the TUN device and this type, so
 //! all protocol behaviour is testable without root.
 
+mod dedicated;
 mod ipv6_pool;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -20,6 +21,7 @@ use proto_gtpv2c::{
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
 
+pub use dedicated::{BearerRequest, DedicatedBearer, Filter};
 pub use ipv6_pool::{prefix64, Ipv6Pool, UE_PREFIX_LEN};
 
 /// One PDN connection with its default bearer: what the operator (and the GTP
@@ -58,6 +60,9 @@ pub struct Tunnel {
     /// Data Notification carries (none in lists written before it was kept).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arp: Option<BearerArp>,
+    /// Dedicated bearers of this PDN connection (Create Bearer), in creation order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dedicated: Vec<DedicatedBearer>,
 }
 
 /// Allocation/Retention Priority (TS 29.274 §8.86) as the tunnel list keeps it.
@@ -179,8 +184,9 @@ const MME_TIMERS: Timers = Timers {
 /// window (a few hundred bytes each).
 const S11_RESPONSE_CACHE: usize = 4096;
 
-/// Our T3/N3 for Downlink Data Notifications: the values corehop's MME uses towards
-/// us, so a lost DDN or Acknowledge costs a second of paging delay, not the page.
+/// Our T3/N3 for our requests to the MME (Downlink Data Notification, Create Bearer):
+/// the values corehop's MME uses towards us, so a lost DDN or Acknowledge costs a
+/// second of paging delay, not the page.
 const DDN_TIMERS: Timers = Timers {
     t3: Duration::from_secs(1),
     n3: 3,
@@ -270,6 +276,14 @@ pub enum SgiAction {
     Nothing,
 }
 
+/// What one of our S11 requests was for.
+#[derive(Debug, Clone)]
+enum S11Context {
+    /// A Downlink Data Notification for the session with this S11 TEID.
+    Ddn(u32),
+    Bearer(dedicated::PendingBearer),
+}
+
 #[derive(Debug, Clone)]
 pub struct Core {
     cfg: CoreConfig,
@@ -282,8 +296,9 @@ pub struct Core {
     /// Answers a retransmitted request (same MME, sequence number and bytes) with the
     /// response already sent instead of, say, creating a second session (§7.6).
     responses: Responder,
-    /// Our Downlink Data Notifications to MMEs, each with its session's S11 TEID.
-    ddns: Requester<u32>,
+    /// Our requests to MMEs (Downlink Data Notifications, Create Bearer Requests): one
+    /// numbering, so their responses cannot be mistaken for each other's.
+    requests: Requester<S11Context>,
     /// Downlink for idle UEs, by S11 TEID; one exists exactly while a DDN is
     /// outstanding or acknowledged and the eNB not back.
     buffers: BTreeMap<u32, Buffer>,
@@ -300,7 +315,7 @@ impl Core {
             by_ue: HashMap::new(),
             next_teid: 1,
             responses: Responder::new(MME_TIMERS, S11_RESPONSE_CACHE),
-            ddns: Requester::new(DDN_TIMERS, MAX_DDN_PENDING),
+            requests: Requester::new(DDN_TIMERS, MAX_DDN_PENDING),
             buffers: BTreeMap::new(),
             next_arrival: 0,
             stats: IdleStats::default(),
@@ -321,10 +336,14 @@ impl Core {
     /// restart); rejects files whose addresses or TEIDs collide or fall outside the pool.
     pub fn restore(&mut self, tunnels: Vec<Tunnel>) -> Result<(), String> {
         for t in tunnels {
+            let s1u_teids: Vec<u32> = t.s1u_teids().collect();
+            let distinct = s1u_teids.iter().collect::<HashSet<_>>().len() == s1u_teids.len();
             if self.sessions.contains_key(&t.sgw_s11_teid)
-                || self.by_s1u.contains_key(&t.sgw_s1u_teid)
+                || s1u_teids
+                    .iter()
+                    .any(|s| self.by_s1u.contains_key(s) || *s == 0)
+                || !distinct
                 || t.sgw_s11_teid == 0
-                || t.sgw_s1u_teid == 0
             {
                 return Err(format!(
                     "duplicate or zero TEID in tunnel of IMSI {}",
@@ -347,7 +366,8 @@ impl Core {
                     ));
                 }
             }
-            self.next_teid = self.next_teid.max(t.sgw_s11_teid.max(t.sgw_s1u_teid) + 1);
+            let highest = s1u_teids.into_iter().fold(t.sgw_s11_teid, u32::max);
+            self.next_teid = self.next_teid.max(highest + 1);
             self.insert(t);
         }
         Ok(())
@@ -369,7 +389,9 @@ impl Core {
     }
 
     fn insert(&mut self, t: Tunnel) {
-        self.by_s1u.insert(t.sgw_s1u_teid, t.sgw_s11_teid);
+        for s1u in t.s1u_teids() {
+            self.by_s1u.insert(s1u, t.sgw_s11_teid);
+        }
         for a in t.addresses() {
             self.by_ue.insert(a, t.sgw_s11_teid);
         }
@@ -378,7 +400,9 @@ impl Core {
 
     fn remove(&mut self, s11_teid: u32) -> Option<Tunnel> {
         let t = self.sessions.remove(&s11_teid)?;
-        self.by_s1u.remove(&t.sgw_s1u_teid);
+        for s1u in t.s1u_teids() {
+            self.by_s1u.remove(&s1u);
+        }
         for a in t.addresses() {
             self.by_ue.remove(&a);
         }
@@ -413,8 +437,10 @@ impl Core {
                 return S11Outcome::default();
             }
             Ok(t) if !msg_type::is_request(t) => {
-                self.ddn_response(buf, from);
-                return S11Outcome::default();
+                return S11Outcome {
+                    changed: self.s11_response(buf, from),
+                    ..Default::default()
+                };
             }
             _ => {}
         }
@@ -540,6 +566,7 @@ impl Core {
             enb_addr: None,
             idle: false,
             arp: bearer.qos.map(|q| q.arp().into()),
+            dedicated: Vec::new(),
         };
         info!(imsi = %t.imsi, ?ue_ip, ?ue_ipv6_prefix, s11 = t.sgw_s11_teid, s1u = t.sgw_s1u_teid, "session created");
         let (s11, s1u) = (self.cfg.s11_addr, self.cfg.s1u_addr);
@@ -809,7 +836,13 @@ impl Core {
             return SgiAction::Nothing;
         };
         let t = &self.sessions[&s11];
-        if let (Some(teid), Some(addr)) = (t.enb_teid, t.enb_addr) {
+        let bearer = match (t.enb_teid, t.enb_addr) {
+            (Some(teid), Some(addr)) => {
+                Some(dedicated::downlink_bearer(&t.dedicated, packet).unwrap_or((teid, addr)))
+            }
+            _ => None,
+        };
+        if let Some((teid, addr)) = bearer {
             return match proto_gtpu::encode_gpdu(teid, packet) {
                 Ok(g) => SgiAction::ToEnb(g, SocketAddr::new(IpAddr::V4(addr), GTPU_PORT)),
                 Err(_) => SgiAction::Nothing,
@@ -839,7 +872,10 @@ impl Core {
                 arp: t.arp.map(Arp::from),
             });
             let (imsi, mme_teid) = (t.imsi.clone(), t.mme_s11_teid);
-            match self.ddns.send(now, peer, Some(mme_teid), ddn, s11) {
+            match self
+                .requests
+                .send(now, peer, Some(mme_teid), ddn, S11Context::Ddn(s11))
+            {
                 Ok((seq, bytes)) => {
                     info!(%imsi, seq, "downlink for idle UE, Downlink Data Notification sent");
                     action = SgiAction::Notify(bytes.to_vec(), peer);
@@ -944,24 +980,35 @@ impl Core {
 
     // ------------------------------------------------------------ DDN
 
-    /// The MME's answer to one of our DDNs: an accepting Acknowledge means it pages
-    /// the UE (keep buffering); any other cause means it will not (drop the buffer).
-    fn ddn_response(&mut self, buf: &[u8], from: SocketAddr) {
-        let (s11, m) = match self.ddns.on_response(from, buf) {
+    /// The MME's response to one of our requests; true when the tunnel list changed.
+    fn s11_response(&mut self, buf: &[u8], from: SocketAddr) -> bool {
+        let (context, m) = match self.requests.on_response(from, buf) {
             Ok(Some(r)) => r,
             Ok(None) => {
                 debug!(%from, "S11 response to no outstanding request, ignored");
-                return;
+                return false;
             }
             Err(e) => {
                 warn!(%from, error = %e, "dropping S11 datagram");
-                return;
+                return false;
             }
         };
-        if self.buffers.get(&s11).map(|b| b.ddn_seq) != Some(m.seq) {
+        match context {
+            S11Context::Ddn(s11) => {
+                self.ddn_response(s11, m.seq, m.msg);
+                false
+            }
+            S11Context::Bearer(p) => self.on_create_bearer_response(p, m.msg),
+        }
+    }
+
+    /// The MME's answer to one of our DDNs: an accepting Acknowledge means it pages
+    /// the UE (keep buffering); any other cause means it will not (drop the buffer).
+    fn ddn_response(&mut self, s11: u32, seq: u32, msg: Message) {
+        if self.buffers.get(&s11).map(|b| b.ddn_seq) != Some(seq) {
             return;
         }
-        match m.msg {
+        match msg {
             Message::DownlinkDataNotificationAcknowledge(a) if cause::is_accepted(a.cause) => {
                 debug!(
                     teid = s11,
@@ -991,22 +1038,29 @@ impl Core {
         }
     }
 
-    /// When `on_timeout` next has something to do (a DDN to retransmit or give up).
+    /// When `on_timeout` next has something to do (a request to retransmit or give up).
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.ddns.poll_timeout()
+        self.requests.poll_timeout()
     }
 
-    /// DDN retransmissions due at `now`, to send on S11; a DDN unanswered after N3
-    /// retransmissions drops its buffer.
+    /// Retransmissions (DDN, Create Bearer) due at `now`, to send on S11; a DDN
+    /// unanswered after N3 retransmissions drops its buffer, a Create Bearer its bearer.
     pub fn on_timeout(&mut self, now: Instant) -> Vec<(Vec<u8>, SocketAddr)> {
         let mut out = Vec::new();
-        for t in self.ddns.on_timeout(now) {
+        for t in self.requests.on_timeout(now) {
             match t {
                 Timeout::Retransmit { peer, bytes, .. } => out.push((bytes, peer)),
-                Timeout::Expired { seq, context, .. } => {
-                    if self.buffers.get(&context).map(|b| b.ddn_seq) == Some(seq) {
-                        self.drop_buffer(context, "DDN unanswered");
+                Timeout::Expired {
+                    seq,
+                    context: S11Context::Ddn(s11),
+                    ..
+                } => {
+                    if self.buffers.get(&s11).map(|b| b.ddn_seq) == Some(seq) {
+                        self.drop_buffer(s11, "DDN unanswered");
                     }
+                }
+                Timeout::Expired { peer, .. } => {
+                    warn!(%peer, "Create Bearer Request unanswered, bearer not created")
                 }
             }
         }
@@ -1015,6 +1069,11 @@ impl Core {
 }
 
 impl Tunnel {
+    /// Our S1-U TEIDs: the default bearer's, then the dedicated ones'.
+    fn s1u_teids(&self) -> impl Iterator<Item = u32> + '_ {
+        std::iter::once(self.sgw_s1u_teid).chain(self.dedicated.iter().map(|d| d.sgw_s1u_teid))
+    }
+
     /// What downlink is routed by: the IPv4 address and the /64.
     fn addresses(&self) -> impl Iterator<Item = IpAddr> {
         self.ue_ip

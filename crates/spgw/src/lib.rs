@@ -18,6 +18,11 @@
 //! stay; uplink packets are parked in memory), SIGUSR2 re-attaches `sgi0` (or creates
 //! it), writes the parked packets and resumes. The tunnel list is written as JSON on every change (`tunnels_file`)
 //! and can seed a new instance (`restore_tunnels_from`): the GTP Tunnel List Handler.
+//!
+//! Dedicated bearers (network-initiated, TS 23.401 §5.4.1): SIGHUP reads the JSON list of
+//! [`BearerRequest`]s in `bearer_requests_file` (and removes the file) and sends a
+//! Create Bearer Request for each; [`Spgw::create_bearer`] does the same for one. An
+//! accepted bearer joins its tunnel-list entry (`dedicated`).
 
 mod core;
 mod tun;
@@ -37,8 +42,8 @@ use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
 pub use crate::core::{
-    BearerArp, Core, CoreConfig, IdleStats, IpPool, Ipv6Pool, S11Outcome, S1uAction, SgiAction,
-    Tunnel,
+    BearerArp, BearerRequest, Core, CoreConfig, DedicatedBearer, Filter, IdleStats, IpPool,
+    Ipv6Pool, S11Outcome, S1uAction, SgiAction, Tunnel,
 };
 pub use crate::tun::{Tun, TunSetup};
 
@@ -81,6 +86,9 @@ pub struct Config {
     /// replaced by the tunnel list in it and the file removed: how the GTP Tunnel List
     /// Handler makes a restored SPGW whole.
     pub tunnels_sync_file: Option<PathBuf>,
+    /// On SIGHUP, the dedicated bearers to create: a JSON list of requests (IMSI, QCI,
+    /// ARP, bit rates, packet filters); the file is removed once read.
+    pub bearer_requests_file: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -100,6 +108,7 @@ impl Default for Config {
             tunnels_file: Some(PathBuf::from("/run/corehop/tunnels.json")),
             restore_tunnels_from: None,
             tunnels_sync_file: Some(PathBuf::from("/run/corehop/tunnels.sync.json")),
+            bearer_requests_file: Some(PathBuf::from("/run/corehop/bearers.json")),
         }
     }
 }
@@ -184,10 +193,11 @@ impl Config {
 }
 
 /// Control requests to the running I/O loop.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 enum Ctl {
     ReleaseTun,
     AttachTun,
+    CreateBearers(Vec<BearerRequest>),
 }
 
 struct Shared {
@@ -259,6 +269,39 @@ impl Spgw {
     /// Same as SIGUSR2: re-attach (or create) the TUN device and resume SGi.
     pub fn attach_tun(&self) {
         let _ = self.shared.ctl_tx.send(Ctl::AttachTun);
+    }
+
+    /// Asks the UE's MME for a dedicated bearer (Create Bearer Request); the bearer
+    /// shows in [`tunnels`](Self::tunnels) once the MME accepted it.
+    pub fn create_bearer(&self, req: BearerRequest) {
+        let _ = self.shared.ctl_tx.send(Ctl::CreateBearers(vec![req]));
+    }
+
+    /// The requests of `bearer_requests_file` (SIGHUP), the file removed; none when it
+    /// is absent or not a request list (logged).
+    fn read_bearer_requests(&self) -> Vec<BearerRequest> {
+        let Some(path) = &self.shared.cfg.bearer_requests_file else {
+            return Vec::new();
+        };
+        let Ok(text) = std::fs::read_to_string(path) else {
+            warn!(file = %path.display(), "SIGHUP without a bearer request file");
+            return Vec::new();
+        };
+        let _ = std::fs::remove_file(path);
+        serde_json::from_str(&text).unwrap_or_else(|e| {
+            error!(file = %path.display(), error = %e, "not a list of bearer requests");
+            Vec::new()
+        })
+    }
+
+    async fn create_bearers(&self, s11: &UdpSocket, reqs: &[BearerRequest]) {
+        for r in reqs {
+            let sent = self.core().create_bearer(r, Instant::now());
+            match sent {
+                Ok((bytes, to)) => send_request(s11, &bytes, to).await,
+                Err(e) => warn!(imsi = %r.imsi, "cannot create a dedicated bearer: {e}"),
+            }
+        }
     }
 
     /// Idle-mode downlink counters: packets buffered, dropped, DDNs sent.
@@ -354,6 +397,7 @@ impl Spgw {
         // Signal handlers first: SIGUSR1/2 would otherwise terminate the process.
         let mut usr1 = signal(SignalKind::user_defined1()).context("cannot handle SIGUSR1")?;
         let mut usr2 = signal(SignalKind::user_defined2()).context("cannot handle SIGUSR2")?;
+        let mut hup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
         let s11 = UdpSocket::bind(cfg.s11_bind)
             .await
             .with_context(|| format!("cannot bind S11 on {}", cfg.s11_bind))?;
@@ -404,6 +448,7 @@ impl Spgw {
                 }
                 _ = usr1.recv() => Some(Ctl::ReleaseTun),
                 _ = usr2.recv() => Some(Ctl::AttachTun),
+                _ = hup.recv() => Some(Ctl::CreateBearers(self.read_bearer_requests())),
                 Some(c) = ctl_rx.recv() => Some(c),
             };
             match ctl {
@@ -430,6 +475,7 @@ impl Spgw {
                         }
                     }
                 }
+                Some(Ctl::CreateBearers(reqs)) => self.create_bearers(&s11, &reqs).await,
                 None => {}
             }
         }
@@ -453,8 +499,8 @@ impl Spgw {
     async fn on_ddn_timer(&self, s11: &UdpSocket) {
         let retransmit = self.core().on_timeout(Instant::now());
         for (ddn, to) in retransmit {
-            debug!(%to, "Downlink Data Notification retransmitted");
-            send_ddn(s11, &ddn, to).await;
+            debug!(%to, "S11 request retransmitted");
+            send_request(s11, &ddn, to).await;
         }
     }
 
@@ -491,7 +537,7 @@ impl Spgw {
         let out = self.core().handle_sgi(pkt, Instant::now());
         match out {
             SgiAction::ToEnb(gpdu, to) => send_gpdu(s1u, &gpdu, to).await,
-            SgiAction::Notify(ddn, to) => send_ddn(s11, &ddn, to).await,
+            SgiAction::Notify(ddn, to) => send_request(s11, &ddn, to).await,
             SgiAction::Buffered => {}
             SgiAction::Nothing => debug!("downlink packet without tunnel dropped"),
         }
@@ -504,10 +550,11 @@ async fn send_gpdu(s1u: &UdpSocket, gpdu: &[u8], to: SocketAddr) {
     }
 }
 
-/// A send error is only logged: the Requester retransmits on T3 all the same.
-async fn send_ddn(s11: &UdpSocket, ddn: &[u8], to: SocketAddr) {
-    if let Err(e) = s11.send_to(ddn, to).await {
-        warn!(%to, error = %e, "cannot send Downlink Data Notification");
+/// One of our S11 requests (DDN, Create Bearer). A send error is only logged: the
+/// Requester retransmits on T3 all the same.
+async fn send_request(s11: &UdpSocket, req: &[u8], to: SocketAddr) {
+    if let Err(e) = s11.send_to(req, to).await {
+        warn!(%to, error = %e, "cannot send S11 request");
     }
 }
 

@@ -420,6 +420,7 @@ fn spgw_end_to_end_in_netns() {
             enb_addr: Some(PEER_IP),
             idle: false,
             arp: Some(BearerArp { priority_level: 8, pci: true, pvi: true }),
+            dedicated: vec![],
         };
         assert_eq!(spgw.tunnels(), vec![expected.clone()]);
         assert_eq!(read_tunnels(&file_a), vec![expected]);

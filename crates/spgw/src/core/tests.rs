@@ -855,3 +855,202 @@ fn ipv6_and_ipv4v6_sessions_get_a_64_each_and_route_by_inner_version() {
     let p = proto_gtpu::icmp::echo_request(pdn, a("2001:db8:77:1::1"), 1, 1, b"").unwrap();
     assert_eq!(c.handle_sgi(&p, t0), SgiAction::Nothing);
 }
+
+/// An IPv4/UDP packet (checksums zero: filters do not look at them).
+fn udp(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16)) -> Vec<u8> {
+    let mut p = vec![0x45, 0, 0, 28, 0, 0, 0, 0, 64, 17, 0, 0];
+    p.extend_from_slice(&src.0.octets());
+    p.extend_from_slice(&dst.0.octets());
+    p.extend_from_slice(&src.1.to_be_bytes());
+    p.extend_from_slice(&dst.1.to_be_bytes());
+    p.extend_from_slice(&[0, 8, 0, 0]);
+    p
+}
+
+fn voice_bearer(imsi: &str) -> BearerRequest {
+    BearerRequest {
+        imsi: imsi.into(),
+        apn: None,
+        qci: 1,
+        arp: BearerArp {
+            priority_level: 2,
+            pci: true,
+            pvi: true,
+        },
+        mbr_uplink_kbps: 128,
+        mbr_downlink_kbps: 128,
+        gbr_uplink_kbps: 64,
+        gbr_downlink_kbps: 64,
+        filters: vec![Filter {
+            id: 1,
+            direction: proto_gtpv2c::tft::direction::BIDIRECTIONAL,
+            precedence: 10,
+            remote_addr: Some(Ipv4Addr::new(10, 45, 0, 1)),
+            remote_mask: None,
+            protocol: Some(17),
+            remote_port: Some(5001),
+        }],
+    }
+}
+
+#[test]
+fn create_bearer_request_response_and_the_dedicated_user_plane() {
+    let mut c = core();
+    let t0 = Instant::now();
+    reply(&mut c, &csr("001010000000001", 1));
+    let s11 = c.tunnels()[0].sgw_s11_teid;
+    let enb = Ipv4Addr::new(10, 77, 0, 21);
+    reply(&mut c, &mbr(s11, 2, 0x99, enb));
+    assert!(c
+        .create_bearer(&voice_bearer("001019999999999"), t0)
+        .is_err());
+
+    let (bytes, to) = c
+        .create_bearer(&voice_bearer("001010000000001"), t0)
+        .unwrap();
+    assert_eq!(to, MME.parse().unwrap());
+    let req = proto_gtpv2c::decode(&bytes).unwrap();
+    assert_eq!(req.teid, Some(0x77), "to the MME's S11 TEID");
+    let Message::CreateBearerRequest(cb) = &req.msg else {
+        panic!("{req:?}")
+    };
+    assert_eq!(cb.linked_ebi, 5);
+    let b = &cb.bearer_contexts[0];
+    assert_eq!(b.ebi, 0, "the MME assigns it");
+    let q = b.qos.unwrap();
+    assert_eq!(
+        (q.qci, q.priority_level, q.gbr_downlink, q.mbr_uplink),
+        (1, 2, 64, 128)
+    );
+    let f = b.tft.as_ref().unwrap().filters[0];
+    assert_eq!(
+        (f.remote, f.protocol, f.remote_port),
+        (
+            Some((Ipv4Addr::new(10, 45, 0, 1), Ipv4Addr::BROADCAST)),
+            Some(17),
+            Some(5001)
+        )
+    );
+    let sgw_s1u = *b.fteid(0).unwrap();
+    assert_eq!(sgw_s1u.iface, iface::S1U_SGW);
+    assert_ne!(sgw_s1u.teid, c.tunnels()[0].sgw_s1u_teid);
+    // Unanswered, it is retransmitted with the same bytes.
+    assert_eq!(c.on_timeout(t0 + DDN_TIMERS.t3), vec![(bytes.clone(), to)]);
+
+    // The MME's response: EBI 6, the eNB's F-TEID for it.
+    let resp = Gtpv2 {
+        teid: Some(s11),
+        seq: req.seq,
+        msg: Message::CreateBearerResponse(proto_gtpv2c::CreateBearerResponse {
+            cause: cause::REQUEST_ACCEPTED,
+            bearer_contexts: vec![BearerContext {
+                ebi: 6,
+                cause: Some(cause::REQUEST_ACCEPTED),
+                fteids: vec![(0, Fteid::v4(iface::S1U_ENODEB, 0x66, enb)), (1, sgw_s1u)],
+                ..Default::default()
+            }],
+            recovery: None,
+        }),
+    };
+    let out = c.handle_s11(&resp.encode().unwrap(), MME.parse().unwrap(), t0);
+    assert!(out.changed && out.reply.is_none());
+    let d = &c.tunnels()[0].dedicated;
+    assert_eq!(
+        (
+            d.len(),
+            d[0].ebi,
+            d[0].qci,
+            d[0].sgw_s1u_teid,
+            d[0].enb_teid
+        ),
+        (1, 6, 1, sgw_s1u.teid, 0x66)
+    );
+    // Answered: no more retransmissions; a second copy of the response changes nothing.
+    assert!(c.on_timeout(t0 + Duration::from_secs(10)).is_empty());
+    assert!(
+        !c.handle_s11(&resp.encode().unwrap(), MME.parse().unwrap(), t0)
+            .changed
+    );
+
+    // Downlink matching the filter takes the dedicated bearer, the rest the default.
+    let ue = c.tunnels()[0].ue_ip.unwrap();
+    for (src, teid) in [
+        ((Ipv4Addr::new(10, 45, 0, 1), 5001), 0x66),
+        ((Ipv4Addr::new(10, 45, 0, 1), 5002), 0x99),
+        ((Ipv4Addr::new(8, 8, 8, 8), 5001), 0x99),
+    ] {
+        let SgiAction::ToEnb(g, _) = c.handle_sgi(&udp(src, (ue, 4000)), t0) else {
+            panic!()
+        };
+        assert!(
+            matches!(proto_gtpu::decode(&g).unwrap(), Gtpu::GPdu { teid: t, .. } if t == teid),
+            "{src:?}"
+        );
+    }
+    // Uplink on the dedicated TEID reaches SGi.
+    let up = udp((ue, 4000), (Ipv4Addr::new(10, 45, 0, 1), 5001));
+    let g = proto_gtpu::encode_gpdu(sgw_s1u.teid, &up).unwrap();
+    assert_eq!(
+        c.handle_s1u(&g, "10.77.0.21:2152".parse().unwrap()),
+        S1uAction::ToSgi(&up)
+    );
+
+    // The list carries it: a restored SPGW serves it and never hands its TEID out again.
+    let mut r = core();
+    r.restore(c.tunnels()).unwrap();
+    assert_eq!(r.tunnels(), c.tunnels());
+    assert_eq!(
+        r.handle_s1u(&g, "10.77.0.21:2152".parse().unwrap()),
+        S1uAction::ToSgi(&up)
+    );
+    let Message::CreateSessionResponse(n) = reply(&mut r, &csr("001010000000002", 1)).msg else {
+        panic!()
+    };
+    assert!(n.bearer_contexts[0].fteid(0).unwrap().teid > sgw_s1u.teid);
+
+    // A refused request adds nothing; an unanswered one gives up after N3.
+    let (bytes, _) = c
+        .create_bearer(&voice_bearer("001010000000001"), t0)
+        .unwrap();
+    let seq = proto_gtpv2c::decode(&bytes).unwrap().seq;
+    let refused = Gtpv2 {
+        teid: Some(s11),
+        seq,
+        msg: Message::CreateBearerResponse(proto_gtpv2c::CreateBearerResponse {
+            cause: cause::UNABLE_TO_PAGE_UE,
+            bearer_contexts: vec![BearerContext {
+                ebi: 0,
+                cause: Some(cause::UNABLE_TO_PAGE_UE),
+                ..Default::default()
+            }],
+            recovery: None,
+        }),
+    };
+    assert!(
+        !c.handle_s11(&refused.encode().unwrap(), MME.parse().unwrap(), t0)
+            .changed
+    );
+    assert_eq!(c.tunnels()[0].dedicated.len(), 1);
+    c.create_bearer(&voice_bearer("001010000000001"), t0)
+        .unwrap();
+    let mut t = t0;
+    for _ in 0..=DDN_TIMERS.n3 {
+        t += DDN_TIMERS.t3;
+        c.on_timeout(t);
+    }
+    assert_eq!(c.poll_timeout(), None);
+    // Delete Session takes the dedicated bearer (and its TEID) with it.
+    let dsr = Gtpv2 {
+        teid: Some(s11),
+        seq: 30,
+        msg: Message::DeleteSessionRequest(DeleteSessionRequest {
+            linked_ebi: Some(5),
+            ..Default::default()
+        }),
+    };
+    reply(&mut c, &dsr.encode().unwrap());
+    assert!(matches!(
+        c.handle_s1u(&g, "10.77.0.21:2152".parse().unwrap()),
+        S1uAction::Reply(..)
+    ));
+}
