@@ -197,6 +197,18 @@ pub enum Nas {
         guti: Option<Guti>,
         imsi: Option<String>,
     },
+    /// ACTIVATE DEDICATED EPS BEARER CONTEXT REQUEST (ESM, TS 24.301 §8.3.3).
+    ActivateDedicatedBearerRequest {
+        ebi: u8,
+        linked_ebi: u8,
+        qci: Option<u8>,
+        /// The TFT value (TS 24.008 §10.5.6.12 from octet 3).
+        tft: Vec<u8>,
+    },
+    /// ACTIVATE DEDICATED EPS BEARER CONTEXT ACCEPT (ESM, TS 24.301 §8.3.1).
+    ActivateDedicatedBearerAccept {
+        ebi: u8,
+    },
     /// Network-initiated DETACH REQUEST (UE terminated).
     NetworkDetachRequest {
         reattach_required: bool,
@@ -274,6 +286,19 @@ pub fn from_message(m: &NasEpsMessage) -> Nas {
     let emm = match m {
         NasEpsMessage::Emm(_, emm) => emm,
         NasEpsMessage::SecurityProtected(_, inner) => return from_message(inner),
+        NasEpsMessage::Esm(h, NasEsmMessage::ActivateDedicatedEpsBearerContextRequest(r)) => {
+            return Nas::ActivateDedicatedBearerRequest {
+                ebi: h.eps_bearer_identity,
+                linked_ebi: r.linked_eps_bearer_identity.bearer_identity(),
+                qci: r.eps_qos.value.first().copied(),
+                tft: r.tft.value.to_vec(),
+            }
+        }
+        NasEpsMessage::Esm(h, NasEsmMessage::ActivateDedicatedEpsBearerContextAccept(_)) => {
+            return Nas::ActivateDedicatedBearerAccept {
+                ebi: h.eps_bearer_identity,
+            }
+        }
         NasEpsMessage::ServiceRequest(r) => {
             return Nas::ServiceRequest {
                 ksi: r.ksi_and_sequence_number >> 5,
@@ -651,6 +676,77 @@ pub fn activate_default_bearer_request(p: &AttachAcceptParams) -> Result<NasEpsM
     Ok(NasEpsMessage::new_esm(req, p.ebi, p.pti))
 }
 
+/// The EPS QoS of a dedicated bearer (TS 24.301 §9.9.4.3): QCI and, for a GBR bearer,
+/// its maximum and guaranteed bit rates in kbit/s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EpsQos {
+    pub qci: u8,
+    pub mbr_uplink_kbps: u64,
+    pub mbr_downlink_kbps: u64,
+    pub gbr_uplink_kbps: u64,
+    pub gbr_downlink_kbps: u64,
+}
+
+impl EpsQos {
+    /// The IE value: the QCI alone for a non-GBR bearer; with the four bit-rate octets
+    /// (TS 24.008 §10.5.6.5 coding) for QCI 1..=4.
+    fn octets(&self) -> Vec<u8> {
+        let mut v = vec![self.qci];
+        if (1..=4).contains(&self.qci) {
+            v.extend(
+                [
+                    self.mbr_uplink_kbps,
+                    self.mbr_downlink_kbps,
+                    self.gbr_uplink_kbps,
+                    self.gbr_downlink_kbps,
+                ]
+                .map(bit_rate_octet),
+            );
+        }
+        v
+    }
+}
+
+/// One bit-rate octet of TS 24.008 §10.5.6.5: 1..63 kbit/s by 1, 64..568 by 8,
+/// 576..8640 by 64 (rounded down), 0 as 0xff. Higher rates need the extended octets,
+/// which are not sent: they are capped at 8640 kbit/s here.
+fn bit_rate_octet(kbps: u64) -> u8 {
+    match kbps {
+        0 => 0xff,
+        1..=63 => kbps as u8,
+        64..=575 => 0x40 + ((kbps - 64) / 8) as u8,
+        _ => 0x80 + ((kbps.min(8640) - 576) / 64) as u8,
+    }
+}
+
+/// ACTIVATE DEDICATED EPS BEARER CONTEXT REQUEST (ESM, network-initiated: PTI 0):
+/// bearer `ebi` on the PDN connection of `linked_ebi`, with its QoS and TFT value.
+pub fn activate_dedicated_bearer_request(
+    ebi: u8,
+    linked_ebi: u8,
+    qos: &EpsQos,
+    tft: Vec<u8>,
+) -> Result<Vec<u8>> {
+    let lbi = NasLinkedEpsBearerIdentity::from_bearer_identity(linked_ebi)
+        .map_err(|e| NasError::Value(e.to_string()))?;
+    let m = NasActivateDedicatedEpsBearerContextRequest::new(
+        lbi,
+        NasEpsQualityOfService::new(qos.octets()),
+        NasTrafficFlowTemplate::new(tft),
+    );
+    enc(NasEpsMessage::new_esm(m, ebi, 0))
+}
+
+/// ACTIVATE DEDICATED EPS BEARER CONTEXT ACCEPT for bearer `ebi` (PTI 0 as in the
+/// network's request).
+pub fn activate_dedicated_bearer_accept(ebi: u8) -> Result<Vec<u8>> {
+    enc(NasEpsMessage::new_esm(
+        NasActivateDedicatedEpsBearerContextAccept::new(),
+        ebi,
+        0,
+    ))
+}
+
 /// TAI list of type 0: one PLMN, up to 16 TACs (TS 24.301 §9.9.3.33).
 pub fn tai_list(plmn: [u8; 3], tacs: &[u16]) -> Result<Vec<u8>> {
     if tacs.is_empty() || tacs.len() > 16 {
@@ -855,6 +951,46 @@ pub(crate) mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn dedicated_bearer_request_and_accept_round_trip() {
+        let qos = EpsQos {
+            qci: 1,
+            mbr_uplink_kbps: 128,
+            mbr_downlink_kbps: 128,
+            gbr_uplink_kbps: 64,
+            gbr_downlink_kbps: 64,
+        };
+        // One bidirectional filter: UDP from/to 10.45.0.1 port 5001.
+        let tft = vec![
+            0x21, 0x31, 10, 14, 0x10, 10, 45, 0, 1, 255, 255, 255, 255, 0x30, 17, 0x50, 0x13, 0x89,
+        ];
+        let b = activate_dedicated_bearer_request(6, 5, &qos, tft.clone()).unwrap();
+        // EPS QoS: length 5, QCI 1, MBR 128 (0x48) twice, GBR 64 (0x40) twice.
+        assert!(
+            b.windows(6).any(|w| w == [5, 1, 0x48, 0x48, 0x40, 0x40]),
+            "{b:02x?}"
+        );
+        assert_eq!(
+            parse(&b, Direction::Downlink).unwrap(),
+            Nas::ActivateDedicatedBearerRequest {
+                ebi: 6,
+                linked_ebi: 5,
+                qci: Some(1),
+                tft
+            }
+        );
+        let a = activate_dedicated_bearer_accept(6).unwrap();
+        assert_eq!(
+            parse(&a, Direction::Uplink).unwrap(),
+            Nas::ActivateDedicatedBearerAccept { ebi: 6 }
+        );
+        assert!(activate_dedicated_bearer_request(6, 0, &qos, vec![]).is_err());
+        assert_eq!(
+            [0, 1, 63, 64, 568, 576, 8640, 100_000].map(bit_rate_octet),
+            [0xff, 1, 63, 0x40, 0x7f, 0x80, 0xfe, 0xfe]
+        );
     }
 
     #[test]

@@ -87,6 +87,10 @@ fn name(nas: &Nas) -> &'static str {
         Nas::GutiReallocationCommand { .. } => "GUTI reallocation command",
         Nas::GutiReallocationComplete => "GUTI reallocation complete",
         Nas::EmmStatus { .. } => "EMM status",
+        Nas::ActivateDedicatedBearerRequest { .. } => {
+            "Activate dedicated EPS bearer context request"
+        }
+        Nas::ActivateDedicatedBearerAccept { .. } => "Activate dedicated EPS bearer context accept",
         Nas::Other { .. } => "",
     }
 }
@@ -140,6 +144,30 @@ fn tshark_decodes_every_message() {
         pdus.push(accept.unwrap());
         names.push("Attach accept");
     }
+    // A GBR dedicated bearer for UDP with 10.45.0.1:5001, and its accept.
+    let qos = msg::EpsQos {
+        qci: 1,
+        mbr_uplink_kbps: 128,
+        mbr_downlink_kbps: 128,
+        gbr_uplink_kbps: 64,
+        gbr_downlink_kbps: 64,
+    };
+    let tft = vec![
+        0x21, 0x31, 10, 14, 0x10, 10, 45, 0, 1, 255, 255, 255, 255, 0x30, 17, 0x50, 0x13, 0x89,
+    ];
+    // As they travel: inside a protected EMM header (a plain ESM message with a bearer
+    // identity is no NAS PDU of its own to Wireshark).
+    let sht = SecurityHeader::IntegrityCiphered;
+    let request = msg::activate_dedicated_bearer_request(6, 5, &qos, tft).unwrap();
+    let accept = msg::activate_dedicated_bearer_accept(6).unwrap();
+    pdus.extend([
+        mme.protect(&request, sht, Direction::Downlink).unwrap(),
+        ue.protect(&accept, sht, Direction::Uplink).unwrap(),
+    ]);
+    names.extend([
+        "Activate dedicated EPS bearer context request",
+        "Activate dedicated EPS bearer context accept",
+    ]);
 
     let path =
         TempFile(std::env::temp_dir().join(format!("proto-nas-{}.pcap", std::process::id())));
@@ -194,6 +222,11 @@ fn tshark_decodes_every_message() {
         "PDN type: IPv4v6 (3)",
         "PDN IPv6 if id: ::0:0:0:1",
         "PDN IPv4: 10.45.0.7",
+        "Linked EPS bearer identity: EPS bearer identity value 5 (5)",
+        "Quality of Service Class Identifier (QCI): QCI 1 (1)",
+        "Guaranteed bit rate for downlink: 64 kbps",
+        "Maximum bit rate for uplink: 128 kbps",
+        "Port: 5001",
     ] {
         assert!(verbose.contains(needle), "{needle} not decoded:\n{verbose}");
     }

@@ -159,6 +159,10 @@ impl UeNas {
                 }
             }
             Nas::DetachAccept => UeEvent::DetachAccepted,
+            // A dedicated bearer the network sets up: accepted (TS 24.301 §6.4.2.3).
+            Nas::ActivateDedicatedBearerRequest { ebi, .. } if opened.verified => {
+                UeEvent::Send(self.protect(msg::activate_dedicated_bearer_accept(ebi)?)?)
+            }
             other => UeEvent::Other(other),
         })
     }
