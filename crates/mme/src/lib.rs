@@ -165,6 +165,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
                         core.on_s11(ue, Err(e));
                     }
                 }
+                Action::S11Answer { id, teid, msg } => s11.answer(id, teid, msg).await,
             }
         }
         if core.take_changed() {

@@ -90,6 +90,8 @@ pub(super) struct Ue {
     /// Remove the context once the eNB confirms the release.
     pub(super) remove_on_release: bool,
     pub(super) paging: Option<Paging>,
+    /// Dedicated bearers of the PDN connection, being set up or active.
+    pub(super) dedicated: Vec<super::esm::DedicatedBearer>,
 }
 
 /// One UE context as the JSON state dump shows it.
@@ -116,6 +118,9 @@ pub struct UeView {
     pub enb_s1u_teid: Option<u32>,
     pub enb_s1u_addr: Option<Ipv4Addr>,
     pub bearer_active: bool,
+    /// EBIs of the active dedicated bearers.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dedicated_ebis: Vec<u8>,
     pub ul_nas_count: Option<u32>,
     pub dl_nas_count: Option<u32>,
 }
@@ -192,6 +197,12 @@ impl MmeCore {
                 enb_s1u_teid: u.enb_s1u.map(|x| x.1),
                 enb_s1u_addr: u.enb_s1u.map(|x| x.0),
                 bearer_active: u.bearer_active,
+                dedicated_ebis: u
+                    .dedicated
+                    .iter()
+                    .filter(|d| d.active())
+                    .map(|d| d.ebi)
+                    .collect(),
                 ul_nas_count: u.sec.as_ref().and_then(|s| s.count(Direction::Uplink)),
                 dl_nas_count: u.sec.as_ref().and_then(|s| s.count(Direction::Downlink)),
             })

@@ -155,6 +155,7 @@ impl MmeCore {
                 enb_s1u: None,
                 bearer_active: false,
                 remove_on_release: false,
+                dedicated: Vec::new(),
                 paging: None,
             },
         );
@@ -309,6 +310,7 @@ impl MmeCore {
                 self.changed = true;
             }
             Nas::DetachRequest { switch_off, .. } => self.on_detach(ue, switch_off),
+            Nas::ActivateDedicatedBearerAccept { ebi } => self.on_dedicated_bearer_accept(ue, ebi),
             other => warn!(ue, state = ?u.state, "uplink NAS message not handled: {other:?}"),
         }
     }

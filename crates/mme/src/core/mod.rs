@@ -18,6 +18,7 @@
 use std::collections::BTreeMap;
 
 use proto_gtpv2c as gtp;
+use proto_gtpv2c::transaction::RequestId;
 use proto_sctp::AssocId;
 
 use crate::Config;
@@ -59,6 +60,14 @@ pub enum Action {
     /// nothing answers.
     S11 {
         ue: u32,
+        teid: u32,
+        msg: gtp::Message,
+    },
+    /// The answer, to the SGW's control TEID `teid`, to the S11 request `id` of the
+    /// SPGW answered later than it arrived (Create Bearer Response, after the eNB and
+    /// the UE set the bearer up); the shell's Responder numbers and caches it.
+    S11Answer {
+        id: RequestId,
         teid: u32,
         msg: gtp::Message,
     },

@@ -122,6 +122,16 @@ impl MmeCore {
                     self.on_ics_response(ue, &erabs);
                 }
             }
+            S1ap::ErabSetupResponse {
+                mme_ue_id,
+                enb_ue_id,
+                erabs,
+                failed,
+            } => {
+                if let Some(ue) = self.ue_for(assoc, mme_ue_id, enb_ue_id) {
+                    self.on_erab_setup_response(ue, &erabs, &failed);
+                }
+            }
             S1ap::InitialContextSetupFailure {
                 mme_ue_id,
                 enb_ue_id,
