@@ -20,8 +20,9 @@ use proto_gtpu::icmp::{self, EchoKind};
 use proto_gtpu::pcap::UdpPcap;
 use proto_gtpu::Gtpu;
 use proto_gtpv2c::{
-    cause, iface, pdn_type, rat_type, BearerContext, BearerQos, CreateSessionRequest,
-    DeleteSessionRequest, Echo, Fteid, Gtpv2, Message, ModifyBearerRequest, Paa,
+    cause, iface, pdn_type, rat_type, BearerContext, BearerQos, CreateBearerResponse,
+    CreateSessionRequest, DeleteSessionRequest, Echo, Fteid, Gtpv2, Message, ModifyBearerRequest,
+    Paa,
 };
 use spgw::{BearerArp, Config, Spgw, Tunnel};
 use tokio::net::UdpSocket;
@@ -98,6 +99,13 @@ impl Drop for TempDir {
     }
 }
 
+/// A QCI 1 bearer for UDP with the SGi side's port 5001, as an operator writes it.
+const BEARER_REQUEST: &str = r#"[{"imsi": "IMSI", "qci": 1,
+  "arp": {"priority_level": 2, "pci": true, "pvi": true},
+  "mbr_uplink_kbps": 128, "mbr_downlink_kbps": 128, "gbr_uplink_kbps": 64, "gbr_downlink_kbps": 64,
+  "filters": [{"id": 1, "direction": 3, "precedence": 10,
+               "remote_addr": "10.45.0.1", "protocol": 17, "remote_port": 5001}]}]"#;
+
 fn config(tunnels_file: &Path) -> Config {
     Config {
         s11_bind: SocketAddr::new(IpAddr::V4(SPGW_IP), 2123),
@@ -105,6 +113,7 @@ fn config(tunnels_file: &Path) -> Config {
         s11_address: SPGW_IP,
         s1u_address: SPGW_IP,
         tunnels_file: Some(tunnels_file.to_path_buf()),
+        bearer_requests_file: Some(tunnels_file.with_file_name("bearers.json")),
         ..Config::default()
     }
 }
@@ -308,6 +317,8 @@ fn tshark_check(trace: &Trace, path: &Path) {
         "GTPv2\tCreate Session Response",
         "GTPv2\tModify Bearer Response",
         "GTPv2\tDelete Session Response",
+        "GTPv2\tCreate Bearer Request",
+        "GTPv2\tCreate Bearer Response",
         "GTP\tEcho response",
         "GTP\tError indication",
         "GTP <ICMP>\tEcho (ping) reply",
@@ -362,6 +373,7 @@ fn spgw_end_to_end_in_netns() {
     // ---------------------------------------------------------------- phase 1
     let ns = Netns::new("a");
     let file_a = dir.0.join("a/tunnels.json");
+    let bearers = dir.0.join("a/bearers.json");
     ns.run(|| async {
         let spgw = Spgw::new(config(&file_a)).unwrap();
         let task = tokio::spawn({
@@ -424,11 +436,54 @@ fn spgw_end_to_end_in_netns() {
         };
         assert_eq!(spgw.tunnels(), vec![expected.clone()]);
         assert_eq!(read_tunnels(&file_a), vec![expected]);
-        std::fs::copy(&file_a, &saved).unwrap();
 
         // User plane: UE pings the SGi gateway through the tunnel.
         let enb = Peer::bind(2152, &trace).await;
         assert!(ping_retry(&enb, s1u.teid, ue, 1).await, "no echo reply through the tunnel");
+
+        // A dedicated bearer by SIGHUP and the request file: the Create Bearer Request
+        // reaches the MME (its S11 port), whose response makes it part of the tunnel.
+        let mme_c = Peer::bind(2123, &trace).await;
+        std::fs::write(&bearers, BEARER_REQUEST.replace("IMSI", IMSI)).unwrap();
+        // SAFETY: signalling our own process; the SPGW installed its handler in run().
+        unsafe { libc::kill(libc::getpid(), libc::SIGHUP) };
+        let mut buf = vec![0u8; 4096];
+        let n = timeout(Duration::from_secs(5), mme_c.recv(&mut buf)).await.expect("Create Bearer Request").unwrap();
+        let cb = proto_gtpv2c::decode(&buf[..n]).unwrap();
+        let Message::CreateBearerRequest(req) = &cb.msg else { panic!("{cb:?}") };
+        assert_eq!((cb.teid, req.linked_ebi), (Some(MME_TEID), 5));
+        assert!(!bearers.exists(), "the request file is consumed");
+        let sgw_u = *req.bearer_contexts[0].fteid(0).unwrap();
+        let resp = Gtpv2 {
+            teid: Some(s11.teid),
+            seq: cb.seq,
+            msg: Message::CreateBearerResponse(CreateBearerResponse {
+                cause: cause::REQUEST_ACCEPTED,
+                bearer_contexts: vec![BearerContext {
+                    ebi: 6,
+                    cause: Some(cause::REQUEST_ACCEPTED),
+                    fteids: vec![
+                        (0, Fteid::v4(iface::S1U_ENODEB, ENB_TEID + 1, PEER_IP)),
+                        (1, sgw_u),
+                    ],
+                    ..Default::default()
+                }],
+                recovery: None,
+            }),
+        };
+        mme_c.send_to(&resp.encode().unwrap(), (SPGW_IP, 2123)).await.unwrap();
+        wait_until("dedicated bearer in the tunnel list", || {
+            read_tunnels(&file_a).first().is_some_and(|t| t.dedicated.len() == 1)
+        })
+        .await;
+        let d = &spgw.tunnels()[0].dedicated[0];
+        assert_eq!((d.ebi, d.qci, d.sgw_s1u_teid, d.enb_teid), (6, 1, sgw_u.teid, ENB_TEID + 1));
+        // Uplink on the dedicated bearer's TEID reaches SGi too.
+        assert!(ping_retry(&enb, sgw_u.teid, ue, 50).await, "no echo through the dedicated bearer");
+        // Phase 2 restores the list as it was before the bearer.
+        let mut before = read_tunnels(&file_a);
+        before[0].dedicated.clear();
+        std::fs::write(&saved, serde_json::to_vec(&before).unwrap()).unwrap();
 
         // GTP-U Echo.
         let r = gtpu_exchange(&enb, &Gtpu::EchoRequest { seq: 42 }.encode().unwrap()).await;
@@ -465,7 +520,8 @@ fn spgw_end_to_end_in_netns() {
         wait_until("TUN re-attached", || spgw.tun_attached()).await;
         assert!(ping_retry(&enb, s1u.teid, ue, 300).await, "no echo reply after re-attach");
 
-        // Delete Session frees the session, the address and the file entry.
+        // Delete Session frees the session, its dedicated bearer, the address and the
+        // file entry.
         let dsr = Message::DeleteSessionRequest(DeleteSessionRequest {
             linked_ebi: Some(5),
             ..Default::default()
