@@ -228,10 +228,7 @@ impl Store {
             path: path.clone(),
             source,
         };
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(db)?;
+        let tx = self.write_transaction()?;
         let Some(old) = registration(&tx, imsi).map_err(db)? else {
             return Ok(None);
         };
@@ -299,6 +296,19 @@ impl Store {
         tx.commit().map_err(|e| self.db(e))
     }
 
+    /// A transaction holding the write lock from the start: IMMEDIATE, so a
+    /// read-modify-write cannot interleave with another process (e.g. `corehop hss add`
+    /// on the same file).
+    fn write_transaction(&mut self) -> Result<rusqlite::Transaction<'_>> {
+        let path = &self.path;
+        self.conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|source| StoreError::Db {
+                path: path.clone(),
+                source,
+            })
+    }
+
     /// Reserves `n` consecutive SQNs for `imsi` in one write transaction and returns the
     /// subscriber (with `sqn` = the last reserved value) and the SQNs to put in the vectors.
     /// `restart_from` (SQN_MS from a verified AUTS) replaces the stored counter first.
@@ -314,12 +324,7 @@ impl Store {
             path: path.clone(),
             source,
         };
-        // IMMEDIATE takes the write lock up front, so read-modify-write cannot interleave with
-        // another process (e.g. `corehop hss add` on the same file).
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(db)?;
+        let tx = self.write_transaction()?;
         let Some(mut sub) = tx
             .query_row(
                 "SELECT imsi, k, opc, amf, sqn, msisdn FROM subscribers WHERE imsi = ?1",

@@ -186,6 +186,11 @@ impl Mme {
         .to_message()
     }
 
+    async fn pua(&mut self, imsi: &str) -> PurgeUeAnswer {
+        let pur = self.pur(imsi);
+        PurgeUeAnswer::from_message(&self.call(pur).await).unwrap()
+    }
+
     async fn ula(&mut self, imsi: &str) -> UpdateLocationAnswer {
         let ulr = self.ulr(imsi);
         UpdateLocationAnswer::from_message(&self.call(ulr).await).unwrap()
@@ -453,19 +458,16 @@ async fn ulr_records_the_mme_and_pur_marks_it_purged() {
     assert_eq!(registration(&r.cfg, imsi), Some(registered.clone()));
 
     // PUR from the registered MME: success, freeze the M-TMSI, marked purged.
-    let pur = mme.pur(imsi);
-    let pua = PurgeUeAnswer::from_message(&mme.call(pur).await).unwrap();
+    let pua = mme.pua(imsi).await;
     assert_eq!(pua.result, ResultCode::SUCCESS);
     assert_eq!(pua.pua_flags, Some(PUA_FLAG_FREEZE_M_TMSI));
     assert!(registration(&r.cfg, imsi).unwrap().purged);
     // Unknown IMSI: 5001.
-    let pur = mme.pur("001019999999999");
-    let pua = PurgeUeAnswer::from_message(&mme.call(pur).await).unwrap();
+    let pua = mme.pua("001019999999999").await;
     assert_eq!(pua.result, ResultCode::USER_UNKNOWN);
     // A PUR from an MME the UE is not registered at changes nothing and freezes nothing.
     let mut other = Mme::connect_as(r.addr, "mme-other.corehop.lab").await;
-    let pur = other.pur(imsi);
-    let pua = PurgeUeAnswer::from_message(&other.call(pur).await).unwrap();
+    let pua = other.pua(imsi).await;
     assert_eq!((pua.result, pua.pua_flags), (ResultCode::SUCCESS, None));
     // The next ULR clears the purge.
     assert_eq!(mme.ula(imsi).await.result, ResultCode::SUCCESS);
@@ -502,8 +504,7 @@ async fn ulr_from_a_second_mme_cancels_the_location_at_the_first() {
 
     // B purges, then A attaches the UE again: B holds no context, so no CLR goes to B and
     // A's registration is plain (its next event is the answer to its own AIR, not a CLR).
-    let pur = b.pur(imsi);
-    PurgeUeAnswer::from_message(&b.call(pur).await).unwrap();
+    assert_eq!(b.pua(imsi).await.result, ResultCode::SUCCESS);
     assert_eq!(a.ula(imsi).await.result, ResultCode::SUCCESS);
     let air = b.air(imsi, 1, None);
     let aia = AuthInfoAnswer::from_message(&b.call(air).await).unwrap();

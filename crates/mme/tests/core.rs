@@ -529,16 +529,7 @@ fn modify_bearer_ok(c: &mut MmeCore, id: u32) {
 
 /// A whole attach; returns the MME UE id (eNB S1-U TEID 0x77, SGW TEID 0x55).
 fn attach(c: &mut MmeCore, ue: &mut TestUe) -> u32 {
-    let (id, out) = start(c, ue, aia_for(ue));
-    let Reaction::Reply(res) = ue.on_downlink(&downlink(&out).1) else {
-        panic!()
-    };
-    s1(c, uplink(id, res));
-    let Reaction::Reply(done) = ue.on_downlink(&downlink(&sent(&c.take_actions())).1) else {
-        panic!()
-    };
-    s1(c, uplink(id, done));
-    c.take_actions();
+    let id = secure(c, ue);
     c.on_ula(id, Ok(ula()));
     c.take_actions();
     c.on_s11(id, Ok(create_session_response()));
@@ -555,6 +546,21 @@ fn attach(c: &mut MmeCore, ue: &mut TestUe) -> u32 {
     let complete = ue.attach_complete(5);
     s1(c, uplink(id, complete));
     assert_eq!(c.ues()[0].state, UeState::Attached);
+    id
+}
+
+/// An attach up to the ULR: authenticated, NAS security active; returns the MME UE id.
+fn secure(c: &mut MmeCore, ue: &mut TestUe) -> u32 {
+    let (id, out) = start(c, ue, aia_for(ue));
+    let Reaction::Reply(res) = ue.on_downlink(&downlink(&out).1) else {
+        panic!()
+    };
+    s1(c, uplink(id, res));
+    let Reaction::Reply(done) = ue.on_downlink(&downlink(&sent(&c.take_actions())).1) else {
+        panic!()
+    };
+    s1(c, uplink(id, done));
+    c.take_actions();
     id
 }
 
@@ -1142,16 +1148,7 @@ fn ipv6_and_ipv4v6_pdn_types_reach_the_spgw_and_the_ue_gets_its_interface_id() {
         setup(&mut c);
         let mut ue = TestUe::example(1);
         ue.set_pdn_type(pdn_type);
-        let (id, out) = start(&mut c, &ue, aia_for(&ue));
-        let Reaction::Reply(res) = ue.on_downlink(&downlink(&out).1) else {
-            panic!()
-        };
-        s1(&mut c, uplink(id, res));
-        let Reaction::Reply(done) = ue.on_downlink(&downlink(&sent(&c.take_actions())).1) else {
-            panic!()
-        };
-        s1(&mut c, uplink(id, done));
-        c.take_actions();
+        let id = secure(&mut c, &mut ue);
         c.on_ula(id, Ok(ula()));
         // The Create Session Request carries the UE's PDN type and a PAA of that type
         // with unspecified addresses.

@@ -253,6 +253,12 @@ async fn wait_state(
     );
 }
 
+/// The state dump has no context of `imsi`.
+fn without(v: &serde_json::Value, imsi: &str) -> bool {
+    v.as_array()
+        .is_some_and(|a| a.iter().all(|u| u["imsi"] != imsi))
+}
+
 async fn wait_until(f: impl Fn() -> bool) {
     for _ in 0..100 {
         if f() {
@@ -352,11 +358,7 @@ async fn attach_reject_detach_purge_and_cancel_location_end_to_end() {
         mme_ue_id,
         enb_ue_id,
     });
-    wait_state(&state, |v| {
-        v.as_array()
-            .is_some_and(|a| a.iter().all(|u| u["imsi"] != ue.imsi.as_str()))
-    })
-    .await;
+    wait_state(&state, |v| without(v, &ue.imsi)).await;
     // The context gone, the MME purged the UE at the HSS.
     let imsi = ue.imsi.clone();
     let registration = || {
@@ -402,11 +404,7 @@ async fn attach_reject_detach_purge_and_cancel_location_end_to_end() {
         mme_ue_id,
         enb_ue_id,
     });
-    wait_state(&state, |v| {
-        v.as_array()
-            .is_some_and(|a| a.iter().all(|u| u["imsi"] != ue.imsi.as_str()))
-    })
-    .await;
+    wait_state(&state, |v| without(v, &ue.imsi)).await;
     wait_state(&state2, |v| v[0]["imsi"] == ue.imsi.as_str()).await;
     assert_eq!(registration().mme_host, "mme2.corehop.lab");
     enb2.sctp.close().unwrap();

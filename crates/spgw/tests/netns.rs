@@ -404,15 +404,7 @@ fn spgw_end_to_end_in_netns() {
         assert_eq!((s1u.iface, s1u.ipv4), (iface::S1U_SGW, Some(SPGW_IP)));
 
         // Modify Bearer: the eNB's S1-U F-TEID.
-        let mbr = Message::ModifyBearerRequest(ModifyBearerRequest {
-            bearer_contexts: vec![BearerContext {
-                ebi: 5,
-                fteids: vec![(0, Fteid::v4(iface::S1U_ENODEB, ENB_TEID, PEER_IP))],
-                ..Default::default()
-            }],
-            ..Default::default()
-        });
-        let r = mme.request(Some(s11.teid), mbr).await.expect("MBResp");
+        let r = mme.request(Some(s11.teid), modify_bearer_request()).await.expect("MBResp");
         assert_eq!(r.teid, Some(MME_TEID));
         let Message::ModifyBearerResponse(mb) = r.msg else { panic!("{r:?}") };
         assert_eq!(mb.cause, cause::REQUEST_ACCEPTED);
@@ -581,6 +573,18 @@ fn spgw_end_to_end_in_netns() {
     });
 }
 
+/// Modify Bearer with the test eNB's S1-U F-TEID for the default bearer.
+fn modify_bearer_request() -> Message {
+    Message::ModifyBearerRequest(ModifyBearerRequest {
+        bearer_contexts: vec![BearerContext {
+            ebi: 5,
+            fteids: vec![(0, Fteid::v4(iface::S1U_ENODEB, ENB_TEID, PEER_IP))],
+            ..Default::default()
+        }],
+        ..Default::default()
+    })
+}
+
 fn create_session_request_v6(t: u8) -> Message {
     let Message::CreateSessionRequest(mut r) = create_session_request() else {
         unreachable!()
@@ -617,15 +621,10 @@ async fn attach_v6(mme: &mut Mme, t: u8) -> (Paa, u32) {
     assert_eq!(cs.cause, cause::REQUEST_ACCEPTED);
     let s11 = cs.sender_fteid.unwrap().teid;
     let s1u = cs.bearer_contexts[0].fteid(0).unwrap().teid;
-    let mbr = Message::ModifyBearerRequest(ModifyBearerRequest {
-        bearer_contexts: vec![BearerContext {
-            ebi: 5,
-            fteids: vec![(0, Fteid::v4(iface::S1U_ENODEB, ENB_TEID, PEER_IP))],
-            ..Default::default()
-        }],
-        ..Default::default()
-    });
-    let r = mme.request(Some(s11), mbr).await.expect("MBResp");
+    let r = mme
+        .request(Some(s11), modify_bearer_request())
+        .await
+        .expect("MBResp");
     assert!(
         matches!(r.msg, Message::ModifyBearerResponse(ref m) if m.cause == cause::REQUEST_ACCEPTED)
     );
