@@ -1309,6 +1309,11 @@ fn create_bearer_from_the_spgw_sets_up_an_erab_and_the_ue_bearer_then_answers() 
     assert_eq!(*mme_ue_id, id);
     let e = &erabs[0];
     assert_eq!((e.erab_id, e.qci, e.arp_priority), (6, 1, 2));
+    // A GBR bearer carries its bit rates, in bit/s on S1AP.
+    assert_eq!(
+        e.gbr.map(|g| (g.mbr_uplink, g.gbr_downlink)),
+        Some((128_000, 64_000))
+    );
     let sgw_s1u = gtp::decode(&cbreq).unwrap();
     let gtp::Message::CreateBearerRequest(r) = sgw_s1u.msg else {
         panic!()

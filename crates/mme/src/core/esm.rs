@@ -242,6 +242,13 @@ impl MmeCore {
                     sgw_addr: sgw_s1u.0,
                     sgw_teid: sgw_s1u.1,
                     nas: Some(nas),
+                    // GTP gives kbit/s, S1AP bit/s (TS 36.413 §9.2.1.18).
+                    gbr: (1..=4).contains(&qos.qci).then(|| s1ap::GbrQos {
+                        mbr_downlink: qos.mbr_downlink * 1000,
+                        mbr_uplink: qos.mbr_uplink * 1000,
+                        gbr_downlink: qos.gbr_downlink * 1000,
+                        gbr_uplink: qos.gbr_uplink * 1000,
+                    }),
                 }],
             },
         );

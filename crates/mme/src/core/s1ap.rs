@@ -421,6 +421,7 @@ pub(super) fn context_setup_request(
                 sgw_addr: sgw.0,
                 sgw_teid: sgw.1,
                 nas,
+                gbr: None,
             }],
             // NAS capability octets have EEA0/EIA0 first; S1AP's bit strings start at 1.
             ue_sec_enc: caps.first().copied().unwrap_or(0) << 1,
