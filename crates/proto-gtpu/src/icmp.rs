@@ -1,6 +1,7 @@
-//! ICMP echo helpers, IPv4 (ICMP) and IPv6 (ICMPv6), and the addresses of an inner IP
+//! ICMP echo helpers, IPv4 (ICMP) and IPv6 (ICMPv6), the addresses of an inner IP
 //! packet by its version (the RAN emulator pings through GTP-U tunnels, the S-GW routes
-//! downlink by destination).
+//! downlink by destination), and the Router Solicitation / Advertisement by which a
+//! P-GW gives an IPv6 UE its /64 (TS 29.061 §11.2.1.3.2, RFC 4861).
 //!
 //! Built on `etherparse` so checksums (IPv4 header and ICMP) are computed by a
 //! well-tested implementation rather than by hand here.
@@ -181,6 +182,86 @@ fn ipv4_addr_at(packet: &[u8], off: usize) -> Option<Ipv4Addr> {
     Some(Ipv4Addr::new(a[0], a[1], a[2], a[3]))
 }
 
+/// ICMPv6 types of router discovery (RFC 4861 §4.1, §4.2).
+const ROUTER_SOLICITATION: u8 = 133;
+const ROUTER_ADVERTISEMENT: u8 = 134;
+/// Neighbour discovery travels with hop limit 255 only (RFC 4861 §6.1).
+const ND_HOP_LIMIT: u8 = 255;
+
+/// The P-GW's link-local address on every UE's link.
+pub const PGW_LINK_LOCAL: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
+
+fn icmpv6(
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    type_u8: u8,
+    bytes5to8: [u8; 4],
+    body: &[u8],
+) -> Result<Vec<u8>, Error> {
+    let b =
+        PacketBuilder::ipv6(src.octets(), dst.octets(), ND_HOP_LIMIT).icmpv6(Icmpv6Type::Unknown {
+            type_u8,
+            code_u8: 0,
+            bytes5to8,
+        });
+    let mut out = Vec::with_capacity(b.size(body.len()));
+    b.write(&mut out, body)
+        .map_err(|e| Error::BadIcmp(e.to_string()))?;
+    Ok(out)
+}
+
+/// A Router Solicitation as a UE sends it after its PDN connection is up: from its
+/// link-local address to all routers, no options.
+pub fn router_solicitation(src: Ipv6Addr) -> Result<Vec<u8>, Error> {
+    let all_routers = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 2);
+    icmpv6(src, all_routers, ROUTER_SOLICITATION, [0; 4], &[])
+}
+
+/// The source of `packet` if it is a Router Solicitation a router accepts.
+pub fn router_solicitation_source(packet: &[u8]) -> Option<Ipv6Addr> {
+    nd_message(packet)
+        .filter(|(t, _)| *t == ROUTER_SOLICITATION)
+        .map(|(_, src)| src)
+}
+
+/// The type and source of a neighbour discovery message as RFC 4861 §6.1 validates it:
+/// hop limit 255, code 0, a valid checksum.
+fn nd_message(packet: &[u8]) -> Option<(u8, Ipv6Addr)> {
+    let sliced = SlicedPacket::from_ip(packet).ok()?;
+    let (Some(NetSlice::Ipv6(ip)), Some(TransportSlice::Icmpv6(icmp))) =
+        (&sliced.net, &sliced.transport)
+    else {
+        return None;
+    };
+    let h = ip.header();
+    let t = icmp.icmp_type();
+    let sum = t
+        .calc_checksum(h.source(), h.destination(), icmp.payload())
+        .ok()?;
+    (h.hop_limit() == ND_HOP_LIMIT && t.code_u8() == 0 && sum == icmp.checksum())
+        .then(|| (t.type_u8(), h.source_addr()))
+}
+
+/// The Router Advertisement from the P-GW to `dst` offering `prefix`/64 (TS 29.061
+/// §11.2.1.3.2: off-link, L clear, for autonomous configuration, A set, lifetimes
+/// infinite while the PDN connection lasts) and the link MTU.
+pub fn router_advertisement(dst: Ipv6Addr, prefix: Ipv6Addr, mtu: u16) -> Result<Vec<u8>, Error> {
+    // Current hop limit 64, M and O clear (no DHCPv6), router lifetime 65535 s.
+    let head = [64, 0, 0xff, 0xff];
+    // Reachable time and retrans timer unspecified.
+    let mut body = vec![0; 8];
+    // Prefix Information (RFC 4861 §4.6.2): type 3, 4 x 8 octets, /64, flags A.
+    body.extend_from_slice(&[3, 4, 64, 0x40]);
+    body.extend_from_slice(&u32::MAX.to_be_bytes());
+    body.extend_from_slice(&u32::MAX.to_be_bytes());
+    body.extend_from_slice(&[0; 4]);
+    body.extend_from_slice(&prefix.octets());
+    // MTU (RFC 4861 §4.6.4): type 5, 8 octets.
+    body.extend_from_slice(&[5, 1, 0, 0]);
+    body.extend_from_slice(&u32::from(mtu).to_be_bytes());
+    icmpv6(PGW_LINK_LOCAL, dst, ROUTER_ADVERTISEMENT, head, &body)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -235,6 +316,34 @@ mod tests {
             Some(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)))
         );
         assert!(echo_request(src, Ipv4Addr::LOCALHOST, 1, 1, b"").is_err());
+    }
+
+    #[test]
+    fn router_solicitation_and_advertisement() {
+        let ue: Ipv6Addr = "fe80::1234".parse().unwrap();
+        let rs = router_solicitation(ue).unwrap();
+        assert_eq!(router_solicitation_source(&rs), Some(ue));
+        // Forwarded (hop limit not 255) or corrupted: not accepted.
+        let mut hops = rs.clone();
+        hops[7] = 64;
+        assert_eq!(router_solicitation_source(&hops), None);
+        let mut bad = rs.clone();
+        bad[42] ^= 1;
+        assert_eq!(router_solicitation_source(&bad), None);
+        let echo = echo_request(ue, PGW_LINK_LOCAL, 1, 1, b"").unwrap();
+        assert_eq!(router_solicitation_source(&echo), None);
+
+        let prefix: Ipv6Addr = "2001:db8:77:1::".parse().unwrap();
+        let ra = router_advertisement(ue, prefix, 1400).unwrap();
+        assert_eq!((ra[7], ra[40], ra[41]), (255, 134, 0));
+        assert_eq!(ip_destination(&ra), Some(IpAddr::V6(ue)));
+        assert_eq!(&ra[56..60], &[3, 4, 64, 0x40]);
+        assert_eq!(&ra[72..88], &prefix.octets());
+        // Valid as a UE checks it: hop limit, code and checksum.
+        assert_eq!(nd_message(&ra), Some((134, PGW_LINK_LOCAL)));
+        let mut bad = ra.clone();
+        bad[80] ^= 1;
+        assert_eq!(nd_message(&bad), None);
     }
 
     #[test]

@@ -10,7 +10,8 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use proto_gtpu::{icmp::ip_destination, icmp::ip_source, Gtpu, GTPU_PORT};
+use proto_gtpu::icmp::{self, ip_destination, ip_source};
+use proto_gtpu::{Gtpu, GTPU_PORT};
 use proto_gtpv2c::transaction::{Incoming, Requester, Responder, Timeout, Timers};
 use proto_gtpv2c::{
     cause, iface, msg_type, pdn_type, Arp, BearerContext, CreateSessionRequest,
@@ -778,6 +779,11 @@ impl Core {
                     debug!(%from, teid, "G-PDU for unknown TEID, sending Error Indication");
                     return self.error_indication(teid, from);
                 };
+                // An IPv6 UE's Router Solicitation (from its link-local address) is
+                // the P-GW's to answer, with its /64.
+                if let Some(ra) = self.router_advertisement(t, payload) {
+                    return ra;
+                }
                 // Anti-spoofing: a UE may only send from the address it was given, or
                 // from its /64.
                 if !t.owns(ip_source(payload)) {
@@ -809,6 +815,30 @@ impl Core {
             }
             Gtpu::EchoResponse { .. } | Gtpu::EndMarker { .. } => S1uAction::Nothing,
         }
+    }
+
+    /// The Router Advertisement answering a Router Solicitation of `t`'s UE, in a G-PDU
+    /// to its eNB (TS 29.061 §11.2.1.3.2: how the UE learns its /64); `None` for any
+    /// other packet, nothing before the UE has a /64 and an eNB.
+    fn router_advertisement(&self, t: &Tunnel, packet: &[u8]) -> Option<S1uAction<'static>> {
+        let src = icmp::router_solicitation_source(packet)?;
+        let (Some(prefix), Some(teid), Some(addr)) = (t.ue_ipv6_prefix, t.enb_teid, t.enb_addr)
+        else {
+            return Some(S1uAction::Nothing);
+        };
+        // From the unspecified address the answer goes to all nodes (RFC 4861 §6.2.6).
+        let dst = if src.is_unspecified() {
+            Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1)
+        } else {
+            src
+        };
+        let adv = icmp::router_advertisement(dst, prefix, self.cfg.mtu).ok()?;
+        debug!(imsi = %t.imsi, %prefix, "Router Advertisement for the UE's /64");
+        let g = proto_gtpu::encode_gpdu(teid, &adv).ok()?;
+        Some(S1uAction::Reply(
+            g,
+            SocketAddr::new(IpAddr::V4(addr), GTPU_PORT),
+        ))
     }
 
     fn error_indication(&self, teid: u32, from: SocketAddr) -> S1uAction<'static> {

@@ -676,6 +676,22 @@ fn ipv6_ue_echo_through_gtpu_in_netns() {
             ping_retry(&enb, s1u, ue, 1).await,
             "no ICMPv6 echo reply through the tunnel"
         );
+        // Its Router Solicitation gets the Router Advertisement of its /64: how a UE
+        // learns the prefix (its NAS PDN address has the interface identifier only).
+        let link_local: Ipv6Addr = "fe80::1".parse().unwrap();
+        let rs = icmp::router_solicitation(link_local).unwrap();
+        let adv = gtpu_exchange(&enb, &proto_gtpu::encode_gpdu(s1u, &rs).unwrap()).await;
+        let Ok(Gtpu::GPdu {
+            teid: ENB_TEID,
+            payload,
+            ..
+        }) = proto_gtpu::decode(&adv)
+        else {
+            panic!("no Router Advertisement: {adv:02x?}")
+        };
+        assert_eq!(payload[40], 134, "ICMPv6 Router Advertisement");
+        let prefix: Ipv6Addr = "2001:db8:77:1::".parse().unwrap();
+        assert_eq!(&payload[72..88], &prefix.octets());
         // Any address of its /64 is the UE's (e.g. a SLAAC privacy address).
         let other: Ipv6Addr = "2001:db8:77:1::beef".parse().unwrap();
         assert!(ping_retry(&enb, s1u, other, 10).await);
@@ -693,6 +709,9 @@ fn ipv6_ue_echo_through_gtpu_in_netns() {
             &[
                 "PDN Type: IPv6 (2)",
                 "PDN Address and Prefix(IPv6): 2001:db8:77:1::1",
+                "Router Solicitation",
+                "Router Advertisement",
+                "Prefix: 2001:db8:77:1::",
             ],
         );
     });

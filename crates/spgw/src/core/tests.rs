@@ -823,6 +823,24 @@ fn ipv6_and_ipv4v6_sessions_get_a_64_each_and_route_by_inner_version() {
     let up = proto_gtpu::icmp::echo_request(a("2001:db8:77:1::1234"), pdn, 1, 1, b"").unwrap();
     let g = proto_gtpu::encode_gpdu(s1u, &up).unwrap();
     assert_eq!(c.handle_s1u(&g, from), S1uAction::ToSgi(&up));
+    // Its Router Solicitation gets the Router Advertisement of its /64, to its eNB.
+    let rs = proto_gtpu::icmp::router_solicitation(a("fe80::1234")).unwrap();
+    let g = proto_gtpu::encode_gpdu(s1u, &rs).unwrap();
+    let S1uAction::Reply(adv, to) = c.handle_s1u(&g, from) else {
+        panic!("no Router Advertisement")
+    };
+    assert_eq!(to, "10.77.0.21:2152".parse().unwrap());
+    let Gtpu::GPdu {
+        teid: 0x90,
+        payload,
+        ..
+    } = proto_gtpu::decode(&adv).unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(payload[40], 134);
+    assert_eq!(&payload[72..88], &a("2001:db8:77:1::").octets());
+    assert_eq!(&payload[24..40], &a("fe80::1234").octets());
     for src in ["2001:db8:77:2::abcd", "fe80::1"] {
         let spoofed = proto_gtpu::icmp::echo_request(a(src), pdn, 1, 1, b"").unwrap();
         let g = proto_gtpu::encode_gpdu(s1u, &spoofed).unwrap();
