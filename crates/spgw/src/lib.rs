@@ -19,9 +19,9 @@
 //! it), writes the parked packets and resumes. The tunnel list is written as JSON on every change (`tunnels_file`)
 //! and can seed a new instance (`restore_tunnels_from`): the GTP Tunnel List Handler.
 //!
-//! Dedicated bearers (network-initiated, TS 23.401 §5.4.1): SIGHUP reads the JSON list of
-//! [`BearerRequest`]s in `bearer_requests_file` (and removes the file) and sends a
-//! Create Bearer Request for each; [`Spgw::create_bearer`] does the same for one. An
+//! Dedicated bearers (network-initiated, TS 23.401 §5.4.1): SIGHUP (which also rewrites
+//! the tunnel list) reads the JSON list of [`BearerRequest`]s in `bearer_requests_file`,
+//! if there is one (and removes the file), and sends a Create Bearer Request for each; [`Spgw::create_bearer`] does the same for one. An
 //! accepted bearer joins its tunnel-list entry (`dedicated`).
 
 mod core;
@@ -283,8 +283,8 @@ impl Spgw {
         let Some(path) = &self.shared.cfg.bearer_requests_file else {
             return Vec::new();
         };
+        // Without the file, SIGHUP only rewrites the tunnel list.
         let Ok(text) = std::fs::read_to_string(path) else {
-            warn!(file = %path.display(), "SIGHUP without a bearer request file");
             return Vec::new();
         };
         let _ = std::fs::remove_file(path);
@@ -397,6 +397,8 @@ impl Spgw {
         // Signal handlers first: SIGUSR1/2 would otherwise terminate the process.
         let mut usr1 = signal(SignalKind::user_defined1()).context("cannot handle SIGUSR1")?;
         let mut usr2 = signal(SignalKind::user_defined2()).context("cannot handle SIGUSR2")?;
+        // SIGHUP writes the tunnel list again from memory, and creates the dedicated
+        // bearers a `bearer_requests_file` asks for.
         let mut hup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
         let s11 = UdpSocket::bind(cfg.s11_bind)
             .await
@@ -448,7 +450,10 @@ impl Spgw {
                 }
                 _ = usr1.recv() => Some(Ctl::ReleaseTun),
                 _ = usr2.recv() => Some(Ctl::AttachTun),
-                _ = hup.recv() => Some(Ctl::CreateBearers(self.read_bearer_requests())),
+                _ = hup.recv() => {
+                    self.write_tunnels_file();
+                    Some(Ctl::CreateBearers(self.read_bearer_requests()))
+                }
                 Some(c) = ctl_rx.recv() => Some(c),
             };
             match ctl {
