@@ -108,7 +108,7 @@ pub struct UeView {
     /// The MME is paging the UE (T3413 running).
     pub paging: bool,
     pub ue_ip: Option<Ipv4Addr>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ue_ipv6: Option<Ipv6Addr>,
     pub apn: Option<String>,
     pub mme_s11_teid: u32,
@@ -119,7 +119,7 @@ pub struct UeView {
     pub enb_s1u_addr: Option<Ipv4Addr>,
     pub bearer_active: bool,
     /// EBIs of the active dedicated bearers.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dedicated_ebis: Vec<u8>,
     pub ul_nas_count: Option<u32>,
     pub dl_nas_count: Option<u32>,
