@@ -10,4 +10,4 @@ pub mod store;
 
 pub use config::Config;
 pub use server::{serve, Hss};
-pub use store::{default_subscribers, read_csv, Store, StoreError, Subscriber};
+pub use store::{default_subscribers, read_csv, Registration, Store, StoreError, Subscriber};

@@ -1,22 +1,29 @@
 //! S6a server: accepts many MME connections over TCP, each driven by proto-diameter's sans-IO
 //! `ServerPeer` (the base protocol: CER/CEA, DWR/DWA, DPR/DPA), and answers AIR with Milenage
-//! vectors and ULR with the subscription. All Diameter encoding and the base protocol live in
-//! `proto-diameter`; this file is the I/O loop and the HSS decisions.
+//! vectors, ULR with the subscription (recording the serving MME) and PUR (marking the UE
+//! purged). It sends Cancel-Location to the MME a UE leaves (a ULR from another MME) and to
+//! the MME of a withdrawn subscriber ([`Hss::withdraw`]), on that MME's own connection. All
+//! Diameter encoding and the base protocol live in `proto-diameter`; this file is the I/O
+//! loop and the HSS decisions.
 
-use crate::store::{Store, Subscriber};
+use crate::store::{Registration, Store, StoreError, Subscriber};
 use crate::Config;
-use proto_diameter::base::{self, Identity, ResultCode};
+use proto_diameter::base::{self, Identity, ResultCode, SessionIds};
 use proto_diameter::codes::*;
 use proto_diameter::s6a::{
-    Ambr, ApnConfiguration, Arp, AuthInfoAnswer, AuthInfoRequest, EutranVector, SubscriptionData,
+    Ambr, ApnConfiguration, Arp, AuthInfoAnswer, AuthInfoRequest, CancelLocationAnswer,
+    CancelLocationRequest, EutranVector, PurgeUeAnswer, PurgeUeRequest, SubscriptionData,
     UpdateLocationAnswer, UpdateLocationRequest,
 };
 use proto_diameter::{Message, ServerConfig, ServerEvent, ServerPeer, ServerState};
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 /// A ready HSS: configuration, identity and the opened subscriber store.
@@ -25,6 +32,43 @@ pub struct Hss {
     identity: Identity,
     /// SQLite is synchronous; each request holds the lock only for one short transaction.
     store: Mutex<Store>,
+    /// The open connections by their MME's Origin-Host: where a CLR for that MME goes.
+    mmes: Mutex<HashMap<String, MmeLink>>,
+    next_connection: AtomicU64,
+    /// Session-Ids of the requests the HSS starts (CLR).
+    sessions: Mutex<SessionIds>,
+}
+
+/// One open MME connection, as the other connections see it.
+struct MmeLink {
+    connection: u64,
+    requests: mpsc::UnboundedSender<Message>,
+}
+
+/// Takes a connection out of [`Hss::mmes`] however its task ends, unless a newer connection
+/// of the same MME replaced it.
+struct Registered<'a> {
+    hss: &'a Hss,
+    connection: u64,
+    host: Option<String>,
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        if let Some(host) = &self.host {
+            let mut mmes = lock(&self.hss.mmes);
+            if mmes
+                .get(host)
+                .is_some_and(|l| l.connection == self.connection)
+            {
+                mmes.remove(host);
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Hss {
@@ -52,16 +96,23 @@ impl Hss {
                 .unwrap_or(1),
         };
         Ok(Hss {
+            sessions: Mutex::new(SessionIds::new(
+                &identity.origin_host,
+                identity.origin_state_id,
+            )),
             cfg,
             identity,
             store: Mutex::new(store),
+            mmes: Mutex::new(HashMap::new()),
+            next_connection: AtomicU64::new(1),
         })
     }
 
     /// Serves S6a on `listener` until the future is dropped; dropping it also ends every
-    /// connection task (they live in a JoinSet owned by this future).
-    pub async fn run(self, listener: TcpListener) -> anyhow::Result<()> {
-        let hss = Arc::new(self);
+    /// connection task (they live in a JoinSet owned by this future). The caller may keep a
+    /// clone of the `Arc` to [`withdraw`](Self::withdraw) subscribers meanwhile.
+    pub async fn run(self: Arc<Self>, listener: TcpListener) -> anyhow::Result<()> {
+        let hss = self;
         tracing::info!(addr = %listener.local_addr()?, host = %hss.identity.origin_host, "HSS listening for S6a");
         let mut conns = JoinSet::new();
         loop {
@@ -89,16 +140,48 @@ impl Hss {
     async fn connection(self: Arc<Self>, mut sock: TcpStream, peer: SocketAddr) {
         tracing::info!(%peer, "S6a connection accepted");
         let mut dia = ServerPeer::new(ServerConfig::new(self.identity.clone()), Instant::now());
+        let (requests_tx, mut requests) = mpsc::unbounded_channel();
+        let mut registered = Registered {
+            hss: &self,
+            connection: self.next_connection.fetch_add(1, Ordering::Relaxed),
+            host: None,
+        };
         let mut buf = vec![0u8; 16 * 1024];
         loop {
             while let Some(ev) = dia.poll_event() {
                 match ev {
                     ServerEvent::Open(caps) => {
                         tracing::info!(%peer, host = %caps.origin_host, realm = %caps.origin_realm, "capabilities exchanged");
+                        // A reconnecting MME's new connection takes over from its old one.
+                        lock(&self.mmes).insert(
+                            caps.origin_host.clone(),
+                            MmeLink {
+                                connection: registered.connection,
+                                requests: requests_tx.clone(),
+                            },
+                        );
+                        registered.host = Some(caps.origin_host);
                     }
                     ServerEvent::Request(m) => {
                         let answer = self.handle(&m);
                         dia.answer(answer);
+                    }
+                    ServerEvent::Answer { message, .. } => {
+                        match CancelLocationAnswer::from_message(&message) {
+                            Ok(cla) => {
+                                tracing::info!(%peer, mme = %cla.origin_host, result = ?cla.result, "CLA received")
+                            }
+                            Err(e) => {
+                                tracing::warn!(%peer, cmd = %message.name(), error = %e, "bad answer from MME")
+                            }
+                        }
+                    }
+                    ServerEvent::RequestFailed {
+                        command_code,
+                        reason,
+                        ..
+                    } => {
+                        tracing::warn!(%peer, remote = ?remote_host(&dia), command_code, %reason, "request to MME failed");
                     }
                     ServerEvent::Closed(reason) => {
                         tracing::info!(%peer, remote = ?remote_host(&dia), %reason, "closing S6a connection");
@@ -129,7 +212,55 @@ impl Hss {
                     }
                 },
                 _ = sleep_until(timeout) => dia.handle_timeout(Instant::now()),
+                Some(req) = requests.recv() => {
+                    if let Err(e) = dia.request(req, Instant::now()) {
+                        tracing::warn!(%peer, error = %e, "cannot send request to MME");
+                    }
+                }
             }
+        }
+    }
+
+    /// Removes a subscriber (subscription withdrawal): the MME it is registered at, if any
+    /// and not purged, gets a Cancel-Location with SUBSCRIPTION_WITHDRAWAL (TS 29.272
+    /// 5.2.1.2). `Ok(false)` if the IMSI was not there.
+    pub fn withdraw(&self, imsi: &str) -> Result<bool, StoreError> {
+        let registration = {
+            let mut store = lock(&self.store);
+            let registration = store.registration(imsi)?;
+            if !store.remove(imsi)? {
+                return Ok(false);
+            }
+            registration.flatten()
+        };
+        tracing::info!(%imsi, "subscription withdrawn");
+        if let Some(r) = registration.filter(|r| !r.purged) {
+            self.cancel_location(imsi, &r, CANCELLATION_TYPE_SUBSCRIPTION_WITHDRAWAL);
+        }
+        Ok(true)
+    }
+
+    /// Sends a CLR to the MME of `registration` on its connection; an MME not connected
+    /// now cannot be told (there is no Diameter routing beyond direct peers here).
+    fn cancel_location(&self, imsi: &str, registration: &Registration, cancellation_type: u32) {
+        let clr = CancelLocationRequest {
+            session_id: lock(&self.sessions).next_id(),
+            origin_host: self.identity.origin_host.clone(),
+            origin_realm: self.identity.origin_realm.clone(),
+            destination_host: registration.mme_host.clone(),
+            destination_realm: registration.mme_realm.clone(),
+            imsi: imsi.to_string(),
+            cancellation_type,
+            clr_flags: Some(CLR_FLAG_S6A_S6D_INDICATOR),
+        };
+        let mme = &registration.mme_host;
+        let sent = lock(&self.mmes)
+            .get(mme)
+            .is_some_and(|l| l.requests.send(clr.to_message()).is_ok());
+        if sent {
+            tracing::info!(%imsi, %mme, cancellation_type, "CLR sent");
+        } else {
+            tracing::warn!(%imsi, %mme, cancellation_type, "MME not connected, CLR not sent");
         }
     }
 
@@ -138,6 +269,7 @@ impl Hss {
         match m.command_code {
             CMD_AUTHENTICATION_INFORMATION => self.on_air(m),
             CMD_UPDATE_LOCATION => self.on_ulr(m),
+            CMD_PURGE_UE => self.on_pur(m),
             other => {
                 let text = format!("S6a command {other} not supported by this HSS");
                 base::error_answer(m, &self.identity, DIAMETER_COMMAND_UNSUPPORTED, &text)
@@ -172,10 +304,7 @@ impl Hss {
             code: DIAMETER_AUTHENTICATION_DATA_UNAVAILABLE,
         };
         let n = req.num_vectors.clamp(1, self.cfg.max_vectors);
-        let mut store = self
-            .store
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut store = lock(&self.store);
         // Re-synchronisation (TS 33.102 6.3.5): a valid AUTS carries the USIM's SQN_MS, from
         // which the counter restarts.
         let restart_from = match &req.resync_info {
@@ -248,21 +377,7 @@ impl Hss {
             Ok(r) => r,
             Err(e) => return self.reject(m, "ULR", &e),
         };
-        let looked_up = {
-            let store = self
-                .store
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            self.lookup(&store, &req.imsi)
-        };
-        let (result, subscription) = match looked_up {
-            Ok(_) if req.rat_type != RAT_TYPE_EUTRAN => (
-                ResultCode::Experimental {
-                    vendor: VENDOR_3GPP,
-                    code: DIAMETER_ERROR_RAT_NOT_ALLOWED,
-                },
-                None,
-            ),
+        let (result, subscription) = match self.register(&req) {
             Ok(sub) => (ResultCode::SUCCESS, Some(self.subscription(&sub))),
             Err(rc) => (rc, None),
         };
@@ -276,6 +391,63 @@ impl Hss {
                 .is_success()
                 .then_some(ULA_FLAG_SEPARATION_INDICATION),
             subscription,
+        }
+        .to_message(m)
+    }
+
+    /// The subscriber of an acceptable ULR, now registered at its MME; the MME it was
+    /// registered at before, when another and not purged, is cancelled (TS 29.272 5.2.1.1.3,
+    /// MME_UPDATE_PROCEDURE). The CLR is queued on that MME's connection while this one
+    /// answers the ULA.
+    fn register(&self, req: &UpdateLocationRequest) -> Result<Subscriber, ResultCode> {
+        let (sub, previous) = {
+            let mut store = lock(&self.store);
+            let sub = self.lookup(&store, &req.imsi)?;
+            if req.rat_type != RAT_TYPE_EUTRAN {
+                return Err(ResultCode::Experimental {
+                    vendor: VENDOR_3GPP,
+                    code: DIAMETER_ERROR_RAT_NOT_ALLOWED,
+                });
+            }
+            let previous = store
+                .update_location(&req.imsi, &req.origin_host, &req.origin_realm)
+                .map_err(|e| {
+                    tracing::error!(imsi = %req.imsi, error = %e, "cannot record the serving MME");
+                    ResultCode::Base(DIAMETER_UNABLE_TO_COMPLY)
+                })?
+                .ok_or(ResultCode::USER_UNKNOWN)?;
+            (sub, previous)
+        };
+        if let Some(old) = previous.filter(|o| o.mme_host != req.origin_host && !o.purged) {
+            self.cancel_location(&req.imsi, &old, CANCELLATION_TYPE_MME_UPDATE_PROCEDURE);
+        }
+        Ok(sub)
+    }
+
+    /// PUR: the UE is marked purged when the purging MME is the registered one, and only then
+    /// is it told to freeze the M-TMSI (TS 29.272 5.2.3.1.3).
+    fn on_pur(&self, m: &Message) -> Message {
+        let req = match PurgeUeRequest::from_message(m) {
+            Ok(r) => r,
+            Err(e) => return self.reject(m, "PUR", &e),
+        };
+        let purged = lock(&self.store).purge(&req.imsi, &req.origin_host);
+        let (result, pua_flags) = match purged {
+            Ok(Some(true)) => (ResultCode::SUCCESS, Some(PUA_FLAG_FREEZE_M_TMSI)),
+            Ok(Some(false)) => (ResultCode::SUCCESS, None),
+            Ok(None) => (ResultCode::USER_UNKNOWN, None),
+            Err(e) => {
+                tracing::error!(imsi = %req.imsi, error = %e, "cannot mark the UE purged");
+                (ResultCode::Base(DIAMETER_UNABLE_TO_COMPLY), None)
+            }
+        };
+        tracing::info!(imsi = %req.imsi, mme = %req.origin_host, ?result, ?pua_flags, "PUR answered");
+        PurgeUeAnswer {
+            session_id: req.session_id,
+            origin_host: self.identity.origin_host.clone(),
+            origin_realm: self.identity.origin_realm.clone(),
+            result,
+            pua_flags,
         }
         .to_message(m)
     }
@@ -337,7 +509,7 @@ fn split_resync(info: &[u8; 30]) -> ([u8; 16], [u8; 14]) {
 /// Runs the HSS with `cfg` until the future is dropped.
 pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let listen = cfg.listen;
-    let hss = Hss::new(cfg)?;
+    let hss = Arc::new(Hss::new(cfg)?);
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen for S6a on {listen}: {e}"))?;

@@ -1,8 +1,11 @@
-//! Subscriber store: one SQLite table with the AKA credentials and the SQN counter.
+//! Subscriber store: one SQLite table with the AKA credentials, the SQN counter and where the
+//! subscriber is registered (the serving MME of the last Update Location, and whether that MME
+//! purged the UE, TS 29.272 5.2.1.1 and 5.2.3.1).
 //!
-//! The HSS's only mutable per-subscriber state is SQN; it is advanced and written in the same
-//! transaction that reads it, so a vector is never handed out twice with the same SQN even if
-//! the process is checkpointed/killed between two authentications.
+//! SQN is advanced and written in the same transaction that reads it, so a vector is never
+//! handed out twice with the same SQN even if the process is checkpointed/killed between two
+//! authentications. A database from before the registration columns is migrated on open
+//! (`PRAGMA user_version` counts the schema steps applied).
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use std::fmt;
@@ -80,6 +83,24 @@ pub enum StoreError {
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
+/// The MME a subscriber is registered at (TS 29.272 5.2.1.1.3: the HSS stores the MME's
+/// identity from the ULR's Origin-Host and Origin-Realm).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registration {
+    pub mme_host: String,
+    pub mme_realm: String,
+    /// "UE purged in MME": that MME sent a Purge-UE and holds no context any more.
+    pub purged: bool,
+}
+
+/// Schema steps after the original table; each runs once, in order, on an older database.
+const MIGRATIONS: &[&str] = &[
+    // 1: the serving MME and the purge flag.
+    "ALTER TABLE subscribers ADD COLUMN mme_host TEXT;
+     ALTER TABLE subscribers ADD COLUMN mme_realm TEXT;
+     ALTER TABLE subscribers ADD COLUMN purged INTEGER NOT NULL DEFAULT 0;",
+];
+
 pub struct Store {
     conn: Connection,
     path: PathBuf,
@@ -115,7 +136,27 @@ impl Store {
                  );",
             )
             .map_err(|e| store.db(e))?;
+        store.migrate()?;
         Ok(store)
+    }
+
+    /// Applies the schema steps this database has not seen yet, each in its own transaction
+    /// with the version bump, so a crash leaves either the old or the new schema.
+    fn migrate(&self) -> Result<()> {
+        let db = |e| self.db(e);
+        let version: i64 = self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(db)?;
+        for (i, step) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
+            let sql = format!("BEGIN; {step} PRAGMA user_version = {}; COMMIT;", i + 1);
+            if let Err(e) = self.conn.execute_batch(&sql) {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                return Err(db(e));
+            }
+            tracing::info!(db = %self.path.display(), version = i + 1, "subscriber database migrated");
+        }
+        Ok(())
     }
 
     pub fn path(&self) -> &Path {
@@ -173,6 +214,56 @@ impl Store {
             .map_err(|e| self.db(e))
     }
 
+    /// Update Location from `mme_host`/`mme_realm`: records it as the serving MME and clears
+    /// the purge flag (TS 29.272 5.2.1.1.3). Returns the registration it replaces (`None` if
+    /// there was none), or `Ok(None)` for an unknown IMSI.
+    pub fn update_location(
+        &mut self,
+        imsi: &str,
+        mme_host: &str,
+        mme_realm: &str,
+    ) -> Result<Option<Option<Registration>>> {
+        let path = self.path.clone();
+        let db = |source| StoreError::Db {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.write_transaction()?;
+        let Some(old) = registration(&tx, imsi).map_err(db)? else {
+            return Ok(None);
+        };
+        tx.execute(
+            "UPDATE subscribers SET mme_host = ?1, mme_realm = ?2, purged = 0 WHERE imsi = ?3",
+            params![mme_host, mme_realm, imsi],
+        )
+        .map_err(db)?;
+        tx.commit().map_err(db)?;
+        Ok(Some(old))
+    }
+
+    /// Purge UE from `mme_host`: when it is the registered MME the subscriber is marked
+    /// purged and `Ok(Some(true))` returned (the PUA then tells it to freeze the M-TMSI);
+    /// a purge from another MME changes nothing (`Ok(Some(false))`). `Ok(None)`: unknown IMSI.
+    pub fn purge(&mut self, imsi: &str, mme_host: &str) -> Result<Option<bool>> {
+        if self.get(imsi)?.is_none() {
+            return Ok(None);
+        }
+        let n = self
+            .conn
+            .execute(
+                "UPDATE subscribers SET purged = 1 WHERE imsi = ?1 AND mme_host = ?2",
+                params![imsi, mme_host],
+            )
+            .map_err(|e| self.db(e))?;
+        Ok(Some(n > 0))
+    }
+
+    /// Where the subscriber is registered: `Ok(None)` for an unknown IMSI, `Some(None)` if no
+    /// MME ever updated its location.
+    pub fn registration(&self, imsi: &str) -> Result<Option<Option<Registration>>> {
+        registration(&self.conn, imsi).map_err(|e| self.db(e))
+    }
+
     pub fn count(&self) -> Result<usize> {
         self.conn
             .query_row("SELECT count(*) FROM subscribers", [], |r| {
@@ -205,6 +296,19 @@ impl Store {
         tx.commit().map_err(|e| self.db(e))
     }
 
+    /// A transaction holding the write lock from the start: IMMEDIATE, so a
+    /// read-modify-write cannot interleave with another process (e.g. `corehop hss add`
+    /// on the same file).
+    fn write_transaction(&mut self) -> Result<rusqlite::Transaction<'_>> {
+        let path = &self.path;
+        self.conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|source| StoreError::Db {
+                path: path.clone(),
+                source,
+            })
+    }
+
     /// Reserves `n` consecutive SQNs for `imsi` in one write transaction and returns the
     /// subscriber (with `sqn` = the last reserved value) and the SQNs to put in the vectors.
     /// `restart_from` (SQN_MS from a verified AUTS) replaces the stored counter first.
@@ -220,12 +324,7 @@ impl Store {
             path: path.clone(),
             source,
         };
-        // IMMEDIATE takes the write lock up front, so read-modify-write cannot interleave with
-        // another process (e.g. `corehop hss add` on the same file).
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(db)?;
+        let tx = self.write_transaction()?;
         let Some(mut sub) = tx
             .query_row(
                 "SELECT imsi, k, opc, amf, sqn, msisdn FROM subscribers WHERE imsi = ?1",
@@ -253,6 +352,24 @@ impl Store {
         sub.sqn = sqn;
         Ok(Some((sub, sqns)))
     }
+}
+
+fn registration(conn: &Connection, imsi: &str) -> rusqlite::Result<Option<Option<Registration>>> {
+    conn.query_row(
+        "SELECT mme_host, mme_realm, purged FROM subscribers WHERE imsi = ?1",
+        [imsi],
+        |r| {
+            let host: Option<String> = r.get(0)?;
+            let realm: Option<String> = r.get(1)?;
+            let purged: bool = r.get(2)?;
+            Ok(host.map(|mme_host| Registration {
+                mme_host,
+                mme_realm: realm.unwrap_or_default(),
+                purged,
+            }))
+        },
+    )
+    .optional()
 }
 
 fn insert(tx: &rusqlite::Transaction<'_>, s: &Subscriber) -> rusqlite::Result<usize> {

@@ -1,14 +1,16 @@
 //! The HSS over real TCP on 127.0.0.1, driven by the proto-diameter client peer the MME uses.
 
-use hss::{default_subscribers, store::to_csv, Config, Hss, Store, Subscriber};
+use hss::{default_subscribers, store::to_csv, Config, Hss, Registration, Store, Subscriber};
 use proto_diameter::base::{self, Identity, ResultCode};
 use proto_diameter::codes::*;
 use proto_diameter::s6a::{
-    AuthInfoAnswer, AuthInfoRequest, UpdateLocationAnswer, UpdateLocationRequest,
+    AuthInfoAnswer, AuthInfoRequest, CancelLocationAnswer, CancelLocationRequest, PurgeUeAnswer,
+    PurgeUeRequest, UpdateLocationAnswer, UpdateLocationRequest,
 };
 use proto_diameter::{Avp, ClientPeer, Message, PeerConfig, PeerEvent, PeerState};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -30,6 +32,13 @@ impl Drop for TempDir {
     }
 }
 
+struct Running {
+    addr: SocketAddr,
+    server: tokio::task::JoinHandle<anyhow::Result<()>>,
+    cfg: Config,
+    hss: Arc<Hss>,
+}
+
 /// HSS on an ephemeral port with 3 default subscribers imported from a CSV.
 async fn start_hss(
     dir: &TempDir,
@@ -38,6 +47,11 @@ async fn start_hss(
     tokio::task::JoinHandle<anyhow::Result<()>>,
     Config,
 ) {
+    let r = start(dir).await;
+    (r.addr, r.server, r.cfg)
+}
+
+async fn start(dir: &TempDir) -> Running {
     let csv = dir.0.join("subscribers.csv");
     std::fs::write(&csv, to_csv(&default_subscribers(3))).unwrap();
     let cfg = Config {
@@ -46,22 +60,33 @@ async fn start_hss(
         subscribers_file: Some(csv),
         ..Config::default()
     };
-    let hss = Hss::new(cfg.clone()).expect("HSS starts");
+    let hss = Arc::new(Hss::new(cfg.clone()).expect("HSS starts"));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    (addr, tokio::spawn(hss.run(listener)), cfg)
+    Running {
+        addr,
+        server: tokio::spawn(hss.clone().run(listener)),
+        cfg,
+        hss,
+    }
 }
 
 /// The MME side: a TCP socket plus the sans-IO peer, as the MME crate drives it.
 struct Mme {
     sock: TcpStream,
     peer: ClientPeer,
+    host: String,
 }
 
 impl Mme {
     async fn connect(addr: SocketAddr) -> Mme {
+        Mme::connect_as(addr, "mme.corehop.lab").await
+    }
+
+    /// An MME with its own Origin-Host (the HSS tells MMEs apart by it).
+    async fn connect_as(addr: SocketAddr, host: &str) -> Mme {
         let identity = Identity {
-            origin_host: "mme.corehop.lab".into(),
+            origin_host: host.into(),
             origin_realm: "corehop.lab".into(),
             host_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             product_name: "corehop-test".into(),
@@ -71,6 +96,7 @@ impl Mme {
         let mut mme = Mme {
             sock,
             peer: ClientPeer::new(PeerConfig::new(identity), Instant::now()),
+            host: host.into(),
         };
         mme.peer.connect(Instant::now());
         mme.flush().await;
@@ -119,7 +145,7 @@ impl Mme {
     fn air(&mut self, imsi: &str, n: u32, resync: Option<[u8; 30]>) -> Message {
         AuthInfoRequest {
             session_id: self.peer.new_session_id(),
-            origin_host: "mme.corehop.lab".into(),
+            origin_host: self.host.clone(),
             origin_realm: "corehop.lab".into(),
             destination_host: None,
             destination_realm: "corehop.lab".into(),
@@ -135,7 +161,7 @@ impl Mme {
     fn ulr(&mut self, imsi: &str) -> Message {
         UpdateLocationRequest {
             session_id: self.peer.new_session_id(),
-            origin_host: "mme.corehop.lab".into(),
+            origin_host: self.host.clone(),
             origin_realm: "corehop.lab".into(),
             destination_host: Some("hss.corehop.lab".into()),
             destination_realm: "corehop.lab".into(),
@@ -146,6 +172,55 @@ impl Mme {
         }
         .to_message()
     }
+
+    fn pur(&mut self, imsi: &str) -> Message {
+        PurgeUeRequest {
+            session_id: self.peer.new_session_id(),
+            origin_host: self.host.clone(),
+            origin_realm: "corehop.lab".into(),
+            destination_host: None,
+            destination_realm: "corehop.lab".into(),
+            imsi: imsi.into(),
+            pur_flags: None,
+        }
+        .to_message()
+    }
+
+    async fn pua(&mut self, imsi: &str) -> PurgeUeAnswer {
+        let pur = self.pur(imsi);
+        PurgeUeAnswer::from_message(&self.call(pur).await).unwrap()
+    }
+
+    async fn ula(&mut self, imsi: &str) -> UpdateLocationAnswer {
+        let ulr = self.ulr(imsi);
+        UpdateLocationAnswer::from_message(&self.call(ulr).await).unwrap()
+    }
+
+    /// The next request from the HSS must be a CLR; it is answered with success.
+    async fn cancelled(&mut self) -> CancelLocationRequest {
+        let m = match self.next_event().await {
+            PeerEvent::Request(m) => m,
+            other => panic!("expected a CLR, got {other:?}"),
+        };
+        let clr = CancelLocationRequest::from_message(&m).expect("a valid CLR");
+        let cla = CancelLocationAnswer {
+            session_id: clr.session_id.clone(),
+            origin_host: self.host.clone(),
+            origin_realm: "corehop.lab".into(),
+            result: ResultCode::SUCCESS,
+        };
+        self.peer.answer(cla.to_message(&m));
+        self.flush().await;
+        clr
+    }
+}
+
+fn registration(cfg: &Config, imsi: &str) -> Option<Registration> {
+    Store::open(&cfg.db_path)
+        .unwrap()
+        .registration(imsi)
+        .unwrap()
+        .expect("subscriber in DB")
 }
 
 fn stored(cfg: &Config, imsi: &str) -> Subscriber {
@@ -365,4 +440,101 @@ async fn bad_subscribers_file_is_a_clear_startup_error() {
         err.contains("subs.csv line 2") && err.contains("invalid K"),
         "{err}"
     );
+}
+
+#[tokio::test]
+async fn ulr_records_the_mme_and_pur_marks_it_purged() {
+    let dir = TempDir::new("purge");
+    let r = start(&dir).await;
+    let imsi = "001010000000001";
+    let mut mme = Mme::connect(r.addr).await;
+    assert_eq!(registration(&r.cfg, imsi), None);
+    assert_eq!(mme.ula(imsi).await.result, ResultCode::SUCCESS);
+    let registered = Registration {
+        mme_host: "mme.corehop.lab".into(),
+        mme_realm: "corehop.lab".into(),
+        purged: false,
+    };
+    assert_eq!(registration(&r.cfg, imsi), Some(registered.clone()));
+
+    // PUR from the registered MME: success, freeze the M-TMSI, marked purged.
+    let pua = mme.pua(imsi).await;
+    assert_eq!(pua.result, ResultCode::SUCCESS);
+    assert_eq!(pua.pua_flags, Some(PUA_FLAG_FREEZE_M_TMSI));
+    assert!(registration(&r.cfg, imsi).unwrap().purged);
+    // Unknown IMSI: 5001.
+    let pua = mme.pua("001019999999999").await;
+    assert_eq!(pua.result, ResultCode::USER_UNKNOWN);
+    // A PUR from an MME the UE is not registered at changes nothing and freezes nothing.
+    let mut other = Mme::connect_as(r.addr, "mme-other.corehop.lab").await;
+    let pua = other.pua(imsi).await;
+    assert_eq!((pua.result, pua.pua_flags), (ResultCode::SUCCESS, None));
+    // The next ULR clears the purge.
+    assert_eq!(mme.ula(imsi).await.result, ResultCode::SUCCESS);
+    assert_eq!(registration(&r.cfg, imsi), Some(registered));
+    r.server.abort();
+}
+
+#[tokio::test]
+async fn ulr_from_a_second_mme_cancels_the_location_at_the_first() {
+    let dir = TempDir::new("cancel");
+    let r = start(&dir).await;
+    let imsi = "001010000000002";
+    let mut a = Mme::connect_as(r.addr, "mme-a.corehop.lab").await;
+    let mut b = Mme::connect_as(r.addr, "mme-b.corehop.lab").await;
+    assert_eq!(a.ula(imsi).await.result, ResultCode::SUCCESS);
+    // The same MME again is no change of MME: no CLR (A's next message is its own answer).
+    assert_eq!(a.ula(imsi).await.result, ResultCode::SUCCESS);
+
+    // B takes the UE: B gets its ULA, A a CLR with MME_UPDATE_PROCEDURE addressed to it.
+    assert_eq!(b.ula(imsi).await.result, ResultCode::SUCCESS);
+    let clr = a.cancelled().await;
+    assert_eq!(clr.imsi, imsi);
+    assert_eq!(
+        clr.cancellation_type,
+        CANCELLATION_TYPE_MME_UPDATE_PROCEDURE
+    );
+    assert_eq!(clr.destination_host, "mme-a.corehop.lab");
+    assert_eq!(clr.origin_host, "hss.corehop.lab");
+    assert_eq!(clr.clr_flags, Some(CLR_FLAG_S6A_S6D_INDICATOR));
+    assert_eq!(
+        registration(&r.cfg, imsi).unwrap().mme_host,
+        "mme-b.corehop.lab"
+    );
+
+    // B purges, then A attaches the UE again: B holds no context, so no CLR goes to B and
+    // A's registration is plain (its next event is the answer to its own AIR, not a CLR).
+    assert_eq!(b.pua(imsi).await.result, ResultCode::SUCCESS);
+    assert_eq!(a.ula(imsi).await.result, ResultCode::SUCCESS);
+    let air = b.air(imsi, 1, None);
+    let aia = AuthInfoAnswer::from_message(&b.call(air).await).unwrap();
+    assert_eq!(aia.result, ResultCode::SUCCESS);
+    r.server.abort();
+}
+
+#[tokio::test]
+async fn withdrawn_subscriber_is_cancelled_at_its_mme() {
+    let dir = TempDir::new("withdraw");
+    let r = start(&dir).await;
+    let imsi = "001010000000003";
+    let mut mme = Mme::connect(r.addr).await;
+    assert_eq!(mme.ula(imsi).await.result, ResultCode::SUCCESS);
+    assert!(r.hss.withdraw(imsi).unwrap());
+    let clr = mme.cancelled().await;
+    assert_eq!(
+        (clr.imsi.as_str(), clr.cancellation_type),
+        (imsi, CANCELLATION_TYPE_SUBSCRIPTION_WITHDRAWAL)
+    );
+    // Gone from the store: authentication now fails with 5001, and a second withdrawal
+    // finds nothing.
+    assert!(Store::open(&r.cfg.db_path)
+        .unwrap()
+        .get(imsi)
+        .unwrap()
+        .is_none());
+    let air = mme.air(imsi, 1, None);
+    let aia = AuthInfoAnswer::from_message(&mme.call(air).await).unwrap();
+    assert_eq!(aia.result, ResultCode::USER_UNKNOWN);
+    assert!(!r.hss.withdraw(imsi).unwrap());
+    r.server.abort();
 }

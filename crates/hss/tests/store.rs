@@ -1,5 +1,6 @@
 //! Subscriber store and configuration: what `corehop hss add|list|import` relies on.
 
+use hss::store::Registration;
 use hss::store::{parse_hex, to_csv, SQN_STEP};
 use hss::{default_subscribers, read_csv, Config, Store, StoreError, Subscriber};
 use std::path::{Path, PathBuf};
@@ -249,4 +250,91 @@ fn config_defaults_and_errors() {
         .contains("qci 42"));
     // Round trip through TOML (the CLI may print the effective config).
     assert_eq!(Config::from_toml(&toml::to_string(&d).unwrap()).unwrap(), d);
+}
+
+#[test]
+fn registration_update_location_and_purge() {
+    let dir = TempDir::new("reg");
+    let mut s = Store::open(dir.0.join("hss.db")).unwrap();
+    let imsi = "001010000000001";
+    s.add(&sub(imsi)).unwrap();
+    assert_eq!(s.registration(imsi).unwrap(), Some(None));
+    assert_eq!(s.registration("001019999999999").unwrap(), None);
+    assert_eq!(
+        s.update_location("001019999999999", "m", "r").unwrap(),
+        None
+    );
+    // The first ULR replaces nothing; the next one returns the MME it replaces.
+    assert_eq!(
+        s.update_location(imsi, "mme-a.lab", "lab").unwrap(),
+        Some(None)
+    );
+    let a = Registration {
+        mme_host: "mme-a.lab".into(),
+        mme_realm: "lab".into(),
+        purged: false,
+    };
+    assert_eq!(s.registration(imsi).unwrap(), Some(Some(a.clone())));
+    // A purge from another MME changes nothing; from the registered one it marks purged.
+    assert_eq!(s.purge(imsi, "mme-b.lab").unwrap(), Some(false));
+    assert_eq!(s.registration(imsi).unwrap(), Some(Some(a.clone())));
+    assert_eq!(s.purge(imsi, "mme-a.lab").unwrap(), Some(true));
+    assert!(s.registration(imsi).unwrap().unwrap().unwrap().purged);
+    assert_eq!(s.purge("001019999999999", "mme-a.lab").unwrap(), None);
+    // A later ULR clears the purge and records the new MME.
+    let purged_a = Registration { purged: true, ..a };
+    assert_eq!(
+        s.update_location(imsi, "mme-b.lab", "lab").unwrap(),
+        Some(Some(purged_a))
+    );
+    let b = s.registration(imsi).unwrap().unwrap().unwrap();
+    assert_eq!((b.mme_host.as_str(), b.purged), ("mme-b.lab", false));
+}
+
+#[test]
+fn database_without_registration_columns_is_migrated() {
+    let dir = TempDir::new("migrate");
+    let db = dir.0.join("hss.db");
+    {
+        // The schema before the registration columns, with one subscriber.
+        let c = rusqlite::Connection::open(&db).unwrap();
+        c.execute_batch(
+            "CREATE TABLE subscribers (
+                 imsi   TEXT PRIMARY KEY NOT NULL,
+                 k      BLOB NOT NULL CHECK (length(k) = 16),
+                 opc    BLOB NOT NULL CHECK (length(opc) = 16),
+                 amf    BLOB NOT NULL CHECK (length(amf) = 2),
+                 sqn    INTEGER NOT NULL CHECK (sqn >= 0 AND sqn < 281474976710656),
+                 msisdn TEXT
+             );",
+        )
+        .unwrap();
+        let s = sub("001010000000001");
+        c.execute(
+            "INSERT INTO subscribers VALUES (?1, ?2, ?3, ?4, 64, NULL)",
+            rusqlite::params![s.imsi, &s.k[..], &s.opc[..], &s.amf[..]],
+        )
+        .unwrap();
+    }
+    let mut s = Store::open(&db).unwrap();
+    assert_eq!(s.get("001010000000001").unwrap().unwrap().sqn, 64);
+    assert_eq!(s.registration("001010000000001").unwrap(), Some(None));
+    s.update_location("001010000000001", "mme.lab", "lab")
+        .unwrap();
+    drop(s);
+    // Opening again runs no step twice and keeps the registration.
+    let s = Store::open(&db).unwrap();
+    assert_eq!(
+        s.registration("001010000000001")
+            .unwrap()
+            .unwrap()
+            .unwrap()
+            .mme_host,
+        "mme.lab"
+    );
+    let version: i64 = rusqlite::Connection::open(&db)
+        .unwrap()
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 1);
 }

@@ -2,7 +2,8 @@
 //!
 //! - S1-MME: S1AP over SCTP over UDP (RFC 6951, port 9899), see `proto-sctp`.
 //! - NAS EMM/ESM: attach (authentication, security mode, default bearer), detach.
-//! - S6a: Diameter client to the HSS (AIR/ULR), one long-lived TCP connection.
+//! - S6a: Diameter client to the HSS (AIR/ULR, PUR after a detach; CLR from the HSS
+//!   removes the UE), one long-lived TCP connection.
 //! - S11: GTPv2-C client to the SPGW (Create Session, Modify Bearer, Delete Session,
 //!   Release Access Bearers), and server of its Downlink Data Notifications.
 //! - ECM-IDLE: S1 release, service request, tracking area update, paging; the NAS
@@ -133,6 +134,9 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
                 None => anyhow::bail!("the S6a client stopped"),
                 Some(S6aAnswer::Aia { ue, result }) => core.on_aia(Instant::now(), ue, result),
                 Some(S6aAnswer::Ula { ue, result }) => core.on_ula(Instant::now(), ue, result),
+                Some(S6aAnswer::CancelLocation { imsi, cancellation_type }) => {
+                    core.on_cancel_location(Instant::now(), &imsi, cancellation_type);
+                }
             },
             r = s11.sock.recv_from(&mut buf) => match r {
                 Ok((n, from)) => s11.on_datagram(&mut core, &buf[..n], from).await,
@@ -164,11 +168,15 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
                 Action::Ulr { ue, imsi } => {
                     let _ = s6a_tx.send(S6aRequest::Ulr { ue, imsi });
                 }
+                Action::Pur { imsi } => {
+                    let _ = s6a_tx.send(S6aRequest::Pur { imsi });
+                }
                 Action::S11 { ue, teid, msg } => {
                     if let Err(e) = s11.send(ue, teid, msg).await {
                         core.on_s11(Instant::now(), ue, Err(e));
                     }
                 }
+                Action::S11Answer { id, teid, msg } => s11.answer(id, teid, msg).await,
             }
         }
         if core.take_changed() {

@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use proto_gtpv2c::transaction::{Incoming, Requester, Responder, Timeout, Timers};
+use proto_gtpv2c::transaction::{Incoming, RequestId, Requester, Responder, Timeout, Timers};
 use tokio::net::UdpSocket;
 use tracing::{debug, warn};
 
@@ -109,6 +109,15 @@ impl S11 {
             let _ = self.sock.send_to(&b, from).await;
         }
     }
+
+    /// Sends the core's late answer to the SPGW's request `id` (Create Bearer Response).
+    pub(crate) async fn answer(&mut self, id: RequestId, teid: u32, msg: proto_gtpv2c::Message) {
+        if let Some(b) = self.answers.answer(Instant::now(), id, teid, msg) {
+            if let Err(e) = self.sock.send_to(&b, id.peer).await {
+                warn!(peer = %id.peer, "S11 send failed: {e}");
+            }
+        }
+    }
 }
 
 fn timers(cfg: &Config) -> Timers {
@@ -118,9 +127,10 @@ fn timers(cfg: &Config) -> Timers {
     }
 }
 
-/// The answers to the SPGW's requests (Echo, Downlink Data Notification), without the
-/// socket: the bytes in, the bytes to send back out. A retransmitted request gets its
-/// cached answer and is not processed again (TS 29.274 §7.6).
+/// The answers to the SPGW's requests (Echo, Downlink Data Notification, Create Bearer),
+/// without the socket: the bytes in, the bytes to send back out. A retransmitted request
+/// gets its cached answer and is not processed again (TS 29.274 §7.6); a Create Bearer
+/// Request is answered later, through [`S11Answers::answer`].
 pub struct S11Answers {
     responder: Responder,
 }
@@ -159,12 +169,27 @@ impl S11Answers {
                 };
                 return resp.encode().ok();
             }
+            proto_gtpv2c::Message::CreateBearerRequest(r) => {
+                core.on_create_bearer_request(m.teid.unwrap_or(0), r, id);
+                return None;
+            }
             msg => core.on_s11_request(now, m.teid.unwrap_or(0), msg)?,
         };
+        self.answer(now, id, teid, msg)
+    }
+
+    /// The answer to the request `id`, numbered and cached for its retransmissions.
+    pub fn answer(
+        &mut self,
+        now: Instant,
+        id: RequestId,
+        teid: u32,
+        msg: proto_gtpv2c::Message,
+    ) -> Option<Vec<u8>> {
         match self.responder.respond(now, id, Some(teid), msg) {
             Ok(b) => Some(b.to_vec()),
             Err(e) => {
-                warn!(%from, "cannot encode S11 answer: {e}");
+                warn!(peer = %id.peer, "cannot encode S11 answer: {e}");
                 None
             }
         }

@@ -1,16 +1,20 @@
 //! S6a client: one long-lived Diameter connection to the HSS, driven by
 //! proto-diameter's sans-IO `ClientPeer` (CER/CEA, DWR watchdog, request matching).
 //! It reconnects when the connection fails; requests made while it is down wait up
-//! to the request timeout and then fail (the UE gets an ATTACH REJECT #17).
+//! to the request timeout and then fail (the UE gets an ATTACH REJECT #17). The
+//! HSS's Cancel-Location is answered here and handed to the core.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use proto_diameter::base::Identity;
-use proto_diameter::codes::{RAT_TYPE_EUTRAN, ULR_FLAG_S6A_S6D_INDICATOR};
+use proto_diameter::base::{self, Identity, ResultCode};
+use proto_diameter::codes::{
+    CMD_CANCEL_LOCATION, DIAMETER_COMMAND_UNSUPPORTED, RAT_TYPE_EUTRAN, ULR_FLAG_S6A_S6D_INDICATOR,
+};
 use proto_diameter::s6a::{
-    AuthInfoAnswer, AuthInfoRequest, UpdateLocationAnswer, UpdateLocationRequest,
+    AuthInfoAnswer, AuthInfoRequest, CancelLocationAnswer, CancelLocationRequest, PurgeUeAnswer,
+    PurgeUeRequest, UpdateLocationAnswer, UpdateLocationRequest,
 };
 use proto_diameter::{ClientPeer, Message, PeerConfig, PeerEvent, PeerState};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -29,8 +33,14 @@ pub enum S6aRequest {
         ue: u32,
         imsi: String,
     },
+    /// Purge-UE: the context is already gone, so its answer is only logged.
+    Pur {
+        imsi: String,
+    },
 }
 
+/// What the S6a client hands to the core: the answers to its requests, and the
+/// requests of the HSS (already answered).
 #[derive(Debug, Clone)]
 pub enum S6aAnswer {
     Aia {
@@ -40,6 +50,11 @@ pub enum S6aAnswer {
     Ula {
         ue: u32,
         result: Result<UpdateLocationAnswer, String>,
+    },
+    /// Cancel-Location from the HSS, answered with success.
+    CancelLocation {
+        imsi: String,
+        cancellation_type: u32,
     },
 }
 
@@ -55,35 +70,51 @@ pub struct S6aConfig {
 }
 
 impl S6aRequest {
-    fn ue(&self) -> u32 {
+    fn imsi(&self) -> &str {
         match self {
-            S6aRequest::Air { ue, .. } | S6aRequest::Ulr { ue, .. } => *ue,
+            S6aRequest::Air { imsi, .. }
+            | S6aRequest::Ulr { imsi, .. }
+            | S6aRequest::Pur { imsi } => imsi,
         }
     }
 
-    fn failed(&self, why: &str) -> S6aAnswer {
+    /// What the core learns of a request that got no answer (nothing for a PUR).
+    fn failed(&self, why: &str) -> Option<S6aAnswer> {
         match self {
-            S6aRequest::Air { ue, .. } => S6aAnswer::Aia {
+            S6aRequest::Air { ue, .. } => Some(S6aAnswer::Aia {
                 ue: *ue,
                 result: Err(why.to_string()),
-            },
-            S6aRequest::Ulr { ue, .. } => S6aAnswer::Ula {
+            }),
+            S6aRequest::Ulr { ue, .. } => Some(S6aAnswer::Ula {
                 ue: *ue,
                 result: Err(why.to_string()),
-            },
+            }),
+            S6aRequest::Pur { imsi } => {
+                warn!(%imsi, "Purge UE failed: {why}");
+                None
+            }
         }
     }
 
-    fn answered(&self, m: &Message) -> S6aAnswer {
+    fn answered(&self, m: &Message) -> Option<S6aAnswer> {
         match self {
-            S6aRequest::Air { ue, .. } => S6aAnswer::Aia {
+            S6aRequest::Air { ue, .. } => Some(S6aAnswer::Aia {
                 ue: *ue,
                 result: AuthInfoAnswer::from_message(m).map_err(|e| e.to_string()),
-            },
-            S6aRequest::Ulr { ue, .. } => S6aAnswer::Ula {
+            }),
+            S6aRequest::Ulr { ue, .. } => Some(S6aAnswer::Ula {
                 ue: *ue,
                 result: UpdateLocationAnswer::from_message(m).map_err(|e| e.to_string()),
-            },
+            }),
+            S6aRequest::Pur { imsi } => {
+                match PurgeUeAnswer::from_message(m) {
+                    Ok(a) => {
+                        info!(%imsi, result = ?a.result, pua_flags = ?a.pua_flags, "UE purged at the HSS")
+                    }
+                    Err(e) => warn!(%imsi, "bad PUA: {e}"),
+                }
+                None
+            }
         }
     }
 }
@@ -117,6 +148,16 @@ impl Client {
                 resync_info: *resync,
             }
             .to_message(),
+            S6aRequest::Pur { imsi } => PurgeUeRequest {
+                session_id,
+                origin_host: self.cfg.origin_host.clone(),
+                origin_realm: self.cfg.origin_realm.clone(),
+                destination_host: None,
+                destination_realm: self.cfg.hss_realm.clone(),
+                imsi: imsi.clone(),
+                pur_flags: None,
+            }
+            .to_message(),
             S6aRequest::Ulr { imsi, .. } => UpdateLocationRequest {
                 session_id,
                 origin_host: self.cfg.origin_host.clone(),
@@ -140,12 +181,10 @@ impl Client {
         let m = self.message(&r);
         match self.peer.request(m, now) {
             Ok(hbh) => {
-                debug!(ue = r.ue(), hbh, "S6a request sent");
+                debug!(imsi = r.imsi(), hbh, "S6a request sent");
                 self.inflight.insert(hbh, r);
             }
-            Err(e) => {
-                let _ = self.tx.send(r.failed(&e.to_string()));
-            }
+            Err(e) => self.report(r.failed(&e.to_string())),
         }
     }
 
@@ -154,8 +193,57 @@ impl Client {
             if now.duration_since(*since) < WAIT_OPEN {
                 break;
             }
-            let _ = self.tx.send(r.failed("no connection to the HSS"));
+            let failed = r.failed("no connection to the HSS");
+            self.report(failed);
             self.waiting.pop_front();
+        }
+    }
+
+    fn report(&self, to_core: Option<S6aAnswer>) {
+        if let Some(a) = to_core {
+            let _ = self.tx.send(a);
+        }
+    }
+
+    /// A request from the HSS: Cancel-Location is answered with success and handed to
+    /// the core (TS 29.272 5.2.1.2.2: the MME answers even without a context); anything
+    /// else gets DIAMETER_COMMAND_UNSUPPORTED.
+    fn on_request(&mut self, m: &Message) {
+        let id = self.peer.identity().clone();
+        if m.command_code != CMD_CANCEL_LOCATION {
+            warn!(
+                command = m.command_code,
+                "S6a request from the HSS not supported"
+            );
+            let text = format!("S6a command {} not supported by this MME", m.command_code);
+            self.peer.answer(base::error_answer(
+                m,
+                &id,
+                DIAMETER_COMMAND_UNSUPPORTED,
+                &text,
+            ));
+            return;
+        }
+        match CancelLocationRequest::from_message(m) {
+            Ok(clr) => {
+                info!(imsi = %clr.imsi, cancellation_type = clr.cancellation_type, "Cancel Location from the HSS");
+                let cla = CancelLocationAnswer {
+                    session_id: clr.session_id,
+                    origin_host: id.origin_host,
+                    origin_realm: id.origin_realm,
+                    result: ResultCode::SUCCESS,
+                };
+                self.peer.answer(cla.to_message(m));
+                self.report(Some(S6aAnswer::CancelLocation {
+                    imsi: clr.imsi,
+                    cancellation_type: clr.cancellation_type,
+                }));
+            }
+            Err(e) => {
+                warn!("invalid CLR from the HSS: {e}");
+                let ans = base::error_answer(m, &id, e.result_code(), &e.to_string());
+                self.peer.answer(ans);
+            }
         }
     }
 
@@ -175,25 +263,17 @@ impl Client {
                     hop_by_hop,
                     message,
                 } => match self.inflight.remove(&hop_by_hop) {
-                    Some(r) => {
-                        let _ = self.tx.send(r.answered(&message));
-                    }
+                    Some(r) => self.report(r.answered(&message)),
                     None => debug!(hop_by_hop, "S6a answer for no pending request"),
                 },
                 PeerEvent::RequestFailed {
                     hop_by_hop, reason, ..
                 } => {
                     if let Some(r) = self.inflight.remove(&hop_by_hop) {
-                        let _ = self.tx.send(r.failed(&reason));
+                        self.report(r.failed(&reason));
                     }
                 }
-                PeerEvent::Request(m) => {
-                    // Cancel-Location etc. are not supported by this MME.
-                    warn!(
-                        command = m.command_code,
-                        "S6a request from the HSS not supported"
-                    );
-                }
+                PeerEvent::Request(m) => self.on_request(&m),
                 PeerEvent::Failed(why) => {
                     warn!(hss = %self.cfg.hss, "S6a connection failed: {why}");
                     ok = false;

@@ -63,6 +63,7 @@ async fn start_spgw() -> (SocketAddr, Abort) {
         s1u_addr: Ipv4Addr::LOCALHOST,
         recovery: 0,
         pool,
+        pool6: None,
         dns: vec![],
         mtu: 1400,
     });
@@ -97,6 +98,30 @@ fn ecgi() -> Ecgi {
 }
 
 impl Enb {
+    /// An eNB with its association and S1 Setup done.
+    async fn connect(mme: SocketAddr, enb_id: u32) -> Enb {
+        let sctp = SctpClient::connect(
+            "127.0.0.1:0".parse().unwrap(),
+            mme,
+            SctpConfig::default(),
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("SCTP association with the MME");
+        let mut enb = Enb {
+            sctp,
+            next_enb_ue_id: 1,
+        };
+        enb.send(&S1ap::S1SetupRequest(s1ap::S1SetupRequest {
+            plmn: PLMN,
+            enb_id,
+            enb_name: Some("test-enb".into()),
+            tacs: vec![1],
+        }));
+        assert!(matches!(enb.recv().await, S1ap::S1SetupResponse(_)));
+        enb
+    }
+
     fn send(&self, m: &S1ap) {
         self.sctp
             .send(m.stream(), Bytes::from(s1ap::encode(m).unwrap()))
@@ -189,6 +214,24 @@ impl Enb {
     }
 }
 
+/// `mme::serve` on a free S1 port and an ephemeral S11 port, on loopback.
+async fn start_mme(cfg: mme::Config) -> (SocketAddr, Abort) {
+    let s1: SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
+    let cfg = mme::Config {
+        s1_bind: s1,
+        s11_bind: "127.0.0.1:0".parse().unwrap(),
+        s11_address: Ipv4Addr::LOCALHOST,
+        ..cfg
+    };
+    let mme = Abort(tokio::spawn(async move {
+        if let Err(e) = mme::serve(cfg).await {
+            panic!("MME stopped: {e:#}");
+        }
+    }));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    (s1, mme)
+}
+
 /// Waits until the JSON dump satisfies `f`.
 async fn wait_state(
     path: &std::path::Path,
@@ -210,62 +253,51 @@ async fn wait_state(
     );
 }
 
+/// The state dump has no context of `imsi`.
+fn without(v: &serde_json::Value, imsi: &str) -> bool {
+    v.as_array()
+        .is_some_and(|a| a.iter().all(|u| u["imsi"] != imsi))
+}
+
+async fn wait_until(f: impl Fn() -> bool) {
+    for _ in 0..100 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("condition never held");
+}
+
 #[tokio::test(flavor = "current_thread")]
-async fn attach_reject_and_detach_end_to_end() {
+async fn attach_reject_detach_purge_and_cancel_location_end_to_end() {
     let dir = TempDir::new("e2e");
     // HSS with the example subscribers.
     let csv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../hss/subscribers.example.csv");
+    let hss_db = dir.0.join("hss.db");
     let hss_cfg = hss::Config {
         listen: "127.0.0.1:0".parse().unwrap(),
-        db_path: dir.0.join("hss.db"),
+        db_path: hss_db.clone(),
         subscribers_file: Some(csv),
         ..hss::Config::default()
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let hss_addr = listener.local_addr().unwrap();
-    let hss = hss::Hss::new(hss_cfg).unwrap();
+    let hss = std::sync::Arc::new(hss::Hss::new(hss_cfg).unwrap());
     let _hss = Abort(tokio::spawn(async move {
         let _ = hss.run(listener).await;
     }));
     let (spgw_addr, _spgw) = start_spgw().await;
     let state = dir.0.join("mme-ues.json");
-    let s1: SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
-    let cfg = mme::Config {
-        s1_bind: s1,
+    let (s1, _mme) = start_mme(mme::Config {
         hss: hss_addr,
         spgw_s11: spgw_addr,
-        s11_bind: "127.0.0.1:0".parse().unwrap(),
-        s11_address: Ipv4Addr::LOCALHOST,
         state_file: Some(state.clone()),
         s1_pcap: Some(dir.0.join("s1.pcap")),
         ..mme::Config::default()
-    };
-    let _mme = Abort(tokio::spawn(async move {
-        if let Err(e) = mme::serve(cfg).await {
-            panic!("MME stopped: {e:#}");
-        }
-    }));
-    tokio::time::sleep(Duration::from_millis(100)).await;
-
-    let sctp = SctpClient::connect(
-        "127.0.0.1:0".parse().unwrap(),
-        s1,
-        SctpConfig::default(),
-        Duration::from_secs(5),
-    )
-    .await
-    .expect("SCTP association with the MME");
-    let mut enb = Enb {
-        sctp,
-        next_enb_ue_id: 1,
-    };
-    enb.send(&S1ap::S1SetupRequest(s1ap::S1SetupRequest {
-        plmn: PLMN,
-        enb_id: 0x21,
-        enb_name: Some("test-enb".into()),
-        tacs: vec![1],
-    }));
-    assert!(matches!(enb.recv().await, S1ap::S1SetupResponse(_)));
+    })
+    .await;
+    let mut enb = Enb::connect(s1, 0x21).await;
 
     // A subscriber of the example CSV attaches.
     let mut ue = TestUe::example(1);
@@ -326,15 +358,56 @@ async fn attach_reject_and_detach_end_to_end() {
         mme_ue_id,
         enb_ue_id,
     });
-    wait_state(&state, |v| {
-        v.as_array()
-            .is_some_and(|a| a.iter().all(|u| u["imsi"] != ue.imsi.as_str()))
+    wait_state(&state, |v| without(v, &ue.imsi)).await;
+    // The context gone, the MME purged the UE at the HSS.
+    let imsi = ue.imsi.clone();
+    let registration = || {
+        hss::Store::open(&hss_db)
+            .unwrap()
+            .registration(&imsi)
+            .unwrap()
+            .flatten()
+            .expect("registered")
+    };
+    wait_until(|| registration().purged).await;
+    assert_eq!(registration().mme_host, "mme.corehop.lab");
+
+    // The same UE attaches again (new authentication, new session): no longer purged.
+    let (r, mme_ue_id, enb_ue_id) = enb.attach(&mut ue).await;
+    assert!(matches!(r, Reaction::Accepted { .. }), "{r:?}");
+    assert!(!registration().purged);
+
+    // It attaches at a second MME: the HSS cancels the location at the first, which
+    // releases the UE's S1 connection (no NAS) and forgets it.
+    let state2 = dir.0.join("mme2-ues.json");
+    let (s1_2, _mme2) = start_mme(mme::Config {
+        hss: hss_addr,
+        spgw_s11: spgw_addr,
+        state_file: Some(state2.clone()),
+        origin_host: "mme2.corehop.lab".into(),
+        mme_code: 2,
+        ..mme::Config::default()
     })
     .await;
-
-    // The same UE attaches again (new authentication, new session).
-    let (r, _, _) = enb.attach(&mut ue).await;
+    let mut enb2 = Enb::connect(s1_2, 0x22).await;
+    let (r, _, _) = enb2.attach(&mut ue).await;
     assert!(matches!(r, Reaction::Accepted { .. }), "{r:?}");
+    match enb.recv().await {
+        S1ap::UeContextReleaseCommand {
+            mme_ue_id: m,
+            enb_ue_id: e,
+            ..
+        } => assert_eq!((m, e), (mme_ue_id, Some(enb_ue_id))),
+        m => panic!("expected the release after Cancel Location, got {m:?}"),
+    }
+    enb.send(&S1ap::UeContextReleaseComplete {
+        mme_ue_id,
+        enb_ue_id,
+    });
+    wait_state(&state, |v| without(v, &ue.imsi)).await;
+    wait_state(&state2, |v| v[0]["imsi"] == ue.imsi.as_str()).await;
+    assert_eq!(registration().mme_host, "mme2.corehop.lab");
+    enb2.sctp.close().unwrap();
     enb.sctp.close().unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     check_capture(&dir.0.join("s1.pcap"));

@@ -65,6 +65,7 @@ pub const AVP_AUTHENTICATION_INFO: u32 = 1413;
 pub const AVP_E_UTRAN_VECTOR: u32 = 1414;
 pub const AVP_NETWORK_ACCESS_MODE: u32 = 1417;
 pub const AVP_ITEM_NUMBER: u32 = 1419;
+pub const AVP_CANCELLATION_TYPE: u32 = 1420;
 pub const AVP_CONTEXT_IDENTIFIER: u32 = 1423;
 pub const AVP_SUBSCRIBER_STATUS: u32 = 1424;
 pub const AVP_ALL_APN_CONFIGURATIONS_INCLUDED_INDICATOR: u32 = 1428;
@@ -72,11 +73,14 @@ pub const AVP_APN_CONFIGURATION_PROFILE: u32 = 1429;
 pub const AVP_APN_CONFIGURATION: u32 = 1430;
 pub const AVP_EPS_SUBSCRIBED_QOS_PROFILE: u32 = 1431;
 pub const AVP_AMBR: u32 = 1435;
+pub const AVP_PUA_FLAGS: u32 = 1442;
 pub const AVP_RAND: u32 = 1447;
 pub const AVP_XRES: u32 = 1448;
 pub const AVP_AUTN: u32 = 1449;
 pub const AVP_KASME: u32 = 1450;
 pub const AVP_PDN_TYPE: u32 = 1456;
+pub const AVP_PUR_FLAGS: u32 = 1635;
+pub const AVP_CLR_FLAGS: u32 = 1638;
 
 // Enumerated values.
 pub const AUTH_SESSION_STATE_NO_STATE_MAINTAINED: u32 = 1;
@@ -96,6 +100,20 @@ pub const DISCONNECT_CAUSE_DO_NOT_WANT_TO_TALK_TO_YOU: u32 = 2;
 pub const ULR_FLAG_S6A_S6D_INDICATOR: u32 = 1 << 1;
 /// ULA-Flags bit 0: Separation Indication.
 pub const ULA_FLAG_SEPARATION_INDICATION: u32 = 1;
+/// Cancellation-Type (TS 29.272 7.3.24).
+pub const CANCELLATION_TYPE_MME_UPDATE_PROCEDURE: u32 = 0;
+pub const CANCELLATION_TYPE_SGSN_UPDATE_PROCEDURE: u32 = 1;
+pub const CANCELLATION_TYPE_SUBSCRIPTION_WITHDRAWAL: u32 = 2;
+pub const CANCELLATION_TYPE_UPDATE_PROCEDURE_IWF: u32 = 3;
+pub const CANCELLATION_TYPE_INITIAL_ATTACH_PROCEDURE: u32 = 4;
+/// CLR-Flags bit 0: S6a/S6d-Indicator, set toward an MME (TS 29.272 7.3.152).
+pub const CLR_FLAG_S6A_S6D_INDICATOR: u32 = 1;
+/// CLR-Flags bit 1: Reattach-Required.
+pub const CLR_FLAG_REATTACH_REQUIRED: u32 = 1 << 1;
+/// PUR-Flags bit 0: UE Purged in MME (TS 29.272 7.3.149).
+pub const PUR_FLAG_UE_PURGED_IN_MME: u32 = 1;
+/// PUA-Flags bit 0: Freeze M-TMSI (TS 29.272 7.3.48).
+pub const PUA_FLAG_FREEZE_M_TMSI: u32 = 1;
 
 // Result codes (RFC 6733 7.1).
 pub const DIAMETER_SUCCESS: u32 = 2001;

@@ -1,7 +1,8 @@
 //! Sans-IO Diameter for corehop: the RFC 6733 codec (header, AVPs, stream framing), the base
 //! protocol messages (CER/CEA, DWR/DWA, DPR/DPA), typed S6a messages (TS 29.272: AIR/AIA,
-//! ULR/ULA) and the two peer state machines: the client the MME drives from its own I/O loop,
-//! the server the HSS runs for each connection.
+//! ULR/ULA, PUR/PUA, CLR/CLA) and the two peer state machines: the client the MME drives from
+//! its own I/O loop, the server the HSS runs for each connection. Either end may send
+//! application requests (the HSS sends CLR on the MME's connection).
 //!
 //! Why not the `diameter` crate from crates.io: it is not sans-IO (its transport pulls tokio and
 //! native-tls/OpenSSL), keeps its dictionary in a global loaded from XML, and has no S6a
@@ -16,13 +17,14 @@ pub mod avp;
 pub mod base;
 pub mod codes;
 mod link;
+mod outstanding;
 pub mod peer;
 pub mod s6a;
 pub mod server;
 
 pub use avp::Avp;
 pub use peer::{ClientPeer, PeerConfig, PeerEvent, PeerState};
-pub use server::{ServerConfig, ServerEvent, ServerPeer, ServerState};
+pub use server::{NotOpen, ServerConfig, ServerEvent, ServerPeer, ServerState};
 
 use std::fmt;
 

@@ -19,8 +19,9 @@
 use crate::base::{self, Identity, PeerCapabilities, SessionIds};
 use crate::codes::*;
 use crate::link::Link;
+use crate::outstanding::Outstanding;
 use crate::Message;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone)]
@@ -86,14 +87,11 @@ pub enum PeerError {
     NotOpen(PeerState),
 }
 
+/// The base-protocol request of ours in flight: its answer drives the state machine.
 #[derive(Debug, Clone, Copy)]
-enum Pending {
-    Cer,
-    Dpr,
-    App {
-        command_code: u32,
-        deadline: Instant,
-    },
+enum Handshake {
+    Cer(u32),
+    Dpr(u32),
 }
 
 /// Client side of one Diameter connection.
@@ -103,7 +101,8 @@ pub struct ClientPeer {
     state: PeerState,
     link: Link,
     events: VecDeque<PeerEvent>,
-    pending: BTreeMap<u32, Pending>,
+    handshake: Option<Handshake>,
+    requests: Outstanding,
     /// CEA / DPA deadline.
     handshake_deadline: Option<Instant>,
     remote: Option<PeerCapabilities>,
@@ -118,7 +117,8 @@ impl ClientPeer {
             state: PeerState::Closed,
             link: Link::new(seed, cfg.watchdog_interval, now),
             events: VecDeque::new(),
-            pending: BTreeMap::new(),
+            handshake: None,
+            requests: Outstanding::default(),
             handshake_deadline: None,
             remote: None,
             sessions,
@@ -151,7 +151,7 @@ impl ClientPeer {
         self.link.reset(now);
         self.remote = None;
         let cer = base::cer(&self.cfg.identity);
-        self.send(cer, Pending::Cer);
+        self.handshake = Some(Handshake::Cer(self.link.send_request(cer)));
         self.state = PeerState::WaitCea;
         self.handshake_deadline = Some(now + self.cfg.handshake_timeout);
     }
@@ -162,11 +162,11 @@ impl ClientPeer {
         if self.state != PeerState::Open {
             return Err(PeerError::NotOpen(self.state));
         }
-        let pending = Pending::App {
-            command_code: msg.command_code,
-            deadline: now + self.cfg.request_timeout,
-        };
-        Ok(self.send(msg, pending))
+        let code = msg.command_code;
+        let hbh = self.link.send_request(msg);
+        self.requests
+            .insert(hbh, code, now + self.cfg.request_timeout);
+        Ok(hbh)
     }
 
     /// Sends an answer to a [`PeerEvent::Request`] (build it with `Message::answer_to`).
@@ -178,7 +178,7 @@ impl ClientPeer {
     pub fn disconnect(&mut self, now: Instant) {
         if matches!(self.state, PeerState::Open | PeerState::WaitCea) {
             let dpr = base::dpr(&self.cfg.identity, DISCONNECT_CAUSE_REBOOTING);
-            self.send(dpr, Pending::Dpr);
+            self.handshake = Some(Handshake::Dpr(self.link.send_request(dpr)));
             self.state = PeerState::Closing;
             self.handshake_deadline = Some(now + self.cfg.handshake_timeout);
         }
@@ -218,14 +218,10 @@ impl ClientPeer {
     /// When [`handle_timeout`](Self::handle_timeout) should next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let watchdog = (self.state == PeerState::Open).then(|| self.link.watchdog_deadline());
-        let requests = self.pending.values().filter_map(|p| match p {
-            Pending::App { deadline, .. } => Some(*deadline),
-            _ => None,
-        });
         watchdog
             .into_iter()
             .chain(self.handshake_deadline)
-            .chain(requests)
+            .chain(self.requests.next_deadline())
             .min()
     }
 
@@ -246,19 +242,7 @@ impl ClientPeer {
         if self.state == PeerState::Open && self.link.watchdog_timeout(now, &self.cfg.identity) {
             return self.fail("Diameter watchdog expired: no DWA from server".into());
         }
-        let expired: Vec<(u32, u32)> = self
-            .pending
-            .iter()
-            .filter_map(|(hbh, p)| match p {
-                Pending::App {
-                    command_code,
-                    deadline,
-                } if now >= *deadline => Some((*hbh, *command_code)),
-                _ => None,
-            })
-            .collect();
-        for (hop_by_hop, command_code) in expired {
-            self.pending.remove(&hop_by_hop);
+        for (hop_by_hop, command_code) in self.requests.expire(now) {
             self.events.push_back(PeerEvent::RequestFailed {
                 hop_by_hop,
                 command_code,
@@ -267,31 +251,27 @@ impl ClientPeer {
         }
     }
 
-    fn send(&mut self, msg: Message, pending: Pending) -> u32 {
-        let hbh = self.link.send_request(msg);
-        self.pending.insert(hbh, pending);
-        hbh
-    }
-
     fn on_message(&mut self, m: Message) {
         if m.is_request() {
             return self.on_request(m);
         }
-        let Some(pending) = self.pending.remove(&m.hop_by_hop) else {
-            // RFC 6733 6.2: answers that match no request are discarded.
-            tracing::debug!(hop_by_hop = m.hop_by_hop, cmd = %m.name(), "unexpected Diameter answer dropped");
-            return;
-        };
-        match pending {
-            Pending::Cer => self.on_cea(&m),
-            Pending::Dpr => {
+        match self.handshake {
+            Some(Handshake::Cer(h)) if h == m.hop_by_hop => {
+                self.handshake = None;
+                self.on_cea(&m)
+            }
+            Some(Handshake::Dpr(h)) if h == m.hop_by_hop => {
                 self.transport_closed();
                 self.events.push_back(PeerEvent::Closed);
             }
-            Pending::App { .. } => self.events.push_back(PeerEvent::Answer {
+            _ if self.requests.take(m.hop_by_hop) => self.events.push_back(PeerEvent::Answer {
                 hop_by_hop: m.hop_by_hop,
                 message: m,
             }),
+            // RFC 6733 6.2: answers that match no request are discarded.
+            _ => {
+                tracing::debug!(hop_by_hop = m.hop_by_hop, cmd = %m.name(), "unexpected Diameter answer dropped")
+            }
         }
     }
 
@@ -347,14 +327,13 @@ impl ClientPeer {
     }
 
     fn fail_pending(&mut self, reason: &str) {
-        for (hop_by_hop, p) in std::mem::take(&mut self.pending) {
-            if let Pending::App { command_code, .. } = p {
-                self.events.push_back(PeerEvent::RequestFailed {
-                    hop_by_hop,
-                    command_code,
-                    reason: reason.to_string(),
-                });
-            }
+        self.handshake = None;
+        for (hop_by_hop, command_code) in self.requests.drain() {
+            self.events.push_back(PeerEvent::RequestFailed {
+                hop_by_hop,
+                command_code,
+                reason: reason.to_string(),
+            });
         }
     }
 }

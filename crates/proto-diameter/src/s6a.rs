@@ -1,4 +1,5 @@
-//! Typed S6a messages (TS 29.272 7.2): Authentication-Information and Update-Location.
+//! Typed S6a messages (TS 29.272 7.2): Authentication-Information, Update-Location,
+//! Purge-UE (MME -> HSS) and Cancel-Location (HSS -> MME).
 //! Requests build with `to_message()` (the peer assigns hop-by-hop/end-to-end ids); answers
 //! build with `to_message(&request)` so they carry the request's ids.
 
@@ -500,6 +501,177 @@ impl UpdateLocationAnswer {
                 .find(AVP_SUBSCRIPTION_DATA, V)
                 .map(SubscriptionData::from_avp)
                 .transpose()?,
+        })
+    }
+}
+
+/// Purge-UE-Request (TS 29.272 7.2.14): the MME removed the UE's context.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PurgeUeRequest {
+    pub session_id: String,
+    pub origin_host: String,
+    pub origin_realm: String,
+    pub destination_host: Option<String>,
+    pub destination_realm: String,
+    pub imsi: String,
+    /// PUR-Flags, `PUR_FLAG_UE_PURGED_IN_MME` from a combined MME/SGSN; absent otherwise.
+    pub pur_flags: Option<u32>,
+}
+
+impl PurgeUeRequest {
+    pub fn to_message(&self) -> Message {
+        let mut m = request_head(
+            CMD_PURGE_UE,
+            &self.session_id,
+            &self.origin_host,
+            &self.origin_realm,
+            self.destination_host.as_deref(),
+            &self.destination_realm,
+            &self.imsi,
+        );
+        if let Some(f) = self.pur_flags {
+            m.push(Avp::u32(AVP_PUR_FLAGS, V, f));
+        }
+        m
+    }
+
+    pub fn from_message(m: &Message) -> Result<Self> {
+        expect(m, CMD_PURGE_UE, true, "PUR")?;
+        let h = RequestHead::parse(m)?;
+        Ok(PurgeUeRequest {
+            session_id: h.session_id,
+            origin_host: h.origin_host,
+            origin_realm: h.origin_realm,
+            destination_host: h.destination_host,
+            destination_realm: h.destination_realm,
+            imsi: h.imsi,
+            pur_flags: m.find(AVP_PUR_FLAGS, V).map(Avp::as_u32).transpose()?,
+        })
+    }
+}
+
+/// Purge-UE-Answer (TS 29.272 7.2.15).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PurgeUeAnswer {
+    pub session_id: String,
+    pub origin_host: String,
+    pub origin_realm: String,
+    pub result: ResultCode,
+    /// PUA-Flags: `PUA_FLAG_FREEZE_M_TMSI` when the purging MME is the one the HSS records.
+    pub pua_flags: Option<u32>,
+}
+
+impl PurgeUeAnswer {
+    pub fn to_message(&self, req: &Message) -> Message {
+        let mut m = answer_head(
+            req,
+            &self.session_id,
+            self.result,
+            &self.origin_host,
+            &self.origin_realm,
+        );
+        if let Some(f) = self.pua_flags {
+            m.push(Avp::u32(AVP_PUA_FLAGS, V, f));
+        }
+        m
+    }
+
+    pub fn from_message(m: &Message) -> Result<Self> {
+        expect(m, CMD_PURGE_UE, false, "PUA")?;
+        let h = AnswerHead::parse(m)?;
+        Ok(PurgeUeAnswer {
+            session_id: h.session_id,
+            origin_host: h.origin_host,
+            origin_realm: h.origin_realm,
+            result: h.result,
+            pua_flags: m.find(AVP_PUA_FLAGS, V).map(Avp::as_u32).transpose()?,
+        })
+    }
+}
+
+/// Cancel-Location-Request (TS 29.272 7.2.7), HSS -> MME: the MME must drop the UE.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CancelLocationRequest {
+    pub session_id: String,
+    /// The HSS.
+    pub origin_host: String,
+    pub origin_realm: String,
+    /// The MME the HSS recorded for the UE (mandatory in a CLR).
+    pub destination_host: String,
+    pub destination_realm: String,
+    pub imsi: String,
+    /// `CANCELLATION_TYPE_*`.
+    pub cancellation_type: u32,
+    /// CLR-Flags (`CLR_FLAG_*`).
+    pub clr_flags: Option<u32>,
+}
+
+impl CancelLocationRequest {
+    pub fn to_message(&self) -> Message {
+        let mut m = request_head(
+            CMD_CANCEL_LOCATION,
+            &self.session_id,
+            &self.origin_host,
+            &self.origin_realm,
+            Some(&self.destination_host),
+            &self.destination_realm,
+            &self.imsi,
+        );
+        m.push(Avp::u32(AVP_CANCELLATION_TYPE, V, self.cancellation_type));
+        if let Some(f) = self.clr_flags {
+            m.push(Avp::u32(AVP_CLR_FLAGS, V, f));
+        }
+        m
+    }
+
+    pub fn from_message(m: &Message) -> Result<Self> {
+        expect(m, CMD_CANCEL_LOCATION, true, "CLR")?;
+        let h = RequestHead::parse(m)?;
+        Ok(CancelLocationRequest {
+            session_id: h.session_id,
+            origin_host: h.origin_host,
+            origin_realm: h.origin_realm,
+            destination_host: h
+                .destination_host
+                .ok_or(Error::MissingAvp("Destination-Host"))?,
+            destination_realm: h.destination_realm,
+            imsi: h.imsi,
+            cancellation_type: m
+                .require(AVP_CANCELLATION_TYPE, V, "Cancellation-Type")?
+                .as_u32()?,
+            clr_flags: m.find(AVP_CLR_FLAGS, V).map(Avp::as_u32).transpose()?,
+        })
+    }
+}
+
+/// Cancel-Location-Answer (TS 29.272 7.2.8).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CancelLocationAnswer {
+    pub session_id: String,
+    pub origin_host: String,
+    pub origin_realm: String,
+    pub result: ResultCode,
+}
+
+impl CancelLocationAnswer {
+    pub fn to_message(&self, req: &Message) -> Message {
+        answer_head(
+            req,
+            &self.session_id,
+            self.result,
+            &self.origin_host,
+            &self.origin_realm,
+        )
+    }
+
+    pub fn from_message(m: &Message) -> Result<Self> {
+        expect(m, CMD_CANCEL_LOCATION, false, "CLA")?;
+        let h = AnswerHead::parse(m)?;
+        Ok(CancelLocationAnswer {
+            session_id: h.session_id,
+            origin_host: h.origin_host,
+            origin_realm: h.origin_realm,
+            result: h.result,
         })
     }
 }

@@ -14,13 +14,16 @@
 //!
 //! It answers the CER (the connection opens when S6a is common to both), DWR and DPR, sends
 //! its own DWR to a silent client, answers requests for other applications with an error and
-//! hands S6a requests to the owner. Everything that ends the connection is a
+//! hands S6a requests to the owner. The owner may also send S6a requests toward the client
+//! ([`ServerPeer::request`], e.g. the HSS's Cancel-Location): their answers, or their
+//! failure, come back as events. Everything that ends the connection is a
 //! [`ServerEvent::Closed`] with the reason; the owner closes the transport after writing what
 //! is queued (the CEA with 5010, the DPA).
 
 use crate::base::{self, Identity, PeerCapabilities};
 use crate::codes::*;
 use crate::link::Link;
+use crate::outstanding::Outstanding;
 use crate::Message;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -34,6 +37,8 @@ pub struct ServerConfig {
     /// How long a new connection may stay silent before its CER, so sockets that never
     /// speak Diameter do not pile up (RFC 6733 5.6.1 leaves the value to us).
     pub cer_timeout: Duration,
+    /// How long a request of ours (CLR) waits for its answer.
+    pub request_timeout: Duration,
 }
 
 impl ServerConfig {
@@ -43,6 +48,7 @@ impl ServerConfig {
             identity,
             watchdog_interval: Duration::from_secs(30),
             cer_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -64,6 +70,14 @@ pub enum ServerEvent {
     /// An S6a request; reply with [`ServerPeer::answer`] (build it with `Message::answer_to`
     /// or a typed answer's `to_message(&request)`, which keep the request's ids).
     Request(Message),
+    /// The answer to the request [`ServerPeer::request`] returned `hop_by_hop` for.
+    Answer { hop_by_hop: u32, message: Message },
+    /// A request of ours got no answer in time, or the connection ended before it.
+    RequestFailed {
+        hop_by_hop: u32,
+        command_code: u32,
+        reason: String,
+    },
     /// The connection is over, and why.
     Closed(String),
 }
@@ -77,7 +91,14 @@ pub struct ServerPeer {
     events: VecDeque<ServerEvent>,
     cer_deadline: Instant,
     remote: Option<PeerCapabilities>,
+    requests: Outstanding,
 }
+
+/// [`ServerPeer::request`] outside the open state: the client cannot take requests yet (or
+/// any more).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("Diameter connection is not open (state {0:?})")]
+pub struct NotOpen(pub ServerState);
 
 impl ServerPeer {
     /// A connection just accepted at `now`.
@@ -88,6 +109,7 @@ impl ServerPeer {
             events: VecDeque::new(),
             cer_deadline: now + cfg.cer_timeout,
             remote: None,
+            requests: Outstanding::default(),
             cfg,
         }
     }
@@ -105,6 +127,19 @@ impl ServerPeer {
     /// behind the request), so requests already taken are still answered before the close.
     pub fn answer(&mut self, msg: Message) {
         self.link.send_answer(msg);
+    }
+
+    /// Sends an S6a request to the client (ids assigned here); returns its hop-by-hop id,
+    /// which the matching [`ServerEvent::Answer`] or [`ServerEvent::RequestFailed`] carries.
+    pub fn request(&mut self, msg: Message, now: Instant) -> Result<u32, NotOpen> {
+        if self.state != ServerState::Open {
+            return Err(NotOpen(self.state));
+        }
+        let code = msg.command_code;
+        let hbh = self.link.send_request(msg);
+        self.requests
+            .insert(hbh, code, now + self.cfg.request_timeout);
+        Ok(hbh)
     }
 
     /// Next bytes to write to the transport.
@@ -136,7 +171,13 @@ impl ServerPeer {
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.state {
             ServerState::WaitCer => Some(self.cer_deadline),
-            ServerState::Open => Some(self.link.watchdog_deadline()),
+            ServerState::Open => Some(
+                self.requests
+                    .next_deadline()
+                    .map_or(self.link.watchdog_deadline(), |d| {
+                        d.min(self.link.watchdog_deadline())
+                    }),
+            ),
             ServerState::Closed => None,
         }
     }
@@ -149,6 +190,13 @@ impl ServerPeer {
                 }
             }
             ServerState::Open => {
+                for (hop_by_hop, command_code) in self.requests.expire(now) {
+                    self.events.push_back(ServerEvent::RequestFailed {
+                        hop_by_hop,
+                        command_code,
+                        reason: "no answer in time".into(),
+                    });
+                }
                 if self.link.watchdog_timeout(now, &self.cfg.identity) {
                     self.close("Diameter watchdog expired: no DWA from client".into());
                 }
@@ -165,6 +213,12 @@ impl ServerPeer {
             return self.close(format!("{} before CER", m.name()));
         }
         if !m.is_request() {
+            if self.requests.take(m.hop_by_hop) {
+                return self.events.push_back(ServerEvent::Answer {
+                    hop_by_hop: m.hop_by_hop,
+                    message: m,
+                });
+            }
             // RFC 6733 6.2: an answer matching no request of ours is discarded (the DWA to our
             // DWR never gets here).
             tracing::debug!(hop_by_hop = m.hop_by_hop, cmd = %m.name(), "unexpected Diameter answer dropped");
@@ -220,6 +274,13 @@ impl ServerPeer {
 
     fn close(&mut self, reason: String) {
         self.state = ServerState::Closed;
+        for (hop_by_hop, command_code) in self.requests.drain() {
+            self.events.push_back(ServerEvent::RequestFailed {
+                hop_by_hop,
+                command_code,
+                reason: format!("connection closed: {reason}"),
+            });
+        }
         self.events.push_back(ServerEvent::Closed(reason));
     }
 }

@@ -368,3 +368,60 @@ fn watchdog_toward_a_silent_client() {
         matches!(events(&mut p).as_slice(), [ServerEvent::Closed(r)] if r.contains("watchdog"))
     );
 }
+
+#[test]
+fn server_requests_are_matched_timed_out_and_failed_on_close() {
+    use crate::s6a::{CancelLocationAnswer, CancelLocationRequest};
+    use crate::tests::clr;
+    let t0 = Instant::now();
+    let mut p = server(t0);
+    assert_eq!(
+        p.request(clr().to_message(), t0),
+        Err(NotOpen(ServerState::WaitCer))
+    );
+    let mut p = open(t0);
+    let h1 = p.request(clr().to_message(), t0).unwrap();
+    let h2 = p.request(clr().to_message(), t0).unwrap();
+    assert_ne!(h1, h2);
+    let out = sent(&mut p);
+    assert_eq!(out.len(), 2);
+    assert!(out[0].is_request() && out[0].command_code == CMD_CANCEL_LOCATION);
+    assert_eq!(
+        CancelLocationRequest::from_message(&out[0]).unwrap(),
+        clr(),
+        "sent as built, with ids of our own"
+    );
+    // The request deadline is the next timeout, before the watchdog's.
+    assert_eq!(p.poll_timeout(), Some(t0 + Duration::from_secs(5)));
+    let cla = CancelLocationAnswer {
+        session_id: clr().session_id,
+        origin_host: "mme.corehop.lab".into(),
+        origin_realm: "corehop.lab".into(),
+        result: ResultCode::SUCCESS,
+    }
+    .to_message(&out[0]);
+    p.handle_input(&cla.encode(), t0);
+    assert!(matches!(
+        events(&mut p).as_slice(),
+        [ServerEvent::Answer { hop_by_hop, message }] if *hop_by_hop == h1 && message == &cla
+    ));
+    // The same answer again matches nothing and is dropped.
+    p.handle_input(&cla.encode(), t0);
+    assert!(events(&mut p).is_empty());
+    // The second never gets an answer.
+    p.handle_timeout(t0 + Duration::from_secs(5));
+    assert!(matches!(
+        events(&mut p).as_slice(),
+        [ServerEvent::RequestFailed { hop_by_hop, command_code: CMD_CANCEL_LOCATION, .. }] if *hop_by_hop == h2
+    ));
+    // A request outstanding when the client leaves fails before the close is reported.
+    let h3 = p.request(clr().to_message(), t0).unwrap();
+    p.handle_input(
+        &with_ids(base::dpr(&mme_id(), DISCONNECT_CAUSE_REBOOTING), 9, 9).encode(),
+        t0,
+    );
+    assert!(matches!(
+        events(&mut p).as_slice(),
+        [ServerEvent::RequestFailed { hop_by_hop, .. }, ServerEvent::Closed(_)] if *hop_by_hop == h3
+    ));
+}

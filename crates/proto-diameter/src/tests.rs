@@ -113,6 +113,25 @@ pub(crate) fn all_messages() -> Vec<Message> {
         subscription: Some(subscription()),
     }
     .to_message(&ulr);
+    let mut pur = pur().to_message();
+    pur.hop_by_hop = 10;
+    let pua = PurgeUeAnswer {
+        session_id: "mme.corehop.lab;1;3".into(),
+        origin_host: "hss.corehop.lab".into(),
+        origin_realm: "corehop.lab".into(),
+        result: ResultCode::SUCCESS,
+        pua_flags: Some(PUA_FLAG_FREEZE_M_TMSI),
+    }
+    .to_message(&pur);
+    let mut clr = clr().to_message();
+    clr.hop_by_hop = 11;
+    let cla = CancelLocationAnswer {
+        session_id: "hss.corehop.lab;7;1".into(),
+        origin_host: "mme.corehop.lab".into(),
+        origin_realm: "corehop.lab".into(),
+        result: ResultCode::SUCCESS,
+    }
+    .to_message(&clr);
     vec![
         base::cea(&cer, &hss_id(), DIAMETER_SUCCESS),
         cer,
@@ -124,7 +143,36 @@ pub(crate) fn all_messages() -> Vec<Message> {
         aia,
         ulr,
         ula,
+        pur,
+        pua,
+        clr,
+        cla,
     ]
+}
+
+pub(crate) fn pur() -> PurgeUeRequest {
+    PurgeUeRequest {
+        session_id: "mme.corehop.lab;1;3".into(),
+        origin_host: "mme.corehop.lab".into(),
+        origin_realm: "corehop.lab".into(),
+        destination_host: None,
+        destination_realm: "corehop.lab".into(),
+        imsi: "001010000000001".into(),
+        pur_flags: None,
+    }
+}
+
+pub(crate) fn clr() -> CancelLocationRequest {
+    CancelLocationRequest {
+        session_id: "hss.corehop.lab;7;1".into(),
+        origin_host: "hss.corehop.lab".into(),
+        origin_realm: "corehop.lab".into(),
+        destination_host: "mme.corehop.lab".into(),
+        destination_realm: "corehop.lab".into(),
+        imsi: "001010000000001".into(),
+        cancellation_type: CANCELLATION_TYPE_MME_UPDATE_PROCEDURE,
+        clr_flags: Some(CLR_FLAG_S6A_S6D_INDICATOR),
+    }
 }
 
 /// AIR for an unknown IMSI and its Experimental-Result 5001 answer.
@@ -157,7 +205,8 @@ pub(crate) fn error_pairs() -> [Message; 4] {
         DIAMETER_MISSING_AVP,
         "missing mandatory AVP User-Name",
     );
-    let mut pur = Message::request(CMD_PURGE_UE, APP_S6A, true)
+    // Notify-Request (TS 29.272 7.2.17), which this HSS does not serve.
+    let mut nor = Message::request(323, APP_S6A, true)
         .with(Avp::utf8(AVP_SESSION_ID, 0, "mme.corehop.lab;1;9"))
         .with(Avp::u32(
             AVP_AUTH_SESSION_STATE,
@@ -168,15 +217,15 @@ pub(crate) fn error_pairs() -> [Message; 4] {
         .with(Avp::utf8(AVP_ORIGIN_REALM, 0, "corehop.lab"))
         .with(Avp::utf8(AVP_DESTINATION_REALM, 0, "corehop.lab"))
         .with(Avp::utf8(AVP_USER_NAME, 0, "001010000000001"));
-    pur.hop_by_hop = 8;
+    nor.hop_by_hop = 8;
     let unsupported = base::error_answer(
-        &pur,
+        &nor,
         &hss_id(),
         DIAMETER_COMMAND_UNSUPPORTED,
         "not supported",
     );
     assert!(unsupported.is_error());
-    [air, missing, pur, unsupported]
+    [air, missing, nor, unsupported]
 }
 
 #[test]
@@ -243,6 +292,41 @@ fn typed_s6a_round_trip() {
     // Wrong direction / command is refused, not misread.
     assert!(AuthInfoAnswer::from_message(&msgs[6]).is_err());
     assert!(UpdateLocationRequest::from_message(&msgs[6]).is_err());
+}
+
+#[test]
+fn typed_purge_and_cancel_round_trip() {
+    let msgs = all_messages();
+    assert_eq!(PurgeUeRequest::from_message(&msgs[10]).unwrap(), pur());
+    let pua = PurgeUeAnswer::from_message(&msgs[11]).unwrap();
+    assert_eq!(pua.pua_flags, Some(PUA_FLAG_FREEZE_M_TMSI));
+    assert_eq!(
+        CancelLocationRequest::from_message(&msgs[12]).unwrap(),
+        clr()
+    );
+    let cla = CancelLocationAnswer::from_message(&msgs[13]).unwrap();
+    assert_eq!(cla.result, ResultCode::SUCCESS);
+    assert_eq!(msgs[13].hop_by_hop, msgs[12].hop_by_hop);
+    // CLR-Flags bit 0 and Cancellation-Type 0 on the wire (vendor AVPs, M bit).
+    let bytes = msgs[12].encode();
+    let ct = [
+        0, 0, 0x05, 0x8c, 0xc0, 0, 0, 16, 0, 0, 0x28, 0xaf, 0, 0, 0, 0,
+    ];
+    assert!(bytes.windows(16).any(|w| w == ct), "Cancellation-Type AVP");
+    // A CLR must name the MME it cancels at.
+    let mut no_dest = msgs[12].clone();
+    no_dest.avps.retain(|a| a.code != AVP_DESTINATION_HOST);
+    assert_eq!(
+        CancelLocationRequest::from_message(&no_dest),
+        Err(Error::MissingAvp("Destination-Host"))
+    );
+    let mut no_type = msgs[12].clone();
+    no_type.avps.retain(|a| a.code != AVP_CANCELLATION_TYPE);
+    assert_eq!(
+        CancelLocationRequest::from_message(&no_type),
+        Err(Error::MissingAvp("Cancellation-Type"))
+    );
+    assert!(PurgeUeAnswer::from_message(&msgs[10]).is_err());
 }
 
 #[test]

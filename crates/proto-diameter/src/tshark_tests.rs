@@ -57,8 +57,12 @@ fn write_pcap(path: &PathBuf, msgs: &[Message]) {
     emit(true, "A", seq_c, seq_s, &[]);
     for m in msgs {
         let bytes = m.encode();
-        // Answers travel HSS -> MME, except the DWA/DPA answering a DWR/DPR from the HSS.
-        if m.is_request() {
+        // Each message travels from the node its Origin-Host names: the HSS's CLR and the
+        // MME's CLA go the other way round.
+        let origin = m
+            .find(crate::codes::AVP_ORIGIN_HOST, 0)
+            .and_then(|a| a.as_str().ok());
+        if origin.is_some_and(|h| h.starts_with("mme")) {
             emit(true, "AP", seq_c, seq_s, &bytes);
             seq_c += bytes.len() as u32;
         } else {
@@ -132,12 +136,16 @@ fn tshark_decodes_every_message() {
         "cmd=3GPP-Authentication-Information Answer",
         "cmd=3GPP-Update-Location Request",
         "cmd=3GPP-Update-Location Answer",
-        "cmd=3GPP-Authentication-Information Request",
-        "cmd=3GPP-Authentication-Information Answer",
-        "cmd=3GPP-Authentication-Information Request",
-        "cmd=3GPP-Authentication-Information Answer",
         "cmd=3GPP-Purge-UE Request",
-        "cmd=3GPP-Purge-UE Answer(321) flags=-PE-",
+        "cmd=3GPP-Purge-UE Answer",
+        "cmd=3GPP-Cancel-Location Request",
+        "cmd=3GPP-Cancel-Location Answer",
+        "cmd=3GPP-Authentication-Information Request",
+        "cmd=3GPP-Authentication-Information Answer",
+        "cmd=3GPP-Authentication-Information Request",
+        "cmd=3GPP-Authentication-Information Answer",
+        "cmd=3GPP-Notify Request",
+        "cmd=3GPP-Notify Answer(323) flags=-PE-",
     ];
     // The server peer's exchange: the base protocol again, then the refused CER.
     let expected: Vec<&str> = [
@@ -169,6 +177,9 @@ fn tshark_decodes_every_message() {
         "Result-Code: DIAMETER_MISSING_AVP (5005)",
         "Result-Code: DIAMETER_COMMAND_UNSUPPORTED (3001)",
         "Result-Code: DIAMETER_NO_COMMON_APPLICATION (5010)",
+        "Cancellation-Type: MME_UPDATE_PROCEDURE (0)",
+        "CLR-Flags",
+        "PUA-Flags",
     ] {
         assert!(
             verbose.contains(avp),

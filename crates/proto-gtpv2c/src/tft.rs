@@ -45,6 +45,15 @@ pub struct PacketFilter {
 }
 
 impl Tft {
+    /// The TFT value of TS 24.008 §10.5.6.12 from octet 3: what the Bearer TFT IE
+    /// carries, and the NAS Traffic flow template IE of the ACTIVATE DEDICATED EPS
+    /// BEARER CONTEXT REQUEST alike.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, Error> {
+        let mut out = Vec::new();
+        self.encode(&mut out)?;
+        Ok(out)
+    }
+
     pub(crate) fn encode(&self, out: &mut Vec<u8>) -> Result<(), Error> {
         let n = u8::try_from(self.filters.len())
             .ok()

@@ -5,6 +5,8 @@
 //! The short SERVICE REQUEST is the exception: it is its own protection, built by
 //! [`crate::NasSecurity::service_request`].
 
+/// The PDN address of an ATTACH ACCEPT, as oxirush-nas types it.
+pub use oxirush_nas::nas_eps::PdnAddress;
 use oxirush_nas::nas_eps::*;
 use serde::{Deserialize, Serialize};
 
@@ -119,7 +121,9 @@ pub struct AttachAcceptParams {
     pub pti: u8,
     pub qci: u8,
     pub apn: String,
-    pub ue_ipv4: [u8; 4],
+    /// The PDN address IE (TS 24.301 §9.9.4.9): the IPv4 address, the IPv6 interface
+    /// identifier (the UE learns its /64 from router advertisements), or both.
+    pub pdn_address: PdnAddress,
 }
 
 /// What the MME puts in a TRACKING AREA UPDATE ACCEPT.
@@ -178,6 +182,8 @@ pub enum Nas {
         qci: Option<u8>,
         apn: Option<String>,
         ue_ipv4: Option<[u8; 4]>,
+        /// IPv6 interface identifier of an IPv6 or IPv4v6 PDN address.
+        ue_ipv6_iid: Option<[u8; 8]>,
     },
     AttachComplete {
         ebi: u8,
@@ -190,6 +196,18 @@ pub enum Nas {
         switch_off: bool,
         guti: Option<Guti>,
         imsi: Option<String>,
+    },
+    /// ACTIVATE DEDICATED EPS BEARER CONTEXT REQUEST (ESM, TS 24.301 §8.3.3).
+    ActivateDedicatedBearerRequest {
+        ebi: u8,
+        linked_ebi: u8,
+        qci: Option<u8>,
+        /// The TFT value (TS 24.008 §10.5.6.12 from octet 3).
+        tft: Vec<u8>,
+    },
+    /// ACTIVATE DEDICATED EPS BEARER CONTEXT ACCEPT (ESM, TS 24.301 §8.3.1).
+    ActivateDedicatedBearerAccept {
+        ebi: u8,
     },
     /// Network-initiated DETACH REQUEST (UE terminated).
     NetworkDetachRequest {
@@ -268,6 +286,19 @@ pub fn from_message(m: &NasEpsMessage) -> Nas {
     let emm = match m {
         NasEpsMessage::Emm(_, emm) => emm,
         NasEpsMessage::SecurityProtected(_, inner) => return from_message(inner),
+        NasEpsMessage::Esm(h, NasEsmMessage::ActivateDedicatedEpsBearerContextRequest(r)) => {
+            return Nas::ActivateDedicatedBearerRequest {
+                ebi: h.eps_bearer_identity,
+                linked_ebi: r.linked_eps_bearer_identity.bearer_identity(),
+                qci: r.eps_qos.value.first().copied(),
+                tft: r.tft.value.to_vec(),
+            }
+        }
+        NasEpsMessage::Esm(h, NasEsmMessage::ActivateDedicatedEpsBearerContextAccept(_)) => {
+            return Nas::ActivateDedicatedBearerAccept {
+                ebi: h.eps_bearer_identity,
+            }
+        }
         NasEpsMessage::ServiceRequest(r) => {
             return Nas::ServiceRequest {
                 ksi: r.ksi_and_sequence_number >> 5,
@@ -344,7 +375,7 @@ pub fn from_message(m: &NasEpsMessage) -> Nas {
         },
         NasEmmMessage::AttachAccept(r) => {
             let bearer = r.esm_message_container.decode_as_esm_message().ok();
-            let (ebi, pti, qci, apn, ue_ipv4) = match &bearer {
+            let (ebi, pti, qci, apn, ue_ipv4, ue_ipv6_iid) = match &bearer {
                 Some(NasEpsMessage::Esm(
                     h,
                     NasEsmMessage::ActivateDefaultEpsBearerContextRequest(b),
@@ -354,8 +385,16 @@ pub fn from_message(m: &NasEpsMessage) -> Nas {
                     b.eps_qos.value.first().copied(),
                     b.access_point_name.as_string(),
                     b.pdn_address.ipv4(),
+                    match b.pdn_address.pdn_address() {
+                        Some(PdnAddress::Ipv6InterfaceId(iid))
+                        | Some(PdnAddress::Ipv4v6 {
+                            ipv6_interface_id: iid,
+                            ..
+                        }) => Some(iid),
+                        _ => None,
+                    },
                 ),
-                _ => (0, 0, None, None, None),
+                _ => (0, 0, None, None, None, None),
             };
             Nas::AttachAccept {
                 guti: r.guti.as_ref().and_then(|g| Guti::from_identity(&g.value)),
@@ -365,6 +404,7 @@ pub fn from_message(m: &NasEpsMessage) -> Nas {
                 qci,
                 apn,
                 ue_ipv4,
+                ue_ipv6_iid,
             }
         }
         NasEmmMessage::AttachComplete(r) => Nas::AttachComplete {
@@ -649,9 +689,80 @@ pub fn activate_default_bearer_request(p: &AttachAcceptParams) -> Result<NasEpsM
     let req = NasActivateDefaultEpsBearerContextRequest::new(
         NasEpsQualityOfService::new(vec![p.qci]),
         apn,
-        NasPdnAddress::from_ipv4(p.ue_ipv4),
+        NasPdnAddress::from_pdn_address(p.pdn_address),
     );
     Ok(NasEpsMessage::new_esm(req, p.ebi, p.pti))
+}
+
+/// The EPS QoS of a dedicated bearer (TS 24.301 §9.9.4.3): QCI and, for a GBR bearer,
+/// its maximum and guaranteed bit rates in kbit/s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EpsQos {
+    pub qci: u8,
+    pub mbr_uplink_kbps: u64,
+    pub mbr_downlink_kbps: u64,
+    pub gbr_uplink_kbps: u64,
+    pub gbr_downlink_kbps: u64,
+}
+
+impl EpsQos {
+    /// The IE value: the QCI alone for a non-GBR bearer; with the four bit-rate octets
+    /// (TS 24.008 §10.5.6.5 coding) for QCI 1..=4.
+    fn octets(&self) -> Vec<u8> {
+        let mut v = vec![self.qci];
+        if (1..=4).contains(&self.qci) {
+            v.extend(
+                [
+                    self.mbr_uplink_kbps,
+                    self.mbr_downlink_kbps,
+                    self.gbr_uplink_kbps,
+                    self.gbr_downlink_kbps,
+                ]
+                .map(bit_rate_octet),
+            );
+        }
+        v
+    }
+}
+
+/// One bit-rate octet of TS 24.008 §10.5.6.5: 1..63 kbit/s by 1, 64..568 by 8,
+/// 576..8640 by 64 (rounded down), 0 as 0xff. Higher rates need the extended octets,
+/// which are not sent: they are capped at 8640 kbit/s here.
+fn bit_rate_octet(kbps: u64) -> u8 {
+    match kbps {
+        0 => 0xff,
+        1..=63 => kbps as u8,
+        64..=575 => 0x40 + ((kbps - 64) / 8) as u8,
+        _ => 0x80 + ((kbps.min(8640) - 576) / 64) as u8,
+    }
+}
+
+/// ACTIVATE DEDICATED EPS BEARER CONTEXT REQUEST (ESM, network-initiated: PTI 0):
+/// bearer `ebi` on the PDN connection of `linked_ebi`, with its QoS and TFT value.
+pub fn activate_dedicated_bearer_request(
+    ebi: u8,
+    linked_ebi: u8,
+    qos: &EpsQos,
+    tft: Vec<u8>,
+) -> Result<Vec<u8>> {
+    let lbi = NasLinkedEpsBearerIdentity::from_bearer_identity(linked_ebi)
+        .map_err(|e| NasError::Value(e.to_string()))?;
+    let m = NasActivateDedicatedEpsBearerContextRequest::new(
+        lbi,
+        NasEpsQualityOfService::new(qos.octets()),
+        NasTrafficFlowTemplate::new(tft),
+    );
+    enc(NasEpsMessage::new_esm(m, ebi, 0))
+}
+
+/// ACTIVATE DEDICATED EPS BEARER CONTEXT ACCEPT for bearer `ebi` (PTI 0 as in the
+/// network's request).
+pub fn activate_dedicated_bearer_accept(ebi: u8) -> Result<Vec<u8>> {
+    enc(NasEpsMessage::new_esm(
+        NasActivateDedicatedEpsBearerContextAccept::new(),
+        ebi,
+        0,
+    ))
 }
 
 /// TAI list of type 0: one PLMN, up to 16 TACs (TS 24.301 §9.9.3.33).
@@ -845,7 +956,7 @@ pub(crate) mod tests {
             pti: 1,
             qci: 9,
             apn: "internet".into(),
-            ue_ipv4: [10, 45, 0, 2],
+            pdn_address: PdnAddress::Ipv4([10, 45, 0, 2]),
         };
         let bytes = attach_accept(&p).unwrap();
         match parse(&bytes, Direction::Downlink).unwrap() {
@@ -857,14 +968,99 @@ pub(crate) mod tests {
                 qci,
                 apn,
                 ue_ipv4,
+                ue_ipv6_iid,
             } => {
                 assert_eq!(guti, Some(p.guti));
                 assert_eq!(tai_list, vec![0x00, 0x00, 0xf1, 0x10, 0x00, 0x01]);
                 assert_eq!((ebi, pti, qci), (5, 1, Some(9)));
                 assert_eq!(apn.as_deref(), Some("internet"));
-                assert_eq!(ue_ipv4, Some([10, 45, 0, 2]));
+                assert_eq!((ue_ipv4, ue_ipv6_iid), (Some([10, 45, 0, 2]), None));
             }
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn dedicated_bearer_request_and_accept_round_trip() {
+        let qos = EpsQos {
+            qci: 1,
+            mbr_uplink_kbps: 128,
+            mbr_downlink_kbps: 128,
+            gbr_uplink_kbps: 64,
+            gbr_downlink_kbps: 64,
+        };
+        // One bidirectional filter: UDP from/to 10.45.0.1 port 5001.
+        let tft = vec![
+            0x21, 0x31, 10, 14, 0x10, 10, 45, 0, 1, 255, 255, 255, 255, 0x30, 17, 0x50, 0x13, 0x89,
+        ];
+        let b = activate_dedicated_bearer_request(6, 5, &qos, tft.clone()).unwrap();
+        // EPS QoS: length 5, QCI 1, MBR 128 (0x48) twice, GBR 64 (0x40) twice.
+        assert!(
+            b.windows(6).any(|w| w == [5, 1, 0x48, 0x48, 0x40, 0x40]),
+            "{b:02x?}"
+        );
+        assert_eq!(
+            parse(&b, Direction::Downlink).unwrap(),
+            Nas::ActivateDedicatedBearerRequest {
+                ebi: 6,
+                linked_ebi: 5,
+                qci: Some(1),
+                tft
+            }
+        );
+        let a = activate_dedicated_bearer_accept(6).unwrap();
+        assert_eq!(
+            parse(&a, Direction::Uplink).unwrap(),
+            Nas::ActivateDedicatedBearerAccept { ebi: 6 }
+        );
+        assert!(activate_dedicated_bearer_request(6, 0, &qos, vec![]).is_err());
+        assert_eq!(
+            [0, 1, 63, 64, 568, 576, 8640, 100_000].map(bit_rate_octet),
+            [0xff, 1, 63, 0x40, 0x7f, 0x80, 0xfe, 0xfe]
+        );
+    }
+
+    #[test]
+    fn attach_accept_pdn_address_ipv6_and_ipv4v6() {
+        let iid = [0, 0, 0, 0, 0, 0, 0xab, 0xcd];
+        for (addr, v4, v6) in [
+            (PdnAddress::Ipv6InterfaceId(iid), None, Some(iid)),
+            (
+                PdnAddress::Ipv4v6 {
+                    ipv6_interface_id: iid,
+                    ipv4: [10, 45, 0, 3],
+                },
+                Some([10, 45, 0, 3]),
+                Some(iid),
+            ),
+        ] {
+            let p = AttachAcceptParams {
+                guti: GUTI,
+                tai_plmn: PLMN,
+                tacs: vec![1],
+                t3412: 0x49,
+                ebi: 5,
+                pti: 1,
+                qci: 9,
+                apn: "internet".into(),
+                pdn_address: addr,
+            };
+            let bytes = attach_accept(&p).unwrap();
+            // The PDN address IE (TS 24.301 §9.9.4.9): length, PDN type, then the
+            // interface identifier (8 octets) and for IPv4v6 the IPv4 address.
+            let mut ie = vec![if v4.is_some() { 13 } else { 9 }];
+            ie.push(if v4.is_some() { 3 } else { 2 });
+            ie.extend_from_slice(&iid);
+            ie.extend(v4.iter().flatten());
+            assert!(bytes.windows(ie.len()).any(|w| w == ie), "{bytes:02x?}");
+            match parse(&bytes, Direction::Downlink).unwrap() {
+                Nas::AttachAccept {
+                    ue_ipv4,
+                    ue_ipv6_iid,
+                    ..
+                } => assert_eq!((ue_ipv4, ue_ipv6_iid), (v4, v6)),
+                other => panic!("{other:?}"),
+            }
         }
     }
 

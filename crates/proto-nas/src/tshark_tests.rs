@@ -79,6 +79,10 @@ fn name(nas: &Nas) -> &'static str {
         Nas::GutiReallocationCommand { .. } => "GUTI reallocation command",
         Nas::GutiReallocationComplete => "GUTI reallocation complete",
         Nas::EmmStatus { .. } => "EMM status",
+        Nas::ActivateDedicatedBearerRequest { .. } => {
+            "Activate dedicated EPS bearer context request"
+        }
+        Nas::ActivateDedicatedBearerAccept { .. } => "Activate dedicated EPS bearer context accept",
         Nas::Other { .. } => "",
     }
 }
@@ -115,6 +119,53 @@ fn tshark_decodes_every_message() {
         ue.service_request().unwrap(),
     ]);
     names.extend(["Attach request", "Attach request", "Service request"]);
+    // The PDN address of IPv6 and IPv4v6 PDN connections (24.301 §9.9.4.9).
+    let iid = [0, 0, 0, 0, 0, 0, 0, 1];
+    for pdn_address in [
+        msg::PdnAddress::Ipv6InterfaceId(iid),
+        msg::PdnAddress::Ipv4v6 {
+            ipv6_interface_id: iid,
+            ipv4: [10, 45, 0, 7],
+        },
+    ] {
+        let accept = msg::attach_accept(&msg::AttachAcceptParams {
+            guti: msg::tests::GUTI,
+            tai_plmn: msg::tests::PLMN,
+            tacs: vec![1],
+            t3412: 0x49,
+            ebi: 5,
+            pti: 1,
+            qci: 9,
+            apn: "internet".into(),
+            pdn_address,
+        });
+        pdus.push(accept.unwrap());
+        names.push("Attach accept");
+    }
+    // A GBR dedicated bearer for UDP with 10.45.0.1:5001, and its accept.
+    let qos = msg::EpsQos {
+        qci: 1,
+        mbr_uplink_kbps: 128,
+        mbr_downlink_kbps: 128,
+        gbr_uplink_kbps: 64,
+        gbr_downlink_kbps: 64,
+    };
+    let tft = vec![
+        0x21, 0x31, 10, 14, 0x10, 10, 45, 0, 1, 255, 255, 255, 255, 0x30, 17, 0x50, 0x13, 0x89,
+    ];
+    // As they travel: inside a protected EMM header (a plain ESM message with a bearer
+    // identity is no NAS PDU of its own to Wireshark).
+    let sht = SecurityHeader::IntegrityCiphered;
+    let request = msg::activate_dedicated_bearer_request(6, 5, &qos, tft).unwrap();
+    let accept = msg::activate_dedicated_bearer_accept(6).unwrap();
+    pdus.extend([
+        mme.protect(&request, sht, Direction::Downlink).unwrap(),
+        ue.protect(&accept, sht, Direction::Uplink).unwrap(),
+    ]);
+    names.extend([
+        "Activate dedicated EPS bearer context request",
+        "Activate dedicated EPS bearer context accept",
+    ]);
 
     let path =
         TempFile(std::env::temp_dir().join(format!("proto-nas-{}.pcap", std::process::id())));
@@ -165,6 +216,15 @@ fn tshark_decodes_every_message() {
         "Identity type 2: IMSI (1)",
         "Mobile identity - IMSI (001010000000001)",
         "Short MAC - Message authentication code (short)",
+        "PDN type: IPv6 (2)",
+        "PDN type: IPv4v6 (3)",
+        "PDN IPv6 if id: ::0:0:0:1",
+        "PDN IPv4: 10.45.0.7",
+        "Linked EPS bearer identity: EPS bearer identity value 5 (5)",
+        "Quality of Service Class Identifier (QCI): QCI 1 (1)",
+        "Guaranteed bit rate for downlink: 64 kbps",
+        "Maximum bit rate for uplink: 128 kbps",
+        "Port: 5001",
     ] {
         assert!(verbose.contains(needle), "{needle} not decoded:\n{verbose}");
     }

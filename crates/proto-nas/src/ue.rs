@@ -29,6 +29,8 @@ pub enum UeEvent {
     Attached {
         guti: Option<Guti>,
         ipv4: Option<[u8; 4]>,
+        /// IPv6 interface identifier (PDN type IPv6 or IPv4v6).
+        ipv6_iid: Option<[u8; 8]>,
         ebi: u8,
         apn: Option<String>,
     },
@@ -166,6 +168,7 @@ impl UeNas {
             Nas::AttachAccept {
                 guti,
                 ue_ipv4,
+                ue_ipv6_iid,
                 ebi,
                 apn,
                 ..
@@ -179,6 +182,7 @@ impl UeNas {
                 UeEvent::Attached {
                     guti,
                     ipv4: ue_ipv4,
+                    ipv6_iid: ue_ipv6_iid,
                     ebi,
                     apn,
                 }
@@ -201,6 +205,10 @@ impl UeNas {
             Nas::NetworkDetachRequest { .. } if opened.verified => {
                 let a = msg::detach_accept()?;
                 UeEvent::Send(self.protect(a)?)
+            }
+            // A dedicated bearer the network sets up: accepted (TS 24.301 §6.4.2.3).
+            Nas::ActivateDedicatedBearerRequest { ebi, .. } if opened.verified => {
+                UeEvent::Send(self.protect(msg::activate_dedicated_bearer_accept(ebi)?)?)
             }
             other => UeEvent::Other(other),
         })
@@ -359,7 +367,7 @@ mod tests {
             pti: 1,
             qci: 9,
             apn: "internet".into(),
-            ue_ipv4: [10, 45, 0, 9],
+            pdn_address: msg::PdnAddress::Ipv4([10, 45, 0, 9]),
         })
         .unwrap();
         assert!(ue.on_downlink(&accept).is_err());
@@ -375,6 +383,7 @@ mod tests {
             UeEvent::Attached {
                 guti: Some(guti),
                 ipv4: Some([10, 45, 0, 9]),
+                ipv6_iid: None,
                 ebi: 5,
                 apn: Some("internet".into())
             }

@@ -193,6 +193,17 @@ pub struct ErabToSetup {
     pub sgw_teid: u32,
     /// The NAS PDU for the UE (ATTACH ACCEPT), if any.
     pub nas: Option<Vec<u8>>,
+    /// Bit rates of a GBR bearer (QCI 1..=4), which TS 36.413 §9.2.1.15 requires for it.
+    pub gbr: Option<GbrQos>,
+}
+
+/// GBR QoS Information (TS 36.413 §9.2.1.18), bit/s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GbrQos {
+    pub mbr_downlink: u64,
+    pub mbr_uplink: u64,
+    pub gbr_downlink: u64,
+    pub gbr_uplink: u64,
 }
 
 /// One E-RAB and the eNB's S1-U F-TEID: INITIAL CONTEXT SETUP RESPONSE, E-RAB SETUP
@@ -518,7 +529,16 @@ fn qos_ie(e: &ErabToSetup) -> ERABLevelQoSParameters {
         PreEmptionVulnerability::not_pre_emptable,
         None,
     );
-    ERABLevelQoSParameters::new(QCI(e.qci), arp, None, None)
+    let gbr = e.gbr.map(|g| {
+        GBRQosInformation::new(
+            BitRate(g.mbr_downlink),
+            BitRate(g.mbr_uplink),
+            BitRate(g.gbr_downlink),
+            BitRate(g.gbr_uplink),
+            None,
+        )
+    });
+    ERABLevelQoSParameters::new(QCI(e.qci), arp, gbr, None)
 }
 
 /// The E-RAB to set up from the fields every such list item has.
@@ -536,6 +556,12 @@ fn erab_to_setup(
         sgw_addr: ipv4_of(addr)?,
         sgw_teid: u32::from_be_bytes(teid.0),
         nas: nas.map(|n| n.0.to_vec()),
+        gbr: qos.gbr_qos_information.as_ref().map(|g| GbrQos {
+            mbr_downlink: g.e_rab_maximum_bitrate_dl.0,
+            mbr_uplink: g.e_rab_maximum_bitrate_ul.0,
+            gbr_downlink: g.e_rab_guaranteed_bitrate_dl.0,
+            gbr_uplink: g.e_rab_guaranteed_bitrate_ul.0,
+        }),
     })
 }
 

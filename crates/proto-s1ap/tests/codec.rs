@@ -158,6 +158,22 @@ fn dedicated_bearer() -> ErabToSetup {
         sgw_addr: Ipv4Addr::new(10, 77, 1, 30),
         sgw_teid: 0x2345,
         nas: Some(h("1700000000016200c505010706213101023011")),
+        gbr: None,
+    }
+}
+
+/// A GBR bearer (QCI 1) with the bit rates S1AP requires for it.
+fn gbr_bearer() -> ErabToSetup {
+    ErabToSetup {
+        erab_id: 7,
+        qci: 1,
+        gbr: Some(GbrQos {
+            mbr_downlink: 128_000,
+            mbr_uplink: 128_000,
+            gbr_downlink: 64_000,
+            gbr_uplink: 64_000,
+        }),
+        ..dedicated_bearer()
     }
 }
 
@@ -226,7 +242,7 @@ fn mobility_messages() -> Vec<S1ap> {
         S1ap::ErabSetupRequest {
             mme_ue_id: 100,
             enb_ue_id: 1,
-            erabs: vec![dedicated_bearer()],
+            erabs: vec![dedicated_bearer(), gbr_bearer()],
         },
         S1ap::ErabSetupResponse {
             mme_ue_id: 100,
@@ -378,7 +394,7 @@ fn all_messages() -> Vec<S1ap> {
         pti: 1,
         qci: 9,
         apn: "internet".into(),
-        ue_ipv4: [10, 45, 0, 2],
+        pdn_address: msg::PdnAddress::Ipv4([10, 45, 0, 2]),
     })
     .unwrap();
     vec![
@@ -435,6 +451,7 @@ fn all_messages() -> Vec<S1ap> {
                 sgw_addr: Ipv4Addr::new(10, 77, 1, 30),
                 sgw_teid: 0x1234,
                 nas: Some(accept),
+                gbr: None,
             }],
             ue_sec_enc: 0xc0,
             ue_sec_int: 0xc0,
@@ -643,7 +660,7 @@ fn tshark_decodes_s1ap_and_nas_over_sctp_udp() {
                 ),
             ],
             S1ap::InitialUeMessage { .. } => &[(6, "3")],
-            S1ap::ErabSetupRequest { .. } => &[(5, "00002345")],
+            S1ap::ErabSetupRequest { .. } => &[(5, "00002345,00002345")],
             S1ap::HandoverRequest(_) => &[(5, "00002345"), (10, "1")],
             S1ap::HandoverRequestAcknowledge { .. } | S1ap::PathSwitchRequest(_) => {
                 &[(5, "00009abc")]
@@ -687,6 +704,7 @@ fn tshark_decodes_s1ap_and_nas_over_sctp_udp() {
         "Security header for the SERVICE REQUEST message",
         "Activate dedicated EPS bearer context request",
         "E-RABSetupResponse",
+        "e-RAB-GuaranteedBitrateDL: 64000bits/s",
         "HandoverRequired",
         "HandoverPreparationInformation",
         "HandoverRequestAcknowledge",

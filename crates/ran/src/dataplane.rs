@@ -6,7 +6,7 @@
 //! downlink TEID, and its next ping asks the UE to send a SERVICE REQUEST instead.
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -336,7 +336,13 @@ impl DataPlane {
             return;
         };
         let echo = match icmp::parse_echo(payload) {
-            Ok(e) if e.kind == EchoKind::Reply && e.dst == t.ue_ip && e.id == t.icmp_id => e,
+            Ok(e)
+                if e.kind == EchoKind::Reply
+                    && e.dst == IpAddr::V4(t.ue_ip)
+                    && e.id == t.icmp_id =>
+            {
+                e
+            }
             // Other downlink traffic to the UE is not ours to judge.
             Ok(_) => return,
             Err(e) => {
@@ -400,7 +406,7 @@ mod tests {
         let req = icmp::parse_echo(payload).unwrap();
         assert_eq!(
             (req.src, req.dst, req.kind),
-            (ue, target, EchoKind::Request)
+            (IpAddr::V4(ue), IpAddr::V4(target), EchoKind::Request)
         );
         let reply = proto_gtpu::encode_gpdu(teid, &req.reply().encode().unwrap()).unwrap();
         dp.handle(&reply, sgw_addr).await;

@@ -3,11 +3,15 @@
 //! in `lib.rs` only moves bytes between sockets, the TUN device and this type, so
 //! all protocol behaviour is testable without root.
 
+mod dedicated;
+mod ipv6_pool;
+
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use proto_gtpu::{icmp::ipv4_destination, icmp::ipv4_source, Gtpu, GTPU_PORT};
+use proto_gtpu::icmp::{self, ip_destination, ip_source};
+use proto_gtpu::{Gtpu, GTPU_PORT};
 use proto_gtpv2c::transaction::{Incoming, Requester, Responder, Timeout, Timers};
 use proto_gtpv2c::{
     cause, iface, msg_type, pdn_type, Arp, BearerContext, CreateSessionRequest,
@@ -18,6 +22,9 @@ use proto_gtpv2c::{
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
 
+pub use dedicated::{BearerRequest, DedicatedBearer, Filter};
+pub use ipv6_pool::{prefix64, Ipv6Pool, UE_PREFIX_LEN};
+
 /// One PDN connection with its default bearer: what the operator (and the GTP
 /// Tunnel List Handler during migration) needs to see or restore.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,7 +33,13 @@ pub struct Tunnel {
     pub apn: String,
     /// EPS bearer id of the default bearer.
     pub ebi: u8,
-    pub ue_ip: Ipv4Addr,
+    /// The UE's IPv4 address (PDN type IPv4 or IPv4v6).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ue_ip: Option<Ipv4Addr>,
+    /// The UE's /64 (PDN type IPv6 or IPv4v6): downlink to any address in it takes this
+    /// tunnel, and a restored SPGW routes it again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ue_ipv6_prefix: Option<Ipv6Addr>,
     /// The MME's S11 TEID (we send responses with it).
     pub mme_s11_teid: u32,
     /// The MME's S11 address from its F-TEID.
@@ -48,6 +61,9 @@ pub struct Tunnel {
     /// Data Notification carries (none in lists written before it was kept).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arp: Option<BearerArp>,
+    /// Dedicated bearers of this PDN connection (Create Bearer), in creation order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dedicated: Vec<DedicatedBearer>,
 }
 
 /// Allocation/Retention Priority (TS 29.274 §8.86) as the tunnel list keeps it.
@@ -89,6 +105,9 @@ pub struct CoreConfig {
     /// Our restart counter (Recovery IE).
     pub recovery: u8,
     pub pool: IpPool,
+    /// UE IPv6 prefixes; without it, IPv6 PDN connections are refused and IPv4v6 ones
+    /// get IPv4 only.
+    pub pool6: Option<Ipv6Pool>,
     /// DNS servers and link MTU offered to UEs that ask in their PCO.
     pub dns: Vec<Ipv4Addr>,
     pub mtu: u16,
@@ -166,8 +185,9 @@ const MME_TIMERS: Timers = Timers {
 /// window (a few hundred bytes each).
 const S11_RESPONSE_CACHE: usize = 4096;
 
-/// Our T3/N3 for Downlink Data Notifications: the values corehop's MME uses towards
-/// us, so a lost DDN or Acknowledge costs a second of paging delay, not the page.
+/// Our T3/N3 for our requests to the MME (Downlink Data Notification, Create Bearer):
+/// the values corehop's MME uses towards us, so a lost DDN or Acknowledge costs a
+/// second of paging delay, not the page.
 const DDN_TIMERS: Timers = Timers {
     t3: Duration::from_secs(1),
     n3: 3,
@@ -257,19 +277,29 @@ pub enum SgiAction {
     Nothing,
 }
 
+/// What one of our S11 requests was for.
+#[derive(Debug, Clone)]
+enum S11Context {
+    /// A Downlink Data Notification for the session with this S11 TEID.
+    Ddn(u32),
+    Bearer(dedicated::PendingBearer),
+}
+
 #[derive(Debug, Clone)]
 pub struct Core {
     cfg: CoreConfig,
     /// Sessions keyed by our S11 TEID.
     sessions: BTreeMap<u32, Tunnel>,
     by_s1u: HashMap<u32, u32>,
-    by_ue: HashMap<Ipv4Addr, u32>,
+    /// S11 TEID by the UE's IPv4 address and by its IPv6 /64.
+    by_ue: HashMap<IpAddr, u32>,
     next_teid: u32,
     /// Answers a retransmitted request (same MME, sequence number and bytes) with the
     /// response already sent instead of, say, creating a second session (§7.6).
     responses: Responder,
-    /// Our Downlink Data Notifications to MMEs, each with its session's S11 TEID.
-    ddns: Requester<u32>,
+    /// Our requests to MMEs (Downlink Data Notifications, Create Bearer Requests): one
+    /// numbering, so their responses cannot be mistaken for each other's.
+    requests: Requester<S11Context>,
     /// Downlink for idle UEs, by S11 TEID; one exists exactly while a DDN is
     /// outstanding or acknowledged and the eNB not back.
     buffers: BTreeMap<u32, Buffer>,
@@ -286,7 +316,7 @@ impl Core {
             by_ue: HashMap::new(),
             next_teid: 1,
             responses: Responder::new(MME_TIMERS, S11_RESPONSE_CACHE),
-            ddns: Requester::new(DDN_TIMERS, MAX_DDN_PENDING),
+            requests: Requester::new(DDN_TIMERS, MAX_DDN_PENDING),
             buffers: BTreeMap::new(),
             next_arrival: 0,
             stats: IdleStats::default(),
@@ -307,23 +337,38 @@ impl Core {
     /// restart); rejects files whose addresses or TEIDs collide or fall outside the pool.
     pub fn restore(&mut self, tunnels: Vec<Tunnel>) -> Result<(), String> {
         for t in tunnels {
+            let s1u_teids: Vec<u32> = t.s1u_teids().collect();
+            let distinct = s1u_teids.iter().collect::<HashSet<_>>().len() == s1u_teids.len();
             if self.sessions.contains_key(&t.sgw_s11_teid)
-                || self.by_s1u.contains_key(&t.sgw_s1u_teid)
+                || s1u_teids
+                    .iter()
+                    .any(|s| self.by_s1u.contains_key(s) || *s == 0)
+                || !distinct
                 || t.sgw_s11_teid == 0
-                || t.sgw_s1u_teid == 0
             {
                 return Err(format!(
                     "duplicate or zero TEID in tunnel of IMSI {}",
                     t.imsi
                 ));
             }
-            if !self.cfg.pool.reserve(t.ue_ip) {
-                return Err(format!(
-                    "UE address {} of IMSI {} is outside the pool or used twice",
-                    t.ue_ip, t.imsi
-                ));
+            if let Some(ip) = t.ue_ip {
+                if !self.cfg.pool.reserve(ip) {
+                    return Err(format!(
+                        "UE address {ip} of IMSI {} is outside the pool or used twice",
+                        t.imsi
+                    ));
+                }
             }
-            self.next_teid = self.next_teid.max(t.sgw_s11_teid.max(t.sgw_s1u_teid) + 1);
+            if let Some(prefix) = t.ue_ipv6_prefix {
+                if !self.cfg.pool6.as_mut().is_some_and(|p| p.reserve(prefix)) {
+                    return Err(format!(
+                        "UE prefix {prefix}/64 of IMSI {} is outside ue_ipv6_pool or used twice",
+                        t.imsi
+                    ));
+                }
+            }
+            let highest = s1u_teids.into_iter().fold(t.sgw_s11_teid, u32::max);
+            self.next_teid = self.next_teid.max(highest + 1);
             self.insert(t);
         }
         Ok(())
@@ -345,16 +390,29 @@ impl Core {
     }
 
     fn insert(&mut self, t: Tunnel) {
-        self.by_s1u.insert(t.sgw_s1u_teid, t.sgw_s11_teid);
-        self.by_ue.insert(t.ue_ip, t.sgw_s11_teid);
+        for s1u in t.s1u_teids() {
+            self.by_s1u.insert(s1u, t.sgw_s11_teid);
+        }
+        for a in t.addresses() {
+            self.by_ue.insert(a, t.sgw_s11_teid);
+        }
         self.sessions.insert(t.sgw_s11_teid, t);
     }
 
     fn remove(&mut self, s11_teid: u32) -> Option<Tunnel> {
         let t = self.sessions.remove(&s11_teid)?;
-        self.by_s1u.remove(&t.sgw_s1u_teid);
-        self.by_ue.remove(&t.ue_ip);
-        self.cfg.pool.release(t.ue_ip);
+        for s1u in t.s1u_teids() {
+            self.by_s1u.remove(&s1u);
+        }
+        for a in t.addresses() {
+            self.by_ue.remove(&a);
+        }
+        if let Some(ip) = t.ue_ip {
+            self.cfg.pool.release(ip);
+        }
+        if let (Some(prefix), Some(pool6)) = (t.ue_ipv6_prefix, self.cfg.pool6.as_mut()) {
+            pool6.release(prefix);
+        }
         Some(t)
     }
 
@@ -380,8 +438,10 @@ impl Core {
                 return S11Outcome::default();
             }
             Ok(t) if !msg_type::is_request(t) => {
-                self.ddn_response(buf, from);
-                return S11Outcome::default();
+                return S11Outcome {
+                    changed: self.s11_response(buf, from),
+                    ..Default::default()
+                };
             }
             _ => {}
         }
@@ -459,9 +519,16 @@ impl Core {
                 false,
             )
         };
-        // Only IPv4 PDN connections: the SGi side is an IPv4 TUN with IPv4 NAT.
-        if r.pdn_type == Some(pdn_type::IPV6) {
-            warn!(imsi = %r.imsi, "IPv6-only PDN requested, rejecting");
+        let requested = r.pdn_type.unwrap_or(pdn_type::IPV4);
+        if !matches!(
+            requested,
+            pdn_type::IPV4 | pdn_type::IPV6 | pdn_type::IPV4V6
+        ) {
+            return reject(cause::PREFERRED_PDN_TYPE_NOT_SUPPORTED);
+        }
+        // IPv6 needs the prefix pool; IPv4v6 without it falls back to IPv4 (below).
+        if requested == pdn_type::IPV6 && self.cfg.pool6.is_none() {
+            warn!(imsi = %r.imsi, "IPv6 PDN requested without ue_ipv6_pool, rejecting");
             return reject(cause::PREFERRED_PDN_TYPE_NOT_SUPPORTED);
         }
         let Some(bearer) = r.bearer_contexts.first() else {
@@ -481,7 +548,7 @@ impl Core {
             self.remove(s);
             changed = true;
         }
-        let Some(ue_ip) = self.cfg.pool.allocate() else {
+        let Some((ue_ip, ue_ipv6_prefix)) = self.allocate_addresses(requested) else {
             warn!(imsi = %r.imsi, "UE address pool exhausted");
             let (resp, _) = reject(cause::ALL_DYNAMIC_ADDRESSES_OCCUPIED);
             return (resp, changed);
@@ -491,6 +558,7 @@ impl Core {
             apn: r.apn.clone(),
             ebi: bearer.ebi,
             ue_ip,
+            ue_ipv6_prefix,
             mme_s11_teid: mme_teid,
             mme_s11_addr: r.sender_fteid.ipv4,
             sgw_s11_teid: self.alloc_teid(),
@@ -499,21 +567,23 @@ impl Core {
             enb_addr: None,
             idle: false,
             arp: bearer.qos.map(|q| q.arp().into()),
+            dedicated: Vec::new(),
         };
-        info!(imsi = %t.imsi, %ue_ip, s11 = t.sgw_s11_teid, s1u = t.sgw_s1u_teid, "session created");
+        info!(imsi = %t.imsi, ?ue_ip, ?ue_ipv6_prefix, s11 = t.sgw_s11_teid, s1u = t.sgw_s1u_teid, "session created");
         let (s11, s1u) = (self.cfg.s11_addr, self.cfg.s1u_addr);
         // IPv4v6 asked, IPv4 given: tell the MME so it can inform the UE (ESM #50).
-        let cause = if r.pdn_type == Some(pdn_type::IPV4V6) {
+        let cause = if requested == pdn_type::IPV4V6 && ue_ipv6_prefix.is_none() {
             cause::NEW_PDN_TYPE_NETWORK_PREFERENCE
         } else {
             cause::REQUEST_ACCEPTED
         };
+        let iid = interface_id(r.paa.as_ref());
         let resp = CreateSessionResponse {
             cause,
             sender_fteid: Some(Fteid::v4(iface::S11S4_SGW, t.sgw_s11_teid, s11)),
             // Combined gateway: the P-GW side lives at the same address and TEID.
             pgw_s5s8_fteid: Some(Fteid::v4(iface::S5S8_PGW_GTPC, t.sgw_s11_teid, s11)),
-            paa: Some(Paa::Ipv4(ue_ip)),
+            paa: paa(ue_ip, ue_ipv6_prefix, iid),
             apn_restriction: Some(0),
             ambr: r.ambr,
             pco: r
@@ -541,6 +611,31 @@ impl Core {
             },
             true,
         )
+    }
+
+    /// The UE's IPv4 address and /64 for a PDN connection of type `requested` (IPv4v6
+    /// without an IPv6 pool: IPv4 only); `None` when a pool is exhausted.
+    fn allocate_addresses(
+        &mut self,
+        requested: u8,
+    ) -> Option<(Option<Ipv4Addr>, Option<Ipv6Addr>)> {
+        let v4 = match requested {
+            pdn_type::IPV6 => None,
+            _ => Some(self.cfg.pool.allocate()?),
+        };
+        let v6 = match (requested, self.cfg.pool6.as_mut()) {
+            (pdn_type::IPV6 | pdn_type::IPV4V6, Some(pool6)) => match pool6.allocate() {
+                Some(p) => Some(p),
+                None => {
+                    if let Some(ip) = v4 {
+                        self.cfg.pool.release(ip);
+                    }
+                    return None;
+                }
+            },
+            _ => None,
+        };
+        Some((v4, v6))
     }
 
     fn modify_bearer(&mut self, teid: u32, r: ModifyBearerRequest) -> (Reply, bool) {
@@ -625,7 +720,7 @@ impl Core {
                 false,
             );
         };
-        info!(imsi = %t.imsi, ue_ip = %t.ue_ip, "session deleted");
+        info!(imsi = %t.imsi, ue_ip = ?t.ue_ip, ue_ipv6_prefix = ?t.ue_ipv6_prefix, "session deleted");
         (
             Reply {
                 teid: Some(t.mme_s11_teid),
@@ -684,8 +779,14 @@ impl Core {
                     debug!(%from, teid, "G-PDU for unknown TEID, sending Error Indication");
                     return self.error_indication(teid, from);
                 };
-                // Anti-spoofing: a UE may only send from the address it was given.
-                if ipv4_source(payload) != Some(t.ue_ip) {
+                // An IPv6 UE's Router Solicitation (from its link-local address) is
+                // the P-GW's to answer, with its /64.
+                if let Some(ra) = self.router_advertisement(t, payload) {
+                    return ra;
+                }
+                // Anti-spoofing: a UE may only send from the address it was given, or
+                // from its /64.
+                if !t.owns(ip_source(payload)) {
                     debug!(%from, teid, "uplink packet not from the UE's address, dropped");
                     return S1uAction::Nothing;
                 }
@@ -716,6 +817,30 @@ impl Core {
         }
     }
 
+    /// The Router Advertisement answering a Router Solicitation of `t`'s UE, in a G-PDU
+    /// to its eNB (TS 29.061 §11.2.1.3.2: how the UE learns its /64); `None` for any
+    /// other packet, nothing before the UE has a /64 and an eNB.
+    fn router_advertisement(&self, t: &Tunnel, packet: &[u8]) -> Option<S1uAction<'static>> {
+        let src = icmp::router_solicitation_source(packet)?;
+        let (Some(prefix), Some(teid), Some(addr)) = (t.ue_ipv6_prefix, t.enb_teid, t.enb_addr)
+        else {
+            return Some(S1uAction::Nothing);
+        };
+        // From the unspecified address the answer goes to all nodes (RFC 4861 §6.2.6).
+        let dst = if src.is_unspecified() {
+            Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1)
+        } else {
+            src
+        };
+        let adv = icmp::router_advertisement(dst, prefix, self.cfg.mtu).ok()?;
+        debug!(imsi = %t.imsi, %prefix, "Router Advertisement for the UE's /64");
+        let g = proto_gtpu::encode_gpdu(teid, &adv).ok()?;
+        Some(S1uAction::Reply(
+            g,
+            SocketAddr::new(IpAddr::V4(addr), GTPU_PORT),
+        ))
+    }
+
     fn error_indication(&self, teid: u32, from: SocketAddr) -> S1uAction<'static> {
         let ei = Gtpu::ErrorIndication {
             teid,
@@ -733,11 +858,21 @@ impl Core {
     /// A packet read from the SGi TUN device at `now`: to the UE's eNB if it has one,
     /// buffered (and the MME notified) if the UE is idle, dropped otherwise.
     pub fn handle_sgi(&mut self, packet: &[u8], now: Instant) -> SgiAction {
-        let Some(&s11) = ipv4_destination(packet).and_then(|dst| self.by_ue.get(&dst)) else {
+        let key = ip_destination(packet).map(|dst| match dst {
+            IpAddr::V6(a) => IpAddr::V6(prefix64(a)),
+            v4 => v4,
+        });
+        let Some(&s11) = key.and_then(|k| self.by_ue.get(&k)) else {
             return SgiAction::Nothing;
         };
         let t = &self.sessions[&s11];
-        if let (Some(teid), Some(addr)) = (t.enb_teid, t.enb_addr) {
+        let bearer = match (t.enb_teid, t.enb_addr) {
+            (Some(teid), Some(addr)) => {
+                Some(dedicated::downlink_bearer(&t.dedicated, packet).unwrap_or((teid, addr)))
+            }
+            _ => None,
+        };
+        if let Some((teid, addr)) = bearer {
             return match proto_gtpu::encode_gpdu(teid, packet) {
                 Ok(g) => SgiAction::ToEnb(g, SocketAddr::new(IpAddr::V4(addr), GTPU_PORT)),
                 Err(_) => SgiAction::Nothing,
@@ -767,7 +902,10 @@ impl Core {
                 arp: t.arp.map(Arp::from),
             });
             let (imsi, mme_teid) = (t.imsi.clone(), t.mme_s11_teid);
-            match self.ddns.send(now, peer, Some(mme_teid), ddn, s11) {
+            match self
+                .requests
+                .send(now, peer, Some(mme_teid), ddn, S11Context::Ddn(s11))
+            {
                 Ok((seq, bytes)) => {
                     info!(%imsi, seq, "downlink for idle UE, Downlink Data Notification sent");
                     action = SgiAction::Notify(bytes.to_vec(), peer);
@@ -872,24 +1010,35 @@ impl Core {
 
     // ------------------------------------------------------------ DDN
 
-    /// The MME's answer to one of our DDNs: an accepting Acknowledge means it pages
-    /// the UE (keep buffering); any other cause means it will not (drop the buffer).
-    fn ddn_response(&mut self, buf: &[u8], from: SocketAddr) {
-        let (s11, m) = match self.ddns.on_response(from, buf) {
+    /// The MME's response to one of our requests; true when the tunnel list changed.
+    fn s11_response(&mut self, buf: &[u8], from: SocketAddr) -> bool {
+        let (context, m) = match self.requests.on_response(from, buf) {
             Ok(Some(r)) => r,
             Ok(None) => {
                 debug!(%from, "S11 response to no outstanding request, ignored");
-                return;
+                return false;
             }
             Err(e) => {
                 warn!(%from, error = %e, "dropping S11 datagram");
-                return;
+                return false;
             }
         };
-        if self.buffers.get(&s11).map(|b| b.ddn_seq) != Some(m.seq) {
+        match context {
+            S11Context::Ddn(s11) => {
+                self.ddn_response(s11, m.seq, m.msg);
+                false
+            }
+            S11Context::Bearer(p) => self.on_create_bearer_response(p, m.msg),
+        }
+    }
+
+    /// The MME's answer to one of our DDNs: an accepting Acknowledge means it pages
+    /// the UE (keep buffering); any other cause means it will not (drop the buffer).
+    fn ddn_response(&mut self, s11: u32, seq: u32, msg: Message) {
+        if self.buffers.get(&s11).map(|b| b.ddn_seq) != Some(seq) {
             return;
         }
-        match m.msg {
+        match msg {
             Message::DownlinkDataNotificationAcknowledge(a) if cause::is_accepted(a.cause) => {
                 debug!(
                     teid = s11,
@@ -919,26 +1068,88 @@ impl Core {
         }
     }
 
-    /// When `on_timeout` next has something to do (a DDN to retransmit or give up).
+    /// When `on_timeout` next has something to do (a request to retransmit or give up).
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.ddns.poll_timeout()
+        self.requests.poll_timeout()
     }
 
-    /// DDN retransmissions due at `now`, to send on S11; a DDN unanswered after N3
-    /// retransmissions drops its buffer.
+    /// Retransmissions (DDN, Create Bearer) due at `now`, to send on S11; a DDN
+    /// unanswered after N3 retransmissions drops its buffer, a Create Bearer its bearer.
     pub fn on_timeout(&mut self, now: Instant) -> Vec<(Vec<u8>, SocketAddr)> {
         let mut out = Vec::new();
-        for t in self.ddns.on_timeout(now) {
+        for t in self.requests.on_timeout(now) {
             match t {
                 Timeout::Retransmit { peer, bytes, .. } => out.push((bytes, peer)),
-                Timeout::Expired { seq, context, .. } => {
-                    if self.buffers.get(&context).map(|b| b.ddn_seq) == Some(seq) {
-                        self.drop_buffer(context, "DDN unanswered");
+                Timeout::Expired {
+                    seq,
+                    context: S11Context::Ddn(s11),
+                    ..
+                } => {
+                    if self.buffers.get(&s11).map(|b| b.ddn_seq) == Some(seq) {
+                        self.drop_buffer(s11, "DDN unanswered");
                     }
+                }
+                Timeout::Expired { peer, .. } => {
+                    warn!(%peer, "Create Bearer Request unanswered, bearer not created")
                 }
             }
         }
         out
+    }
+}
+
+impl Tunnel {
+    /// Our S1-U TEIDs: the default bearer's, then the dedicated ones'.
+    fn s1u_teids(&self) -> impl Iterator<Item = u32> + '_ {
+        std::iter::once(self.sgw_s1u_teid).chain(self.dedicated.iter().map(|d| d.sgw_s1u_teid))
+    }
+
+    /// What downlink is routed by: the IPv4 address and the /64.
+    fn addresses(&self) -> impl Iterator<Item = IpAddr> {
+        self.ue_ip
+            .map(IpAddr::V4)
+            .into_iter()
+            .chain(self.ue_ipv6_prefix.map(IpAddr::V6))
+    }
+
+    /// Whether an uplink source address is the UE's.
+    fn owns(&self, src: Option<IpAddr>) -> bool {
+        match src {
+            Some(IpAddr::V4(a)) => self.ue_ip == Some(a),
+            Some(IpAddr::V6(a)) => self.ue_ipv6_prefix == Some(prefix64(a)),
+            None => false,
+        }
+    }
+}
+
+/// The interface identifier the UE gets with its /64 (TS 23.401 §5.3.1.2.2: the P-GW
+/// provides it; the UE builds its link-local address from it, so never zero): the one
+/// in the request's PAA when the MME set one, else 1.
+fn interface_id(requested: Option<&Paa>) -> u64 {
+    let iid = match requested {
+        Some(Paa::Ipv6 { addr, .. }) | Some(Paa::Ipv4v6 { v6: addr, .. }) => {
+            u128::from(*addr) as u64
+        }
+        _ => 0,
+    };
+    iid.max(1)
+}
+
+/// The PAA of a Create Session Response: the prefix with the interface identifier.
+fn paa(v4: Option<Ipv4Addr>, prefix: Option<Ipv6Addr>, iid: u64) -> Option<Paa> {
+    let v6 = prefix.map(|p| Ipv6Addr::from(u128::from(p) | u128::from(iid)));
+    match (v4, v6) {
+        (Some(v4), Some(v6)) => Some(Paa::Ipv4v6 {
+            prefix_len: UE_PREFIX_LEN,
+            v6,
+            v4,
+        }),
+        (None, Some(addr)) => Some(Paa::Ipv6 {
+            prefix_len: UE_PREFIX_LEN,
+            addr,
+        }),
+        (Some(v4), None) => Some(Paa::Ipv4(v4)),
+        (None, None) => None,
     }
 }
 

@@ -8,19 +8,27 @@
 //! - S1-U: GTP-U on UDP 2152. Uplink G-PDUs go to the SGi TUN device, packets
 //!   read from the TUN go to the UE's eNB F-TEID; Echo is answered; a G-PDU for
 //!   an unknown TEID gets an Error Indication.
-//! - SGi: TUN device `sgi0` (NAT towards the PDN is done by corehop's runtime).
+//! - SGi: TUN device `sgi0` (NAT towards the PDN is done by corehop's runtime). PDN
+//!   types IPv4, IPv6 and IPv4v6: with `ue_ipv6_pool` each IPv6 UE gets a /64, the TUN
+//!   holds the pool's first address (so the whole pool routes through it) and packets
+//!   are routed by the inner packet's IP version.
 //!
 //! Live migration with CRIU cannot checkpoint a TUN fd, so the device can be
 //! released and re-attached at runtime: SIGUSR1 closes the TUN fd (S11/S1-U sockets
 //! stay; uplink packets are parked in memory), SIGUSR2 re-attaches `sgi0` (or creates
 //! it), writes the parked packets and resumes. The tunnel list is written as JSON on every change (`tunnels_file`)
 //! and can seed a new instance (`restore_tunnels_from`): the GTP Tunnel List Handler.
+//!
+//! Dedicated bearers (network-initiated, TS 23.401 §5.4.1): SIGHUP (which also rewrites
+//! the tunnel list) reads the JSON list of [`BearerRequest`]s in `bearer_requests_file`,
+//! if there is one (and removes the file), and sends a Create Bearer Request for each; [`Spgw::create_bearer`] does the same for one. An
+//! accepted bearer joins its tunnel-list entry (`dedicated`).
 
 mod core;
 mod tun;
 
 use std::collections::VecDeque;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -34,7 +42,8 @@ use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
 pub use crate::core::{
-    BearerArp, Core, CoreConfig, IdleStats, IpPool, S11Outcome, S1uAction, SgiAction, Tunnel,
+    BearerArp, BearerRequest, Core, CoreConfig, DedicatedBearer, Filter, IdleStats, IpPool,
+    Ipv6Pool, S11Outcome, S1uAction, SgiAction, Tunnel,
 };
 pub use crate::tun::{Tun, TunSetup};
 
@@ -56,6 +65,9 @@ pub struct Config {
     pub s1u_address: Ipv4Addr,
     /// UE address pool, CIDR. The SGi address is excluded from it.
     pub ue_pool: String,
+    /// UE IPv6 prefix pool, CIDR of /16../63 (e.g. "2001:db8:77::/48"): one /64 per UE
+    /// (the first is the SGi side's, whose `::1` the TUN gets). `None`: IPv4 only.
+    pub ue_ipv6_pool: Option<String>,
     /// Name of the SGi TUN device.
     pub sgi_tun: String,
     /// Address/prefix given to the TUN device when the SPGW has to create it.
@@ -74,6 +86,9 @@ pub struct Config {
     /// replaced by the tunnel list in it and the file removed: how the GTP Tunnel List
     /// Handler makes a restored SPGW whole.
     pub tunnels_sync_file: Option<PathBuf>,
+    /// On SIGHUP, the dedicated bearers to create: a JSON list of requests (IMSI, QCI,
+    /// ARP, bit rates, packet filters); the file is removed once read.
+    pub bearer_requests_file: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -84,6 +99,7 @@ impl Default for Config {
             s11_address: Ipv4Addr::new(10, 77, 1, 30),
             s1u_address: Ipv4Addr::new(10, 77, 1, 30),
             ue_pool: "10.45.0.0/16".into(),
+            ue_ipv6_pool: None,
             sgi_tun: "sgi0".into(),
             sgi_address: "10.45.0.1/16".into(),
             sgi_mtu: 1400,
@@ -92,6 +108,7 @@ impl Default for Config {
             tunnels_file: Some(PathBuf::from("/run/corehop/tunnels.json")),
             restore_tunnels_from: None,
             tunnels_sync_file: Some(PathBuf::from("/run/corehop/tunnels.sync.json")),
+            bearer_requests_file: Some(PathBuf::from("/run/corehop/bearers.json")),
         }
     }
 }
@@ -112,6 +129,22 @@ fn parse_cidr(field: &str, s: &str) -> anyhow::Result<(Ipv4Addr, u8)> {
     Ok((addr, len))
 }
 
+/// Parses "x:y::/len".
+fn parse_cidr6(field: &str, s: &str) -> anyhow::Result<(Ipv6Addr, u8)> {
+    let (a, l) = s
+        .split_once('/')
+        .with_context(|| format!("{field} = {s:?}: expected IPv6 CIDR like 2001:db8:77::/48"))?;
+    let addr: Ipv6Addr = a
+        .parse()
+        .with_context(|| format!("{field} = {s:?}: bad IPv6 address"))?;
+    let len: u8 = l
+        .parse()
+        .ok()
+        .filter(|l| *l <= 128)
+        .with_context(|| format!("{field} = {s:?}: prefix length must be 0..128"))?;
+    Ok((addr, len))
+}
+
 impl Config {
     /// Reads a TOML config file.
     pub fn from_file(path: &Path) -> anyhow::Result<Config> {
@@ -129,7 +162,18 @@ impl Config {
             addr,
             prefix_len,
             mtu: self.sgi_mtu,
+            ipv6: self.ipv6_pool()?.map(|p| (p.gateway(), p.prefix_len())),
         })
+    }
+
+    fn ipv6_pool(&self) -> anyhow::Result<Option<Ipv6Pool>> {
+        let Some(text) = &self.ue_ipv6_pool else {
+            return Ok(None);
+        };
+        let (net, len) = parse_cidr6("ue_ipv6_pool", text)?;
+        Ipv6Pool::new(net, len)
+            .map(Some)
+            .map_err(|e| anyhow::anyhow!("ue_ipv6_pool = {text:?}: {e}"))
     }
 
     fn core_config(&self) -> anyhow::Result<CoreConfig> {
@@ -141,6 +185,7 @@ impl Config {
             s1u_addr: self.s1u_address,
             recovery: self.recovery,
             pool,
+            pool6: self.ipv6_pool()?,
             dns: self.dns.clone(),
             mtu: self.sgi_mtu,
         })
@@ -148,10 +193,11 @@ impl Config {
 }
 
 /// Control requests to the running I/O loop.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 enum Ctl {
     ReleaseTun,
     AttachTun,
+    CreateBearers(Vec<BearerRequest>),
 }
 
 struct Shared {
@@ -223,6 +269,39 @@ impl Spgw {
     /// Same as SIGUSR2: re-attach (or create) the TUN device and resume SGi.
     pub fn attach_tun(&self) {
         let _ = self.shared.ctl_tx.send(Ctl::AttachTun);
+    }
+
+    /// Asks the UE's MME for a dedicated bearer (Create Bearer Request); the bearer
+    /// shows in [`tunnels`](Self::tunnels) once the MME accepted it.
+    pub fn create_bearer(&self, req: BearerRequest) {
+        let _ = self.shared.ctl_tx.send(Ctl::CreateBearers(vec![req]));
+    }
+
+    /// The requests of `bearer_requests_file` (SIGHUP), the file removed; none when it
+    /// is absent or not a request list (logged).
+    fn read_bearer_requests(&self) -> Vec<BearerRequest> {
+        let Some(path) = &self.shared.cfg.bearer_requests_file else {
+            return Vec::new();
+        };
+        // Without the file, SIGHUP only rewrites the tunnel list.
+        let Ok(text) = std::fs::read_to_string(path) else {
+            return Vec::new();
+        };
+        let _ = std::fs::remove_file(path);
+        serde_json::from_str(&text).unwrap_or_else(|e| {
+            error!(file = %path.display(), error = %e, "not a list of bearer requests");
+            Vec::new()
+        })
+    }
+
+    async fn create_bearers(&self, s11: &UdpSocket, reqs: &[BearerRequest]) {
+        for r in reqs {
+            let sent = self.core().create_bearer(r, Instant::now());
+            match sent {
+                Ok((bytes, to)) => send_request(s11, &bytes, to).await,
+                Err(e) => warn!(imsi = %r.imsi, "cannot create a dedicated bearer: {e}"),
+            }
+        }
     }
 
     /// Idle-mode downlink counters: packets buffered, dropped, DDNs sent.
@@ -318,8 +397,9 @@ impl Spgw {
         // Signal handlers first: SIGUSR1/2 would otherwise terminate the process.
         let mut usr1 = signal(SignalKind::user_defined1()).context("cannot handle SIGUSR1")?;
         let mut usr2 = signal(SignalKind::user_defined2()).context("cannot handle SIGUSR2")?;
-        // SIGHUP writes the tunnel list again from memory: how a checker reads this
-        // process's own view, not a copy of the file that moved with a checkpoint.
+        // SIGHUP writes the tunnel list again from memory (how a checker reads this
+        // process's own view, not a copy of the file that moved with a checkpoint) and
+        // creates the dedicated bearers a `bearer_requests_file` asks for.
         let mut hup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
         let s11 = UdpSocket::bind(cfg.s11_bind)
             .await
@@ -373,7 +453,7 @@ impl Spgw {
                 _ = usr2.recv() => Some(Ctl::AttachTun),
                 _ = hup.recv() => {
                     self.write_tunnels_file();
-                    None
+                    Some(Ctl::CreateBearers(self.read_bearer_requests()))
                 }
                 Some(c) = ctl_rx.recv() => Some(c),
             };
@@ -401,6 +481,7 @@ impl Spgw {
                         }
                     }
                 }
+                Some(Ctl::CreateBearers(reqs)) => self.create_bearers(&s11, &reqs).await,
                 None => {}
             }
         }
@@ -424,8 +505,8 @@ impl Spgw {
     async fn on_ddn_timer(&self, s11: &UdpSocket) {
         let retransmit = self.core().on_timeout(Instant::now());
         for (ddn, to) in retransmit {
-            debug!(%to, "Downlink Data Notification retransmitted");
-            send_ddn(s11, &ddn, to).await;
+            debug!(%to, "S11 request retransmitted");
+            send_request(s11, &ddn, to).await;
         }
     }
 
@@ -462,7 +543,7 @@ impl Spgw {
         let out = self.core().handle_sgi(pkt, Instant::now());
         match out {
             SgiAction::ToEnb(gpdu, to) => send_gpdu(s1u, &gpdu, to).await,
-            SgiAction::Notify(ddn, to) => send_ddn(s11, &ddn, to).await,
+            SgiAction::Notify(ddn, to) => send_request(s11, &ddn, to).await,
             SgiAction::Buffered => {}
             SgiAction::Nothing => debug!("downlink packet without tunnel dropped"),
         }
@@ -475,10 +556,11 @@ async fn send_gpdu(s1u: &UdpSocket, gpdu: &[u8], to: SocketAddr) {
     }
 }
 
-/// A send error is only logged: the Requester retransmits on T3 all the same.
-async fn send_ddn(s11: &UdpSocket, ddn: &[u8], to: SocketAddr) {
-    if let Err(e) = s11.send_to(ddn, to).await {
-        warn!(%to, error = %e, "cannot send Downlink Data Notification");
+/// One of our S11 requests (DDN, Create Bearer). A send error is only logged: the
+/// Requester retransmits on T3 all the same.
+async fn send_request(s11: &UdpSocket, req: &[u8], to: SocketAddr) {
+    if let Err(e) = s11.send_to(req, to).await {
+        warn!(%to, error = %e, "cannot send S11 request");
     }
 }
 
@@ -555,6 +637,20 @@ mod tests {
                 "sgi_mtu",
                 Config {
                     sgi_mtu: 100,
+                    ..Config::default()
+                },
+            ),
+            (
+                "ue_ipv6_pool",
+                Config {
+                    ue_ipv6_pool: Some("2001:db8:77::/64".into()),
+                    ..Config::default()
+                },
+            ),
+            (
+                "ue_ipv6_pool",
+                Config {
+                    ue_ipv6_pool: Some("10.45.0.0/16".into()),
                     ..Config::default()
                 },
             ),

@@ -12,7 +12,7 @@
 
 use std::ffi::CString;
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use tokio::io::unix::AsyncFd;
@@ -23,6 +23,10 @@ pub struct TunSetup {
     pub addr: Ipv4Addr,
     pub prefix_len: u8,
     pub mtu: u16,
+    /// The IPv6 address and the UE prefix pool's length: its connected route sends every
+    /// UE /64 through the device. Ensured on every attach, also to a pre-created device
+    /// (adding it again changes nothing), so a restored SPGW routes its IPv6 UEs.
+    pub ipv6: Option<(Ipv6Addr, u8)>,
 }
 
 /// An attached TUN device (IFF_TUN | IFF_NO_PI: reads and writes are bare IP packets).
@@ -148,6 +152,9 @@ impl Tun {
             configure(name, setup)?;
         }
         set_up(name)?;
+        if let Some((addr, prefix_len)) = setup.ipv6 {
+            add_ipv6(name, addr, prefix_len)?;
+        }
         // SAFETY: `fd` is an owned, open fd that `AsyncFd` keeps (and closes) itself,
         // so it cannot be closed behind the reactor's back.
         let fd = unsafe { AsyncFd::register(fd) }.map_err(|e| io::Error::other(e.to_string()))?;
@@ -208,6 +215,48 @@ fn configure(name: &str, s: &TunSetup) -> io::Result<()> {
     let mut ifr = IfReq::new(name)?;
     ifr.set_ipv4(Ipv4Addr::from(mask));
     if_ioctl(libc::SIOCSIFNETMASK, &mut ifr)
+}
+
+/// `struct in6_ifreq` of Linux (SIOCSIFADDR on an AF_INET6 socket).
+#[repr(C)]
+struct In6IfReq {
+    addr: [u8; 16],
+    prefix_len: u32,
+    ifindex: libc::c_int,
+}
+
+/// Adds an IPv6 address with its prefix route to the device; one already there is fine.
+fn add_ipv6(name: &str, addr: Ipv6Addr, prefix_len: u8) -> io::Result<()> {
+    let c = CString::new(name).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: `c` is a valid NUL-terminated string.
+    let ifindex = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if ifindex == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut req = In6IfReq {
+        addr: addr.octets(),
+        prefix_len: u32::from(prefix_len),
+        ifindex: ifindex as libc::c_int,
+    };
+    // SAFETY: plain syscalls; the socket fd is owned right away, `req` is a valid
+    // `struct in6_ifreq` for the duration of the call.
+    let r = unsafe {
+        let s = cvt(libc::socket(
+            libc::AF_INET6,
+            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+            0,
+        ))?;
+        let s = OwnedFd::from_raw_fd(s);
+        cvt(libc::ioctl(
+            s.as_raw_fd(),
+            libc::SIOCSIFADDR as _,
+            &mut req as *mut In6IfReq,
+        ))
+    };
+    match r {
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
+        other => other.map(|_| ()),
+    }
 }
 
 fn set_up(name: &str) -> io::Result<()> {

@@ -1,7 +1,7 @@
 //! The MME's state: the eNBs it has an association with, the UE contexts (ids, NAS
 //! security, subscription, TEIDs) and the views of both the JSON state dump shows.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use proto_nas::{Direction, Guti, NasSecurity, PdnConnectivity};
 use proto_s1ap::{Ecgi, Tai};
@@ -86,6 +86,8 @@ pub(super) struct Ue {
     pub(super) mme_s11_teid: u32,
     pub(super) sgw_s11_teid: Option<u32>,
     pub(super) ue_ip: Option<Ipv4Addr>,
+    /// The UE's IPv6 address from the PAA (its /64 and interface identifier).
+    pub(super) ue_ipv6: Option<Ipv6Addr>,
     pub(super) sgw_s1u: Option<(Ipv4Addr, u32)>,
     pub(super) enb_s1u: Option<(Ipv4Addr, u32)>,
     pub(super) bearer_active: bool,
@@ -99,6 +101,8 @@ pub(super) struct Ue {
     pub(super) release_after_tau: bool,
     /// NH/NCC and the handover in progress, if any.
     pub(super) ho: HoState,
+    /// Dedicated bearers of the PDN connection, being set up or active.
+    pub(super) dedicated: Vec<super::esm::DedicatedBearer>,
 }
 
 /// One UE context as the JSON state dump shows it.
@@ -141,6 +145,8 @@ pub struct UeView {
     #[serde(default)]
     pub detach_pending: bool,
     pub ue_ip: Option<Ipv4Addr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ue_ipv6: Option<Ipv6Addr>,
     pub apn: Option<String>,
     pub mme_s11_teid: u32,
     pub sgw_s11_teid: Option<u32>,
@@ -149,6 +155,9 @@ pub struct UeView {
     pub enb_s1u_teid: Option<u32>,
     pub enb_s1u_addr: Option<Ipv4Addr>,
     pub bearer_active: bool,
+    /// EBIs of the active dedicated bearers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dedicated_ebis: Vec<u8>,
     pub ul_nas_count: Option<u32>,
     pub dl_nas_count: Option<u32>,
 }
@@ -273,6 +282,7 @@ impl MmeCore {
                 mobile_reachable: u.timers.mobile_reachable.is_some(),
                 detach_pending: u.pending_detach.is_some(),
                 ue_ip: u.ue_ip,
+                ue_ipv6: u.ue_ipv6,
                 apn: u.sub.as_ref().map(|s| s.apn.clone()),
                 mme_s11_teid: u.mme_s11_teid,
                 sgw_s11_teid: u.sgw_s11_teid,
@@ -281,6 +291,12 @@ impl MmeCore {
                 enb_s1u_teid: u.enb_s1u.map(|x| x.1),
                 enb_s1u_addr: u.enb_s1u.map(|x| x.0),
                 bearer_active: u.bearer_active,
+                dedicated_ebis: u
+                    .dedicated
+                    .iter()
+                    .filter(|d| d.active())
+                    .map(|d| d.ebi)
+                    .collect(),
                 ul_nas_count: u.sec.as_ref().and_then(|s| s.count(Direction::Uplink)),
                 dl_nas_count: u.sec.as_ref().and_then(|s| s.count(Direction::Downlink)),
             })

@@ -6,7 +6,6 @@
 use std::time::Instant;
 
 use proto_nas::{msg, SecurityHeader};
-use proto_s1ap::causes;
 use tracing::{info, warn};
 
 use super::context::{EcmState, UeState};
@@ -40,7 +39,7 @@ impl MmeCore {
         self.changed = true;
         match u.sgw_s11_teid {
             Some(teid) => self.delete_session(ue, teid),
-            None => self.release(ue, causes::nas_detach(), true),
+            None => self.detach_complete(ue),
         }
     }
 

@@ -128,6 +128,7 @@ impl MmeCore {
                 mme_s11_teid: mme_ue_id,
                 sgw_s11_teid: None,
                 ue_ip: None,
+                ue_ipv6: None,
                 sgw_s1u: None,
                 enb_s1u: None,
                 bearer_active: false,
@@ -136,6 +137,7 @@ impl MmeCore {
                 pending_detach: None,
                 release_after_tau: false,
                 ho: Default::default(),
+                dedicated: Vec::new(),
             },
         );
         self.changed = true;
@@ -379,6 +381,7 @@ impl MmeCore {
             }
             Nas::DetachRequest { switch_off, .. } => self.on_detach(ue, switch_off),
             Nas::DetachAccept => self.on_detach_accept(ue),
+            Nas::ActivateDedicatedBearerAccept { ebi } => self.on_dedicated_bearer_accept(ue, ebi),
             other => warn!(ue, state = ?u.state, "uplink NAS message not handled: {other:?}"),
         }
     }

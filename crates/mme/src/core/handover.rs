@@ -288,6 +288,8 @@ impl MmeCore {
             sgw_addr: sgw.0,
             sgw_teid: sgw.1,
             nas: None,
+            // Only the default (non-GBR) bearer moves (no dedicated bearers in handover).
+            gbr: None,
         };
         let Some(security) = u.ho.take_next_hop(sec) else {
             return self.preparation_failure(ue, source, causes::ho_failure_in_target());

@@ -16,7 +16,7 @@
 //! (UE-initiated, network-initiated, implicit), `esm` (the PDN connection and its default
 //! bearer), `idle` (S1 release to ECM-IDLE, service request, paging), `timers` (every
 //! per-UE timer: T3450, T3460, T3470, T3422, T3413, mobile reachable), `s6a` (the
-//! HSS's answers), `s11` (the SPGW's answers and our requests) and `handover` (X2 path
+//! HSS's answers and requests: Cancel Location; the Purge UE after a detach), `s11` (the SPGW's answers and our requests) and `handover` (X2 path
 //! switch and S1 handover between the eNBs, with the NH/NCC chain).
 //!
 //! Every input brings the time (`now`); timers started while handling it count from it.
@@ -25,6 +25,7 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use proto_gtpv2c as gtp;
+use proto_gtpv2c::transaction::RequestId;
 use proto_sctp::AssocId;
 
 use crate::Config;
@@ -64,11 +65,22 @@ pub enum Action {
     },
     /// S6a Update-Location-Request.
     Ulr { ue: u32, imsi: String },
+    /// S6a Purge-UE-Request: the UE's context is gone after its detach, so the HSS may
+    /// mark it purged here (TS 29.272 5.2.3.1). Nothing in the core waits for the answer.
+    Pur { imsi: String },
     /// S11 message to the SPGW, to the SGW's control TEID `teid` (0 for a new
     /// session): a request, or a Downlink Data Notification Failure Indication, which
     /// nothing answers.
     S11 {
         ue: u32,
+        teid: u32,
+        msg: gtp::Message,
+    },
+    /// The answer, to the SGW's control TEID `teid`, to the S11 request `id` of the
+    /// SPGW answered later than it arrived (Create Bearer Response, after the eNB and
+    /// the UE set the bearer up); the shell's Responder numbers and caches it.
+    S11Answer {
+        id: RequestId,
         teid: u32,
         msg: gtp::Message,
     },

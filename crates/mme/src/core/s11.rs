@@ -6,11 +6,11 @@ use std::time::Instant;
 
 use proto_gtpv2c::{self as gtp, BearerContext, BearerQos, Fteid, Paa};
 use proto_nas::cause as emm;
-use proto_s1ap::{causes, Ecgi, Tai};
+use proto_s1ap::{Ecgi, Tai};
 use tracing::{debug, info, warn};
 
 use super::context::{Subscription, Ue, UeState};
-use super::esm::DEFAULT_EBI;
+use super::esm::{requested_pdn, DEFAULT_EBI};
 use super::{Action, MmeCore};
 use crate::Config;
 
@@ -30,7 +30,7 @@ impl MmeCore {
                 warn!(ue, state = ?u.state, "S11 request failed: {e}");
                 return match u.state {
                     UeState::WaitCreateSession => self.reject(ue, emm::NETWORK_FAILURE),
-                    UeState::Detaching => self.release(ue, causes::nas_detach(), true),
+                    UeState::Detaching => self.detach_complete(ue),
                     _ => {}
                 };
             }
@@ -38,20 +38,26 @@ impl MmeCore {
         match m {
             gtp::Message::CreateSessionResponse(r) if u.state == UeState::WaitCreateSession => {
                 let s1u = r.bearer_contexts.first().and_then(|b| b.fteid(0)).copied();
-                let ip = r.paa.as_ref().and_then(|p| p.ipv4());
-                let (true, Some(sgw), Some(ip), Some(s1u)) = (
+                let (ip, ipv6) = match r.paa {
+                    Some(Paa::Ipv4(a)) => (Some(a), None),
+                    Some(Paa::Ipv6 { addr, .. }) => (None, Some(addr)),
+                    Some(Paa::Ipv4v6 { v6, v4, .. }) => (Some(v4), Some(v6)),
+                    None => (None, None),
+                };
+                let (true, Some(sgw), true, Some(s1u)) = (
                     gtp::cause::is_accepted(r.cause),
                     r.sender_fteid,
-                    ip,
+                    ip.is_some() || ipv6.is_some(),
                     s1u.and_then(|f| f.ipv4.map(|a| (a, f.teid))),
                 ) else {
                     warn!(ue, cause = r.cause, "Create Session refused or incomplete");
                     return self.reject(ue, emm::NETWORK_FAILURE);
                 };
                 u.sgw_s11_teid = Some(sgw.teid);
-                u.ue_ip = Some(ip);
+                u.ue_ip = ip;
+                u.ue_ipv6 = ipv6;
                 u.sgw_s1u = Some(s1u);
-                info!(ue, imsi = %u.imsi, %ip, sgw_s1u_teid = s1u.1, "session created");
+                info!(ue, imsi = %u.imsi, ?ip, ?ipv6, sgw_s1u_teid = s1u.1, "session created");
                 self.send_context_setup(ue);
             }
             gtp::Message::ModifyBearerResponse(r) => {
@@ -68,7 +74,7 @@ impl MmeCore {
                 u.sgw_s11_teid = None;
                 u.bearer_active = false;
                 if u.state == UeState::Detaching {
-                    self.release(ue, causes::nas_detach(), true);
+                    self.detach_complete(ue);
                 }
                 self.changed = true;
             }
@@ -95,6 +101,7 @@ pub(super) fn create_session_request(
     u: &Ue,
     sub: &Subscription,
 ) -> gtp::CreateSessionRequest {
+    let (pdn_type, paa) = requested_pdn(u);
     gtp::CreateSessionRequest {
         imsi: u.imsi.clone(),
         msisdn: sub.msisdn.clone(),
@@ -108,8 +115,8 @@ pub(super) fn create_session_request(
         },
         apn: sub.apn.clone(),
         selection_mode: Some(0),
-        pdn_type: Some(gtp::pdn_type::IPV4),
-        paa: Some(Paa::Ipv4(Ipv4Addr::UNSPECIFIED)),
+        pdn_type: Some(pdn_type),
+        paa: Some(paa),
         apn_restriction: Some(0),
         ambr: Some(gtp::Ambr {
             uplink_kbps: sub.ambr_ul / 1000,

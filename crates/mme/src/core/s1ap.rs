@@ -12,7 +12,7 @@ use tracing::{debug, info, warn};
 
 use super::context::{Enb, Ue, UeState};
 use super::emm::protect;
-use super::esm::DEFAULT_EBI;
+use super::esm::{pdn_address, DEFAULT_EBI};
 use super::s11::modify_bearer_request;
 use super::timers::EmmProcedure;
 use super::{Action, MmeCore};
@@ -128,6 +128,16 @@ impl MmeCore {
             } => {
                 if let Some(ue) = self.ue_for(assoc, mme_ue_id, enb_ue_id) {
                     self.on_ics_response(ue, &erabs);
+                }
+            }
+            S1ap::ErabSetupResponse {
+                mme_ue_id,
+                enb_ue_id,
+                erabs,
+                failed,
+            } => {
+                if let Some(ue) = self.ue_for(assoc, mme_ue_id, enb_ue_id) {
+                    self.on_erab_setup_response(ue, &erabs, &failed);
                 }
             }
             S1ap::InitialContextSetupFailure {
@@ -323,7 +333,7 @@ impl MmeCore {
         let Some(u) = self.ues.get_mut(&ue) else {
             return;
         };
-        let (Some(sub), Some(ip), Some(sec)) = (&u.sub, u.ue_ip, &u.sec) else {
+        let (Some(sub), Some(pdn_address), Some(sec)) = (&u.sub, pdn_address(u), &u.sec) else {
             return;
         };
         let accept = msg::attach_accept(&msg::AttachAcceptParams {
@@ -335,7 +345,7 @@ impl MmeCore {
             pti: u.pdn.pti,
             qci: sub.qci,
             apn: sub.apn.clone(),
-            ue_ipv4: ip.octets(),
+            pdn_address,
         });
         // KeNB from the uplink NAS COUNT of the last message received (the SECURITY
         // MODE COMPLETE), TS 33.401 §7.2.6.1 / A.3; the UE derives the same.
@@ -480,6 +490,7 @@ pub(super) fn context_setup_request(
                 sgw_addr: sgw.0,
                 sgw_teid: sgw.1,
                 nas,
+                gbr: None,
             }],
             ue_sec_enc,
             ue_sec_int,

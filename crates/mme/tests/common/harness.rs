@@ -322,11 +322,12 @@ pub fn attach_to_accept(
     attach_to_accept_at(c, ON_A, ue)
 }
 
-pub fn attach_to_accept_at(
-    c: &mut MmeCore,
-    at: At,
-    ue: &mut TestUe,
-) -> (u32, Box<s1ap::InitialContextSetupRequest>) {
+/// An attach up to the ULR: authenticated, NAS security active; returns the MME UE id.
+pub fn secure(c: &mut MmeCore, ue: &mut TestUe) -> u32 {
+    secure_at(c, ON_A, ue)
+}
+
+pub fn secure_at(c: &mut MmeCore, at: At, ue: &mut TestUe) -> u32 {
     let (id, out) = start_at(c, at, ue, aia_for(ue));
     let Reaction::Reply(res) = ue.on_downlink(&downlink_at(at, &out).1) else {
         panic!()
@@ -338,6 +339,15 @@ pub fn attach_to_accept_at(
     };
     s1_on(c, at.assoc, uplink_at(at, id, done));
     c.take_actions();
+    id
+}
+
+pub fn attach_to_accept_at(
+    c: &mut MmeCore,
+    at: At,
+    ue: &mut TestUe,
+) -> (u32, Box<s1ap::InitialContextSetupRequest>) {
+    let id = secure_at(c, at, ue);
     c.on_ula(t0(), id, Ok(ula()));
     c.take_actions();
     c.on_s11(t0(), id, Ok(create_session_response()));

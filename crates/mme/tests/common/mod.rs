@@ -13,7 +13,17 @@ pub const PLMN: [u8; 3] = [0x00, 0xf1, 0x10];
 #[derive(Debug, PartialEq)]
 pub enum Reaction {
     Reply(Vec<u8>),
-    Accepted { guti: Guti, ip: [u8; 4], ebi: u8 },
+    Accepted {
+        guti: Guti,
+        ip: [u8; 4],
+        ebi: u8,
+    },
+    /// An ATTACH ACCEPT of an IPv6 or IPv4v6 PDN connection.
+    AcceptedV6 {
+        ip: Option<[u8; 4]>,
+        iid: [u8; 8],
+        ebi: u8,
+    },
     AuthReject,
     AttachReject(u8),
     DetachAccept,
@@ -67,6 +77,11 @@ impl TestUe {
         self.nas.ue_network_capability = vec![0x80, 0x60];
     }
 
+    /// The PDN type of the PDN CONNECTIVITY REQUEST in the ATTACH REQUEST.
+    pub fn set_pdn_type(&mut self, pdn_type: u8) {
+        self.nas.pdn.pdn_type = pdn_type;
+    }
+
     pub fn set_wrong_res(&mut self) {
         self.nas.corrupt_res = true;
     }
@@ -116,6 +131,12 @@ impl TestUe {
     pub fn on_downlink(&mut self, pdu: &[u8]) -> Reaction {
         match self.nas.on_downlink(pdu).expect("downlink NAS handled") {
             UeEvent::Send(b) => Reaction::Reply(b),
+            UeEvent::Attached {
+                ipv4,
+                ipv6_iid: Some(iid),
+                ebi,
+                ..
+            } => Reaction::AcceptedV6 { ip: ipv4, iid, ebi },
             UeEvent::Attached {
                 guti, ipv4, ebi, ..
             } => Reaction::Accepted {

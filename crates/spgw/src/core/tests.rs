@@ -14,6 +14,7 @@ fn core() -> Core {
             &[Ipv4Addr::new(10, 45, 0, 1)],
         )
         .unwrap(),
+        pool6: None,
     })
 }
 
@@ -115,7 +116,8 @@ fn create_modify_delete() {
 
     // Downlink to the UE goes to the eNB F-TEID.
     let pkt =
-        proto_gtpu::icmp::echo_request(Ipv4Addr::new(8, 8, 8, 8), t.ue_ip, 1, 1, b"x").unwrap();
+        proto_gtpu::icmp::echo_request(Ipv4Addr::new(8, 8, 8, 8), t.ue_ip.unwrap(), 1, 1, b"x")
+            .unwrap();
     let SgiAction::ToEnb(g, to) = c.handle_sgi(&pkt, t0) else {
         panic!()
     };
@@ -131,7 +133,8 @@ fn create_modify_delete() {
 
     // Uplink from the UE's address is forwarded, a spoofed source is not.
     let up =
-        proto_gtpu::icmp::echo_request(t.ue_ip, Ipv4Addr::new(10, 45, 0, 1), 1, 1, b"x").unwrap();
+        proto_gtpu::icmp::echo_request(t.ue_ip.unwrap(), Ipv4Addr::new(10, 45, 0, 1), 1, 1, b"x")
+            .unwrap();
     let g = proto_gtpu::encode_gpdu(s1u, &up).unwrap();
     assert_eq!(
         c.handle_s1u(&g, "10.77.0.21:2152".parse().unwrap()),
@@ -280,7 +283,7 @@ fn reattach_replaces_session_and_restore_round_trips() {
     let ip = resp.paa.unwrap().ipv4().unwrap();
     assert!(ts
         .iter()
-        .all(|t| t.ue_ip != ip && t.sgw_s11_teid != resp.sender_fteid.unwrap().teid));
+        .all(|t| t.ue_ip != Some(ip) && t.sgw_s11_teid != resp.sender_fteid.unwrap().teid));
     // Duplicates are refused.
     let mut e = core();
     assert!(e.restore([ts.clone(), ts].concat()).is_err());
@@ -394,7 +397,8 @@ fn idle_ue(c: &mut Core, imsi: &str, seq: u32) -> (u32, Ipv4Addr) {
         .iter()
         .find(|t| t.sgw_s11_teid == s11)
         .unwrap()
-        .ue_ip;
+        .ue_ip
+        .unwrap();
     (s11, ue)
 }
 
@@ -449,7 +453,10 @@ fn release_access_bearers_makes_the_tunnel_idle_in_the_list() {
     let (s11, ue) = idle_ue(&mut c, "001010000000001", 1);
     let t = &c.tunnels()[0];
     assert_eq!((t.enb_teid, t.enb_addr, t.idle), (None, None, true));
-    assert_eq!((t.sgw_s11_teid, t.ue_ip, t.mme_s11_teid), (s11, ue, 0x77));
+    assert_eq!(
+        (t.sgw_s11_teid, t.ue_ip, t.mme_s11_teid),
+        (s11, Some(ue), 0x77)
+    );
     assert_ne!(t.sgw_s1u_teid, 0);
     let json: serde_json::Value = serde_json::to_value(c.tunnels()).unwrap();
     assert_eq!(json[0]["enb_teid"], serde_json::Value::Null);
@@ -696,4 +703,372 @@ fn duplicate_release_access_bearers_is_answered_from_the_cache() {
     assert!(!dup.changed);
     let t = &c.tunnels()[0];
     assert_eq!((t.enb_teid, t.idle), (Some(0xab), false));
+}
+
+fn core6() -> Core {
+    let mut c = core();
+    c.cfg.pool6 = Some(Ipv6Pool::new("2001:db8:77::".parse().unwrap(), 48).unwrap());
+    c
+}
+
+/// A Create Session Request of PDN type `t` with the PAA an MME sends (unspecified
+/// addresses; `iid` in the IPv6 part).
+fn csr_typed(imsi: &str, seq: u32, t: u8, iid: u64) -> Vec<u8> {
+    let mut m = proto_gtpv2c::decode(&csr(imsi, seq)).unwrap();
+    if let Message::CreateSessionRequest(r) = &mut m.msg {
+        r.pdn_type = Some(t);
+        let v6 = Ipv6Addr::from(u128::from(iid));
+        r.paa = Some(match t {
+            pdn_type::IPV6 => Paa::Ipv6 {
+                prefix_len: 64,
+                addr: v6,
+            },
+            pdn_type::IPV4V6 => Paa::Ipv4v6 {
+                prefix_len: 64,
+                v6,
+                v4: Ipv4Addr::UNSPECIFIED,
+            },
+            _ => Paa::Ipv4(Ipv4Addr::UNSPECIFIED),
+        });
+    }
+    m.encode().unwrap()
+}
+
+#[test]
+fn ipv6_and_ipv4v6_sessions_get_a_64_each_and_route_by_inner_version() {
+    let mut c = core6();
+    let a = |s: &str| -> Ipv6Addr { s.parse().unwrap() };
+    // IPv6: a /64 of the pool (not the SGi one) with interface id 1, no IPv4.
+    let r = reply(&mut c, &csr_typed("001010000000001", 1, pdn_type::IPV6, 0));
+    let Message::CreateSessionResponse(r6) = r.msg else {
+        panic!("{r:?}")
+    };
+    assert_eq!(r6.cause, cause::REQUEST_ACCEPTED);
+    assert_eq!(
+        r6.paa,
+        Some(Paa::Ipv6 {
+            prefix_len: 64,
+            addr: a("2001:db8:77:1::1")
+        })
+    );
+    // IPv4v6 with the MME's interface id: both, the id kept.
+    let r = reply(
+        &mut c,
+        &csr_typed("001010000000002", 2, pdn_type::IPV4V6, 0xabcd),
+    );
+    let Message::CreateSessionResponse(r46) = r.msg else {
+        panic!("{r:?}")
+    };
+    assert_eq!(r46.cause, cause::REQUEST_ACCEPTED);
+    assert_eq!(
+        r46.paa,
+        Some(Paa::Ipv4v6 {
+            prefix_len: 64,
+            v6: a("2001:db8:77:2::abcd"),
+            v4: Ipv4Addr::new(10, 45, 0, 2)
+        })
+    );
+    let ts = c.tunnels();
+    assert_eq!(
+        (ts[0].ue_ip, ts[0].ue_ipv6_prefix),
+        (None, Some(a("2001:db8:77:1::")))
+    );
+    assert_eq!(
+        (ts[1].ue_ip, ts[1].ue_ipv6_prefix),
+        (
+            Some(Ipv4Addr::new(10, 45, 0, 2)),
+            Some(a("2001:db8:77:2::"))
+        )
+    );
+    // The list keeps the prefix; an IPv6-only entry has no ue_ip at all.
+    let json = serde_json::to_value(&ts).unwrap();
+    assert_eq!(json[0]["ue_ipv6_prefix"], "2001:db8:77:1::");
+    assert!(json[0].get("ue_ip").is_none());
+
+    // Both eNB F-TEIDs set.
+    for (i, t) in ts.iter().enumerate() {
+        let enb = Ipv4Addr::new(10, 77, 0, 21 + i as u8);
+        reply(
+            &mut c,
+            &mbr(t.sgw_s11_teid, 10 + i as u32, 0x90 + i as u32, enb),
+        );
+    }
+    // Downlink to any address of a UE's /64 takes its tunnel; IPv4 to the dual-stack UE
+    // too; an address outside every /64 goes nowhere.
+    let t0 = Instant::now();
+    let pdn = a("2001:db8:ffff::8");
+    for (dst, teid) in [
+        (IpAddr::V6(a("2001:db8:77:1::1")), 0x90),
+        (IpAddr::V6(a("2001:db8:77:1::77")), 0x90),
+        (IpAddr::V6(a("2001:db8:77:2::abcd")), 0x91),
+        (IpAddr::V4(Ipv4Addr::new(10, 45, 0, 2)), 0x91),
+    ] {
+        let src = match dst {
+            IpAddr::V6(_) => IpAddr::V6(pdn),
+            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::new(8, 8, 8, 8)),
+        };
+        let p = proto_gtpu::icmp::echo_request(src, dst, 1, 1, b"down").unwrap();
+        let SgiAction::ToEnb(g, _) = c.handle_sgi(&p, t0) else {
+            panic!("no tunnel for {dst}")
+        };
+        assert!(matches!(proto_gtpu::decode(&g).unwrap(), Gtpu::GPdu { teid: t, .. } if t == teid));
+    }
+    let p = proto_gtpu::icmp::echo_request(pdn, a("2001:db8:77:3::1"), 1, 1, b"").unwrap();
+    assert_eq!(c.handle_sgi(&p, t0), SgiAction::Nothing);
+
+    // Uplink: from the UE's /64 it goes to SGi; from another /64 (spoofed) or
+    // link-local it does not.
+    let s1u = ts[0].sgw_s1u_teid;
+    let from = "10.77.0.21:2152".parse().unwrap();
+    let up = proto_gtpu::icmp::echo_request(a("2001:db8:77:1::1234"), pdn, 1, 1, b"").unwrap();
+    let g = proto_gtpu::encode_gpdu(s1u, &up).unwrap();
+    assert_eq!(c.handle_s1u(&g, from), S1uAction::ToSgi(&up));
+    // Its Router Solicitation gets the Router Advertisement of its /64, to its eNB.
+    let rs = proto_gtpu::icmp::router_solicitation(a("fe80::1234")).unwrap();
+    let g = proto_gtpu::encode_gpdu(s1u, &rs).unwrap();
+    let S1uAction::Reply(adv, to) = c.handle_s1u(&g, from) else {
+        panic!("no Router Advertisement")
+    };
+    assert_eq!(to, "10.77.0.21:2152".parse().unwrap());
+    let Gtpu::GPdu {
+        teid: 0x90,
+        payload,
+        ..
+    } = proto_gtpu::decode(&adv).unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(payload[40], 134);
+    assert_eq!(&payload[72..88], &a("2001:db8:77:1::").octets());
+    assert_eq!(&payload[24..40], &a("fe80::1234").octets());
+    for src in ["2001:db8:77:2::abcd", "fe80::1"] {
+        let spoofed = proto_gtpu::icmp::echo_request(a(src), pdn, 1, 1, b"").unwrap();
+        let g = proto_gtpu::encode_gpdu(s1u, &spoofed).unwrap();
+        assert_eq!(c.handle_s1u(&g, from), S1uAction::Nothing, "{src}");
+    }
+
+    // Restored elsewhere: the prefixes are reserved, so a new UE gets the next /64.
+    let mut d = core6();
+    d.restore(c.tunnels()).unwrap();
+    let r = reply(&mut d, &csr_typed("001010000000003", 1, pdn_type::IPV6, 0));
+    let Message::CreateSessionResponse(r3) = r.msg else {
+        panic!()
+    };
+    assert!(
+        matches!(r3.paa, Some(Paa::Ipv6 { addr, .. }) if prefix64(addr) == a("2001:db8:77:3::"))
+    );
+    // A list with a prefix cannot go to an SPGW without an IPv6 pool.
+    assert!(core().restore(c.tunnels()).is_err());
+
+    // Deleting the IPv6 session frees its /64.
+    let dsr = Gtpv2 {
+        teid: Some(ts[0].sgw_s11_teid),
+        seq: 20,
+        msg: Message::DeleteSessionRequest(DeleteSessionRequest {
+            linked_ebi: Some(5),
+            ..Default::default()
+        }),
+    };
+    reply(&mut c, &dsr.encode().unwrap());
+    let p = proto_gtpu::icmp::echo_request(pdn, a("2001:db8:77:1::1"), 1, 1, b"").unwrap();
+    assert_eq!(c.handle_sgi(&p, t0), SgiAction::Nothing);
+}
+
+/// An IPv4/UDP packet (checksums zero: filters do not look at them).
+fn udp(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16)) -> Vec<u8> {
+    let mut p = vec![0x45, 0, 0, 28, 0, 0, 0, 0, 64, 17, 0, 0];
+    p.extend_from_slice(&src.0.octets());
+    p.extend_from_slice(&dst.0.octets());
+    p.extend_from_slice(&src.1.to_be_bytes());
+    p.extend_from_slice(&dst.1.to_be_bytes());
+    p.extend_from_slice(&[0, 8, 0, 0]);
+    p
+}
+
+fn voice_bearer(imsi: &str) -> BearerRequest {
+    BearerRequest {
+        imsi: imsi.into(),
+        apn: None,
+        qci: 1,
+        arp: BearerArp {
+            priority_level: 2,
+            pci: true,
+            pvi: true,
+        },
+        mbr_uplink_kbps: 128,
+        mbr_downlink_kbps: 128,
+        gbr_uplink_kbps: 64,
+        gbr_downlink_kbps: 64,
+        filters: vec![Filter {
+            id: 1,
+            direction: proto_gtpv2c::tft::direction::BIDIRECTIONAL,
+            precedence: 10,
+            remote_addr: Some(Ipv4Addr::new(10, 45, 0, 1)),
+            remote_mask: None,
+            protocol: Some(17),
+            remote_port: Some(5001),
+        }],
+    }
+}
+
+#[test]
+fn create_bearer_request_response_and_the_dedicated_user_plane() {
+    let mut c = core();
+    let t0 = Instant::now();
+    reply(&mut c, &csr("001010000000001", 1));
+    let s11 = c.tunnels()[0].sgw_s11_teid;
+    let enb = Ipv4Addr::new(10, 77, 0, 21);
+    reply(&mut c, &mbr(s11, 2, 0x99, enb));
+    assert!(c
+        .create_bearer(&voice_bearer("001019999999999"), t0)
+        .is_err());
+
+    let (bytes, to) = c
+        .create_bearer(&voice_bearer("001010000000001"), t0)
+        .unwrap();
+    assert_eq!(to, MME.parse().unwrap());
+    let req = proto_gtpv2c::decode(&bytes).unwrap();
+    assert_eq!(req.teid, Some(0x77), "to the MME's S11 TEID");
+    let Message::CreateBearerRequest(cb) = &req.msg else {
+        panic!("{req:?}")
+    };
+    assert_eq!(cb.linked_ebi, 5);
+    let b = &cb.bearer_contexts[0];
+    assert_eq!(b.ebi, 0, "the MME assigns it");
+    let q = b.qos.unwrap();
+    assert_eq!(
+        (q.qci, q.priority_level, q.gbr_downlink, q.mbr_uplink),
+        (1, 2, 64, 128)
+    );
+    let f = b.tft.as_ref().unwrap().filters[0];
+    assert_eq!(
+        (f.remote, f.protocol, f.remote_port),
+        (
+            Some((Ipv4Addr::new(10, 45, 0, 1), Ipv4Addr::BROADCAST)),
+            Some(17),
+            Some(5001)
+        )
+    );
+    let sgw_s1u = *b.fteid(0).unwrap();
+    assert_eq!(sgw_s1u.iface, iface::S1U_SGW);
+    assert_ne!(sgw_s1u.teid, c.tunnels()[0].sgw_s1u_teid);
+    // Unanswered, it is retransmitted with the same bytes.
+    assert_eq!(c.on_timeout(t0 + DDN_TIMERS.t3), vec![(bytes.clone(), to)]);
+
+    // The MME's response: EBI 6, the eNB's F-TEID for it.
+    let resp = Gtpv2 {
+        teid: Some(s11),
+        seq: req.seq,
+        msg: Message::CreateBearerResponse(proto_gtpv2c::CreateBearerResponse {
+            cause: cause::REQUEST_ACCEPTED,
+            bearer_contexts: vec![BearerContext {
+                ebi: 6,
+                cause: Some(cause::REQUEST_ACCEPTED),
+                fteids: vec![(0, Fteid::v4(iface::S1U_ENODEB, 0x66, enb)), (1, sgw_s1u)],
+                ..Default::default()
+            }],
+            recovery: None,
+        }),
+    };
+    let out = c.handle_s11(&resp.encode().unwrap(), MME.parse().unwrap(), t0);
+    assert!(out.changed && out.reply.is_none());
+    let d = &c.tunnels()[0].dedicated;
+    assert_eq!(
+        (
+            d.len(),
+            d[0].ebi,
+            d[0].qci,
+            d[0].sgw_s1u_teid,
+            d[0].enb_teid
+        ),
+        (1, 6, 1, sgw_s1u.teid, 0x66)
+    );
+    // Answered: no more retransmissions; a second copy of the response changes nothing.
+    assert!(c.on_timeout(t0 + Duration::from_secs(10)).is_empty());
+    assert!(
+        !c.handle_s11(&resp.encode().unwrap(), MME.parse().unwrap(), t0)
+            .changed
+    );
+
+    // Downlink matching the filter takes the dedicated bearer, the rest the default.
+    let ue = c.tunnels()[0].ue_ip.unwrap();
+    for (src, teid) in [
+        ((Ipv4Addr::new(10, 45, 0, 1), 5001), 0x66),
+        ((Ipv4Addr::new(10, 45, 0, 1), 5002), 0x99),
+        ((Ipv4Addr::new(8, 8, 8, 8), 5001), 0x99),
+    ] {
+        let SgiAction::ToEnb(g, _) = c.handle_sgi(&udp(src, (ue, 4000)), t0) else {
+            panic!()
+        };
+        assert!(
+            matches!(proto_gtpu::decode(&g).unwrap(), Gtpu::GPdu { teid: t, .. } if t == teid),
+            "{src:?}"
+        );
+    }
+    // Uplink on the dedicated TEID reaches SGi.
+    let up = udp((ue, 4000), (Ipv4Addr::new(10, 45, 0, 1), 5001));
+    let g = proto_gtpu::encode_gpdu(sgw_s1u.teid, &up).unwrap();
+    assert_eq!(
+        c.handle_s1u(&g, "10.77.0.21:2152".parse().unwrap()),
+        S1uAction::ToSgi(&up)
+    );
+
+    // The list carries it: a restored SPGW serves it and never hands its TEID out again.
+    let mut r = core();
+    r.restore(c.tunnels()).unwrap();
+    assert_eq!(r.tunnels(), c.tunnels());
+    assert_eq!(
+        r.handle_s1u(&g, "10.77.0.21:2152".parse().unwrap()),
+        S1uAction::ToSgi(&up)
+    );
+    let Message::CreateSessionResponse(n) = reply(&mut r, &csr("001010000000002", 1)).msg else {
+        panic!()
+    };
+    assert!(n.bearer_contexts[0].fteid(0).unwrap().teid > sgw_s1u.teid);
+
+    // A refused request adds nothing; an unanswered one gives up after N3.
+    let (bytes, _) = c
+        .create_bearer(&voice_bearer("001010000000001"), t0)
+        .unwrap();
+    let seq = proto_gtpv2c::decode(&bytes).unwrap().seq;
+    let refused = Gtpv2 {
+        teid: Some(s11),
+        seq,
+        msg: Message::CreateBearerResponse(proto_gtpv2c::CreateBearerResponse {
+            cause: cause::UNABLE_TO_PAGE_UE,
+            bearer_contexts: vec![BearerContext {
+                ebi: 0,
+                cause: Some(cause::UNABLE_TO_PAGE_UE),
+                ..Default::default()
+            }],
+            recovery: None,
+        }),
+    };
+    assert!(
+        !c.handle_s11(&refused.encode().unwrap(), MME.parse().unwrap(), t0)
+            .changed
+    );
+    assert_eq!(c.tunnels()[0].dedicated.len(), 1);
+    c.create_bearer(&voice_bearer("001010000000001"), t0)
+        .unwrap();
+    let mut t = t0;
+    for _ in 0..=DDN_TIMERS.n3 {
+        t += DDN_TIMERS.t3;
+        c.on_timeout(t);
+    }
+    assert_eq!(c.poll_timeout(), None);
+    // Delete Session takes the dedicated bearer (and its TEID) with it.
+    let dsr = Gtpv2 {
+        teid: Some(s11),
+        seq: 30,
+        msg: Message::DeleteSessionRequest(DeleteSessionRequest {
+            linked_ebi: Some(5),
+            ..Default::default()
+        }),
+    };
+    reply(&mut c, &dsr.encode().unwrap());
+    assert!(matches!(
+        c.handle_s1u(&g, "10.77.0.21:2152".parse().unwrap()),
+        S1uAction::Reply(..)
+    ));
 }
