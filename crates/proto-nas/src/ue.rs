@@ -3,7 +3,7 @@
 //!
 //! Feed it every downlink NAS PDU with [`UeNas::on_downlink`]; send what it returns.
 
-use crate::msg::{self, Guti, Nas, PdnConnectivity};
+use crate::msg::{self, Guti, Nas, PdnConnectivity, Tai, UpdateType};
 use crate::security::{self, Direction, NasSecurity, SecurityHeader};
 use crate::{cause, NasError, Result};
 
@@ -112,6 +112,40 @@ impl UeNas {
         self.protect(p)
     }
 
+    /// TRACKING AREA UPDATE REQUEST by the current GUTI (TS 24.301 §5.5.3.2.2) with the
+    /// UE's active bearers `ebis`, integrity protected but not ciphered: it may open the
+    /// NAS signalling connection, and the MME must read the GUTI first (§4.4.5).
+    pub fn tracking_area_update_request(
+        &mut self,
+        update_type: UpdateType,
+        active: bool,
+        last_visited_tai: Option<Tai>,
+        ebis: &[u8],
+    ) -> Result<Vec<u8>> {
+        let guti = self
+            .guti
+            .ok_or_else(|| NasError::Value("TAU before attach: no GUTI".into()))?;
+        let sec = self
+            .sec
+            .as_mut()
+            .ok_or_else(|| NasError::Value("TAU without a security context".into()))?;
+        let p = msg::tracking_area_update_request(
+            update_type,
+            active,
+            sec.ksi,
+            &guti,
+            last_visited_tai,
+            Some(ebis),
+        )?;
+        sec.protect(&p, SecurityHeader::Integrity, Direction::Uplink)
+    }
+
+    /// TRACKING AREA UPDATE COMPLETE (for a TAU ACCEPT with a new GUTI), protected.
+    pub fn tracking_area_update_complete(&mut self) -> Result<Vec<u8>> {
+        let p = msg::tracking_area_update_complete()?;
+        self.protect(p)
+    }
+
     /// The short SERVICE REQUEST from ECM-IDLE (TS 24.301 §5.6.1), with and advancing
     /// the uplink COUNT; the KeNB then comes from that COUNT ([`UeNas::kenb`]).
     pub fn service_request(&mut self) -> Result<Vec<u8>> {
@@ -155,6 +189,26 @@ impl UeNas {
                 }
             }
             Nas::DetachAccept => UeEvent::DetachAccepted,
+            Nas::TrackingAreaUpdateAccept {
+                guti,
+                tai_list,
+                t3412,
+                bearers,
+            } => {
+                if !opened.verified {
+                    return Err(NasError::Security("TAU ACCEPT not protected".into()));
+                }
+                // A new GUTI is current from here on (TS 24.301 §5.5.3.2.4).
+                if guti.is_some() {
+                    self.guti = guti;
+                }
+                UeEvent::Other(Nas::TrackingAreaUpdateAccept {
+                    guti,
+                    tai_list,
+                    t3412,
+                    bearers,
+                })
+            }
             other => UeEvent::Other(other),
         })
     }
@@ -326,6 +380,49 @@ mod tests {
             mme.unprotect(&c, Direction::Uplink).unwrap().nas,
             Nas::AttachComplete { ebi: 5 }
         );
+        // TAU: integrity protected only, by the GUTI; a new GUTI in the accept is current.
+        let tau = ue
+            .tracking_area_update_request(
+                UpdateType::TaUpdating,
+                false,
+                Some(Tai { plmn: PLMN, tac: 1 }),
+                &[5],
+            )
+            .unwrap();
+        assert_eq!(SecurityHeader::of(&tau).unwrap(), SecurityHeader::Integrity);
+        assert!(matches!(
+            mme.unprotect(&tau, Direction::Uplink).unwrap().nas,
+            Nas::TrackingAreaUpdateRequest { update_type: UpdateType::TaUpdating, old_guti: Some(g), bearers: Some(b), .. }
+                if g == guti && b == [5]
+        ));
+        let new_guti = Guti { m_tmsi: 6, ..guti };
+        let tau_accept = msg::tracking_area_update_accept(&msg::TauAcceptParams {
+            guti: Some(new_guti),
+            tai_plmn: PLMN,
+            tacs: vec![1, 2],
+            t3412: 0x49,
+            bearers: Some(vec![5]),
+        })
+        .unwrap();
+        assert!(ue.on_downlink(&tau_accept).is_err(), "TAU ACCEPT in plain");
+        let wire = mme
+            .protect(
+                &tau_accept,
+                SecurityHeader::IntegrityCiphered,
+                Direction::Downlink,
+            )
+            .unwrap();
+        assert!(matches!(
+            ue.on_downlink(&wire).unwrap(),
+            UeEvent::Other(Nas::TrackingAreaUpdateAccept { guti: Some(g), .. }) if g == new_guti
+        ));
+        assert_eq!(ue.guti(), Some(new_guti));
+        let c = ue.tracking_area_update_complete().unwrap();
+        assert_eq!(
+            mme.unprotect(&c, Direction::Uplink).unwrap().nas,
+            Nas::TrackingAreaUpdateComplete
+        );
+        let guti = new_guti;
         let d = ue.detach_request(true).unwrap();
         assert!(matches!(
             mme.unprotect(&d, Direction::Uplink).unwrap().nas,
