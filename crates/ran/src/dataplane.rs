@@ -1,9 +1,12 @@
-//! The eNB's S1-U: one UDP socket shared by all UEs. Uplink: each attached UE sends an
+//! The eNBs' S1-U: one UDP socket per eNB, shared by its UEs. Uplink: each attached UE sends an
 //! ICMP echo request from its IP to the ping target inside a G-PDU to its SGW F-TEID.
 //! Downlink: G-PDUs are demultiplexed by TEID (the eNB's, one per UE) and echo replies
 //! matched by ICMP id/sequence; GTP-U Echo Requests are answered (TS 29.281 §7.2.1).
 //! A tunnel keeps its first eNB TEID as its key for the whole run; an idle UE has no
 //! downlink TEID, and its next ping asks the UE to send a SERVICE REQUEST instead.
+//! A handover moves a tunnel to another eNB's socket with a new TEID, same key.
+//! Downlink datagrams of [`crate::downlink`] (UDP with [`DOWNLINK_MAGIC`]) are counted
+//! per tunnel.
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -24,8 +27,13 @@ use crate::report::{Clock, Dropped, GapTracker, Series};
 /// are still counted, only without an RTT.
 const RTT_SLOTS: usize = 4096;
 
+/// First bytes of the payload of the downlink datagrams counted as received.
+pub const DOWNLINK_MAGIC: &[u8] = b"corehop-dl";
+
 /// One UE's tunnel and ping statistics.
 struct Tunnel {
+    /// Index of the eNB (and its socket) now serving the UE.
+    enb: usize,
     /// The eNB's current downlink TEID; `None` while the UE is idle.
     enb_teid: Option<u32>,
     /// Set while idle: the UE to wake for uplink data, until woken once.
@@ -48,6 +56,7 @@ struct Tunnel {
     in_flight: Vec<Option<(u16, Instant)>>,
     gaps: GapTracker,
     pinging: bool,
+    downlink_received: u64,
 }
 
 /// Final statistics of one tunnel.
@@ -58,6 +67,8 @@ pub struct PingStats {
     pub rtt_ms_avg: Option<f64>,
     pub rtt_ms_max: Option<f64>,
     pub series: Series,
+    /// Datagrams of the downlink traffic that reached the UE.
+    pub downlink_received: u64,
 }
 
 #[derive(Default)]
@@ -73,7 +84,8 @@ struct State {
 /// Shared handle to the S1-U endpoint.
 #[derive(Clone)]
 pub struct DataPlane {
-    sock: Arc<UdpSocket>,
+    /// One per eNB, by eNB index.
+    socks: Arc<Vec<UdpSocket>>,
     state: Arc<Mutex<State>>,
     clock: Clock,
     target: Ipv4Addr,
@@ -82,18 +94,24 @@ pub struct DataPlane {
 }
 
 impl DataPlane {
+    /// One socket per eNB, at `addrs` in eNB order.
     pub async fn bind(
-        addr: SocketAddr,
+        addrs: &[SocketAddr],
         clock: Clock,
         target: Ipv4Addr,
         payload_len: usize,
         interval: Duration,
     ) -> anyhow::Result<DataPlane> {
-        let sock = UdpSocket::bind(addr)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot bind the eNB's GTP-U socket {addr}: {e}"))?;
+        let mut socks = Vec::new();
+        for addr in addrs {
+            socks.push(
+                UdpSocket::bind(addr).await.map_err(|e| {
+                    anyhow::anyhow!("cannot bind the eNB's GTP-U socket {addr}: {e}")
+                })?,
+            );
+        }
         Ok(DataPlane {
-            sock: Arc::new(sock),
+            socks: Arc::new(socks),
             state: Arc::new(Mutex::new(State {
                 next_teid: 1,
                 ..Default::default()
@@ -120,14 +138,15 @@ impl DataPlane {
         t
     }
 
-    /// Registers an attached UE's tunnel; pings start with the next tick.
-    pub fn add(&self, enb_teid: u32, ue_ip: Ipv4Addr, sgw: SocketAddr, sgw_teid: u32) {
+    /// Registers an attached UE's tunnel at eNB `enb`; pings start with the next tick.
+    pub fn add(&self, enb: usize, enb_teid: u32, ue_ip: Ipv4Addr, sgw: SocketAddr, sgw_teid: u32) {
         let now = Instant::now();
         let mut s = self.lock();
         s.by_teid.insert(enb_teid, enb_teid);
         s.tunnels.insert(
             enb_teid,
             Tunnel {
+                enb,
                 enb_teid: Some(enb_teid),
                 wake: None,
                 held: false,
@@ -145,31 +164,42 @@ impl DataPlane {
                 in_flight: vec![None; RTT_SLOTS],
                 gaps: GapTracker::new(self.clock, now, self.gap_threshold),
                 pinging: true,
+                downlink_received: 0,
             },
         );
     }
 
     /// The UE of tunnel `key` went idle: its TEID is forgotten (downlink to it is
-    /// dropped, as at an eNB without the context) and its next ping wakes `wake`.
-    pub fn suspend(&self, key: u32, wake: mpsc::UnboundedSender<Control>) {
+    /// dropped, as at an eNB without the context) and its next ping wakes `wake`; with
+    /// `None` pings skip the idle UE (a traffic model decides when it has uplink data).
+    pub fn suspend(&self, key: u32, wake: Option<mpsc::UnboundedSender<Control>>) {
         let mut s = self.lock();
         let Some(t) = s.tunnels.get_mut(&key) else {
             return;
         };
-        t.wake = Some(wake);
+        t.wake = wake;
         if let Some(old) = t.enb_teid.take() {
             s.by_teid.remove(&old);
         }
     }
 
-    /// Tunnel `key` is connected again (service request, or a new attach after a
-    /// SERVICE REJECT: then with a new IP and SGW tunnel), statistics kept.
-    pub fn resume(&self, key: u32, enb_teid: u32, ue_ip: Ipv4Addr, sgw: SocketAddr, sgw_teid: u32) {
+    /// Tunnel `key` is connected again at eNB `enb` (service request, handover, or a new
+    /// attach: then with a new IP and SGW tunnel), statistics kept.
+    pub fn resume(
+        &self,
+        key: u32,
+        enb: usize,
+        enb_teid: u32,
+        ue_ip: Ipv4Addr,
+        sgw: SocketAddr,
+        sgw_teid: u32,
+    ) {
         let mut s = self.lock();
         let Some(t) = s.tunnels.get_mut(&key) else {
             return;
         };
         t.wake = None;
+        t.enb = enb;
         let old = t.enb_teid.replace(enb_teid);
         (t.ue_ip, t.sgw, t.sgw_teid) = (ue_ip, sgw, sgw_teid);
         let held = std::mem::take(&mut t.held).then(|| self.echo_request(t, Instant::now()));
@@ -181,7 +211,7 @@ impl DataPlane {
         // The socket never blocks for one datagram; a full buffer loses the ping, which
         // the statistics then show.
         if let Some(Some((pkt, to))) = held {
-            if let Err(e) = self.sock.try_send_to(&pkt, to) {
+            if let Err(e) = self.socks[enb].try_send_to(&pkt, to) {
                 debug!(%to, "held ping not sent: {e}");
             }
         }
@@ -203,6 +233,19 @@ impl DataPlane {
         t.sent += 1;
         t.in_flight[seq as usize % RTT_SLOTS] = Some((seq, now));
         Some((pkt, t.sgw))
+    }
+
+    /// Uplink data is waiting at the idle UE of tunnel `key`: one ping goes once the
+    /// bearer is back ([`DataPlane::resume`]).
+    pub fn hold_ping(&self, key: u32) {
+        if let Some(t) = self.lock().tunnels.get_mut(&key) {
+            t.held = true;
+        }
+    }
+
+    /// The current eNB TEID of tunnel `key` (`None` while idle).
+    pub fn enb_teid(&self, key: u32) -> Option<u32> {
+        self.lock().tunnels.get(&key).and_then(|t| t.enb_teid)
     }
 
     /// The UE's IP on tunnel `key`.
@@ -232,6 +275,7 @@ impl DataPlane {
             rtt_ms_avg: (t.rtt_n > 0).then(|| ms(t.rtt_sum) / t.rtt_n as f64),
             rtt_ms_max: (t.rtt_n > 0).then(|| ms(t.rtt_max)),
             series: t.gaps.finish(end),
+            downlink_received: t.downlink_received,
         })
     }
 
@@ -269,12 +313,13 @@ impl DataPlane {
                         }
                         continue;
                     }
-                    batch.extend(self.echo_request(t, now));
+                    let enb = t.enb;
+                    batch.extend(self.echo_request(t, now).map(|p| (enb, p)));
                 }
             }
             slot = (slot + 1) % slots;
-            for (pkt, to) in batch.drain(..) {
-                if let Err(e) = self.sock.send_to(&pkt, to).await {
+            for (enb, (pkt, to)) in batch.drain(..) {
+                if let Err(e) = self.socks[enb].send_to(&pkt, to).await {
                     // Unreachable SGW (migrating): the ping is lost, which is the measurement.
                     debug!(%to, "GTP-U send failed: {e}");
                 }
@@ -282,11 +327,11 @@ impl DataPlane {
         }
     }
 
-    /// Receives S1-U traffic until the task is dropped.
-    pub async fn recv_loop(self) {
+    /// Receives eNB `enb`'s S1-U traffic until the task is dropped.
+    pub async fn recv_loop(self, enb: usize) {
         let mut buf = vec![0u8; 65536];
         loop {
-            let (n, from) = match self.sock.recv_from(&mut buf).await {
+            let (n, from) = match self.socks[enb].recv_from(&mut buf).await {
                 Ok(r) => r,
                 Err(e) => {
                     // ICMP port unreachable etc. surface here; keep receiving.
@@ -295,18 +340,18 @@ impl DataPlane {
                     continue;
                 }
             };
-            self.handle(&buf[..n], from).await;
+            self.handle(enb, &buf[..n], from).await;
         }
     }
 
-    async fn handle(&self, datagram: &[u8], from: SocketAddr) {
+    async fn handle(&self, enb: usize, datagram: &[u8], from: SocketAddr) {
         let now = Instant::now();
         match proto_gtpu::decode(datagram) {
             Ok(Gtpu::GPdu { teid, payload, .. }) => self.on_gpdu(teid, payload, now),
             Ok(Gtpu::EchoRequest { seq }) => {
                 // Restart counter 0: TS 29.281 §8.2 (GTP-U does not use it).
                 if let Ok(r) = (Gtpu::EchoResponse { seq, recovery: 0 }).encode() {
-                    if let Err(e) = self.sock.send_to(&r, from).await {
+                    if let Err(e) = self.socks[enb].send_to(&r, from).await {
                         debug!(%from, "GTP-U Echo Response not sent: {e}");
                     }
                 }
@@ -335,6 +380,10 @@ impl DataPlane {
             s.dropped.gtpu_unknown_teid += 1;
             return;
         };
+        if is_downlink_datagram(payload, t.ue_ip) {
+            t.downlink_received += 1;
+            return;
+        }
         let echo = match icmp::parse_echo(payload) {
             Ok(e) if e.kind == EchoKind::Reply && e.dst == t.ue_ip && e.id == t.icmp_id => e,
             // Other downlink traffic to the UE is not ours to judge.
@@ -363,6 +412,20 @@ impl DataPlane {
     }
 }
 
+/// An IPv4/UDP packet to `ue` whose payload starts with [`DOWNLINK_MAGIC`].
+fn is_downlink_datagram(packet: &[u8], ue: Ipv4Addr) -> bool {
+    let Some(&vihl) = packet.first() else {
+        return false;
+    };
+    let ihl = usize::from(vihl & 0x0f) * 4;
+    vihl >> 4 == 4
+        && packet.get(9) == Some(&17)
+        && icmp::ipv4_destination(packet) == Some(ue)
+        && packet
+            .get(ihl + 8..)
+            .is_some_and(|p| p.starts_with(DOWNLINK_MAGIC))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -373,7 +436,7 @@ mod tests {
         let target = Ipv4Addr::new(10, 45, 0, 1);
         let ue = Ipv4Addr::new(10, 45, 0, 2);
         let dp = DataPlane::bind(
-            "127.0.0.1:0".parse().unwrap(),
+            &["127.0.0.1:0".parse().unwrap()],
             clock,
             target,
             8,
@@ -384,7 +447,7 @@ mod tests {
         let sgw = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let sgw_addr = sgw.local_addr().unwrap();
         let teid = dp.allocate_teid();
-        dp.add(teid, ue, sgw_addr, 0x99);
+        dp.add(0, teid, ue, sgw_addr, 0x99);
         tokio::spawn(dp.clone().ping_loop(Duration::from_millis(10)));
         // The first ping reaches the "SGW" on its TEID.
         let mut buf = vec![0u8; 2048];
@@ -403,14 +466,14 @@ mod tests {
             (ue, target, EchoKind::Request)
         );
         let reply = proto_gtpu::encode_gpdu(teid, &req.reply().encode().unwrap()).unwrap();
-        dp.handle(&reply, sgw_addr).await;
-        dp.handle(&reply, sgw_addr).await; // duplicate
-        dp.handle(b"\x30\xff\x00", sgw_addr).await; // truncated
+        dp.handle(0, &reply, sgw_addr).await;
+        dp.handle(0, &reply, sgw_addr).await; // duplicate
+        dp.handle(0, b"\x30\xff\x00", sgw_addr).await; // truncated
         let stray = proto_gtpu::encode_gpdu(teid + 7, &req.reply().encode().unwrap()).unwrap();
-        dp.handle(&stray, sgw_addr).await;
+        dp.handle(0, &stray, sgw_addr).await;
         // GTP-U Echo Request is answered to its sender.
         let echo = Gtpu::EchoRequest { seq: 9 }.encode().unwrap();
-        dp.handle(&echo, sgw_addr).await;
+        dp.handle(0, &echo, sgw_addr).await;
         loop {
             let (n, _) = sgw.recv_from(&mut buf).await.unwrap();
             if let Ok(Gtpu::EchoResponse { seq: 9, .. }) = proto_gtpu::decode(&buf[..n]) {
@@ -432,7 +495,7 @@ mod tests {
     async fn idle_tunnel_wakes_its_ue_and_resumes_on_a_new_teid() {
         let ue = Ipv4Addr::new(10, 45, 0, 2);
         let dp = DataPlane::bind(
-            "127.0.0.1:0".parse().unwrap(),
+            &["127.0.0.1:0".parse().unwrap()],
             Clock::new(),
             Ipv4Addr::new(10, 45, 0, 1),
             8,
@@ -443,15 +506,15 @@ mod tests {
         let sgw = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let sgw_addr = sgw.local_addr().unwrap();
         let key = dp.allocate_teid();
-        dp.add(key, ue, sgw_addr, 0x99);
+        dp.add(0, key, ue, sgw_addr, 0x99);
         let (wake, mut woken) = mpsc::unbounded_channel();
-        dp.suspend(key, wake);
+        dp.suspend(key, Some(wake));
         let reply = |teid, seq| {
             let req =
                 icmp::echo_request(Ipv4Addr::new(10, 45, 0, 1), ue, key as u16, seq, &[]).unwrap();
             proto_gtpu::encode_gpdu(teid, &req).unwrap()
         };
-        dp.handle(&reply(key, 0), sgw_addr).await;
+        dp.handle(0, &reply(key, 0), sgw_addr).await;
         assert_eq!(dp.dropped().gtpu_unknown_teid, 1, "idle: no downlink TEID");
         tokio::spawn(dp.clone().ping_loop(Duration::from_millis(10)));
         assert_eq!(woken.recv().await, Some(Control::Uplink));
@@ -465,13 +528,13 @@ mod tests {
             "no uplink while idle"
         );
         let teid = dp.allocate_teid();
-        dp.resume(key, teid, ue, sgw_addr, 0x9a);
+        dp.resume(key, 0, teid, ue, sgw_addr, 0x9a);
         let (n, _) = sgw.recv_from(&mut buf).await.unwrap();
         assert!(matches!(
             proto_gtpu::decode(&buf[..n]),
             Ok(Gtpu::GPdu { teid: 0x9a, .. })
         ));
-        dp.handle(&reply(key, 0), sgw_addr).await;
+        dp.handle(0, &reply(key, 0), sgw_addr).await;
         assert_eq!(
             dp.dropped().gtpu_unknown_teid,
             2,
@@ -480,5 +543,50 @@ mod tests {
         dp.stop_pinging();
         let st = dp.remove(key, Instant::now()).unwrap();
         assert!(st.sent >= 1);
+    }
+
+    /// Downlink datagrams of the pdn host are counted per tunnel (other UDP is not); a
+    /// tunnel moved to another eNB (handover) pings from that eNB's socket.
+    #[tokio::test]
+    async fn downlink_counted_and_tunnel_moves_between_enbs() {
+        let ue = Ipv4Addr::new(10, 45, 0, 2);
+        let any = "127.0.0.1:0".parse().unwrap();
+        let dp = DataPlane::bind(
+            &[any, any],
+            Clock::new(),
+            Ipv4Addr::new(10, 45, 0, 1),
+            8,
+            Duration::from_millis(10),
+        )
+        .await
+        .unwrap();
+        let sgw = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let sgw_addr = sgw.local_addr().unwrap();
+        let key = dp.allocate_teid();
+        dp.add(0, key, ue, sgw_addr, 0x99);
+        let udp = |payload: &[u8]| {
+            let mut p = vec![0x45, 0, 0, 0, 0, 0, 0, 0, 64, 17, 0, 0, 10, 77, 0, 31];
+            p.extend_from_slice(&ue.octets());
+            p.extend_from_slice(&[0, 9, 0, 9, 0, 0, 0, 0]);
+            p.extend_from_slice(payload);
+            proto_gtpu::encode_gpdu(key, &p).unwrap()
+        };
+        let mut dl = DOWNLINK_MAGIC.to_vec();
+        dl.extend_from_slice(&7u64.to_be_bytes());
+        dp.handle(0, &udp(&dl), sgw_addr).await;
+        dp.handle(0, &udp(b"other traffic"), sgw_addr).await;
+        let teid = dp.allocate_teid();
+        dp.resume(key, 1, teid, ue, sgw_addr, 0x9a);
+        assert_eq!(dp.enb_teid(key), Some(teid));
+        tokio::spawn(dp.clone().ping_loop(Duration::from_millis(10)));
+        let mut buf = vec![0u8; 2048];
+        let (_, from) = sgw.recv_from(&mut buf).await.unwrap();
+        assert_eq!(
+            from,
+            dp.socks[1].local_addr().unwrap(),
+            "from eNB 1's socket"
+        );
+        dp.stop_pinging();
+        assert_eq!(dp.remove(key, Instant::now()).unwrap().downlink_received, 1);
     }
 }
