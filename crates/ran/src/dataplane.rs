@@ -36,6 +36,11 @@ struct Tunnel {
     enb: usize,
     /// The eNB's current downlink TEID; `None` while the UE is idle.
     enb_teid: Option<u32>,
+    /// While idle: the TEID released with the UE, still known so that downlink the SGW
+    /// sent before it learnt of the release is told apart from other strays.
+    released_teid: Option<u32>,
+    /// Downlink that arrived on `released_teid` (lost in the release race).
+    late_downlink: u64,
     /// Set while idle: the UE to wake for uplink data, until woken once.
     wake: Option<mpsc::UnboundedSender<Control>>,
     /// A ping that woke the UE: held as a UE holds uplink data until its bearer is back,
@@ -148,6 +153,8 @@ impl DataPlane {
             Tunnel {
                 enb,
                 enb_teid: Some(enb_teid),
+                released_teid: None,
+                late_downlink: 0,
                 wake: None,
                 held: false,
                 ue_ip,
@@ -179,7 +186,9 @@ impl DataPlane {
         };
         t.wake = wake;
         if let Some(old) = t.enb_teid.take() {
-            s.by_teid.remove(&old);
+            if let Some(older) = t.released_teid.replace(old) {
+                s.by_teid.remove(&older);
+            }
         }
     }
 
@@ -200,7 +209,7 @@ impl DataPlane {
         };
         t.wake = None;
         t.enb = enb;
-        let old = t.enb_teid.replace(enb_teid);
+        let old = t.enb_teid.replace(enb_teid).or(t.released_teid.take());
         (t.ue_ip, t.sgw, t.sgw_teid) = (ue_ip, sgw, sgw_teid);
         let held = std::mem::take(&mut t.held).then(|| self.echo_request(t, Instant::now()));
         if let Some(old) = old {
@@ -243,6 +252,11 @@ impl DataPlane {
         }
     }
 
+    /// Downlink packets that reached tunnel `key` on its released TEID so far.
+    pub fn late_downlink(&self, key: u32) -> u64 {
+        self.lock().tunnels.get(&key).map_or(0, |t| t.late_downlink)
+    }
+
     /// The current eNB TEID of tunnel `key` (`None` while idle).
     pub fn enb_teid(&self, key: u32) -> Option<u32> {
         self.lock().tunnels.get(&key).and_then(|t| t.enb_teid)
@@ -264,8 +278,8 @@ impl DataPlane {
     pub fn remove(&self, key: u32, end: Instant) -> Option<PingStats> {
         let mut s = self.lock();
         let t = s.tunnels.remove(&key)?;
-        if let Some(teid) = t.enb_teid {
-            s.by_teid.remove(&teid);
+        for teid in t.enb_teid.iter().chain(&t.released_teid) {
+            s.by_teid.remove(teid);
         }
         drop(s);
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
@@ -380,6 +394,12 @@ impl DataPlane {
             s.dropped.gtpu_unknown_teid += 1;
             return;
         };
+        if t.enb_teid != Some(teid) {
+            // Sent before the SGW knew of the release: an eNB without the context drops it.
+            t.late_downlink += 1;
+            s.dropped.gtpu_unknown_teid += 1;
+            return;
+        }
         if is_downlink_datagram(payload, t.ue_ip) {
             t.downlink_received += 1;
             return;
@@ -516,6 +536,7 @@ mod tests {
         };
         dp.handle(0, &reply(key, 0), sgw_addr).await;
         assert_eq!(dp.dropped().gtpu_unknown_teid, 1, "idle: no downlink TEID");
+        assert_eq!(dp.late_downlink(key), 1, "on the released TEID");
         tokio::spawn(dp.clone().ping_loop(Duration::from_millis(10)));
         assert_eq!(woken.recv().await, Some(Control::Uplink));
         tokio::time::sleep(Duration::from_millis(30)).await;

@@ -145,8 +145,9 @@ pub(crate) struct Ue<'a> {
     pub(crate) schedule: Schedule,
     /// UE security capabilities (EEA, EIA octets) the MME gave the eNB, for a handover.
     pub(crate) ue_sec: (u8, u8),
-    /// Downlink sent while idle, not yet answered by a paging: when.
-    downlink_pending: Option<Instant>,
+    /// Downlink sent while idle, not yet answered by a paging: when, and the tunnel's
+    /// late-downlink count then.
+    downlink_pending: Option<(Instant, u64)>,
     downlink_sent: u64,
 }
 
@@ -207,14 +208,19 @@ impl Ue<'_> {
 
     /// A model event the UE's state does not allow.
     pub(crate) fn skip(&self, e: Event) {
-        debug!(imsi = %self.imsi, event = e.name(), "event skipped in this state");
+        self.count_skipped(e.name());
+    }
+
+    /// Counts a model event that led to no procedure, under `what`.
+    fn count_skipped(&self, what: &str) {
+        debug!(imsi = %self.imsi, what, "event without a procedure");
         *self
             .sh
             .log
             .skipped
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .entry(e.name().to_string())
+            .entry(what.to_string())
             .or_default() += 1;
     }
 
@@ -587,7 +593,7 @@ impl Ue<'_> {
             let pending = self.downlink_pending;
             let paging_late = async move {
                 match pending {
-                    Some(t) => tokio::time::sleep_until((t + PAGING_WAIT).into()).await,
+                    Some((t, _)) => tokio::time::sleep_until((t + PAGING_WAIT).into()).await,
                     None => std::future::pending().await,
                 }
             };
@@ -602,9 +608,17 @@ impl Ue<'_> {
                     }
                 }
                 _ = paging_late => {
-                    if let Some(t) = self.downlink_pending.take() {
-                        let why = format!("no PAGING within {PAGING_WAIT:?} of the downlink data");
-                        self.record(ProcedureKind::ServiceRequestPaging, t, &Err(why));
+                    if let Some((t, late)) = self.downlink_pending.take() {
+                        let key = self.tunnel.unwrap_or_default();
+                        if self.sh.dp.late_downlink(key) > late {
+                            // It reached the eNB on the released TEID just after the
+                            // release: lost, so nothing to page for (the SGW never
+                            // buffered it).
+                            self.count_skipped("downlink_lost_in_release");
+                        } else {
+                            let why = format!("no PAGING within {PAGING_WAIT:?} of the downlink data");
+                            self.record(ProcedureKind::ServiceRequestPaging, t, &Err(why));
+                        }
                     }
                 }
                 c = self.ctl.recv() => match c {
@@ -617,7 +631,7 @@ impl Ue<'_> {
                         }
                     }
                     Some(Control::Paged) if idle => {
-                        let t = self.downlink_pending.take().unwrap_or_else(Instant::now);
+                        let t = self.downlink_pending.take().map_or_else(Instant::now, |p| p.0);
                         let r = self
                             .serve(RRCEstablishmentCause::mt_Access, ProcedureKind::ServiceRequestPaging, t)
                             .await;
@@ -692,8 +706,8 @@ impl Ue<'_> {
         if dl.send(ip) {
             self.downlink_sent += 1;
             self.sh.log.downlink_sent.fetch_add(1, Ordering::Relaxed);
-            if self.idle.is_some() && self.downlink_pending.is_none() {
-                self.downlink_pending = Some(Instant::now());
+            if let (Some(_), None, Some(key)) = (self.idle, self.downlink_pending, self.tunnel) {
+                self.downlink_pending = Some((Instant::now(), self.sh.dp.late_downlink(key)));
             }
         }
     }
@@ -921,6 +935,8 @@ impl Ue<'_> {
     /// recorded as a re-attach; `Some` if it failed.
     pub(crate) async fn attach_again(&mut self) -> Option<End> {
         let started = Instant::now();
+        // Downlink sent before is gone with the old PDN connection.
+        self.downlink_pending = None;
         self.fresh_nas();
         self.new_connection();
         let t = Config::ms(self.sh.cfg.attach_timeout_ms);

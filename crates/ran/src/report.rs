@@ -338,7 +338,8 @@ impl ProcedureStats {
 pub struct Procedures {
     pub by_kind: BTreeMap<ProcedureKind, ProcedureStats>,
     /// Model events not run because the UE's state did not allow them (e.g. a handover
-    /// of an idle UE), by event name.
+    /// of an idle UE), by event name; `downlink_lost_in_release`: downlink for an idle
+    /// UE that reached the eNB on the TEID just released, so no paging followed.
     pub skipped: BTreeMap<String, u64>,
     /// Downlink datagrams sent from the pdn host, and those the UEs received.
     pub downlink_sent: u64,

@@ -1,0 +1,157 @@
+//! A busy RAN against the real HSS, MME and SPGW in a network namespace (needs root):
+//! two eNBs of different TACs, 50 UEs under the `mixed` traffic model at a high rate,
+//! downlink datagrams from a second namespace standing in for the pdn host (so idle
+//! UEs are paged), and the MME frozen for a second in the middle, as a migration
+//! freezes it. No procedure may fail.
+//!
+//! Today's MME has neither TAU nor handover: the model file switches them off
+//! (`tau = false`, `handovers = "none"`), and those events are counted as skipped.
+
+mod common;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::*;
+use ran::ProcedureKind as K;
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+#[test]
+fn mixed_traffic_over_two_enbs_survives_a_frozen_mme() {
+    assert!(
+        is_root(),
+        "this test creates network namespaces: run it as root"
+    );
+    init_tracing();
+    let dir = TempDir::new("traffic");
+    let ns = Netns::new("traffic");
+    let pdn = pdn_host(&ns, "trpdn");
+    let db = dir.0.clone();
+    let _hss = NfThread::spawn(&ns, "hss", move || hss::serve(hss_config(&db)));
+    let _spgw = NfThread::spawn(&ns, "spgw", || spgw::serve(spgw_config()));
+    wait_for_sgi(&ns);
+    ns.run(|| wait_tcp(std::net::SocketAddr::from((HSS, 3868))));
+    // The MME serves both eNBs' tracking areas (its TAI list, where it pages).
+    let mme = NfThread::spawn(&ns, "mme", || {
+        mme::serve(mme::Config {
+            tacs: vec![1, 2],
+            ..mme_config()
+        })
+    });
+    let model = dir.0.join("busy.toml");
+    std::fs::write(
+        &model,
+        "base = \"mixed\"\n\
+         # 50 UEs: one event per UE every 2 s on average.\n\
+         procedures_per_s = 25.0\n\
+         idle_after_ms = 400\n\
+         reattach_after_ms = 200\n\
+         tau = false\n\
+         handovers = \"none\"\n",
+    )
+    .unwrap();
+    let enb = |enb_id: u32, tac: u16, last: u8| ran::EnbConfig {
+        enb_id,
+        name: format!("enb-{enb_id}"),
+        tac,
+        s1u_address: std::net::Ipv4Addr::new(127, 0, 0, last),
+        bind: None,
+        gtpu_port: 2152,
+    };
+    let freeze = Duration::from_millis(1000);
+    let (report, window) = ns.run(|| async {
+        let window = std::sync::Mutex::new((0, 0));
+        let (progress, mut seen) = tokio::sync::watch::channel(ran::Progress::default());
+        let stop = async {
+            let p = seen
+                .wait_for(ran::Progress::attach_phase_over)
+                .await
+                .unwrap()
+                .clone();
+            assert_eq!(p.attached, 50, "{p:?}");
+            tokio::time::sleep(Duration::from_secs(8)).await;
+            let t = unix_ms();
+            mme.freeze(freeze);
+            *window.lock().unwrap() = (t, t + freeze.as_millis() as u64);
+            tokio::time::sleep(Duration::from_secs(10)).await;
+        };
+        let cfg = ran::Config {
+            enbs: vec![enb(1, 1, 21), enb(2, 2, 22)],
+            traffic: model.to_str().unwrap().into(),
+            seed: 7,
+            downlink_from_netns: Some(pdn.0.clone()),
+            cp_probe_interval_ms: 100,
+            ..ran_config(50)
+        };
+        let r = ran::run_with_progress(cfg, stop, progress)
+            .await
+            .expect("RAN run");
+        let w = *window.lock().unwrap();
+        (r, w)
+    });
+    let p = &report.procedures;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&(&p.by_kind, &p.skipped)).unwrap()
+    );
+    println!("MME frozen {window:?}; dropped {:?}", report.dropped);
+    assert_eq!(report.enbs.len(), 2);
+    for e in &report.enbs {
+        assert_eq!((e.s1_setups, e.association_losses), (1, 0), "{e:?}");
+    }
+    assert!(
+        report.attach_failures.is_empty(),
+        "{:?}",
+        report.attach_failures
+    );
+    assert_eq!(report.ues.len(), 50);
+    let failures: Vec<_> = p.records.iter().filter(|r| !r.ok).collect();
+    assert!(failures.is_empty(), "failed procedures: {failures:#?}");
+    for kind in [
+        K::Attach,
+        K::Release,
+        K::ServiceRequest,
+        K::ServiceRequestPaging,
+        K::Detach,
+        K::Reattach,
+    ] {
+        let s = p
+            .by_kind
+            .get(&kind)
+            .unwrap_or_else(|| panic!("no {kind:?}"));
+        assert!(s.succeeded > 0, "{kind:?}: {s:?}");
+        let l = s.latency_ms.unwrap();
+        assert!(
+            l.p50 <= l.p90 && l.p90 <= l.p99 && l.p99 <= l.max,
+            "{kind:?}: {l:?}"
+        );
+    }
+    for kind in [K::TauPeriodic, K::TauNormal, K::X2Handover, K::S1Handover] {
+        assert!(!p.by_kind.contains_key(&kind), "{kind:?} is switched off");
+    }
+    assert!(
+        p.skipped.get("mobility").is_some_and(|n| *n > 0),
+        "{:?}",
+        p.skipped
+    );
+    // Paging works end to end: downlink sent from the pdn host reaches the UEs.
+    assert!(p.downlink_sent > 0);
+    assert!(p.downlink_received > 0, "{} sent", p.downlink_sent);
+    let per_ue: u64 = report.ues.iter().map(|u| u.downlink_received).sum();
+    assert!(per_ue <= p.downlink_received);
+    assert!(report.idle.pagings > 0 && report.idle.service_requests_mt > 0);
+    // Procedures ran through the freeze and are split around it.
+    let w = p.within(window.0, window.1);
+    let during: u64 = w.during.values().map(|s| s.count).sum();
+    assert!(during > 0, "nothing overlapped the freeze");
+    assert!(w.before.contains_key(&K::Attach) && !w.after.is_empty());
+    let n = |m: &std::collections::BTreeMap<K, ran::ProcedureStats>| {
+        m.values().map(|s| s.count).sum::<u64>()
+    };
+    assert_eq!(n(&w.before) + during + n(&w.after), p.records.len() as u64);
+}
