@@ -8,15 +8,15 @@
 //!   forgets the UE on the ACKNOWLEDGE; or S1 handover (TS 36.413 §8.4.1–8.4.3, 8.4.6,
 //!   8.4.7; TS 23.401 §5.5.1.2.2): HANDOVER REQUIRED from the source, HANDOVER REQUEST
 //!   at the target (matched to the UE by its S-GW TEID) answered with the ACKNOWLEDGE,
-//!   HANDOVER COMMAND at the source, ENB STATUS TRANSFER, HANDOVER NOTIFY from the
-//!   target, UE CONTEXT RELEASE of the source.
+//!   HANDOVER COMMAND at the source, ENB STATUS TRANSFER, (MME STATUS TRANSFER at the
+//!   target) HANDOVER NOTIFY from the target, UE CONTEXT RELEASE of the source.
 //!
 //! The transparent containers carry the smallest valid RRC content (the emulator has no
 //! radio): criticalExtensionsFuture, the target cell, the UE's last cell.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use proto_nas::msg::{Nas, UpdateType};
 use proto_nas::UeEvent;
@@ -34,6 +34,10 @@ use crate::procedure::{Bearer, Control, End, Ue};
 use crate::report::ProcedureKind;
 use crate::s1::S1;
 use crate::traffic::{Event, Handovers};
+
+/// How long the UE's arrival at an S1 handover's target waits for the MME STATUS
+/// TRANSFER (the MME relays the PDCP state only for bearers that preserve it).
+const STATUS_WAIT: Duration = Duration::from_millis(500);
 
 /// RRC content of the smallest valid HandoverPreparationInformation and
 /// HandoverCommand (TS 36.331): `criticalExtensionsFuture`, UPER.
@@ -377,7 +381,7 @@ impl Ue<'_> {
                 }
             }
         }
-        let Some(a) = admitted else {
+        let Some(mut a) = admitted else {
             return Err("handover not admitted".into());
         };
         // Execution: the PDCP state to the target, the UE arrives there.
@@ -393,6 +397,22 @@ impl Ue<'_> {
             }],
         }))
         .map_err(|e| format!("{e:#}"))?;
+        // The UE reaches the target after the MME relayed the PDCP state (MME STATUS
+        // TRANSFER): so the MME sees the source's transfer before the target's NOTIFY,
+        // which comes on another association.
+        let relayed = tokio::time::timeout(STATUS_WAIT, async {
+            while let Some(m) = a.rx.recv().await {
+                match m {
+                    S1ap::MmeStatusTransfer(_) => return true,
+                    other => debug!("S1AP at the target before NOTIFY ignored: {other:?}"),
+                }
+            }
+            false
+        })
+        .await;
+        if relayed != Ok(true) {
+            debug!(imsi = %self.imsi, "no MME STATUS TRANSFER: the UE arrives anyway");
+        }
         let source_rx = std::mem::replace(&mut self.rx, a.rx);
         (self.enb, self.enb_ue_id) = (target, a.enb_ue_id);
         self.learn_mme_id(a.mme_ue_id);
