@@ -3,7 +3,7 @@
 //!
 //! Feed it every downlink NAS PDU with [`UeNas::on_downlink`]; send what it returns.
 
-use crate::msg::{self, Guti, Nas, PdnConnectivity, Tai, UpdateType};
+use crate::msg::{self, Guti, Nas, PdnConnectivity, UpdateType};
 use crate::security::{self, Direction, NasSecurity, SecurityHeader};
 use crate::{cause, NasError, Result};
 
@@ -112,38 +112,25 @@ impl UeNas {
         self.protect(p)
     }
 
-    /// TRACKING AREA UPDATE REQUEST by the current GUTI (TS 24.301 §5.5.3.2.2) with the
-    /// UE's active bearers `ebis`, integrity protected but not ciphered: it may open the
-    /// NAS signalling connection, and the MME must read the GUTI first (§4.4.5).
-    pub fn tracking_area_update_request(
-        &mut self,
-        update_type: UpdateType,
-        active: bool,
-        last_visited_tai: Option<Tai>,
-        ebis: &[u8],
-    ) -> Result<Vec<u8>> {
+    /// TRACKING AREA UPDATE REQUEST with the current GUTI, integrity protected (an
+    /// initial NAS message is not ciphered, TS 24.301 §4.4.5); with `active` the UE
+    /// asks for its bearer. It reports the default bearer (EBI 5) as active.
+    pub fn tau_request(&mut self, update_type: UpdateType, active: bool) -> Result<Vec<u8>> {
         let guti = self
             .guti
-            .ok_or_else(|| NasError::Value("TAU before attach: no GUTI".into()))?;
-        let sec = self
-            .sec
-            .as_mut()
-            .ok_or_else(|| NasError::Value("TAU without a security context".into()))?;
+            .ok_or_else(|| NasError::Value("tracking area update before attach: no GUTI".into()))?;
+        let sec = self.sec.as_mut().ok_or_else(|| {
+            NasError::Value("tracking area update without a security context".into())
+        })?;
         let p = msg::tracking_area_update_request(
             update_type,
             active,
             sec.ksi,
             &guti,
-            last_visited_tai,
-            Some(ebis),
+            None,
+            Some(&[5]),
         )?;
         sec.protect(&p, SecurityHeader::Integrity, Direction::Uplink)
-    }
-
-    /// TRACKING AREA UPDATE COMPLETE (for a TAU ACCEPT with a new GUTI), protected.
-    pub fn tracking_area_update_complete(&mut self) -> Result<Vec<u8>> {
-        let p = msg::tracking_area_update_complete()?;
-        self.protect(p)
     }
 
     /// The short SERVICE REQUEST from ECM-IDLE (TS 24.301 §5.6.1), with and advancing
@@ -189,25 +176,14 @@ impl UeNas {
                 }
             }
             Nas::DetachAccept => UeEvent::DetachAccepted,
+            // A new GUTI is current from here on, confirmed with TAU COMPLETE (TS 24.301
+            // §5.5.3.2.4).
             Nas::TrackingAreaUpdateAccept {
-                guti,
-                tai_list,
-                t3412,
-                bearers,
-            } => {
-                if !opened.verified {
-                    return Err(NasError::Security("TAU ACCEPT not protected".into()));
-                }
-                // A new GUTI is current from here on (TS 24.301 §5.5.3.2.4).
-                if guti.is_some() {
-                    self.guti = guti;
-                }
-                UeEvent::Other(Nas::TrackingAreaUpdateAccept {
-                    guti,
-                    tai_list,
-                    t3412,
-                    bearers,
-                })
+                guti: Some(guti), ..
+            } if opened.verified => {
+                self.guti = Some(guti);
+                let c = msg::tracking_area_update_complete()?;
+                UeEvent::Send(self.protect(c)?)
             }
             other => UeEvent::Other(other),
         })
@@ -380,15 +356,9 @@ mod tests {
             mme.unprotect(&c, Direction::Uplink).unwrap().nas,
             Nas::AttachComplete { ebi: 5 }
         );
-        // TAU: integrity protected only, by the GUTI; a new GUTI in the accept is current.
-        let tau = ue
-            .tracking_area_update_request(
-                UpdateType::TaUpdating,
-                false,
-                Some(Tai { plmn: PLMN, tac: 1 }),
-                &[5],
-            )
-            .unwrap();
+        // TAU: integrity protected only, by the GUTI; a new GUTI in the accept is current
+        // and confirmed with TAU COMPLETE.
+        let tau = ue.tau_request(UpdateType::TaUpdating, false).unwrap();
         assert_eq!(SecurityHeader::of(&tau).unwrap(), SecurityHeader::Integrity);
         assert!(matches!(
             mme.unprotect(&tau, Direction::Uplink).unwrap().nas,
@@ -404,7 +374,11 @@ mod tests {
             bearers: Some(vec![5]),
         })
         .unwrap();
-        assert!(ue.on_downlink(&tau_accept).is_err(), "TAU ACCEPT in plain");
+        assert!(
+            matches!(ue.on_downlink(&tau_accept).unwrap(), UeEvent::Other(_)),
+            "TAU ACCEPT in plain: not taken"
+        );
+        assert_eq!(ue.guti(), Some(guti));
         let wire = mme
             .protect(
                 &tau_accept,
@@ -412,12 +386,10 @@ mod tests {
                 Direction::Downlink,
             )
             .unwrap();
-        assert!(matches!(
-            ue.on_downlink(&wire).unwrap(),
-            UeEvent::Other(Nas::TrackingAreaUpdateAccept { guti: Some(g), .. }) if g == new_guti
-        ));
+        let UeEvent::Send(c) = ue.on_downlink(&wire).unwrap() else {
+            panic!("no TAU COMPLETE")
+        };
         assert_eq!(ue.guti(), Some(new_guti));
-        let c = ue.tracking_area_update_complete().unwrap();
         assert_eq!(
             mme.unprotect(&c, Direction::Uplink).unwrap().nas,
             Nas::TrackingAreaUpdateComplete

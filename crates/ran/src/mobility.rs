@@ -23,7 +23,7 @@ use proto_nas::UeEvent;
 use proto_s1ap::asn::s1ap as asn;
 use proto_s1ap::{
     causes, BearerStatus, Cause, CauseRadioNetwork, Ecgi, ErabSetup, HandoverRequest,
-    HandoverRequired, PathSwitchRequest, RRCEstablishmentCause, S1ap, STmsi, StatusTransfer, Tai,
+    HandoverRequired, PathSwitchRequest, RRCEstablishmentCause, S1ap, STmsi, StatusTransfer,
     TargetEnb,
 };
 use tokio::sync::mpsc;
@@ -50,7 +50,7 @@ impl Ue<'_> {
             self.skip(e);
             return None;
         }
-        self.tau(UpdateType::Periodic, ProcedureKind::TauPeriodic, None)
+        self.tau(UpdateType::Periodic, ProcedureKind::TauPeriodic)
             .await
     }
 
@@ -62,8 +62,7 @@ impl Ue<'_> {
             return None;
         }
         let target = (self.enb + 1 + self.schedule.index(n - 1)) % n;
-        let old_tai = self.s1().tai;
-        let other_ta = self.sh.enbs[target].tai != old_tai;
+        let other_ta = self.sh.enbs[target].tai != self.s1().tai;
         if self.idle.is_some() {
             if other_ta && !self.sh.model.tau {
                 self.skip(e);
@@ -74,11 +73,7 @@ impl Ue<'_> {
                 return None;
             }
             return self
-                .tau(
-                    UpdateType::TaUpdating,
-                    ProcedureKind::TauNormal,
-                    Some(old_tai),
-                )
+                .tau(UpdateType::TaUpdating, ProcedureKind::TauNormal)
                 .await;
         }
         let s1 = match self.sh.model.handovers {
@@ -113,18 +108,13 @@ impl Ue<'_> {
     /// A TAU from ECM-IDLE under T3430 (TS 24.301 §5.5.3.2.6: on expiry the UE aborts
     /// and starts again, up to `nas_attempts` times), recorded as `kind`. After a TAU
     /// REJECT the UE attaches again.
-    async fn tau(
-        &mut self,
-        update: UpdateType,
-        kind: ProcedureKind,
-        last_tai: Option<Tai>,
-    ) -> Option<End> {
+    async fn tau(&mut self, update: UpdateType, kind: ProcedureKind) -> Option<End> {
         let started = Instant::now();
         let t3430 = Config::ms(self.sh.cfg.t3430_ms);
         let attempts = self.sh.cfg.nas_attempts;
         let mut r = Err(format!("T3430 expired {attempts} times"));
         for attempt in 1..=attempts {
-            match tokio::time::timeout(t3430, self.tau_once(update, last_tai)).await {
+            match tokio::time::timeout(t3430, self.tau_once(update)).await {
                 Ok(Ok(())) => {
                     r = Ok(());
                     break;
@@ -151,21 +141,13 @@ impl Ue<'_> {
 
     /// One TAU attempt: TAU REQUEST, ACCEPT (and COMPLETE), then the MME's release
     /// (no "active" flag: the UE has no uplink data) back to ECM-IDLE.
-    async fn tau_once(
-        &mut self,
-        update: UpdateType,
-        last_tai: Option<Tai>,
-    ) -> Result<(), TauFailure> {
-        let (Some(s_tmsi), Some(bearer)) = (self.idle, self.bearer) else {
+    async fn tau_once(&mut self, update: UpdateType) -> Result<(), TauFailure> {
+        let (Some(s_tmsi), Some(_)) = (self.idle, self.bearer) else {
             return Err(TauFailure::Other("not idle with a bearer".into()));
         };
-        let nas_tai = last_tai.map(|t| proto_nas::msg::Tai {
-            plmn: t.plmn,
-            tac: t.tac,
-        });
         let req = self
             .nas
-            .tracking_area_update_request(update, false, nas_tai, &[bearer.erab_id])
+            .tau_request(update, false)
             .map_err(|e| TauFailure::Other(format!("TAU REQUEST: {e}")))?;
         self.s1().unpark(s_tmsi);
         let (enb_ue_id, rx) = self.s1().register();
@@ -186,15 +168,13 @@ impl Ue<'_> {
                 S1ap::DownlinkNasTransport { mme_ue_id, nas, .. } => {
                     self.learn_mme_id(mme_ue_id);
                     match self.nas_step(&nas) {
-                        Some(UeEvent::Other(Nas::TrackingAreaUpdateAccept { guti, .. })) => {
-                            if guti.is_some() {
-                                let c = self
-                                    .nas
-                                    .tracking_area_update_complete()
-                                    .map_err(|e| TauFailure::Other(format!("TAU COMPLETE: {e}")))?;
-                                self.uplink(c)
-                                    .map_err(|e| TauFailure::Other(format!("{e:#}")))?;
-                            }
+                        // An accept with a new GUTI, answered with TAU COMPLETE.
+                        Some(UeEvent::Send(complete)) => {
+                            self.uplink(complete)
+                                .map_err(|e| TauFailure::Other(format!("{e:#}")))?;
+                            outcome = Some(Ok(()));
+                        }
+                        Some(UeEvent::Other(Nas::TrackingAreaUpdateAccept { .. })) => {
                             outcome = Some(Ok(()));
                         }
                         Some(UeEvent::Other(Nas::TrackingAreaUpdateReject { cause })) => {
@@ -566,7 +546,7 @@ mod tests {
             plmn: PLMN,
             cell_id: 0x201,
         };
-        let tai = Tai { plmn: PLMN, tac: 2 };
+        let tai = proto_s1ap::Tai { plmn: PLMN, tac: 2 };
         let erab = ErabSetup {
             erab_id: 5,
             enb_addr: Ipv4Addr::new(10, 77, 0, 22),
