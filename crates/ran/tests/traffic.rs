@@ -197,3 +197,41 @@ fn handovers_between_two_enbs_survive_a_frozen_mme() {
         assert!(u.detached, "{u:?}");
     }
 }
+
+/// Periodic TAUs of idle UEs and normal TAUs of idle UEs moving between the eNBs' TACs,
+/// through a frozen MME.
+#[test]
+#[ignore = "needs the MME's TAU (branch mme-emm); run with --ignored once merged"]
+fn tracking_area_updates_survive_a_frozen_mme() {
+    assert!(
+        is_root(),
+        "this test creates network namespaces: run it as root"
+    );
+    init_tracing();
+    // Short idle timer and mostly TAU events: the UEs are idle when they move.
+    let model = "base = \"mixed\"\n\
+                 procedures_per_s = 25.0\n\
+                 idle_after_ms = 200\n\
+                 uplink = 1.0\n\
+                 downlink = 1.0\n\
+                 periodic_tau = 3.0\n\
+                 mobility = 5.0\n\
+                 detach = 0.0\n\
+                 tau = true\n\
+                 handovers = \"none\"\n";
+    let (report, _) = run_two_enbs("tau", model, Duration::from_millis(1000));
+    let p = &report.procedures;
+    println!("{}", serde_json::to_string_pretty(&p.by_kind).unwrap());
+    let failures: Vec<_> = p.records.iter().filter(|r| !r.ok).collect();
+    assert!(failures.is_empty(), "failed procedures: {failures:#?}");
+    for kind in [K::TauPeriodic, K::TauNormal, K::ServiceRequestPaging] {
+        let s = p
+            .by_kind
+            .get(&kind)
+            .unwrap_or_else(|| panic!("no {kind:?}"));
+        assert!(s.succeeded > 0, "{kind:?}: {s:?}");
+    }
+    for u in &report.ues {
+        assert!(u.detached, "{u:?}");
+    }
+}
