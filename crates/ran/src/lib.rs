@@ -146,8 +146,9 @@ pub async fn run_with_progress(
         None => None,
     };
     let mut enbs = Vec::new();
+    let ids = Arc::new(std::sync::atomic::AtomicU32::new(1));
     for e in enb_cfgs {
-        enbs.push(Arc::new(S1::new(&cfg, e)?));
+        enbs.push(Arc::new(S1::new(&cfg, e, ids.clone())?));
     }
     tokio::pin!(stop);
     let mut clients = Vec::new();

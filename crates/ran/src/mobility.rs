@@ -101,7 +101,9 @@ impl Ue<'_> {
         if let Some(s_tmsi) = self.idle {
             self.s1().unpark(s_tmsi);
             self.enb = target;
-            self.s1().park(self.enb_ue_id, s_tmsi, self.ctl_tx.clone());
+            // Not `park`: the UE's last eNB UE S1AP ID was the old eNB's, here it may
+            // be another UE's.
+            self.s1().camp(s_tmsi, self.ctl_tx.clone());
         }
     }
 

@@ -71,7 +71,9 @@ pub struct S1 {
     /// UEs on their way here by S1 handover, by the S-GW TEID of their bearer: the
     /// HANDOVER REQUEST has no eNB UE S1AP ID yet.
     incoming: Mutex<HashMap<u32, mpsc::UnboundedSender<Control>>>,
-    next_enb_ue_id: AtomicU32,
+    /// Shared by the RAN's eNBs: an id is never any other UE's on any eNB, so a UE that
+    /// moved on can never touch another's entry with its old id.
+    next_enb_ue_id: Arc<AtomicU32>,
     pub tai: Tai,
     pub ecgi: Ecgi,
     pub s1_setups: AtomicU32,
@@ -90,14 +92,15 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl S1 {
-    pub fn new(cfg: &Config, enb: EnbConfig) -> anyhow::Result<S1> {
+    /// One eNB of the RAN; `ids` allocates eNB UE S1AP IDs for all of them.
+    pub fn new(cfg: &Config, enb: EnbConfig, ids: Arc<AtomicU32>) -> anyhow::Result<S1> {
         let plmn = cfg.plmn()?;
         Ok(S1 {
             link: Mutex::new(None),
             ues: Mutex::new(HashMap::new()),
             idle: Mutex::new(HashMap::new()),
             incoming: Mutex::new(HashMap::new()),
-            next_enb_ue_id: AtomicU32::new(1),
+            next_enb_ue_id: ids,
             tai: Tai { plmn, tac: enb.tac },
             ecgi: Ecgi {
                 plmn,
@@ -128,7 +131,7 @@ impl S1 {
             .map_err(|e| anyhow::anyhow!("{e}"))
     }
 
-    /// A new UE: its eNB UE S1AP ID (24 bits, never reused in a run) and the channel on
+    /// A new UE: its eNB UE S1AP ID (24 bits, never reused in a run on any eNB) and the channel on
     /// which its downlink S1AP arrives.
     pub fn register(&self) -> (u32, mpsc::UnboundedReceiver<S1ap>) {
         let id = self.next_enb_ue_id.fetch_add(1, Ordering::Relaxed) & 0x00ff_ffff;
@@ -156,6 +159,12 @@ impl S1 {
     /// The UE went idle: its S1AP id is gone, a PAGING for `s_tmsi` reaches it on `ctl`.
     pub fn park(&self, enb_ue_id: u32, s_tmsi: STmsi, ctl: mpsc::UnboundedSender<Control>) {
         self.unregister(enb_ue_id);
+        self.camp(s_tmsi, ctl);
+    }
+
+    /// An idle UE camps here (after parking, or reselecting this eNB's cell): a PAGING
+    /// for `s_tmsi` reaches it on `ctl`.
+    pub fn camp(&self, s_tmsi: STmsi, ctl: mpsc::UnboundedSender<Control>) {
         lock(&self.idle).insert(s_tmsi, ctl);
     }
 
@@ -484,7 +493,12 @@ mod tests {
     /// Bad S1AP from the network is counted and dropped; messages for unknown UEs too.
     #[test]
     fn garbage_and_strays_are_dropped() {
-        let s1 = S1::new(&Config::default(), Config::default().enb_list().remove(0)).unwrap();
+        let s1 = S1::new(
+            &Config::default(),
+            Config::default().enb_list().remove(0),
+            Arc::new(AtomicU32::new(1)),
+        )
+        .unwrap();
         let (tx, mut rx) = mpsc::unbounded_channel();
         let (id, mut ue) = s1.register();
         let mut x = 0x2545_f491u32;
@@ -527,7 +541,12 @@ mod tests {
     /// is woken or counted as dropped.
     #[test]
     fn paging_wakes_the_idle_ue_of_its_s_tmsi() {
-        let s1 = S1::new(&Config::default(), Config::default().enb_list().remove(0)).unwrap();
+        let s1 = S1::new(
+            &Config::default(),
+            Config::default().enb_list().remove(0),
+            Arc::new(AtomicU32::new(1)),
+        )
+        .unwrap();
         let (probe, _) = mpsc::unbounded_channel();
         let (id, _rx) = s1.register();
         let (ctl, mut woken) = mpsc::unbounded_channel();
