@@ -450,15 +450,14 @@ fn is_downlink_datagram(packet: &[u8], ue: Ipv4Addr) -> bool {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn replies_counted_once_echo_answered_garbage_dropped() {
-        let clock = Clock::new();
-        let target = Ipv4Addr::new(10, 45, 0, 1);
-        let ue = Ipv4Addr::new(10, 45, 0, 2);
+    /// A data plane of `enbs` eNBs on loopback pinging 10.45.0.1 every 10 ms, and a
+    /// socket standing in for the SGW.
+    async fn setup(enbs: usize) -> (DataPlane, UdpSocket, SocketAddr) {
+        let any = "127.0.0.1:0".parse().unwrap();
         let dp = DataPlane::bind(
-            &["127.0.0.1:0".parse().unwrap()],
-            clock,
-            target,
+            &vec![any; enbs],
+            Clock::new(),
+            Ipv4Addr::new(10, 45, 0, 1),
             8,
             Duration::from_millis(10),
         )
@@ -466,6 +465,14 @@ mod tests {
         .unwrap();
         let sgw = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let sgw_addr = sgw.local_addr().unwrap();
+        (dp, sgw, sgw_addr)
+    }
+
+    #[tokio::test]
+    async fn replies_counted_once_echo_answered_garbage_dropped() {
+        let target = Ipv4Addr::new(10, 45, 0, 1);
+        let ue = Ipv4Addr::new(10, 45, 0, 2);
+        let (dp, sgw, sgw_addr) = setup(1).await;
         let teid = dp.allocate_teid();
         dp.add(0, teid, ue, sgw_addr, 0x99);
         tokio::spawn(dp.clone().ping_loop(Duration::from_millis(10)));
@@ -514,17 +521,7 @@ mod tests {
     #[tokio::test]
     async fn idle_tunnel_wakes_its_ue_and_resumes_on_a_new_teid() {
         let ue = Ipv4Addr::new(10, 45, 0, 2);
-        let dp = DataPlane::bind(
-            &["127.0.0.1:0".parse().unwrap()],
-            Clock::new(),
-            Ipv4Addr::new(10, 45, 0, 1),
-            8,
-            Duration::from_millis(10),
-        )
-        .await
-        .unwrap();
-        let sgw = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let sgw_addr = sgw.local_addr().unwrap();
+        let (dp, sgw, sgw_addr) = setup(1).await;
         let key = dp.allocate_teid();
         dp.add(0, key, ue, sgw_addr, 0x99);
         let (wake, mut woken) = mpsc::unbounded_channel();
@@ -571,18 +568,7 @@ mod tests {
     #[tokio::test]
     async fn downlink_counted_and_tunnel_moves_between_enbs() {
         let ue = Ipv4Addr::new(10, 45, 0, 2);
-        let any = "127.0.0.1:0".parse().unwrap();
-        let dp = DataPlane::bind(
-            &[any, any],
-            Clock::new(),
-            Ipv4Addr::new(10, 45, 0, 1),
-            8,
-            Duration::from_millis(10),
-        )
-        .await
-        .unwrap();
-        let sgw = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let sgw_addr = sgw.local_addr().unwrap();
+        let (dp, sgw, sgw_addr) = setup(2).await;
         let key = dp.allocate_teid();
         dp.add(0, key, ue, sgw_addr, 0x99);
         let udp = |payload: &[u8]| {

@@ -326,3 +326,31 @@ pub fn pdn_host(core: &Netns, tag: &str) -> Netns {
     );
     pdn
 }
+
+/// HSS, SPGW and MME each on a thread of its own in `ns` (see [`NfThread`]), started
+/// in order (the MME connects to the HSS at start); `mme` is the MME's config.
+pub struct ThreadedEpc {
+    pub hss: NfThread,
+    pub spgw: NfThread,
+    pub mme: NfThread,
+}
+
+impl ThreadedEpc {
+    pub fn start(ns: &Netns, dir: &Path, mme: mme::Config) -> ThreadedEpc {
+        let db = dir.to_path_buf();
+        let hss = NfThread::spawn(ns, "hss", move || hss::serve(hss_config(&db)));
+        let spgw = NfThread::spawn(ns, "spgw", || spgw::serve(spgw_config()));
+        wait_for_sgi(ns);
+        ns.run(|| wait_tcp(SocketAddr::from((HSS, 3868))));
+        let mme = NfThread::spawn(ns, "mme", move || mme::serve(mme));
+        ThreadedEpc { hss, spgw, mme }
+    }
+}
+
+/// Now as UNIX ms, the clock of a migration's window.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
