@@ -9,6 +9,8 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
+use crate::traffic::Model;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -189,7 +191,8 @@ impl Config {
     /// Checks values that would otherwise fail later, naming the field.
     pub fn validate(&self) -> anyhow::Result<()> {
         self.plmn()?;
-        let enbs = self.enb_list();
+        let model = Model::resolve(&self.traffic).context("traffic")?;
+        let enbs = self.enb_list(&model);
         for (i, e) in enbs.iter().enumerate() {
             let at = if self.enbs.is_empty() {
                 String::new()
@@ -206,17 +209,6 @@ impl Config {
             if let Some(j) = enbs[..i].iter().position(|o| o.enb_id == e.enb_id) {
                 anyhow::bail!("enbs[{i}].enb_id = {} is also enbs[{j}]'s", e.enb_id);
             }
-            if let Some(j) = enbs[..i]
-                .iter()
-                .position(|o| (o.s1u_address, o.gtpu_port) == (e.s1u_address, e.gtpu_port))
-            {
-                anyhow::bail!(
-                    "enbs[{i}].s1u_address = {}:{} is also enbs[{j}]'s (the SPGW tells eNBs \
-                     apart by address)",
-                    e.s1u_address,
-                    e.gtpu_port
-                );
-            }
         }
         for (name, v) in [
             ("t3410_ms", self.t3410_ms),
@@ -228,7 +220,6 @@ impl Config {
             anyhow::ensure!(v > 0, "{name} must be at least 1");
         }
         anyhow::ensure!(self.nas_attempts > 0, "nas_attempts must be at least 1");
-        crate::traffic::Model::resolve(&self.traffic).context("traffic")?;
         anyhow::ensure!(self.ues > 0, "ues must be at least 1");
         anyhow::ensure!(
             self.ping_interval_ms > 0,
@@ -268,19 +259,28 @@ impl Config {
         Duration::from_millis(v)
     }
 
-    /// The eNBs to run: `enbs`, or the one of the top-level fields.
-    pub fn enb_list(&self) -> Vec<EnbConfig> {
+    /// The eNBs to run: `enbs`, or the one of the top-level fields and, for a traffic
+    /// model that wants more (`mixed`: 2), copies of it with the next eNB IDs and TACs
+    /// on the same S1-U address (they share its socket; the MME tells them apart by
+    /// association).
+    pub fn enb_list(&self, model: &Model) -> Vec<EnbConfig> {
         if !self.enbs.is_empty() {
             return self.enbs.clone();
         }
-        vec![EnbConfig {
-            enb_id: self.enb_id,
-            name: self.enb_name.clone(),
-            tac: self.tac,
-            s1u_address: self.s1u_address,
-            bind: Some(self.bind),
-            gtpu_port: self.gtpu_port,
-        }]
+        (0..model.enbs.max(1))
+            .map(|i| EnbConfig {
+                enb_id: self.enb_id + i as u32,
+                name: if i == 0 {
+                    self.enb_name.clone()
+                } else {
+                    format!("{}-{}", self.enb_name, i + 1)
+                },
+                tac: self.tac.wrapping_add(i as u16),
+                s1u_address: self.s1u_address,
+                bind: Some(self.bind),
+                gtpu_port: self.gtpu_port,
+            })
+            .collect()
     }
 }
 
@@ -316,16 +316,28 @@ mod tests {
         let c =
             Config::from_toml(&two.replace("enb_id = 1\nname = \"b\"", "enb_id = 2\nname = \"b\""))
                 .unwrap();
-        assert_eq!(c.enb_list().len(), 2);
+        assert_eq!(c.enb_list(&Model::mixed()).len(), 2, "as configured");
         assert_eq!(
-            c.enb_list()[1].bind(),
+            c.enb_list(&Model::default())[1].bind(),
             IpAddr::V4(Ipv4Addr::new(127, 0, 0, 22))
         );
         let e = Config::from_toml("[[enbs]]\nenb_id = 1\nname = \"a\"\ntac = 1\n").unwrap_err();
         assert!(format!("{e:#}").contains("s1u_address"), "{e:#}");
         let e = Config::from_toml("t3417_ms = 0").unwrap_err();
         assert!(e.to_string().contains("t3417_ms"), "{e}");
-        assert_eq!(Config::default().enb_list()[0].enb_id, 1);
+        let one = Config::default().enb_list(&Model::default());
+        assert_eq!((one.len(), one[0].enb_id), (1, 1));
+        // `mixed` without `enbs`: a second eNB of the next ID and TAC, same address.
+        let two = Config::default().enb_list(&Model::mixed());
+        assert_eq!(
+            (
+                two[1].enb_id,
+                two[1].tac,
+                two[1].s1u_address,
+                two[1].name.as_str()
+            ),
+            (2, 2, two[0].s1u_address, "corehop-enb-2")
+        );
         let c = Config::from_toml("ping_interval_ms = 1\nduration_ms = 3000").unwrap();
         assert_eq!((c.ping_interval_ms, c.duration_ms), (1, Some(3000)));
     }

@@ -1,4 +1,5 @@
-//! The eNBs' S1-U: one UDP socket per eNB, shared by its UEs. Uplink: each attached UE sends an
+//! The eNBs' S1-U: one UDP socket per eNB address, shared by its UEs (eNBs configured
+//! on one address share a socket: TEIDs are unique over the RAN). Uplink: each attached UE sends an
 //! ICMP echo request from its IP to the ping target inside a G-PDU to its SGW F-TEID.
 //! Downlink: G-PDUs are demultiplexed by TEID (the eNB's, one per UE) and echo replies
 //! matched by ICMP id/sequence; GTP-U Echo Requests are answered (TS 29.281 §7.2.1).
@@ -89,8 +90,10 @@ struct State {
 /// Shared handle to the S1-U endpoint.
 #[derive(Clone)]
 pub struct DataPlane {
-    /// One per eNB, by eNB index.
+    /// One per distinct S1-U address.
     socks: Arc<Vec<UdpSocket>>,
+    /// By eNB index: its socket's index in `socks`.
+    sock_of: Arc<Vec<usize>>,
     state: Arc<Mutex<State>>,
     clock: Clock,
     target: Ipv4Addr,
@@ -99,7 +102,8 @@ pub struct DataPlane {
 }
 
 impl DataPlane {
-    /// One socket per eNB, at `addrs` in eNB order.
+    /// The eNBs' sockets, at `addrs` in eNB order; equal addresses share one (port 0
+    /// always gets a socket of its own).
     pub async fn bind(
         addrs: &[SocketAddr],
         clock: Clock,
@@ -108,7 +112,15 @@ impl DataPlane {
         interval: Duration,
     ) -> anyhow::Result<DataPlane> {
         let mut socks = Vec::new();
+        let mut sock_of = Vec::new();
+        let mut bound: Vec<SocketAddr> = Vec::new();
         for addr in addrs {
+            if let Some(i) = bound.iter().position(|b| b == addr && addr.port() != 0) {
+                sock_of.push(i);
+                continue;
+            }
+            sock_of.push(socks.len());
+            bound.push(*addr);
             socks.push(
                 UdpSocket::bind(addr).await.map_err(|e| {
                     anyhow::anyhow!("cannot bind the eNB's GTP-U socket {addr}: {e}")
@@ -117,6 +129,7 @@ impl DataPlane {
         }
         Ok(DataPlane {
             socks: Arc::new(socks),
+            sock_of: Arc::new(sock_of),
             state: Arc::new(Mutex::new(State {
                 next_teid: 1,
                 ..Default::default()
@@ -220,7 +233,7 @@ impl DataPlane {
         // The socket never blocks for one datagram; a full buffer loses the ping, which
         // the statistics then show.
         if let Some(Some((pkt, to))) = held {
-            if let Err(e) = self.socks[enb].try_send_to(&pkt, to) {
+            if let Err(e) = self.socks[self.sock_of[enb]].try_send_to(&pkt, to) {
                 debug!(%to, "held ping not sent: {e}");
             }
         }
@@ -333,7 +346,7 @@ impl DataPlane {
             }
             slot = (slot + 1) % slots;
             for (enb, (pkt, to)) in batch.drain(..) {
-                if let Err(e) = self.socks[enb].send_to(&pkt, to).await {
+                if let Err(e) = self.socks[self.sock_of[enb]].send_to(&pkt, to).await {
                     // Unreachable SGW (migrating): the ping is lost, which is the measurement.
                     debug!(%to, "GTP-U send failed: {e}");
                 }
@@ -341,11 +354,16 @@ impl DataPlane {
         }
     }
 
-    /// Receives eNB `enb`'s S1-U traffic until the task is dropped.
-    pub async fn recv_loop(self, enb: usize) {
+    /// How many sockets there are (see [`DataPlane::recv_loop`]).
+    pub fn sockets(&self) -> usize {
+        self.socks.len()
+    }
+
+    /// Receives socket `sock`'s S1-U traffic until the task is dropped.
+    pub async fn recv_loop(self, sock: usize) {
         let mut buf = vec![0u8; 65536];
         loop {
-            let (n, from) = match self.socks[enb].recv_from(&mut buf).await {
+            let (n, from) = match self.socks[sock].recv_from(&mut buf).await {
                 Ok(r) => r,
                 Err(e) => {
                     // ICMP port unreachable etc. surface here; keep receiving.
@@ -354,18 +372,19 @@ impl DataPlane {
                     continue;
                 }
             };
-            self.handle(enb, &buf[..n], from).await;
+            self.handle(sock, &buf[..n], from).await;
         }
     }
 
-    async fn handle(&self, enb: usize, datagram: &[u8], from: SocketAddr) {
+    /// One datagram received on socket `sock`.
+    async fn handle(&self, sock: usize, datagram: &[u8], from: SocketAddr) {
         let now = Instant::now();
         match proto_gtpu::decode(datagram) {
             Ok(Gtpu::GPdu { teid, payload, .. }) => self.on_gpdu(teid, payload, now),
             Ok(Gtpu::EchoRequest { seq }) => {
                 // Restart counter 0: TS 29.281 §8.2 (GTP-U does not use it).
                 if let Ok(r) = (Gtpu::EchoResponse { seq, recovery: 0 }).encode() {
-                    if let Err(e) = self.socks[enb].send_to(&r, from).await {
+                    if let Err(e) = self.socks[sock].send_to(&r, from).await {
                         debug!(%from, "GTP-U Echo Response not sent: {e}");
                     }
                 }

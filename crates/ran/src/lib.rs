@@ -128,7 +128,7 @@ pub async fn run_with_progress(
     let model = traffic::Model::resolve(&cfg.traffic).context("traffic")?;
     let clock = Clock::new();
     let ping_interval = Config::ms(cfg.ping_interval_ms);
-    let enb_cfgs = cfg.enb_list();
+    let enb_cfgs = cfg.enb_list(&model);
     let addrs: Vec<SocketAddr> = enb_cfgs
         .iter()
         .map(|e| SocketAddr::new(e.bind(), e.gtpu_port))
@@ -165,17 +165,18 @@ pub async fn run_with_progress(
     let mut tasks = Tasks(vec![
         tokio::spawn(dp.clone().ping_loop(ping_interval)).abort_handle()
     ]);
-    for (i, (s1, client)) in enbs.iter().zip(clients).enumerate() {
+    // Every dispatcher may pass probe answers on; only the first eNB's gets any.
+    for (s1, client) in enbs.iter().zip(clients) {
         let probe = probe_tx.clone();
         tasks
             .0
             .push(tokio::spawn(s1.clone().dispatch(cfg.clone(), client, probe)).abort_handle());
+    }
+    for i in 0..dp.sockets() {
         tasks
             .0
             .push(tokio::spawn(dp.clone().recv_loop(i)).abort_handle());
     }
-    // Only the first eNB's dispatcher may hand probe answers on: the others get a
-    // closed channel.
     drop(probe_tx);
     let s1 = enbs[0].clone();
 

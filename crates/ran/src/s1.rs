@@ -495,7 +495,9 @@ mod tests {
     fn garbage_and_strays_are_dropped() {
         let s1 = S1::new(
             &Config::default(),
-            Config::default().enb_list().remove(0),
+            Config::default()
+                .enb_list(&crate::traffic::Model::default())
+                .remove(0),
             Arc::new(AtomicU32::new(1)),
         )
         .unwrap();
@@ -543,7 +545,9 @@ mod tests {
     fn paging_wakes_the_idle_ue_of_its_s_tmsi() {
         let s1 = S1::new(
             &Config::default(),
-            Config::default().enb_list().remove(0),
+            Config::default()
+                .enb_list(&crate::traffic::Model::default())
+                .remove(0),
             Arc::new(AtomicU32::new(1)),
         )
         .unwrap();

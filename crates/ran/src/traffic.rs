@@ -57,6 +57,8 @@ pub struct Model {
     /// Tracking Area Updates (periodic, and normal for idle UEs that move to another
     /// TAC); false: those events are skipped (e.g. against an MME without TAU).
     pub tau: bool,
+    /// eNBs to run when the RAN config lists none (see [`crate::Config::enb_list`]).
+    pub enbs: usize,
 }
 
 impl Default for Model {
@@ -75,6 +77,7 @@ impl Default for Model {
             reattach_after_ms: 500,
             handovers: Handovers::None,
             tau: false,
+            enbs: 1,
         }
     }
 }
@@ -105,7 +108,8 @@ pub const BUILT_IN: [&str; 2] = ["static", "mixed"];
 
 impl Model {
     /// `mixed`: 50 events/s over all UEs (1000 UEs: one each per 20 s), idle after 2 s
-    /// without signalling, downlink that pages, handovers and TAUs between eNBs.
+    /// without signalling, downlink that pages, handovers and TAUs between two eNBs of
+    /// two TACs.
     pub fn mixed() -> Model {
         Model {
             procedures_per_s: 50.0,
@@ -118,6 +122,7 @@ impl Model {
             detach: 1.0,
             handovers: Handovers::Both,
             tau: true,
+            enbs: 2,
             ..Model::default()
         }
     }
@@ -189,6 +194,7 @@ impl Model {
             self.idle_after_ms != Some(0),
             "idle_after_ms must be at least 1 (leave it out for no idle mode)"
         );
+        anyhow::ensure!(self.enbs > 0, "enbs must be at least 1");
         Ok(())
     }
 
@@ -292,6 +298,7 @@ mod tests {
         assert!(err("handovers = \"x3\"").contains("x3"));
         assert!(err("uplink = -2.0").contains("uplink"));
         assert!(err("idle_after_ms = 0").contains("idle_after_ms"));
+        assert!(err("enbs = 0").contains("enbs"));
         assert!(err("[[").contains("invalid TOML"));
         let e = format!(
             "{:#}",

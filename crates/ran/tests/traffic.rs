@@ -14,10 +14,19 @@ use std::time::Duration;
 use common::*;
 use ran::ProcedureKind as K;
 
+/// How the two eNBs of a test are configured.
+#[derive(Clone, Copy, PartialEq)]
+enum Enbs {
+    /// `[[enbs]]` on 127.0.0.21 and 127.0.0.22.
+    TwoAddresses,
+    /// None configured: the model's two, sharing 127.0.0.21.
+    FromModel,
+}
+
 /// Runs `model` (a TOML model file's text) on 50 UEs over two eNBs of TACs 1 and 2
 /// against the real functions, the MME frozen for `freeze` 8 s after the attaches;
 /// stops 10 s later. The report and the frozen window (UNIX ms).
-fn run_two_enbs(tag: &str, model: &str, freeze: Duration) -> (ran::Report, (u64, u64)) {
+fn run_two_enbs(tag: &str, model: &str, enbs: Enbs, freeze: Duration) -> (ran::Report, (u64, u64)) {
     let dir = TempDir::new(tag);
     let ns = Netns::new(tag);
     let pdn = pdn_host(&ns, &format!("{tag}-pdn"));
@@ -54,7 +63,10 @@ fn run_two_enbs(tag: &str, model: &str, freeze: Duration) -> (ran::Report, (u64,
             tokio::time::sleep(Duration::from_secs(10)).await;
         };
         let cfg = ran::Config {
-            enbs: vec![enb(1, 1, 21), enb(2, 2, 22)],
+            enbs: match enbs {
+                Enbs::TwoAddresses => vec![enb(1, 1, 21), enb(2, 2, 22)],
+                Enbs::FromModel => vec![],
+            },
             traffic: model_file.to_str().unwrap().into(),
             seed: 7,
             downlink_from_netns: Some(pdn.0.clone()),
@@ -83,7 +95,12 @@ fn mixed_traffic_over_two_enbs_survives_a_frozen_mme() {
                  reattach_after_ms = 200\n\
                  tau = false\n\
                  handovers = \"none\"\n";
-    let (report, window) = run_two_enbs("traffic", model, Duration::from_millis(1000));
+    let (report, window) = run_two_enbs(
+        "traffic",
+        model,
+        Enbs::TwoAddresses,
+        Duration::from_millis(1000),
+    );
     let p = &report.procedures;
     println!("MME frozen {window:?}; dropped {:?}", report.dropped);
     assert_eq!(report.enbs.len(), 2);
@@ -156,7 +173,8 @@ fn assert_all_ok(report: &ran::Report, kinds: &[K]) {
     }
 }
 
-/// X2 and S1 handovers of connected UEs between the two eNBs, through a frozen MME.
+/// X2 and S1 handovers of connected UEs between the two eNBs of `mixed` (one S1-U
+/// address), through a frozen MME.
 #[test]
 #[ignore = "needs the MME's handover (branch mme-handover); run with --ignored once merged"]
 fn handovers_between_two_enbs_survive_a_frozen_mme() {
@@ -176,7 +194,13 @@ fn handovers_between_two_enbs_survive_a_frozen_mme() {
                  detach = 0.0\n\
                  tau = false\n\
                  handovers = \"both\"\n";
-    let (report, _) = run_two_enbs("handover", model, Duration::from_millis(1000));
+    let (report, _) = run_two_enbs(
+        "handover",
+        model,
+        Enbs::FromModel,
+        Duration::from_millis(1000),
+    );
+    assert_eq!(report.enbs.len(), 2, "mixed runs two eNBs");
     assert_all_ok(&report, &[K::X2Handover, K::S1Handover]);
     // Every UE's pings went on after its handovers.
     for u in &report.ues {
@@ -205,7 +229,12 @@ fn tracking_area_updates_survive_a_frozen_mme() {
                  detach = 0.0\n\
                  tau = true\n\
                  handovers = \"none\"\n";
-    let (report, _) = run_two_enbs("tau", model, Duration::from_millis(1000));
+    let (report, _) = run_two_enbs(
+        "tau",
+        model,
+        Enbs::TwoAddresses,
+        Duration::from_millis(1000),
+    );
     assert_all_ok(
         &report,
         &[K::TauPeriodic, K::TauNormal, K::ServiceRequestPaging],
