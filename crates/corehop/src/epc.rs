@@ -162,8 +162,9 @@ pub struct RanArgs {
     /// Seed of the traffic model's random times (same seed, same plan) [default: 1].
     #[arg(long)]
     seed: Option<u64>,
-    /// Lab host whose namespace sends downlink datagrams to the UEs (e.g. `pdn`), so
-    /// that idle UEs are paged. Default: no downlink traffic.
+    /// Lab host whose namespace sends downlink datagrams to the UEs (e.g. `pdn`; it gets
+    /// a route to the UE pool via the SPGW), so that idle UEs are paged. Default: no
+    /// downlink traffic.
     #[arg(long, value_name = "HOST")]
     downlink_from: Option<String>,
 }
@@ -219,6 +220,17 @@ pub fn ran(a: RanArgs, json: bool) -> Result<()> {
     };
     // Bad flags or model files fail here, before anything is set up.
     cfg.validate()?;
+    if let (Some(h), Some(ns)) = (&a.downlink_from, &cfg.downlink_from_netns) {
+        // Uplink needs no route back to the UE pool (the SGi masquerades); downlink
+        // from this host does: towards the SPGW's service IP.
+        let spgw = spgw::Config::default();
+        let via = spgw.s11_address.to_string();
+        lab::sh::run(
+            "ip",
+            &["-n", ns, "route", "replace", &spgw.ue_pool, "via", &via],
+        )
+        .with_context(|| format!("--downlink-from {h}: route to the UE pool"))?;
+    }
     // The eNB lives on its host: enter that namespace before any socket exists.
     lab::net::enter_netns(&lab::net::host_ns(&a.host))?;
     let rt = tokio::runtime::Builder::new_multi_thread()
