@@ -40,6 +40,7 @@
 pub mod config;
 mod dataplane;
 mod downlink;
+mod idle;
 mod mobility;
 mod procedure;
 pub mod report;

@@ -1,10 +1,9 @@
 //! One UE's life as its eNBs relay it: attach (Initial UE Message … Attach Complete,
 //! Initial Context Setup with the eNB's S1-U TEID, T3410), the attached state driven by
-//! the traffic model ([`crate::traffic`]), ECM-IDLE (UE Context Release for user
-//! inactivity; back with a SERVICE REQUEST for uplink data or a PAGING, T3417), and
-//! detach (Detach Request → Accept, UE Context Release, T3421), by the model or when
-//! the run stops. Each procedure is recorded ([`crate::report::ProcedureRecord`]); the
-//! mobility procedures (TAU, handovers) are in [`crate::mobility`].
+//! the traffic model ([`crate::traffic`]), and detach (Detach Request → Accept, UE
+//! Context Release, T3421), by the model or when the run stops. Each procedure is
+//! recorded ([`crate::report::ProcedureRecord`]); ECM-IDLE is in [`crate::idle`], TAU
+//! and handovers in [`crate::mobility`].
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -35,9 +34,6 @@ const RELEASE_WAIT: Duration = Duration::from_secs(2);
 /// service request after paging (the SPGW's DDN retransmissions and the MME's T3413
 /// take a few seconds at most).
 const PAGING_WAIT: Duration = Duration::from_secs(10);
-
-/// EMM cause #9, "UE identity cannot be derived by the network" (TS 24.301 Annex A).
-const CAUSE_IDENTITY_NOT_DERIVED: u8 = 9;
 
 /// What a UE task is told besides its S1AP.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,7 +143,7 @@ pub(crate) struct Ue<'a> {
     pub(crate) ue_sec: (u8, u8),
     /// Downlink sent while idle, not yet answered by a paging: when, and the tunnel's
     /// late-downlink count then.
-    downlink_pending: Option<(Instant, u64)>,
+    pub(crate) downlink_pending: Option<(Instant, u64)>,
     downlink_sent: u64,
 }
 
@@ -160,20 +156,13 @@ pub(crate) struct Bearer {
 }
 
 impl Bearer {
-    fn of(e: &proto_s1ap::ErabToSetup) -> Bearer {
+    pub(crate) fn of(e: &proto_s1ap::ErabToSetup) -> Bearer {
         Bearer {
             erab_id: e.erab_id,
             sgw_addr: e.sgw_addr,
             sgw_teid: e.sgw_teid,
         }
     }
-}
-
-/// Why a SERVICE REQUEST did not bring the UE back.
-enum ServiceFailure {
-    /// SERVICE REJECT with this EMM cause: the UE must attach again.
-    Rejected(u8),
-    Other(String),
 }
 
 impl Ue<'_> {
@@ -252,7 +241,7 @@ impl Ue<'_> {
     }
 
     /// Where a ping of the idle UE goes: waking it, if the model says pings do.
-    fn wake(&self) -> Option<mpsc::UnboundedSender<Control>> {
+    pub(crate) fn wake(&self) -> Option<mpsc::UnboundedSender<Control>> {
         self.sh.model.pings_wake_idle.then(|| self.ctl_tx.clone())
     }
 
@@ -540,7 +529,11 @@ impl Ue<'_> {
     }
 
     /// INITIAL CONTEXT SETUP RESPONSE with a fresh eNB S1-U TEID for the E-RAB.
-    fn setup_response(&self, r: &InitialContextSetupRequest, erab_id: u8) -> (u32, S1ap) {
+    pub(crate) fn setup_response(
+        &self,
+        r: &InitialContextSetupRequest,
+        erab_id: u8,
+    ) -> (u32, S1ap) {
         let enb_teid = self.sh.dp.allocate_teid();
         let resp = S1ap::InitialContextSetupResponse {
             mme_ue_id: r.mme_ue_id,
@@ -710,225 +703,6 @@ impl Ue<'_> {
                 self.downlink_pending = Some((Instant::now(), self.sh.dp.late_downlink(key)));
             }
         }
-    }
-
-    async fn release_to_idle(&mut self) {
-        let t = Instant::now();
-        let r = self.go_idle().await;
-        self.record(ProcedureKind::Release, t, &r);
-    }
-
-    /// The eNB releases the UE for user inactivity (TS 23.401 §5.3.5): UE CONTEXT
-    /// RELEASE REQUEST, the MME's COMMAND answered with COMPLETE; the eNB then forgets
-    /// the UE's S1AP id and downlink TEID, the UE keeps its NAS context and GUTI.
-    async fn go_idle(&mut self) -> Result<(), String> {
-        let (Some(mme_ue_id), Some(guti), Some(key)) =
-            (self.mme_ue_id, self.nas.guti(), self.tunnel)
-        else {
-            return Err("not attached".into());
-        };
-        self.s1()
-            .send(&S1ap::UeContextReleaseRequest {
-                mme_ue_id,
-                enb_ue_id: self.enb_ue_id,
-                cause: causes::user_inactivity(),
-            })
-            .map_err(|e| format!("{e:#}"))?;
-        let wait = Config::ms(self.sh.cfg.detach_timeout_ms);
-        let released = timeout(wait, async {
-            while let Some(m) = self.rx.recv().await {
-                match m {
-                    S1ap::UeContextReleaseCommand { mme_ue_id, .. } => return Some(mme_ue_id),
-                    other => debug!("S1AP while releasing ignored: {other:?}"),
-                }
-            }
-            None
-        })
-        .await;
-        let Ok(Some(mme_ue_id)) = released else {
-            return Err(format!("no UE Context Release Command within {wait:?}"));
-        };
-        self.release_complete(mme_ue_id);
-        let s_tmsi = STmsi {
-            mme_code: guti.mme_code,
-            m_tmsi: guti.m_tmsi,
-        };
-        self.s1().park(self.enb_ue_id, s_tmsi, self.ctl_tx.clone());
-        self.sh.dp.suspend(key, self.wake());
-        self.mme_ue_id = None;
-        self.idle = Some(s_tmsi);
-        self.s1()
-            .idle_counts
-            .releases
-            .fetch_add(1, Ordering::Relaxed);
-        info!(imsi = %self.imsi, "idle");
-        Ok(())
-    }
-
-    /// Back from idle with a SERVICE REQUEST under T3417 (TS 24.301 §5.6.1.6: on expiry
-    /// the UE aborts and tries again, up to `nas_attempts` times), recorded as `kind`
-    /// from `started`; after a SERVICE REJECT the UE attaches again. `Some` if the UE's
-    /// registration ended.
-    async fn serve(
-        &mut self,
-        cause: RRCEstablishmentCause,
-        kind: ProcedureKind,
-        started: Instant,
-    ) -> Option<End> {
-        let t3417 = Config::ms(self.sh.cfg.t3417_ms);
-        let attempts = self.sh.cfg.nas_attempts;
-        let mut r = Err(format!("T3417 expired {attempts} times"));
-        for attempt in 1..=attempts {
-            match timeout(t3417, self.service_request(cause)).await {
-                Ok(Ok(())) => {
-                    r = Ok(());
-                    break;
-                }
-                Ok(Err(ServiceFailure::Rejected(c))) => {
-                    self.record(kind, started, &Err(format!("SERVICE REJECT #{c}")));
-                    info!(imsi = %self.imsi, cause = c, "SERVICE REJECT: attaching again");
-                    return self.reattach(c).await;
-                }
-                Ok(Err(ServiceFailure::Other(e))) => {
-                    // Still idle at the MME too (it keeps the context); the next uplink
-                    // data or paging tries again.
-                    self.back_to_idle();
-                    r = Err(e);
-                    break;
-                }
-                Err(_) => {
-                    warn!(imsi = %self.imsi, attempt, "T3417 expired");
-                    self.back_to_idle();
-                }
-            }
-        }
-        if r.is_ok() && cause != RRCEstablishmentCause::mt_Access {
-            // Buffered downlink is delivered with the bearer: no paging for it now.
-            self.downlink_pending = None;
-        }
-        self.record(kind, started, &r);
-        None
-    }
-
-    /// A failed service request: the new S1 connection is dropped, the UE stays idle.
-    pub(crate) fn back_to_idle(&mut self) {
-        if let Some(s_tmsi) = self.idle {
-            self.s1().park(self.enb_ue_id, s_tmsi, self.ctl_tx.clone());
-            if let Some(key) = self.tunnel {
-                self.sh.dp.suspend(key, self.wake());
-            }
-        }
-        self.mme_ue_id = None;
-    }
-
-    /// SERVICE REQUEST in an INITIAL UE MESSAGE with the S-TMSI; the INITIAL CONTEXT
-    /// SETUP (without NAS) answered with a new downlink TEID.
-    async fn service_request(
-        &mut self,
-        cause: RRCEstablishmentCause,
-    ) -> Result<(), ServiceFailure> {
-        let Some(s_tmsi) = self.idle else {
-            return Ok(());
-        };
-        let sr = self
-            .nas
-            .service_request()
-            .map_err(|e| ServiceFailure::Other(format!("SERVICE REQUEST: {e}")))?;
-        self.s1().unpark(s_tmsi);
-        let (enb_ue_id, rx) = self.s1().register();
-        (self.enb_ue_id, self.rx, self.mme_ue_id) = (enb_ue_id, rx, None);
-        let counts = &self.s1().idle_counts;
-        let counter = if cause == RRCEstablishmentCause::mt_Access {
-            &counts.service_requests_mt
-        } else {
-            &counts.service_requests_mo
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-        self.s1()
-            .send(&S1ap::InitialUeMessage {
-                enb_ue_id,
-                nas: sr,
-                tai: self.s1().tai,
-                ecgi: self.s1().ecgi,
-                s_tmsi: Some(s_tmsi),
-                rrc_cause: cause,
-            })
-            .map_err(|e| ServiceFailure::Other(format!("{e:#}")))?;
-        let mut rejected = None;
-        while let Some(m) = self.rx.recv().await {
-            match m {
-                S1ap::DownlinkNasTransport { mme_ue_id, nas, .. } => {
-                    self.learn_mme_id(mme_ue_id);
-                    if let Some(UeEvent::Other(Nas::ServiceReject { cause })) = self.nas_step(&nas)
-                    {
-                        self.s1()
-                            .idle_counts
-                            .service_rejects
-                            .fetch_add(1, Ordering::Relaxed);
-                        rejected = Some(cause);
-                    }
-                }
-                S1ap::InitialContextSetupRequest(r) => {
-                    self.learn_mme_id(r.mme_ue_id);
-                    return self.resume(&r);
-                }
-                S1ap::UeContextReleaseCommand {
-                    mme_ue_id, cause, ..
-                } => {
-                    self.release_complete(mme_ue_id);
-                    return Err(match rejected {
-                        Some(c) => ServiceFailure::Rejected(c),
-                        None => ServiceFailure::Other(format!("released by the MME: {cause:?}")),
-                    });
-                }
-                other => debug!("S1AP during service request ignored: {other:?}"),
-            }
-        }
-        Err(ServiceFailure::Other("S1 dispatcher gone".into()))
-    }
-
-    /// INITIAL CONTEXT SETUP for a service request: the bearer on a new eNB TEID.
-    fn resume(&mut self, r: &InitialContextSetupRequest) -> Result<(), ServiceFailure> {
-        let (Some(erab), Some(key)) = (r.erabs.first(), self.tunnel) else {
-            let _ = self.s1().send(&S1ap::InitialContextSetupFailure {
-                mme_ue_id: r.mme_ue_id,
-                enb_ue_id: self.enb_ue_id,
-                cause: causes::radio_unspecified(),
-            });
-            return Err(ServiceFailure::Other(
-                "Initial Context Setup without an E-RAB".into(),
-            ));
-        };
-        if self.nas.kenb() != Some(r.kenb) {
-            warn!(imsi = %self.imsi, "KeNB of the service request's context setup differs from the UE's");
-        }
-        let (enb_teid, resp) = self.setup_response(r, erab.erab_id);
-        self.s1()
-            .send(&resp)
-            .map_err(|e| ServiceFailure::Other(format!("{e:#}")))?;
-        let Some(ue_ip) = self.sh.dp.ue_ip(key) else {
-            return Err(ServiceFailure::Other("no tunnel".into()));
-        };
-        let sgw = SocketAddr::from((erab.sgw_addr, proto_gtpu::GTPU_PORT));
-        self.sh
-            .dp
-            .resume(key, self.enb, enb_teid, ue_ip, sgw, erab.sgw_teid);
-        self.bearer = Some(Bearer::of(erab));
-        self.ue_sec = (r.ue_sec_enc, r.ue_sec_int);
-        self.idle = None;
-        info!(imsi = %self.imsi, enb_teid, "connected again");
-        Ok(())
-    }
-
-    /// After a SERVICE REJECT: for #9 the UE deletes its GUTI and KSI (TS 24.301
-    /// §5.6.1.5), i.e. starts from a fresh NAS state with the same USIM, and attaches.
-    /// Other causes are handled the same way: the emulator has no other way back.
-    async fn reattach(&mut self, cause: u8) -> Option<End> {
-        if cause != CAUSE_IDENTITY_NOT_DERIVED {
-            debug!(imsi = %self.imsi, cause, "SERVICE REJECT handled like #9");
-        }
-        self.idle = None;
-        self.attach_again().await
     }
 
     /// A new attach from a fresh NAS state (after a detach or a SERVICE REJECT),
