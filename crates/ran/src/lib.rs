@@ -18,7 +18,7 @@
 //! A traffic model ([`traffic::Model`], config `traffic`) makes a busy RAN: per UE,
 //! uplink and downlink data (the downlink sent from the pdn host's netns,
 //! `downlink_from_netns`, so that idle UEs are paged), TAUs, handovers between the eNBs
-//! ([`mobility`]), detach and re-attach, each procedure recorded with its latency in
+//! (`mobility.rs`), detach and re-attach, each procedure recorded with its latency in
 //! [`Procedures`] ([`Procedures::within`] splits them by a migration's window). The
 //! UE's NAS timers (T3410, T3417, T3421, T3430) retransmit or restart a procedure, so a
 //! frozen core function delays procedures instead of failing them.
