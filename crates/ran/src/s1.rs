@@ -462,6 +462,13 @@ fn probe_answer(payload: &[u8]) -> Option<ProbeAnswer> {
 mod tests {
     use super::*;
 
+    /// The one eNB of the default config.
+    fn lab_enb() -> S1 {
+        let cfg = Config::default();
+        let enb = cfg.enb_list(&crate::traffic::Model::default()).remove(0);
+        S1::new(&cfg, enb, Arc::new(AtomicU32::new(1))).unwrap()
+    }
+
     #[test]
     fn configuration_update_and_its_answers() {
         let b = enb_configuration_update().unwrap();
@@ -493,14 +500,7 @@ mod tests {
     /// Bad S1AP from the network is counted and dropped; messages for unknown UEs too.
     #[test]
     fn garbage_and_strays_are_dropped() {
-        let s1 = S1::new(
-            &Config::default(),
-            Config::default()
-                .enb_list(&crate::traffic::Model::default())
-                .remove(0),
-            Arc::new(AtomicU32::new(1)),
-        )
-        .unwrap();
+        let s1 = lab_enb();
         let (tx, mut rx) = mpsc::unbounded_channel();
         let (id, mut ue) = s1.register();
         let mut x = 0x2545_f491u32;
@@ -543,14 +543,7 @@ mod tests {
     /// is woken or counted as dropped.
     #[test]
     fn paging_wakes_the_idle_ue_of_its_s_tmsi() {
-        let s1 = S1::new(
-            &Config::default(),
-            Config::default()
-                .enb_list(&crate::traffic::Model::default())
-                .remove(0),
-            Arc::new(AtomicU32::new(1)),
-        )
-        .unwrap();
+        let s1 = lab_enb();
         let (probe, _) = mpsc::unbounded_channel();
         let (id, _rx) = s1.register();
         let (ctl, mut woken) = mpsc::unbounded_channel();
