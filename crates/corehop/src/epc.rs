@@ -127,14 +127,18 @@ pub struct RanArgs {
     /// Lab host the eNB runs on.
     #[arg(long, default_value = "ran")]
     host: String,
-    #[arg(long, default_value_t = 1)]
-    ues: usize,
+    /// RAN config (TOML: `[[enbs]]`, timers, ...); the other flags override its fields.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Number of UEs [default: 1].
+    #[arg(long)]
+    ues: Option<usize>,
     /// Where UEs ping through their tunnels (default: the pdn host).
     #[arg(long)]
     ping: Option<Ipv4Addr>,
-    /// Interval between a UE's pings, ms.
-    #[arg(long, default_value_t = 100)]
-    ping_interval_ms: u64,
+    /// Interval between a UE's pings, ms [default: 100].
+    #[arg(long)]
+    ping_interval_ms: Option<u64>,
     /// Seconds to run after attaching (default: until Ctrl-C).
     #[arg(long)]
     duration: Option<f64>,
@@ -144,13 +148,25 @@ pub struct RanArgs {
     /// Row of the first UE in the subscriber list.
     #[arg(long, default_value_t = 0)]
     first: usize,
-    /// Control-plane probe (S1AP round trip) interval, ms; 0 disables it.
-    #[arg(long, default_value_t = 100)]
-    cp_probe_ms: u64,
+    /// Control-plane probe (S1AP round trip) interval, ms; 0 disables it [default: 100].
+    #[arg(long)]
+    cp_probe_ms: Option<u64>,
     /// Release a UE to ECM-IDLE after this long without signalling, ms; its next ping (or
     /// a paging for its downlink) brings it back with a Service Request. Default: never.
     #[arg(long)]
     idle_after_ms: Option<u64>,
+    /// The UEs' traffic model: `static` (attach, ping, detach at the end), `mixed`
+    /// (idle/active cycles, paging, TAU, handovers, re-attach), or a TOML model file.
+    #[arg(long, value_name = "NAME|FILE")]
+    traffic: Option<String>,
+    /// Seed of the traffic model's random times (same seed, same plan) [default: 1].
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Lab host whose namespace sends downlink datagrams to the UEs (e.g. `pdn`; it gets
+    /// a route to the UE pool via the SPGW), so that idle UEs are paged. Default: no
+    /// downlink traffic.
+    #[arg(long, value_name = "HOST")]
+    downlink_from: Option<String>,
 }
 
 pub fn ran(a: RanArgs, json: bool) -> Result<()> {
@@ -169,11 +185,23 @@ pub fn ran(a: RanArgs, json: bool) -> Result<()> {
             p
         }
     };
-    // The eNB lives on its host: enter that namespace before any socket exists.
-    lab::net::enter_netns(&lab::net::host_ns(&a.host))?;
+    let base = match &a.config {
+        Some(p) => ran::Config::load(p)?,
+        None => ran::Config {
+            s1u_address: host.addr,
+            ..Default::default()
+        },
+    };
+    let downlink_from_netns = match &a.downlink_from {
+        Some(h) => {
+            spec.host(h)
+                .with_context(|| format!("--downlink-from {h}"))?;
+            Some(lab::net::host_ns(h))
+        }
+        None => base.downlink_from_netns.clone(),
+    };
     let cfg = ran::Config {
-        s1u_address: host.addr,
-        ues: a.ues,
+        ues: a.ues.unwrap_or(base.ues),
         subscribers,
         first_imsi_index: a.first,
         ping_target: a.ping.unwrap_or(
@@ -181,12 +209,30 @@ pub fn ran(a: RanArgs, json: bool) -> Result<()> {
                 .map(|h| h.addr)
                 .unwrap_or(Ipv4Addr::new(10, 77, 0, 31)),
         ),
-        ping_interval_ms: a.ping_interval_ms.max(1),
-        duration_ms: a.duration.map(|d| (d * 1000.0) as u64),
-        cp_probe_interval_ms: a.cp_probe_ms,
-        idle_after_ms: a.idle_after_ms,
-        ..Default::default()
+        ping_interval_ms: a.ping_interval_ms.unwrap_or(base.ping_interval_ms).max(1),
+        duration_ms: a.duration.map(|d| (d * 1000.0) as u64).or(base.duration_ms),
+        cp_probe_interval_ms: a.cp_probe_ms.unwrap_or(base.cp_probe_interval_ms),
+        idle_after_ms: a.idle_after_ms.or(base.idle_after_ms),
+        traffic: a.traffic.clone().unwrap_or(base.traffic.clone()),
+        seed: a.seed.unwrap_or(base.seed),
+        downlink_from_netns,
+        ..base
     };
+    // Bad flags or model files fail here, before anything is set up.
+    cfg.validate()?;
+    if let (Some(h), Some(ns)) = (&a.downlink_from, &cfg.downlink_from_netns) {
+        // Uplink needs no route back to the UE pool (the SGi masquerades); downlink
+        // from this host does: towards the SPGW's service IP.
+        let spgw = spgw::Config::default();
+        let via = spgw.s11_address.to_string();
+        lab::sh::run(
+            "ip",
+            &["-n", ns, "route", "replace", &spgw.ue_pool, "via", &via],
+        )
+        .with_context(|| format!("--downlink-from {h}: route to the UE pool"))?;
+    }
+    // The eNB lives on its host: enter that namespace before any socket exists.
+    lab::net::enter_netns(&lab::net::host_ns(&a.host))?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -227,6 +273,44 @@ pub fn ran(a: RanArgs, json: bool) -> Result<()> {
             report.cp_probe.max_gap_ms,
             report.s1_setups
         );
+        print_procedures(&report.procedures);
     }
     Ok(())
+}
+
+/// The per-procedure table of `corehop ran` (the JSON has the records too).
+fn print_procedures(p: &ran::Procedures) {
+    println!(
+        "{:<24} {:>7} {:>7} {:>7} {:>9} {:>9} {:>9} {:>9}",
+        "procedure", "count", "ok", "failed", "p50 ms", "p90 ms", "p99 ms", "max ms"
+    );
+    for (kind, s) in &p.by_kind {
+        let name = serde_json::to_value(kind)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let l = |f: fn(&ran::Percentiles) -> f64| s.latency_ms.as_ref().map_or(f64::NAN, f);
+        println!(
+            "{name:<24} {:>7} {:>7} {:>7} {:>9.1} {:>9.1} {:>9.1} {:>9.1}",
+            s.count,
+            s.succeeded,
+            s.failed,
+            l(|p| p.p50),
+            l(|p| p.p90),
+            l(|p| p.p99),
+            l(|p| p.max)
+        );
+        for (why, n) in &s.failures {
+            println!("    {n} x {why}");
+        }
+    }
+    if !p.skipped.is_empty() {
+        println!("events without a procedure: {:?}", p.skipped);
+    }
+    if p.downlink_sent > 0 {
+        println!(
+            "downlink: {} datagrams sent, {} received",
+            p.downlink_sent, p.downlink_received
+        );
+    }
 }

@@ -393,6 +393,45 @@ mod tests {
             mme.unprotect(&c, Direction::Uplink).unwrap().nas,
             Nas::AttachComplete { ebi: 5 }
         );
+        // TAU: integrity protected only, by the GUTI; a new GUTI in the accept is current
+        // and confirmed with TAU COMPLETE.
+        let tau = ue.tau_request(UpdateType::TaUpdating, false).unwrap();
+        assert_eq!(SecurityHeader::of(&tau).unwrap(), SecurityHeader::Integrity);
+        assert!(matches!(
+            mme.unprotect(&tau, Direction::Uplink).unwrap().nas,
+            Nas::TrackingAreaUpdateRequest { update_type: UpdateType::TaUpdating, old_guti: Some(g), bearers: Some(b), .. }
+                if g == guti && b == [5]
+        ));
+        let new_guti = Guti { m_tmsi: 6, ..guti };
+        let tau_accept = msg::tracking_area_update_accept(&msg::TauAcceptParams {
+            guti: Some(new_guti),
+            tai_plmn: PLMN,
+            tacs: vec![1, 2],
+            t3412: 0x49,
+            bearers: Some(vec![5]),
+        })
+        .unwrap();
+        assert!(
+            matches!(ue.on_downlink(&tau_accept).unwrap(), UeEvent::Other(_)),
+            "TAU ACCEPT in plain: not taken"
+        );
+        assert_eq!(ue.guti(), Some(guti));
+        let wire = mme
+            .protect(
+                &tau_accept,
+                SecurityHeader::IntegrityCiphered,
+                Direction::Downlink,
+            )
+            .unwrap();
+        let UeEvent::Send(c) = ue.on_downlink(&wire).unwrap() else {
+            panic!("no TAU COMPLETE")
+        };
+        assert_eq!(ue.guti(), Some(new_guti));
+        assert_eq!(
+            mme.unprotect(&c, Direction::Uplink).unwrap().nas,
+            Nas::TrackingAreaUpdateComplete
+        );
+        let guti = new_guti;
         let d = ue.detach_request(true).unwrap();
         assert!(matches!(
             mme.unprotect(&d, Direction::Uplink).unwrap().nas,

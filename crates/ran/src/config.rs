@@ -9,6 +9,8 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
+use crate::traffic::Model;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -49,7 +51,8 @@ pub struct Config {
     pub cp_probe_timeout_ms: u64,
     /// UEs attaching at the same time.
     pub attach_concurrency: usize,
-    /// Time for one UE's attach (Initial UE Message → Attach Complete), ms.
+    /// Time for one UE's whole attach, all T3410 attempts (Initial UE Message → Attach
+    /// Complete), ms.
     pub attach_timeout_ms: u64,
     /// Time for one UE's detach (Detach Request → UE Context Release), ms.
     pub detach_timeout_ms: u64,
@@ -60,6 +63,66 @@ pub struct Config {
     /// A connected UE without signalling for this long is released to ECM-IDLE by the
     /// eNB; its next ping brings it back with a SERVICE REQUEST. `None`: never idle.
     pub idle_after_ms: Option<u64>,
+    /// Several eNBs in one RAN (the `[[enbs]]` tables), each with its own S1-MME
+    /// association and S1 Setup and its own S1-U endpoint; UEs are spread over them.
+    /// Empty: the one eNB of the top-level `enb_id`, `enb_name`, `tac`, `bind`,
+    /// `s1u_address`, `gtpu_port`.
+    pub enbs: Vec<EnbConfig>,
+    /// The UEs' traffic model: a built-in name (`static`, `mixed`) or the path of a TOML
+    /// file (see [`crate::traffic::Model`]).
+    pub traffic: String,
+    /// Seed of the traffic model's random inter-arrival times: same seed, same run plan.
+    pub seed: u64,
+    /// Network namespace of the pdn host from which downlink packets are sent to the UEs
+    /// (so that the SPGW buffers them for idle UEs and the MME pages). `None`: no
+    /// downlink traffic.
+    pub downlink_from_netns: Option<String>,
+    /// UDP port the downlink datagrams go to at the UE.
+    pub downlink_port: u16,
+    /// The UE's NAS timers (TS 24.301 §10.2), ms: on expiry the UE retransmits or
+    /// restarts the procedure, up to `nas_attempts` times. Well above a migration's
+    /// freeze, so a frozen MME delays a procedure instead of failing it.
+    pub t3410_ms: u64,
+    pub t3417_ms: u64,
+    pub t3421_ms: u64,
+    pub t3430_ms: u64,
+    /// An eNB's wait for the MME in a handover (TS1RELOCprep and TS1RELOCoverall of TS
+    /// 36.413 §8.4.1; the PATH SWITCH REQUEST ACKNOWLEDGE of an X2 handover), ms.
+    pub handover_timeout_ms: u64,
+    /// Attempts of one NAS procedure before it fails (TS 24.301: 5 for attach, TAU and
+    /// detach).
+    pub nas_attempts: u32,
+}
+
+/// One eNB of a RAN with several.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnbConfig {
+    /// Macro eNB ID (20 bits); the cell identity is `enb_id << 8 | 1`.
+    pub enb_id: u32,
+    pub name: String,
+    pub tac: u16,
+    /// S1-U address in this eNB's F-TEIDs (the SPGW sends to it on port 2152).
+    pub s1u_address: Ipv4Addr,
+    /// Local address of its S1-MME and S1-U sockets; default `s1u_address`.
+    #[serde(default)]
+    pub bind: Option<IpAddr>,
+    #[serde(default = "default_gtpu_port")]
+    pub gtpu_port: u16,
+}
+
+fn default_gtpu_port() -> u16 {
+    proto_gtpu::GTPU_PORT
+}
+
+impl EnbConfig {
+    pub fn bind(&self) -> IpAddr {
+        self.bind.unwrap_or(IpAddr::V4(self.s1u_address))
+    }
+
+    pub(crate) fn cell_id(&self) -> u32 {
+        (self.enb_id << 8) | 1
+    }
 }
 
 /// The HSS crate's example subscribers, so that a checkout runs without a CSV argument.
@@ -91,11 +154,23 @@ impl Default for Config {
             cp_probe_interval_ms: 100,
             cp_probe_timeout_ms: 1000,
             attach_concurrency: 16,
-            attach_timeout_ms: 10_000,
+            // Room for T3410 retransmissions (attempts × T3410 would be 75 s).
+            attach_timeout_ms: 60_000,
             detach_timeout_ms: 5_000,
             sctp: Default::default(),
             s1_setup_timeout_ms: 10_000,
             idle_after_ms: None,
+            enbs: Vec::new(),
+            traffic: "static".into(),
+            seed: 1,
+            downlink_from_netns: None,
+            downlink_port: 9,
+            t3410_ms: 15_000,
+            t3417_ms: 5_000,
+            t3421_ms: 15_000,
+            t3430_ms: 15_000,
+            handover_timeout_ms: 10_000,
+            nas_attempts: 5,
         }
     }
 }
@@ -116,12 +191,35 @@ impl Config {
     /// Checks values that would otherwise fail later, naming the field.
     pub fn validate(&self) -> anyhow::Result<()> {
         self.plmn()?;
-        anyhow::ensure!(
-            self.enb_id < 1 << 20,
-            "enb_id = {}: a macro eNB ID has 20 bits (max {})",
-            self.enb_id,
-            (1 << 20) - 1
-        );
+        let model = Model::resolve(&self.traffic).context("traffic")?;
+        let enbs = self.enb_list(&model);
+        for (i, e) in enbs.iter().enumerate() {
+            let at = if self.enbs.is_empty() {
+                String::new()
+            } else {
+                format!("enbs[{i}].")
+            };
+            anyhow::ensure!(
+                e.enb_id < 1 << 20,
+                "{at}enb_id = {}: a macro eNB ID has 20 bits (max {})",
+                e.enb_id,
+                (1 << 20) - 1
+            );
+            anyhow::ensure!(!e.name.is_empty(), "{at}name must not be empty");
+            if let Some(j) = enbs[..i].iter().position(|o| o.enb_id == e.enb_id) {
+                anyhow::bail!("enbs[{i}].enb_id = {} is also enbs[{j}]'s", e.enb_id);
+            }
+        }
+        for (name, v) in [
+            ("t3410_ms", self.t3410_ms),
+            ("t3417_ms", self.t3417_ms),
+            ("t3421_ms", self.t3421_ms),
+            ("t3430_ms", self.t3430_ms),
+            ("handover_timeout_ms", self.handover_timeout_ms),
+        ] {
+            anyhow::ensure!(v > 0, "{name} must be at least 1");
+        }
+        anyhow::ensure!(self.nas_attempts > 0, "nas_attempts must be at least 1");
         anyhow::ensure!(self.ues > 0, "ues must be at least 1");
         anyhow::ensure!(
             self.ping_interval_ms > 0,
@@ -161,8 +259,28 @@ impl Config {
         Duration::from_millis(v)
     }
 
-    pub(crate) fn cell_id(&self) -> u32 {
-        (self.enb_id << 8) | 1
+    /// The eNBs to run: `enbs`, or the one of the top-level fields and, for a traffic
+    /// model that wants more (`mixed`: 2), copies of it with the next eNB IDs and TACs
+    /// on the same S1-U address (they share its socket; the MME tells them apart by
+    /// association).
+    pub fn enb_list(&self, model: &Model) -> Vec<EnbConfig> {
+        if !self.enbs.is_empty() {
+            return self.enbs.clone();
+        }
+        (0..model.enbs.max(1))
+            .map(|i| EnbConfig {
+                enb_id: self.enb_id + i as u32,
+                name: if i == 0 {
+                    self.enb_name.clone()
+                } else {
+                    format!("{}-{}", self.enb_name, i + 1)
+                },
+                tac: self.tac.wrapping_add(i as u16),
+                s1u_address: self.s1u_address,
+                bind: Some(self.bind),
+                gtpu_port: self.gtpu_port,
+            })
+            .collect()
     }
 }
 
@@ -191,6 +309,35 @@ mod tests {
         assert!(e.to_string().contains("mcc"), "{e}");
         let e = Config::from_toml("ues = 0").unwrap_err();
         assert!(e.to_string().contains("ues"), "{e}");
+        let two = "[[enbs]]\nenb_id = 1\nname = \"a\"\ntac = 1\ns1u_address = \"127.0.0.21\"\n\
+                   [[enbs]]\nenb_id = 1\nname = \"b\"\ntac = 2\ns1u_address = \"127.0.0.22\"\n";
+        let e = Config::from_toml(two).unwrap_err();
+        assert!(e.to_string().contains("enbs[1].enb_id"), "{e}");
+        let c =
+            Config::from_toml(&two.replace("enb_id = 1\nname = \"b\"", "enb_id = 2\nname = \"b\""))
+                .unwrap();
+        assert_eq!(c.enb_list(&Model::mixed()).len(), 2, "as configured");
+        assert_eq!(
+            c.enb_list(&Model::default())[1].bind(),
+            IpAddr::V4(Ipv4Addr::new(127, 0, 0, 22))
+        );
+        let e = Config::from_toml("[[enbs]]\nenb_id = 1\nname = \"a\"\ntac = 1\n").unwrap_err();
+        assert!(format!("{e:#}").contains("s1u_address"), "{e:#}");
+        let e = Config::from_toml("t3417_ms = 0").unwrap_err();
+        assert!(e.to_string().contains("t3417_ms"), "{e}");
+        let one = Config::default().enb_list(&Model::default());
+        assert_eq!((one.len(), one[0].enb_id), (1, 1));
+        // `mixed` without `enbs`: a second eNB of the next ID and TAC, same address.
+        let two = Config::default().enb_list(&Model::mixed());
+        assert_eq!(
+            (
+                two[1].enb_id,
+                two[1].tac,
+                two[1].s1u_address,
+                two[1].name.as_str()
+            ),
+            (2, 2, two[0].s1u_address, "corehop-enb-2")
+        );
         let c = Config::from_toml("ping_interval_ms = 1\nduration_ms = 3000").unwrap();
         assert_eq!((c.ping_interval_ms, c.duration_ms), (1, Some(3000)));
     }

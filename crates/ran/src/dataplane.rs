@@ -1,9 +1,13 @@
-//! The eNB's S1-U: one UDP socket shared by all UEs. Uplink: each attached UE sends an
+//! The eNBs' S1-U: one UDP socket per eNB address, shared by its UEs (eNBs configured
+//! on one address share a socket: TEIDs are unique over the RAN). Uplink: each attached UE sends an
 //! ICMP echo request from its IP to the ping target inside a G-PDU to its SGW F-TEID.
 //! Downlink: G-PDUs are demultiplexed by TEID (the eNB's, one per UE) and echo replies
 //! matched by ICMP id/sequence; GTP-U Echo Requests are answered (TS 29.281 §7.2.1).
 //! A tunnel keeps its first eNB TEID as its key for the whole run; an idle UE has no
 //! downlink TEID, and its next ping asks the UE to send a SERVICE REQUEST instead.
+//! A handover moves a tunnel to another eNB's socket with a new TEID, same key.
+//! Downlink datagrams of [`crate::downlink`] (UDP with [`DOWNLINK_MAGIC`]) are counted
+//! per tunnel.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -24,10 +28,20 @@ use crate::report::{Clock, Dropped, GapTracker, Series};
 /// are still counted, only without an RTT.
 const RTT_SLOTS: usize = 4096;
 
+/// First bytes of the payload of the downlink datagrams counted as received.
+pub const DOWNLINK_MAGIC: &[u8] = b"corehop-dl";
+
 /// One UE's tunnel and ping statistics.
 struct Tunnel {
+    /// Index of the eNB (and its socket) now serving the UE.
+    enb: usize,
     /// The eNB's current downlink TEID; `None` while the UE is idle.
     enb_teid: Option<u32>,
+    /// While idle: the TEID released with the UE, still known so that downlink the SGW
+    /// sent before it learnt of the release is told apart from other strays.
+    released_teid: Option<u32>,
+    /// Downlink that arrived on `released_teid` (lost in the release race).
+    late_downlink: u64,
     /// Set while idle: the UE to wake for uplink data, until woken once.
     wake: Option<mpsc::UnboundedSender<Control>>,
     /// A ping that woke the UE: held as a UE holds uplink data until its bearer is back,
@@ -48,6 +62,7 @@ struct Tunnel {
     in_flight: Vec<Option<(u16, Instant)>>,
     gaps: GapTracker,
     pinging: bool,
+    downlink_received: u64,
 }
 
 /// Final statistics of one tunnel.
@@ -58,6 +73,8 @@ pub struct PingStats {
     pub rtt_ms_avg: Option<f64>,
     pub rtt_ms_max: Option<f64>,
     pub series: Series,
+    /// Datagrams of the downlink traffic that reached the UE.
+    pub downlink_received: u64,
 }
 
 #[derive(Default)]
@@ -73,7 +90,10 @@ struct State {
 /// Shared handle to the S1-U endpoint.
 #[derive(Clone)]
 pub struct DataPlane {
-    sock: Arc<UdpSocket>,
+    /// One per distinct S1-U address.
+    socks: Arc<Vec<UdpSocket>>,
+    /// By eNB index: its socket's index in `socks`.
+    sock_of: Arc<Vec<usize>>,
     state: Arc<Mutex<State>>,
     clock: Clock,
     target: Ipv4Addr,
@@ -82,18 +102,34 @@ pub struct DataPlane {
 }
 
 impl DataPlane {
+    /// The eNBs' sockets, at `addrs` in eNB order; equal addresses share one (port 0
+    /// always gets a socket of its own).
     pub async fn bind(
-        addr: SocketAddr,
+        addrs: &[SocketAddr],
         clock: Clock,
         target: Ipv4Addr,
         payload_len: usize,
         interval: Duration,
     ) -> anyhow::Result<DataPlane> {
-        let sock = UdpSocket::bind(addr)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot bind the eNB's GTP-U socket {addr}: {e}"))?;
+        let mut socks = Vec::new();
+        let mut sock_of = Vec::new();
+        let mut bound: Vec<SocketAddr> = Vec::new();
+        for addr in addrs {
+            if let Some(i) = bound.iter().position(|b| b == addr && addr.port() != 0) {
+                sock_of.push(i);
+                continue;
+            }
+            sock_of.push(socks.len());
+            bound.push(*addr);
+            socks.push(
+                UdpSocket::bind(addr).await.map_err(|e| {
+                    anyhow::anyhow!("cannot bind the eNB's GTP-U socket {addr}: {e}")
+                })?,
+            );
+        }
         Ok(DataPlane {
-            sock: Arc::new(sock),
+            socks: Arc::new(socks),
+            sock_of: Arc::new(sock_of),
             state: Arc::new(Mutex::new(State {
                 next_teid: 1,
                 ..Default::default()
@@ -120,15 +156,18 @@ impl DataPlane {
         t
     }
 
-    /// Registers an attached UE's tunnel; pings start with the next tick.
-    pub fn add(&self, enb_teid: u32, ue_ip: Ipv4Addr, sgw: SocketAddr, sgw_teid: u32) {
+    /// Registers an attached UE's tunnel at eNB `enb`; pings start with the next tick.
+    pub fn add(&self, enb: usize, enb_teid: u32, ue_ip: Ipv4Addr, sgw: SocketAddr, sgw_teid: u32) {
         let now = Instant::now();
         let mut s = self.lock();
         s.by_teid.insert(enb_teid, enb_teid);
         s.tunnels.insert(
             enb_teid,
             Tunnel {
+                enb,
                 enb_teid: Some(enb_teid),
+                released_teid: None,
+                late_downlink: 0,
                 wake: None,
                 held: false,
                 ue_ip,
@@ -145,32 +184,45 @@ impl DataPlane {
                 in_flight: vec![None; RTT_SLOTS],
                 gaps: GapTracker::new(self.clock, now, self.gap_threshold),
                 pinging: true,
+                downlink_received: 0,
             },
         );
     }
 
     /// The UE of tunnel `key` went idle: its TEID is forgotten (downlink to it is
-    /// dropped, as at an eNB without the context) and its next ping wakes `wake`.
-    pub fn suspend(&self, key: u32, wake: mpsc::UnboundedSender<Control>) {
+    /// dropped, as at an eNB without the context) and its next ping wakes `wake`; with
+    /// `None` pings skip the idle UE (a traffic model decides when it has uplink data).
+    pub fn suspend(&self, key: u32, wake: Option<mpsc::UnboundedSender<Control>>) {
         let mut s = self.lock();
         let Some(t) = s.tunnels.get_mut(&key) else {
             return;
         };
-        t.wake = Some(wake);
+        t.wake = wake;
         if let Some(old) = t.enb_teid.take() {
-            s.by_teid.remove(&old);
+            if let Some(older) = t.released_teid.replace(old) {
+                s.by_teid.remove(&older);
+            }
         }
     }
 
-    /// Tunnel `key` is connected again (service request, or a new attach after a
-    /// SERVICE REJECT: then with a new IP and SGW tunnel), statistics kept.
-    pub fn resume(&self, key: u32, enb_teid: u32, ue_ip: Ipv4Addr, sgw: SocketAddr, sgw_teid: u32) {
+    /// Tunnel `key` is connected again at eNB `enb` (service request, handover, or a new
+    /// attach: then with a new IP and SGW tunnel), statistics kept.
+    pub fn resume(
+        &self,
+        key: u32,
+        enb: usize,
+        enb_teid: u32,
+        ue_ip: Ipv4Addr,
+        sgw: SocketAddr,
+        sgw_teid: u32,
+    ) {
         let mut s = self.lock();
         let Some(t) = s.tunnels.get_mut(&key) else {
             return;
         };
         t.wake = None;
-        let old = t.enb_teid.replace(enb_teid);
+        t.enb = enb;
+        let old = t.enb_teid.replace(enb_teid).or(t.released_teid.take());
         (t.ue_ip, t.sgw, t.sgw_teid) = (ue_ip, sgw, sgw_teid);
         let held = std::mem::take(&mut t.held).then(|| self.echo_request(t, Instant::now()));
         if let Some(old) = old {
@@ -181,7 +233,7 @@ impl DataPlane {
         // The socket never blocks for one datagram; a full buffer loses the ping, which
         // the statistics then show.
         if let Some(Some((pkt, to))) = held {
-            if let Err(e) = self.sock.try_send_to(&pkt, to) {
+            if let Err(e) = self.socks[self.sock_of[enb]].try_send_to(&pkt, to) {
                 debug!(%to, "held ping not sent: {e}");
             }
         }
@@ -205,6 +257,24 @@ impl DataPlane {
         Some((pkt, t.sgw))
     }
 
+    /// Uplink data is waiting at the idle UE of tunnel `key`: one ping goes once the
+    /// bearer is back ([`DataPlane::resume`]).
+    pub fn hold_ping(&self, key: u32) {
+        if let Some(t) = self.lock().tunnels.get_mut(&key) {
+            t.held = true;
+        }
+    }
+
+    /// Downlink packets that reached tunnel `key` on its released TEID so far.
+    pub fn late_downlink(&self, key: u32) -> u64 {
+        self.lock().tunnels.get(&key).map_or(0, |t| t.late_downlink)
+    }
+
+    /// The current eNB TEID of tunnel `key` (`None` while idle).
+    pub fn enb_teid(&self, key: u32) -> Option<u32> {
+        self.lock().tunnels.get(&key).and_then(|t| t.enb_teid)
+    }
+
     /// The UE's IP on tunnel `key`.
     pub fn ue_ip(&self, key: u32) -> Option<Ipv4Addr> {
         self.lock().tunnels.get(&key).map(|t| t.ue_ip)
@@ -221,8 +291,8 @@ impl DataPlane {
     pub fn remove(&self, key: u32, end: Instant) -> Option<PingStats> {
         let mut s = self.lock();
         let t = s.tunnels.remove(&key)?;
-        if let Some(teid) = t.enb_teid {
-            s.by_teid.remove(&teid);
+        for teid in t.enb_teid.iter().chain(&t.released_teid) {
+            s.by_teid.remove(teid);
         }
         drop(s);
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
@@ -232,6 +302,7 @@ impl DataPlane {
             rtt_ms_avg: (t.rtt_n > 0).then(|| ms(t.rtt_sum) / t.rtt_n as f64),
             rtt_ms_max: (t.rtt_n > 0).then(|| ms(t.rtt_max)),
             series: t.gaps.finish(end),
+            downlink_received: t.downlink_received,
         })
     }
 
@@ -269,12 +340,13 @@ impl DataPlane {
                         }
                         continue;
                     }
-                    batch.extend(self.echo_request(t, now));
+                    let enb = t.enb;
+                    batch.extend(self.echo_request(t, now).map(|p| (enb, p)));
                 }
             }
             slot = (slot + 1) % slots;
-            for (pkt, to) in batch.drain(..) {
-                if let Err(e) = self.sock.send_to(&pkt, to).await {
+            for (enb, (pkt, to)) in batch.drain(..) {
+                if let Err(e) = self.socks[self.sock_of[enb]].send_to(&pkt, to).await {
                     // Unreachable SGW (migrating): the ping is lost, which is the measurement.
                     debug!(%to, "GTP-U send failed: {e}");
                 }
@@ -282,11 +354,16 @@ impl DataPlane {
         }
     }
 
-    /// Receives S1-U traffic until the task is dropped.
-    pub async fn recv_loop(self) {
+    /// How many sockets there are (see [`DataPlane::recv_loop`]).
+    pub fn sockets(&self) -> usize {
+        self.socks.len()
+    }
+
+    /// Receives socket `sock`'s S1-U traffic until the task is dropped.
+    pub async fn recv_loop(self, sock: usize) {
         let mut buf = vec![0u8; 65536];
         loop {
-            let (n, from) = match self.sock.recv_from(&mut buf).await {
+            let (n, from) = match self.socks[sock].recv_from(&mut buf).await {
                 Ok(r) => r,
                 Err(e) => {
                     // ICMP port unreachable etc. surface here; keep receiving.
@@ -295,18 +372,19 @@ impl DataPlane {
                     continue;
                 }
             };
-            self.handle(&buf[..n], from).await;
+            self.handle(sock, &buf[..n], from).await;
         }
     }
 
-    async fn handle(&self, datagram: &[u8], from: SocketAddr) {
+    /// One datagram received on socket `sock`.
+    async fn handle(&self, sock: usize, datagram: &[u8], from: SocketAddr) {
         let now = Instant::now();
         match proto_gtpu::decode(datagram) {
             Ok(Gtpu::GPdu { teid, payload, .. }) => self.on_gpdu(teid, payload, now),
             Ok(Gtpu::EchoRequest { seq }) => {
                 // Restart counter 0: TS 29.281 §8.2 (GTP-U does not use it).
                 if let Ok(r) = (Gtpu::EchoResponse { seq, recovery: 0 }).encode() {
-                    if let Err(e) = self.sock.send_to(&r, from).await {
+                    if let Err(e) = self.socks[sock].send_to(&r, from).await {
                         debug!(%from, "GTP-U Echo Response not sent: {e}");
                     }
                 }
@@ -335,6 +413,16 @@ impl DataPlane {
             s.dropped.gtpu_unknown_teid += 1;
             return;
         };
+        if t.enb_teid != Some(teid) {
+            // Sent before the SGW knew of the release: an eNB without the context drops it.
+            t.late_downlink += 1;
+            s.dropped.gtpu_unknown_teid += 1;
+            return;
+        }
+        if is_downlink_datagram(payload, t.ue_ip) {
+            t.downlink_received += 1;
+            return;
+        }
         let echo = match icmp::parse_echo(payload) {
             Ok(e)
                 if e.kind == EchoKind::Reply
@@ -369,19 +457,32 @@ impl DataPlane {
     }
 }
 
+/// An IPv4/UDP packet to `ue` whose payload starts with [`DOWNLINK_MAGIC`].
+fn is_downlink_datagram(packet: &[u8], ue: Ipv4Addr) -> bool {
+    let Some(&vihl) = packet.first() else {
+        return false;
+    };
+    let ihl = usize::from(vihl & 0x0f) * 4;
+    vihl >> 4 == 4
+        && packet.get(9) == Some(&17)
+        && icmp::ipv4_destination(packet) == Some(ue)
+        && packet
+            .get(ihl + 8..)
+            .is_some_and(|p| p.starts_with(DOWNLINK_MAGIC))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn replies_counted_once_echo_answered_garbage_dropped() {
-        let clock = Clock::new();
-        let target = Ipv4Addr::new(10, 45, 0, 1);
-        let ue = Ipv4Addr::new(10, 45, 0, 2);
+    /// A data plane of `enbs` eNBs on loopback pinging 10.45.0.1 every 10 ms, and a
+    /// socket standing in for the SGW.
+    async fn setup(enbs: usize) -> (DataPlane, UdpSocket, SocketAddr) {
+        let any = "127.0.0.1:0".parse().unwrap();
         let dp = DataPlane::bind(
-            "127.0.0.1:0".parse().unwrap(),
-            clock,
-            target,
+            &vec![any; enbs],
+            Clock::new(),
+            Ipv4Addr::new(10, 45, 0, 1),
             8,
             Duration::from_millis(10),
         )
@@ -389,8 +490,16 @@ mod tests {
         .unwrap();
         let sgw = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let sgw_addr = sgw.local_addr().unwrap();
+        (dp, sgw, sgw_addr)
+    }
+
+    #[tokio::test]
+    async fn replies_counted_once_echo_answered_garbage_dropped() {
+        let target = Ipv4Addr::new(10, 45, 0, 1);
+        let ue = Ipv4Addr::new(10, 45, 0, 2);
+        let (dp, sgw, sgw_addr) = setup(1).await;
         let teid = dp.allocate_teid();
-        dp.add(teid, ue, sgw_addr, 0x99);
+        dp.add(0, teid, ue, sgw_addr, 0x99);
         tokio::spawn(dp.clone().ping_loop(Duration::from_millis(10)));
         // The first ping reaches the "SGW" on its TEID.
         let mut buf = vec![0u8; 2048];
@@ -409,14 +518,14 @@ mod tests {
             (IpAddr::V4(ue), IpAddr::V4(target), EchoKind::Request)
         );
         let reply = proto_gtpu::encode_gpdu(teid, &req.reply().encode().unwrap()).unwrap();
-        dp.handle(&reply, sgw_addr).await;
-        dp.handle(&reply, sgw_addr).await; // duplicate
-        dp.handle(b"\x30\xff\x00", sgw_addr).await; // truncated
+        dp.handle(0, &reply, sgw_addr).await;
+        dp.handle(0, &reply, sgw_addr).await; // duplicate
+        dp.handle(0, b"\x30\xff\x00", sgw_addr).await; // truncated
         let stray = proto_gtpu::encode_gpdu(teid + 7, &req.reply().encode().unwrap()).unwrap();
-        dp.handle(&stray, sgw_addr).await;
+        dp.handle(0, &stray, sgw_addr).await;
         // GTP-U Echo Request is answered to its sender.
         let echo = Gtpu::EchoRequest { seq: 9 }.encode().unwrap();
-        dp.handle(&echo, sgw_addr).await;
+        dp.handle(0, &echo, sgw_addr).await;
         loop {
             let (n, _) = sgw.recv_from(&mut buf).await.unwrap();
             if let Ok(Gtpu::EchoResponse { seq: 9, .. }) = proto_gtpu::decode(&buf[..n]) {
@@ -437,28 +546,19 @@ mod tests {
     #[tokio::test]
     async fn idle_tunnel_wakes_its_ue_and_resumes_on_a_new_teid() {
         let ue = Ipv4Addr::new(10, 45, 0, 2);
-        let dp = DataPlane::bind(
-            "127.0.0.1:0".parse().unwrap(),
-            Clock::new(),
-            Ipv4Addr::new(10, 45, 0, 1),
-            8,
-            Duration::from_millis(10),
-        )
-        .await
-        .unwrap();
-        let sgw = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let sgw_addr = sgw.local_addr().unwrap();
+        let (dp, sgw, sgw_addr) = setup(1).await;
         let key = dp.allocate_teid();
-        dp.add(key, ue, sgw_addr, 0x99);
+        dp.add(0, key, ue, sgw_addr, 0x99);
         let (wake, mut woken) = mpsc::unbounded_channel();
-        dp.suspend(key, wake);
+        dp.suspend(key, Some(wake));
         let reply = |teid, seq| {
             let req =
                 icmp::echo_request(Ipv4Addr::new(10, 45, 0, 1), ue, key as u16, seq, &[]).unwrap();
             proto_gtpu::encode_gpdu(teid, &req).unwrap()
         };
-        dp.handle(&reply(key, 0), sgw_addr).await;
+        dp.handle(0, &reply(key, 0), sgw_addr).await;
         assert_eq!(dp.dropped().gtpu_unknown_teid, 1, "idle: no downlink TEID");
+        assert_eq!(dp.late_downlink(key), 1, "on the released TEID");
         tokio::spawn(dp.clone().ping_loop(Duration::from_millis(10)));
         assert_eq!(woken.recv().await, Some(Control::Uplink));
         tokio::time::sleep(Duration::from_millis(30)).await;
@@ -471,13 +571,13 @@ mod tests {
             "no uplink while idle"
         );
         let teid = dp.allocate_teid();
-        dp.resume(key, teid, ue, sgw_addr, 0x9a);
+        dp.resume(key, 0, teid, ue, sgw_addr, 0x9a);
         let (n, _) = sgw.recv_from(&mut buf).await.unwrap();
         assert!(matches!(
             proto_gtpu::decode(&buf[..n]),
             Ok(Gtpu::GPdu { teid: 0x9a, .. })
         ));
-        dp.handle(&reply(key, 0), sgw_addr).await;
+        dp.handle(0, &reply(key, 0), sgw_addr).await;
         assert_eq!(
             dp.dropped().gtpu_unknown_teid,
             2,
@@ -486,5 +586,39 @@ mod tests {
         dp.stop_pinging();
         let st = dp.remove(key, Instant::now()).unwrap();
         assert!(st.sent >= 1);
+    }
+
+    /// Downlink datagrams of the pdn host are counted per tunnel (other UDP is not); a
+    /// tunnel moved to another eNB (handover) pings from that eNB's socket.
+    #[tokio::test]
+    async fn downlink_counted_and_tunnel_moves_between_enbs() {
+        let ue = Ipv4Addr::new(10, 45, 0, 2);
+        let (dp, sgw, sgw_addr) = setup(2).await;
+        let key = dp.allocate_teid();
+        dp.add(0, key, ue, sgw_addr, 0x99);
+        let udp = |payload: &[u8]| {
+            let mut p = vec![0x45, 0, 0, 0, 0, 0, 0, 0, 64, 17, 0, 0, 10, 77, 0, 31];
+            p.extend_from_slice(&ue.octets());
+            p.extend_from_slice(&[0, 9, 0, 9, 0, 0, 0, 0]);
+            p.extend_from_slice(payload);
+            proto_gtpu::encode_gpdu(key, &p).unwrap()
+        };
+        let mut dl = DOWNLINK_MAGIC.to_vec();
+        dl.extend_from_slice(&7u64.to_be_bytes());
+        dp.handle(0, &udp(&dl), sgw_addr).await;
+        dp.handle(0, &udp(b"other traffic"), sgw_addr).await;
+        let teid = dp.allocate_teid();
+        dp.resume(key, 1, teid, ue, sgw_addr, 0x9a);
+        assert_eq!(dp.enb_teid(key), Some(teid));
+        tokio::spawn(dp.clone().ping_loop(Duration::from_millis(10)));
+        let mut buf = vec![0u8; 2048];
+        let (_, from) = sgw.recv_from(&mut buf).await.unwrap();
+        assert_eq!(
+            from,
+            dp.socks[1].local_addr().unwrap(),
+            "from eNB 1's socket"
+        );
+        dp.stop_pinging();
+        assert_eq!(dp.remove(key, Instant::now()).unwrap().downlink_received, 1);
     }
 }

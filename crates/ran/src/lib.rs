@@ -1,7 +1,8 @@
-//! corehop's RAN emulator: one eNB with N UEs, what the UEs of the paper's testbed do
-//! and what they notice when a core function migrates.
+//! corehop's RAN emulator: one or several eNBs with N UEs, what the UEs of the paper's
+//! testbed do and what they notice when a core function migrates.
 //!
-//! [`run`] brings up one S1-MME association (SCTP over UDP, S1 Setup once), attaches the
+//! [`run`] brings up one S1-MME association per eNB (SCTP over UDP, S1 Setup once each;
+//! `enbs` in the config, UEs spread over them), attaches the
 //! UEs (Initial UE Message with ATTACH REQUEST + PDN CONNECTIVITY REQUEST, EPS AKA on
 //! the USIM side, security mode, Initial Context Setup with the eNB's S1-U TEID, ATTACH
 //! COMPLETE), then
@@ -14,6 +15,13 @@
 //! (UE Context Release Request, user inactivity); its next ping, or a PAGING for its
 //! S-TMSI, brings it back with a SERVICE REQUEST; after a SERVICE REJECT it attaches
 //! again. The report counts these in [`Idle`].
+//! A traffic model ([`traffic::Model`], config `traffic`) makes a busy RAN: per UE,
+//! uplink and downlink data (the downlink sent from the pdn host's netns,
+//! `downlink_from_netns`, so that idle UEs are paged), TAUs, handovers between the eNBs
+//! (`mobility.rs`), detach and re-attach, each procedure recorded with its latency in
+//! [`Procedures`] ([`Procedures::within`] splits them by a migration's window). The
+//! UE's NAS timers (T3410, T3417, T3421, T3430) retransmit or restart a procedure, so a
+//! frozen core function delays procedures instead of failing them.
 //! The [`Report`] carries per-UE results, the probe, failures (an Attach or
 //! Authentication Reject is a per-UE result, not an error), and [`report::Recovery`]:
 //! DP_GTP per UE and CP_S1-MME outages with run-relative and UNIX timestamps;
@@ -31,9 +39,13 @@
 
 pub mod config;
 mod dataplane;
+mod downlink;
+mod idle;
+mod mobility;
 mod procedure;
 pub mod report;
 mod s1;
+pub mod traffic;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -46,14 +58,16 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{debug, info};
 
-pub use config::Config;
+pub use config::{Config, EnbConfig};
 pub use report::{
-    AttachFailure, Clock, CpProbeReport, FailureKind, Idle, Outage, Progress, Recovery,
-    RecoveryWindow, Report, Series, UeRecovery, UeReport,
+    AttachFailure, Clock, CpProbeReport, EnbReport, FailureKind, Idle, Outage, Percentiles,
+    ProcedureKind, ProcedureRecord, ProcedureStats, ProcedureWindow, Procedures, Progress,
+    Recovery, RecoveryWindow, Report, Series, UeRecovery, UeReport,
 };
 
 use dataplane::DataPlane;
-use procedure::{Outcome, Shared};
+use downlink::Downlink;
+use procedure::{Log, Outcome, Shared};
 use s1::{ProbeAnswer, S1};
 
 /// Aborts the background tasks however `run` ends (error, cancellation).
@@ -112,29 +126,60 @@ pub async fn run_with_progress(
         })
         .collect();
     let plmn = cfg.plmn()?;
+    let model = traffic::Model::resolve(&cfg.traffic).context("traffic")?;
     let clock = Clock::new();
     let ping_interval = Config::ms(cfg.ping_interval_ms);
-
+    let enb_cfgs = cfg.enb_list(&model);
+    let addrs: Vec<SocketAddr> = enb_cfgs
+        .iter()
+        .map(|e| SocketAddr::new(e.bind(), e.gtpu_port))
+        .collect();
     let dp = DataPlane::bind(
-        SocketAddr::new(cfg.bind, cfg.gtpu_port),
+        &addrs,
         clock,
         cfg.ping_target,
         cfg.ping_payload,
         ping_interval,
     )
     .await?;
-    let s1 = Arc::new(S1::new(&cfg)?);
-    tokio::pin!(stop);
-    let client = tokio::select! {
-        c = s1.connect(&cfg) => c?,
-        _ = &mut stop => anyhow::bail!("stopped before the S1 Setup with {} completed", cfg.mme),
+    let downlink = match &cfg.downlink_from_netns {
+        Some(ns) => Some(Arc::new(Downlink::start(ns, cfg.downlink_port)?)),
+        None => None,
     };
+    let mut enbs = Vec::new();
+    let ids = Arc::new(std::sync::atomic::AtomicU32::new(1));
+    for e in enb_cfgs {
+        enbs.push(Arc::new(S1::new(&cfg, e, ids.clone())?));
+    }
+    tokio::pin!(stop);
+    let mut clients = Vec::new();
+    for s1 in &enbs {
+        clients.push(tokio::select! {
+            c = s1.connect(&cfg) => c?,
+            _ = &mut stop => anyhow::bail!(
+                "stopped before the S1 Setup of {} with {} completed", s1.enb.name, cfg.mme
+            ),
+        });
+    }
+    // The CP probe runs on the first eNB's association.
     let (probe_tx, probe_rx) = mpsc::unbounded_channel();
     let mut tasks = Tasks(vec![
-        tokio::spawn(s1.clone().dispatch(cfg.clone(), client, probe_tx)).abort_handle(),
-        tokio::spawn(dp.clone().recv_loop()).abort_handle(),
-        tokio::spawn(dp.clone().ping_loop(ping_interval)).abort_handle(),
+        tokio::spawn(dp.clone().ping_loop(ping_interval)).abort_handle()
     ]);
+    // Every dispatcher may pass probe answers on; only the first eNB's gets any.
+    for (s1, client) in enbs.iter().zip(clients) {
+        let probe = probe_tx.clone();
+        tasks
+            .0
+            .push(tokio::spawn(s1.clone().dispatch(cfg.clone(), client, probe)).abort_handle());
+    }
+    for i in 0..dp.sockets() {
+        tasks
+            .0
+            .push(tokio::spawn(dp.clone().recv_loop(i)).abort_handle());
+    }
+    drop(probe_tx);
+    let s1 = enbs[0].clone();
 
     let (stop_tx, stop_rx) = watch::channel(None::<Instant>);
     let probe = (cfg.cp_probe_interval_ms > 0).then(|| {
@@ -153,19 +198,24 @@ pub async fn run_with_progress(
 
     let progress = Arc::new(progress);
     let mut attempts = progress.subscribe();
+    let log = Arc::new(Log::default());
+    let enbs = Arc::new(enbs);
     let sh = Shared {
         progress: progress.clone(),
         cfg: Arc::new(cfg.clone()),
-        s1: s1.clone(),
+        model: Arc::new(model),
+        enbs: enbs.clone(),
         dp: dp.clone(),
+        downlink,
+        log: log.clone(),
         clock,
         plmn,
         attach_slots: Arc::new(Semaphore::new(cfg.attach_concurrency)),
         stop: stop_rx,
     };
     let mut ues = JoinSet::new();
-    for u in usims {
-        ues.spawn(procedure::run_ue(sh.clone(), u));
+    for (i, u) in usims.into_iter().enumerate() {
+        ues.spawn(procedure::run_ue(sh.clone(), u, i));
     }
 
     // Run: until stop, or `duration_ms` after every UE has finished its attach attempt.
@@ -212,6 +262,7 @@ pub async fn run_with_progress(
                 imsi,
                 attached: a,
                 pings,
+                downlink_sent,
                 detach_error,
             }) => {
                 let p = pings.unwrap_or(dataplane::PingStats {
@@ -220,7 +271,9 @@ pub async fn run_with_progress(
                     rtt_ms_avg: None,
                     rtt_ms_max: None,
                     series: Series::default(),
+                    downlink_received: 0,
                 });
+                report.procedures.downlink_received += p.downlink_received;
                 let longest = p.series.longest;
                 report.recovery.dp_gtp.push(UeRecovery {
                     imsi: imsi.clone(),
@@ -244,6 +297,8 @@ pub async fn run_with_progress(
                     rtt_ms_avg: p.rtt_ms_avg,
                     rtt_ms_max: p.rtt_ms_max,
                     kenb_match: a.kenb_match,
+                    downlink_sent,
+                    downlink_received: p.downlink_received,
                     detached: detach_error.is_none(),
                     detach_error,
                 });
@@ -255,17 +310,41 @@ pub async fn run_with_progress(
     report.ues.sort_by_key(|u| u.enb_ue_s1ap_id);
     report.recovery.dp_gtp.sort_by(|a, b| a.imsi.cmp(&b.imsi));
     report.attach_failures.sort_by_key(|f| f.enb_ue_s1ap_id);
-    report.s1_setups = s1.s1_setups.load(Ordering::Relaxed);
-    report.association_losses = s1.association_losses.load(Ordering::Relaxed);
+    let n = |a: &std::sync::atomic::AtomicU32| a.load(Ordering::Relaxed);
+    report.enbs = enbs
+        .iter()
+        .map(|s| EnbReport {
+            enb_id: s.enb.enb_id,
+            name: s.enb.name.clone(),
+            tac: s.enb.tac,
+            s1_setups: n(&s.s1_setups),
+            association_losses: n(&s.association_losses),
+        })
+        .collect();
+    report.s1_setups = report.enbs.iter().map(|e| e.s1_setups).sum();
+    report.association_losses = report.enbs.iter().map(|e| e.association_losses).sum();
     report.dropped = dp.dropped();
-    report.dropped.s1ap = s1.dropped.load(Ordering::Relaxed);
-    report.idle = s1.idle_counts.report();
+    report.dropped.s1ap = enbs.iter().map(|s| s.dropped.load(Ordering::Relaxed)).sum();
+    for s in enbs.iter() {
+        report.idle.add(&s.idle_counts.report());
+    }
+    let received = report.procedures.downlink_received;
+    report.procedures = Procedures::new(take(&log.records), take(&log.skipped));
+    report.procedures.downlink_sent = log.downlink_sent.load(Ordering::Relaxed);
+    report.procedures.downlink_received = received;
     report.duration_ms = clock.ms(Instant::now());
-    s1.close();
+    for s in enbs.iter() {
+        s.close();
+    }
     // Let the driver send the ABORT before the tasks go.
     tokio::time::sleep(Duration::from_millis(20)).await;
     drop(tasks);
     Ok(report)
+}
+
+/// The contents of a shared collection, the mutex left empty.
+fn take<T: Default>(m: &std::sync::Mutex<T>) -> T {
+    std::mem::take(&mut *m.lock().unwrap_or_else(|e| e.into_inner()))
 }
 
 /// The CP_S1-MME probe: one eNB Configuration Update at a time, every `interval`; an

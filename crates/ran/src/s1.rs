@@ -1,6 +1,7 @@
-//! The eNB's S1-MME: one SCTP-over-UDP association, S1 Setup, and a dispatcher that
+//! One eNB's S1-MME: one SCTP-over-UDP association, S1 Setup, and a dispatcher that
 //! routes UE-associated S1AP messages to the UE tasks by eNB UE S1AP ID and probe
-//! answers to the CP probe, and PAGING to idle UEs by S-TMSI. If the association is lost
+//! answers to the CP probe, PAGING to idle UEs by S-TMSI, and a HANDOVER REQUEST to the
+//! UE whose S1 handover to this eNB is under way (by its S-GW TEID). If the association is lost
 //! it is re-established with a new S1 Setup (counted in the report), as an eNB does.
 
 use std::collections::HashMap;
@@ -17,7 +18,7 @@ use proto_sctp::{AssocId, SctpClient, SctpEvent, SctpSender};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use crate::config::Config;
+use crate::config::{Config, EnbConfig};
 use crate::procedure::Control;
 use crate::report::Idle;
 
@@ -60,13 +61,19 @@ impl IdleCounts {
     }
 }
 
-/// Shared S1-MME state: the current association and the UE routing table.
+/// Shared S1-MME state of one eNB: the current association and the UE routing table.
 pub struct S1 {
+    pub enb: EnbConfig,
     link: Mutex<Option<(SctpSender, AssocId)>>,
     ues: Mutex<HashMap<u32, UeEntry>>,
     /// ECM-IDLE UEs: no eNB UE S1AP ID, reachable only by paging their S-TMSI.
     idle: Mutex<HashMap<STmsi, mpsc::UnboundedSender<Control>>>,
-    next_enb_ue_id: AtomicU32,
+    /// UEs on their way here by S1 handover, by the S-GW TEID of their bearer: the
+    /// HANDOVER REQUEST has no eNB UE S1AP ID yet.
+    incoming: Mutex<HashMap<u32, mpsc::UnboundedSender<Control>>>,
+    /// Shared by the RAN's eNBs: an id is never any other UE's on any eNB, so a UE that
+    /// moved on can never touch another's entry with its old id.
+    next_enb_ue_id: Arc<AtomicU32>,
     pub tai: Tai,
     pub ecgi: Ecgi,
     pub s1_setups: AtomicU32,
@@ -85,18 +92,21 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl S1 {
-    pub fn new(cfg: &Config) -> anyhow::Result<S1> {
+    /// One eNB of the RAN; `ids` allocates eNB UE S1AP IDs for all of them.
+    pub fn new(cfg: &Config, enb: EnbConfig, ids: Arc<AtomicU32>) -> anyhow::Result<S1> {
         let plmn = cfg.plmn()?;
         Ok(S1 {
             link: Mutex::new(None),
             ues: Mutex::new(HashMap::new()),
             idle: Mutex::new(HashMap::new()),
-            next_enb_ue_id: AtomicU32::new(1),
-            tai: Tai { plmn, tac: cfg.tac },
+            incoming: Mutex::new(HashMap::new()),
+            next_enb_ue_id: ids,
+            tai: Tai { plmn, tac: enb.tac },
             ecgi: Ecgi {
                 plmn,
-                cell_id: cfg.cell_id(),
+                cell_id: enb.cell_id(),
             },
+            enb,
             s1_setups: AtomicU32::new(0),
             association_losses: AtomicU32::new(0),
             dropped: AtomicU64::new(0),
@@ -121,7 +131,7 @@ impl S1 {
             .map_err(|e| anyhow::anyhow!("{e}"))
     }
 
-    /// A new UE: its eNB UE S1AP ID (24 bits, never reused in a run) and the channel on
+    /// A new UE: its eNB UE S1AP ID (24 bits, never reused in a run on any eNB) and the channel on
     /// which its downlink S1AP arrives.
     pub fn register(&self) -> (u32, mpsc::UnboundedReceiver<S1ap>) {
         let id = self.next_enb_ue_id.fetch_add(1, Ordering::Relaxed) & 0x00ff_ffff;
@@ -149,12 +159,53 @@ impl S1 {
     /// The UE went idle: its S1AP id is gone, a PAGING for `s_tmsi` reaches it on `ctl`.
     pub fn park(&self, enb_ue_id: u32, s_tmsi: STmsi, ctl: mpsc::UnboundedSender<Control>) {
         self.unregister(enb_ue_id);
+        self.camp(s_tmsi, ctl);
+    }
+
+    /// An idle UE camps here (after parking, or reselecting this eNB's cell): a PAGING
+    /// for `s_tmsi` reaches it on `ctl`.
+    pub fn camp(&self, s_tmsi: STmsi, ctl: mpsc::UnboundedSender<Control>) {
         lock(&self.idle).insert(s_tmsi, ctl);
     }
 
     /// The UE leaves ECM-IDLE (service request, re-attach, end of run).
     pub fn unpark(&self, s_tmsi: STmsi) {
         lock(&self.idle).remove(&s_tmsi);
+    }
+
+    /// An S1 handover of the UE with bearer `sgw_teid` to this eNB is being prepared.
+    pub fn expect_handover(&self, sgw_teid: u32, ctl: mpsc::UnboundedSender<Control>) {
+        lock(&self.incoming).insert(sgw_teid, ctl);
+    }
+
+    pub fn unexpect_handover(&self, sgw_teid: u32) {
+        lock(&self.incoming).remove(&sgw_teid);
+    }
+
+    /// HANDOVER REQUEST: to the UE expected with its bearer, else HANDOVER FAILURE (an
+    /// emulated eNB has no radio for a UE it does not know).
+    fn handover_request(&self, r: Box<proto_s1ap::HandoverRequest>) {
+        let ue = r
+            .erabs
+            .iter()
+            .find_map(|e| lock(&self.incoming).remove(&e.sgw_teid));
+        let mme_ue_id = r.mme_ue_id;
+        if ue.is_some_and(|ctl| ctl.send(Control::HandoverRequest(r)).is_ok()) {
+            return;
+        }
+        warn!(
+            mme_ue_id,
+            "HANDOVER REQUEST for no UE of ours: HANDOVER FAILURE"
+        );
+        self.dropped.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = self.send(&S1ap::HandoverFailure {
+            mme_ue_id,
+            cause: proto_s1ap::Cause::radioNetwork(
+                proto_s1ap::CauseRadioNetwork::no_radio_resources_available_in_target_cell,
+            ),
+        }) {
+            debug!("HANDOVER FAILURE not sent: {e:#}");
+        }
     }
 
     /// A PAGING for our TAI wakes the idle UE of its S-TMSI (TS 36.304 §7); PAGING for
@@ -188,16 +239,16 @@ impl S1 {
 
     /// Brings up the association and runs S1 Setup.
     pub async fn connect(&self, cfg: &Config) -> anyhow::Result<SctpClient> {
-        let local = std::net::SocketAddr::new(cfg.bind, 0);
+        let local = std::net::SocketAddr::new(self.enb.bind(), 0);
         let timeout = Config::ms(cfg.s1_setup_timeout_ms);
         let mut client = SctpClient::connect(local, cfg.mme, cfg.sctp_config(), timeout)
             .await
             .with_context(|| format!("no S1-MME association with the MME at {}", cfg.mme))?;
         let setup = S1ap::S1SetupRequest(S1SetupRequest {
             plmn: self.tai.plmn,
-            enb_id: cfg.enb_id,
-            enb_name: Some(cfg.enb_name.clone()),
-            tacs: vec![cfg.tac],
+            enb_id: self.enb.enb_id,
+            enb_name: Some(self.enb.name.clone()),
+            tacs: vec![self.enb.tac],
         });
         let bytes = proto_s1ap::encode(&setup)?;
         client
@@ -226,6 +277,7 @@ impl S1 {
         .await
         .map_err(|_| anyhow::anyhow!("no S1 Setup Response within {timeout:?}"))??;
         info!(
+            enb = %self.enb.name,
             mme = ?answer.mme_name,
             group = answer.mme_group_id,
             code = answer.mme_code,
@@ -298,6 +350,35 @@ impl S1 {
                 ..
             } => (Some(*enb_ue_id), Some(*mme_ue_id)),
             S1ap::InitialContextSetupRequest(r) => (Some(r.enb_ue_id), Some(r.mme_ue_id)),
+            S1ap::HandoverCommand {
+                enb_ue_id,
+                mme_ue_id,
+                ..
+            }
+            | S1ap::HandoverPreparationFailure {
+                enb_ue_id,
+                mme_ue_id,
+                ..
+            }
+            | S1ap::HandoverCancelAcknowledge {
+                enb_ue_id,
+                mme_ue_id,
+            }
+            | S1ap::PathSwitchRequestAcknowledge {
+                enb_ue_id,
+                mme_ue_id,
+                ..
+            }
+            | S1ap::PathSwitchRequestFailure {
+                enb_ue_id,
+                mme_ue_id,
+                ..
+            }
+            | S1ap::MmeStatusTransfer(proto_s1ap::StatusTransfer {
+                enb_ue_id,
+                mme_ue_id,
+                ..
+            }) => (Some(*enb_ue_id), Some(*mme_ue_id)),
             S1ap::UeContextReleaseCommand {
                 enb_ue_id,
                 mme_ue_id,
@@ -329,6 +410,12 @@ impl S1 {
             }
             S1ap::Paging(p) => {
                 self.page(&p.identity, &p.tais);
+                return;
+            }
+            S1ap::HandoverRequest(_) => {
+                if let S1ap::HandoverRequest(r) = msg {
+                    self.handover_request(r);
+                }
                 return;
             }
             other => {
@@ -375,6 +462,13 @@ fn probe_answer(payload: &[u8]) -> Option<ProbeAnswer> {
 mod tests {
     use super::*;
 
+    /// The one eNB of the default config.
+    fn lab_enb() -> S1 {
+        let cfg = Config::default();
+        let enb = cfg.enb_list(&crate::traffic::Model::default()).remove(0);
+        S1::new(&cfg, enb, Arc::new(AtomicU32::new(1))).unwrap()
+    }
+
     #[test]
     fn configuration_update_and_its_answers() {
         let b = enb_configuration_update().unwrap();
@@ -406,7 +500,7 @@ mod tests {
     /// Bad S1AP from the network is counted and dropped; messages for unknown UEs too.
     #[test]
     fn garbage_and_strays_are_dropped() {
-        let s1 = S1::new(&Config::default()).unwrap();
+        let s1 = lab_enb();
         let (tx, mut rx) = mpsc::unbounded_channel();
         let (id, mut ue) = s1.register();
         let mut x = 0x2545_f491u32;
@@ -449,7 +543,7 @@ mod tests {
     /// is woken or counted as dropped.
     #[test]
     fn paging_wakes_the_idle_ue_of_its_s_tmsi() {
-        let s1 = S1::new(&Config::default()).unwrap();
+        let s1 = lab_enb();
         let (probe, _) = mpsc::unbounded_channel();
         let (id, _rx) = s1.register();
         let (ctl, mut woken) = mpsc::unbounded_channel();

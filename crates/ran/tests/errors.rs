@@ -78,3 +78,34 @@ fn bad_subscribers_are_named() {
     };
     assert!(rt().block_on(ran::run(c, std::future::pending())).is_err());
 }
+
+#[test]
+fn bad_traffic_models_are_named() {
+    let e = cfg_with_traffic("busy");
+    assert!(
+        e.contains("traffic = \"busy\"") && e.contains("static, mixed"),
+        "{e}"
+    );
+    let dir = std::env::temp_dir().join(format!("corehop-ran-traffic-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("model.toml");
+    std::fs::write(&file, "procedures_per_s = 10.0\nuplink = -1.0\n").unwrap();
+    let e = cfg_with_traffic(file.to_str().unwrap());
+    assert!(e.contains("model.toml") && e.contains("uplink"), "{e}");
+    std::fs::write(&file, "base = \"mixed\"\nhandover = \"x2\"\n").unwrap();
+    let e = cfg_with_traffic(file.to_str().unwrap());
+    assert!(e.contains("handover"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The error of a run with this `traffic`, as printed.
+fn cfg_with_traffic(traffic: &str) -> String {
+    let c = ran::Config {
+        traffic: traffic.into(),
+        ..cfg()
+    };
+    let e = rt()
+        .block_on(ran::run(c, std::future::pending()))
+        .unwrap_err();
+    format!("{e:#}")
+}

@@ -6,16 +6,9 @@
 
 mod common;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use common::*;
-
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
 
 #[test]
 fn frozen_mme_and_spgw_show_up_as_cp_and_dp_outages() {
@@ -26,12 +19,8 @@ fn frozen_mme_and_spgw_show_up_as_cp_and_dp_outages() {
     init_tracing();
     let dir = TempDir::new("recovery");
     let ns = Netns::new("recovery");
-    let db = dir.0.clone();
-    let _hss = NfThread::spawn(&ns, "hss", move || hss::serve(hss_config(&db)));
-    let spgw = NfThread::spawn(&ns, "spgw", || spgw::serve(spgw_config()));
-    wait_for_sgi(&ns);
-    ns.run(|| wait_tcp(std::net::SocketAddr::from((HSS, 3868))));
-    let mme = NfThread::spawn(&ns, "mme", || mme::serve(mme_config()));
+    let epc = ThreadedEpc::start(&ns, &dir.0, mme_config());
+    let (mme, spgw) = (&epc.mme, &epc.spgw);
     let freeze = Duration::from_millis(600);
     let (report, mme_window, spgw_window) = ns.run(|| async {
         let windows = std::sync::Mutex::new(((0, 0), (0, 0)));
@@ -116,12 +105,8 @@ fn lost_association_is_re_established_with_a_new_s1_setup() {
     init_tracing();
     let dir = TempDir::new("reassoc");
     let ns = Netns::new("reassoc");
-    let db = dir.0.clone();
-    let _hss = NfThread::spawn(&ns, "hss", move || hss::serve(hss_config(&db)));
-    let _spgw = NfThread::spawn(&ns, "spgw", || spgw::serve(spgw_config()));
-    wait_for_sgi(&ns);
-    ns.run(|| wait_tcp(std::net::SocketAddr::from((HSS, 3868))));
-    let mme = NfThread::spawn(&ns, "mme", || mme::serve(mme_config()));
+    let epc = ThreadedEpc::start(&ns, &dir.0, mme_config());
+    let mme = &epc.mme;
     let (report, window) = ns.run(|| async {
         let window = std::sync::Mutex::new((0, 0));
         let (progress, mut seen) = tokio::sync::watch::channel(ran::Progress::default());

@@ -285,3 +285,72 @@ pub async fn wait_tcp(addr: SocketAddr) {
     }
     panic!("nothing listens on {addr}");
 }
+
+/// The pdn host of the downlink tests: a namespace of its own behind a veth from the
+/// core's namespace (which routes the UE pool to the SPGW's `sgi0`), as the lab's pdn
+/// host sits behind the SGi.
+pub fn pdn_host(core: &Netns, tag: &str) -> Netns {
+    let pdn = Netns::new(tag);
+    let (a, b) = ("tr-core", "tr-pdn");
+    ip(&[
+        "link", "add", a, "netns", &core.0, "type", "veth", "peer", "name", b, "netns", &pdn.0,
+    ]);
+    ip(&["-n", &core.0, "addr", "add", "192.168.77.1/30", "dev", a]);
+    ip(&["-n", &pdn.0, "addr", "add", "192.168.77.2/30", "dev", b]);
+    ip(&["-n", &core.0, "link", "set", a, "up"]);
+    ip(&["-n", &pdn.0, "link", "set", b, "up"]);
+    ip(&[
+        "-n",
+        &pdn.0,
+        "route",
+        "add",
+        "default",
+        "via",
+        "192.168.77.1",
+    ]);
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &core.0,
+            "sysctl",
+            "-qw",
+            "net.ipv4.ip_forward=1",
+        ])
+        .output()
+        .expect("sysctl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    pdn
+}
+
+/// HSS, SPGW and MME each on a thread of its own in `ns` (see [`NfThread`]), started
+/// in order (the MME connects to the HSS at start); `mme` is the MME's config.
+pub struct ThreadedEpc {
+    pub hss: NfThread,
+    pub spgw: NfThread,
+    pub mme: NfThread,
+}
+
+impl ThreadedEpc {
+    pub fn start(ns: &Netns, dir: &Path, mme: mme::Config) -> ThreadedEpc {
+        let db = dir.to_path_buf();
+        let hss = NfThread::spawn(ns, "hss", move || hss::serve(hss_config(&db)));
+        let spgw = NfThread::spawn(ns, "spgw", || spgw::serve(spgw_config()));
+        wait_for_sgi(ns);
+        ns.run(|| wait_tcp(SocketAddr::from((HSS, 3868))));
+        let mme = NfThread::spawn(ns, "mme", move || mme::serve(mme));
+        ThreadedEpc { hss, spgw, mme }
+    }
+}
+
+/// Now as UNIX ms, the clock of a migration's window.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
