@@ -221,15 +221,7 @@ pub fn ran(a: RanArgs, json: bool) -> Result<()> {
     // Bad flags or model files fail here, before anything is set up.
     cfg.validate()?;
     if let (Some(h), Some(ns)) = (&a.downlink_from, &cfg.downlink_from_netns) {
-        // Uplink needs no route back to the UE pool (the SGi masquerades); downlink
-        // from this host does: towards the SPGW's service IP.
-        let spgw = spgw::Config::default();
-        let via = spgw.s11_address.to_string();
-        lab::sh::run(
-            "ip",
-            &["-n", ns, "route", "replace", &spgw.ue_pool, "via", &via],
-        )
-        .with_context(|| format!("--downlink-from {h}: route to the UE pool"))?;
+        crate::session::route_downlink(ns).with_context(|| format!("--downlink-from {h}"))?;
     }
     // The eNB lives on its host: enter that namespace before any socket exists.
     lab::net::enter_netns(&lab::net::host_ns(&a.host))?;

@@ -6,6 +6,7 @@ mod experiment;
 mod faults;
 mod nf;
 mod session;
+mod signalling;
 mod soak;
 mod state;
 mod testsvc;
@@ -86,6 +87,10 @@ enum Cmd {
     /// Soak: many back-and-forth migrations of the SPGW or the MME with many UEs attached;
     /// tunnels and contexts kept, every agent's memory and open files flat.
     Soak(soak::SoakArgs),
+    /// Migration in the middle of signalling: the MME, the SPGW and the HSS migrate one
+    /// after another while UEs run a busy traffic mix; no procedure may fail, and the
+    /// functions' views of every UE must agree afterwards.
+    Signalling(signalling::SignallingArgs),
     /// Statistics, tables and figures of an experiment's results folder.
     Report { dir: std::path::PathBuf },
     /// Keep the CPUs busy (the CPU-load generator the experiments run in a cgroup).
@@ -106,7 +111,9 @@ fn main() {
     // An experiment's progress bar owns the terminal: the in-process UE's per-run attach
     // and detach lines would bury it (RUST_LOG brings them back).
     let default_level = match cli.cmd {
-        Cmd::Experiment(_) | Cmd::Bench(_) | Cmd::Faults(_) | Cmd::Soak(_) => "warn",
+        Cmd::Experiment(_) | Cmd::Bench(_) | Cmd::Faults(_) | Cmd::Soak(_) | Cmd::Signalling(_) => {
+            "warn"
+        }
         _ => "info",
     };
     tracing_subscriber::fmt()
@@ -139,6 +146,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Bench(a) => experiment::bench(a),
         Cmd::Faults(a) => faults::run(a),
         Cmd::Soak(a) => soak::run(a),
+        Cmd::Signalling(a) => signalling::run(a),
         Cmd::Report { dir } => experiment::report(&dir),
         Cmd::Burn => experiment::burn(),
         Cmd::Hold { netns, queue } => lab::hold::serve(&netns, queue),

@@ -98,7 +98,11 @@ pub fn default_config(nf: Nf) -> Result<String> {
             subscribers_file: Some(SUBSCRIBERS_PATH.into()),
             ..Default::default()
         })?,
-        Nf::Mme => toml::to_string(&mme::Config::default())?,
+        // Two tracking areas: the RAN's `mixed` traffic runs two eNBs, in TACs 1 and 2.
+        Nf::Mme => toml::to_string(&mme::Config {
+            tacs: vec![1, 2],
+            ..Default::default()
+        })?,
         Nf::Spgw => toml::to_string(&spgw::Config::default())?,
     })
 }

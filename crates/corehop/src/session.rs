@@ -1,6 +1,6 @@
 //! Work the controller runs on a lab host while a migration happens: probes and an attached
 //! UE, each on a thread that has entered that host's network namespace.
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -25,6 +25,7 @@ pub fn join<T>(h: JoinHandle<Result<T>>) -> Result<T> {
 /// S1AP every 10 ms until [`UeSession::finish`].
 pub struct UeSession {
     stop: tokio::sync::oneshot::Sender<()>,
+    quiet: tokio::sync::watch::Sender<bool>,
     ran: JoinHandle<Result<ran::Report>>,
 }
 
@@ -42,33 +43,53 @@ impl UeSession {
         ping_ms: u64,
         within: Duration,
     ) -> Result<UeSession> {
-        let subscribers = lab::paths::host_run_dir("ran").join("subscribers.csv");
-        std::fs::write(&subscribers, crate::nf::default_subscribers_csv())?;
         let cfg = ran::Config {
-            s1u_address: spec.host("ran")?.addr,
-            ues,
-            subscribers,
-            ping_target: spec.host("pdn")?.addr,
             ping_interval_ms: ping_ms,
             cp_probe_interval_ms: if ues == 1 { 10 } else { 100 },
-            duration_ms: None,
-            ..Default::default()
+            ..ran_config(spec, ues)?
         };
+        UeSession::start_with(cfg, within)
+    }
+
+    /// `ues` UEs running the traffic model `traffic` (a built-in name or a file) with
+    /// `seed`, with downlink data sent from the `pdn` host; returns once all attached.
+    pub fn start_traffic(
+        spec: &lab::spec::LabSpec,
+        ues: usize,
+        traffic: &str,
+        seed: u64,
+        within: Duration,
+    ) -> Result<UeSession> {
+        let pdn = lab::net::host_ns("pdn");
+        route_downlink(&pdn)?;
+        let cfg = ran::Config {
+            ping_interval_ms: 1000,
+            traffic: traffic.to_string(),
+            seed,
+            downlink_from_netns: Some(pdn),
+            ..ran_config(spec, ues)?
+        };
+        UeSession::start_with(cfg, within)
+    }
+
+    fn start_with(cfg: ran::Config, within: Duration) -> Result<UeSession> {
         let (stop, rx) = tokio::sync::oneshot::channel::<()>();
         let (ptx, mut prx) = tokio::sync::watch::channel(ran::Progress::default());
+        let (quiet, quiet_rx) = tokio::sync::watch::channel(false);
         let ran = on_host("ran", move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            rt.block_on(ran::run_with_progress(
+            rt.block_on(ran::run_with_control(
                 cfg,
                 async {
                     let _ = rx.await;
                 },
                 ptx,
+                quiet_rx,
             ))
         });
-        let session = UeSession { stop, ran };
+        let session = UeSession { stop, quiet, ran };
         let deadline = Instant::now() + within;
         loop {
             let p = prx.borrow_and_update().clone();
@@ -83,9 +104,42 @@ impl UeSession {
         }
     }
 
+    /// From now on the UEs start nothing new; what runs completes (see
+    /// `ran::run_with_control`).
+    pub fn quiesce(&self) {
+        let _ = self.quiet.send(true);
+    }
+
     /// Detaches the UE and returns what it saw.
     pub fn finish(self) -> Result<ran::Report> {
         let _ = self.stop.send(());
         join(self.ran)
     }
+}
+
+/// The RAN on the lab's `ran` host towards its EPC, with the HSS's test USIMs.
+fn ran_config(spec: &lab::spec::LabSpec, ues: usize) -> Result<ran::Config> {
+    let subscribers = lab::paths::host_run_dir("ran").join("subscribers.csv");
+    std::fs::write(&subscribers, crate::nf::default_subscribers_csv())?;
+    Ok(ran::Config {
+        s1u_address: spec.host("ran")?.addr,
+        ues,
+        subscribers,
+        ping_target: spec.host("pdn")?.addr,
+        duration_ms: None,
+        ..Default::default()
+    })
+}
+
+/// Uplink needs no route back to the UE pool (the SGi masquerades); downlink sent from the
+/// host of namespace `ns` does: towards the SPGW's service IP.
+pub fn route_downlink(ns: &str) -> Result<()> {
+    let spgw = spgw::Config::default();
+    let via = spgw.s11_address.to_string();
+    lab::sh::run(
+        "ip",
+        &["-n", ns, "route", "replace", &spgw.ue_pool, "via", &via],
+    )
+    .with_context(|| format!("route from {ns} to the UE pool"))?;
+    Ok(())
 }

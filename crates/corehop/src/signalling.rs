@@ -16,6 +16,10 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// How long the quiet UEs' last procedures (a paging, a re-attach, a NAS retransmission)
+/// may take before the views must agree.
+const QUIET_WITHIN: Duration = Duration::from_secs(20);
+
 #[derive(clap::Args)]
 pub struct SignallingArgs {
     /// The plan: methods, functions in order, UEs, traffic.
@@ -30,6 +34,12 @@ pub struct SignallingArgs {
     /// Overrides the plan's runs per method.
     #[arg(long)]
     runs: Option<u32>,
+    /// Overrides the plan's traffic before, between and after the migrations, s.
+    #[arg(long)]
+    settle_s: Option<u64>,
+    /// Captures the lab's fabric (S1-MME, S1-U, S11, S6a, SGi, agents) into this pcap.
+    #[arg(long)]
+    capture: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -59,20 +69,28 @@ impl Plan {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read {}", path.display()))?;
         let p: Plan = toml::from_str(&text).with_context(|| format!("in {}", path.display()))?;
-        p.validate().with_context(|| format!("in {}", path.display()))?;
+        p.validate()
+            .with_context(|| format!("in {}", path.display()))?;
         Ok(p)
     }
 
     fn validate(&self) -> Result<()> {
         anyhow::ensure!(self.runs > 0, "runs must be at least 1");
         anyhow::ensure!(!self.methods.is_empty(), "methods must name at least one");
-        if let Some(m) = self.methods.iter().find(|m| **m == migrate::Method::VmPreCopy) {
+        if let Some(m) = self
+            .methods
+            .iter()
+            .find(|m| **m == migrate::Method::VmPreCopy)
+        {
             bail!(
                 "methods: {} is not a container method (this case moves the EPC's containers)",
                 m.as_str()
             );
         }
-        anyhow::ensure!(!self.functions.is_empty(), "functions must name at least one");
+        anyhow::ensure!(
+            !self.functions.is_empty(),
+            "functions must name at least one"
+        );
         anyhow::ensure!(self.ues > 0, "ues must be at least 1");
         anyhow::ensure!(self.procedures_per_s > 0.0, "procedures_per_s must be > 0");
         Ok(())
@@ -182,7 +200,8 @@ impl Run {
 /// every window it overlaps, else in the `before` of the next window and the `after` of
 /// the previous one.
 fn slice(records: &[ProcedureRecord], windows: &[(u64, u64)]) -> Vec<(Slice, Slice, Slice)> {
-    let overlaps = |r: &ProcedureRecord, (a, b): (u64, u64)| r.start_unix_ms <= b && r.end_unix_ms >= a;
+    let overlaps =
+        |r: &ProcedureRecord, (a, b): (u64, u64)| r.start_unix_ms <= b && r.end_unix_ms >= a;
     (0..windows.len())
         .map(|i| {
             let w = windows[i];
@@ -208,6 +227,9 @@ pub fn run(a: SignallingArgs) -> Result<()> {
     if let Some(r) = a.runs {
         plan.runs = r;
     }
+    if let Some(s) = a.settle_s {
+        plan.settle_s = s;
+    }
     plan.validate()?;
     std::fs::create_dir_all(&a.out)?;
     let exe = std::env::current_exe()?;
@@ -215,6 +237,19 @@ pub fn run(a: SignallingArgs) -> Result<()> {
     lab::down()?;
     lab::up(&spec, &exe)?;
     let mut runs = Vec::new();
+    // Outside every migration window: started before the first run, stopped after the last.
+    let mut capture = match &a.capture {
+        Some(p) => Some(
+            std::process::Command::new("tcpdump")
+                .args(["-i", "chfab0", "-U", "-s", "0", "-w"])
+                .arg(p)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .context("tcpdump (make setup installs it)")?,
+        ),
+        None => None,
+    };
     let ran = (|| {
         let creds = Credentials::controller()?;
         for n in 0..plan.runs {
@@ -234,6 +269,12 @@ pub fn run(a: SignallingArgs) -> Result<()> {
         }
         Ok::<_, anyhow::Error>(())
     })();
+    if let Some(c) = &mut capture {
+        // SIGINT: tcpdump flushes its buffer and exits.
+        // SAFETY: signalling our own child by its pid.
+        unsafe { libc::kill(c.id() as i32, libc::SIGINT) };
+        let _ = c.wait();
+    }
     let down = lab::down();
     ran?;
     down?;
@@ -247,10 +288,22 @@ pub fn run(a: SignallingArgs) -> Result<()> {
     let failed: Vec<String> = runs
         .iter()
         .filter(|r| !r.problems().is_empty())
-        .map(|r| format!("{} run {}: {}", r.method.as_str(), r.run + 1, r.problems().join("; ")))
+        .map(|r| {
+            format!(
+                "{} run {}: {}",
+                r.method.as_str(),
+                r.run + 1,
+                r.problems().join("; ")
+            )
+        })
         .collect();
     if !failed.is_empty() {
-        bail!("{} of {} runs failed:\n{}", failed.len(), runs.len(), failed.join("\n"));
+        bail!(
+            "{} of {} runs failed:\n{}",
+            failed.len(),
+            runs.len(),
+            failed.join("\n")
+        );
     }
     Ok(())
 }
@@ -296,13 +349,23 @@ fn drive(
 ) -> Result<()> {
     clear(spec, creds);
     nf::start_epc(spec, creds, "node-a", runtime::flavor::DEFAULT_FLAVOR)?;
-    let traffic = ran::traffic::Traffic {
-        name: plan.traffic.clone(),
-        procedures_per_s: plan.procedures_per_s,
-        seed: plan.seed.wrapping_add(u64::from(n)),
-    };
-    let ues = UeSession::start_traffic(spec, plan.ues, traffic, Duration::from_secs(300))
-        .with_context(|| format!("{} UEs did not attach", plan.ues))?;
+    // The plan's rate over its model: a model file on top of the named one.
+    let model = lab::paths::host_run_dir("ran").join("signalling-traffic.toml");
+    std::fs::write(
+        &model,
+        format!(
+            "base = {:?}\nprocedures_per_s = {}\n",
+            plan.traffic, plan.procedures_per_s
+        ),
+    )?;
+    let ues = UeSession::start_traffic(
+        spec,
+        plan.ues,
+        &model.to_string_lossy(),
+        plan.seed.wrapping_add(u64::from(n)),
+        Duration::from_secs(300),
+    )
+    .with_context(|| format!("{} UEs did not attach", plan.ues))?;
     let settle = Duration::from_secs(plan.settle_s);
     let mut reports = Vec::new();
     let moved = (|| {
@@ -314,8 +377,8 @@ fn drive(
             reports.push((*f, to, r));
             std::thread::sleep(settle);
         }
-        ues.quiesce()?;
-        Views::fetch_settled(spec, creds)
+        ues.quiesce();
+        Views::fetch_settled(spec, creds, plan.ues, QUIET_WITHIN)
     })();
     let ran = ues.finish();
     let views = moved?;
@@ -323,7 +386,12 @@ fn drive(
     let margin = plan.during_margin_ms;
     let windows: Vec<(u64, u64)> = reports
         .iter()
-        .map(|(_, _, r)| (r.first_frozen_unix_ms.saturating_sub(margin), r.resumed_unix_ms + margin))
+        .map(|(_, _, r)| {
+            (
+                r.first_frozen_unix_ms.saturating_sub(margin),
+                r.resumed_unix_ms + margin,
+            )
+        })
         .collect();
     let records = &ran.procedures.records;
     for ((f, to, r), (before, during, after)) in reports.into_iter().zip(slice(records, &windows)) {
@@ -345,7 +413,7 @@ fn drive(
     run.association_losses = ran.association_losses;
     run.contexts = views.mme.len();
     run.tunnels = views.tunnels.len();
-    run.registrations = views.hss.len();
+    run.registrations = views.hss.as_ref().map_or(0, Vec::len);
     run.disagreements = views.disagreements();
     Ok(())
 }
@@ -372,7 +440,8 @@ fn clear(spec: &lab::spec::LabSpec, creds: &Credentials) {
 
 fn report(plan: &Plan, runs: &[Run]) -> String {
     let mut s = String::new();
-    let _ = writeln!(
+    let _ =
+        writeln!(
         s,
         "# Migration in the middle of signalling: {}\n\n{} UEs, traffic `{}` at {} procedures/s; \
          functions migrated in the order {}; {} run(s) per method, methods interleaved. A \
@@ -405,7 +474,11 @@ fn report(plan: &Plan, runs: &[Run]) -> String {
             r.registrations,
             r.disagreements.len(),
             r.s1_setups,
-            if problems.is_empty() { "ok".into() } else { problems.join("; ") }
+            if problems.is_empty() {
+                "ok".into()
+            } else {
+                problems.join("; ")
+            }
         );
     }
     let _ = writeln!(
@@ -445,7 +518,11 @@ fn report(plan: &Plan, runs: &[Run]) -> String {
             let (p50, p99, max) = p
                 .latency_ms
                 .map_or(("-".into(), "-".into(), "-".into()), |l| {
-                    (format!("{:.1}", l.p50), format!("{:.1}", l.p99), format!("{:.1}", l.max))
+                    (
+                        format!("{:.1}", l.p50),
+                        format!("{:.1}", l.p99),
+                        format!("{:.1}", l.max),
+                    )
                 });
             let _ = writeln!(
                 s,
@@ -480,15 +557,17 @@ mod tests {
     #[test]
     fn records_fall_before_during_and_after_each_window() {
         let records = vec![
-            rec(10, 20, true),   // before the first window
-            rec(95, 105, true),  // overlaps the first window's start
-            rec(150, 160, true), // after the first, before the second
+            rec(10, 20, true),    // before the first window
+            rec(95, 105, true),   // overlaps the first window's start
+            rec(150, 160, true),  // after the first, before the second
             rec(290, 310, false), // overlaps the second
-            rec(400, 420, true), // after the second
+            rec(400, 420, true),  // after the second
         ];
         let s = slice(&records, &[(100, 120), (300, 320)]);
         assert_eq!(
-            s.iter().map(|(b, d, a)| (b.count, d.count, a.count)).collect::<Vec<_>>(),
+            s.iter()
+                .map(|(b, d, a)| (b.count, d.count, a.count))
+                .collect::<Vec<_>>(),
             vec![(1, 1, 1), (1, 1, 1)]
         );
         assert_eq!(s[1].1.failed, 1);
@@ -498,14 +577,18 @@ mod tests {
 
     #[test]
     fn the_committed_plan_is_valid_and_bad_plans_name_the_field() {
-        let p = Plan::load(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../plans/signalling.toml")))
-            .unwrap();
+        let p = Plan::load(Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../plans/signalling.toml"
+        )))
+        .unwrap();
         assert_eq!(p.functions, vec![Nf::Mme, Nf::Spgw, Nf::Hss]);
         let mut bad = p.clone();
         bad.methods = vec![migrate::Method::VmPreCopy];
         assert!(format!("{:#}", bad.validate().unwrap_err()).contains("container"));
-        let e = toml::from_str::<Plan>(&toml::to_string(&p).unwrap().replace("pre-copy", "teleport"))
-            .unwrap_err();
+        let e =
+            toml::from_str::<Plan>(&toml::to_string(&p).unwrap().replace("pre-copy", "teleport"))
+                .unwrap_err();
         assert!(e.to_string().contains("teleport"), "{e}");
     }
 }

@@ -14,6 +14,14 @@ pub const HOSTS: [&str; 2] = ["node-a", "node-b"];
 
 pub const MME_STATE: &str = "/run/corehop/mme-ues.json";
 pub const SPGW_TUNNELS: &str = "/run/corehop/tunnels.json";
+pub const HSS_REGISTRATIONS: &str = "/run/corehop/hss-registrations.json";
+
+/// One HSS registration as the HSS writes it.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct Registered {
+    pub imsi: String,
+    pub registration: hss::store::Registration,
+}
 
 /// The running container `name`'s init process (the function itself), on whichever host.
 fn running_pid(spec: &lab::spec::LabSpec, creds: &Credentials, name: &str) -> Result<i64> {
@@ -71,11 +79,13 @@ pub fn fresh_file(
     }
 }
 
-/// What the MME and the SPGW hold, each read fresh from its process.
+/// What the MME, the SPGW and (when fetched) the HSS hold, each read fresh from its process.
 #[derive(Debug, Clone, Default)]
 pub struct Views {
     pub mme: Vec<mme::UeView>,
     pub tunnels: Vec<spgw::Tunnel>,
+    /// `None`: not compared.
+    pub hss: Option<Vec<Registered>>,
 }
 
 impl Views {
@@ -85,7 +95,36 @@ impl Views {
         Ok(Views {
             mme: serde_json::from_slice(&mme).context("the MME's UE contexts")?,
             tunnels: serde_json::from_slice(&spgw).context("the SPGW's tunnel list")?,
+            hss: None,
         })
+    }
+
+    /// All three views, the HSS's registrations too.
+    pub fn fetch_all(spec: &lab::spec::LabSpec, creds: &Credentials) -> Result<Views> {
+        let hss = fresh_file(spec, creds, "hss", HSS_REGISTRATIONS)?;
+        Ok(Views {
+            hss: Some(serde_json::from_slice(&hss).context("the HSS's registrations")?),
+            ..Views::fetch(spec, creds)?
+        })
+    }
+
+    /// [`Views::fetch_all`] until they agree on `ues` UEs or `within` passed: procedures
+    /// that were running when the UEs went quiet (a paging, a re-attach) finish meanwhile.
+    pub fn fetch_settled(
+        spec: &lab::spec::LabSpec,
+        creds: &Credentials,
+        ues: usize,
+        within: Duration,
+    ) -> Result<Views> {
+        let until = Instant::now() + within;
+        loop {
+            let v = Views::fetch_all(spec, creds)?;
+            let settled = v.mme.len() == ues && v.disagreements().is_empty();
+            if settled || Instant::now() > until {
+                return Ok(v);
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
     }
 
     /// Where the views disagree, one line per UE and problem (empty: they agree). A
@@ -131,7 +170,12 @@ impl Views {
             differ(
                 "UE IP",
                 show(u.ue_ip.map(|i| i.to_string())),
-                t.ue_ip.to_string(),
+                show(t.ue_ip.map(|i| i.to_string())),
+            );
+            differ(
+                "UE IPv6",
+                show(u.ue_ipv6.map(|i| i.to_string())),
+                show(t.ue_ipv6_prefix.map(|i| i.to_string())),
             );
             differ(
                 "SGW S11 TEID",
@@ -178,6 +222,32 @@ impl Views {
                 out.push(format!("{imsi}: tunnel at the SPGW, no MME context"));
             }
         }
+        if let Some(hss) = &self.hss {
+            // The HSS serves whom it last located, until the MME purges the UE; the lab's
+            // MME runs with its default Origin-Host.
+            let mme_host = mme::Config::default().origin_host;
+            let serving: BTreeMap<&str, &hss::store::Registration> = hss
+                .iter()
+                .filter(|r| !r.registration.purged)
+                .map(|r| (r.imsi.as_str(), &r.registration))
+                .collect();
+            for u in self
+                .mme
+                .iter()
+                .filter(|u| matches!(u.state, UeState::Attached | UeState::Idle))
+            {
+                match serving.get(u.imsi.as_str()) {
+                    Some(r) if r.mme_host == mme_host => {}
+                    Some(r) => out.push(format!("{}: the HSS has it at {}", u.imsi, r.mme_host)),
+                    None => out.push(format!("{}: registered at the MME, not at the HSS", u.imsi)),
+                }
+            }
+            for imsi in serving.keys() {
+                if !seen.contains(imsi) {
+                    out.push(format!("{imsi}: registered at the HSS, no MME context"));
+                }
+            }
+        }
         out
     }
 }
@@ -209,11 +279,27 @@ mod tests {
         .unwrap()
     }
 
+    fn registered(imsi: &str, purged: bool) -> Registered {
+        Registered {
+            imsi: imsi.into(),
+            registration: hss::store::Registration {
+                mme_host: mme::Config::default().origin_host,
+                mme_realm: "corehop.lab".into(),
+                purged,
+            },
+        }
+    }
+
     #[test]
     fn agreeing_views_have_no_disagreement() {
         let v = Views {
             mme: vec![ue("1", "Connected", "Attached"), ue("2", "Idle", "Idle")],
             tunnels: vec![tunnel("1", false), tunnel("2", true)],
+            hss: Some(vec![
+                registered("1", false),
+                registered("2", false),
+                registered("3", true),
+            ]),
         };
         assert_eq!(v.disagreements(), Vec::<String>::new());
     }
@@ -230,6 +316,12 @@ mod tests {
                 ue("4", "Connected", "WaitContextSetup"),
             ],
             tunnels: vec![tunnel("2", false), moved, tunnel("5", false)],
+            hss: Some(vec![
+                registered("1", false),
+                registered("2", true),
+                registered("3", false),
+                registered("6", false),
+            ]),
         };
         let d = v.disagreements();
         let has = |s: &str| d.iter().any(|l| l.contains(s));
@@ -241,6 +333,8 @@ mod tests {
         );
         assert!(has("4: MME context in WaitContextSetup"), "{d:?}");
         assert!(has("5: tunnel at the SPGW, no MME context"), "{d:?}");
-        assert_eq!(d.len(), 5, "{d:?}");
+        assert!(has("2: registered at the MME, not at the HSS"), "{d:?}");
+        assert!(has("6: registered at the HSS, no MME context"), "{d:?}");
+        assert_eq!(d.len(), 7, "{d:?}");
     }
 }

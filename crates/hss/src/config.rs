@@ -28,6 +28,9 @@ pub struct Config {
     pub arp_priority: u32,
     /// Upper bound on vectors per AIR (Number-Of-Requested-Vectors is capped to this).
     pub max_vectors: u32,
+    /// Where SIGHUP writes every registration (IMSI, serving MME, purged) as JSON, read
+    /// from the database by this process; `None` disables it.
+    pub registrations_file: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -45,6 +48,7 @@ impl Default for Config {
             qci: 9,
             arp_priority: 8,
             max_vectors: 5,
+            registrations_file: Some(PathBuf::from("/run/corehop/hss-registrations.json")),
         }
     }
 }

@@ -221,6 +221,22 @@ impl Hss {
         }
     }
 
+    /// Writes every registration as JSON (temp file + rename).
+    pub fn write_registrations(&self, path: &std::path::Path) -> anyhow::Result<()> {
+        let regs: Vec<serde_json::Value> = lock(&self.store)
+            .registrations()?
+            .into_iter()
+            .map(|(imsi, r)| serde_json::json!({"imsi": imsi, "registration": r}))
+            .collect();
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec(&regs)?)?;
+        std::fs::rename(&tmp, path)?;
+        Ok(())
+    }
+
     /// Removes a subscriber (subscription withdrawal): the MME it is registered at, if any
     /// and not purged, gets a Cancel-Location with SUBSCRIPTION_WITHDRAWAL (TS 29.272
     /// 5.2.1.2). `Ok(false)` if the IMSI was not there.
@@ -509,9 +525,27 @@ fn split_resync(info: &[u8; 30]) -> ([u8; 16], [u8; 14]) {
 /// Runs the HSS with `cfg` until the future is dropped.
 pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let listen = cfg.listen;
+    let dump_to = cfg.registrations_file.clone();
     let hss = Arc::new(Hss::new(cfg)?);
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen for S6a on {listen}: {e}"))?;
-    hss.run(listener).await
+    let Some(path) = dump_to else {
+        return hss.run(listener).await;
+    };
+    // SIGHUP writes the registrations from the database: how a checker reads this
+    // process's own view of which MME serves whom.
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let run = hss.clone().run(listener);
+    tokio::pin!(run);
+    loop {
+        tokio::select! {
+            r = &mut run => return r,
+            _ = hup.recv() => {
+                if let Err(e) = hss.write_registrations(&path) {
+                    tracing::warn!(file = %path.display(), "cannot write the registrations: {e:#}");
+                }
+            }
+        }
+    }
 }

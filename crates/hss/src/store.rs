@@ -85,7 +85,7 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 
 /// The MME a subscriber is registered at (TS 29.272 5.2.1.1.3: the HSS stores the MME's
 /// identity from the ULR's Origin-Host and Origin-Realm).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Registration {
     pub mme_host: String,
     pub mme_realm: String,
@@ -262,6 +262,28 @@ impl Store {
     /// MME ever updated its location.
     pub fn registration(&self, imsi: &str) -> Result<Option<Option<Registration>>> {
         registration(&self.conn, imsi).map_err(|e| self.db(e))
+    }
+
+    /// Every registered subscriber (a serving MME recorded), by IMSI.
+    pub fn registrations(&self) -> Result<Vec<(String, Registration)>> {
+        let rows = || -> rusqlite::Result<Vec<(String, Registration)>> {
+            let mut st = self.conn.prepare(
+                "SELECT imsi, mme_host, mme_realm, purged FROM subscribers \
+                 WHERE mme_host IS NOT NULL ORDER BY imsi",
+            )?;
+            let rows = st.query_map([], |r| {
+                Ok((
+                    r.get(0)?,
+                    Registration {
+                        mme_host: r.get(1)?,
+                        mme_realm: r.get(2)?,
+                        purged: r.get(3)?,
+                    },
+                ))
+            })?;
+            rows.collect()
+        };
+        rows().map_err(|e| self.db(e))
     }
 
     pub fn count(&self) -> Result<usize> {

@@ -94,6 +94,19 @@ pub async fn run_with_progress(
     stop: impl Future<Output = ()>,
     progress: watch::Sender<Progress>,
 ) -> anyhow::Result<Report> {
+    let (_quiet_tx, quiet) = watch::channel(false);
+    run_with_control(cfg, stop, progress, quiet).await
+}
+
+/// [`run_with_progress`]; while `quiet` is true the UEs start nothing new: no model
+/// events, no release for inactivity, a detached UE re-attaches. Procedures already
+/// running complete, so the functions' views of the UEs can be compared meanwhile.
+pub async fn run_with_control(
+    cfg: Config,
+    stop: impl Future<Output = ()>,
+    progress: watch::Sender<Progress>,
+    quiet: watch::Receiver<bool>,
+) -> anyhow::Result<Report> {
     cfg.validate()?;
     progress.send_replace(Progress {
         ues: cfg.ues,
@@ -212,6 +225,7 @@ pub async fn run_with_progress(
         plmn,
         attach_slots: Arc::new(Semaphore::new(cfg.attach_concurrency)),
         stop: stop_rx,
+        quiet,
     };
     let mut ues = JoinSet::new();
     for (i, u) in usims.into_iter().enumerate() {

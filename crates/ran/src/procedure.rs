@@ -69,6 +69,8 @@ pub struct Shared {
     pub attach_slots: Arc<Semaphore>,
     /// `Some(t)`: the run stopped at `t` (pings stopped then); detach now.
     pub stop: watch::Receiver<Option<Instant>>,
+    /// True: start nothing new (see `run_with_control`).
+    pub quiet: watch::Receiver<bool>,
     /// Live counts for the caller (and for the run to know when all attaches ended).
     pub progress: Arc<watch::Sender<Progress>>,
 }
@@ -553,7 +555,11 @@ impl Ue<'_> {
         let mut stop = self.sh.stop.clone();
         let idle_after = self.sh.model.idle_after_ms.or(self.sh.cfg.idle_after_ms);
         let mut next_event = self.next_event();
+        let mut quiet = self.sh.quiet.clone();
+        // A caller that dropped its end can no longer make the run quiet.
+        let mut quiet_open = true;
         loop {
+            let hushed = *quiet.borrow_and_update();
             if stop.borrow_and_update().is_some() {
                 // A detach needs a signalling connection (TS 24.301 §5.5.2.2.1).
                 if self.idle.is_some() {
@@ -572,13 +578,13 @@ impl Ue<'_> {
             let idle = self.idle.is_some();
             // Inactivity as the eNB sees it: no signalling for `idle_after_ms`.
             let inactive = async move {
-                match (idle_after, idle) {
-                    (Some(ms), false) => tokio::time::sleep(Config::ms(ms)).await,
+                match (idle_after, idle, hushed) {
+                    (Some(ms), false, false) => tokio::time::sleep(Config::ms(ms)).await,
                     _ => std::future::pending().await,
                 }
             };
             let event = async move {
-                match next_event {
+                match next_event.filter(|_| !hushed) {
                     Some(at) => tokio::time::sleep_until(at).await,
                     None => std::future::pending().await,
                 }
@@ -592,6 +598,7 @@ impl Ue<'_> {
             };
             tokio::select! {
                 r = stop.changed() => if r.is_err() { return End::Registered },
+                r = quiet.changed(), if quiet_open => quiet_open = r.is_ok(),
                 _ = inactive => self.release_to_idle().await,
                 _ = event => {
                     next_event = self.next_event();
@@ -738,8 +745,11 @@ impl Ue<'_> {
             self.sh.dp.suspend(key, None);
         }
         let mut stop = self.sh.stop.clone();
+        let mut quiet = self.sh.quiet.clone();
         tokio::select! {
             _ = tokio::time::sleep(Config::ms(self.sh.model.reattach_after_ms)) => {}
+            // A quiet run wants every UE registered: no waiting.
+            Ok(_) = quiet.wait_for(|q| *q) => {}
             _ = stop.wait_for(Option::is_some) => return Some(End::Detached),
         }
         self.attach_again().await
