@@ -12,6 +12,12 @@ CACHE=${COREHOP_CACHE:-/var/cache/corehop}
 # restore re-probes the kernel (~35 ms inside the frozen window, measured). /run is not a
 # tmpfs on these machines, so CRIU is built to keep it in a small tmpfs of its own.
 KDAT_DIR=/run/criu
+# corehop's patches to CRIU (scripts/criu/*.patch, each says why at its top). The sha256 of
+# all of them is installed next to the binary: a CRIU built without them, or with older
+# ones, is rebuilt.
+PATCHES=("$(dirname "$0")"/criu/*.patch)
+PATCHES_SUM=$(cat "${PATCHES[@]}" | sha256sum | cut -d' ' -f1)
+PATCHES_STAMP="$PREFIX/sbin/criu.patches.sha256"
 
 log() { printf 'setup: %s\n' "$*"; }
 
@@ -30,7 +36,7 @@ PKGS=(iproute2 nftables iptables busybox-static tshark tcpdump kmod curl xz-util
       build-essential pkg-config protobuf-c-compiler libprotobuf-c-dev protobuf-compiler libprotobuf-dev
       python3-protobuf libnl-3-dev libnet1-dev libcap-dev libbsd-dev libnftables-dev libgnutls28-dev
       uuid-dev libsqlite3-dev qemu-system-x86 iputils-ping conntrack procps psmisc
-      fonts-dejavu-core binutils)
+      fonts-dejavu-core binutils patch)
 
 missing=()
 for p in "${PKGS[@]}"; do
@@ -55,7 +61,8 @@ criu_ok() {
   local v
   v=$("$PREFIX/sbin/criu" --version 2>/dev/null | sed -n 's/^Version: //p') || return 1
   [ -n "$v" ] && [ "$(printf '%s\n%s\n' "$CRIU_MIN" "$v" | sort -V | head -n1)" = "$CRIU_MIN" ] &&
-    grep -qa "$KDAT_DIR/criu.kdat" "$PREFIX/sbin/criu"
+    grep -qa "$KDAT_DIR/criu.kdat" "$PREFIX/sbin/criu" &&
+    [ "$(cat "$PATCHES_STAMP" 2>/dev/null)" = "$PATCHES_SUM" ]
 }
 
 if ! criu_ok; then
@@ -79,10 +86,15 @@ if ! criu_ok; then
   src="$CACHE/criu-src"
   rm -rf "$src"; mkdir -p "$src"
   tar -xJf "$tarball" -C "$src" --strip-components=1
+  for p in "${PATCHES[@]}"; do
+    log "applying $(basename "$p")"
+    patch -d "$src" -p1 -s <"$p" || { echo "setup: $p does not apply to criu $CRIU_VERSION" >&2; exit 1; }
+  done
   # Debian's python3 (with python3-protobuf) must come before any pyenv python.
   (cd "$src" && PATH=/usr/bin:/bin:/usr/sbin:/sbin make -j"$(nproc)" RUNDIR="$KDAT_DIR" criu >"$CACHE/criu-build.log" 2>&1) ||
     { tail -n 30 "$CACHE/criu-build.log" >&2; echo "setup: criu build failed (log: $CACHE/criu-build.log)" >&2; exit 1; }
   install -D -m 0755 "$src/criu/criu" "$PREFIX/sbin/criu"
+  echo "$PATCHES_SUM" >"$PATCHES_STAMP"
   criu_ok || { echo "setup: installed criu does not report version >= $CRIU_MIN" >&2; exit 1; }
 fi
 mkdir -p "$KDAT_DIR"

@@ -141,7 +141,7 @@ fn check_ifname(ifname: &str) -> Result<()> {
 
 /// Runs `f` in namespace `netns`: on a scoped helper thread that enters it, so the calling
 /// thread keeps its own namespace; with `None`, on the calling thread itself.
-fn in_netns<T: Send>(netns: Option<&str>, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+pub fn in_netns<T: Send>(netns: Option<&str>, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
     let Some(ns) = netns else { return f() };
     std::thread::scope(|s| {
         s.spawn(|| {
@@ -153,10 +153,26 @@ fn in_netns<T: Send>(netns: Option<&str>, f: impl FnOnce() -> Result<T> + Send) 
     })
 }
 
+/// One rtnetlink request in the calling thread's namespace (inside [`in_netns`] for another),
+/// for steps of other crates (runtime's TUN devices): `flags` are added to NLM_F_REQUEST |
+/// NLM_F_ACK (NLM_F_DUMP to list, NLM_F_CREATE | NLM_F_EXCL to add). Returns the replies;
+/// an error carries the errno (`std::io::Error` in its chain) and the kernel's message.
+pub fn route_request(msg: RouteNetlinkMessage, flags: u16) -> Result<Vec<RouteNetlinkMessage>> {
+    request_with(protocols::NETLINK_ROUTE, msg, flags)
+}
+
 /// Sends one request with NLM_F_ACK and returns the replies that come before the ACK; an
 /// NLMSG_ERROR with a non-zero code is returned as the errno, with the kernel's extended
 /// ACK message when it gives one.
 fn request<I>(protocol: isize, inner: I) -> Result<Vec<I>>
+where
+    I: NetlinkSerializable + NetlinkDeserializable + Debug,
+{
+    request_with(protocol, inner, 0)
+}
+
+/// [`request`] with more header flags; a dump's replies end with NLMSG_DONE.
+fn request_with<I>(protocol: isize, inner: I, flags: u16) -> Result<Vec<I>>
 where
     I: NetlinkSerializable + NetlinkDeserializable + Debug,
 {
@@ -171,7 +187,7 @@ where
 
     const SEQ: u32 = 1;
     let mut header = NetlinkHeader::default();
-    header.flags = NLM_F_REQUEST | NLM_F_ACK;
+    header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
     header.sequence_number = SEQ;
     let mut msg = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(inner));
     msg.finalize();

@@ -32,9 +32,15 @@ pub struct ContainerSpec {
     /// Extra capabilities (e.g. CAP_NET_ADMIN for the SPGW's SGi device).
     #[serde(default)]
     pub caps: Vec<String>,
-    /// Give the container /dev/net/tun.
+    /// Give the container /dev/net/tun. A TUN file its tasks hold at a dump moves with them
+    /// (see [`crate::tun`]), unless `checkpoint_signals` make the function let go of it.
     #[serde(default)]
     pub tun: bool,
+    /// The TUN devices the running function holds, as its host saw them when it was last
+    /// inspected (a migration's source, filled in by its agent): the destination re-makes
+    /// them when it is prepared, and opens the files its restore hands over.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tun_devices: Vec<crate::tun::TunDevice>,
     /// SGi device the GTP Module Initializer creates before the function starts or restores.
     #[serde(default)]
     pub sgi: Option<crate::sgi::SgiSpec>,
@@ -117,6 +123,7 @@ impl ContainerSpec {
             flavor: crate::flavor::flavor(flavor)?,
             caps: vec![],
             tun: false,
+            tun_devices: vec![],
             sgi: None,
             checkpoint_signals: None,
             tunnel_list: None,

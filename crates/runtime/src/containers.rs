@@ -5,9 +5,10 @@
 //! the frozen window (measured: its own start, a `criu swrk` only for CRIU's version, its
 //! cgroup handling) and hides CRIU's notifications, where the network must be opened.
 use crate::criu_rpc::{self, CriuOpts, CriuReq, ExtMountMap, InheritFd, Swrk, SwrkStdio};
+use crate::tun::TunDevice;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone)]
@@ -17,6 +18,9 @@ pub struct Containers {
     pub criu: PathBuf,
     /// cgroup path (under every controller) of this host's containers.
     pub cgroup_parent: String,
+    /// Whether `criu` restores TUN files from inherited fds ([`crate::tun::criu_restores_tun`],
+    /// read once: it scans the binary).
+    pub restores_tun: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -133,6 +137,8 @@ impl Layout {
 pub struct WarmRestore {
     swrk: Swrk,
     pub root_mount: PathBuf,
+    /// The TUN files made for the restored tasks (the swrk holds them too, as fds 5, ...).
+    tuns: Vec<(TunDevice, OwnedFd)>,
 }
 
 impl Containers {
@@ -226,6 +232,13 @@ impl Containers {
             .split_whitespace()
             .filter_map(|p| p.parse().ok())
             .collect()
+    }
+
+    /// The TUN devices the container's tasks hold open, configured as they are in its
+    /// namespace `netns`.
+    pub fn tun_devices(&self, id: &str, netns: &Path) -> Result<Vec<TunDevice>> {
+        crate::tun::discover(&self.tasks(id), netns_name(netns)?)
+            .with_context(|| format!("cannot carry the TUN devices of {id}"))
     }
 
     /// Whether a CRIU process is ptrace-attached to any of the container's tasks.
@@ -344,13 +357,16 @@ impl Containers {
 
     /// A `criu swrk` ready to restore `id` into namespace `netns` with stdout and stderr
     /// into `log` (a pipe's write end), and the container's rootfs bind-mounted where CRIU
-    /// wants its root (a mount point whose parent is not overmounted), at `root_mount`.
+    /// wants its root (a mount point whose parent is not overmounted), at `root_mount`;
+    /// `tuns` are the files the restored tasks get for their TUN devices
+    /// ([`crate::tun::open`]).
     pub fn warm_restore(
         &self,
         rootfs: &Path,
         root_mount: &Path,
         netns: &Path,
         log: std::fs::File,
+        tuns: Vec<(TunDevice, OwnedFd)>,
     ) -> Result<WarmRestore> {
         std::fs::create_dir_all(root_mount)?;
         bind_mount(rootfs, root_mount)?;
@@ -361,10 +377,14 @@ impl Containers {
             stdout: log.try_clone()?.into(),
             stderr: log.into(),
         };
-        let swrk = Swrk::spawn(&self.criu, &[ns.as_raw_fd()], Some(stdio))?;
+        let pass: Vec<RawFd> = std::iter::once(ns.as_raw_fd())
+            .chain(tuns.iter().map(|(_, f)| f.as_raw_fd()))
+            .collect();
+        let swrk = Swrk::spawn(&self.criu, &pass, Some(stdio))?;
         Ok(WarmRestore {
             swrk,
             root_mount: root_mount.to_path_buf(),
+            tuns,
         })
     }
 
@@ -386,6 +406,13 @@ impl Containers {
             .with_context(|| format!("{id} is not running"))?
             .pid;
         write_descriptors(pid, images)?;
+        // CRIU dumps the TUN files but not their devices (a link of the external netns):
+        // they are recorded for the destination to re-make, before the tasks stop.
+        let tuns = self.tun_devices(id, &layout.netns)?;
+        if !tuns.is_empty() && !self.restores_tun {
+            return Err(crate::tun::unpatched_criu(id, &tuns, &self.criu));
+        }
+        crate::tun::save(images, &tuns)?;
         let mut notify = |script: &str| -> Result<()> {
             if script == "network-lock" {
                 // Every task is stopped, nothing dumped yet: the folder matches the memory.
@@ -505,6 +532,11 @@ impl Containers {
         notify: impl FnMut(&str, i32) -> Result<()>,
     ) -> Result<i64> {
         let RoundDirs { images, work } = dirs;
+        if !warm.tuns.is_empty() && !self.restores_tun {
+            let devices = warm.tun_devices();
+            warm.discard();
+            return Err(crate::tun::unpatched_criu(id, &devices, &self.criu));
+        }
         // A stopped instance's state (the source of a rolled back migration) must not shadow
         // the restored one's.
         let _ = std::fs::remove_dir_all(self.dir(id));
@@ -513,6 +545,13 @@ impl Containers {
             key: NETNS_KEY.into(),
             fd: criu_rpc::FIRST_INHERITED_FD,
         }];
+        // The TUN files follow the namespace in the swrk's fds (see `warm_restore`).
+        for (i, (d, _)) in warm.tuns.iter().enumerate() {
+            inherit_fd.push(InheritFd {
+                key: crate::tun::inherit_key(&d.name),
+                fd: criu_rpc::FIRST_INHERITED_FD + 1 + i as RawFd,
+            });
+        }
         // The tasks' stdio pipes (as runc recorded them) become the swrk's own stdio.
         let descriptors: Vec<String> = std::fs::read(images.join(DESCRIPTORS))
             .ok()
@@ -550,6 +589,7 @@ impl Containers {
         let WarmRestore {
             mut swrk,
             root_mount,
+            tuns,
         } = warm;
         let resp = crate::writable::restore(&images.join(crate::writable::IMAGE), &layout.writable)
             .context("cannot restore the writable folder")
@@ -559,6 +599,9 @@ impl Containers {
             });
         unmount(&root_mount);
         let resp = resp?;
+        for (d, f) in tuns {
+            crate::tun::release(&d, f);
+        }
         let pid = resp
             .restore
             .map(|r| r.pid as i64)
@@ -589,10 +632,25 @@ impl WarmRestore {
         self.swrk.pid()
     }
 
+    /// The TUN devices whose files this restore hands over.
+    pub fn tun_devices(&self) -> Vec<TunDevice> {
+        self.tuns.iter().map(|(d, _)| d.clone()).collect()
+    }
+
     /// An unused warm restore: its CRIU is stopped (on drop) and the root unmounted.
     pub fn discard(self) {
         unmount(&self.root_mount);
     }
+}
+
+/// The name of a namespace under /run/netns, as lab's netlink enters it.
+fn netns_name(netns: &Path) -> Result<&str> {
+    netns
+        .strip_prefix("/run/netns")
+        .ok()
+        .and_then(|n| n.to_str())
+        .filter(|n| !n.is_empty() && !n.contains('/'))
+        .with_context(|| format!("{} is not a namespace of /run/netns", netns.display()))
 }
 
 /// Options every dump and restore shares.

@@ -13,10 +13,12 @@
 //!   holds the pool's first address (so the whole pool routes through it) and packets
 //!   are routed by the inner packet's IP version.
 //!
-//! Live migration with CRIU cannot checkpoint a TUN fd, so the device can be
-//! released and re-attached at runtime: SIGUSR1 closes the TUN fd (S11/S1-U sockets
+//! For a live migration with an unpatched CRIU, which cannot restore a TUN fd, the device
+//! can be released and re-attached at runtime: SIGUSR1 closes the TUN fd (S11/S1-U sockets
 //! stay; uplink packets are parked in memory), SIGUSR2 re-attaches `sgi0` (or creates
-//! it), writes the parked packets and resumes. The tunnel list is written as JSON on every change (`tunnels_file`)
+//! it), writes the parked packets and resumes. With `release_tun_on_signal = false` the
+//! signals keep their default action and the TUN file moves with the process, as any
+//! program's (corehop's runtime re-makes the device and CRIU hands the file back). The tunnel list is written as JSON on every change (`tunnels_file`)
 //! and can seed a new instance (`restore_tunnels_from`): the GTP Tunnel List Handler.
 //!
 //! Dedicated bearers (network-initiated, TS 23.401 §5.4.1): SIGHUP (which also rewrites
@@ -89,6 +91,9 @@ pub struct Config {
     /// On SIGHUP, the dedicated bearers to create: a JSON list of requests (IMSI, QCI,
     /// ARP, bit rates, packet filters); the file is removed once read.
     pub bearer_requests_file: Option<PathBuf>,
+    /// Release the TUN fd on SIGUSR1 and re-attach on SIGUSR2 (the cooperative migration
+    /// path); `false` leaves both signals at their default action (they end the process).
+    pub release_tun_on_signal: bool,
 }
 
 impl Default for Config {
@@ -109,6 +114,7 @@ impl Default for Config {
             restore_tunnels_from: None,
             tunnels_sync_file: Some(PathBuf::from("/run/corehop/tunnels.sync.json")),
             bearer_requests_file: Some(PathBuf::from("/run/corehop/bearers.json")),
+            release_tun_on_signal: true,
         }
     }
 }
@@ -395,8 +401,14 @@ impl Spgw {
             .take()
             .context("this SPGW instance is already running")?;
         // Signal handlers first: SIGUSR1/2 would otherwise terminate the process.
-        let mut usr1 = signal(SignalKind::user_defined1()).context("cannot handle SIGUSR1")?;
-        let mut usr2 = signal(SignalKind::user_defined2()).context("cannot handle SIGUSR2")?;
+        let (mut usr1, mut usr2) = if cfg.release_tun_on_signal {
+            (
+                Some(signal(SignalKind::user_defined1()).context("cannot handle SIGUSR1")?),
+                Some(signal(SignalKind::user_defined2()).context("cannot handle SIGUSR2")?),
+            )
+        } else {
+            (None, None)
+        };
         // SIGHUP writes the tunnel list again from memory (how a checker reads this
         // process's own view, not a copy of the file that moved with a checkpoint) and
         // creates the dedicated bearers a `bearer_requests_file` asks for.
@@ -449,8 +461,8 @@ impl Spgw {
                     self.on_ddn_timer(&s11).await;
                     None
                 }
-                _ = usr1.recv() => Some(Ctl::ReleaseTun),
-                _ = usr2.recv() => Some(Ctl::AttachTun),
+                _ = recv_signal(usr1.as_mut()) => Some(Ctl::ReleaseTun),
+                _ = recv_signal(usr2.as_mut()) => Some(Ctl::AttachTun),
                 _ = hup.recv() => {
                     self.write_tunnels_file();
                     Some(Ctl::CreateBearers(self.read_bearer_requests()))
@@ -580,6 +592,16 @@ async fn recv_tun(tun: Option<&Tun>, buf: &mut [u8]) -> std::io::Result<usize> {
     }
 }
 
+/// The next delivery of a handled signal; never, when it is not handled.
+async fn recv_signal(sig: Option<&mut tokio::signal::unix::Signal>) {
+    match sig {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
 /// Socket errors are logged and survived: a CRIU-restored UDP socket may return
 /// EINTR once (see BRIEF facts). The short pause avoids a busy loop if an error
 /// repeats.
@@ -600,6 +622,9 @@ mod tests {
         assert_eq!(d.s1u_bind, "0.0.0.0:2152".parse().unwrap());
         assert_eq!(d.s1u_address, Ipv4Addr::new(10, 77, 1, 30));
         assert_eq!((d.sgi_tun.as_str(), d.sgi_mtu), ("sgi0", 1400));
+        assert!(d.release_tun_on_signal);
+        let c: Config = toml::from_str("release_tun_on_signal = false").unwrap();
+        assert!(!c.release_tun_on_signal);
         let back: Config = toml::from_str(&toml::to_string(&d).unwrap()).unwrap();
         assert_eq!(back, d);
         let c: Config =

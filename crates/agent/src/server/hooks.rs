@@ -1,7 +1,8 @@
-//! Function-specific steps around a dump and a restore, for the SPGW: CRIU cannot carry a
-//! TUN fd in a namespace runc treats as external, so the function lets go of it before the
-//! freeze and re-attaches to the device the GTP Module Initializer pre-created; its GTP
-//! tunnel list is recorded while frozen, for a recovery from that image.
+//! Function-specific steps around a dump and a restore, for the SPGW: with checkpoint
+//! signals the function lets go of its TUN fd before the freeze and re-attaches to the
+//! device the GTP Module Initializer pre-created (without them its TUN file moves with it,
+//! see runtime::tun); its GTP tunnel list is recorded while frozen, for a recovery from
+//! that image.
 use super::*;
 
 /// File in an image round holding the tunnel list at checkpoint time.
@@ -22,7 +23,7 @@ impl Agent {
         self.containers.kill(name, release)?;
         let deadline = Instant::now() + Duration::from_secs(3);
         // The fd table has no change notification; the function closes it within a few ms.
-        while holds_tun(pid) {
+        while !runtime::tun::tun_fds(pid).is_empty() {
             if Instant::now() > deadline {
                 bail!("{name} did not release its TUN device within 3 s of {release}");
             }
@@ -160,12 +161,4 @@ impl Agent {
         }
         tracing::warn!("{name} has not adopted the tunnel list it was handed within 2 s");
     }
-}
-
-fn holds_tun(pid: i64) -> bool {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .any(|e| std::fs::read_link(e.path()).is_ok_and(|l| l == Path::new("/dev/net/tun")))
 }

@@ -147,6 +147,7 @@ pub fn serve(cfg: Config) -> Result<()> {
         root: runc.root.clone(),
         criu: cfg.criu.clone(),
         cgroup_parent: paths::cgroup_parent(&cfg.host),
+        restores_tun: runtime::tun::criu_restores_tun(&cfg.criu),
     };
     let listener = TcpListener::bind(cfg.listen)
         .with_context(|| format!("cannot listen on {}", cfg.listen))?;
@@ -430,10 +431,23 @@ impl Agent {
     }
 
     fn inspect(&self, name: &str) -> Result<Inspect> {
-        let (dir, spec) = self.existing(name)?;
+        let (dir, mut spec) = self.existing(name)?;
         let rootfs_digest = std::fs::read_to_string(dir.join("rootfs.digest")).unwrap_or_default();
+        let info = self.info(name, &spec, &dir);
+        // A migration's destination is prepared from this spec: with the TUN devices the
+        // function holds now, it makes them and their files ahead of the dump.
+        if spec.runtime == Runtime::Container && info.state == "running" {
+            spec.tun_devices = self
+                .containers
+                .tun_devices(name, &self.netns_path(name))
+                .unwrap_or_else(|e| {
+                    // The dump says it again, and fails.
+                    tracing::warn!("{e:#}");
+                    vec![]
+                });
+        }
         Ok(Inspect {
-            info: self.info(name, &spec, &dir),
+            info,
             spec,
             rootfs_digest,
         })

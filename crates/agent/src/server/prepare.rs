@@ -33,6 +33,9 @@ impl Agent {
         if let Some(sgi) = &spec.sgi {
             runtime::sgi::init(&ns, sgi)?;
         }
+        for d in &spec.tun_devices {
+            runtime::tun::recreate(&ns, d)?;
+        }
         let cgroup = format!("{}/{}", paths::cgroup_parent(&self.cfg.host), spec.name);
         let digest = runtime::bundle::build(
             spec,
@@ -51,7 +54,7 @@ impl Agent {
     pub(super) fn prepare_target(&self, spec: &ContainerSpec) -> Result<String> {
         let digest = self.prepare(spec)?;
         self.containers.prepare_cgroup_parents()?;
-        self.warm_restore(&spec.name, &self.dir(&spec.name)?)?;
+        self.warm_restore(&spec.name, &self.dir(&spec.name)?, &spec.tun_devices)?;
         if let Err(e) = self.hold(&spec.name) {
             tracing::warn!(
                 "{}: cannot hold its packets during the move (they will be dropped instead): {e:#}",

@@ -35,7 +35,9 @@ impl Agent {
         std::fs::write(dir.join(fence::RESTORING), round)?;
         let t = Instant::now();
         let mut steps = Steps::default();
-        let warm = self.take_restore(name, &dir)?;
+        // The image's record of the TUN devices is what the restored tasks expect.
+        let tuns = runtime::tun::load(&images)?;
+        let warm = self.take_restore(name, &dir, &tuns)?;
         let layout = self.layout(name, &dir, &spec);
         // The network opens at CRIU's `network-unlock`: the sockets exist, the tasks have
         // not run yet, so neither a peer's packet nor the function's first reply is lost.

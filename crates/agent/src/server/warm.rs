@@ -2,6 +2,7 @@
 //! process: a `criu swrk` waiting for the next dump of each running function, and one
 //! holding a prepared function's namespace and stdio pipe for its restore.
 use super::*;
+use runtime::tun::TunDevice;
 
 /// The NFQUEUE queue number of a prepared function's hold (one per namespace).
 const HOLD_QUEUE: u16 = 0;
@@ -43,10 +44,11 @@ impl Agent {
         self.containers.warm_dump()
     }
 
-    /// A prepared `name`: its CRIU for the restore, holding the namespace, a log pipe and
-    /// the rootfs mounted where CRIU wants it.
-    pub(super) fn warm_restore(&self, name: &str, dir: &Path) -> Result<()> {
-        let w = self.new_restore(name, dir)?;
+    /// A prepared `name`: its CRIU for the restore, holding the namespace, a log pipe, the
+    /// files of the TUN devices it holds (`tuns`, made already) and the rootfs mounted
+    /// where CRIU wants it.
+    pub(super) fn warm_restore(&self, name: &str, dir: &Path, tuns: &[TunDevice]) -> Result<()> {
+        let w = self.new_restore(name, dir, tuns)?;
         if let Some(old) = lock(&self.warm)
             .entry(name.into())
             .or_default()
@@ -58,32 +60,61 @@ impl Agent {
         Ok(())
     }
 
-    /// The CRIU for a restore of `name`: the warm one, or (a recovery, a rollback at the
-    /// source) one started now.
+    /// The CRIU for a restore of `name` whose images hold the TUN devices `tuns`: the warm
+    /// one if it has their files, or (a recovery, a rollback at the source, devices other
+    /// than those it was prepared with) one started now, after the devices are made.
     pub(super) fn take_restore(
         &self,
         name: &str,
         dir: &Path,
+        tuns: &[TunDevice],
     ) -> Result<runtime::containers::WarmRestore> {
+        let ns = self.netns(name);
         let warm = lock(&self.warm)
             .get_mut(name)
             .and_then(|w| w.restore.take());
         if let Some(mut w) = warm {
-            if w.alive() {
+            let held = w.tun_devices();
+            let same_files = held.len() == tuns.len()
+                && tuns.iter().all(|d| held.iter().any(|h| h.same_file(d)));
+            if w.alive() && same_files {
+                // Addresses or routes changed since it was prepared: netlink only.
+                if !tuns.iter().all(|d| held.contains(d)) {
+                    for d in tuns {
+                        runtime::tun::recreate(&ns, d)?;
+                    }
+                }
                 return Ok(w);
+            }
+            if !same_files {
+                tracing::warn!("{name}: its TUN devices are not those it was prepared with; its CRIU starts now, inside the frozen window");
             }
             w.discard();
         }
-        self.new_restore(name, dir)
+        for d in tuns {
+            runtime::tun::recreate(&ns, d)?;
+        }
+        self.new_restore(name, dir, tuns)
     }
 
-    fn new_restore(&self, name: &str, dir: &Path) -> Result<runtime::containers::WarmRestore> {
+    fn new_restore(
+        &self,
+        name: &str,
+        dir: &Path,
+        tuns: &[TunDevice],
+    ) -> Result<runtime::containers::WarmRestore> {
+        let ns = self.netns(name);
+        let files = tuns
+            .iter()
+            .map(|d| Ok((d.clone(), runtime::tun::open(&ns, d)?)))
+            .collect::<Result<Vec<_>>>()?;
         let (log, _first) = runtime::runc::log_pipe(&dir.join("log"))?;
         self.containers.warm_restore(
             &dir.join("bundle").join("rootfs"),
             &dir.join("criu-root"),
             &self.netns_path(name),
             std::fs::File::from(std::os::fd::OwnedFd::from(log)),
+            files,
         )
     }
 
