@@ -337,3 +337,38 @@ fn garbage_from_idle_never_harms_the_context() {
     );
     assert_eq!(nas_sent(&c.take_actions()).len(), 1);
 }
+
+/// A UE released for inactivity moves to a cell of another eNB and its TAU REQUEST may
+/// arrive there before the first eNB's UE CONTEXT RELEASE COMPLETE (two associations, no
+/// order between them): it is still EMM-REGISTERED, so the TAU is served, not rejected.
+/// Seen in the lab under the `mixed` traffic (a TAU REJECT #9 every few hundred TAUs).
+#[test]
+fn tau_racing_the_release_of_the_old_s1_connection_is_served() {
+    let mut c = core_with(Config {
+        tacs: vec![1, 2],
+        ..Config::default()
+    });
+    setup(&mut c);
+    let mut ue = TestUe::example(43);
+    let id = attach(&mut c, &mut ue);
+    s1(
+        &mut c,
+        S1ap::UeContextReleaseRequest {
+            mme_ue_id: id,
+            enb_ue_id: ENB_UE,
+            cause: s1ap::causes::user_inactivity(),
+        },
+    );
+    c.take_actions();
+    assert_eq!(view(&c, id).state, UeState::Releasing);
+    tau_from_idle(&mut c, &mut ue, UpdateType::TaUpdating, false, 2);
+    let out = sent(&c.take_actions());
+    let [S1ap::DownlinkNasTransport { nas, .. }] = &out[..] else {
+        panic!("{out:?}")
+    };
+    assert!(
+        accepted(&mut ue, nas).is_some(),
+        "a TAU ACCEPT with a new GUTI"
+    );
+    assert_eq!(view(&c, id).ecm_state, EcmState::Connected);
+}

@@ -205,12 +205,16 @@ impl Ue {
         }
     }
 
-    /// EMM-REGISTERED: attached, idle or coming back from idle.
+    /// EMM-REGISTERED: attached, idle, going idle (the release is in flight, while the UE
+    /// may already speak through another eNB) or coming back from idle.
     pub(super) fn registered(&self) -> bool {
-        matches!(
-            self.state,
-            UeState::Attached | UeState::Idle | UeState::WaitServiceSetup
-        ) && self.sec.is_some()
+        let going_idle = self.state == UeState::Releasing && !self.remove_on_release;
+        (going_idle
+            || matches!(
+                self.state,
+                UeState::Attached | UeState::Idle | UeState::WaitServiceSetup
+            ))
+            && self.sec.is_some()
     }
 }
 
