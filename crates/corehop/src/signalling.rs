@@ -10,7 +10,7 @@ use crate::session::UeSession;
 use crate::state::{Views, HOSTS};
 use agent::tls::Credentials;
 use anyhow::{bail, Context, Result};
-use ran::report::{Percentiles, ProcedureRecord, ProcedureStats};
+use ran::report::{Percentiles, ProcedureKind, ProcedureRecord, ProcedureStats};
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -156,6 +156,9 @@ pub struct Run {
     pub contexts: usize,
     pub tunnels: usize,
     pub registrations: usize,
+    /// Downlink datagrams to idle UEs sent while the SPGW was frozen (lost before any
+    /// paging could start; not counted as procedures).
+    pub downlink_lost_in_downtime: usize,
     pub disagreements: Vec<String>,
 }
 
@@ -199,17 +202,23 @@ impl Run {
 /// Splits the records at the migrations' windows: each record lands in the `during` of
 /// every window it overlaps, else in the `before` of the next window and the `after` of
 /// the previous one.
-fn slice(records: &[ProcedureRecord], windows: &[(u64, u64)]) -> Vec<(Slice, Slice, Slice)> {
+/// Records outside `span` (the steady traffic: from all attached to the UEs' going quiet)
+/// count nowhere.
+fn slice(
+    records: &[ProcedureRecord],
+    windows: &[(u64, u64)],
+    span: (u64, u64),
+) -> Vec<(Slice, Slice, Slice)> {
     let overlaps =
         |r: &ProcedureRecord, (a, b): (u64, u64)| r.start_unix_ms <= b && r.end_unix_ms >= a;
     (0..windows.len())
         .map(|i| {
             let w = windows[i];
-            let prev_end = i.checked_sub(1).map_or(0, |j| windows[j].1);
-            let next_start = windows.get(i + 1).map_or(u64::MAX, |n| n.0);
+            let prev_end = i.checked_sub(1).map_or(span.0, |j| windows[j].1);
+            let next_start = windows.get(i + 1).map_or(span.1, |n| n.0);
             let before = records
                 .iter()
-                .filter(|r| r.start_unix_ms > prev_end && r.end_unix_ms < w.0);
+                .filter(|r| r.start_unix_ms >= prev_end && r.end_unix_ms < w.0);
             let during = records.iter().filter(|r| overlaps(r, w));
             let after = records
                 .iter()
@@ -243,6 +252,8 @@ pub fn run(a: SignallingArgs) -> Result<()> {
             std::process::Command::new("tcpdump")
                 .args(["-i", "chfab0", "-U", "-s", "0", "-w"])
                 .arg(p)
+                // The signalling and the user plane, not the agents' TLS streams (images).
+                .args(["not", "(tcp", "portrange", "7070-7073)"])
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null())
                 .spawn()
@@ -330,6 +341,7 @@ fn one_run(
         contexts: 0,
         tunnels: 0,
         registrations: 0,
+        downlink_lost_in_downtime: 0,
         disagreements: Vec::new(),
     };
     if let Err(e) = drive(spec, creds, plan, method, n, &mut run) {
@@ -368,6 +380,8 @@ fn drive(
     .with_context(|| format!("{} UEs did not attach", plan.ues))?;
     let settle = Duration::from_secs(plan.settle_s);
     let mut reports = Vec::new();
+    let steady_from = unix_ms();
+    let mut quiet_at = u64::MAX;
     let moved = (|| {
         std::thread::sleep(settle);
         for f in &plan.functions {
@@ -377,6 +391,7 @@ fn drive(
             reports.push((*f, to, r));
             std::thread::sleep(settle);
         }
+        quiet_at = unix_ms();
         ues.quiesce();
         Views::fetch_settled(spec, creds, plan.ues, QUIET_WITHIN)
     })();
@@ -393,8 +408,32 @@ fn drive(
             )
         })
         .collect();
-    let records = &ran.procedures.records;
-    for ((f, to, r), (before, during, after)) in reports.into_iter().zip(slice(records, &windows)) {
+    // Downlink data sent while the SPGW was frozen never reached it: no Downlink Data
+    // Notification, so no network-triggered procedure began. That is user-plane loss in the
+    // downtime (what DP_GTP measures), not a failed procedure; it is counted apart.
+    let spgw_down: Vec<(u64, u64)> = reports
+        .iter()
+        .filter(|(f, _, _)| *f == Nf::Spgw)
+        .map(|(_, _, r)| (r.first_frozen_unix_ms, r.resumed_unix_ms))
+        .collect();
+    let (lost, records): (Vec<ProcedureRecord>, Vec<ProcedureRecord>) =
+        ran.procedures.records.iter().cloned().partition(|r| {
+            r.kind == ProcedureKind::ServiceRequestPaging
+                && !r.ok
+                && r.reason
+                    .as_deref()
+                    .is_some_and(|w| w.starts_with("no PAGING"))
+                && spgw_down
+                    .iter()
+                    .any(|(a, b)| (*a..=*b).contains(&r.start_unix_ms))
+        });
+    run.downlink_lost_in_downtime = lost.len();
+    let records = &records;
+    for ((f, to, r), (before, during, after)) in
+        reports
+            .into_iter()
+            .zip(slice(records, &windows, (steady_from, quiet_at)))
+    {
         run.moves.push(Moved {
             function: f,
             to,
@@ -416,6 +455,12 @@ fn drive(
     run.registrations = views.hss.as_ref().map_or(0, Vec::len);
     run.disagreements = views.disagreements();
     Ok(())
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn other_host(spec: &lab::spec::LabSpec, creds: &Credentials, name: &str) -> Result<String> {
@@ -446,7 +491,8 @@ fn report(plan: &Plan, runs: &[Run]) -> String {
         "# Migration in the middle of signalling: {}\n\n{} UEs, traffic `{}` at {} procedures/s; \
          functions migrated in the order {}; {} run(s) per method, methods interleaved. A \
          procedure is \"during\" a migration when it overlaps the first freeze to the resume, \
-         widened by {} ms on each side.\n",
+         widened by {} ms on each side; \"before\" the first one counts from the moment every UE \
+         was attached, and \"after\" the last one until the UEs went quiet for the comparison.\n",
         plan.name,
         plan.ues,
         plan.traffic,
@@ -458,7 +504,7 @@ fn report(plan: &Plan, runs: &[Run]) -> String {
     let _ = writeln!(s, "## Outcome per run\n");
     let _ = writeln!(
         s,
-        "| method | run | procedures | failed | MME contexts | SPGW tunnels | HSS registrations | disagreements | S1 Setups | result |\n|---|---|---|---|---|---|---|---|---|---|"
+        "| method | run | procedures | failed | downlink lost in the SPGW's downtime | MME contexts | SPGW tunnels | HSS registrations | disagreements | S1 Setups | result |\n|---|---|---|---|---|---|---|---|---|---|---|"
     );
     for r in runs {
         let total: u64 = r.procedures.values().map(|p| p.count).sum();
@@ -466,9 +512,10 @@ fn report(plan: &Plan, runs: &[Run]) -> String {
         let problems = r.problems();
         let _ = writeln!(
             s,
-            "| {} | {} | {total} | {failed} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {total} | {failed} | {} | {} | {} | {} | {} | {} | {} |",
             r.method.as_str(),
             r.run + 1,
+            r.downlink_lost_in_downtime,
             r.contexts,
             r.tunnels,
             r.registrations,
@@ -540,7 +587,6 @@ fn report(plan: &Plan, runs: &[Run]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ran::report::ProcedureKind;
 
     fn rec(start: u64, end: u64, ok: bool) -> ProcedureRecord {
         ProcedureRecord {
@@ -563,7 +609,10 @@ mod tests {
             rec(290, 310, false), // overlaps the second
             rec(400, 420, true),  // after the second
         ];
-        let s = slice(&records, &[(100, 120), (300, 320)]);
+        let s = slice(&records, &[(100, 120), (300, 320)], (0, 1000));
+        // Outside the span: neither before the first window nor after the last.
+        let bounded = slice(&records, &[(100, 120), (300, 320)], (15, 410));
+        assert_eq!((bounded[0].0.count, bounded[1].2.count), (0, 0));
         assert_eq!(
             s.iter()
                 .map(|(b, d, a)| (b.count, d.count, a.count))
