@@ -34,6 +34,9 @@ pub struct SignallingArgs {
     /// Overrides the plan's runs per method.
     #[arg(long)]
     runs: Option<u32>,
+    /// Overrides the plan's model events per second over all UEs.
+    #[arg(long)]
+    procedures_per_s: Option<f64>,
     /// Overrides the plan's traffic before, between and after the migrations, s.
     #[arg(long)]
     settle_s: Option<u64>,
@@ -238,6 +241,9 @@ pub fn run(a: SignallingArgs) -> Result<()> {
     }
     if let Some(s) = a.settle_s {
         plan.settle_s = s;
+    }
+    if let Some(r) = a.procedures_per_s {
+        plan.procedures_per_s = r;
     }
     plan.validate()?;
     std::fs::create_dir_all(&a.out)?;
