@@ -372,3 +372,44 @@ fn tau_racing_the_release_of_the_old_s1_connection_is_served() {
     );
     assert_eq!(view(&c, id).ecm_state, EcmState::Connected);
 }
+
+/// Downlink data for a UE that is connected only for its TAU (from idle, no active flag):
+/// the SGW sends one notification and buffers, so the MME pages the UE once the TAU's
+/// connection is released, and the data reaches it. Without this the packet stayed at the
+/// SGW (seen in the lab: one paging in ~800 never came).
+#[test]
+fn downlink_during_a_tau_from_idle_pages_the_ue_after_the_release() {
+    let (mut c, mut ue, id) = two_areas(44);
+    tau_from_idle(&mut c, &mut ue, UpdateType::TaUpdating, false, 2);
+    let out = sent(&c.take_actions());
+    let [S1ap::DownlinkNasTransport { nas, .. }] = &out[..] else {
+        panic!("{out:?}")
+    };
+    let ddn = gtp::Message::DownlinkDataNotification(gtp::DownlinkDataNotification {
+        ebis: vec![5],
+        ..Default::default()
+    });
+    let (_, ack) = c.on_s11_request(t0(), id, ddn).expect("an acknowledgement");
+    assert!(
+        matches!(ack, gtp::Message::DownlinkDataNotificationAcknowledge(ref a) if a.cause == gtp::cause::REQUEST_ACCEPTED),
+        "{ack:?}"
+    );
+    let paging = |acts: &[mme::Action]| {
+        sent_to(acts)
+            .iter()
+            .any(|(_, m)| matches!(m, S1ap::Paging(_)))
+    };
+    // No paging yet: the UE has a connection.
+    assert!(!paging(&c.take_actions()));
+    let complete = accepted(&mut ue, nas).expect("a new GUTI to complete");
+    s1(&mut c, uplink(id, complete));
+    let out = sent(&c.take_actions());
+    assert!(
+        matches!(&out[..], [S1ap::UeContextReleaseCommand { .. }]),
+        "{out:?}"
+    );
+    release_complete(&mut c, id);
+    let acts = c.take_actions();
+    assert!(paging(&acts), "paged after the release: {acts:?}");
+    assert!(view(&c, id).paging);
+}

@@ -99,6 +99,10 @@ pub(super) struct Ue {
     /// The TAU came from ECM-IDLE without the active flag: the S1 connection goes
     /// once the TAU is complete.
     pub(super) release_after_tau: bool,
+    /// A Downlink Data Notification came while the UE had an S1 connection without its
+    /// user plane (a TAU from idle): the SGW, answered, sends no second one, so the UE is
+    /// paged as soon as that connection is released.
+    pub(super) downlink_waiting: bool,
     /// NH/NCC and the handover in progress, if any.
     pub(super) ho: HoState,
     /// Dedicated bearers of the PDN connection, being set up or active.

@@ -136,6 +136,7 @@ impl MmeCore {
                 timers: Default::default(),
                 pending_detach: None,
                 release_after_tau: false,
+                downlink_waiting: false,
                 ho: Default::default(),
                 dedicated: Vec::new(),
             },

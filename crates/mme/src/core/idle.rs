@@ -192,7 +192,14 @@ impl MmeCore {
                 self.start_paging(teid, true);
                 ack(sgw_teid, gtp::cause::REQUEST_ACCEPTED)
             }
-            (_, false) => {
+            (state, false) => {
+                if u.enb_s1u.is_none() && state != UeState::WaitServiceSetup {
+                    // Connected for signalling only (a TAU from idle without the active
+                    // flag): the data waits at the SGW until the UE is paged after the
+                    // release (TS 23.401 §5.3.4.3: the SGW buffers until the bearer is up).
+                    info!(ue = teid, imsi = %u.imsi, "downlink data during signalling: paging after the release");
+                    u.downlink_waiting = true;
+                }
                 // The SGW lost the eNB's end (e.g. restored from an older state):
                 // tell it again; during a service request the Modify Bearer follows.
                 if let Some((addr, enb_teid)) = u.enb_s1u {

@@ -387,6 +387,8 @@ impl MmeCore {
             return self.delete_session_and_release(ue);
         };
         u.enb_s1u = Some((e.enb_addr, e.enb_teid));
+        // The user plane is up: what the SGW held flows now.
+        u.downlink_waiting = false;
         match u.state {
             UeState::WaitContextSetup => u.state = UeState::WaitAttachComplete,
             UeState::WaitServiceSetup => {
@@ -457,8 +459,12 @@ impl MmeCore {
             u.assoc = None;
             u.enb_ue_id = None;
             u.state = UeState::Idle;
+            let page = std::mem::take(&mut u.downlink_waiting);
             self.start_mobile_reachable(ue);
             self.lower_layer_failure(ue);
+            if page {
+                self.start_paging(ue, true);
+            }
         }
     }
 }
