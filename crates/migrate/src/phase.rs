@@ -362,8 +362,12 @@ fn prepare(
         dst.vm_incoming(&inspect.spec, from)
             .map(|i| (false, Some(i)))
     } else {
-        let h = src.require_criu().context("source cannot checkpoint")?;
-        dst.require_criu().context("destination cannot restore")?;
+        // Name the host: a cut link can end either question.
+        let h = src
+            .require_criu()
+            .with_context(|| format!("source {from} cannot checkpoint"))?;
+        dst.require_criu()
+            .with_context(|| format!("destination {to} cannot restore"))?;
         dst.prepare(&inspect.spec).and_then(|digest| {
             if digest != inspect.rootfs_digest {
                 bail!("rootfs of {name} on {to} differs from {from} ({digest} vs {}); refusing to restore on a mismatched rootfs",
