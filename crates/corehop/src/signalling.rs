@@ -386,7 +386,7 @@ fn drive(
     .with_context(|| format!("{} UEs did not attach", plan.ues))?;
     let settle = Duration::from_secs(plan.settle_s);
     let mut reports = Vec::new();
-    let steady_from = unix_ms();
+    let steady_from = migrate::phase::unix_ms();
     let mut quiet_at = u64::MAX;
     let moved = (|| {
         std::thread::sleep(settle);
@@ -397,7 +397,7 @@ fn drive(
             reports.push((*f, to, r));
             std::thread::sleep(settle);
         }
-        quiet_at = unix_ms();
+        quiet_at = migrate::phase::unix_ms();
         ues.quiesce();
         Views::fetch_settled(spec, creds, plan.ues, QUIET_WITHIN)
     })();
@@ -461,12 +461,6 @@ fn drive(
     run.registrations = views.hss.as_ref().map_or(0, Vec::len);
     run.disagreements = views.disagreements();
     Ok(())
-}
-
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn other_host(spec: &lab::spec::LabSpec, creds: &Credentials, name: &str) -> Result<String> {
