@@ -36,7 +36,8 @@ PKGS=(iproute2 nftables iptables busybox-static tshark tcpdump kmod curl xz-util
       build-essential pkg-config protobuf-c-compiler libprotobuf-c-dev protobuf-compiler libprotobuf-dev
       python3-protobuf libnl-3-dev libnet1-dev libcap-dev libbsd-dev libnftables-dev libgnutls28-dev
       uuid-dev libsqlite3-dev qemu-system-x86 iputils-ping conntrack procps psmisc
-      fonts-dejavu-core binutils patch)
+      fonts-dejavu-core binutils patch
+      openvpn)  # a program corehop did not write, migrated with its TUN device (tests/openvpn.rs)
 
 missing=()
 for p in "${PKGS[@]}"; do

@@ -190,6 +190,17 @@ pub struct RunArgs {
     /// container (runc) or vm (QEMU, the paper's baseline).
     #[arg(long, default_value = "container")]
     runtime: runtime::bundle::Runtime,
+    /// Give the program /dev/net/tun and CAP_NET_ADMIN (a VPN server, a user-plane
+    /// function): the TUN devices it opens migrate with it.
+    #[arg(long)]
+    tun: bool,
+    /// An extra capability for the program (CAP_NET_ADMIN, CAP_NET_RAW, ...); repeatable.
+    #[arg(long = "cap")]
+    caps: Vec<String>,
+    /// A text file of this machine placed read-only in the container, as INSIDE=HOST
+    /// (e.g. /etc/openvpn/server.conf=server.conf); repeatable.
+    #[arg(long = "file", value_parser = parse_file_arg)]
+    files: Vec<(String, PathBuf)>,
     /// The program (a path or a name found in PATH) and its arguments.
     #[arg(last = true, required = true)]
     command: Vec<String>,
@@ -213,6 +224,17 @@ pub fn run(a: RunArgs, json: bool) -> Result<()> {
     )?;
     cs.env = a.env;
     cs.runtime = a.runtime;
+    cs.tun = a.tun;
+    cs.caps = a.caps;
+    if a.tun && !cs.caps.iter().any(|c| c == "CAP_NET_ADMIN") {
+        cs.caps.push("CAP_NET_ADMIN".into());
+    }
+    for (inside, host) in a.files {
+        let text = std::fs::read_to_string(&host).with_context(|| {
+            format!("--file {inside}={}: cannot read it as text", host.display())
+        })?;
+        cs.files.push((inside, text));
+    }
     if cs.runtime == runtime::bundle::Runtime::Vm && !cs.env.is_empty() {
         bail!("--env is not supported with --runtime vm (the guest's init starts the program with its own environment)");
     }
@@ -234,6 +256,18 @@ pub fn start(spec: &LabSpec, host: &str, cs: &runtime::ContainerSpec, json: bool
         );
     }
     Ok(())
+}
+
+/// `--file INSIDE=HOST`: INSIDE must be absolute.
+fn parse_file_arg(s: &str) -> Result<(String, PathBuf), String> {
+    match s.split_once('=') {
+        Some((inside, host)) if inside.starts_with('/') && !host.is_empty() => {
+            Ok((inside.into(), host.into()))
+        }
+        _ => Err(format!(
+            "{s:?}: expected INSIDE=HOST with an absolute INSIDE path, e.g. /etc/app.conf=app.conf"
+        )),
+    }
 }
 
 fn resolve_program(p: &str) -> Result<PathBuf> {

@@ -38,6 +38,20 @@ enum Cmd {
     /// Run the tunnel master (global proactive GTP Tunnel List Handler; started by `lab up`).
     TunnelMaster(cmd::MasterArgs),
     /// Run a program as a container on a lab host, with a service IP on the fabric.
+    ///
+    /// What moves with it at `corehop migrate`: its memory, threads and open files; its TCP
+    /// connections, established ones included (CRIU's tcp-established: the peer sees no
+    /// reset); UDP sockets; the TUN devices it opened (with --tun; each re-made at the
+    /// destination with its addresses and routes, and its open file handed back by CRIU, so
+    /// the program needs no help); the files it writes under /run, /tmp and /var (one tmpfs
+    /// that moves with it), an SQLite database there included; its service IP.
+    ///
+    /// What does not: raw IP sockets (CRIU needs the kernel's raw sock_diag, which this
+    /// kernel lacks) and kernel SCTP sockets (CRIU has no SCTP; this kernel has no SCTP at
+    /// all: carry it over UDP, RFC 6951, as corehop's MME does). A migration of a program
+    /// holding one is refused before anything is frozen, and it keeps running:
+    /// "NAME cannot be checkpointed on HOST: task PID (COMM) holds a raw IPv4 socket: ...".
+    /// Nothing outside the container moves: files of the host, processes it did not start.
     Run(cmd::RunArgs),
     /// List containers on every host.
     Ps,

@@ -446,6 +446,12 @@ impl Migration {
             (false, true) => bail!("{name} is a container on {from}: {vm} moves VMs; use stop-and-copy, pre-copy or post-copy"),
             _ => {}
         }
+        if !inspect.cannot_carry.is_empty() {
+            bail!(
+                "{name} cannot be checkpointed on {from}: {}; it keeps running there",
+                inspect.cannot_carry.join("; ")
+            );
+        }
         // Refused if another controller migrates it.
         let journal = agent_api::api::Journal {
             to: to.into(),

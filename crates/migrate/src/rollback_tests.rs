@@ -127,6 +127,7 @@ fn inspect() -> Inspect {
         },
         spec,
         rootfs_digest: String::new(),
+        cannot_carry: vec![],
     }
 }
 

@@ -241,6 +241,11 @@ impl Containers {
             .with_context(|| format!("cannot carry the TUN devices of {id}"))
     }
 
+    /// The container's sockets that CRIU cannot dump on this host (see [`crate::sockets`]).
+    pub fn uncarriable(&self, id: &str) -> Vec<crate::sockets::Uncarriable> {
+        crate::sockets::uncarriable(&self.tasks(id))
+    }
+
     /// Whether a CRIU process is ptrace-attached to any of the container's tasks.
     pub fn traced_by_criu(&self, id: &str) -> bool {
         self.tasks(id).into_iter().any(|pid| {

@@ -7,6 +7,7 @@ pub mod criu_stats;
 pub mod flavor;
 pub mod runc;
 pub mod sgi;
+pub mod sockets;
 pub mod tun;
 pub mod writable;
 

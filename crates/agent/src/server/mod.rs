@@ -434,6 +434,7 @@ impl Agent {
         let (dir, mut spec) = self.existing(name)?;
         let rootfs_digest = std::fs::read_to_string(dir.join("rootfs.digest")).unwrap_or_default();
         let info = self.info(name, &spec, &dir);
+        let mut cannot_carry = vec![];
         // A migration's destination is prepared from this spec: with the TUN devices the
         // function holds now, it makes them and their files ahead of the dump.
         if spec.runtime == Runtime::Container && info.state == "running" {
@@ -445,11 +446,18 @@ impl Agent {
                     tracing::warn!("{e:#}");
                     vec![]
                 });
+            cannot_carry = self
+                .containers
+                .uncarriable(name)
+                .iter()
+                .map(|u| u.to_string())
+                .collect();
         }
         Ok(Inspect {
             info,
             spec,
             rootfs_digest,
+            cannot_carry,
         })
     }
 }
