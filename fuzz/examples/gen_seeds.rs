@@ -64,7 +64,7 @@ fn nas() -> Nas {
         pti: 1,
         qci: 9,
         apn: "internet".into(),
-        ue_ipv4: [10, 45, 0, 2],
+        pdn_address: msg::PdnAddress::Ipv4([10, 45, 0, 2]),
     })
     .unwrap();
     Nas {
@@ -104,6 +104,8 @@ fn s1ap_seeds() {
             nas: n.attach.clone(),
             tai,
             ecgi,
+            s_tmsi: None,
+            rrc_cause: RRCEstablishmentCause::mo_Signalling,
         },
         S1ap::DownlinkNasTransport {
             mme_ue_id: 100,
@@ -129,6 +131,7 @@ fn s1ap_seeds() {
                 sgw_addr: Ipv4Addr::new(10, 77, 1, 30),
                 sgw_teid: 0x1234,
                 nas: Some(n.accept.clone()),
+                gbr: None,
             }],
             ue_sec_enc: 0xc0,
             ue_sec_int: 0xc0,
@@ -413,7 +416,7 @@ fn agent_seeds() {
         v.extend_from_slice(json.as_bytes());
         v
     };
-    let spec = r#"{"name":"mme","program":"/usr/local/bin/corehop","args":["nf","run","mme"],"service_ip":"10.77.1.20","prefix_len":16,"flavor_name":"small","flavor":{"cpus":0.5,"memory_mb":256},"tun":false,"checkpoint_signals":["SIGUSR1","SIGUSR2"],"tunnel_list":{"file":"/run/t","sync_file":"/run/s"},"sgi":{"name":"sgi0","address":"10.45.0.1/16","mtu":1400}}"#;
+    let spec = r#"{"name":"mme","program":"/usr/local/bin/corehop","args":["nf","run","mme"],"service_ip":"10.77.1.20","prefix_len":16,"flavor_name":"small","flavor":{"cpus":0.5,"memory_mb":256},"tun":false,"tunnel_list":{"file":"/run/t","sync_file":"/run/s"},"sgi":{"name":"sgi0","address":"10.45.0.1/16","mtu":1400}}"#;
     let reqs = [
         r#"{"op":"hello"}"#.to_string(),
         r#"{"op":"ps"}"#.to_string(),

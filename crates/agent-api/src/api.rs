@@ -247,19 +247,17 @@ pub enum Step {
     /// Source, before a final dump: the function's link taken down. It is the network lock:
     /// once CRIU has dumped the sockets, a peer's packet meeting none would draw a RST.
     Lock,
-    /// Function hooks before the freeze (the SPGW lets go of its TUN fd).
-    BeforeFreeze,
     /// Function hooks once CRIU has stopped the tasks, before it dumps them (the SPGW's
     /// tunnel list recorded).
     BeforeDump,
     /// CRIU's dump: it stops the tasks (ptrace), dumps and writes the images.
     Dump,
-    /// After a leave-running (or failed) dump: thawed, and what the hooks let go taken back.
+    /// After a leave-running (or failed) dump: the function's link up and its CPU quota back.
     Thaw,
     /// CRIU's restore, less the steps done at its `network-unlock` notification.
     Restore,
     /// At `network-unlock` (sockets restored, tasks not yet running): the SGi conntrack
-    /// flushed, a recovery's tunnel list handed over, the TUN re-attach signal queued.
+    /// flushed, a recovery's tunnel list handed over with its adopt signal queued.
     BeforeResume,
     /// Destination, at CRIU's `network-unlock`: what arrived since the MAC moved, held
     /// in the kernel (NFQUEUE), handed to the restored sockets.
@@ -277,7 +275,6 @@ impl Step {
     pub fn as_str(self) -> &'static str {
         match self {
             Step::Lock => "lock",
-            Step::BeforeFreeze => "before_freeze",
             Step::BeforeDump => "before_dump",
             Step::Dump => "dump",
             Step::Thaw => "thaw",

@@ -178,8 +178,6 @@ pub fn container(
         cs.tun = true;
         cs.caps = vec!["CAP_NET_ADMIN".into()];
         cs.sgi = sgi;
-        // The SPGW lets go of its TUN fd on USR1 and re-attaches on USR2.
-        cs.checkpoint_signals = Some(("USR1".into(), "USR2".into()));
         let c: spgw::Config = toml::from_str(config)?;
         if let (Some(file), Some(sync)) = (c.tunnels_file, c.tunnels_sync_file) {
             cs.tunnel_list = Some(runtime::bundle::TunnelListSpec {

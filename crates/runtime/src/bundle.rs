@@ -33,7 +33,7 @@ pub struct ContainerSpec {
     #[serde(default)]
     pub caps: Vec<String>,
     /// Give the container /dev/net/tun. A TUN file its tasks hold at a dump moves with them
-    /// (see [`crate::tun`]), unless `checkpoint_signals` make the function let go of it.
+    /// (see [`crate::tun`]).
     #[serde(default)]
     pub tun: bool,
     /// The TUN devices the running function holds, as its host saw them when it was last
@@ -44,11 +44,6 @@ pub struct ContainerSpec {
     /// SGi device the GTP Module Initializer creates before the function starts or restores.
     #[serde(default)]
     pub sgi: Option<crate::sgi::SgiSpec>,
-    /// Signals sent around a checkpoint: the first before the dump, so the function lets go
-    /// of what CRIU cannot carry (a TUN fd); the second once it runs again (after a restore,
-    /// or at once after a leave-running dump).
-    #[serde(default)]
-    pub checkpoint_signals: Option<(String, String)>,
     /// The GTP Tunnel List Handler's files inside the container: where the function keeps
     /// its active tunnel list, and where a list to adopt is left for it (see crates/spgw).
     #[serde(default)]
@@ -125,7 +120,6 @@ impl ContainerSpec {
             tun: false,
             tun_devices: vec![],
             sgi: None,
-            checkpoint_signals: None,
             tunnel_list: None,
             runtime: Runtime::Container,
         })

@@ -13,13 +13,12 @@
 //!   holds the pool's first address (so the whole pool routes through it) and packets
 //!   are routed by the inner packet's IP version.
 //!
-//! For a live migration with an unpatched CRIU, which cannot restore a TUN fd, the device
-//! can be released and re-attached at runtime: SIGUSR1 closes the TUN fd (S11/S1-U sockets
-//! stay; uplink packets are parked in memory), SIGUSR2 re-attaches `sgi0` (or creates
-//! it), writes the parked packets and resumes. With `release_tun_on_signal = false` the
-//! signals keep their default action and the TUN file moves with the process, as any
-//! program's (corehop's runtime re-makes the device and CRIU hands the file back). The tunnel list is written as JSON on every change (`tunnels_file`)
-//! and can seed a new instance (`restore_tunnels_from`): the GTP Tunnel List Handler.
+//! A live migration needs nothing from it: its TUN file moves with the process, as any
+//! program's (corehop's runtime re-makes the device at the destination and CRIU hands the
+//! file back; runtime::tun). The tunnel list is written as JSON on every change
+//! (`tunnels_file`) and can seed a new instance (`restore_tunnels_from`), or replace the
+//! sessions of a running one (`tunnels_sync_file`, read on SIGHUP): the GTP Tunnel List
+//! Handler.
 //!
 //! Dedicated bearers (network-initiated, TS 23.401 §5.4.1): SIGHUP (which also rewrites
 //! the tunnel list) reads the JSON list of [`BearerRequest`]s in `bearer_requests_file`,
@@ -29,7 +28,6 @@
 mod core;
 mod tun;
 
-use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -48,10 +46,6 @@ pub use crate::core::{
     Ipv6Pool, S11Outcome, S1uAction, SgiAction, Tunnel,
 };
 pub use crate::tun::{Tun, TunSetup};
-
-/// Uplink packets kept while the SGi TUN is released (a few seconds of a busy cell's
-/// uplink at most; beyond, they are dropped).
-const MAX_PARKED: usize = 4096;
 
 /// SPGW configuration (TOML). Defaults are the lab's (docs/conventions.md).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -84,16 +78,13 @@ pub struct Config {
     pub tunnels_file: Option<PathBuf>,
     /// Restore sessions from such a file at start (after a migration or restart).
     pub restore_tunnels_from: Option<PathBuf>,
-    /// On SIGUSR2 (re-attach after a restore), if this file exists, the session table is
-    /// replaced by the tunnel list in it and the file removed: how the GTP Tunnel List
-    /// Handler makes a restored SPGW whole.
+    /// On SIGHUP, if this file exists, the session table is replaced by the tunnel list in
+    /// it and the file removed: how the GTP Tunnel List Handler makes an SPGW recovered from
+    /// an older checkpoint whole.
     pub tunnels_sync_file: Option<PathBuf>,
     /// On SIGHUP, the dedicated bearers to create: a JSON list of requests (IMSI, QCI,
     /// ARP, bit rates, packet filters); the file is removed once read.
     pub bearer_requests_file: Option<PathBuf>,
-    /// Release the TUN fd on SIGUSR1 and re-attach on SIGUSR2 (the cooperative migration
-    /// path); `false` leaves both signals at their default action (they end the process).
-    pub release_tun_on_signal: bool,
 }
 
 impl Default for Config {
@@ -114,7 +105,6 @@ impl Default for Config {
             restore_tunnels_from: None,
             tunnels_sync_file: Some(PathBuf::from("/run/corehop/tunnels.sync.json")),
             bearer_requests_file: Some(PathBuf::from("/run/corehop/bearers.json")),
-            release_tun_on_signal: true,
         }
     }
 }
@@ -201,8 +191,6 @@ impl Config {
 /// Control requests to the running I/O loop.
 #[derive(Debug, Clone)]
 enum Ctl {
-    ReleaseTun,
-    AttachTun,
     CreateBearers(Vec<BearerRequest>),
 }
 
@@ -265,16 +253,6 @@ impl Spgw {
     /// The active tunnels (IMSI, UE IP, S11 TEIDs, S1-U TEIDs, eNB address).
     pub fn tunnels(&self) -> Vec<Tunnel> {
         self.core().tunnels()
-    }
-
-    /// Same as SIGUSR1: close the TUN fd (before a CRIU checkpoint).
-    pub fn release_tun(&self) {
-        let _ = self.shared.ctl_tx.send(Ctl::ReleaseTun);
-    }
-
-    /// Same as SIGUSR2: re-attach (or create) the TUN device and resume SGi.
-    pub fn attach_tun(&self) {
-        let _ = self.shared.ctl_tx.send(Ctl::AttachTun);
     }
 
     /// Asks the UE's MME for a dedicated bearer (Create Bearer Request); the bearer
@@ -384,7 +362,7 @@ impl Spgw {
                 Some(t)
             }
             Err(e) => {
-                error!(dev = %cfg.sgi_tun, error = %e, "cannot attach SGi TUN (needs CAP_NET_ADMIN to create it); SGi stays down until SIGUSR2");
+                error!(dev = %cfg.sgi_tun, error = %e, "cannot attach SGi TUN (needs CAP_NET_ADMIN to create it); SGi stays down");
                 None
             }
         }
@@ -400,18 +378,10 @@ impl Spgw {
             .unwrap_or_else(|e| e.into_inner())
             .take()
             .context("this SPGW instance is already running")?;
-        // Signal handlers first: SIGUSR1/2 would otherwise terminate the process.
-        let (mut usr1, mut usr2) = if cfg.release_tun_on_signal {
-            (
-                Some(signal(SignalKind::user_defined1()).context("cannot handle SIGUSR1")?),
-                Some(signal(SignalKind::user_defined2()).context("cannot handle SIGUSR2")?),
-            )
-        } else {
-            (None, None)
-        };
-        // SIGHUP writes the tunnel list again from memory (how a checker reads this
-        // process's own view, not a copy of the file that moved with a checkpoint) and
-        // creates the dedicated bearers a `bearer_requests_file` asks for.
+        // SIGHUP adopts a tunnel list left in `tunnels_sync_file`, writes the tunnel list
+        // again from memory (how a checker reads this process's own view, not a copy of the
+        // file that moved with a checkpoint) and creates the dedicated bearers a
+        // `bearer_requests_file` asks for.
         let mut hup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
         let s11 = UdpSocket::bind(cfg.s11_bind)
             .await
@@ -420,17 +390,12 @@ impl Spgw {
             .await
             .with_context(|| format!("cannot bind S1-U on {}", cfg.s1u_bind))?;
         info!(s11 = %cfg.s11_bind, s1u = %cfg.s1u_bind, "SPGW listening");
-        let mut tun = self.open_tun();
+        let tun = self.open_tun();
         self.write_tunnels_file();
 
         let mut s11_buf = vec![0u8; 65536];
         let mut s1u_buf = vec![0u8; 65536];
         let mut sgi_buf = vec![0u8; 65536];
-        // Uplink packets that arrive while the TUN is released: from SIGUSR1 before a dump
-        // to the re-attach after the restore (they move with the process's memory), and
-        // those the destination held during the move, which the select below may serve
-        // before the queued SIGUSR2. Written once the TUN is back.
-        let mut parked: VecDeque<Vec<u8>> = VecDeque::new();
         loop {
             let ddn_deadline = self.core().poll_timeout();
             let ctl = tokio::select! {
@@ -444,7 +409,7 @@ impl Spgw {
                 r = s1u.recv_from(&mut s1u_buf) => {
                     match r {
                         Ok((n, from)) => {
-                            self.on_s1u(&s1u, tun.as_ref(), &mut parked, &s1u_buf[..n], from).await
+                            self.on_s1u(&s1u, tun.as_ref(), &s1u_buf[..n], from).await
                         }
                         Err(e) => recv_error("S1-U", e).await,
                     }
@@ -461,38 +426,14 @@ impl Spgw {
                     self.on_ddn_timer(&s11).await;
                     None
                 }
-                _ = recv_signal(usr1.as_mut()) => Some(Ctl::ReleaseTun),
-                _ = recv_signal(usr2.as_mut()) => Some(Ctl::AttachTun),
                 _ = hup.recv() => {
+                    self.sync_tunnels();
                     self.write_tunnels_file();
                     Some(Ctl::CreateBearers(self.read_bearer_requests()))
                 }
                 Some(c) = ctl_rx.recv() => Some(c),
             };
             match ctl {
-                Some(Ctl::ReleaseTun) => {
-                    if tun.take().is_some() {
-                        info!("SGi TUN released (fd closed); SGi paused");
-                    }
-                    self.shared.tun_attached.store(false, Ordering::SeqCst);
-                }
-                Some(Ctl::AttachTun) => {
-                    self.sync_tunnels();
-                    if tun.is_none() {
-                        tun = self.open_tun();
-                    }
-                    if let Some(t) = tun.as_ref().filter(|_| !parked.is_empty()) {
-                        info!(
-                            packets = parked.len(),
-                            "uplink packets parked while the SGi TUN was released, delivered"
-                        );
-                        for p in parked.drain(..) {
-                            if let Err(e) = t.send(&p) {
-                                debug!(error = %e, "parked uplink packet dropped at SGi");
-                            }
-                        }
-                    }
-                }
                 Some(Ctl::CreateBearers(reqs)) => self.create_bearers(&s11, &reqs).await,
                 None => {}
             }
@@ -522,14 +463,7 @@ impl Spgw {
         }
     }
 
-    async fn on_s1u(
-        &self,
-        sock: &UdpSocket,
-        tun: Option<&Tun>,
-        parked: &mut VecDeque<Vec<u8>>,
-        buf: &[u8],
-        from: SocketAddr,
-    ) {
+    async fn on_s1u(&self, sock: &UdpSocket, tun: Option<&Tun>, buf: &[u8], from: SocketAddr) {
         let action = self.core().handle_s1u(buf, from);
         match action {
             S1uAction::ToSgi(pkt) => match tun {
@@ -538,8 +472,7 @@ impl Spgw {
                         debug!(error = %e, "uplink packet dropped at SGi");
                     }
                 }
-                None if parked.len() < MAX_PARKED => parked.push_back(pkt.to_vec()),
-                None => debug!("uplink packet dropped: SGi TUN released, parking full"),
+                None => debug!("uplink packet dropped: no SGi TUN"),
             },
             S1uAction::Reply(bytes, to) => {
                 if let Err(e) = sock.send_to(&bytes, to).await {
@@ -593,15 +526,6 @@ async fn recv_tun(tun: Option<&Tun>, buf: &mut [u8]) -> std::io::Result<usize> {
 }
 
 /// The next delivery of a handled signal; never, when it is not handled.
-async fn recv_signal(sig: Option<&mut tokio::signal::unix::Signal>) {
-    match sig {
-        Some(s) => {
-            s.recv().await;
-        }
-        None => std::future::pending().await,
-    }
-}
-
 /// Socket errors are logged and survived: a CRIU-restored UDP socket may return
 /// EINTR once (see BRIEF facts). The short pause avoids a busy loop if an error
 /// repeats.
@@ -622,9 +546,6 @@ mod tests {
         assert_eq!(d.s1u_bind, "0.0.0.0:2152".parse().unwrap());
         assert_eq!(d.s1u_address, Ipv4Addr::new(10, 77, 1, 30));
         assert_eq!((d.sgi_tun.as_str(), d.sgi_mtu), ("sgi0", 1400));
-        assert!(d.release_tun_on_signal);
-        let c: Config = toml::from_str("release_tun_on_signal = false").unwrap();
-        assert!(!c.release_tun_on_signal);
         let back: Config = toml::from_str(&toml::to_string(&d).unwrap()).unwrap();
         assert_eq!(back, d);
         let c: Config =

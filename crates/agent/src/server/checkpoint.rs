@@ -37,7 +37,6 @@ impl Agent {
             }
         }
         let dumped = (|| -> Result<()> {
-            steps.time(Step::BeforeFreeze, || self.before_freeze(name, &spec))?;
             let swrk = self.take_dump_swrk(name)?;
             let layout = self.layout(name, &dir, &spec);
             let mut frozen_hooks = 0.0;
@@ -70,17 +69,14 @@ impl Agent {
             }
             Ok(())
         })();
-        // The function keeps running at the source after a leave-running dump or a failed
-        // one (CRIU lets go of the tasks it seized): give back what the hooks took.
-        if dumped.is_err() || opts.leave_running {
+        // The function keeps running at the source after a failed dump (CRIU lets go of
+        // the tasks it seized): its link and quota back.
+        if dumped.is_err() && stays_stopped {
             steps.time(Step::Thaw, || {
-                self.after_thaw(name, &spec);
-                Ok(())
-            })?;
-            if stays_stopped {
                 self.plug(name)?;
                 self.apply_quota(name, &spec);
-            }
+                Ok(())
+            })?;
         }
         dumped?;
         let criu_dump = runtime::criu_stats::read_dump(&work)

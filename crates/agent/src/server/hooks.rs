@@ -1,37 +1,14 @@
-//! Function-specific steps around a dump and a restore, for the SPGW: with checkpoint
-//! signals the function lets go of its TUN fd before the freeze and re-attaches to the
-//! device the GTP Module Initializer pre-created (without them its TUN file moves with it,
-//! see runtime::tun); its GTP tunnel list is recorded while frozen, for a recovery from
-//! that image.
+//! Function-specific steps around a dump and a restore, for the SPGW (its TUN file moves
+//! with it without its help, see runtime::tun): its GTP tunnel list is recorded while
+//! frozen, and handed to an SPGW recovered from that image.
 use super::*;
 
 /// File in an image round holding the tunnel list at checkpoint time.
 const TUNNELS_META: &str = "corehop-tunnels.json";
+/// Makes the function adopt a tunnel list left in its sync file (see crates/spgw).
+const ADOPT_SIGNAL: &str = "HUP";
 
 impl Agent {
-    /// Before the freeze, the function still running: it lets go of its TUN fd (the first of
-    /// its checkpoint signals) and this waits until it has, since a dump that meets one fails.
-    pub(super) fn before_freeze(&self, name: &str, spec: &ContainerSpec) -> Result<()> {
-        let Some((release, _)) = &spec.checkpoint_signals else {
-            return Ok(());
-        };
-        let pid = self
-            .containers
-            .state(name)
-            .map(|s| s.pid)
-            .with_context(|| format!("{name} is not running"))?;
-        self.containers.kill(name, release)?;
-        let deadline = Instant::now() + Duration::from_secs(3);
-        // The fd table has no change notification; the function closes it within a few ms.
-        while !runtime::tun::tun_fds(pid).is_empty() {
-            if Instant::now() > deadline {
-                bail!("{name} did not release its TUN device within 3 s of {release}");
-            }
-            std::thread::sleep(Duration::from_micros(200));
-        }
-        Ok(())
-    }
-
     /// Frozen, before CRIU dumps: the local reactive Tunnel List Handler records the list
     /// with the image, read now so that it matches the memory being dumped.
     pub(super) fn while_frozen(
@@ -56,8 +33,8 @@ impl Agent {
     /// entries without their NAT bindings: packets matching them would leave
     /// un-masqueraded; flushed, each flow is NATed afresh). On a recovery from an older
     /// image the current tunnel list is handed over (a migrated function's restored memory
-    /// already holds the list it had at the freeze). The re-attach signal is queued, so
-    /// the function takes its TUN device back first thing. Returns the list handed over.
+    /// already holds the list it had at the freeze), with the signal that makes the
+    /// function adopt it queued, so it does first thing. Returns the list handed over.
     pub(super) fn before_resume(
         &self,
         name: &str,
@@ -74,8 +51,8 @@ impl Agent {
             (Some(tl), true) => self.hand_tunnel_list(name, tl, images, pid)?,
             _ => None,
         };
-        if let Some((_, reattach)) = &spec.checkpoint_signals {
-            runtime::containers::signal_pid(pid, reattach)?;
+        if handed.is_some() {
+            runtime::containers::signal_pid(pid, ADOPT_SIGNAL)?;
         }
         Ok(handed)
     }
@@ -89,15 +66,6 @@ impl Agent {
     ) {
         if let (Some(tl), Some(list)) = (&spec.tunnel_list, handed) {
             self.await_tunnel_list(name, tl, &list);
-        }
-    }
-
-    /// The function runs again where it was dumped: it takes back what it let go.
-    pub(super) fn after_thaw(&self, name: &str, spec: &ContainerSpec) {
-        if let Some((_, reattach)) = &spec.checkpoint_signals {
-            if let Err(e) = self.containers.kill(name, reattach) {
-                tracing::warn!("could not tell {name} to re-attach: {e:#}");
-            }
         }
     }
 

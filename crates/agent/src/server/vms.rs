@@ -35,11 +35,10 @@ const INCOMING: &str = "vm/incoming";
 
 /// What a VM keeps of a function's spec. Its tunnel list is in guest RAM and moves with
 /// the VM, so there is no file the host could hand over or report (the container's local
-/// reactive handler); the TUN fd needs no release around a freeze either.
+/// reactive handler).
 fn vm_view(spec: &ContainerSpec) -> ContainerSpec {
     let mut s = spec.clone();
     s.tunnel_list = None;
-    s.checkpoint_signals = None;
     s
 }
 
