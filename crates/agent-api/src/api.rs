@@ -310,8 +310,8 @@ pub struct Inspect {
     pub info: ContainerInfo,
     pub spec: ContainerSpec,
     pub rootfs_digest: String,
-    /// What the running function holds that no checkpoint can carry from this host (a raw
-    /// socket, a kernel SCTP socket), each with its reason: a migration is refused up front.
+    /// What the running function holds that no checkpoint can carry (a kernel SCTP socket),
+    /// each with its reason: a migration is refused up front.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cannot_carry: Vec<String>,
 }

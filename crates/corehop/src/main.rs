@@ -46,12 +46,14 @@ enum Cmd {
     /// the program needs no help); the files it writes under /run, /tmp and /var (one tmpfs
     /// that moves with it), an SQLite database there included; its service IP.
     ///
-    /// What does not: raw IP sockets (CRIU needs the kernel's raw sock_diag, which this
-    /// kernel lacks) and kernel SCTP sockets (CRIU has no SCTP; this kernel has no SCTP at
-    /// all: carry it over UDP, RFC 6951, as corehop's MME does). A migration of a program
-    /// holding one is refused before anything is frozen, and it keeps running:
-    /// "NAME cannot be checkpointed on HOST: task PID (COMM) holds a raw IPv4 socket: ...".
-    /// Nothing outside the container moves: files of the host, processes it did not start.
+    /// Raw IP sockets move too (with --cap CAP_NET_RAW; CRIU describes them from the socket
+    /// itself, as this kernel has no raw sock_diag).
+    ///
+    /// What does not: kernel SCTP sockets (CRIU has no SCTP; this kernel has no SCTP at all:
+    /// carry it over UDP, RFC 6951, as corehop's MME does). A migration of a program holding
+    /// one is refused before anything is frozen, and it keeps running: "NAME cannot be
+    /// checkpointed on HOST: task PID (COMM) holds a kernel SCTP socket: ...". Nothing
+    /// outside the container moves: files of the host, processes it did not start.
     Run(cmd::RunArgs),
     /// List containers on every host.
     Ps,

@@ -4,14 +4,15 @@
 //! (PreCopy) and back (StopandCopy). OpenVPN knows nothing of the migration: its TUN
 //! device is re-made at the destination and its open file handed back by CRIU. The
 //! client's tunnel must stay the one it negotiated (no restart, no new TLS handshake) and
-//! its pings must be answered again after each move. And a program holding what CRIU
-//! cannot carry here (a raw socket) is refused with a clear reason and keeps running.
+//! its pings must be answered again after each move. And a program holding a raw socket
+//! (which CRIU moves here though the kernel has no raw sock_diag) moves and sends on.
 mod common;
 use common::*;
 use std::io::BufRead;
 use std::time::{Duration, Instant};
 
 const SERVER_IP: &str = "10.77.1.110";
+const PINGER_IP: &str = "10.77.1.111";
 /// The server's end of the tunnel (`server 10.8.0.0 255.255.255.0` takes .1).
 const TUNNEL_SERVER: &str = "10.8.0.1";
 const OPENVPN: &str = "/usr/sbin/openvpn";
@@ -123,9 +124,9 @@ fn replies(p: std::process::Child) -> (Vec<u64>, u64) {
     (seqs, sent)
 }
 
-fn migrate(to: &str, method: &str) -> serde_json::Value {
+fn migrate(name: &str, to: &str, method: &str) -> serde_json::Value {
     json(&ok(&[
-        "migrate", "ovpn", "--to", to, "--method", method, "--json",
+        "migrate", name, "--to", to, "--method", method, "--json",
     ]))
 }
 
@@ -175,7 +176,7 @@ fn an_openvpn_server_migrates_while_its_client_keeps_the_tunnel_up_and_pings_thr
     for (to, method) in [("node-b", "pre-copy"), ("node-a", "stop-and-copy")] {
         let pings = ping(12);
         std::thread::sleep(Duration::from_secs(2));
-        let r = migrate(to, method);
+        let r = migrate("ovpn", to, method);
         assert_eq!(host_of("ovpn"), to, "{r}");
         let (seqs, sent) = replies(pings);
         // The longest run of unanswered echo requests, at 20 ms each.
@@ -216,34 +217,49 @@ fn an_openvpn_server_migrates_while_its_client_keeps_the_tunnel_up_and_pings_thr
 }
 
 #[test]
-fn a_program_holding_a_raw_socket_is_refused_and_keeps_running() {
+fn a_program_holding_a_raw_socket_migrates_and_the_socket_keeps_sending() {
     let _lab = Lab::up();
-    // iputils' ping holds a raw ICMP socket while it runs (the netns' ping_group_range
-    // keeps it from an ICMP datagram socket).
+    // iputils' ping holds a raw ICMP socket (the namespace's ping_group_range keeps it from
+    // an ICMP datagram socket). It pings the ran host.
     ok(&[
         "run",
         "pinger",
         "--host",
         "node-a",
+        "--ip",
+        PINGER_IP,
         "--cap",
         "CAP_NET_RAW",
         "--",
         "/usr/bin/ping",
-        "10.77.0.1",
+        "-i",
+        "0.1",
+        "10.77.0.21",
     ]);
     std::thread::sleep(Duration::from_secs(1));
-    let err = fails(&[
-        "migrate", "pinger", "--to", "node-b", "--method", "pre-copy",
-    ]);
-    assert!(
-        err.contains("pinger cannot be checkpointed on node-a") && err.contains("raw IPv4 socket"),
-        "{err}"
-    );
-    assert_eq!(host_of("pinger"), "node-a");
-    let c = containers()
+    let r = migrate("pinger", "node-b", "stop-and-copy");
+    assert_eq!(host_of("pinger"), "node-b", "{r}");
+    let pid = containers()
         .into_iter()
         .find(|c| c["name"] == "pinger")
-        .unwrap();
-    assert_eq!(c["state"], "running", "{c}");
+        .and_then(|c| c["pid"].as_i64())
+        .expect("pinger runs");
+    let raw = std::fs::read_to_string(format!("/proc/{pid}/net/raw")).unwrap();
+    assert_eq!(
+        raw.lines().count(),
+        2,
+        "one raw socket restored at node-b: {raw}"
+    );
+    // The restored socket sends: the ran host sees its echo requests.
+    let dir = TempDir::new("pinger");
+    let cap = Capture::start(Some("ch-ran"), "br0", &dir.0.join("icmp.pcap"));
+    std::thread::sleep(Duration::from_secs(2));
+    let pcap = cap.stop();
+    let filter = format!("icmp.type == 8 && ip.src == {PINGER_IP}");
+    let requests = tshark(&pcap, &["-Y", &filter]).lines().count();
+    assert!(
+        requests >= 5,
+        "{requests} echo requests from the migrated ping in 2 s"
+    );
     ok(&["rm", "pinger"]);
 }

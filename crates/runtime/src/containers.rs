@@ -448,7 +448,9 @@ impl Containers {
                 port: Some(a.port() as i32),
             }),
             root: Some(layout.rootfs.display().to_string()),
-            external: vec![format!("net[{netns_ino}]:{NETNS_KEY}")],
+            external: std::iter::once(format!("net[{netns_ino}]:{NETNS_KEY}"))
+                .chain(crate::tun::external_files(&self.tasks(id)))
+                .collect(),
             empty_ns: Some(libc::CLONE_NEWNET as u32),
             ext_mnt: layout.external_mounts(Side::Dump),
             ..common_opts("dump.log")

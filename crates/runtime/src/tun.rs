@@ -157,6 +157,32 @@ fn parse_fdinfo(info: &str) -> Result<(String, i32)> {
     Ok((name.to_string(), flags & !libc::O_CLOEXEC))
 }
 
+/// CRIU's `--external file[MNT:INO]` key of every TUN file tasks `pids` hold: CRIU then
+/// records the file without looking for its mount. A file the agent handed over at a
+/// restore lies on the agent's mount of /dev, not on one of the container's, and CRIU
+/// would refuse to dump it again ("Can't lookup mount"); a restore takes every TUN file from
+/// `--inherit-fd` ([`inherit_key`]) and never opens it by path.
+pub fn external_files(pids: &[i32]) -> Vec<String> {
+    let mut keys = std::collections::BTreeSet::new();
+    for &pid in pids {
+        for fd in tun_fds(pid.into()) {
+            let mnt = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}"))
+                .ok()
+                .and_then(|i| {
+                    i.lines()
+                        .find_map(|l| l.strip_prefix("mnt_id:"))
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                });
+            let ino = std::fs::metadata(format!("/proc/{pid}/fd/{fd}"))
+                .map(|m| std::os::unix::fs::MetadataExt::ino(&m));
+            if let (Some(mnt), Ok(ino)) = (mnt, ino) {
+                keys.insert(format!("file[{mnt:x}:{ino:x}]"));
+            }
+        }
+    }
+    keys.into_iter().collect()
+}
+
 /// Whether two tasks' fds are the same open file (kcmp(2) KCMP_FILE).
 fn same_open_file(a: (i32, i32), b: (i32, i32)) -> bool {
     const KCMP_FILE: libc::c_long = 0;
