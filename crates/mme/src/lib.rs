@@ -158,9 +158,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
                 dump_due = None;
             }
             _ = tokio::time::sleep_until(deadline) => {
-                for ue in s11.on_timer().await {
-                    core.on_s11(Instant::now(), ue, Err("no response from the SPGW".into()));
-                }
+                s11.on_timer(&mut core).await;
                 core.on_timer(Instant::now());
             }
         }

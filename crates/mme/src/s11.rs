@@ -2,7 +2,14 @@
 //! retransmission of requests (TS 29.274 §7.6: T3/N3) are
 //! `proto_gtpv2c::transaction::Requester`'s, the answers to the SPGW's requests
 //! (cached for its retransmissions) `Responder`'s; what the messages mean is the core's.
+//!
+//! One request per UE is outstanding at a time; later ones wait for its answer (or its
+//! last retransmission). Otherwise a request lost on the way (an SPGW migrating: its old
+//! host drops what arrives during the final dump) would reach the SPGW on its
+//! retransmission after a later one: a Modify Bearer after the Release Access Bearers that
+//! followed it leaves the SPGW sending downlink to the eNB of a UE the MME has idle.
 
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -28,6 +35,8 @@ pub(crate) struct S11 {
     /// Requester numbers only requests, and a number shared with one of those is
     /// still told apart by the message type.
     next_indication_seq: u32,
+    /// The UEs with a request outstanding, each with the requests waiting behind it.
+    waiting: HashMap<u32, VecDeque<(u32, proto_gtpv2c::Message)>>,
 }
 
 impl S11 {
@@ -38,6 +47,50 @@ impl S11 {
             requests: Requester::new(timers(cfg), MAX_PENDING),
             answers: S11Answers::new(cfg),
             next_indication_seq: 1,
+            waiting: HashMap::new(),
+        }
+    }
+
+    /// Sends a request of `ue`'s now, or once the one it has outstanding is settled.
+    async fn request(
+        &mut self,
+        ue: u32,
+        teid: u32,
+        msg: proto_gtpv2c::Message,
+    ) -> Result<(), String> {
+        if let Some(queue) = self.waiting.get_mut(&ue) {
+            queue.push_back((teid, msg));
+            return Ok(());
+        }
+        let bytes = self
+            .requests
+            .send(Instant::now(), self.peer, Some(teid), msg, ue)
+            .map_err(|e| e.to_string())?
+            .1
+            .to_vec();
+        self.waiting.insert(ue, VecDeque::new());
+        if let Err(e) = self.sock.send_to(&bytes, self.peer).await {
+            warn!(peer = %self.peer, "S11 send failed: {e}");
+        }
+        Ok(())
+    }
+
+    /// `ue`'s outstanding request is settled: the next one waiting goes out. One that
+    /// cannot be sent is failed to the core, and the one after it tried.
+    async fn settled(&mut self, core: &mut MmeCore, ue: u32) {
+        let Some(mut queue) = self.waiting.remove(&ue) else {
+            return;
+        };
+        while let Some((teid, msg)) = queue.pop_front() {
+            match self.request(ue, teid, msg).await {
+                Ok(()) => {
+                    if let Some(q) = self.waiting.get_mut(&ue) {
+                        q.extend(queue);
+                    }
+                    return;
+                }
+                Err(e) => core.on_s11(Instant::now(), ue, Err(e)),
+            }
         }
     }
 
@@ -47,26 +100,20 @@ impl S11 {
         teid: u32,
         msg: proto_gtpv2c::Message,
     ) -> Result<(), String> {
-        let indication;
-        let bytes = if msg.is_request() {
-            self.requests
-                .send(Instant::now(), self.peer, Some(teid), msg, ue)
-                .map_err(|e| e.to_string())?
-                .1
-        } else {
-            let seq = self.next_indication_seq;
-            // 23-bit numbers with the top bit clear, as for other initial messages.
-            self.next_indication_seq = (seq + 1) & 0x7f_ffff;
-            indication = proto_gtpv2c::Gtpv2 {
-                teid: Some(teid),
-                seq,
-                msg,
-            }
-            .encode()
-            .map_err(|e| e.to_string())?;
-            &indication[..]
-        };
-        if let Err(e) = self.sock.send_to(bytes, self.peer).await {
+        if msg.is_request() {
+            return self.request(ue, teid, msg).await;
+        }
+        let seq = self.next_indication_seq;
+        // 23-bit numbers with the top bit clear, as for other initial messages.
+        self.next_indication_seq = (seq + 1) & 0x7f_ffff;
+        let indication = proto_gtpv2c::Gtpv2 {
+            teid: Some(teid),
+            seq,
+            msg,
+        }
+        .encode()
+        .map_err(|e| e.to_string())?;
+        if let Err(e) = self.sock.send_to(&indication, self.peer).await {
             warn!(peer = %self.peer, "S11 send failed: {e}");
         }
         Ok(())
@@ -76,19 +123,20 @@ impl S11 {
         self.requests.poll_timeout()
     }
 
-    /// Retransmits due requests; returns the UEs whose request ran out of tries.
-    pub(crate) async fn on_timer(&mut self) -> Vec<u32> {
-        let mut failed = Vec::new();
+    /// Retransmits due requests; a request out of tries is failed to the core.
+    pub(crate) async fn on_timer(&mut self, core: &mut MmeCore) {
         for t in self.requests.on_timeout(Instant::now()) {
             match t {
                 Timeout::Retransmit { peer, seq, bytes } => {
                     debug!(seq, "S11 retransmission");
                     let _ = self.sock.send_to(&bytes, peer).await;
                 }
-                Timeout::Expired { context: ue, .. } => failed.push(ue),
+                Timeout::Expired { context: ue, .. } => {
+                    core.on_s11(Instant::now(), ue, Err("no response from the SPGW".into()));
+                    self.settled(core, ue).await;
+                }
             }
         }
-        failed
     }
 
     /// A datagram from the SPGW: an echo to answer or the response to a pending request.
@@ -97,7 +145,10 @@ impl S11 {
             .is_ok_and(|h| proto_gtpv2c::msg_type::is_request(h.msg_type));
         if !is_request {
             match self.requests.on_response(from, data) {
-                Ok(Some((ue, m))) => core.on_s11(Instant::now(), ue, Ok(m.msg)),
+                Ok(Some((ue, m))) => {
+                    core.on_s11(Instant::now(), ue, Ok(m.msg));
+                    self.settled(core, ue).await;
+                }
                 Ok(None) => {
                     debug!(%from, "S11 response to no pending request (late or duplicate?)")
                 }
@@ -193,5 +244,66 @@ impl S11Answers {
                 None
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proto_gtpv2c::{Gtpv2, Message};
+
+    async fn next(sock: &UdpSocket) -> Option<Gtpv2> {
+        let mut buf = [0u8; 2048];
+        let n = tokio::time::timeout(Duration::from_millis(300), sock.recv(&mut buf))
+            .await
+            .ok()?
+            .ok()?;
+        Some(proto_gtpv2c::decode(&buf[..n]).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_ues_second_request_waits_for_the_answer_to_its_first() {
+        let spgw = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let cfg = Config {
+            spgw_s11: spgw.local_addr().unwrap(),
+            ..Config::default()
+        };
+        let mut core = MmeCore::new(cfg.clone()).unwrap();
+        let mut s11 = S11::new(UdpSocket::bind("127.0.0.1:0").await.unwrap(), &cfg);
+        let mbr = Message::ModifyBearerRequest(Default::default());
+        let rab = Message::ReleaseAccessBearersRequest(Default::default());
+        s11.send(7, 0x10, mbr).await.unwrap();
+        s11.send(7, 0x10, rab).await.unwrap();
+        // Another UE's request does not wait.
+        s11.send(
+            8,
+            0x20,
+            Message::ReleaseAccessBearersRequest(Default::default()),
+        )
+        .await
+        .unwrap();
+        let first = next(&spgw).await.expect("the first request goes out");
+        assert!(matches!(first.msg, Message::ModifyBearerRequest(_)));
+        let other = next(&spgw).await.expect("the other UE's request goes out");
+        assert_eq!(other.teid, Some(0x20));
+        assert!(next(&spgw).await.is_none(), "UE 7's second request waits");
+        let answer = Gtpv2 {
+            teid: Some(1),
+            seq: first.seq,
+            msg: Message::ModifyBearerResponse(Default::default()),
+        }
+        .encode()
+        .unwrap();
+        let mme = s11.sock.local_addr().unwrap();
+        spgw.send_to(&answer, mme).await.unwrap();
+        let mut buf = [0u8; 2048];
+        let (n, from) = s11.sock.recv_from(&mut buf).await.unwrap();
+        s11.on_datagram(&mut core, &buf[..n], from).await;
+        let second = next(&spgw).await.expect("then the second");
+        assert!(matches!(
+            second.msg,
+            Message::ReleaseAccessBearersRequest(_)
+        ));
+        assert_eq!(second.teid, Some(0x10));
     }
 }
