@@ -15,7 +15,7 @@
 //!
 //! A live migration needs nothing from it: its TUN file moves with the process, as any
 //! program's (corehop's runtime re-makes the device at the destination and CRIU hands the
-//! file back; runtime::tun). The tunnel list is written as JSON on every change
+//! file back; runtime::tun). The tunnel list is written as JSON after every change (at most every 100 ms)
 //! (`tunnels_file`) and can seed a new instance (`restore_tunnels_from`), or replace the
 //! sessions of a running one (`tunnels_sync_file`, read on SIGHUP): the GTP Tunnel List
 //! Handler.
@@ -47,6 +47,11 @@ pub use crate::core::{
 };
 pub use crate::tun::{Tun, TunSetup};
 
+/// The longest `tunnels_file` lags the sessions while they keep changing: the whole list is
+/// written each time, which once per change took the SPGW's core while a thousand UEs
+/// attached (their pings went unanswered for seconds).
+const TUNNELS_COALESCE: Duration = Duration::from_millis(100);
+
 /// SPGW configuration (TOML). Defaults are the lab's (docs/conventions.md).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -74,7 +79,7 @@ pub struct Config {
     pub dns: Vec<Ipv4Addr>,
     /// Restart counter sent in Recovery IEs.
     pub recovery: u8,
-    /// JSON file with the active tunnels, rewritten on every change; `None` disables it.
+    /// JSON file with the active tunnels, rewritten after every change (at most every 100 ms while they keep coming); `None` disables it.
     pub tunnels_file: Option<PathBuf>,
     /// Restore sessions from such a file at start (after a migration or restart).
     pub restore_tunnels_from: Option<PathBuf>,
@@ -200,6 +205,8 @@ struct Shared {
     ctl_tx: mpsc::UnboundedSender<Ctl>,
     ctl_rx: Mutex<Option<mpsc::UnboundedReceiver<Ctl>>>,
     tun_attached: AtomicBool,
+    /// Tunnels changed since `tunnels_file` was last written.
+    tunnels_dirty: AtomicBool,
 }
 
 /// A handle on one SPGW instance; clones share it.
@@ -240,6 +247,7 @@ impl Spgw {
                 ctl_tx,
                 ctl_rx: Mutex::new(Some(ctl_rx)),
                 tun_attached: AtomicBool::new(false),
+                tunnels_dirty: AtomicBool::new(false),
             }),
         })
     }
@@ -301,11 +309,12 @@ impl Spgw {
     /// Writes the tunnel list atomically (temp file + rename) so a reader never
     /// sees a half-written file.
     fn write_tunnels_file(&self) {
+        self.shared.tunnels_dirty.store(false, Ordering::SeqCst);
         let Some(path) = &self.shared.cfg.tunnels_file else {
             return;
         };
         let res = (|| -> anyhow::Result<()> {
-            let json = serde_json::to_vec_pretty(&self.tunnels())?;
+            let json = serde_json::to_vec(&self.tunnels())?;
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir)?;
             }
@@ -396,8 +405,17 @@ impl Spgw {
         let mut s11_buf = vec![0u8; 65536];
         let mut s1u_buf = vec![0u8; 65536];
         let mut sgi_buf = vec![0u8; 65536];
+        let mut tunnels_written = Instant::now();
         loop {
-            let ddn_deadline = self.core().poll_timeout();
+            let tunnels_due = self
+                .shared
+                .tunnels_dirty
+                .load(Ordering::SeqCst)
+                .then(|| tunnels_written + TUNNELS_COALESCE);
+            let deadline = [self.core().poll_timeout(), tunnels_due]
+                .into_iter()
+                .flatten()
+                .min();
             let ctl = tokio::select! {
                 r = s11.recv_from(&mut s11_buf) => {
                     match r {
@@ -422,7 +440,7 @@ impl Spgw {
                     }
                     None
                 }
-                _ = sleep_until(ddn_deadline) => {
+                _ = sleep_until(deadline) => {
                     self.on_ddn_timer(&s11).await;
                     None
                 }
@@ -437,13 +455,20 @@ impl Spgw {
                 Some(Ctl::CreateBearers(reqs)) => self.create_bearers(&s11, &reqs).await,
                 None => {}
             }
+            // At once after a quiet spell, else at most every TUNNELS_COALESCE.
+            if self.shared.tunnels_dirty.load(Ordering::SeqCst)
+                && tunnels_written.elapsed() >= TUNNELS_COALESCE
+            {
+                self.write_tunnels_file();
+                tunnels_written = Instant::now();
+            }
         }
     }
 
     async fn on_s11(&self, sock: &UdpSocket, s1u: &UdpSocket, buf: &[u8], from: SocketAddr) {
         let out = self.core().handle_s11(buf, from, Instant::now());
         if out.changed {
-            self.write_tunnels_file();
+            self.shared.tunnels_dirty.store(true, Ordering::SeqCst);
         }
         if let Some(reply) = out.reply {
             if let Err(e) = sock.send_to(&reply, from).await {
@@ -479,7 +504,7 @@ impl Spgw {
                     debug!(%to, error = %e, "cannot send GTP-U reply");
                 }
             }
-            S1uAction::Changed => self.write_tunnels_file(),
+            S1uAction::Changed => self.shared.tunnels_dirty.store(true, Ordering::SeqCst),
             S1uAction::Nothing => {}
         }
     }
