@@ -427,7 +427,8 @@ fn spgw_end_to_end_in_netns() {
             dedicated: vec![],
         };
         assert_eq!(spgw.tunnels(), vec![expected.clone()]);
-        assert_eq!(read_tunnels(&file_a), vec![expected]);
+        // The file follows within the SPGW's coalescing window.
+        wait_until("tunnels file", || read_tunnels(&file_a) == vec![expected.clone()]).await;
 
         // User plane: UE pings the SGi gateway through the tunnel.
         let enb = Peer::bind(2152, &trace).await;
@@ -510,7 +511,7 @@ fn spgw_end_to_end_in_netns() {
         assert_eq!(r.teid, Some(MME_TEID));
         assert!(matches!(r.msg, Message::DeleteSessionResponse(ref d) if d.cause == cause::REQUEST_ACCEPTED), "{r:?}");
         assert!(spgw.tunnels().is_empty());
-        assert!(read_tunnels(&file_a).is_empty());
+        wait_until("tunnels file emptied", || read_tunnels(&file_a).is_empty()).await;
         let g = proto_gtpu::encode_gpdu(s1u.teid, &stray).unwrap();
         assert!(matches!(
             proto_gtpu::decode(&gtpu_exchange(&enb, &g).await).unwrap(),
@@ -549,7 +550,7 @@ fn spgw_end_to_end_in_netns() {
         wait_until("TUN attached", || spgw.tun_attached()).await;
         // Attached without reconfiguring the pre-created device.
         assert!(ip(&["-n", &ns.0, "link", "show", "dev", "sgi0"]).contains("mtu 1300"));
-        assert_eq!(read_tunnels(&file_b), restored);
+        wait_until("tunnels file", || read_tunnels(&file_b) == restored).await;
         let t = &restored[0];
         let trace = Trace::new();
         let enb = Peer::bind(2152, &trace).await;
@@ -689,7 +690,7 @@ fn ipv6_ue_echo_through_gtpu_in_netns() {
             (t.ue_ip, t.ue_ipv6_prefix),
             (None, Some("2001:db8:77:1::".parse().unwrap()))
         );
-        assert_eq!(read_tunnels(&file_a), vec![t]);
+        wait_until("tunnels file", || read_tunnels(&file_a) == vec![t.clone()]).await;
         task.abort();
         tshark_v6(
             &trace,
