@@ -249,14 +249,8 @@ impl Containers {
     /// Whether a CRIU process is ptrace-attached to any of the container's tasks.
     pub fn traced_by_criu(&self, id: &str) -> bool {
         self.tasks(id).into_iter().any(|pid| {
-            let tracer = std::fs::read_to_string(format!("/proc/{pid}/status"))
-                .ok()
-                .and_then(|s| {
-                    s.lines()
-                        .find_map(|l| l.strip_prefix("TracerPid:"))
-                        .and_then(|v| v.trim().parse::<u32>().ok())
-                })
-                .unwrap_or(0);
+            let tracer: u32 =
+                crate::proc_number(&format!("/proc/{pid}/status"), "TracerPid:").unwrap_or(0);
             tracer != 0
                 && std::fs::read_to_string(format!("/proc/{tracer}/comm"))
                     .is_ok_and(|c| c.trim() == "criu")

@@ -39,11 +39,10 @@ pub fn uncarriable(pids: &[i32]) -> Vec<Uncarriable> {
     let mut out = Vec::new();
     for &pid in pids {
         let inodes = socket_inodes(pid);
-        let mut seen = BTreeSet::new();
         for (table, column) in SCTP_TABLES {
             let text =
                 std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).unwrap_or_default();
-            if table_inodes(&text, column).any(|ino| inodes.contains(&ino) && seen.insert(ino)) {
+            if table_inodes(&text, column).any(|ino| inodes.contains(&ino)) {
                 let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
                 out.push(Uncarriable {
                     pid,

@@ -166,13 +166,8 @@ pub fn external_files(pids: &[i32]) -> Vec<String> {
     let mut keys = std::collections::BTreeSet::new();
     for &pid in pids {
         for fd in tun_fds(pid.into()) {
-            let mnt = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}"))
-                .ok()
-                .and_then(|i| {
-                    i.lines()
-                        .find_map(|l| l.strip_prefix("mnt_id:"))
-                        .and_then(|v| v.trim().parse::<u64>().ok())
-                });
+            let mnt: Option<u64> =
+                crate::proc_number(&format!("/proc/{pid}/fdinfo/{fd}"), "mnt_id:");
             let ino = std::fs::metadata(format!("/proc/{pid}/fd/{fd}"))
                 .map(|m| std::os::unix::fs::MetadataExt::ino(&m));
             if let (Some(mnt), Ok(ino)) = (mnt, ino) {

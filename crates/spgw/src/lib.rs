@@ -345,10 +345,8 @@ impl Spgw {
                 self.core().sync(t).map(|()| n)
             });
         match applied {
-            Ok(n) => {
-                info!(tunnels = n, file = %path.display(), "tunnel list synchronised");
-                self.write_tunnels_file();
-            }
+            // The SIGHUP that brought it writes the tunnels file next.
+            Ok(n) => info!(tunnels = n, file = %path.display(), "tunnel list synchronised"),
             Err(e) => {
                 error!(file = %path.display(), error = %e, "tunnel list rejected; keeping current sessions")
             }
