@@ -15,6 +15,8 @@
 #                      lab host loads after them: bridge and veth for the lab's hosts, the
 #                      socket-diag modules `criu check` needs, ctnetlink and the
 #                      xtables matches CRIU dumps and locks with (crates/vm/src/labhost.rs)
+#   modules/sctp.order more .ko names a guest running a program on the kernel's SCTP loads
+#                      (sctp with udp_tunnel: NextEPC's MME, a kernel-SCTP eNB)
 #   modules/wanted     the WANT_MODULES this was made for
 #   qemu-ga            QEMU's guest agent from Debian's `qemu-guest-agent` (also only
 #                      downloaded): the guest runs it on its second serial port, so the
@@ -38,9 +40,13 @@ WANT_MODULES=(virtio_pci virtio_net tun nf_tables nft_chain_nat nft_masq)
 # rules CRIU locks a dumped container's TCP connections with (`-m mark`).
 LAB_MODULES=(bridge veth inet_diag tcp_diag udp_diag raw_diag unix_diag netlink_diag af_packet_diag
   nf_conntrack_netlink nft_compat xt_mark xt_tcpudp nfnetlink_queue xt_NFQUEUE)
+# A guest running a program on the kernel's SCTP (NextEPC's MME, an eNB on Linux SCTP),
+# with RFC 6951 UDP encapsulation (net.sctp.udp_port, Linux 5.11+) so that corehop's
+# SCTP-over-UDP peers reach it.
+SCTP_MODULES=(sctp)
 # What modules/wanted records: the lists and how they are resolved (bump the revision when
 # the resolution changes, so existing folders are redone).
-WANTED="rev3 ${WANT_MODULES[*]} lab: ${LAB_MODULES[*]}"
+WANTED="rev4 ${WANT_MODULES[*]} lab: ${LAB_MODULES[*]} sctp: ${SCTP_MODULES[*]}"
 
 log() { printf 'setup-vm: %s\n' "$*"; }
 die() { printf 'setup-vm: %s\n' "$*" >&2; exit 1; }
@@ -65,7 +71,7 @@ if [ -z "$pkg" ]; then
 fi
 
 if [ -s "$VMDIR/vmlinuz" ] && [ -s "$VMDIR/modules/load.order" ] &&
-   [ -s "$VMDIR/modules/lab.order" ] &&
+   [ -s "$VMDIR/modules/lab.order" ] && [ -s "$VMDIR/modules/sctp.order" ] &&
    { [ -s "$VMDIR/vmlinux" ] || [ -e "$VMDIR/vmlinux.none" ]; } &&
    [ "$(cat "$VMDIR/kernel.pkg" 2>/dev/null)" = "$pkg" ] &&
    [ "$(cat "$VMDIR/modules/wanted" 2>/dev/null)" = "$WANTED" ] && [ -x "$VMDIR/qemu-ga" ]; then
@@ -177,10 +183,23 @@ add_module() {
 }
 for m in "${WANT_MODULES[@]}"; do add_module "$m"; done
 printf '%s\n' "${order[@]}" >"$stage/modules/load.order"
-# The lab list goes on from there: what load.order has already is not repeated.
-base=${#order[@]}
-for m in "${LAB_MODULES[@]}"; do add_module "$m"; done
-printf '%s\n' "${order[@]:$base}" >"$stage/modules/lab.order"
+base=("${order[@]}")
+# Each further list holds what its modules need beyond load.order (which every guest
+# loads first), so that a guest loads any one of them alone.
+extra_list() {
+  local out=$1 f n
+  shift
+  seen=()
+  for f in "${base[@]}"; do n=${f%.ko}; seen[$n]=1; seen[${n//-/_}]=1; done
+  order=()
+  for m in "$@"; do add_module "$m"; done
+  printf '%s\n' "${order[@]}" >"$stage/modules/$out"
+  all+=("${order[@]}")
+}
+all=("${base[@]}")
+extra_list lab.order "${LAB_MODULES[@]}"
+extra_list sctp.order "${SCTP_MODULES[@]}"
+order=("${all[@]}")
 echo "$WANTED" >"$stage/modules/wanted"
 echo "$kver" >"$stage/kernel.version"
 echo "$pkg" >"$stage/kernel.pkg"

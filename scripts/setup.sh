@@ -37,7 +37,9 @@ PKGS=(iproute2 nftables iptables busybox-static tshark tcpdump kmod curl xz-util
       python3-protobuf libnl-3-dev libnet1-dev libcap-dev libbsd-dev libnftables-dev libgnutls28-dev
       uuid-dev libsqlite3-dev qemu-system-x86 iputils-ping conntrack procps psmisc
       fonts-dejavu-core binutils patch
-      openvpn)  # a program corehop did not write, migrated with its TUN device (tests/openvpn.rs)
+      # Programs corehop did not write: OpenVPN migrated with its TUN device (tests/openvpn.rs);
+      # NextEPC's MME, run in a QEMU guest, serving corehop's RAN, HSS and SPGW (tests/nextepc.rs).
+      openvpn nextepc-mme)
 
 missing=()
 for p in "${PKGS[@]}"; do

@@ -201,6 +201,19 @@ pub struct RunArgs {
     /// (e.g. /etc/openvpn/server.conf=server.conf); repeatable.
     #[arg(long = "file", value_parser = parse_file_arg)]
     files: Vec<(String, PathBuf)>,
+    /// With --runtime vm: a file of this machine copied to the same path in the guest with
+    /// its shared libraries (a plugin the program loads with dlopen, a tool an
+    /// --guest-init command runs); repeatable.
+    #[arg(long = "guest-program")]
+    guest_programs: Vec<PathBuf>,
+    /// With --runtime vm: a kernel module list of scripts/setup-vm.sh the guest loads
+    /// (`sctp`: the kernel's SCTP with UDP encapsulation; `lab`); repeatable.
+    #[arg(long = "guest-modules")]
+    guest_modules: Vec<String>,
+    /// With --runtime vm: a shell command the guest runs before the program, e.g.
+    /// `sysctl -w net.sctp.udp_port=9899`; repeatable, run in order.
+    #[arg(long = "guest-init")]
+    guest_init: Vec<String>,
     /// The program (a path or a name found in PATH) and its arguments.
     #[arg(last = true, required = true)]
     command: Vec<String>,
@@ -237,6 +250,30 @@ pub fn run(a: RunArgs, json: bool) -> Result<()> {
     }
     if cs.runtime == runtime::bundle::Runtime::Vm && !cs.env.is_empty() {
         bail!("--env is not supported with --runtime vm (the guest's init starts the program with its own environment)");
+    }
+    cs.guest = runtime::bundle::GuestExtras {
+        programs: a
+            .guest_programs
+            .iter()
+            // Absolute but with its links kept: the guest program looks for it by that name.
+            .map(|p| match std::path::absolute(p) {
+                Ok(abs) if abs.is_file() => Ok(abs),
+                _ => bail!("--guest-program {}: no such file", p.display()),
+            })
+            .collect::<Result<_>>()?,
+        modules: a.guest_modules,
+        init: a.guest_init,
+    };
+    if cs.runtime != runtime::bundle::Runtime::Vm && !cs.guest.is_empty() {
+        bail!("--guest-program, --guest-modules and --guest-init need --runtime vm (a container shares this host's kernel and files)");
+    }
+    if let Some(m) = cs.guest.modules.iter().find(|m| {
+        m.is_empty()
+            || !m
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    }) {
+        bail!("--guest-modules {m:?}: expected the name of a module list of scripts/setup-vm.sh, e.g. sctp");
     }
     if all_containers(&spec)?.iter().any(|c| c.name == cs.name) {
         bail!("a container named {:?} already exists in the lab", cs.name);

@@ -127,6 +127,10 @@ pub struct RanArgs {
     /// Lab host the eNB runs on.
     #[arg(long, default_value = "ran")]
     host: String,
+    /// Run the eNB where this process is, outside any lab (a guest, a real machine): the
+    /// --config file gives its addresses and --subscribers its USIMs.
+    #[arg(long, conflicts_with_all = ["host", "downlink_from"], requires_all = ["config", "subscribers"])]
+    here: bool,
     /// RAN config (TOML: `[[enbs]]`, timers, ...); the other flags override its fields.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -170,8 +174,11 @@ pub struct RanArgs {
 }
 
 pub fn ran(a: RanArgs, json: bool) -> Result<()> {
-    let spec = lab::current()?;
-    let host = spec.host(&a.host)?.clone();
+    let spec = if a.here { None } else { Some(lab::current()?) };
+    let host = match &spec {
+        Some(s) => Some(s.host(&a.host)?.clone()),
+        None => None,
+    };
     if let Some(d) = a.duration {
         if !(d > 0.0 && d < 86_400.0) {
             bail!("--duration must be between 0 and 86400 seconds");
@@ -185,30 +192,33 @@ pub fn ran(a: RanArgs, json: bool) -> Result<()> {
             p
         }
     };
-    let base = match &a.config {
-        Some(p) => ran::Config::load(p)?,
-        None => ran::Config {
-            s1u_address: host.addr,
+    let base = match (&a.config, &host) {
+        (Some(p), _) => ran::Config::load(p)?,
+        (None, Some(h)) => ran::Config {
+            s1u_address: h.addr,
             ..Default::default()
         },
+        (None, None) => bail!("--here needs --config"),
     };
-    let downlink_from_netns = match &a.downlink_from {
-        Some(h) => {
+    let downlink_from_netns = match (&a.downlink_from, &spec) {
+        (Some(h), Some(spec)) => {
             spec.host(h)
                 .with_context(|| format!("--downlink-from {h}"))?;
             Some(lab::net::host_ns(h))
         }
-        None => base.downlink_from_netns.clone(),
+        _ => base.downlink_from_netns.clone(),
     };
     let cfg = ran::Config {
         ues: a.ues.unwrap_or(base.ues),
         subscribers,
         first_imsi_index: a.first,
-        ping_target: a.ping.unwrap_or(
-            spec.host("pdn")
+        ping_target: a.ping.unwrap_or(match &spec {
+            Some(s) => s
+                .host("pdn")
                 .map(|h| h.addr)
                 .unwrap_or(Ipv4Addr::new(10, 77, 0, 31)),
-        ),
+            None => base.ping_target,
+        }),
         ping_interval_ms: a.ping_interval_ms.unwrap_or(base.ping_interval_ms).max(1),
         duration_ms: a.duration.map(|d| (d * 1000.0) as u64).or(base.duration_ms),
         cp_probe_interval_ms: a.cp_probe_ms.unwrap_or(base.cp_probe_interval_ms),
@@ -224,7 +234,9 @@ pub fn ran(a: RanArgs, json: bool) -> Result<()> {
         crate::session::route_downlink(ns).with_context(|| format!("--downlink-from {h}"))?;
     }
     // The eNB lives on its host: enter that namespace before any socket exists.
-    lab::net::enter_netns(&lab::net::host_ns(&a.host))?;
+    if spec.is_some() {
+        lab::net::enter_netns(&lab::net::host_ns(&a.host))?;
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

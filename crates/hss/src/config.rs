@@ -26,6 +26,9 @@ pub struct Config {
     /// QCI and ARP priority of the default bearer.
     pub qci: u32,
     pub arp_priority: u32,
+    /// Subscribed-Periodic-RAU-TAU-Timer in every ULA, seconds (default 54 min, T3412's
+    /// default in TS 24.301 Table 10.2.1).
+    pub periodic_tau_timer_secs: u32,
     /// Upper bound on vectors per AIR (Number-Of-Requested-Vectors is capped to this).
     pub max_vectors: u32,
     /// Where SIGHUP writes every registration (IMSI, serving MME, purged) as JSON, read
@@ -48,6 +51,7 @@ impl Default for Config {
             qci: 9,
             arp_priority: 8,
             max_vectors: 5,
+            periodic_tau_timer_secs: 54 * 60,
             registrations_file: Some(PathBuf::from("/run/corehop/hss-registrations.json")),
         }
     }

@@ -480,6 +480,7 @@ impl Hss {
             network_access_mode: NETWORK_ACCESS_MODE_ONLY_PACKET,
             ambr,
             default_context_identifier: 1,
+            periodic_rau_tau_timer: Some(self.cfg.periodic_tau_timer_secs),
             apns: vec![ApnConfiguration {
                 context_identifier: 1,
                 apn: self.cfg.apn.clone(),

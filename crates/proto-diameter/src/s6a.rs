@@ -396,6 +396,9 @@ pub struct SubscriptionData {
     /// Context-Identifier of the default APN.
     pub default_context_identifier: u32,
     pub apns: Vec<ApnConfiguration>,
+    /// Subscribed-Periodic-RAU-TAU-Timer (7.3.134), seconds: the periodic TAU timer
+    /// (T3412) the MME should give the UE.
+    pub periodic_rau_tau_timer: Option<u32>,
 }
 
 impl SubscriptionData {
@@ -420,6 +423,9 @@ impl SubscriptionData {
         ];
         profile.extend(self.apns.iter().map(ApnConfiguration::to_avp));
         ch.push(Avp::grouped(AVP_APN_CONFIGURATION_PROFILE, V, &profile));
+        if let Some(t) = self.periodic_rau_tau_timer {
+            ch.push(Avp::u32(AVP_SUBSCRIBED_PERIODIC_RAU_TAU_TIMER, V, t));
+        }
         Avp::grouped(AVP_SUBSCRIPTION_DATA, V, &ch)
     }
 
@@ -455,6 +461,9 @@ impl SubscriptionData {
             apns: avp::find_all(&profile, AVP_APN_CONFIGURATION, V)
                 .map(ApnConfiguration::from_avp)
                 .collect::<Result<_>>()?,
+            periodic_rau_tau_timer: avp::find(&ch, AVP_SUBSCRIBED_PERIODIC_RAU_TAU_TIMER, V)
+                .map(Avp::as_u32)
+                .transpose()?,
         })
     }
 }
@@ -484,6 +493,12 @@ impl UpdateLocationAnswer {
         }
         if let Some(s) = &self.subscription {
             m.push(s.to_avp());
+            // Also at the ULA's top level, which its ABNF's `*[ AVP ]` admits: MMEs
+            // derived from NextEPC 0.3 read the timer only there (and, finding none, drop
+            // the whole answer), while 29.272 puts it in Subscription-Data (7.3.2).
+            if let Some(t) = s.periodic_rau_tau_timer {
+                m.push(Avp::u32(AVP_SUBSCRIBED_PERIODIC_RAU_TAU_TIMER, V, t));
+            }
         }
         m
     }
@@ -500,6 +515,18 @@ impl UpdateLocationAnswer {
             subscription: m
                 .find(AVP_SUBSCRIPTION_DATA, V)
                 .map(SubscriptionData::from_avp)
+                .transpose()?
+                .map(|mut s| -> Result<SubscriptionData> {
+                    // A top-level timer (an HSS of NextEPC's lineage) stands in for a
+                    // missing one in Subscription-Data.
+                    if s.periodic_rau_tau_timer.is_none() {
+                        s.periodic_rau_tau_timer = m
+                            .find(AVP_SUBSCRIBED_PERIODIC_RAU_TAU_TIMER, V)
+                            .map(Avp::as_u32)
+                            .transpose()?;
+                    }
+                    Ok(s)
+                })
                 .transpose()?,
         })
     }

@@ -50,6 +50,7 @@ fn subscription() -> SubscriptionData {
             downlink: 200_000_000,
         },
         default_context_identifier: 1,
+        periodic_rau_tau_timer: Some(3240),
         apns: vec![ApnConfiguration {
             context_identifier: 1,
             apn: "internet".into(),
@@ -292,6 +293,27 @@ fn typed_s6a_round_trip() {
     // Wrong direction / command is refused, not misread.
     assert!(AuthInfoAnswer::from_message(&msgs[6]).is_err());
     assert!(UpdateLocationRequest::from_message(&msgs[6]).is_err());
+}
+
+#[test]
+fn the_periodic_tau_timer_is_in_subscription_data_and_at_the_ulas_top_level() {
+    let ula = &all_messages()[9];
+    let top = ula.find(AVP_SUBSCRIBED_PERIODIC_RAU_TAU_TIMER, VENDOR_3GPP);
+    assert_eq!(top.map(|a| a.as_u32().unwrap()), Some(3240));
+    let sd = ula
+        .find(AVP_SUBSCRIPTION_DATA, VENDOR_3GPP)
+        .unwrap()
+        .children()
+        .unwrap();
+    assert!(avp::find(&sd, AVP_SUBSCRIBED_PERIODIC_RAU_TAU_TIMER, VENDOR_3GPP).is_some());
+    // An answer carrying it only at the top level is read the same.
+    let mut lone = ula.clone();
+    let mut sub = subscription();
+    sub.periodic_rau_tau_timer = None;
+    lone.avps.retain(|a| a.code != AVP_SUBSCRIPTION_DATA);
+    lone.push(sub.to_avp());
+    let back = UpdateLocationAnswer::from_message(&lone).unwrap();
+    assert_eq!(back.subscription, Some(subscription()));
 }
 
 #[test]

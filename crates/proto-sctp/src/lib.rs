@@ -19,8 +19,12 @@
 //! - **ABORT** on local close, so the peer learns at once.
 //!
 //! [`stack::SctpStack`] is the sans-IO core; [`udp`] (feature `udp`, default) is the
-//! small tokio driver used by the MME (server) and the eNB emulator (client).
+//! small tokio driver used by the MME (server) and the eNB emulator (client); `kernel`
+//! (feature `kernel`, Linux) gives the same client on the kernel's SCTP with UDP
+//! encapsulation, the stack a real eNB uses, to test the MME against.
 
+#[cfg(feature = "kernel")]
+mod kernel;
 pub mod pcap;
 pub mod stack;
 #[cfg(feature = "udp")]

@@ -16,7 +16,7 @@ use crate::stack::{AssocId, SctpConfig, SctpError, SctpEvent, SctpStack};
 /// UDP port of SCTP over UDP (RFC 6951 §5, IANA "sctp-tunneling").
 pub const SCTP_UDP_PORT: u16 = 9899;
 
-enum Cmd {
+pub(crate) enum Cmd {
     Send {
         assoc: AssocId,
         stream: u16,
@@ -30,7 +30,7 @@ enum Cmd {
 /// Cloneable handle to send on any association of the socket.
 #[derive(Clone)]
 pub struct SctpSender {
-    cmd: mpsc::UnboundedSender<Cmd>,
+    pub(crate) cmd: mpsc::UnboundedSender<Cmd>,
 }
 
 /// The driver task is gone (its socket owner was dropped).
@@ -64,10 +64,11 @@ impl SctpSender {
     }
 }
 
-struct Socket {
-    local: SocketAddr,
-    sender: SctpSender,
-    events: mpsc::UnboundedReceiver<SctpEvent>,
+/// A driver task's handles: its commands in, its events out.
+pub(crate) struct Socket {
+    pub(crate) local: SocketAddr,
+    pub(crate) sender: SctpSender,
+    pub(crate) events: mpsc::UnboundedReceiver<SctpEvent>,
 }
 
 impl Socket {
@@ -246,9 +247,9 @@ impl SctpServer {
 
 /// SCTP-over-UDP client with one association (the eNB side).
 pub struct SctpClient {
-    inner: Socket,
-    assoc: AssocId,
-    peer: SocketAddr,
+    pub(crate) inner: Socket,
+    pub(crate) assoc: AssocId,
+    pub(crate) peer: SocketAddr,
 }
 
 impl SctpClient {

@@ -58,6 +58,8 @@ pub struct Config {
     pub detach_timeout_ms: u64,
     /// SCTP tuning (the `[sctp]` table, see proto-sctp).
     pub sctp: proto_sctp::SctpTuning,
+    /// Whose SCTP carries S1-MME: corehop's user-space stack over UDP, or Linux's own.
+    pub s1_transport: S1Transport,
     /// Time to bring up the association and finish S1 Setup, ms.
     pub s1_setup_timeout_ms: u64,
     /// A connected UE without signalling for this long is released to ECM-IDLE by the
@@ -92,6 +94,19 @@ pub struct Config {
     /// Attempts of one NAS procedure before it fails (TS 24.301: 5 for attach, TAU and
     /// detach).
     pub nas_attempts: u32,
+}
+
+/// The SCTP under an eNB's S1-MME association; both send SCTP in UDP (RFC 6951) to the
+/// MME's UDP port.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum S1Transport {
+    /// corehop's user-space SCTP on a UDP socket (runs on any kernel).
+    #[default]
+    Udp,
+    /// The kernel's SCTP with `net.sctp.udp_port` set, as a real eNB on Linux: an
+    /// independent implementation on the other end of the MME's association.
+    Kernel,
 }
 
 /// One eNB of a RAN with several.
@@ -158,6 +173,7 @@ impl Default for Config {
             attach_timeout_ms: 60_000,
             detach_timeout_ms: 5_000,
             sctp: Default::default(),
+            s1_transport: S1Transport::Udp,
             s1_setup_timeout_ms: 10_000,
             idle_after_ms: None,
             enbs: Vec::new(),

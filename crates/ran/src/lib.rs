@@ -58,7 +58,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{debug, info};
 
-pub use config::{Config, EnbConfig};
+pub use config::{Config, EnbConfig, S1Transport};
 pub use report::{
     AttachFailure, Clock, CpProbeReport, EnbReport, FailureKind, Idle, Outage, Percentiles,
     ProcedureKind, ProcedureRecord, ProcedureStats, ProcedureWindow, Procedures, Progress,

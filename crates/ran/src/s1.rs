@@ -18,7 +18,7 @@ use proto_sctp::{AssocId, SctpClient, SctpEvent, SctpSender};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use crate::config::{Config, EnbConfig};
+use crate::config::{Config, EnbConfig, S1Transport};
 use crate::procedure::Control;
 use crate::report::Idle;
 
@@ -241,9 +241,16 @@ impl S1 {
     pub async fn connect(&self, cfg: &Config) -> anyhow::Result<SctpClient> {
         let local = std::net::SocketAddr::new(self.enb.bind(), 0);
         let timeout = Config::ms(cfg.s1_setup_timeout_ms);
-        let mut client = SctpClient::connect(local, cfg.mme, cfg.sctp_config(), timeout)
-            .await
-            .with_context(|| format!("no S1-MME association with the MME at {}", cfg.mme))?;
+        let client = match cfg.s1_transport {
+            S1Transport::Udp => {
+                SctpClient::connect(local, cfg.mme, cfg.sctp_config(), timeout).await
+            }
+            S1Transport::Kernel => {
+                SctpClient::connect_kernel(local, cfg.mme, cfg.sctp_config(), timeout).await
+            }
+        };
+        let mut client =
+            client.with_context(|| format!("no S1-MME association with the MME at {}", cfg.mme))?;
         let setup = S1ap::S1SetupRequest(S1SetupRequest {
             plmn: self.tai.plmn,
             enb_id: self.enb.enb_id,

@@ -51,6 +51,35 @@ pub struct ContainerSpec {
     /// What runs the function: a runc container, or a QEMU VM (the paper's baseline).
     #[serde(default)]
     pub runtime: Runtime,
+    /// What a VM's guest needs besides the program and its libraries (VMs only).
+    #[serde(default, skip_serializing_if = "GuestExtras::is_empty")]
+    pub guest: GuestExtras,
+}
+
+/// A third-party program's needs in its guest (e.g. NextEPC's MME: the freeDiameter
+/// plugins it dlopens, the kernel's SCTP module, and the SCTP-over-UDP port set before it
+/// opens its socket).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GuestExtras {
+    /// Host files copied to the same path in the guest with their shared libraries
+    /// (plugins a program loads with dlopen, which no `ldd` of it lists; helper tools).
+    #[serde(default)]
+    pub programs: Vec<PathBuf>,
+    /// Kernel module lists of scripts/setup-vm.sh (`sctp`, `lab`), loaded in order after
+    /// the base list.
+    #[serde(default)]
+    pub modules: Vec<String>,
+    /// Shell commands the guest's init runs in order before the program; the first that
+    /// fails stops the boot.
+    #[serde(default)]
+    pub init: Vec<String>,
+}
+
+impl GuestExtras {
+    pub fn is_empty(&self) -> bool {
+        self.programs.is_empty() && self.modules.is_empty() && self.init.is_empty()
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -122,6 +151,7 @@ impl ContainerSpec {
             sgi: None,
             tunnel_list: None,
             runtime: Runtime::Container,
+            guest: GuestExtras::default(),
         })
     }
 }

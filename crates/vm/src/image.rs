@@ -235,6 +235,9 @@ impl Image {
 
         let mods = vm_dir().join("modules");
         let mut load = String::new();
+        // setup-vm.sh's lists each hold all they need beyond load.order, so two may share
+        // a module: it is loaded once.
+        let mut loaded = BTreeSet::new();
         for list in
             std::iter::once("load.order").chain(setup.module_lists.iter().map(String::as_str))
         {
@@ -253,6 +256,9 @@ impl Image {
             for m in order.lines().map(str::trim).filter(|m| !m.is_empty()) {
                 if m.contains('/') {
                     bail!("{}: bad module name {m:?}", mods.join(list).display());
+                }
+                if !loaded.insert(m.to_string()) {
+                    continue;
                 }
                 let data = std::fs::read(mods.join(m)).with_context(|| {
                     format!("module {m} listed but missing in {}", mods.display())

@@ -7,25 +7,42 @@
 use super::*;
 use vm::{HostCaps, MigrateOptions, MigrationStats, StreamTls, Vm, VmSpec, INCOMING_PORT};
 
-/// The GTP Module Initializer inside the guest: the same forwarding and NAT the agent sets
-/// up in a container's namespace, run by the guest's init before the function (which
+/// What the guest's init sets up before the function: the spec's [`GuestExtras`]
+/// (programs, module lists, commands), and for an SPGW the GTP Module Initializer, the
+/// same forwarding and NAT the agent sets up in a container's namespace (the function
 /// creates its SGi TUN device from its own config; the guest kernel has the tun and
-/// nf_tables modules from setup-vm.sh). `nft` comes from this host with its libraries.
+/// nf_tables modules from setup-vm.sh). Programs come from this host with their libraries.
+///
+/// [`GuestExtras`]: runtime::bundle::GuestExtras
 fn guest_setup(spec: &ContainerSpec) -> Result<vm::GuestSetup> {
-    let Some(sgi) = &spec.sgi else {
-        return Ok(vm::GuestSetup::default());
-    };
-    let nft = ["/usr/sbin/nft", "/sbin/nft"]
-        .into_iter()
-        .map(PathBuf::from)
-        .find(|p| p.is_file())
-        .context("the SPGW's VM needs nft for its SGi NAT: install nftables (scripts/setup.sh)")?;
-    let commands = sgi.forwarding_and_nat()?;
-    Ok(vm::GuestSetup {
-        programs: vec![nft],
-        commands,
+    let extras = &spec.guest;
+    let mut setup = vm::GuestSetup {
+        programs: extras.programs.clone(),
+        module_lists: extras
+            .modules
+            .iter()
+            .map(|m| format!("{m}.order"))
+            .collect(),
         ..Default::default()
-    })
+    };
+    if let Some(sgi) = &spec.sgi {
+        let nft = ["/usr/sbin/nft", "/sbin/nft"]
+            .into_iter()
+            .map(PathBuf::from)
+            .find(|p| p.is_file())
+            .context(
+                "the SPGW's VM needs nft for its SGi NAT: install nftables (scripts/setup.sh)",
+            )?;
+        setup.programs.push(nft);
+        setup.commands = sgi.forwarding_and_nat()?;
+    }
+    setup.commands.extend(
+        extras
+            .init
+            .iter()
+            .map(|c| vec!["sh".to_string(), "-c".to_string(), c.clone()]),
+    );
+    Ok(setup)
 }
 
 /// Marks an incoming VM whose migration this host has not confirmed (its QEMU started it

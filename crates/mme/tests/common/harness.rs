@@ -174,6 +174,7 @@ pub fn ula() -> UpdateLocationAnswer {
                 downlink: 100_000_000,
             },
             default_context_identifier: 1,
+            periodic_rau_tau_timer: None,
             apns: vec![ApnConfiguration {
                 context_identifier: 1,
                 apn: "internet".into(),
