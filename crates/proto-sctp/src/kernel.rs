@@ -26,6 +26,10 @@ use crate::udp::{Cmd, SctpClient, SctpSender, Socket};
 /// The one association of a kernel client.
 const ASSOC: AssocId = AssocId(1);
 
+/// Streams asked for each way: S1AP puts non-UE signalling on stream 0 and spreads UEs
+/// over 1..=15 (proto-s1ap's `ue_stream`), and Linux's default of 10 would refuse some.
+const STREAMS: u16 = 16;
+
 /// `SCTP_REMOTE_UDP_ENCAPS_PORT` (linux/sctp.h, Linux 5.11): the UDP port encapsulated
 /// packets go to. libc does not define the option or its struct.
 const SCTP_REMOTE_UDP_ENCAPS_PORT: libc::c_int = 132;
@@ -88,7 +92,7 @@ impl SctpClient {
             ms(cfg.rto_max_ms.max(cfg.rto_min_ms)),
             ms(cfg.rto_min_ms),
         ))?;
-        let mut init = InitParams::streams(2, 2);
+        let mut init = InitParams::streams(STREAMS, STREAMS);
         init.max_attempts = cfg
             .max_init_retransmits
             .map_or(0, |n| u16::try_from(n + 1).unwrap_or(u16::MAX));
