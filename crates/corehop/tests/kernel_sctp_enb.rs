@@ -15,15 +15,6 @@ const SUBSCRIBERS: &str = "/etc/corehop/subscribers.csv";
 /// How long the guest's eNB runs after its attach, seconds.
 const RUN_SECS: u64 = 30;
 
-fn cannot_boot_guests() -> Option<String> {
-    if let Err(e) = vm::guest_kernel() {
-        return Some(format!("{e:#}"));
-    }
-    vm::labhost::find_in_path("qemu-system-x86_64")
-        .err()
-        .map(|e| format!("{e:#}"))
-}
-
 fn console() -> String {
     std::fs::read_to_string(
         lab::paths::host_state_dir("ran").join("containers/enb/vm/run/console.log"),
@@ -156,19 +147,7 @@ fn an_enb_on_linux_sctp_attaches_through_corehops_mme_and_keeps_its_association_
         1,
         "one INIT from the kernel: {inits}"
     );
-    let bad = tshark(
-        &pcap,
-        &[
-            "-Y",
-            "_ws.malformed || _ws.expert.severity == error",
-            "-T",
-            "fields",
-            "-e",
-            "frame.number",
-            "-e",
-            "_ws.col.Info",
-        ],
-    );
+    let bad = malformed(&pcap);
     assert!(bad.trim().is_empty(), "malformed frames: {bad}");
     eprintln!(
         "kernel-SCTP eNB: MME downtime {} ms, CP_S1-MME longest probe gap {} ms, DP longest ping gap {} ms",

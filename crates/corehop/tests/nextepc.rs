@@ -126,17 +126,6 @@ fn plugins() -> Vec<PathBuf> {
         .collect()
 }
 
-/// Why this machine cannot run the guest, if it cannot.
-fn cannot_boot_guests() -> Option<String> {
-    if let Err(e) = vm::guest_kernel() {
-        return Some(format!("{e:#}"));
-    }
-    if let Err(e) = vm::labhost::find_in_path("qemu-system-x86_64") {
-        return Some(format!("{e:#}"));
-    }
-    None
-}
-
 /// NextEPC's log, read through the guest agent; empty while the guest is not up.
 fn guest_log() -> String {
     let run = lab::paths::host_state_dir("node-a").join("containers/nextepc/vm/run");
@@ -373,19 +362,7 @@ fn nextepcs_mme_serves_corehops_ues_while_corehops_hss_and_spgw_migrate() {
         assert!(n > 0, "no {what} on the wire");
     }
     for p in &pcaps {
-        let bad = tshark(
-            p,
-            &[
-                "-Y",
-                "_ws.malformed || _ws.expert.severity == error",
-                "-T",
-                "fields",
-                "-e",
-                "frame.number",
-                "-e",
-                "_ws.col.Info",
-            ],
-        );
+        let bad = malformed(p);
         assert!(
             bad.trim().is_empty(),
             "malformed frames in {}: {bad}",

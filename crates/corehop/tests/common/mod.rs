@@ -190,6 +190,35 @@ pub fn tshark(pcap: &std::path::Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The frames of a capture tshark finds malformed or in error, one line each (number and
+/// info column); empty when every frame decodes.
+pub fn malformed(pcap: &std::path::Path) -> String {
+    tshark(
+        pcap,
+        &[
+            "-Y",
+            "_ws.malformed || _ws.expert.severity == error",
+            "-T",
+            "fields",
+            "-e",
+            "frame.number",
+            "-e",
+            "_ws.col.Info",
+        ],
+    )
+}
+
+/// Why this machine cannot boot the lab's QEMU guests (no guest kernel from setup-vm.sh,
+/// no QEMU), if it cannot.
+pub fn cannot_boot_guests() -> Option<String> {
+    if let Err(e) = vm::guest_kernel() {
+        return Some(format!("{e:#}"));
+    }
+    vm::labhost::find_in_path("qemu-system-x86_64")
+        .err()
+        .map(|e| format!("{e:#}"))
+}
+
 /// A scratch folder removed when dropped.
 pub struct TempDir(pub std::path::PathBuf);
 
