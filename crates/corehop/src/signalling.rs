@@ -163,6 +163,9 @@ pub struct Run {
     /// paging could start; not counted as procedures).
     pub downlink_lost_in_downtime: usize,
     pub disagreements: Vec<String>,
+    /// Every failed procedure, so that each can be placed against the freezes.
+    #[serde(default)]
+    pub failed: Vec<ProcedureRecord>,
 }
 
 impl Run {
@@ -348,6 +351,7 @@ fn one_run(
         tunnels: 0,
         registrations: 0,
         downlink_lost_in_downtime: 0,
+        failed: Vec::new(),
         disagreements: Vec::new(),
     };
     if let Err(e) = drive(spec, creds, plan, method, n, &mut run) {
@@ -453,6 +457,7 @@ fn drive(
         });
     }
     run.procedures = ProcedureStats::by_kind(records);
+    run.failed = records.iter().filter(|r| !r.ok).cloned().collect();
     run.attach_failures = ran.attach_failures.len();
     run.s1_setups = ran.s1_setups;
     run.association_losses = ran.association_losses;
@@ -480,6 +485,37 @@ fn clear(spec: &lab::spec::LabSpec, creds: &Credentials) {
                 let _ = c.remove(&i.name);
             }
         }
+    }
+}
+
+/// When a procedure started, against the nearest migration's freeze.
+fn when(start_unix_ms: u64, moves: &[Moved]) -> String {
+    let distance = |m: &Moved| {
+        if start_unix_ms < m.first_frozen_unix_ms {
+            m.first_frozen_unix_ms - start_unix_ms
+        } else {
+            start_unix_ms.saturating_sub(m.resumed_unix_ms)
+        }
+    };
+    let Some(m) = moves.iter().min_by_key(|m| distance(m)) else {
+        return format!("{start_unix_ms} (unix ms)");
+    };
+    let f = m.function.name();
+    if start_unix_ms < m.first_frozen_unix_ms {
+        format!(
+            "{} ms before the {f} froze",
+            m.first_frozen_unix_ms - start_unix_ms
+        )
+    } else if start_unix_ms <= m.resumed_unix_ms {
+        format!(
+            "{} ms into the {f}'s freeze",
+            start_unix_ms - m.first_frozen_unix_ms
+        )
+    } else {
+        format!(
+            "{} ms after the {f} resumed",
+            start_unix_ms - m.resumed_unix_ms
+        )
     }
 }
 
@@ -555,6 +591,28 @@ fn report(plan: &Plan, runs: &[Run]) -> String {
             );
         }
     }
+    let failed: Vec<(&Run, &ProcedureRecord)> = runs
+        .iter()
+        .flat_map(|r| r.failed.iter().map(move |f| (r, f)))
+        .collect();
+    if !failed.is_empty() {
+        let _ = writeln!(
+            s,
+            "\n## Failed procedures\n\n| method | run | kind | IMSI | started | reason |\n|---|---|---|---|---|---|"
+        );
+        for (r, f) in failed {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {:?} | {} | {} | {} |",
+                r.method.as_str(),
+                r.run + 1,
+                f.kind,
+                f.imsi,
+                when(f.start_unix_ms, &r.moves),
+                f.reason.as_deref().unwrap_or("")
+            );
+        }
+    }
     let _ = writeln!(s, "\n## Per procedure kind, whole runs\n");
     let _ = writeln!(
         s,
@@ -622,6 +680,27 @@ mod tests {
         assert_eq!(s[1].1.failed, 1);
         assert!(s[1].1.latency_ms.is_none());
         assert_eq!(s[0].1.latency_ms.unwrap().p50, 10.0);
+    }
+
+    #[test]
+    fn a_failure_is_placed_against_the_nearest_freeze() {
+        let mv = |function, a, b| Moved {
+            function,
+            to: "node-b".into(),
+            downtime_ms: 0.0,
+            frozen_ms: 0.0,
+            first_frozen_unix_ms: a,
+            resumed_unix_ms: b,
+            before: Slice::default(),
+            during: Slice::default(),
+            after: Slice::default(),
+        };
+        let moves = [mv(Nf::Mme, 1000, 1100), mv(Nf::Spgw, 5000, 5200)];
+        assert_eq!(when(900, &moves), "100 ms before the mme froze");
+        assert_eq!(when(5050, &moves), "50 ms into the spgw's freeze");
+        assert_eq!(when(5300, &moves), "100 ms after the spgw resumed");
+        assert_eq!(when(3000, &moves), "1900 ms after the mme resumed");
+        assert_eq!(when(7, &[]), "7 (unix ms)");
     }
 
     #[test]
