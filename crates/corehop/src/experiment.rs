@@ -76,8 +76,7 @@ pub fn run(a: ExperimentArgs) -> Result<()> {
             ""
         }
     );
-    experiment::write_stats(&a.out)?;
-    let r = experiment::report(&a.out)?;
+    let r = experiment::report(&a.out, &[])?;
     eprintln!("report: {}", r.path.display());
     Ok(())
 }
@@ -139,9 +138,8 @@ fn machine() -> String {
     )
 }
 
-pub fn report(dir: &std::path::Path) -> Result<()> {
-    experiment::write_stats(dir)?;
-    let r = experiment::report(dir)?;
+pub fn report(dir: &std::path::Path, with: &[std::path::PathBuf]) -> Result<()> {
+    let r = experiment::report(dir, with)?;
     for w in &r.warnings {
         eprintln!("warning: {w}");
     }
@@ -490,6 +488,7 @@ impl Executor for LabExecutor {
             r.total_ms = m.total_ms;
             r.downtime_ms = m.downtime_ms;
             r.image_bytes = m.image_bytes;
+            r.round_bytes = m.round_bytes.clone();
             r.icmp_downtime_ms = longest(&icmp?.overlapping(a, b));
             if let Some(app) = app {
                 r.app_downtime_ms = longest(&app?.overlapping(a, b));

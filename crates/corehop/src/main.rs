@@ -108,7 +108,13 @@ enum Cmd {
     /// functions' views of every UE must agree afterwards.
     Signalling(signalling::SignallingArgs),
     /// Statistics, tables and figures of an experiment's results folder.
-    Report { dir: std::path::PathBuf },
+    Report {
+        dir: std::path::PathBuf,
+        /// Another results folder of the same plan (e.g. from another machine) whose runs
+        /// join DIR's; Fig. 10 compares the CPU models. Repeatable.
+        #[arg(long = "with")]
+        with: Vec<std::path::PathBuf>,
+    },
     /// Keep the CPUs busy (the CPU-load generator the experiments run in a cgroup).
     #[command(hide = true)]
     Burn,
@@ -163,7 +169,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Faults(a) => faults::run(a),
         Cmd::Soak(a) => soak::run(a),
         Cmd::Signalling(a) => signalling::run(a),
-        Cmd::Report { dir } => experiment::report(&dir),
+        Cmd::Report { dir, with } => experiment::report(&dir, &with),
         Cmd::Burn => experiment::burn(),
         Cmd::Hold { netns, queue } => lab::hold::serve(&netns, queue),
         Cmd::Checkpoint { name, to } => cmd::standby(&name, &to, json),

@@ -73,6 +73,13 @@ fn quick_plan_runs_resumes_after_a_kill_and_reports() {
             "dp_sgi_ms",
         ] {
             assert!(r[k].as_f64().is_some_and(|v| v > 0.0), "{k} measured: {r}");
+        } // Table 12's fields: a pre-copy sends a pre-dump round, then the dump.
+        if r["method"] == "pre-copy" {
+            let rounds = r["round_bytes"].as_array().unwrap_or_else(|| panic!("{r}"));
+            assert!(
+                rounds.len() >= 2 && rounds.iter().all(|b| b.as_u64() > Some(0)),
+                "{r}"
+            );
         }
     }
     let csv = std::fs::read_to_string(out.join("runs.csv")).unwrap();
@@ -149,6 +156,7 @@ fn quick_plan_runs_resumes_after_a_kill_and_reports() {
         "UE service recovery",
         "Migration data size",
         "Migration time by NIC rate",
+        "Pre-dump and dump: size and transmission time",
     ] {
         assert!(report.contains(table), "report names {table:?}");
     }

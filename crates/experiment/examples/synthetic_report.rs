@@ -17,7 +17,7 @@ fn main() -> Result<()> {
     let plan = Plan::load(&plan_path)?;
     let summary = run_plan(&plan, &mut SyntheticExecutor::new(), &out, None)?;
     println!("{summary:?}");
-    let r = report(&out)?;
+    let r = report(&out, &[])?;
     println!(
         "wrote {} ({} tables, {} figure files)",
         r.path.display(),

@@ -25,5 +25,5 @@ pub use plan::{
 pub use record::{canonical_phase, Record};
 pub use report::{report, ReportSummary};
 pub use runner::{load_records, run_plan, run_plan_with, Executor, RunOptions, RunSummary};
-pub use stats::{compute, summarize, write_stats, Stat, Summary};
+pub use stats::{compute, summarize, Stat, Summary};
 pub use synthetic::SyntheticExecutor;

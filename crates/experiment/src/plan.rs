@@ -262,9 +262,13 @@ impl CpuLoad {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Parameters {
-    /// Instance flavors by name (the executor maps a name to vCPUs/RAM/disk, cf. Table 4).
+    /// Instance flavors by name (the executor maps a name to vCPUs/RAM/disk, cf. Table 4):
+    /// Fig. 9(a).
     #[serde(default)]
     pub flavors: Vec<String>,
+    /// Flavors with the default's vCPUs and other RAM sizes: Fig. 9(b).
+    #[serde(default)]
+    pub ram_flavors: Vec<String>,
     #[serde(default)]
     pub nic_rates: Vec<NicRate>,
     #[serde(default)]
@@ -312,6 +316,7 @@ pub struct Plan {
 fn empty_parameters() -> Parameters {
     Parameters {
         flavors: vec![],
+        ram_flavors: vec![],
         nic_rates: vec![],
         cpu_loads: vec![],
     }
@@ -410,7 +415,11 @@ impl Plan {
         if self.methods.is_empty() {
             bail!("methods is empty");
         }
-        for f in std::iter::once(&self.defaults.flavor).chain(&self.parameters.flavors) {
+        let p = &self.parameters;
+        for f in std::iter::once(&self.defaults.flavor)
+            .chain(&p.flavors)
+            .chain(&p.ram_flavors)
+        {
             // Flavor names end up in case ids, file names and CSV cells.
             if f.is_empty()
                 || !f
@@ -469,7 +478,8 @@ impl Plan {
             for &method in &self.methods {
                 let mut cases = vec![self.baseline_for(function, method)];
                 if varies {
-                    for fl in &self.parameters.flavors {
+                    let p = &self.parameters;
+                    for fl in p.flavors.iter().chain(&p.ram_flavors) {
                         cases.push(Case::new(function, method, fl, d.nic_rate, d.cpu_load));
                     }
                     for &nic in &self.parameters.nic_rates {

@@ -60,6 +60,10 @@ pub struct Record {
     pub cp_s1mme_ms: Option<f64>,
     /// Migration data size: checkpoint images (containers) or the migration stream (VM).
     pub image_bytes: u64,
+    /// Bytes each round put on the wire, in order, when there were several (PreCopy: the
+    /// pre-dumps, then the dump; paper Table 12).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub round_bytes: Option<Vec<u64>>,
     pub cpu_model: String,
     #[serde(default)]
     pub error: Option<String>,
@@ -90,6 +94,7 @@ impl Record {
             dp_sgi_ms: None,
             cp_s1mme_ms: None,
             image_bytes: 0,
+            round_bytes: None,
             cpu_model: String::new(),
             error: None,
         }
@@ -180,6 +185,7 @@ impl Record {
             "dp_sgi_ms",
             "cp_s1mme_ms",
             "image_bytes",
+            "round_bytes",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -213,6 +219,10 @@ impl Record {
             opt(self.dp_sgi_ms),
             opt(self.cp_s1mme_ms),
             self.image_bytes.to_string(),
+            self.round_bytes
+                .as_ref()
+                .map(|b| b.iter().map(u64::to_string).collect::<Vec<_>>().join(";"))
+                .unwrap_or_default(),
         ];
         r.extend(CSV_PHASES.iter().map(|p| opt(self.phases.get(*p).copied())));
         r.push(serde_json::to_string(&self.phases).unwrap_or_default());

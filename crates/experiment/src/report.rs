@@ -4,7 +4,7 @@ use crate::plot::{self, BarChart};
 use crate::record::{now_rfc3339, Record};
 use crate::runner::{load_records, write_atomic, PLAN_COPY};
 use crate::stats::{self, Stat, Summary, PHASE_PREFIX};
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -25,11 +25,29 @@ pub struct ReportSummary {
 }
 
 /// Reads `out_dir/plan.toml` and `out_dir/runs.jsonl`, writes `stats.csv`, `stats.json`,
-/// `figures/*.png|svg` and `report.md`.
-pub fn report(out_dir: &Path) -> Result<ReportSummary> {
-    let plan = Plan::load(&out_dir.join(PLAN_COPY))
-        .with_context(|| format!("{} is not a results folder of run_plan", out_dir.display()))?;
-    let records = load_records(out_dir)?;
+/// `figures/*.png|svg` and `report.md`. The records of the results folders in `with` (of
+/// the same plan, e.g. run on other machines) join them: each record keeps its CPU model,
+/// which Fig. 10 compares; every other table pools the machines' runs.
+pub fn report(out_dir: &Path, with: &[PathBuf]) -> Result<ReportSummary> {
+    let load_plan = |dir: &Path| {
+        Plan::load(&dir.join(PLAN_COPY))
+            .with_context(|| format!("{} is not a results folder of run_plan", dir.display()))
+    };
+    let plan = load_plan(out_dir)?;
+    let mut records = load_records(out_dir)?;
+    for dir in with {
+        let other = load_plan(dir)?;
+        if other != plan {
+            bail!(
+                "{} holds results of another plan ({:?}) than {} ({:?}): only runs of one plan merge",
+                dir.display(),
+                other.name,
+                out_dir.display(),
+                plan.name
+            );
+        }
+        records.extend(load_records(dir)?);
+    }
     let stats = stats::compute(&records);
     stats::write_stats_files(out_dir, &stats)?;
     let fig_dir = out_dir.join(FIGURES_DIR);
@@ -57,7 +75,7 @@ enum Unit {
 
 impl Unit {
     fn of(kpi: &str) -> Unit {
-        if kpi == stats::KPI_IMAGE_BYTES {
+        if kpi.ends_with("bytes") {
             Unit::Mb
         } else {
             Unit::Ms
@@ -326,6 +344,7 @@ impl<'a> Report<'a> {
         self.reductions();
         self.ue_recovery();
         self.data_size();
+        self.rounds();
         self.factor_flavor();
         self.factor_nic();
         self.factor_load();
@@ -687,6 +706,52 @@ impl<'a> Report<'a> {
         );
     }
 
+    /// Table 12 of the paper: what the pre-dump and the dump of an iterative migration each
+    /// sent, and how long each took to send.
+    fn rounds(&mut self) {
+        let header = [
+            "Function",
+            "Method",
+            "Pre-dump (MB)",
+            "Pre-dump Tx, Tpdt (ms)",
+            "Dump (MB)",
+            "Dump Tx, Tdt (ms)",
+        ]
+        .map(String::from)
+        .to_vec();
+        let mut rows = Vec::new();
+        for &f in self.functions() {
+            for &m in self.methods() {
+                if !m.paper_phases().contains(&"Tpdt") {
+                    continue;
+                }
+                let c = self.baseline(f, m);
+                let Some(pre) = self.get(&c, stats::KPI_PRE_DUMP_BYTES) else {
+                    continue;
+                };
+                let phase = |p: &str| self.get(&c, &format!("{PHASE_PREFIX}{p}"));
+                rows.push(vec![
+                    f.label().to_string(),
+                    m.label().to_string(),
+                    cell(Some(pre), Unit::Mb),
+                    cell(phase("Tpdt"), Unit::Ms),
+                    cell(self.get(&c, stats::KPI_DUMP_BYTES), Unit::Mb),
+                    cell(phase("Tdt"), Unit::Ms),
+                ]);
+            }
+        }
+        if rows.is_empty() {
+            return;
+        }
+        self.table(
+            "Pre-dump and dump: size and transmission time (cf. paper Table 12)",
+            header,
+            rows,
+            "Baseline cases of the methods that send several rounds. MB = 10⁶ bytes; the \
+             pre-dump column sums every round before the dump.",
+        );
+    }
+
     fn data_size(&mut self) {
         let header = vec![
             "Function".to_string(),
@@ -838,31 +903,51 @@ impl<'a> Report<'a> {
         }
     }
 
+    /// Fig. 9: (a) the plan's flavors, (b) its RAM flavors (the default's vCPUs), each
+    /// beside the default flavor.
     fn factor_flavor(&mut self) {
-        let d = self.plan.defaults.clone();
-        let mut flavors = vec![d.flavor.clone()];
-        for f in &self.plan.parameters.flavors {
-            if !flavors.contains(f) {
-                flavors.push(f.clone());
+        let p = &self.plan.parameters;
+        for (list, sub, what) in [
+            (p.flavors.clone(), "a", "flavor"),
+            (
+                p.ram_flavors.clone(),
+                "b",
+                "RAM at the default flavor's vCPUs",
+            ),
+        ] {
+            if sub == "b" && list.is_empty() {
+                continue;
             }
+            let d = self.plan.defaults.clone();
+            let mut flavors = vec![d.flavor.clone()];
+            for f in list {
+                if !flavors.contains(&f) {
+                    flavors.push(f);
+                }
+            }
+            let cols = flavors
+                .into_iter()
+                .map(|fl| {
+                    let d = d.clone();
+                    let label = fl.clone();
+                    let mk: CaseOf =
+                        Box::new(move |f, m| Case::new(f, m, &fl, d.nic_rate, d.cpu_load));
+                    (label, mk)
+                })
+                .collect();
+            self.factor_section(
+                &format!("Migration time by {what} (cf. paper Fig. 9({sub}))"),
+                &format!("migration time by {what} (cf. paper Fig. 9({sub}))"),
+                if sub == "a" { "flavor" } else { "ram" },
+                if sub == "a" {
+                    "Flavor"
+                } else {
+                    "Flavor (vCPUs, RAM)"
+                },
+                Factor::Flavor,
+                cols,
+            );
         }
-        let cols = flavors
-            .into_iter()
-            .map(|fl| {
-                let d = d.clone();
-                let label = fl.clone();
-                let mk: CaseOf = Box::new(move |f, m| Case::new(f, m, &fl, d.nic_rate, d.cpu_load));
-                (label, mk)
-            })
-            .collect();
-        self.factor_section(
-            "Migration time by flavor (cf. paper Fig. 9)",
-            "migration time by flavor (cf. paper Fig. 9)",
-            "flavor",
-            "Flavor",
-            Factor::Flavor,
-            cols,
-        );
     }
 
     fn factor_nic(&mut self) {
@@ -953,10 +1038,13 @@ impl<'a> Report<'a> {
             }
         }));
         let mut rows = Vec::new();
+        // The figure: a group per (function, method) measured, a bar per model.
+        let mut groups = Vec::new();
+        let mut values: Vec<Vec<Option<(f64, f64)>>> = vec![Vec::new(); models.len()];
         for &f in self.functions() {
             for &m in self.methods() {
                 let id = self.baseline(f, m).id;
-                let cells: Vec<String> = models
+                let summaries: Vec<Option<stats::Summary>> = models
                     .iter()
                     .map(|model| {
                         let v: Vec<f64> = self
@@ -966,22 +1054,40 @@ impl<'a> Report<'a> {
                             .map(|r| r.total_ms)
                             .filter(|v| v.is_finite())
                             .collect();
-                        cell(stats::summarize(&v).as_ref(), Unit::Ms)
+                        stats::summarize(&v)
                     })
                     .collect();
-                if cells.iter().all(|c| c == "—") {
+                if summaries.iter().all(Option::is_none) {
                     continue;
                 }
                 let mut row = vec![f.label().to_string(), m.label().to_string()];
-                row.extend(cells);
+                row.extend(summaries.iter().map(|s| cell(s.as_ref(), Unit::Ms)));
                 rows.push(row);
+                groups.push(format!("{} {}", f.label(), m.label()));
+                for (v, s) in values.iter_mut().zip(&summaries) {
+                    v.push(Self::mean_ci(s.as_ref(), 1.0));
+                }
             }
         }
+        let series = header[2..].to_vec();
         self.table(
             "Migration time by processor model, baseline cases (cf. paper Fig. 10), in ms",
             header,
             rows,
             "",
+        );
+        let y = self.time_chart(&mut values, "Migration time");
+        self.figure(
+            "migration time by processor model, baseline cases (cf. paper Fig. 10)",
+            "cpu_models",
+            BarChart {
+                title: String::new(),
+                x_label: "Network function and method".into(),
+                y_label: y,
+                groups,
+                series,
+                values,
+            },
         );
     }
 

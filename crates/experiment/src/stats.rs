@@ -2,7 +2,7 @@
 //! interval from Student's t, and coefficient of variation.
 use crate::plan::{Function, LoadWhere, Method, NicRate};
 use crate::record::Record;
-use crate::runner::{load_records, write_atomic};
+use crate::runner::write_atomic;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use statrs::distribution::{ContinuousCDF, StudentsT};
@@ -22,6 +22,10 @@ pub const KPI_DP_GTP: &str = "dp_gtp_ms";
 pub const KPI_DP_SGI: &str = "dp_sgi_ms";
 pub const KPI_CP_S1MME: &str = "cp_s1mme_ms";
 pub const KPI_IMAGE_BYTES: &str = "image_bytes";
+/// Derived from the rounds of a run with several (PreCopy): the bytes of every round but
+/// the last (the pre-dumps), and of the last (the dump); the paper's Table 12.
+pub const KPI_PRE_DUMP_BYTES: &str = "pre_dump_bytes";
+pub const KPI_DUMP_BYTES: &str = "dump_bytes";
 /// Derived: the time spent sending migration data, the sum of the transfer phases the run
 /// reports (see [`TRANSFER_PHASES`]); the "Tx time" of the paper's Table 12.
 pub const KPI_TX: &str = "tx_ms";
@@ -118,6 +122,15 @@ pub fn kpi_values(r: &Record) -> Vec<(String, f64)> {
         }
     }
     out.push((KPI_IMAGE_BYTES.to_string(), r.image_bytes as f64));
+    if let Some((last, pre)) = r.round_bytes.as_deref().and_then(<[u64]>::split_last) {
+        if !pre.is_empty() {
+            out.push((
+                KPI_PRE_DUMP_BYTES.to_string(),
+                pre.iter().sum::<u64>() as f64,
+            ));
+            out.push((KPI_DUMP_BYTES.to_string(), *last as f64));
+        }
+    }
     let tx: Vec<f64> = TRANSFER_PHASES
         .iter()
         .filter_map(|p| r.phases.get(*p).copied())
@@ -205,14 +218,6 @@ pub fn compute(records: &[Record]) -> Vec<Stat> {
         }
     }
     out
-}
-
-/// Computes the statistics of `out_dir/runs.jsonl` and writes `stats.csv` and `stats.json`.
-pub fn write_stats(out_dir: &Path) -> Result<Vec<Stat>> {
-    let records = load_records(out_dir)?;
-    let stats = compute(&records);
-    write_stats_files(out_dir, &stats)?;
-    Ok(stats)
 }
 
 pub(crate) fn write_stats_files(out_dir: &Path, stats: &[Stat]) -> Result<()> {

@@ -114,6 +114,11 @@ impl Executor for SyntheticExecutor {
         r.total_ms = total;
         r.downtime_ms = downtime;
         r.image_bytes = bytes as u64;
+        if case.method == Method::PreCopy {
+            // The pre-dump carries nine tenths of the images, the dump the rest.
+            let pre = (bytes * 0.9) as u64;
+            r.round_bytes = Some(vec![pre, r.image_bytes - pre]);
+        }
         r.icmp_downtime_ms = Some(downtime + 40.0 * n.factor(0.5));
         r.app_downtime_ms = Some(downtime + 60.0 * n.factor(0.5));
         // The UE probes have a 100 ms resolution, like the paper's.

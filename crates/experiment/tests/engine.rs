@@ -227,7 +227,7 @@ fn corrupt_runs_file_is_an_error_naming_the_line() {
         run_plan_with(&plan, &mut SyntheticExecutor::new(), dir.path(), &opts()).unwrap_err()
     );
     assert!(e.contains("line 3"), "{e}");
-    let e = format!("{:#}", report(dir.path()).unwrap_err());
+    let e = format!("{:#}", report(dir.path(), &[]).unwrap_err());
     assert!(e.contains("line 3"), "{e}");
 
     // Binary junk in the middle, too.
@@ -237,7 +237,7 @@ fn corrupt_runs_file_is_an_error_naming_the_line() {
 
     // A plan copy that is not a plan, and a different plan in the same folder.
     fs::write(dir.path().join("plan.toml"), "name = 3\n[[[").unwrap();
-    assert!(report(dir.path()).is_err());
+    assert!(report(dir.path(), &[]).is_err());
     let other = tempfile::tempdir().unwrap();
     run_plan_with(&plan, &mut SyntheticExecutor::new(), other.path(), &opts()).unwrap();
     let changed = Plan {
@@ -257,7 +257,9 @@ fn corrupt_runs_file_is_an_error_naming_the_line() {
     assert!(e.contains("different plan"), "{e}");
     // Not a results folder at all.
     let empty = tempfile::tempdir().unwrap();
-    assert!(format!("{:#}", report(empty.path()).unwrap_err()).contains("not a results folder"));
+    assert!(
+        format!("{:#}", report(empty.path(), &[]).unwrap_err()).contains("not a results folder")
+    );
 }
 
 /// Fails every third run, panics once, and reports a NaN once.
@@ -357,12 +359,89 @@ fn failed_runs_are_recorded_and_left_out_of_the_stats() {
     assert_eq!((s.executed, s.failed, ex.calls), (6, 0, 6));
     assert_eq!(load_records(dir.path()).unwrap().len(), 18);
 
-    let r = report(dir.path()).unwrap();
+    let r = report(dir.path(), &[]).unwrap();
     let md = fs::read_to_string(&r.path).unwrap();
     assert!(md.contains("Failed runs"));
     assert!(md.contains("destination refused the image"));
     assert!(md.contains("executor panicked"));
     assert!(md.contains("6 failed"));
+}
+
+/// A synthetic machine with a CPU model of its own.
+struct Machine(SyntheticExecutor, &'static str);
+
+impl Executor for Machine {
+    fn run(&mut self, case: &Case, run_index: u32) -> Result<Record> {
+        let mut r = self.0.run(case, run_index)?;
+        r.cpu_model = self.1.into();
+        Ok(r)
+    }
+    fn cpu_model(&self) -> String {
+        self.1.into()
+    }
+}
+
+#[test]
+fn results_of_two_machines_merge_into_one_report() {
+    let plan = quick();
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    run_plan_with(
+        &plan,
+        &mut Machine(SyntheticExecutor::new(), "CPU A"),
+        a.path(),
+        &opts(),
+    )
+    .unwrap();
+    run_plan_with(
+        &plan,
+        &mut Machine(SyntheticExecutor::new(), "CPU B"),
+        b.path(),
+        &opts(),
+    )
+    .unwrap();
+    let r = report(a.path(), &[b.path().to_path_buf()]).unwrap();
+    let md = fs::read_to_string(&r.path).unwrap();
+    let fig10 = md
+        .lines()
+        .skip_while(|l| !(l.starts_with("### ") && l.contains("by processor model")))
+        .take(5)
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        fig10.contains("CPU A") && fig10.contains("CPU B"),
+        "{fig10}"
+    );
+    let figure = r
+        .figures
+        .iter()
+        .find(|f| f.to_string_lossy().ends_with("cpu_models.svg"))
+        .expect("the Fig. 10 figure");
+    let svg = fs::read_to_string(figure).unwrap();
+    assert!(svg.contains("CPU A") && svg.contains("CPU B"));
+    // The statistics written with the report count the runs of both machines.
+    let written: Vec<experiment::Stat> =
+        serde_json::from_slice(&fs::read(a.path().join("stats.json")).unwrap()).unwrap();
+    let total = written.iter().find(|s| s.kpi == "total_ms").unwrap();
+    assert_eq!(total.summary.n, 2 * plan.runs as usize, "{total:?}");
+
+    // Results of another plan do not merge.
+    let other = tempfile::tempdir().unwrap();
+    let changed = Plan {
+        name: "another".into(),
+        ..plan.clone()
+    };
+    run_plan_with(
+        &changed,
+        &mut SyntheticExecutor::new(),
+        other.path(),
+        &opts(),
+    )
+    .unwrap();
+    let e = format!(
+        "{:#}",
+        report(a.path(), &[other.path().to_path_buf()]).unwrap_err()
+    );
+    assert!(e.contains("another plan"), "{e}");
 }
 
 fn check_png(p: &Path) {
@@ -414,6 +493,7 @@ fn report_names_every_table_and_links_valid_figures() {
         methods = ["vm-pre-copy", "stop-and-copy", "pre-copy", "post-copy"]
         [parameters]
         flavors = ["small", "large"]
+        ram_flavors = ["1cpu-4gb"]
         nic_rates = ["100mbit", "10gbit"]
         cpu_loads = [
             { where = "source", percent = 50 },
@@ -427,7 +507,7 @@ fn report_names_every_table_and_links_valid_figures() {
     )
     .unwrap();
     run_plan_with(&plan, &mut SyntheticExecutor::new(), dir.path(), &opts()).unwrap();
-    let r = report(dir.path()).unwrap();
+    let r = report(dir.path(), &[]).unwrap();
     assert!(r.warnings.is_empty(), "{:?}", r.warnings);
     let md = fs::read_to_string(&r.path).unwrap();
 
@@ -446,7 +526,9 @@ fn report_names_every_table_and_links_valid_figures() {
         "Reduction against VM PreCopy and Container StopandCopy",
         "UE service recovery time",
         "Migration data size and transmission time",
-        "Migration time by flavor",
+        "Pre-dump and dump: size and transmission time (cf. paper Table 12)",
+        "Migration time by flavor (cf. paper Fig. 9(a))",
+        "Migration time by RAM at the default flavor's vCPUs (cf. paper Fig. 9(b))",
         "Migration time by NIC rate",
         "Migration time by CPU load on the source host",
         "Migration time by CPU load on the destination host",
@@ -468,9 +550,9 @@ fn report_names_every_table_and_links_valid_figures() {
         .iter()
         .filter(|p| p.extension().unwrap() == "png")
         .collect();
-    // 4 phase + migration time + downtime + ICMP + UE + data size + (flavor + NIC + 3 loads)
-    // × 2 functions.
-    assert_eq!(pngs.len(), 4 + 5 + 5 * 2, "{pngs:?}");
+    // 4 phase + migration time + downtime + ICMP + UE + data size + (flavor + RAM + NIC +
+    // 3 loads) × 2 functions + processor models.
+    assert_eq!(pngs.len(), 4 + 5 + 6 * 2 + 1, "{pngs:?}");
     for png in pngs {
         let svg = png.with_extension("svg");
         assert!(r.figures.contains(&svg));
@@ -494,7 +576,7 @@ fn report_names_every_table_and_links_valid_figures() {
     assert_eq!(csv.lines().count() - 1, json.as_array().unwrap().len());
 
     // Running the report again gives the same tables (and overwrites cleanly).
-    let again = report(dir.path()).unwrap();
+    let again = report(dir.path(), &[]).unwrap();
     assert_eq!(again.tables, r.tables);
 }
 
@@ -503,15 +585,27 @@ fn shipped_plans_parse_and_expand_like_the_paper() {
     let paper = Plan::load(&plans_dir().join("paper.toml")).unwrap();
     assert_eq!(paper.runs, 10);
     let cases = paper.cases();
-    // 3 functions × 3 methods baselines, plus for the SPGW × 3 methods: 2 more flavors,
-    // 2 more NIC rates (10gbit is the default) and 12 loads.
-    assert_eq!(cases.len(), 9 + 3 * (2 + 2 + 12));
+    // 3 functions × 3 methods baselines, plus for the SPGW × 3 methods: 2 more flavors
+    // (Table 4's small is the default), 2 more RAM sizes, 2 more NIC rates (10gbit is the
+    // default) and 12 loads.
+    assert_eq!(cases.len(), 9 + 3 * (2 + 2 + 2 + 12));
     let ids: HashSet<&str> = cases.iter().map(|c| c.id.as_str()).collect();
     assert_eq!(ids.len(), cases.len());
-    assert!(ids.contains("spgw.pre-copy.small.10gbit.load-both-75"));
-    assert!(ids.contains("hss.vm-pre-copy.small.10gbit.load-none"));
-    assert!(ids.contains("spgw.stop-and-copy.large.10gbit.load-none"));
-    assert!(ids.contains("spgw.stop-and-copy.small.100mbit.load-none"));
+    assert!(ids.contains("spgw.pre-copy.1cpu-2gb.10gbit.load-both-75"));
+    assert!(ids.contains("hss.vm-pre-copy.1cpu-2gb.10gbit.load-none"));
+    assert!(ids.contains("spgw.stop-and-copy.4cpu-8gb.10gbit.load-none"));
+    assert!(ids.contains("spgw.stop-and-copy.1cpu-8gb.10gbit.load-none"));
+    assert!(ids.contains("spgw.stop-and-copy.1cpu-2gb.100mbit.load-none"));
+    // Every flavor of the plan is one the runtime knows.
+    let p = &paper.parameters;
+    for f in p
+        .flavors
+        .iter()
+        .chain(&p.ram_flavors)
+        .chain([&paper.defaults.flavor])
+    {
+        runtime::flavor::flavor(f).unwrap();
+    }
 
     let q = quick();
     assert_eq!(q.runs, 2);
