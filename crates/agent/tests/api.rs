@@ -65,6 +65,7 @@ fn agent(tag: &str) -> Agent {
         master: None,
         memory_mb: None,
         cpu_models: None,
+        cpus: None,
     };
     std::thread::spawn(move || agent::server::serve(cfg));
     for _ in 0..100 {

@@ -132,11 +132,19 @@ pub struct AgentArgs {
     /// CPU models this host supports (repeat the flag), if not every model QEMU knows.
     #[arg(long = "cpu-model")]
     cpu_models: Vec<String>,
+    /// The machine's CPUs this host runs on (a cpuset list such as `0` or `2-3`): the
+    /// agent, and the functions, CRIU and QEMU it starts.
+    #[arg(long)]
+    cpus: Option<String>,
 }
 
 pub fn agent(a: AgentArgs) -> Result<()> {
     if let Some(ns) = &a.netns {
         lab::net::enter_netns(ns)?;
+    }
+    if let Some(cpus) = &a.cpus {
+        // Before any thread exists: each one, and every process started, inherits the mask.
+        pin_to(&lab::spec::parse_cpu_list(cpus).with_context(|| format!("--cpus {cpus:?}"))?)?;
     }
     let tls = a.tls.load()?;
     let state = a
@@ -151,7 +159,26 @@ pub fn agent(a: AgentArgs) -> Result<()> {
         master: a.master,
         memory_mb: a.memory_mb,
         cpu_models: (!a.cpu_models.is_empty()).then_some(a.cpu_models),
+        cpus: a.cpus,
     })
+}
+
+/// Confines this process (its calling thread, and what it starts from now on) to `cpus`.
+fn pin_to(cpus: &[usize]) -> Result<()> {
+    // SAFETY: an all-zero cpu_set_t is the empty set; CPU_SET only writes inside it.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for &c in cpus {
+        unsafe { libc::CPU_SET(c, &mut set) };
+    }
+    // SAFETY: the set lives through the call, which reads size_of::<cpu_set_t>() bytes.
+    let r = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+    if r != 0 {
+        bail!(
+            "cannot run on CPUs {cpus:?}: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok(())
 }
 
 #[derive(Args)]

@@ -321,15 +321,16 @@ impl LabExecutor {
     }
 
     /// CPU load inside a cgroup on the chosen nodes: a busy loop limited to `percent` of the
-    /// host's CPUs.
+    /// host's CPUs (its cpuset's, where the lab gives it one; else the machine's).
     fn start_load(&self, case: &Case) -> Result<()> {
         if case.load_percent == 0 {
             return Ok(());
         }
-        let cpus = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1) as f64;
         for (i, n) in NODES.iter().enumerate() {
+            let cpus = match &self.spec.host(n)?.cpus {
+                Some(list) => lab::spec::parse_cpu_list(list)?.len(),
+                None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            } as f64;
             let from_src = matches!(case.load_where, LoadWhere::Source | LoadWhere::Both)
                 && Some(*n) == self.source();
             let at_dst = matches!(case.load_where, LoadWhere::Destination | LoadWhere::Both)

@@ -260,6 +260,9 @@ fn start_agent(h: &spec::HostSpec, exe: &Path, master: SocketAddr) -> Result<()>
     for model in h.cpu_models.iter().flatten() {
         cmd.args(["--cpu-model", model]);
     }
+    if let Some(cpus) = &h.cpus {
+        cmd.args(["--cpus", cpus]);
+    }
     let child = spawn_detached(cmd.stdout(log.try_clone()?).stderr(log))?;
     std::fs::write(pidfile, child.to_string())?;
     Ok(())

@@ -35,6 +35,11 @@ pub struct HostSpec {
     /// QEMU knows when absent. Lets one machine emulate hosts of different CPU families.
     #[serde(default)]
     pub cpu_models: Option<Vec<String>>,
+    /// The machine's CPUs this host runs on, as a cpuset list (`"0"`, `"2-3"`, `"0,2"`):
+    /// its agent, and what the agent starts (functions, CRIU, QEMU, CPU load). Hosts on CPUs
+    /// of their own do not slow each other down (the paper's Fig. 12). Every CPU when absent.
+    #[serde(default)]
+    pub cpus: Option<String>,
 }
 
 fn default_prefix() -> u8 {
@@ -52,6 +57,7 @@ impl Default for LabSpec {
             rate: None,
             memory_mb: None,
             cpu_models: None,
+            cpus: None,
         };
         LabSpec {
             prefix_len: default_prefix(),
@@ -90,6 +96,17 @@ impl LabSpec {
                 parse_rate_bits(rate)
                     .with_context(|| format!("host {}: bad rate {rate:?}", h.name))?;
             }
+            if let Some(cpus) = &h.cpus {
+                let online = std::thread::available_parallelism().map_or(1, |n| n.get());
+                let list = parse_cpu_list(cpus)
+                    .with_context(|| format!("host {}: bad cpus {cpus:?}", h.name))?;
+                if let Some(c) = list.iter().find(|&&c| c >= online) {
+                    bail!(
+                        "host {}: CPU {c} is not one of this machine's {online}",
+                        h.name
+                    );
+                }
+            }
             if self.hosts[..i]
                 .iter()
                 .any(|o| o.name == h.name || o.addr == h.addr)
@@ -109,6 +126,22 @@ impl LabSpec {
             format!("unknown host {name:?}; the lab has: {}", names.join(", "))
         })
     }
+}
+
+/// The CPUs of a cpuset list (`0`, `0-1`, `0,2-3`), in order, without repeats.
+pub fn parse_cpu_list(s: &str) -> Result<Vec<usize>> {
+    let mut out = Vec::new();
+    for part in s.split(',') {
+        let (a, b) = part.split_once('-').unwrap_or((part, part));
+        let (a, b): (usize, usize) = (a.trim().parse()?, b.trim().parse()?);
+        if a > b || b >= 1024 {
+            bail!("{part:?} is not a CPU range");
+        }
+        out.extend(a..=b);
+    }
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
 }
 
 /// Names end up in interface and namespace names (15 bytes max) and in paths, so they are
@@ -158,6 +191,23 @@ mod tests {
         spec.validate().unwrap();
         let names: Vec<_> = spec.hosts.iter().map(|h| h.name.as_str()).collect();
         assert_eq!(names, ["node-a", "node-b", "ran", "pdn"]);
+    }
+
+    #[test]
+    fn cpu_lists_parse_and_bad_ones_name_the_host() {
+        assert_eq!(parse_cpu_list("0").unwrap(), [0]);
+        assert_eq!(parse_cpu_list("2-3,0,3").unwrap(), [0, 2, 3]);
+        for bad in ["", "a", "3-1", "0-", "-1", "0,,1", "5000"] {
+            assert!(parse_cpu_list(bad).is_err(), "{bad}");
+        }
+        let mut spec = LabSpec::default();
+        spec.hosts[0].cpus = Some("0".into());
+        spec.validate().unwrap();
+        spec.hosts[1].cpus = Some("1023".into());
+        let e = format!("{:#}", spec.validate().unwrap_err());
+        assert!(e.contains("node-b") && e.contains("1023"), "{e}");
+        spec.hosts[1].cpus = Some("x".into());
+        assert!(format!("{:#}", spec.validate().unwrap_err()).contains("bad cpus"));
     }
 
     #[test]

@@ -21,6 +21,9 @@ pub struct Containers {
     /// Whether `criu` restores TUN files from inherited fds ([`crate::tun::criu_restores_tun`],
     /// read once: it scans the binary).
     pub restores_tun: bool,
+    /// The host's CPUs (a cpuset list), if not all: `cgroup_parent`'s cpuset, which its
+    /// containers inherit.
+    pub cpus: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -323,30 +326,55 @@ impl Containers {
     /// The host's cgroup folders (`cgroup_parent` under every controller), which CRIU's
     /// restore expects to find: it creates only the container's own, and a cpuset folder
     /// it creates on the way would have no CPUs (runc fills those in for its containers).
+    /// With [`Containers::cpus`], the host's own folder gets those CPUs.
     pub fn prepare_cgroup_parents(&self) -> Result<()> {
         for c in controllers() {
             let mut dir = Path::new("/sys/fs/cgroup").join(&c);
-            for part in self.cgroup_parent.trim_start_matches('/').split('/') {
+            let parts: Vec<&str> = self
+                .cgroup_parent
+                .trim_start_matches('/')
+                .split('/')
+                .collect();
+            for (i, part) in parts.iter().enumerate() {
                 let parent = dir.clone();
                 dir = dir.join(part);
                 if !dir.exists() {
                     std::fs::create_dir(&dir)
                         .with_context(|| format!("cannot create {}", dir.display()))?;
                 }
-                if c == "cpuset" {
+                if let (true, true, Some(cpus)) = (c == "cpuset", i + 1 == parts.len(), &self.cpus)
+                {
+                    // mems first: a cpuset without memory nodes takes no CPUs either.
+                    copy_if_empty(&dir, &parent, "cpuset.mems")?;
+                    std::fs::write(dir.join("cpuset.cpus"), cpus).with_context(|| {
+                        format!("cannot give {} the CPUs {cpus}", dir.display())
+                    })?;
+                } else if c == "cpuset" {
                     for f in ["cpuset.cpus", "cpuset.mems"] {
-                        let now = std::fs::read_to_string(dir.join(f)).unwrap_or_default();
-                        if now.trim().is_empty() {
-                            std::fs::write(
-                                dir.join(f),
-                                std::fs::read_to_string(parent.join(f))?.trim(),
-                            )?;
-                        }
+                        copy_if_empty(&dir, &parent, f)?;
                     }
                 }
             }
         }
         Ok(())
+    }
+
+    /// With [`Containers::cpus`], the cpuset of the container `id` a restore will make,
+    /// made first with this host's CPUs: CRIU would give it the source host's (it restores
+    /// a cpuset's CPUs with the cgroups it creates), which this host's cpuset refuses.
+    pub fn prepare_cpuset(&self, id: &str) -> Result<()> {
+        let Some(cpus) = &self.cpus else {
+            return Ok(());
+        };
+        let dir = self.cgroup(id, "cpuset");
+        if !dir.exists() {
+            std::fs::create_dir(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        let parent = dir.parent().context("a container cgroup has a parent")?;
+        copy_if_empty(&dir, parent, "cpuset.mems")?;
+        std::fs::write(dir.join("cpuset.cpus"), cpus)
+            .with_context(|| format!("cannot give {} the CPUs {cpus}", dir.display()))
     }
 
     /// A `criu swrk` for dumps, started ahead of the freeze.
@@ -720,6 +748,19 @@ fn write_descriptors(pid: i64, images: &Path) -> Result<()> {
         })
         .collect();
     std::fs::write(images.join(DESCRIPTORS), serde_json::to_vec(&fds)?)?;
+    Ok(())
+}
+
+/// A cgroup v1 cpuset file as `parent` has it, where `dir`'s is still empty (a new cpuset
+/// has no CPUs and no memory nodes, and takes no tasks).
+fn copy_if_empty(dir: &Path, parent: &Path, file: &str) -> Result<()> {
+    let now = std::fs::read_to_string(dir.join(file)).unwrap_or_default();
+    if now.trim().is_empty() {
+        std::fs::write(
+            dir.join(file),
+            std::fs::read_to_string(parent.join(file))?.trim(),
+        )?;
+    }
     Ok(())
 }
 

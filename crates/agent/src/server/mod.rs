@@ -50,6 +50,9 @@ pub struct Config {
     /// less than the machine it runs on.
     pub memory_mb: Option<u64>,
     pub cpu_models: Option<Vec<String>>,
+    /// The machine's CPUs this host has (a cpuset list), if not all: its containers' cgroup
+    /// parent is confined to them.
+    pub cpus: Option<String>,
 }
 
 struct Agent {
@@ -148,7 +151,12 @@ pub fn serve(cfg: Config) -> Result<()> {
         criu: cfg.criu.clone(),
         cgroup_parent: paths::cgroup_parent(&cfg.host),
         restores_tun: runtime::tun::criu_restores_tun(&cfg.criu),
+        cpus: cfg.cpus.clone(),
     };
+    if cfg.cpus.is_some() {
+        // Made now, with the host's CPUs, so that the containers runc starts inherit them.
+        containers.prepare_cgroup_parents()?;
+    }
     let listener = TcpListener::bind(cfg.listen)
         .with_context(|| format!("cannot listen on {}", cfg.listen))?;
     let agent = Arc::new(Agent {

@@ -54,6 +54,7 @@ impl Agent {
     pub(super) fn prepare_target(&self, spec: &ContainerSpec) -> Result<String> {
         let digest = self.prepare(spec)?;
         self.containers.prepare_cgroup_parents()?;
+        self.containers.prepare_cpuset(&spec.name)?;
         self.warm_restore(&spec.name, &self.dir(&spec.name)?, &spec.tun_devices)?;
         if let Err(e) = self.hold(&spec.name) {
             tracing::warn!(

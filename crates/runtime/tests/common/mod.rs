@@ -40,6 +40,7 @@ impl Host {
                 criu: criu.into(),
                 cgroup_parent: format!("/corehop-tuninh-{pid}-{tag}"),
                 restores_tun: tun::criu_restores_tun(criu),
+                cpus: None,
             },
             runc: Runc {
                 root: dir.join("runc"),
