@@ -907,17 +907,21 @@ impl<'a> Report<'a> {
     /// beside the default flavor.
     fn factor_flavor(&mut self) {
         let p = &self.plan.parameters;
-        for (list, sub, what) in [
-            (p.flavors.clone(), "a", "flavor"),
-            (
-                p.ram_flavors.clone(),
-                "b",
-                "RAM at the default flavor's vCPUs",
-            ),
-        ] {
-            if sub == "b" && list.is_empty() {
-                continue;
-            }
+        // (flavors, figure, what varies, file stem, x axis); (b) only where the plan has one.
+        let figures = [
+            Some((p.flavors.clone(), "a", "flavor", "flavor", "Flavor")),
+            (!p.ram_flavors.is_empty()).then(|| {
+                let what = "RAM at the default flavor's vCPUs";
+                (
+                    p.ram_flavors.clone(),
+                    "b",
+                    what,
+                    "ram",
+                    "Flavor (vCPUs, RAM)",
+                )
+            }),
+        ];
+        for (list, sub, what, file, x_label) in figures.into_iter().flatten() {
             let d = self.plan.defaults.clone();
             let mut flavors = vec![d.flavor.clone()];
             for f in list {
@@ -938,12 +942,8 @@ impl<'a> Report<'a> {
             self.factor_section(
                 &format!("Migration time by {what} (cf. paper Fig. 9({sub}))"),
                 &format!("migration time by {what} (cf. paper Fig. 9({sub}))"),
-                if sub == "a" { "flavor" } else { "ram" },
-                if sub == "a" {
-                    "Flavor"
-                } else {
-                    "Flavor (vCPUs, RAM)"
-                },
+                file,
+                x_label,
                 Factor::Flavor,
                 cols,
             );

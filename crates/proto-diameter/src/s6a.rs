@@ -506,28 +506,28 @@ impl UpdateLocationAnswer {
     pub fn from_message(m: &Message) -> Result<Self> {
         expect(m, CMD_UPDATE_LOCATION, false, "ULA")?;
         let h = AnswerHead::parse(m)?;
+        let mut subscription = m
+            .find(AVP_SUBSCRIPTION_DATA, V)
+            .map(SubscriptionData::from_avp)
+            .transpose()?;
+        // A top-level timer (an HSS of NextEPC's lineage) stands in for a missing one in
+        // Subscription-Data.
+        if let Some(s) = subscription
+            .as_mut()
+            .filter(|s| s.periodic_rau_tau_timer.is_none())
+        {
+            s.periodic_rau_tau_timer = m
+                .find(AVP_SUBSCRIBED_PERIODIC_RAU_TAU_TIMER, V)
+                .map(Avp::as_u32)
+                .transpose()?;
+        }
         Ok(UpdateLocationAnswer {
             session_id: h.session_id,
             origin_host: h.origin_host,
             origin_realm: h.origin_realm,
             result: h.result,
             ula_flags: m.find(AVP_ULA_FLAGS, V).map(Avp::as_u32).transpose()?,
-            subscription: m
-                .find(AVP_SUBSCRIPTION_DATA, V)
-                .map(SubscriptionData::from_avp)
-                .transpose()?
-                .map(|mut s| -> Result<SubscriptionData> {
-                    // A top-level timer (an HSS of NextEPC's lineage) stands in for a
-                    // missing one in Subscription-Data.
-                    if s.periodic_rau_tau_timer.is_none() {
-                        s.periodic_rau_tau_timer = m
-                            .find(AVP_SUBSCRIBED_PERIODIC_RAU_TAU_TIMER, V)
-                            .map(Avp::as_u32)
-                            .transpose()?;
-                    }
-                    Ok(s)
-                })
-                .transpose()?,
+            subscription,
         })
     }
 }

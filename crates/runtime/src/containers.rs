@@ -342,16 +342,14 @@ impl Containers {
                     std::fs::create_dir(&dir)
                         .with_context(|| format!("cannot create {}", dir.display()))?;
                 }
-                if let (true, true, Some(cpus)) = (c == "cpuset", i + 1 == parts.len(), &self.cpus)
-                {
-                    // mems first: a cpuset without memory nodes takes no CPUs either.
-                    copy_if_empty(&dir, &parent, "cpuset.mems")?;
-                    std::fs::write(dir.join("cpuset.cpus"), cpus).with_context(|| {
-                        format!("cannot give {} the CPUs {cpus}", dir.display())
-                    })?;
-                } else if c == "cpuset" {
-                    for f in ["cpuset.cpus", "cpuset.mems"] {
-                        copy_if_empty(&dir, &parent, f)?;
+                if c == "cpuset" {
+                    match self.cpus.as_deref().filter(|_| i + 1 == parts.len()) {
+                        Some(cpus) => give_cpus(&dir, &parent, cpus)?,
+                        None => {
+                            for f in ["cpuset.cpus", "cpuset.mems"] {
+                                copy_if_empty(&dir, &parent, f)?;
+                            }
+                        }
                     }
                 }
             }
@@ -372,9 +370,7 @@ impl Containers {
                 .with_context(|| format!("cannot create {}", dir.display()))?;
         }
         let parent = dir.parent().context("a container cgroup has a parent")?;
-        copy_if_empty(&dir, parent, "cpuset.mems")?;
-        std::fs::write(dir.join("cpuset.cpus"), cpus)
-            .with_context(|| format!("cannot give {} the CPUs {cpus}", dir.display()))
+        give_cpus(&dir, parent, cpus)
     }
 
     /// A `criu swrk` for dumps, started ahead of the freeze.
@@ -749,6 +745,14 @@ fn write_descriptors(pid: i64, images: &Path) -> Result<()> {
         .collect();
     std::fs::write(images.join(DESCRIPTORS), serde_json::to_vec(&fds)?)?;
     Ok(())
+}
+
+/// Confines the cgroup v1 cpuset `dir` to `cpus`, with `parent`'s memory nodes (first: a
+/// cpuset without memory nodes takes no CPUs either).
+fn give_cpus(dir: &Path, parent: &Path, cpus: &str) -> Result<()> {
+    copy_if_empty(dir, parent, "cpuset.mems")?;
+    std::fs::write(dir.join("cpuset.cpus"), cpus)
+        .with_context(|| format!("cannot give {} the CPUs {cpus}", dir.display()))
 }
 
 /// A cgroup v1 cpuset file as `parent` has it, where `dir`'s is still empty (a new cpuset
